@@ -1,0 +1,37 @@
+# make run: a local server on the embedded defaults (offline provider, local storage).
+# make test: the whole suite. Both set up .venv first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PORT ?= 8080
+MEM ?= 512m
+
+.PHONY: run test venv dev-venv redis bench run-limited clean
+
+$(BIN)/.installed: requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.txt
+	touch $@
+
+$(BIN)/.dev-installed: $(BIN)/.installed requirements-dev.txt
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	touch $@
+
+venv: $(BIN)/.installed
+dev-venv: $(BIN)/.dev-installed
+
+run: venv
+	MALLOC_ARENA_MAX=2 PORT=$(PORT) $(BIN)/gunicorn -c gunicorn.conf.py wsgi:app
+
+# Redis serves the job-store tests; start one when none is listening.
+redis:
+	@scripts/ensure-redis
+
+test: dev-venv redis
+	MALLOC_ARENA_MAX=2 $(BIN)/python -m pytest -q
+
+bench: dev-venv
+	$(BIN)/python bench/governor_overhead.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache media

@@ -1,0 +1,73 @@
+"""Liroo's backend: a Flask app behind a memory governor."""
+from __future__ import annotations
+
+import logging
+
+from flask import Flask
+
+from . import errors, metrics, monitoring, requestid
+from .governor import Governor, GovernorConfig, MemoryGovernorMiddleware, Unreserved
+from .services import Services
+from .settings import Settings
+
+log = logging.getLogger("liroo")
+
+
+def governor_config(settings: Settings) -> GovernorConfig:
+    return GovernorConfig(
+        limit_mb=settings.memory_limit_mb,
+        cleanup_mb=settings.force_gc_threshold_mb,
+        warning_mb=settings.memory_warning_mb,
+        cleanup_min_interval_s=settings.gc_min_interval_s,
+        retry_after_s=settings.retry_after_s,
+        recycle_mb=settings.worker_recycle_mb,
+        recycle_strikes=settings.recycle_strikes,
+        recycle_min_age_s=settings.recycle_min_age_s,
+        recycle_check_interval_s=settings.recycle_check_interval_s,
+    )
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    """Build the app: settings, governor, blueprints, and the governor's middleware around it all."""
+    settings = settings or Settings.from_env()
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.json.sort_keys = False
+
+    governor = Governor(governor_config(settings))
+    governor.subscribe(metrics.on_governor_event)
+    svc = Services(settings=settings, governor=governor,
+                   reserver=governor if settings.governor_enabled else Unreserved())
+    app.extensions["liroo"] = svc
+
+    errors.register_error_handlers(app)
+    requestid.init_app(app)
+    metrics.init_app(app)
+    app.register_blueprint(monitoring.bp)
+
+    if settings.governor_enabled:
+        app.wsgi_app = MemoryGovernorMiddleware(
+            app.wsgi_app, governor,
+            route_costs_mb=_route_costs(app),
+            request_id=requestid.request_id_from_environ)
+    log.info("liroo ready: governor %s, limit %.0f MB (%s)",
+             "on" if settings.governor_enabled else "off", governor.thresholds.limit_mb, governor.probe.source)
+    return app
+
+
+def memory_cost(mb: float):
+    """Declare a view's expected memory cost, so the governor's door admits it only with room to spare."""
+    def mark(view):
+        view.memory_cost_mb = mb
+        return view
+    return mark
+
+
+def _route_costs(app: Flask) -> dict[str, float]:
+    costs = {}
+    for rule in app.url_map.iter_rules():
+        view = app.view_functions.get(rule.endpoint)
+        cost = getattr(view, "memory_cost_mb", 0)
+        if cost and not rule.arguments:
+            costs[rule.rule] = float(cost)
+    return costs

@@ -1,0 +1,25 @@
+"""A memory governor for WSGI services.
+
+It measures what the OOM killer measures (the cgroup's working set), sheds
+requests with 503 + Retry-After above the hard limit instead of letting the
+container be killed, reserves memory for heavy steps across all workers,
+cleans up after responses when memory is high, and recycles gunicorn workers
+gracefully. It imports nothing from Flask or from the rest of Liroo, so any
+WSGI app can use it:
+
+    governor = Governor(GovernorConfig())
+    app.wsgi_app = MemoryGovernorMiddleware(app.wsgi_app, governor)
+    with governor.reserve(200, wait_s=30):
+        ...heavy work...
+"""
+from .core import Governor, GovernorConfig, GovernorEvent, MemoryReserver, Unreserved
+from .middleware import MemoryGovernorMiddleware
+from .policy import Level, MemoryPressure, Reservation, Thresholds
+from .probe import MemoryProbe, find_cgroup
+from .workers import WorkerRecycler, freeze_heap
+
+__all__ = [
+    "Governor", "GovernorConfig", "GovernorEvent", "MemoryReserver", "Unreserved",
+    "MemoryGovernorMiddleware", "Level", "MemoryPressure", "Reservation", "Thresholds",
+    "MemoryProbe", "find_cgroup", "WorkerRecycler", "freeze_heap",
+]

@@ -1,0 +1,86 @@
+"""The cleanup ladder: give memory back to the operating system, rarely and measurably.
+
+``gc.collect()`` frees Python objects, but glibc keeps the freed pages in its
+arenas, so the container's figure does not fall; ``malloc_trim(0)`` hands them
+back. Both cost milliseconds on a big heap, so they run at most once per
+``min_interval_s`` per process, and never on every request.
+"""
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import gc
+import threading
+import time
+from dataclasses import dataclass
+
+from .probe import MemoryProbe
+
+
+def _load_malloc_trim():
+    """glibc's malloc_trim, or None where the C library is not glibc (musl, macOS)."""
+    name = ctypes.util.find_library("c")
+    if not name:
+        return None
+    try:
+        libc = ctypes.CDLL(name)
+        trim = libc.malloc_trim
+    except (OSError, AttributeError):
+        return None
+    trim.argtypes = [ctypes.c_size_t]
+    trim.restype = ctypes.c_int
+    return trim
+
+
+@dataclass(frozen=True)
+class CleanupResult:
+    kind: str            # "trim" (malloc_trim only) or "full" (gc + malloc_trim)
+    rss_before: int
+    rss_after: int
+    collected: int       # objects gc found unreachable
+    seconds: float
+
+    @property
+    def reclaimed_bytes(self) -> int:
+        return max(self.rss_before - self.rss_after, 0)
+
+
+class Cleaner:
+    """Runs cleanups, at most one at a time and one per interval; counts what they reclaim."""
+
+    def __init__(self, probe: MemoryProbe, min_interval_s: float = 1.0) -> None:
+        self.probe = probe
+        self.min_interval_s = min_interval_s
+        self._malloc_trim = _load_malloc_trim()
+        self._lock = threading.Lock()
+        self._last = -float("inf")
+        self.runs = 0
+        self.reclaimed_bytes = 0
+
+    @property
+    def can_trim(self) -> bool:
+        return self._malloc_trim is not None
+
+    def due(self) -> bool:
+        return time.monotonic() - self._last >= self.min_interval_s
+
+    def run(self, full: bool = True) -> CleanupResult | None:
+        """Clean up unless another thread is doing it or the last run was too recent."""
+        if not self.due() or not self._lock.acquire(blocking=False):
+            return None
+        try:
+            if not self.due():
+                return None
+            start = time.monotonic()
+            before = self.probe.rss_bytes()
+            collected = gc.collect() if full else 0
+            if self._malloc_trim is not None:
+                self._malloc_trim(0)
+            after = self.probe.rss_bytes()
+            self._last = time.monotonic()
+            result = CleanupResult("full" if full else "trim", before, after, collected, self._last - start)
+            self.runs += 1
+            self.reclaimed_bytes += result.reclaimed_bytes
+            return result
+        finally:
+            self._lock.release()

@@ -1,0 +1,122 @@
+"""The WSGI middleware: admit or shed before a request, clean up after it."""
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Callable, Iterable, Mapping
+
+from .core import Governor
+from .probe import MB
+
+# Bodies of shed requests are read and dropped up to this size so that closing
+# the connection does not reset it under the client before it reads the 503.
+_DRAIN_LIMIT = 1024 * 1024
+
+
+class MemoryGovernorMiddleware:
+    """Sheds requests with ``503`` + ``Retry-After`` when memory is at the hard limit.
+
+    Before each request it takes one reading (about a microsecond). At or above
+    the hard limit, or when the route's declared cost would cross it, it runs
+    one (rate-limited) cleanup, reads again, and if still over answers 503
+    itself without calling the app. After the response body is closed it lets
+    the governor clean up if memory is high.
+
+    Trusts: ``PATH_INFO`` to pick exempt paths and route costs, nothing else
+    from the request. Exempt paths (health and monitoring) are never shed, so
+    operators can always see why the service is refusing work.
+    """
+
+    def __init__(self, app: Callable, governor: Governor,
+                 exempt_paths: Iterable[str] = ("/health", "/memory", "/metrics"),
+                 route_costs_mb: Mapping[str, float] | None = None,
+                 request_id: Callable[[dict], str] | None = None) -> None:
+        self.app = app
+        self.governor = governor
+        self.exempt_paths = frozenset(exempt_paths)
+        self.route_costs_mb = dict(route_costs_mb or {})
+        self.request_id = request_id or (lambda environ: uuid.uuid4().hex)
+        self._limit_bytes = governor.thresholds.limit_mb * MB
+
+    def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
+        governor = self.governor
+        path = environ.get("PATH_INFO", "")
+        if path not in self.exempt_paths:
+            cost = self.route_costs_mb.get(path, 0.0)
+            if cost or governor.probe.used_bytes() >= self._limit_bytes:
+                if not governor.policy.admits(cost):
+                    governor.cleanup(full=True, reason="shed")
+                    if not governor.policy.admits(cost):
+                        return self._shed(environ, start_response, cost)
+        governor.requests_served += 1
+        return _ClosingIterable(self.app(environ, start_response), governor.after_response)
+
+    def _shed(self, environ: dict, start_response: Callable, cost_mb: float) -> Iterable[bytes]:
+        governor = self.governor
+        used = governor.used_mb()
+        retry = governor.config.retry_after_s
+        governor.count("shed_count")
+        request_id = self.request_id(environ)
+        governor.emit("shed", path=environ.get("PATH_INFO", ""), used_mb=round(used, 1),
+                      limit_mb=round(governor.thresholds.limit_mb, 1), cost_mb=cost_mb, request_id=request_id)
+        _drain(environ)
+        body = json.dumps({
+            "error": f"The service is short of memory right now; please retry in {retry} seconds.",
+            "code": "memory_pressure",
+            "memory_usage_mb": round(used, 2),
+            "memory_limit_mb": round(governor.thresholds.limit_mb, 2),
+            "retry_after_s": retry,
+            "request_id": request_id,
+        }).encode()
+        start_response("503 Service Unavailable", [
+            ("Content-Type", "application/json"),
+            ("Content-Length", str(len(body))),
+            ("Retry-After", str(retry)),
+            ("Connection", "close"),
+            ("X-Request-ID", request_id),
+        ])
+        return [body]
+
+
+def _drain(environ: dict) -> None:
+    try:
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        return
+    if length <= 0 or length > _DRAIN_LIMIT:
+        return
+    stream = environ.get("wsgi.input")
+    try:
+        while length > 0:
+            chunk = stream.read(min(length, 65536))
+            if not chunk:
+                return
+            length -= len(chunk)
+    except Exception:  # a client that hung up: nothing to protect
+        return
+
+
+class _ClosingIterable:
+    """Passes the app's body through and calls ``after`` once the server closes it.
+
+    Wrapping hides gunicorn's ``wsgi.file_wrapper`` (sendfile); media in
+    production comes from Cloud Storage, so plain iteration costs nothing that
+    matters.
+    """
+
+    __slots__ = ("_iterable", "_after")
+
+    def __init__(self, iterable: Iterable[bytes], after: Callable[[], None]) -> None:
+        self._iterable = iterable
+        self._after = after
+
+    def __iter__(self):
+        return iter(self._iterable)
+
+    def close(self) -> None:
+        try:
+            close = getattr(self._iterable, "close", None)
+            if close is not None:
+                close()
+        finally:
+            self._after()

@@ -1,0 +1,117 @@
+"""Prometheus metrics, correct across gunicorn workers.
+
+gunicorn.conf.py points ``PROMETHEUS_MULTIPROC_DIR`` at a fresh folder before
+the app is imported, so prometheus-client keeps every worker's values in
+shared files and ``/metrics`` (answered by any one worker) adds them up.
+Outside gunicorn the ordinary in-process registry is used.
+
+Figures that are the same for the whole container (its memory, thresholds,
+reservations) are read when scraped rather than stored on every request.
+"""
+from __future__ import annotations
+
+import os
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
+from prometheus_client.core import GaugeMetricFamily
+
+from .governor import Governor, GovernorEvent
+from .governor.probe import MB
+
+REQUESTS = Counter("liroo_http_requests_total", "HTTP requests answered", ["route", "method", "status"])
+LATENCY = Histogram("liroo_http_request_duration_seconds", "HTTP request latency", ["route"],
+                    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900))
+SHED = Counter("liroo_memory_shed_total", "Requests refused with 503 for memory pressure")
+REFUSED = Counter("liroo_memory_reservations_refused_total", "Heavy steps refused for lack of memory")
+CLEANUPS = Counter("liroo_memory_cleanups_total", "Cleanups run", ["kind", "reason"])
+RECLAIMED = Counter("liroo_memory_reclaimed_bytes_total", "Bytes of RSS given back by cleanups")
+RECYCLES = Counter("liroo_worker_recycles_total", "Worker recycles", ["reason"])
+WORKER_RSS = Gauge("liroo_worker_rss_bytes", "Resident memory of each live worker", multiprocess_mode="liveall")
+IMAGE_CACHE = Counter("liroo_image_cache_total", "Image cache lookups", ["result"])
+PROVIDER_CALLS = Counter("liroo_provider_calls_total", "Model calls", ["operation", "outcome"])
+
+
+def on_governor_event(event: GovernorEvent) -> None:
+    """Turn the governor's actions into counters."""
+    figures = event.figures
+    if event.kind == "shed":
+        SHED.inc()
+    elif event.kind == "refused":
+        REFUSED.inc()
+    elif event.kind == "cleanup":
+        CLEANUPS.labels(figures.get("kind", "full"), figures.get("reason", "threshold")).inc()
+        RECLAIMED.inc(max(figures.get("reclaimed_mb", 0.0), 0.0) * MB)
+    elif event.kind == "recycle":
+        RECYCLES.labels(figures.get("reason", "rss")).inc()
+    elif event.kind == "rss":
+        WORKER_RSS.set(figures.get("rss_mb", 0.0) * MB)
+
+
+class _ContainerMemoryCollector:
+    """Container-wide memory figures, read at scrape time."""
+
+    def __init__(self, governor: Governor) -> None:
+        self.governor = governor
+
+    def collect(self):
+        g = self.governor
+        used = g.probe.used_bytes()
+        yield GaugeMetricFamily("liroo_memory_used_bytes",
+                                f"Memory the governor acts on ({g.probe.source})", value=used)
+        limit = g.probe.limit_bytes
+        if limit is not None:
+            yield GaugeMetricFamily("liroo_memory_cgroup_limit_bytes", "The container's memory limit", value=limit)
+        thresholds = GaugeMetricFamily("liroo_memory_threshold_bytes", "Governor thresholds", labels=["level"])
+        thresholds.add_metric(["warning"], g.thresholds.warning_mb * MB)
+        thresholds.add_metric(["cleanup"], g.thresholds.cleanup_mb * MB)
+        thresholds.add_metric(["limit"], g.thresholds.limit_mb * MB)
+        yield thresholds
+        yield GaugeMetricFamily("liroo_memory_level", "0 normal, 1 warning, 2 cleanup, 3 critical",
+                                value=int(g.level(used / MB)))
+        yield GaugeMetricFamily("liroo_memory_reserved_bytes", "Outstanding memory reservations, all workers",
+                                value=g.policy.ledger.total_bytes())
+
+
+def render(governor: Governor) -> bytes:
+    """The /metrics text: all workers' values plus the container figures."""
+    registry = CollectorRegistry()
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        multiprocess.MultiProcessCollector(registry)
+    else:
+        from prometheus_client import REGISTRY
+        registry = REGISTRY
+        return generate_latest(registry) + generate_latest(_single(governor))
+    registry.register(_ContainerMemoryCollector(governor))
+    return generate_latest(registry)
+
+
+def _single(governor: Governor) -> CollectorRegistry:
+    registry = CollectorRegistry()
+    registry.register(_ContainerMemoryCollector(governor))
+    return registry
+
+
+def mark_worker_dead(pid: int) -> None:
+    """Called by the gunicorn master when a worker exits (multiprocess bookkeeping)."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        multiprocess.mark_process_dead(pid)
+
+
+def init_app(app) -> None:
+    """Count every request by route (the rule, not the raw path) and status, and time it."""
+    import time
+
+    from flask import g, request
+
+    @app.before_request
+    def _start_timer():
+        g.metrics_started = time.perf_counter()
+
+    @app.after_request
+    def _observe(response):
+        rule = request.url_rule.rule if request.url_rule is not None else "unmatched"
+        REQUESTS.labels(rule, request.method, str(response.status_code)).inc()
+        started = getattr(g, "metrics_started", None)
+        if started is not None:
+            LATENCY.labels(rule).observe(time.perf_counter() - started)
+        return response

@@ -1,0 +1,83 @@
+"""/health, /memory and /metrics: cheap, never shed, no upstream calls."""
+from __future__ import annotations
+
+import os
+import time
+from datetime import datetime, timezone
+
+from flask import Blueprint, Response, jsonify
+
+from . import metrics
+from .governor import Level
+from .governor.probe import MB
+from .services import services
+
+bp = Blueprint("monitoring", __name__)
+
+
+def utc_timestamp() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@bp.get("/health")
+def health():
+    governor = services().governor
+    used = governor.used_mb()
+    level = governor.level(used)
+    critical = level >= Level.CRITICAL
+    return jsonify({
+        "status": "degraded" if critical else "healthy",
+        "message": ("Memory is at the hard limit; heavy requests are being refused for now."
+                    if critical else "Liroo backend is running."),
+        "memory_usage_mb": round(used, 2),
+        "memory_warning": level >= Level.WARNING,
+        "memory_critical": critical,
+        "timestamp": utc_timestamp(),
+    })
+
+
+@bp.get("/memory")
+def memory():
+    svc = services()
+    governor = svc.governor
+    details = governor.probe.details()
+    used = governor.used_mb()
+    level = governor.level(used)
+    status = {Level.NORMAL: "normal", Level.WARNING: "warning"}.get(level, "critical")
+    cgroup = details.get("cgroup")
+    return jsonify({
+        "memory_usage_mb": round(used, 2),
+        "memory_warning_threshold_mb": round(governor.thresholds.warning_mb, 2),
+        "memory_limit_mb": round(governor.thresholds.limit_mb, 2),
+        "memory_status": status,
+        "memory_details": {
+            "rss_mb": round(details["rss_bytes"] / MB, 2),
+            "vms_mb": round(details["vms_bytes"] / MB, 2) if details.get("vms_bytes") is not None else None,
+            "percent": round(details["percent"], 2) if details.get("percent") is not None else None,
+        },
+        "psutil_available": details.get("psutil_available", False),
+        "timestamp": utc_timestamp(),
+        "source": governor.probe.source,
+        "cgroup": None if cgroup is None else {
+            "version": cgroup["version"],
+            "usage_mb": _mb(cgroup["usage_bytes"]),
+            "working_set_mb": _mb(cgroup["working_set_bytes"]),
+            "limit_mb": _mb(cgroup["limit_bytes"]),
+        },
+        "worker": {
+            "pid": os.getpid(),
+            "age_s": round(time.monotonic() - governor.started_at, 1),
+            "requests_served": governor.requests_served,
+            "rss_mb": round(details["rss_bytes"] / MB, 2),
+        },
+        "governor": {"enabled": svc.settings.governor_enabled, **governor.snapshot()},
+    })
+
+
+def _mb(value: int | None) -> float | None:
+    return None if value is None else round(value / MB, 2)
+
+
+@bp.get("/metrics")
+def prometheus_metrics():
+    return Response(metrics.render(services().governor), mimetype="text/plain; version=0.0.4")

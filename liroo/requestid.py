@@ -1,0 +1,50 @@
+"""Request ids: the caller's when it sends a valid one, else a new UUID; echoed back.
+
+The app retries a POST with the same body; an id it chose lets it poll
+progress while the request runs and lets a retry find the first attempt.
+"""
+from __future__ import annotations
+
+import re
+import uuid
+
+from flask import Flask, g, request
+
+from .errors import ApiError
+
+REQUEST_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{8,128}")
+HEADER = "X-Request-ID"
+
+
+def valid_request_id(value: object) -> bool:
+    return isinstance(value, str) and REQUEST_ID_PATTERN.fullmatch(value) is not None
+
+
+def check_request_id(value: object) -> str:
+    """Return ``value`` if it is a usable id, else raise a 400."""
+    if not valid_request_id(value):
+        raise ApiError(400, "invalid_request_id",
+                       "A request id must be 8 to 128 letters, digits, '-' or '_'.")
+    return value  # type: ignore[return-value]
+
+
+def request_id_from_environ(environ: dict) -> str:
+    """For the governor's 503s, which are answered before Flask sees the request."""
+    value = environ.get("HTTP_X_REQUEST_ID")
+    return value if valid_request_id(value) else uuid.uuid4().hex
+
+
+def init_app(app: Flask) -> None:
+    @app.before_request
+    def _assign_request_id():
+        g.request_id = uuid.uuid4().hex  # so that even the error below carries one
+        header = request.headers.get(HEADER)
+        if header is not None:
+            g.request_id = check_request_id(header)
+
+    @app.after_request
+    def _echo_request_id(response):
+        request_id = getattr(g, "request_id", None)
+        if request_id:
+            response.headers[HEADER] = request_id
+        return response

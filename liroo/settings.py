@@ -1,0 +1,184 @@
+"""Every setting of the service, read from the environment once, in one place.
+
+Each field names its environment variable, its default and what it means; the
+README's settings table lists the same (a test keeps the two in step). Names
+from the operations guide keep their names; the rest carry the ``LIROO_``
+prefix. ``None`` means "not set": the code that uses it derives a value.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+
+class SettingsError(ValueError):
+    """A setting has a value that cannot be used."""
+
+
+def _bool(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"expected on/off, got {raw!r}")
+
+
+def _opt_str(raw: str) -> str | None:
+    return raw.strip() or None
+
+
+def _opt_float(raw: str) -> float | None:
+    return float(raw) if raw.strip() else None
+
+
+def _choice(*allowed: str) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        value = raw.strip().lower()
+        if value not in allowed:
+            raise ValueError(f"expected one of {', '.join(allowed)}, got {raw!r}")
+        return value
+    return parse
+
+
+def _setting(env: str, default: Any, doc: str, parse: Callable[[str], Any] | None = None) -> Any:
+    if parse is None:
+        parse = {bool: _bool, int: int, float: float}.get(type(default), str)
+    return field(default=default, metadata={"env": env, "doc": doc, "parse": parse})
+
+
+@dataclass(frozen=True)
+class Settings:
+    # --- server -------------------------------------------------------------
+    port: int = _setting("PORT", 8080, "Port gunicorn listens on.")
+    base_url: str | None = _setting(
+        "BASE_URL", None, "Public base URL for links to local media; unset: the request's own host.", _opt_str)
+    workers: int = _setting("WEB_CONCURRENCY", 2, "gunicorn worker processes (two, so a recycle never leaves none).")
+    threads: int = _setting(
+        "LIROO_THREADS", 20, "Threads per worker; workers x threads covers Cloud Run's --concurrency 40.")
+    worker_timeout_s: int = _setting(
+        "LIROO_WORKER_TIMEOUT_S", 120, "gunicorn heartbeat timeout: a worker silent this long is restarted.")
+    graceful_timeout_s: int = _setting(
+        "LIROO_GRACEFUL_TIMEOUT_S", 8, "Seconds a stopping worker gets to finish in-flight requests (Cloud Run grants 10).")
+    max_requests: int = _setting("LIROO_MAX_REQUESTS", 1000, "Requests after which a worker is recycled (0: never).")
+    max_requests_jitter: int = _setting("LIROO_MAX_REQUESTS_JITTER", 100, "Random extra requests so workers do not recycle together.")
+    request_deadline_s: float = _setting(
+        "LIROO_REQUEST_DEADLINE_S", 1800.0, "Longest a generation request may run before it fails with a timeout.")
+
+    # --- memory governor -----------------------------------------------------
+    governor_enabled: bool = _setting("LIROO_GOVERNOR", True, "on: the memory governor wraps the app; off: unwrapped (benchmarks only).")
+    memory_limit_mb: float | None = _setting(
+        "MEMORY_LIMIT_MB", None, "Hard limit: requests are shed with 503 above it. Unset: 75% of the cgroup limit, else 1500.", _opt_float)
+    force_gc_threshold_mb: float | None = _setting(
+        "FORCE_GC_THRESHOLD_MB", None, "Cleanup (gc + malloc_trim) after responses above it. Unset: 60% of the cgroup limit, else 1200.", _opt_float)
+    memory_warning_mb: float | None = _setting(
+        "MEMORY_WARNING_MB", None, "Warning level (cheap malloc_trim, reported in /health). Unset: 50% of the cgroup limit, else 1000.", _opt_float)
+    gc_min_interval_s: float = _setting("LIROO_GC_MIN_INTERVAL_S", 1.0, "Least time between two cleanups in one worker.")
+    retry_after_s: int = _setting("LIROO_RETRY_AFTER_S", 5, "Retry-After seconds on a 503 for memory pressure.")
+    worker_recycle_mb: float | None = _setting(
+        "LIROO_WORKER_RECYCLE_MB", None, "A worker whose RSS stays above this is recycled gracefully. Unset: half the hard limit.", _opt_float)
+    recycle_strikes: int = _setting("LIROO_RECYCLE_STRIKES", 3, "Consecutive checks above LIROO_WORKER_RECYCLE_MB before a recycle.")
+    recycle_min_age_s: float = _setting("LIROO_RECYCLE_MIN_AGE_S", 10.0, "A worker younger than this is never recycled for memory.")
+    recycle_check_interval_s: float = _setting("LIROO_RECYCLE_CHECK_INTERVAL_S", 5.0, "Seconds between two RSS checks of a worker.")
+    reservation_wait_s: float = _setting(
+        "LIROO_RESERVATION_WAIT_S", 60.0, "How long a heavy step (an image) waits for memory before it fails with 503.")
+    image_reserve_mb: float = _setting(
+        "LIROO_IMAGE_RESERVE_MB", 48.0, "Memory reserved for one image while the model makes it (its decode is reserved from the header).")
+
+    # --- images ---------------------------------------------------------------
+    max_image_pixels: int = _setting("LIROO_MAX_IMAGE_PIXELS", 40_000_000, "Images with more pixels are refused before decoding.")
+    max_image_side: int = _setting("LIROO_MAX_IMAGE_SIDE", 1024, "Stored images fit within this many pixels a side.")
+    image_format: str = _setting("LIROO_IMAGE_FORMAT", "jpeg", "Stored image format: jpeg, webp or png.", _choice("jpeg", "webp", "png"))
+    image_quality: int = _setting("LIROO_IMAGE_QUALITY", 85, "JPEG/WebP quality (1-95).")
+    image_cache: bool = _setting("LIROO_IMAGE_CACHE", True, "on: a repeated picture request reuses the stored image.")
+
+    # --- storage --------------------------------------------------------------
+    storage: str | None = _setting(
+        "LIROO_STORAGE", None, "local or gcs. Unset: gcs when GCS_BUCKET_NAME is set, else local.", _opt_str)
+    media_dir: str = _setting("LIROO_MEDIA_DIR", "./media", "Folder for local storage, served at /media/<key>.")
+    gcs_bucket_name: str | None = _setting("GCS_BUCKET_NAME", None, "Google Cloud Storage bucket for generated media.", _opt_str)
+    gcs_url_mode: str = _setting(
+        "LIROO_GCS_URL_MODE", "signed", "signed: V4 signed URLs; public: plain URLs for a public bucket.", _choice("signed", "public"))
+    signed_url_ttl_s: int = _setting("LIROO_SIGNED_URL_TTL_S", 7 * 24 * 3600, "Lifetime of a signed URL (7 days at most).")
+
+    # --- model provider -------------------------------------------------------
+    provider: str | None = _setting(
+        "LIROO_PROVIDER", None, "gemini or offline. Unset: gemini when GENAI_API_KEY is set, else offline.", _opt_str)
+    genai_api_key: str | None = _setting("GENAI_API_KEY", None, "Gemini API key.", _opt_str)
+    gemini_base_url: str | None = _setting(
+        "LIROO_GEMINI_BASE_URL", None, "Send Gemini calls here instead of Google (a proxy, or the test server).", _opt_str)
+    text_model: str = _setting("LIROO_TEXT_MODEL", "gemini-2.5-flash", "Model for structured text.")
+    image_model: str = _setting("LIROO_IMAGE_MODEL", "gemini-2.5-flash-image", "Model for images.")
+    tts_model: str = _setting("LIROO_TTS_MODEL", "gemini-2.5-flash-preview-tts", "Model for speech.")
+    gemini_rpm: int = _setting("LIROO_GEMINI_RPM", 60, "Requests per minute allowed per model (a shared token bucket; 0: unpaced).")
+    gemini_timeout_s: float = _setting("LIROO_GEMINI_TIMEOUT_S", 120.0, "Timeout of one Gemini HTTP call.")
+    gemini_retry_attempts: int = _setting("LIROO_GEMINI_RETRY_ATTEMPTS", 4, "Attempts per Gemini call, the first included.")
+    gemini_retry_initial_s: float = _setting("LIROO_GEMINI_RETRY_INITIAL_S", 1.0, "First retry delay; it doubles, with jitter.")
+    gemini_retry_max_s: float = _setting("LIROO_GEMINI_RETRY_MAX_S", 30.0, "Longest delay between two retries.")
+
+    # --- generation -----------------------------------------------------------
+    max_panels: int = _setting("LIROO_MAX_PANELS", 8, "Most panels in a comic (at least 3 are made).")
+    panel_concurrency: int = _setting("LIROO_PANEL_CONCURRENCY", 3, "Images made at once for one request.")
+    max_input_chars: int = _setting("LIROO_MAX_INPUT_CHARS", 20_000, "Longest input text accepted (413 above it).")
+    job_ttl_s: int = _setting("LIROO_JOB_TTL_S", 3600, "How long a finished request's progress and result stay answerable.")
+    redis_url: str | None = _setting("REDIS_URL", None, "Redis for jobs and rate limits shared by all instances; unset: in-process.", _opt_str)
+
+    # --- security ------------------------------------------------------------
+    api_keys: str | None = _setting("LIROO_API_KEYS", None, "Comma-separated keys; when set, generation requires one.", _opt_str)
+    api_keys_file: str | None = _setting("LIROO_API_KEYS_FILE", None, "File with one API key per line (instead of LIROO_API_KEYS).", _opt_str)
+    admin_token: str | None = _setting("LIROO_ADMIN_TOKEN", None, "When set, /memory, /metrics and others' /jobs require it.", _opt_str)
+    rate_limit: str | None = _setting("LIROO_RATE_LIMIT", None, "Rate limit for generation, e.g. '30 per minute'; unset: none.", _opt_str)
+    trusted_proxies: int = _setting("LIROO_TRUSTED_PROXIES", 0, "Proxies in front whose X-Forwarded-For is trusted (Cloud Run: 1).")
+    max_body_bytes: int = _setting("LIROO_MAX_BODY_BYTES", 1024 * 1024, "Largest request body (413 above it).")
+
+    # --- logging ---------------------------------------------------------------
+    log_format: str | None = _setting(
+        "LIROO_LOG_FORMAT", None, "json or text. Unset: json on Cloud Run (K_SERVICE set), else text.", _opt_str)
+    log_level: str = _setting("LIROO_LOG_LEVEL", "INFO", "Log level; prompts and user text only at DEBUG.")
+    cloud_run_service: str | None = _setting("K_SERVICE", None, "Set by Cloud Run; turns on JSON logs.", _opt_str)
+    gcp_project: str | None = _setting(
+        "GOOGLE_CLOUD_PROJECT", None, "Project id for log trace links (logging.googleapis.com/trace).", _opt_str)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":
+        """Read every setting from ``environ`` (default ``os.environ``); ``overrides`` win."""
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            raw = environ.get(f.metadata["env"])
+            if raw is None:
+                continue
+            try:
+                values[f.name] = f.metadata["parse"](raw)
+            except ValueError as exc:
+                raise SettingsError(f"{f.metadata['env']}: {exc}") from None
+        values.update(overrides)
+        return cls(**values)
+
+    def __post_init__(self) -> None:
+        if self.storage not in (None, "local", "gcs"):
+            raise SettingsError("LIROO_STORAGE: expected local or gcs")
+        if self.provider not in (None, "offline", "gemini"):
+            raise SettingsError("LIROO_PROVIDER: expected offline or gemini")
+        if self.log_format not in (None, "json", "text"):
+            raise SettingsError("LIROO_LOG_FORMAT: expected json or text")
+
+    # Derived choices, so that every caller decides them the same way.
+    @property
+    def storage_backend(self) -> str:
+        return self.storage or ("gcs" if self.gcs_bucket_name else "local")
+
+    @property
+    def provider_name(self) -> str:
+        return self.provider or ("gemini" if self.genai_api_key else "offline")
+
+    @property
+    def json_logs(self) -> bool:
+        return self.log_format == "json" if self.log_format else bool(self.cloud_run_service)
+
+
+def documented_settings() -> list[tuple[str, Any, str]]:
+    """(environment variable, default, description) for every setting, in order."""
+    return [(f.metadata["env"], f.default, f.metadata["doc"]) for f in dataclasses.fields(Settings)]

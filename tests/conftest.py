@@ -1,0 +1,18 @@
+import pytest
+
+from tests.servers import GunicornServer
+
+
+@pytest.fixture
+def start_server():
+    """Start real gunicorn servers; every one is stopped when the test ends."""
+    started: list[GunicornServer] = []
+
+    def start(env: dict | None = None, **kwargs) -> GunicornServer:
+        server = GunicornServer(env=env, **kwargs)
+        started.append(server)
+        return server.start()
+
+    yield start
+    for server in started:
+        server.__exit__(None, None, None)

@@ -1,0 +1,120 @@
+"""Real servers on loopback for the tests: gunicorn running the app, and waiting helpers."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Settings that must not leak from the developer's shell into a test server.
+_SCRUB_PREFIXES = ("LIROO_", "GENAI_", "GCS_", "MEMORY_", "FORCE_GC_", "REDIS_", "K_SERVICE", "BASE_URL",
+                   "PROMETHEUS_MULTIPROC_DIR", "WEB_CONCURRENCY", "STORAGE_EMULATOR_HOST", "GOOGLE_")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(predicate: Callable[[], object], timeout: float, interval: float = 0.02, what: str = "condition"):
+    """Poll ``predicate`` until it returns something truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    last_error = None
+    while time.monotonic() < deadline:
+        try:
+            value = predicate()
+            if value:
+                return value
+        except Exception as exc:  # not ready yet
+            last_error = exc
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout}s waiting for {what} (last error: {last_error!r})")
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(_SCRUB_PREFIXES)}
+    env.update({k: str(v) for k, v in extra.items()})
+    return env
+
+
+class GunicornServer:
+    """``gunicorn -c gunicorn.conf.py wsgi:app`` on a free loopback port, as in production."""
+
+    def __init__(self, env: dict[str, str] | None = None, args: tuple[str, ...] = (),
+                 command: list[str] | None = None, preexec_fn=None) -> None:
+        self.port = free_port()
+        self._tmp = tempfile.TemporaryDirectory(prefix="liroo-test-")
+        media = os.path.join(self._tmp.name, "media")
+        base = {"PORT": str(self.port), "LIROO_MEDIA_DIR": media, "WEB_CONCURRENCY": "2", "LIROO_THREADS": "8",
+                "MALLOC_ARENA_MAX": "2"}
+        base.update(env or {})
+        self.env = clean_env(**base)
+        self.media_dir = self.env["LIROO_MEDIA_DIR"]
+        self.command = command or [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app", *args]
+        self.log_path = os.path.join(self._tmp.name, "server.log")
+        self._preexec_fn = preexec_fn
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def url(self, path: str) -> str:
+        return self.base_url + path
+
+    def start(self, timeout: float = 60) -> "GunicornServer":
+        self._log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(self.command, cwd=ROOT, env=self.env, stdout=self._log,
+                                     stderr=subprocess.STDOUT, preexec_fn=self._preexec_fn)
+        try:
+            wait_for(self._healthy, timeout, interval=0.05, what="gunicorn to answer /health")
+        except TimeoutError:
+            self.stop()
+            raise RuntimeError("server did not start:\n" + self.log())
+        return self
+
+    def _healthy(self) -> bool:
+        if self.proc.poll() is not None:
+            raise RuntimeError("server exited:\n" + self.log())
+        return requests.get(self.url("/health"), timeout=2).status_code == 200
+
+    def log(self) -> str:
+        try:
+            return Path(self.log_path).read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def worker_pids(self) -> list[int]:
+        """The master's current children (the workers)."""
+        out = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True)
+        return [int(p) for p in out.stdout.split()]
+
+    def stop(self, timeout: float = 20) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+        return self.proc.returncode
+
+    def __enter__(self) -> "GunicornServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+        self._tmp.cleanup()
