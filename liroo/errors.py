@@ -11,6 +11,7 @@ from flask import Flask, Response, g, jsonify
 from werkzeug.exceptions import HTTPException
 
 from .governor import MemoryPressure
+from .providers.base import ProviderError, RateLimited
 
 log = logging.getLogger("liroo.errors")
 
@@ -68,6 +69,15 @@ def memory_pressure_error(exc: MemoryPressure) -> ApiError:
     )
 
 
+def provider_error(exc: ProviderError) -> ApiError:
+    """The client's view of a provider failure: status, code and sentence; the detail stays in the log."""
+    log.warning("provider error %s: %s (request %s)", exc.code, exc.detail, getattr(g, "request_id", "-"))
+    headers = {}
+    if isinstance(exc, RateLimited) or exc.retry_after_s:
+        headers["Retry-After"] = str(exc.retry_after_s or 10)
+    return ApiError(exc.status, exc.code, exc.message, headers=headers)
+
+
 def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(ApiError)
     def _api_error(exc: ApiError):
@@ -76,6 +86,10 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(MemoryPressure)
     def _memory_pressure(exc: MemoryPressure):
         return _api_error(memory_pressure_error(exc))
+
+    @app.errorhandler(ProviderError)
+    def _provider_error(exc: ProviderError):
+        return _api_error(provider_error(exc))
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException):
