@@ -19,6 +19,12 @@ def utc_timestamp() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+@bp.get("/")
+def index():
+    """What this service is; cheap, and governed like any other route."""
+    return jsonify({"service": "liroo-backend", "status": "ok", "health": "/health", "openapi": "/openapi.json"})
+
+
 @bp.get("/health")
 def health():
     governor = services().governor

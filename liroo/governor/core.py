@@ -77,7 +77,7 @@ class Governor:
     def subscribe(self, listener: Callable[[GovernorEvent], None]) -> None:
         self._listeners.append(listener)
 
-    def emit(self, kind: str, **figures) -> None:
+    def emit(self, kind: str, /, **figures) -> None:
         event = GovernorEvent(kind, figures)
         for listener in self._listeners:
             try:

@@ -68,6 +68,13 @@ class MemoryGovernorMiddleware:
             "retry_after_s": retry,
             "request_id": request_id,
         }).encode()
+        # gunicorn drops hop-by-hop headers an app sets, so ask the server
+        # itself to close: its start_response is bound to a response object
+        # with force_close(). Closing sends the client's retry to a fresh
+        # connection, which a load balancer may route to a calmer instance.
+        force_close = getattr(getattr(start_response, "__self__", None), "force_close", None)
+        if callable(force_close):
+            force_close()
         start_response("503 Service Unavailable", [
             ("Content-Type", "application/json"),
             ("Content-Length", str(len(body))),

@@ -49,17 +49,21 @@ class Thresholds:
     @classmethod
     def derive(cls, cgroup_limit_bytes: int | None, limit_mb: float | None = None,
                cleanup_mb: float | None = None, warning_mb: float | None = None) -> "Thresholds":
-        """Explicit values win; otherwise shares of the cgroup limit, else the guide's figures."""
-        if cgroup_limit_bytes:
-            total = cgroup_limit_bytes / MB
-            defaults = (total * LIMIT_SHARE, total * CLEANUP_SHARE, total * WARNING_SHARE)
-        else:
-            defaults = (GUIDE_LIMIT_MB, GUIDE_CLEANUP_MB, GUIDE_WARNING_MB)
-        return cls(
-            warning_mb=warning_mb if warning_mb is not None else defaults[2],
-            cleanup_mb=cleanup_mb if cleanup_mb is not None else defaults[1],
-            limit_mb=limit_mb if limit_mb is not None else defaults[0],
-        )
+        """Explicit values win. Missing ones keep the 75/60/50 proportions: of an explicit
+        hard limit when one is set, else of the cgroup limit, else the guide's 1500/1200/1000.
+        The result is always ordered warning <= cleanup <= limit."""
+        if limit_mb is None:
+            if cgroup_limit_bytes:
+                limit_mb = cgroup_limit_bytes / MB * LIMIT_SHARE
+            else:
+                limit_mb = GUIDE_LIMIT_MB
+        if cleanup_mb is None:
+            cleanup_mb = limit_mb * CLEANUP_SHARE / LIMIT_SHARE
+        if warning_mb is None:
+            warning_mb = limit_mb * WARNING_SHARE / LIMIT_SHARE
+        cleanup_mb = min(cleanup_mb, limit_mb)
+        warning_mb = min(warning_mb, cleanup_mb)
+        return cls(warning_mb=warning_mb, cleanup_mb=cleanup_mb, limit_mb=limit_mb)
 
     def level(self, used_mb: float) -> Level:
         if used_mb >= self.limit_mb:

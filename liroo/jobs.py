@@ -1,0 +1,333 @@
+"""Progress, results and idempotency of generation requests.
+
+Every generation request is a job keyed by its request id. The first POST
+claims the id; a retry with the same id and body waits for the running job or
+gets the stored result without calling any model; the same id with another
+body is a conflict. Progress is answerable while the job runs and for
+``LIROO_JOB_TTL_S`` after it ends.
+
+Two stores with one interface:
+- ``LocalJobStore``: SQLite in a folder shared by the gunicorn workers of one
+  instance (the default). SQLite rather than a dict, because the app polls
+  progress on whichever worker the connection lands on.
+- ``RedisJobStore`` (``REDIS_URL``): every Cloud Run instance sees every job;
+  the claim is one atomic Lua script.
+
+A running job carries a heartbeat refreshed by its owner; when the owner dies
+(the heartbeat goes stale), a retry takes the job over instead of waiting for
+ever.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sqlite3
+import tempfile
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from typing import Protocol
+
+log = logging.getLogger("liroo.jobs")
+
+RUNNING, SUCCEEDED, FAILED = "running", "succeeded", "failed"
+HEARTBEAT_S = 5.0        # how often an owner refreshes its running jobs
+STALE_AFTER_S = 30.0     # a running job not refreshed for this long is abandoned
+WAIT_POLL_S = 0.2        # how often a waiting retry looks at the job again
+
+
+def iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass
+class Job:
+    request_id: str
+    endpoint: str
+    fingerprint: str
+    status: str = RUNNING
+    step: str = "Starting"
+    step_number: int = 0
+    total_steps: int = 1
+    details: str = ""
+    created_at: float = field(default_factory=time.time)
+    updated_at: float = field(default_factory=time.time)
+    heartbeat: float = field(default_factory=time.time)
+    result_status: int | None = None
+    result_body: str | None = None     # the JSON the synchronous call answered
+    error_code: str | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.status in (SUCCEEDED, FAILED)
+
+    @property
+    def stale(self) -> bool:
+        return self.status == RUNNING and time.time() - self.heartbeat > STALE_AFTER_S
+
+    @property
+    def percentage(self) -> float:
+        if self.status == SUCCEEDED:
+            return 100.0
+        if self.total_steps <= 0:
+            return 0.0
+        return round(min(self.step_number / self.total_steps, 1.0) * 100, 1)
+
+    def result(self) -> tuple[int, dict] | None:
+        if self.result_body is None or self.result_status is None:
+            return None
+        return self.result_status, json.loads(self.result_body)
+
+
+@dataclass(frozen=True)
+class Claim:
+    outcome: str      # "new" (run it), "running" (wait), "finished" (replay), "conflict"
+    job: Job
+
+
+class JobStore(Protocol):
+    def claim(self, request_id: str, endpoint: str, fingerprint: str) -> Claim: ...
+    def get(self, request_id: str) -> Job | None: ...
+    def progress(self, request_id: str, step: str, step_number: int, total_steps: int, details: str = "") -> None: ...
+    def finish(self, request_id: str, status: str, result_status: int, result_body: dict,
+               error_code: str | None = None) -> None: ...
+
+
+_FIELDS = [f for f in Job.__dataclass_fields__]
+
+
+def _decide(current: Job | None, fingerprint: str) -> str:
+    """The claim rule shared by both stores."""
+    if current is None:
+        return "new"
+    if current.fingerprint != fingerprint:
+        return "conflict"
+    if current.status == SUCCEEDED:
+        return "finished"
+    if current.status == FAILED or current.stale:
+        return "new"  # a failure is not replayed: a retry deserves a fresh try
+    return "running"
+
+
+class LocalJobStore:
+    """Jobs in SQLite, shared by the processes of one instance."""
+
+    def __init__(self, path: str, ttl_s: int, running_ttl_s: float) -> None:
+        self.path = path
+        self.ttl_s = ttl_s
+        self.running_ttl_s = running_ttl_s
+        self._local = threading.local()
+        with self._connect() as db:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS jobs (request_id TEXT PRIMARY KEY, data TEXT NOT NULL, "
+                "expires_at REAL NOT NULL)")
+            db.execute("CREATE INDEX IF NOT EXISTS jobs_expiry ON jobs (expires_at)")
+
+    @classmethod
+    def in_temp_dir(cls, ttl_s: int, running_ttl_s: float) -> "LocalJobStore":
+        """A store in a fresh folder; made before gunicorn forks, so all workers share it."""
+        folder = tempfile.mkdtemp(prefix="liroo-jobs-")
+        return cls(os.path.join(folder, "jobs.sqlite3"), ttl_s, running_ttl_s)
+
+    def _connect(self) -> sqlite3.Connection:
+        # One connection per thread and process: SQLite connections must not cross a fork.
+        conn = getattr(self._local, "conn", None)
+        if conn is None or getattr(self._local, "pid", None) != os.getpid():
+            conn = sqlite3.connect(self.path, timeout=10, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA busy_timeout=10000")
+            self._local.conn, self._local.pid = conn, os.getpid()
+        return conn
+
+    def _load(self, db: sqlite3.Connection, request_id: str) -> Job | None:
+        row = db.execute("SELECT data FROM jobs WHERE request_id = ? AND expires_at > ?",
+                         (request_id, time.time())).fetchone()
+        return Job(**json.loads(row[0])) if row else None
+
+    def _save(self, db: sqlite3.Connection, job: Job) -> None:
+        ttl = self.ttl_s if job.finished else self.running_ttl_s
+        db.execute("INSERT OR REPLACE INTO jobs (request_id, data, expires_at) VALUES (?, ?, ?)",
+                   (job.request_id, json.dumps(asdict(job)), time.time() + ttl))
+
+    def claim(self, request_id: str, endpoint: str, fingerprint: str) -> Claim:
+        db = self._connect()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.execute("DELETE FROM jobs WHERE expires_at <= ?", (time.time(),))
+            current = self._load(db, request_id)
+            outcome = _decide(current, fingerprint)
+            if outcome == "new":
+                current = Job(request_id, endpoint, fingerprint)
+                self._save(db, current)
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return Claim(outcome, current)
+
+    def get(self, request_id: str) -> Job | None:
+        return self._load(self._connect(), request_id)
+
+    def _update(self, request_id: str, **changes) -> None:
+        db = self._connect()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            job = self._load(db, request_id)
+            if job is not None:
+                for name, value in changes.items():
+                    setattr(job, name, value)
+                job.updated_at = job.heartbeat = time.time()
+                self._save(db, job)
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    def progress(self, request_id, step, step_number, total_steps, details=""):
+        self._update(request_id, step=step, step_number=step_number, total_steps=total_steps, details=details)
+
+    def heartbeat(self, request_ids) -> None:
+        for request_id in request_ids:
+            self._update(request_id)
+
+    def finish(self, request_id, status, result_status, result_body, error_code=None):
+        self._update(request_id, status=status, result_status=result_status,
+                     result_body=json.dumps(result_body), error_code=error_code,
+                     step="Done" if status == SUCCEEDED else "Failed")
+
+
+# KEYS[1]: the job's hash. ARGV: fingerprint, now, stale_after, new job's fields as JSON, ttl.
+_CLAIM_LUA = """
+local fp = redis.call('HGET', KEYS[1], 'fingerprint')
+local take = false
+if not fp then
+  take = true
+elseif fp ~= ARGV[1] then
+  return {'conflict'}
+else
+  local status = redis.call('HGET', KEYS[1], 'status')
+  if status == 'succeeded' then return {'finished'} end
+  local beat = tonumber(redis.call('HGET', KEYS[1], 'heartbeat') or '0')
+  if status == 'failed' or (status == 'running' and beat < tonumber(ARGV[2]) - tonumber(ARGV[3])) then
+    take = true
+  else
+    return {'running'}
+  end
+end
+redis.call('DEL', KEYS[1])
+local fields = cjson.decode(ARGV[4])
+for k, v in pairs(fields) do redis.call('HSET', KEYS[1], k, v) end
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[5]))
+return {'new'}
+"""
+
+
+class RedisJobStore:
+    """Jobs in Redis hashes with a TTL, so that every instance answers progress, results and retries."""
+
+    PREFIX = "liroo:job:"
+    _NUMBERS = {"step_number": int, "total_steps": int, "result_status": int,
+                "created_at": float, "updated_at": float, "heartbeat": float}
+
+    def __init__(self, url: str, ttl_s: int, running_ttl_s: float) -> None:
+        import redis  # only needed when REDIS_URL is set
+
+        self._redis = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=3, health_check_interval=30)
+        self.ttl_s = ttl_s
+        self.running_ttl_s = int(running_ttl_s)
+        self._claim = self._redis.register_script(_CLAIM_LUA)
+
+    def _key(self, request_id: str) -> str:
+        return self.PREFIX + request_id
+
+    @staticmethod
+    def _to_hash(values: dict) -> dict[str, str]:
+        return {k: "" if v is None else str(v) for k, v in values.items()}
+
+    @classmethod
+    def _from_hash(cls, raw: dict) -> Job | None:
+        values = {k.decode(): v.decode() for k, v in raw.items()}
+        if "fingerprint" not in values:
+            return None
+        job = {}
+        for name in _FIELDS:
+            value = values.get(name, "")
+            if name in cls._NUMBERS:
+                job[name] = cls._NUMBERS[name](value) if value != "" else None
+            else:
+                job[name] = value if value != "" or name in ("step", "details") else None
+        return Job(**job)
+
+    def claim(self, request_id, endpoint, fingerprint):
+        job = Job(request_id, endpoint, fingerprint)
+        outcome = self._claim(keys=[self._key(request_id)],
+                              args=[fingerprint, repr(time.time()), STALE_AFTER_S,
+                                    json.dumps(self._to_hash(asdict(job))), self.running_ttl_s])[0].decode()
+        return Claim(outcome, job if outcome == "new" else (self.get(request_id) or job))
+
+    def get(self, request_id):
+        return self._from_hash(self._redis.hgetall(self._key(request_id)))
+
+    def _update(self, request_id: str, ttl: int, **changes) -> None:
+        now = time.time()
+        key = self._key(request_id)
+        with self._redis.pipeline() as pipe:
+            pipe.hset(key, mapping=self._to_hash({**changes, "updated_at": now, "heartbeat": now}))
+            pipe.expire(key, ttl)
+            pipe.execute()
+
+    def progress(self, request_id, step, step_number, total_steps, details=""):
+        self._update(request_id, self.running_ttl_s, step=step, step_number=step_number,
+                     total_steps=total_steps, details=details)
+
+    def heartbeat(self, request_ids) -> None:
+        for request_id in request_ids:
+            self._update(request_id, self.running_ttl_s)
+
+    def finish(self, request_id, status, result_status, result_body, error_code=None):
+        self._update(request_id, self.ttl_s, status=status, result_status=result_status,
+                     result_body=json.dumps(result_body), error_code=error_code,
+                     step="Done" if status == SUCCEEDED else "Failed")
+
+
+class Heartbeats:
+    """Keeps this process's running jobs fresh, so that retries elsewhere keep waiting for them."""
+
+    def __init__(self, store) -> None:
+        self.store = store
+        self._running: set[str] = set()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._pid = None
+
+    def add(self, request_id: str) -> None:
+        with self._lock:
+            self._running.add(request_id)
+            if self._thread is None or self._pid != os.getpid():  # one thread per worker, started after fork
+                self._pid = os.getpid()
+                self._thread = threading.Thread(target=self._beat, name="liroo-heartbeat", daemon=True)
+                self._thread.start()
+
+    def discard(self, request_id: str) -> None:
+        with self._lock:
+            self._running.discard(request_id)
+
+    def _beat(self) -> None:
+        tick = threading.Event()
+        while True:
+            tick.wait(HEARTBEAT_S)
+            with self._lock:
+                running = list(self._running)
+            try:
+                self.store.heartbeat(running)
+            except Exception:  # the store is down: the next beat tries again
+                log.warning("could not refresh %d running jobs", len(running), exc_info=True)
+
+
+def make_job_store(settings) -> "JobStore":
+    running_ttl = settings.request_deadline_s + settings.job_ttl_s
+    if settings.redis_url:
+        return RedisJobStore(settings.redis_url, settings.job_ttl_s, running_ttl)
+    return LocalJobStore.in_temp_dir(settings.job_ttl_s, running_ttl)

@@ -1,0 +1,54 @@
+"""Fake cgroup trees in a temporary folder, read by the real probe (``MemoryProbe(root)``)."""
+import os
+
+from liroo.governor.probe import MB
+
+V2_MOUNTINFO = "30 23 0:26 / /sys/fs/cgroup rw,nosuid,nodev,noexec,relatime shared:4 - cgroup2 cgroup2 rw,nsdelegate\n"
+V1_MOUNTINFO = (
+    "30 23 0:26 / /sys/fs/cgroup rw,nosuid - tmpfs tmpfs rw,mode=755\n"
+    "35 30 0:31 / /sys/fs/cgroup/memory rw,nosuid,nodev,noexec,relatime shared:9 - cgroup cgroup rw,memory\n"
+    "36 30 0:32 / /sys/fs/cgroup/cpu rw,nosuid,nodev,noexec,relatime shared:10 - cgroup cgroup rw,cpu\n"
+)
+
+
+def write(root, rel, text):
+    path = os.path.join(root, rel)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as fh:
+        fh.write(text)
+
+
+def fake_proc(root, cgroup, mountinfo, rss_pages=2560):
+    write(root, "proc/self/cgroup", cgroup)
+    write(root, "proc/self/mountinfo", mountinfo)
+    write(root, "proc/self/statm", f"100000 {rss_pages} 300 1 0 500 0\n")
+
+
+def v2_group(root, rel, current, maxv, inactive):
+    base = f"sys/fs/cgroup/{rel}".rstrip("/")
+    write(root, f"{base}/memory.current", f"{current}\n")
+    write(root, f"{base}/memory.max", f"{maxv}\n")
+    write(root, f"{base}/memory.stat", f"anon 1000\nfile 2000\nactive_file 5\ninactive_file {inactive}\nslab 7\n")
+
+
+def v1_group(root, rel, usage, limit, inactive, hier=None):
+    base = f"sys/fs/cgroup/memory/{rel}".rstrip("/")
+    write(root, f"{base}/memory.usage_in_bytes", f"{usage}\n")
+    write(root, f"{base}/memory.limit_in_bytes", f"{limit}\n")
+    write(root, f"{base}/memory.stat",
+          f"cache 10\nrss 20\ninactive_file 1\nhierarchical_memory_limit {hier if hier is not None else limit}\n"
+          f"total_cache 10\ntotal_rss 20\ntotal_inactive_file {inactive}\n")
+
+
+class FakeCgroupV2:
+    """A v2 tree whose memory figures a test sets; the probe reads them like the kernel's."""
+
+    def __init__(self, root, limit_mb=1024, used_mb=100):
+        self.root = str(root)
+        fake_proc(self.root, "0::/\n", V2_MOUNTINFO)
+        v2_group(self.root, "", current=int(used_mb * MB), maxv=int(limit_mb * MB), inactive=0)
+
+    def set_used(self, mb):
+        with open(os.path.join(self.root, "sys/fs/cgroup/memory.current"), "r+") as fh:
+            fh.truncate(0)
+            fh.write(f"{int(mb * MB)}\n")

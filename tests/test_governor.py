@@ -1,0 +1,271 @@
+"""The governor's parts in-process: thresholds, reservations (also across processes), cleanup, middleware.
+
+Memory figures come from fake cgroup files that the real probe reads (see
+tests/cgroupfake.py), so a test can put the "container" at any level.
+"""
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+import threading
+
+import pytest
+
+from liroo.governor import (Governor, GovernorConfig, Level, MemoryGovernorMiddleware, MemoryPressure,
+                            MemoryProbe, Thresholds)
+from liroo.governor.policy import ReservationLedger
+from tests.cgroupfake import FakeCgroupV2
+from tests.servers import ROOT, wait_for
+
+
+@pytest.fixture
+def cgroup(tmp_path):
+    return FakeCgroupV2(tmp_path, limit_mb=1000, used_mb=100)
+
+
+def make_governor(cgroup, **config):
+    return Governor(GovernorConfig(**config), probe=MemoryProbe(cgroup.root))
+
+
+# --- thresholds ---------------------------------------------------------------
+
+def test_thresholds_derive_from_cgroup_limit():
+    t = Thresholds.derive(4096 * 1024 * 1024)
+    assert (t.limit_mb, t.cleanup_mb, t.warning_mb) == (3072, 4096 * 0.6, 2048)
+
+
+def test_thresholds_without_limit_use_the_guide():
+    t = Thresholds.derive(None)
+    assert (t.limit_mb, t.cleanup_mb, t.warning_mb) == (1500, 1200, 1000)
+
+
+def test_explicit_thresholds_win():
+    t = Thresholds.derive(4096 * 1024 * 1024, limit_mb=900, warning_mb=500)
+    assert (t.limit_mb, t.cleanup_mb, t.warning_mb) == (900, 720, 500)  # cleanup keeps 60/75 of the hard limit
+    assert t.level(899) == Level.CLEANUP and t.level(900) == Level.CRITICAL and t.level(10) == Level.NORMAL
+    assert t.level(600) == Level.WARNING
+
+
+def test_thresholds_stay_ordered():
+    t = Thresholds.derive(None, limit_mb=100, cleanup_mb=500, warning_mb=800)
+    assert t.warning_mb <= t.cleanup_mb <= t.limit_mb == 100
+
+
+def test_governor_reads_limit_from_cgroup(cgroup):
+    governor = make_governor(cgroup)
+    assert governor.thresholds.limit_mb == 750
+    assert governor.probe.source == "cgroup_v2"
+    cgroup.set_used(760)
+    assert governor.level() == Level.CRITICAL
+
+
+# --- reservations --------------------------------------------------------------
+
+def test_reserve_admits_within_limit_and_releases(cgroup):
+    governor = make_governor(cgroup)  # limit 750, used 100
+    with governor.reserve(300) as r1:
+        assert governor.policy.outstanding_mb() == 300
+        with governor.reserve(300):
+            assert governor.policy.outstanding_mb() == 600
+            with pytest.raises(MemoryPressure) as info:
+                with governor.reserve(100):
+                    pass
+            assert info.value.retry_after_s == 5 and info.value.limit_mb == 750
+        r1.grow_to(320)
+        assert governor.policy.outstanding_mb() == 320
+    assert governor.policy.outstanding_mb() == 0
+    assert governor.refused_reservations == 1
+
+
+def test_reserve_counts_current_usage(cgroup):
+    governor = make_governor(cgroup)
+    cgroup.set_used(700)
+    with pytest.raises(MemoryPressure):
+        with governor.reserve(60):
+            pass
+    cgroup.set_used(600)
+    with governor.reserve(60):
+        pass
+
+
+def test_waiting_reservation_gets_room_when_another_is_released(cgroup):
+    governor = make_governor(cgroup)
+    got_it = threading.Event()
+    first = governor.reserve(600)
+    first.__enter__()
+
+    def waiter():
+        with governor.reserve(100, wait_s=30):
+            got_it.set()
+
+    thread = threading.Thread(target=waiter)
+    thread.start()
+    assert not got_it.is_set()
+    first.__exit__(None, None, None)
+    thread.join(30)
+    assert got_it.is_set()
+
+
+def test_waiting_reservation_fails_after_its_deadline(cgroup):
+    governor = make_governor(cgroup)
+    cgroup.set_used(740)
+    with pytest.raises(MemoryPressure):
+        with governor.reserve(50, wait_s=0.2):
+            pass
+
+
+def test_ledger_is_shared_with_forked_children():
+    """A reservation made in a forked worker counts against the parent's admission, and vice versa."""
+    ledger = ReservationLedger()
+    read_fd, write_fd = os.pipe()
+    go_fd_r, go_fd_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: reserve 200 MB, report, wait for the parent, release
+        try:
+            ledger.try_add(200 * 1024 * 1024, lambda total: True)
+            os.write(write_fd, b"x")
+            os.read(go_fd_r, 1)
+            ledger.remove(200 * 1024 * 1024)
+            os.write(write_fd, b"y")
+        finally:
+            os._exit(0)
+    assert os.read(read_fd, 1) == b"x"
+    assert ledger.total_bytes() == 200 * 1024 * 1024
+    assert ledger.own_bytes() == 0
+    assert not ledger.try_add(100, lambda total: total == 0)
+    os.write(go_fd_w, b"g")
+    assert os.read(read_fd, 1) == b"y"
+    os.waitpid(pid, 0)
+    assert ledger.total_bytes() == 0
+
+
+def test_ledger_forgets_a_dead_worker():
+    ledger = ReservationLedger()
+    pid = os.fork()
+    if pid == 0:
+        ledger.try_add(50, lambda total: True)
+        os._exit(0)  # dies holding its reservation
+    os.waitpid(pid, 0)
+    assert ledger.total_bytes() == 50
+    ledger.forget(pid)
+    assert ledger.total_bytes() == 0
+
+
+# --- cleanup ------------------------------------------------------------------
+
+def test_cleanup_is_rate_limited_and_counted(cgroup):
+    governor = make_governor(cgroup, cleanup_min_interval_s=3600)
+    events = []
+    governor.subscribe(events.append)
+    first = governor.cleanup(full=True, reason="test")
+    assert first is not None and first.kind == "full"
+    assert governor.cleanup(full=True, reason="test") is None  # within the interval
+    assert governor.cleaner.runs == 1
+    assert [e.kind for e in events] == ["cleanup"]
+    assert "reclaimed_mb" in events[0].figures
+
+
+def test_cleanup_gives_memory_back():
+    governor = Governor(GovernorConfig(cleanup_min_interval_s=0))
+    blob = [bytes(1000) for _ in range(200_000)]  # ~200 MB of small objects
+    before = governor.probe.rss_bytes()
+    del blob
+    result = governor.cleanup(full=True, reason="test")
+    if not governor.cleaner.can_trim:
+        pytest.skip("no glibc malloc_trim here")
+    assert result.rss_after < before
+
+
+# --- middleware ---------------------------------------------------------------
+
+def hello_app(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"hello"]
+
+
+def call(app, path="/work", method="GET", headers=None):
+    environ = {"PATH_INFO": path, "REQUEST_METHOD": method, "wsgi.input": None, "CONTENT_LENGTH": ""}
+    environ.update(headers or {})
+    captured = {}
+
+    def start_response(status, headers, exc_info=None):
+        captured["status"] = status
+        captured["headers"] = dict(headers)
+
+    body = app(environ, start_response)
+    data = b"".join(body)
+    if hasattr(body, "close"):
+        body.close()
+    return captured["status"], captured["headers"], data
+
+
+def test_middleware_passes_requests_under_the_limit(cgroup):
+    governor = make_governor(cgroup)
+    app = MemoryGovernorMiddleware(hello_app, governor)
+    status, _, body = call(app)
+    assert status == "200 OK" and body == b"hello"
+    assert governor.requests_served == 1 and governor.shed_count == 0
+
+
+def test_middleware_sheds_above_the_limit_but_never_health(cgroup):
+    governor = make_governor(cgroup)
+    events = []
+    governor.subscribe(events.append)
+    app = MemoryGovernorMiddleware(hello_app, governor)
+    cgroup.set_used(800)
+    status, headers, body = call(app, headers={"HTTP_X_REQUEST_ID": "abc"})
+    assert status.startswith("503")
+    assert headers["Retry-After"] == "5" and headers["Connection"] == "close"
+    payload = json.loads(body)
+    assert payload["code"] == "memory_pressure" and payload["error"]
+    assert payload["memory_usage_mb"] == 800 and payload["memory_limit_mb"] == 750 and payload["retry_after_s"] == 5
+    assert governor.shed_count == 1
+    assert [e.kind for e in events if e.kind == "shed"] == ["shed"]
+    for path in ("/health", "/memory", "/metrics"):
+        assert call(app, path)[0] == "200 OK"
+
+
+def test_middleware_accounts_for_declared_route_cost(cgroup):
+    governor = make_governor(cgroup)
+    app = MemoryGovernorMiddleware(hello_app, governor, route_costs_mb={"/heavy": 400})
+    cgroup.set_used(400)  # 400 + 400 > 750, but a cheap route still passes
+    assert call(app, "/heavy")[0].startswith("503")
+    assert call(app, "/light")[0] == "200 OK"
+
+
+def test_middleware_cleans_up_after_close_only_above_threshold(cgroup):
+    governor = make_governor(cgroup, cleanup_min_interval_s=0)
+    app = MemoryGovernorMiddleware(hello_app, governor)
+    call(app)
+    assert governor.cleaner.runs == 0  # 100 MB: nothing to do
+    cgroup.set_used(650)  # above the cleanup line (600), under the limit
+    call(app)
+    assert governor.cleaner.runs == 1
+
+
+def test_middleware_cleanup_is_rate_limited(cgroup):
+    governor = make_governor(cgroup, cleanup_min_interval_s=3600)
+    app = MemoryGovernorMiddleware(hello_app, governor)
+    cgroup.set_used(650)
+    for _ in range(20):
+        call(app)
+    assert governor.cleaner.runs == 1
+
+
+def test_governor_package_stands_alone(tmp_path):
+    """liroo/governor can be lifted out: it imports nothing from Flask or the rest of Liroo."""
+    shutil.copytree(ROOT / "liroo" / "governor", tmp_path / "governor")
+    script = textwrap.dedent("""
+        import sys
+        import governor
+        from governor import Governor, MemoryGovernorMiddleware
+        g = Governor()
+        app = MemoryGovernorMiddleware(lambda e, s: [b""], g)
+        bad = [m for m in sys.modules if m.split(".")[0] in ("flask", "werkzeug", "liroo")]
+        assert not bad, bad
+        print("ok")
+    """)
+    out = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True)
+    assert out.stdout.strip() == "ok", out.stderr

@@ -1,0 +1,98 @@
+"""The governor in front of the real app under real gunicorn: shedding, monitoring, recycling."""
+import concurrent.futures
+import threading
+
+import requests
+
+from tests.servers import wait_for
+
+
+def test_hard_limit_sheds_governed_paths_but_not_monitoring(start_server):
+    server = start_server({"MEMORY_LIMIT_MB": "1", "LIROO_RETRY_AFTER_S": "7"})
+    response = requests.get(server.url("/"), headers={"X-Request-ID": "req-12345678"}, timeout=10)
+    assert response.status_code == 503
+    assert response.headers["Retry-After"] == "7"
+    assert response.headers["Connection"].lower() == "close"
+    body = response.json()
+    assert body["code"] == "memory_pressure" and body["error"]
+    assert body["retry_after_s"] == 7 and body["memory_limit_mb"] == 1 and body["memory_usage_mb"] > 1
+    assert body["request_id"] == "req-12345678"
+
+    health = requests.get(server.url("/health"), timeout=10)
+    assert health.status_code == 200
+    assert health.json()["status"] == "degraded" and health.json()["memory_critical"] is True
+    memory = requests.get(server.url("/memory"), timeout=10)
+    assert memory.status_code == 200 and memory.json()["memory_status"] == "critical"
+    metrics = requests.get(server.url("/metrics"), timeout=10)
+    assert metrics.status_code == 200
+    shed = [line for line in metrics.text.splitlines() if line.startswith("liroo_memory_shed_total ")]
+    assert shed and float(shed[0].split()[1]) >= 1
+
+
+def test_normal_limits_shed_nothing(start_server):
+    server = start_server()
+    with requests.Session() as session:
+        statuses = [session.get(server.url("/"), timeout=10).status_code for _ in range(50)]
+    assert statuses == [200] * 50
+    health = requests.get(server.url("/health"), timeout=10).json()
+    for key in ("status", "message", "memory_usage_mb", "memory_warning", "memory_critical", "timestamp"):
+        assert key in health
+    assert health["status"] == "healthy"
+    memory = requests.get(server.url("/memory"), timeout=10).json()
+    for key in ("memory_usage_mb", "memory_warning_threshold_mb", "memory_limit_mb", "memory_status",
+                "memory_details", "psutil_available", "timestamp", "cgroup", "worker", "governor"):
+        assert key in memory
+    assert set(memory["memory_details"]) == {"rss_mb", "vms_mb", "percent"}
+    assert memory["memory_status"] == "normal"
+    assert memory["governor"]["shed_count"] == 0
+    assert memory["worker"]["requests_served"] >= 1
+
+
+def test_metrics_cover_every_worker(start_server):
+    server = start_server()
+    with requests.Session() as session:
+        for _ in range(40):
+            session.get(server.url("/"), timeout=10)
+    text = requests.get(server.url("/metrics"), timeout=10).text
+    counted = sum(float(line.split()[-1]) for line in text.splitlines()
+                  if line.startswith('liroo_http_requests_total{') and 'route="/"' in line and 'status="200"' in line)
+    assert counted == 40  # whichever worker answered the scrape, all requests are counted
+    assert "liroo_http_request_duration_seconds_bucket" in text
+    assert "liroo_memory_threshold_bytes" in text
+
+
+def test_rss_recycling_fails_no_request(start_server):
+    server = start_server({
+        "LIROO_WORKER_RECYCLE_MB": "1", "LIROO_RECYCLE_CHECK_INTERVAL_S": "0.2",
+        "LIROO_RECYCLE_STRIKES": "2", "LIROO_RECYCLE_MIN_AGE_S": "1",
+    })
+    first_workers = set(server.worker_pids())
+    failures, statuses = [], []
+    stop = threading.Event()
+
+    def client():
+        with requests.Session() as session:
+            while not stop.is_set():
+                try:
+                    response = session.get(server.url("/"), timeout=30)
+                    statuses.append(response.status_code)
+                    if response.status_code != 200:
+                        failures.append(response.status_code)
+                except requests.RequestException as exc:
+                    failures.append(repr(exc))
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        for _ in range(4):
+            pool.submit(client)
+        try:
+            seen = set(first_workers)
+
+            def recycled_three_times():
+                seen.update(server.worker_pids())
+                return len(seen) >= len(first_workers) + 3
+            wait_for(recycled_three_times, timeout=90, interval=0.1, what="three worker recycles")
+        finally:
+            stop.set()
+    assert "recycling worker" in server.log()
+    assert not failures, failures[:5]
+    assert len(statuses) > 50

@@ -1,0 +1,113 @@
+"""Both job stores against the same contract: SQLite in a temp folder, and the real Redis on 127.0.0.1:6379."""
+import os
+import threading
+import time
+import uuid
+
+import pytest
+
+from liroo import jobs
+from liroo.jobs import FAILED, RUNNING, SUCCEEDED, Heartbeats, LocalJobStore, RedisJobStore
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+@pytest.fixture(params=["local", "redis"])
+def store(request, tmp_path):
+    if request.param == "local":
+        return LocalJobStore(str(tmp_path / "jobs.sqlite3"), ttl_s=60, running_ttl_s=120)
+    return RedisJobStore(REDIS_URL, ttl_s=60, running_ttl_s=120)
+
+
+def new_id():
+    return "t-" + uuid.uuid4().hex
+
+
+def test_first_claim_runs_and_retry_waits(store):
+    rid = new_id()
+    first = store.claim(rid, "/generate_comic", "fp1")
+    assert first.outcome == "new" and first.job.status == RUNNING
+    again = store.claim(rid, "/generate_comic", "fp1")
+    assert again.outcome == "running"
+    assert store.claim(rid, "/generate_comic", "other").outcome == "conflict"
+
+
+def test_progress_and_result_are_kept(store):
+    rid = new_id()
+    store.claim(rid, "/generate_comic", "fp")
+    store.progress(rid, "Drawing panel 2 of 4", 3, 6, "panel 2")
+    job = store.get(rid)
+    assert (job.step, job.step_number, job.total_steps, job.details) == ("Drawing panel 2 of 4", 3, 6, "panel 2")
+    assert job.percentage == 50.0
+    store.finish(rid, SUCCEEDED, 200, {"success": True, "comic": {"comic_title": "T"}})
+    job = store.get(rid)
+    assert job.status == SUCCEEDED and job.percentage == 100.0
+    assert job.result() == (200, {"success": True, "comic": {"comic_title": "T"}})
+    replay = store.claim(rid, "/generate_comic", "fp")
+    assert replay.outcome == "finished" and replay.job.result()[1]["comic"]["comic_title"] == "T"
+
+
+def test_a_failed_job_is_retried_not_replayed(store):
+    rid = new_id()
+    store.claim(rid, "/generate_image", "fp")
+    store.finish(rid, FAILED, 502, {"error": "x", "code": "provider_unavailable"}, error_code="provider_unavailable")
+    assert store.get(rid).error_code == "provider_unavailable"
+    assert store.claim(rid, "/generate_image", "fp").outcome == "new"
+    assert store.get(rid).status == RUNNING
+
+
+def test_an_abandoned_job_is_taken_over(store, monkeypatch):
+    rid = new_id()
+    store.claim(rid, "/generate_image", "fp")
+    assert store.claim(rid, "/generate_image", "fp").outcome == "running"
+    # The owner stops beating: pretend the clock moved past the stale line.
+    real_time = time.time
+    monkeypatch.setattr(jobs.time, "time", lambda: real_time() + jobs.STALE_AFTER_S + 5)
+    assert store.claim(rid, "/generate_image", "fp").outcome == "new"
+
+
+def test_unknown_id(store):
+    assert store.get(new_id()) is None
+
+
+def test_only_one_of_many_concurrent_claims_wins(store):
+    rid = new_id()
+    outcomes = []
+    barrier = threading.Barrier(8)
+
+    def claim():
+        barrier.wait()
+        outcomes.append(store.claim(rid, "/generate_comic", "fp").outcome)
+
+    threads = [threading.Thread(target=claim) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(outcomes) == ["new"] + ["running"] * 7
+
+
+def test_local_store_is_shared_across_fork(tmp_path):
+    store = LocalJobStore(str(tmp_path / "jobs.sqlite3"), ttl_s=60, running_ttl_s=120)
+    rid = new_id()
+    store.claim(rid, "/x", "fp")  # opens a connection in the parent before the fork
+    pid = os.fork()
+    if pid == 0:
+        try:
+            store.progress(rid, "from child", 1, 2)
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+    assert store.get(rid).step == "from child"
+
+
+def test_heartbeats_keep_a_job_fresh(store, monkeypatch):
+    monkeypatch.setattr(jobs, "HEARTBEAT_S", 0.05)
+    rid = new_id()
+    store.claim(rid, "/x", "fp")
+    before = store.get(rid).heartbeat
+    beats = Heartbeats(store)
+    beats.add(rid)
+    from tests.servers import wait_for
+    wait_for(lambda: store.get(rid).heartbeat > before, timeout=10, what="a heartbeat")
+    beats.discard(rid)
