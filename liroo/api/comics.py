@@ -1,0 +1,37 @@
+"""POST /generate_comic and POST /generate_image."""
+from __future__ import annotations
+
+from flask import Blueprint
+
+from ..generation.comic import generate_comic
+from ..generation.images import ImageJob, make_image
+from ..generation.options import NO_TEXT_IN_PICTURE, style_phrase
+from .models import ComicRequest, ImageRequest
+from .runner import parse_body, run_generation
+
+bp = Blueprint("comics", __name__)
+
+
+@bp.post("/generate_comic")
+def comic():
+    body = parse_body(ComicRequest)
+    return run_generation("/generate_comic", body,
+                          lambda ctx: generate_comic(ctx, body.text, body.level, body.image_style))
+
+
+@bp.post("/generate_image")
+def image():
+    body = parse_body(ImageRequest)
+
+    def work(ctx):
+        ctx.progress.plan(1, "Drawing the picture")
+        prompt = body.prompt
+        if body.context:
+            prompt += f"\nContext: {body.context}"
+        prompt += f"\nStyle: {style_phrase(body.image_style)}. Suitable for a {body.level} reader. {NO_TEXT_IN_PICTURE}"
+        url = make_image(ctx, ImageJob(prompt=prompt, cache_parts=(body.image_style, body.level),
+                                       aspect_ratio=body.aspect_ratio, label="image"))
+        ctx.progress.advance("Picture ready")
+        return {"url": url, "image_url": url, "provider": ctx.provider.name}
+
+    return run_generation("/generate_image", body, work)

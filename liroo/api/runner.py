@@ -1,0 +1,241 @@
+"""The life of a generation request: validate, claim its id, run (or wait, or replay), record, answer.
+
+Every generation endpoint goes through ``run_generation`` so that ids,
+progress, idempotent retries, async mode and error bodies work the same way
+everywhere.
+"""
+from __future__ import annotations
+
+import atexit
+import hashlib
+import json
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable, TypeVar
+
+from flask import Response, g, jsonify, request
+from pydantic import BaseModel, ValidationError
+
+from ..errors import ApiError, memory_pressure_error, provider_error
+from ..generation.context import Context, DeadlineExceeded, Progress
+from ..governor import MemoryPressure
+from ..jobs import FAILED, SUCCEEDED, WAIT_POLL_S, Heartbeats
+from ..monitoring import utc_timestamp
+from ..providers.base import ProviderError
+from ..requestid import HEADER, check_request_id
+from ..services import services
+from ..storage import StorageError
+
+log = logging.getLogger("liroo.api")
+M = TypeVar("M", bound=BaseModel)
+
+# Pydantic error types that mean "a field is missing" rather than "a field is wrong".
+_MISSING = {"missing"}
+# Custom error types raised by our validators, with their HTTP status.
+_CUSTOM_STATUS = {"text_too_long": 413}
+
+
+def parse_body(model: type[M]) -> M:
+    """The request's JSON body validated by ``model``, or a clear 4xx."""
+    if not request.is_json:
+        raise ApiError(415, "unsupported_media_type", "Send the body as JSON (Content-Type: application/json).")
+    raw = request.get_data(cache=True)
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise ApiError(400, "invalid_json", "The body is not valid JSON.") from None
+    if not isinstance(data, dict):
+        raise ApiError(400, "invalid_json", "The body must be a JSON object.")
+    try:
+        return model.model_validate(data, context={"settings": services().settings})
+    except ValidationError as exc:
+        raise validation_error(exc) from None
+
+
+def validation_error(exc: ValidationError) -> ApiError:
+    first = exc.errors(include_url=False, include_input=False)[0]
+    field = ".".join(str(p) for p in first["loc"]) or "body"
+    kind = first["type"]
+    if kind in _MISSING:
+        return ApiError(400, "missing_field", f"The field '{field}' is required.", field=field)
+    if kind in _CUSTOM_STATUS or kind.startswith(("unknown_", "empty_")):
+        return ApiError(_CUSTOM_STATUS.get(kind, 422), kind, first["msg"], field=field)
+    return ApiError(422, "invalid_field", f"The field '{field}' is not valid: {first['msg']}.", field=field)
+
+
+def fingerprint(endpoint: str, payload: BaseModel) -> str:
+    body = payload.model_dump(mode="json", exclude={"request_id", "user_token"})
+    canonical = json.dumps([endpoint, body], sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _request_id(payload: BaseModel) -> str:
+    body_id = getattr(payload, "request_id", None)
+    if request.headers.get(HEADER) is None and body_id is not None:
+        g.request_id = check_request_id(body_id)
+    return g.request_id
+
+
+class Runner:
+    """Runs generations for one process: heartbeats for running jobs, a pool for async ones."""
+
+    def __init__(self, store, max_async: int) -> None:
+        self.store = store
+        self.heartbeats = Heartbeats(store)
+        self._max_async = max_async
+        self._pool: ThreadPoolExecutor | None = None
+        self._running: set[str] = set()
+
+    def pool(self) -> ThreadPoolExecutor:
+        if self._pool is None:  # made lazily, so each gunicorn worker has its own
+            self._pool = ThreadPoolExecutor(self._max_async, thread_name_prefix="liroo-async")
+            atexit.register(self._pool.shutdown, wait=False, cancel_futures=True)
+        return self._pool
+
+    def hand_back(self) -> None:
+        """Mark this process's running jobs as interrupted so that a retry runs them afresh at once.
+
+        Called when a worker stops (SIGTERM, recycling): work that cannot finish
+        in the grace period is given back rather than silently dropped.
+        """
+        for request_id in list(self._running):
+            body = {"success": False, "error": "The server restarted while working on this; please retry.",
+                    "code": "interrupted", "request_id": request_id, "timestamp": utc_timestamp()}
+            try:
+                self.store.finish(request_id, FAILED, 503, body, error_code="interrupted")
+            except Exception:
+                log.warning("could not hand back job %s", request_id, exc_info=True)
+
+    def execute(self, endpoint: str, request_id: str, work: Callable[[Context], dict],
+                ctx: Context, error_extra: dict) -> tuple[int, dict]:
+        """Run ``work`` and record its outcome; returns (status, body)."""
+        self._running.add(request_id)
+        self.heartbeats.add(request_id)
+        try:
+            try:
+                body = work(ctx)
+                status, state, code = 200, SUCCEEDED, None
+            except Exception as exc:  # every failure becomes a recorded error body
+                api_error = _as_api_error(exc, request_id)
+                status, state, code = api_error.status, FAILED, api_error.code
+                body = {"success": False, "error": api_error.message, "code": api_error.code,
+                        **api_error.extra, **error_extra}
+                if api_error.headers.get("Retry-After"):
+                    body.setdefault("retry_after_s", int(api_error.headers["Retry-After"]))
+            body.setdefault("request_id", request_id)
+            body.setdefault("timestamp", utc_timestamp())
+            self.store.finish(request_id, state, status, body, error_code=code)
+            return status, body
+        finally:
+            self.heartbeats.discard(request_id)
+            self._running.discard(request_id)
+
+
+def _as_api_error(exc: Exception, request_id: str) -> ApiError:
+    if isinstance(exc, ApiError):
+        return exc
+    if isinstance(exc, MemoryPressure):
+        return memory_pressure_error(exc)
+    if isinstance(exc, ProviderError):
+        return provider_error(exc)
+    if isinstance(exc, StorageError):
+        log.warning("storage failed (request %s): %s", request_id, exc)
+        return ApiError(503, "storage_unavailable", "Storing the result failed; please retry shortly.",
+                        headers={"Retry-After": "5"})
+    if isinstance(exc, DeadlineExceeded):
+        return ApiError(504, "deadline_exceeded", "This took longer than allowed; please try again.")
+    log.error("generation failed (request %s)", request_id, exc_info=exc)
+    return ApiError(500, "internal_error", "Something went wrong on our side; please try again.")
+
+
+def _respond(status: int, body: dict, replay: bool = False) -> Response:
+    response = jsonify(body)
+    response.status_code = status
+    retry = body.get("retry_after_s") if status in (429, 503) else None
+    if retry:
+        response.headers["Retry-After"] = str(retry)
+    if replay:
+        response.headers["X-Idempotent-Replay"] = "true"
+    return response
+
+
+def run_generation(endpoint: str, payload: BaseModel, work: Callable[[Context], dict],
+                   *, error_extra: dict | None = None) -> Response:
+    """Claim the request's id and answer: run it, wait for the first attempt, or replay its result."""
+    svc = services()
+    runner: Runner = svc.jobs
+    store = runner.store
+    request_id = _request_id(payload)
+    error_extra = dict(error_extra or {})
+    claim = store.claim(request_id, endpoint, fingerprint(endpoint, payload))
+    if claim.outcome == "conflict":
+        raise ApiError(422, "idempotency_conflict",
+                       "This request id was already used for a different request; use a new id.")
+    if claim.outcome == "finished":
+        status, body = claim.job.result()
+        return _respond(status, body, replay=True)
+
+    deadline = time.monotonic() + svc.settings.request_deadline_s
+    while claim.outcome == "running":  # a retry of a request still at work: wait for its answer
+        job = store.get(request_id)
+        if job is not None and job.status == SUCCEEDED:
+            status, body = job.result()
+            return _respond(status, body, replay=True)
+        if job is None or job.status == FAILED or job.stale:
+            claim = store.claim(request_id, endpoint, fingerprint(endpoint, payload))
+            if claim.outcome == "finished":
+                status, body = claim.job.result()
+                return _respond(status, body, replay=True)
+            continue
+        if time.monotonic() > deadline:
+            raise ApiError(504, "deadline_exceeded", "This took longer than allowed; please try again.")
+        time.sleep(WAIT_POLL_S)  # polling the shared store: other instances' jobs have no local signal
+
+    ctx = Context(
+        settings=svc.settings, provider=svc.provider, storage=svc.storage, reserver=svc.reserver,
+        progress=Progress(store, request_id), request_id=request_id,
+        public_base=svc.settings.base_url or request.host_url, deadline=deadline)
+
+    if "respond-async" in request.headers.get("Prefer", "").lower():
+        runner.pool().submit(runner.execute, endpoint, request_id, work, ctx, error_extra)
+        response = jsonify({"request_id": request_id, "status": "running",
+                            "location": f"/jobs/{request_id}", "progress": f"/progress/{request_id}"})
+        response.status_code = 202
+        response.headers["Location"] = f"/jobs/{request_id}"
+        response.headers["Preference-Applied"] = "respond-async"
+        return response
+
+    status, body = runner.execute(endpoint, request_id, work, ctx, error_extra)
+    return _respond(status, body)
+
+
+def job_view(job: Any, with_result: bool) -> dict:
+    """The contract's progress fields (plus status and, for /jobs, the result)."""
+    view = {
+        "success": job.status != FAILED,
+        "status": job.status,
+        "step": job.step,
+        "step_number": job.step_number if job.status != SUCCEEDED else job.total_steps,
+        "total_steps": job.total_steps,
+        "details": job.details,
+        "last_updated": _iso(job.updated_at),
+        "progress_percentage": job.percentage,
+        "request_id": job.request_id,
+        "timestamp": utc_timestamp(),
+    }
+    if job.status == FAILED:
+        view["error_code"] = job.error_code
+        result = job.result()
+        if result:
+            view["error"] = result[1].get("error")
+    if with_result and job.finished:
+        result = job.result()
+        if result:
+            view["result_status"], view["result"] = result
+    return view
+
+
+def _iso(ts: float) -> str:
+    from ..jobs import iso
+    return iso(ts)

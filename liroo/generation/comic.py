@@ -1,0 +1,109 @@
+"""A comic: one structured call for the script, then the panels' images, a few at a time."""
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+from .context import Context
+from .images import ImageJob, make_images
+from .options import LEVEL_GUIDANCE, NO_TEXT_IN_PICTURE, style_name, style_phrase
+
+MIN_PANELS = 3
+
+
+class Character(BaseModel):
+    name: str = Field(description="The character's name.")
+    description: str = Field(description="Fixed look for every panel: age, build, hair, clothes, colours.")
+
+
+class DialogueLine(BaseModel):
+    speaker: str = Field(description="Who speaks: a character's name or 'Narrator'.")
+    line: str = Field(description="What they say, in the reader's level of language.")
+
+
+class Panel(BaseModel):
+    scene: str = Field(description="What happens in this panel, in one or two sentences.")
+    image_prompt: str = Field(description="A visual description of the panel for an illustrator: setting, "
+                                          "characters by name, action, framing. No text in the picture.")
+    dialogue: list[DialogueLine] = Field(default_factory=list, max_length=4)
+
+
+class ComicScript(BaseModel):
+    comic_title: str
+    theme: str = Field(description="The lesson or idea the comic teaches, in one sentence.")
+    characters: list[Character] = Field(min_length=1, max_length=6)
+    panels: list[Panel] = Field(min_length=MIN_PANELS)
+
+
+def panel_count(text: str, max_panels: int) -> int:
+    """About one panel per 300 characters of source, within 3..max_panels."""
+    return max(MIN_PANELS, min(max_panels, 2 + len(text) // 300))
+
+
+def script_prompt(text: str, level: str, style: str, panels: int) -> str:
+    return (
+        f"Turn the student's text below into an educational comic of exactly {panels} panels.\n"
+        f"Reading level: {level}. {LEVEL_GUIDANCE[level]}\n"
+        f"Art style of the comic: {style_name(style)}.\n"
+        "Keep the facts of the text accurate. Give every character a fixed visual description so they look "
+        "the same in every panel. Dialogue is short (at most 25 words a line).\n\n"
+        f"Student's text:\n{text}"
+    )
+
+
+def panel_image_prompt(script: ComicScript, panel: Panel, style: str) -> str:
+    cast = "; ".join(f"{c.name}: {c.description}" for c in script.characters)
+    return (f"{panel.image_prompt}\nCharacters (keep their look consistent): {cast}.\n"
+            f"Style: {style_phrase(style)}. {NO_TEXT_IN_PICTURE}")
+
+
+def _dialogue_dict(lines: list[DialogueLine]) -> dict[str, str]:
+    dialogue: dict[str, str] = {}
+    for entry in lines:
+        speaker = entry.speaker.strip() or "Narrator"
+        dialogue[speaker] = f"{dialogue[speaker]} {entry.line}".strip() if speaker in dialogue else entry.line
+    return dialogue
+
+
+def generate_comic(ctx: Context, text: str, level: str, style: str) -> dict:
+    """The contract's response body for /generate_comic."""
+    settings = ctx.settings
+    wanted = panel_count(text, settings.max_panels)
+    ctx.progress.plan(wanted + 2, "Writing the comic script", f"{wanted} panels planned")
+    script = ctx.provider.generate_structured(script_prompt(text, level, style, wanted), ComicScript)
+    panels = script.panels[: settings.max_panels]
+    ctx.progress.plan(len(panels) + 2, "Script written", f"{script.comic_title}: {len(panels)} panels")
+    ctx.progress.advance("Script written", script.comic_title)
+
+    jobs = [ImageJob(prompt=panel_image_prompt(script, panel, style), cache_parts=(style, level),
+                     label=f"panel {i}") for i, panel in enumerate(panels, 1)]
+    outcomes = make_images(ctx, jobs, step=lambda i, n: f"Drawing panel {i} of {n}")
+    drawn = sum(1 for o in outcomes if o.url)
+    if drawn * 2 < len(panels):
+        raise outcomes_error(outcomes)
+
+    panel_layout = []
+    for number, (panel, outcome) in enumerate(zip(panels, outcomes), 1):
+        entry = {"panel_id": number, "scene": panel.scene, "image_prompt": panel.image_prompt,
+                 "dialogue": _dialogue_dict(panel.dialogue)}
+        if outcome.url:
+            entry["image_url"] = outcome.url
+        else:
+            entry["image_error"] = outcome.error_code
+        panel_layout.append(entry)
+    ctx.progress.advance("Comic ready", f"{drawn} of {len(panels)} panels drawn")
+    return {
+        "success": True,
+        "comic": {
+            "comic_title": script.comic_title,
+            "theme": script.theme,
+            "character_style_guide": {c.name: c.description for c in script.characters},
+            "panel_layout": panel_layout,
+        },
+        "provider": ctx.provider.name,
+    }
+
+
+def outcomes_error(outcomes) -> Exception:
+    """Too few images: raise the most telling of the panels' errors."""
+    from .images import dominant_error
+    return dominant_error(outcomes)

@@ -1,0 +1,119 @@
+"""Making pictures: cache, memory reservation, model, safe pipeline, storage; a few at a time.
+
+Each picture reserves memory from the governor before it calls the model (for
+the response it will hold), grows the reservation to the decode estimate read
+from the image header before decoding, and releases it once the result is
+stored. When memory is short a picture waits for room (other pictures
+finishing) rather than failing, up to LIROO_RESERVATION_WAIT_S.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Callable
+
+from ..governor import MemoryPressure
+from ..imaging import ImageRejected, estimate_decode_mb, inspect_image, process_image
+from ..providers.base import BadOutput, ProviderError
+from ..storage import IMMUTABLE_CACHE, StorageError, cached_url, image_cache_key, image_cache_object, media_key
+from .context import Context, DeadlineExceeded
+
+log = logging.getLogger("liroo.generation")
+
+_EXTENSIONS = {"jpeg": "jpg", "webp": "webp", "png": "png"}
+
+
+@dataclass(frozen=True)
+class ImageJob:
+    prompt: str
+    cache_parts: tuple[str | None, str | None] = (None, None)   # (style, level): part of the cache key
+    aspect_ratio: str = "1:1"
+    label: str = "image"
+    kind: str = "images"                                        # storage folder
+
+
+@dataclass(frozen=True)
+class ImageOutcome:
+    url: str | None = None
+    error: Exception | None = None
+    cached: bool = False
+
+    @property
+    def error_code(self) -> str | None:
+        if self.error is None:
+            return None
+        return getattr(self.error, "code", None) or _ERROR_CODES.get(type(self.error), "image_failed")
+
+
+_ERROR_CODES = {MemoryPressure: "memory_pressure", DeadlineExceeded: "deadline_exceeded",
+                StorageError: "storage_unavailable"}
+
+
+def make_image(ctx: Context, job: ImageJob) -> str:
+    """One picture's URL; raises ProviderError, MemoryPressure, StorageError or DeadlineExceeded."""
+    settings, provider, storage = ctx.settings, ctx.provider, ctx.storage
+    extension = _EXTENSIONS[settings.image_format]
+    key = None
+    if settings.image_cache:
+        digest = image_cache_key(job.prompt, job.cache_parts[0], job.cache_parts[1], job.aspect_ratio,
+                                 f"{provider.name}:{provider.image_model}")
+        key = image_cache_object(digest, extension)
+        url = cached_url(storage, key, ctx.public_base)
+        if url:
+            return url
+    ctx.check_deadline()
+    wait_s = max(min(settings.reservation_wait_s, ctx.remaining_s()), 0.0)
+    with ctx.reserver.reserve(settings.image_reserve_mb, wait_s=wait_s) as reservation:
+        result = provider.generate_image(job.prompt, job.aspect_ratio)
+        try:
+            info = inspect_image(result.data, settings.max_image_pixels)
+            reservation.grow_to(settings.image_reserve_mb + estimate_decode_mb(info, settings.max_image_side),
+                                wait_s=max(min(settings.reservation_wait_s, ctx.remaining_s()), 0.0))
+            processed = process_image(result.data, max_side=settings.max_image_side, fmt=settings.image_format,
+                                      quality=settings.image_quality, max_pixels=settings.max_image_pixels)
+        except ImageRejected as exc:
+            raise BadOutput(f"model image rejected: {exc.code}") from None
+        del result  # the model's bytes can be large; drop them before the upload
+        return storage.put(key or media_key(job.kind, extension), processed.data, processed.mime_type,
+                           IMMUTABLE_CACHE, public_base=ctx.public_base)
+
+
+def make_images(ctx: Context, jobs: list[ImageJob], step: Callable[[int, int], str]) -> list[ImageOutcome]:
+    """All pictures, at most LIROO_PANEL_CONCURRENCY at once; one failure does not stop the others."""
+    total = len(jobs)
+    done = 0
+    lock = threading.Lock()
+
+    def run(job: ImageJob) -> ImageOutcome:
+        nonlocal done
+        try:
+            outcome = ImageOutcome(url=make_image(ctx, job))
+        except (ProviderError, MemoryPressure, StorageError, DeadlineExceeded) as exc:
+            log.warning("%s failed for request %s: %s", job.label, ctx.request_id, getattr(exc, "code", type(exc).__name__))
+            outcome = ImageOutcome(error=exc)
+        with lock:
+            done += 1
+            ctx.progress.advance(step(done, total), f"{job.label}: {'ready' if outcome.url else outcome.error_code}")
+        return outcome
+
+    if not jobs:
+        return []
+    workers = max(1, min(ctx.settings.panel_concurrency, total))
+    with ThreadPoolExecutor(workers, thread_name_prefix="liroo-image") as pool:
+        return list(pool.map(run, jobs))
+
+
+def dominant_error(outcomes: list[ImageOutcome]) -> Exception:
+    """The error to report when too few pictures were made: the most common one, retryable ones first."""
+    errors = [o.error for o in outcomes if o.error is not None]
+    if not errors:
+        return BadOutput("no images")
+    for kind in (MemoryPressure, StorageError):
+        for error in errors:
+            if isinstance(error, kind):
+                return error
+    most_common_type, _ = Counter(type(e) for e in errors).most_common(1)[0]
+    return next(e for e in errors if type(e) is most_common_type)
