@@ -72,9 +72,9 @@ class Settings:
     memory_limit_mb: float | None = _setting(
         "MEMORY_LIMIT_MB", None, "Hard limit: requests are shed with 503 above it. Unset: 75% of the cgroup limit, else 1500.", _opt_float)
     force_gc_threshold_mb: float | None = _setting(
-        "FORCE_GC_THRESHOLD_MB", None, "Cleanup (gc + malloc_trim) after responses above it. Unset: 60% of the cgroup limit, else 1200.", _opt_float)
+        "FORCE_GC_THRESHOLD_MB", None, "Cleanup (gc + malloc_trim) after responses above it. Unset: 60% of the cgroup limit (80% of MEMORY_LIMIT_MB when that is set), else 1200.", _opt_float)
     memory_warning_mb: float | None = _setting(
-        "MEMORY_WARNING_MB", None, "Warning level (cheap malloc_trim, reported in /health). Unset: 50% of the cgroup limit, else 1000.", _opt_float)
+        "MEMORY_WARNING_MB", None, "Warning level (cheap malloc_trim, reported in /health). Unset: 50% of the cgroup limit (2/3 of MEMORY_LIMIT_MB when that is set), else 1000.", _opt_float)
     gc_min_interval_s: float = _setting("LIROO_GC_MIN_INTERVAL_S", 1.0, "Least time between two cleanups in one worker.")
     retry_after_s: int = _setting("LIROO_RETRY_AFTER_S", 5, "Retry-After seconds on a 503 for memory pressure.")
     worker_recycle_mb: float | None = _setting(
