@@ -1,0 +1,72 @@
+"""Local storage: files under LIROO_MEDIA_DIR, served by the app at /media/<key>."""
+from __future__ import annotations
+
+import os
+import tempfile
+from urllib.parse import quote
+
+from werkzeug.security import safe_join
+
+from .base import IMMUTABLE_CACHE, StorageError, check_key, is_valid_key
+
+
+class LocalStorage:
+    def __init__(self, root: str, base_url: str | None = None) -> None:
+        # The real path, so that resolve() can tell a symlink anywhere below it.
+        self.root = os.path.realpath(root)
+        self.base_url = base_url.rstrip("/") if base_url else None
+
+    def put(self, key: str, data: bytes, content_type: str, cache_control: str = IMMUTABLE_CACHE,
+            public_base: str | None = None) -> str:
+        # content_type and cache_control are implied here: the /media route
+        # derives the type from the extension and serves every key as immutable.
+        path = self._path(check_key(key))
+        folder = os.path.dirname(path)
+        os.makedirs(folder, exist_ok=True)
+        # Write a temporary file beside the target and rename it over: readers
+        # see either nothing or the whole file. Its name starts with "." so it
+        # can never be requested (keys may not have such segments).
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                os.fchmod(f.fileno(), 0o644)
+            os.replace(tmp, path)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise
+        return self.url(key, public_base)
+
+    def exists(self, key: str) -> bool:
+        path = self.resolve(key)
+        return path is not None and os.path.isfile(path)
+
+    def url(self, key: str, public_base: str | None = None) -> str:
+        base = self.base_url or (public_base.rstrip("/") if public_base else None)
+        if not base:
+            raise StorageError("local media needs an absolute base: set BASE_URL or pass the request's host URL")
+        return f"{base}/media/{quote(check_key(key))}"
+
+    def resolve(self, key: str) -> str | None:
+        """The file for ``key`` if it is safely inside the media folder, else None.
+
+        Refuses malformed keys (``..``, absolute, backslashes, NUL ...), then
+        joins with werkzeug's ``safe_join`` and requires the real path to be the
+        joined path itself: a symlink anywhere on the way (even one pointing
+        inside) is refused, since this storage never makes any.
+        """
+        if not is_valid_key(key):
+            return None
+        joined = safe_join(self.root, key)
+        if joined is None or os.path.realpath(joined) != joined:
+            return None
+        return joined
+
+    def _path(self, key: str) -> str:
+        joined = safe_join(self.root, key)
+        if joined is None:
+            raise StorageError(f"not a valid storage key: {key!r}")
+        return joined

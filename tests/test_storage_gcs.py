@@ -1,0 +1,377 @@
+"""Google Cloud Storage: the real google-cloud-storage client against gcp-storage-emulator on loopback.
+
+Between the client and the emulator sits a small loopback proxy (FaultProxy)
+that records every request and can answer with an error, so transient
+failures and their retries are real HTTP exchanges. It also enforces
+``ifGenerationMatch=0`` (create-only), which real GCS honours and the emulator
+ignores. Two things cannot run here and are replaced, each said where it is
+done: Cloud Run's metadata-server credentials and IAM's signBlob service.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import http.client
+import http.server
+import json
+import re
+import threading
+from datetime import datetime, timedelta, timezone
+from urllib.parse import parse_qsl, quote, urlsplit
+
+import google.auth.credentials
+import pytest
+import requests
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from gcp_storage_emulator.server import create_server
+from google.api_core.exceptions import RetryError
+from google.cloud import storage as gcs
+from google.cloud.storage import _signing
+from google.cloud.storage.retry import DEFAULT_RETRY
+from google.oauth2 import service_account
+
+from liroo.settings import Settings, SettingsError
+from liroo.storage import (IMMUTABLE_CACHE, StorageError, cached_url, image_cache_key, image_cache_object,
+                           make_storage, media_key)
+from liroo.storage.gcs import GcsStorage
+from tests.servers import free_port
+
+BUCKET = "liroo-test"
+JPEG = b"\xff\xd8\xff\xe0" + b"picture bytes " * 50 + b"\xff\xd9"
+# The library's retry policy with short delays, so that retries do not slow the suite.
+FAST_RETRY = DEFAULT_RETRY.with_delay(initial=0.01, maximum=0.05)
+
+
+# --- servers -----------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def emulator():
+    port = free_port()
+    server = create_server("127.0.0.1", port, in_memory=True, default_bucket=BUCKET)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+class FaultProxy:
+    """A loopback HTTP proxy in front of the emulator that records requests and injects failures."""
+
+    def __init__(self, upstream: str) -> None:
+        self.upstream = urlsplit(upstream).netloc
+        self.requests: list[tuple[str, str, int]] = []   # (method, path with query, status answered)
+        self._faults: list[dict] = []
+        self._lock = threading.Lock()
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def _any(self):
+                proxy._handle(self)
+
+            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _any
+
+            def log_message(self, *args):
+                pass
+
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+
+    def fail(self, method: str, path_pattern: str, status: int = 503, times: int = 1,
+             after_forwarding: bool = False) -> None:
+        """Answer the next ``times`` matching requests with ``status``; with ``after_forwarding``
+        the request reaches the emulator first and only its response is lost."""
+        self._faults.append({"method": method, "pattern": re.compile(path_pattern), "status": status,
+                             "left": times, "after": after_forwarding})
+
+    def calls(self, method: str, path_pattern: str) -> list[tuple[str, int]]:
+        pattern = re.compile(path_pattern)
+        return [(path, status) for m, path, status in self.requests if m == method and pattern.search(path)]
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def _take_fault(self, method: str, path: str) -> dict | None:
+        with self._lock:
+            for fault in self._faults:
+                if fault["left"] and fault["method"] == method and fault["pattern"].search(path):
+                    fault["left"] -= 1
+                    return fault
+        return None
+
+    def _handle(self, handler) -> None:
+        method, path = handler.command, handler.path
+        body = handler.rfile.read(int(handler.headers.get("Content-Length") or 0))
+        fault = self._take_fault(method, path)
+        if fault and not fault["after"]:
+            return self._reply(handler, method, path, fault["status"], *self._gcs_error(fault["status"]))
+        if method == "POST" and "ifGenerationMatch=0" in path and self._object_exists(path, body):
+            return self._reply(handler, method, path, 412, *self._gcs_error(412))
+        status, headers, data = self._forward(method, path, handler.headers, body)
+        if fault:
+            return self._reply(handler, method, path, fault["status"], *self._gcs_error(fault["status"]))
+        self._reply(handler, method, path, status, headers, data)
+
+    def _forward(self, method, path, headers, body):
+        conn = http.client.HTTPConnection(self.upstream, timeout=10)
+        try:
+            forwarded = {k: v for k, v in headers.items() if k.lower() not in ("host", "connection")}
+            conn.request(method, path, body=body, headers=forwarded)
+            response = conn.getresponse()
+            data = response.read()
+            kept = [(k, v) for k, v in response.getheaders()
+                    if k.lower() not in ("connection", "transfer-encoding", "content-length", "server", "date")]
+            return response.status, kept, data
+        finally:
+            conn.close()
+
+    def _object_exists(self, path: str, body: bytes) -> bool:
+        # What GCS does for ifGenerationMatch=0 and the emulator does not: refuse to overwrite.
+        bucket = re.search(r"/b/([^/?]+)/o", path).group(1)
+        name = re.search(rb'"name":\s*"([^"]+)"', body).group(1).decode()
+        status, _, _ = self._forward("GET", f"/storage/v1/b/{bucket}/o/{quote(name, safe='')}", {}, b"")
+        return status == 200
+
+    @staticmethod
+    def _gcs_error(status: int):
+        reason = http.HTTPStatus(status).phrase
+        body = json.dumps({"error": {"code": status, "message": reason,
+                                     "errors": [{"message": reason, "reason": reason.lower()}]}}).encode()
+        return [("Content-Type", "application/json; charset=UTF-8")], body
+
+    def _reply(self, handler, method, path, status, headers, data) -> None:
+        self.requests.append((method, path, status))
+        handler.send_response(status)
+        for name, value in headers:
+            handler.send_header(name, value)
+        handler.send_header("Content-Length", str(len(data)))
+        handler.end_headers()
+        handler.wfile.write(data)
+
+
+@pytest.fixture
+def proxy(emulator, monkeypatch):
+    fault_proxy = FaultProxy(emulator)
+    # The real client finds the emulator the documented way.
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", fault_proxy.url)
+    yield fault_proxy
+    fault_proxy.close()
+
+
+# --- signing keys and a V4 verifier ------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def signing_key():
+    """A throwaway service-account key made for this test run."""
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+def key_credentials(private_key, email="liroo-signer@liroo-test.iam.gserviceaccount.com"):
+    pem = private_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                    serialization.NoEncryption()).decode()
+    return service_account.Credentials.from_service_account_info({
+        "type": "service_account", "project_id": "liroo-test", "private_key_id": "throwaway",
+        "private_key": pem, "client_email": email, "client_id": "1",
+        "token_uri": "https://oauth2.googleapis.com/token"})
+
+
+def verify_v4_signature(url: str, public_key) -> dict:
+    """Check a V4 signed URL as GCS would, from the URL alone (canonical request rebuilt per the spec).
+
+    The emulator serves signed URLs without checking signatures, so this is
+    where the signature is actually verified. Raises InvalidSignature if wrong.
+    """
+    parts = urlsplit(url)
+    params = dict(parse_qsl(parts.query, keep_blank_values=True))
+    signature = bytes.fromhex(params.pop("X-Goog-Signature"))
+    canonical_query = "&".join(f"{quote(k, safe='~')}={quote(v, safe='~')}" for k, v in sorted(params.items()))
+    canonical_request = "\n".join(["GET", parts.path, canonical_query, f"host:{parts.netloc}\n", "host",
+                                   "UNSIGNED-PAYLOAD"])
+    scope = params["X-Goog-Credential"].split("/", 1)[1]
+    string_to_sign = "\n".join(["GOOG4-RSA-SHA256", params["X-Goog-Date"], scope,
+                                hashlib.sha256(canonical_request.encode()).hexdigest()])
+    public_key.verify(signature, string_to_sign.encode(), padding.PKCS1v15(), hashes.SHA256())
+    return params
+
+
+# --- upload, exists, public URLs ----------------------------------------------------------
+
+def test_upload_exists_and_fetch_by_public_url(proxy):
+    storage = GcsStorage(BUCKET, url_mode="public", retry=FAST_RETRY)
+    key = media_key("images", "jpg")
+    assert not storage.exists(key)
+
+    url = storage.put(key, JPEG, "image/jpeg", IMMUTABLE_CACHE)
+    assert url == f"{proxy.url}/{BUCKET}/{key}"      # in production: https://storage.googleapis.com/<bucket>/<key>
+    assert storage.exists(key)
+    assert storage.url(key) == url
+
+    response = requests.get(url, timeout=10)
+    assert response.status_code == 200
+    assert response.content == JPEG
+    assert response.headers["Content-Type"] == "image/jpeg"
+
+    blob = gcs.Client().bucket(BUCKET).get_blob(key)
+    assert blob.content_type == "image/jpeg"
+    assert blob.cache_control == IMMUTABLE_CACHE
+    # Every upload is create-only, which is what makes retrying it safe.
+    uploads = proxy.calls("POST", r"/upload/storage/v1/b/liroo-test/o")
+    assert len(uploads) == 1 and "ifGenerationMatch=0" in uploads[0][0]
+
+
+def test_keys_are_checked_before_any_request(proxy):
+    storage = GcsStorage(BUCKET, url_mode="public", retry=FAST_RETRY)
+    for key in ("../x.jpg", "/abs.jpg", "images/../../x.jpg"):
+        with pytest.raises(StorageError):
+            storage.put(key, JPEG, "image/jpeg")
+    assert proxy.requests == []
+
+
+# --- signed URLs -----------------------------------------------------------------------------
+
+def test_signed_url_with_a_service_account_key(proxy, signing_key):
+    ttl = 3600
+    storage = GcsStorage(BUCKET, url_mode="signed", signed_url_ttl_s=ttl, retry=FAST_RETRY,
+                         signing_credentials=key_credentials(signing_key))
+    key = media_key("images", "webp")
+    url = storage.put(key, b"RIFF....WEBPVP8 " + b"x" * 100, "image/webp")
+
+    assert urlsplit(url).path == f"/{BUCKET}/{key}"
+    params = verify_v4_signature(url, signing_key.public_key())
+    assert params["X-Goog-Algorithm"] == "GOOG4-RSA-SHA256"
+    assert params["X-Goog-Credential"].startswith("liroo-signer@liroo-test.iam.gserviceaccount.com/")
+    assert params["X-Goog-Credential"].endswith("/auto/storage/goog4_request")
+    assert params["X-Goog-Expires"] == str(ttl)
+    assert params["X-Goog-SignedHeaders"] == "host"
+    signed_at = datetime.strptime(params["X-Goog-Date"], "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc)
+    assert abs(datetime.now(timezone.utc) - signed_at) < timedelta(minutes=5)
+
+    # The verifier is not a rubber stamp: another object's path, or another key, fails it.
+    from cryptography.exceptions import InvalidSignature
+    with pytest.raises(InvalidSignature):
+        verify_v4_signature(url.replace(key, media_key("images", "webp")), signing_key.public_key())
+    with pytest.raises(InvalidSignature):
+        verify_v4_signature(url, rsa.generate_private_key(public_exponent=65537, key_size=2048).public_key())
+
+    # The emulator serves the signed URL (without checking the signature, see above).
+    response = requests.get(url, timeout=10)
+    assert response.status_code == 200 and response.content.startswith(b"RIFF")
+    assert response.headers["Content-Type"] == "image/webp"
+
+
+class MetadataServerCredentials(google.auth.credentials.Credentials):
+    """Stands in for Cloud Run's default credentials (no private key, tokens from the
+    metadata server, which cannot run here). Like the real ones, the e-mail address
+    is the placeholder "default" until the first refresh."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.service_account_email = "default"
+        self.refreshes = 0
+
+    def refresh(self, request) -> None:
+        self.refreshes += 1
+        self.service_account_email = "liroo-run@liroo-test.iam.gserviceaccount.com"
+        self.token = f"token-{self.refreshes}"
+        self.expiry = datetime.now(timezone.utc).replace(tzinfo=None) + timedelta(hours=1)
+
+
+def test_signed_url_through_iam_sign_blob_without_a_key(proxy, signing_key, monkeypatch):
+    signed = []
+
+    def sign_blob(message, access_token, service_account_email, universe_domain="googleapis.com"):
+        # IAM's signBlob (https://iamcredentials.googleapis.com) cannot be reached from here; this
+        # answers as it would, signing with the throwaway key that plays the service account's.
+        signed.append((access_token, service_account_email))
+        raw = signing_key.sign(message.encode() if isinstance(message, str) else message,
+                               padding.PKCS1v15(), hashes.SHA256())
+        return base64.b64encode(raw).decode()
+
+    monkeypatch.setattr(_signing, "_sign_message", sign_blob)
+    credentials = MetadataServerCredentials()
+    storage = GcsStorage(BUCKET, url_mode="signed", retry=FAST_RETRY, signing_credentials=credentials)
+    key = media_key("images", "jpg")
+    url = storage.put(key, JPEG, "image/jpeg")
+
+    params = verify_v4_signature(url, signing_key.public_key())
+    assert params["X-Goog-Credential"].startswith("liroo-run@liroo-test.iam.gserviceaccount.com/")
+    assert params["X-Goog-Expires"] == str(7 * 24 * 3600)          # the default: a week, the V4 maximum
+    assert signed == [("token-1", "liroo-run@liroo-test.iam.gserviceaccount.com")]
+
+    storage.url(key)                                                 # a valid token is reused
+    assert credentials.refreshes == 1
+    credentials.expiry = datetime.now(timezone.utc).replace(tzinfo=None) - timedelta(minutes=1)
+    verify_v4_signature(storage.url(key), signing_key.public_key())  # an expired one is refreshed first
+    assert credentials.refreshes == 2 and signed[-1][0] == "token-2"
+    assert requests.get(url, timeout=10).content == JPEG
+
+
+# --- retries and idempotency -----------------------------------------------------------------
+
+def test_transient_errors_are_retried(proxy):
+    storage = GcsStorage(BUCKET, url_mode="public", retry=FAST_RETRY)
+    key = media_key("images", "jpg")
+    proxy.fail("POST", r"/upload/storage/v1/b/liroo-test/o", status=503)
+    url = storage.put(key, JPEG, "image/jpeg")
+    assert [status for _, status in proxy.calls("POST", r"/upload/")] == [503, 200]
+    assert requests.get(url, timeout=10).content == JPEG
+
+    proxy.fail("GET", r"/storage/v1/b/liroo-test/o/", status=500, times=2)
+    assert storage.exists(key)
+    assert [status for _, status in proxy.calls("GET", r"/storage/v1/b/liroo-test/o/")][-3:] == [500, 500, 200]
+
+
+def test_a_lost_response_is_retried_without_a_duplicate(proxy):
+    """The upload succeeds but its answer is lost: the retry meets 412 (create-only) and that is success."""
+    storage = GcsStorage(BUCKET, url_mode="public", retry=FAST_RETRY)
+    key = media_key("images", "jpg")
+    proxy.fail("POST", r"/upload/storage/v1/b/liroo-test/o", status=503, after_forwarding=True)
+    url = storage.put(key, JPEG, "image/jpeg")
+    assert [status for _, status in proxy.calls("POST", r"/upload/")] == [503, 412]
+    assert requests.get(url, timeout=10).content == JPEG
+
+
+def test_putting_an_existing_key_keeps_the_first_object(proxy):
+    storage = GcsStorage(BUCKET, url_mode="public", retry=FAST_RETRY)
+    key = media_key("images", "jpg", digest="ab" * 32)      # a content-addressed (cache) key
+    first = storage.put(key, JPEG, "image/jpeg")
+    second = storage.put(key, b"other bytes for the same name", "image/jpeg")
+    assert first == second
+    assert [status for _, status in proxy.calls("POST", r"/upload/")] == [200, 412]
+    assert requests.get(first, timeout=10).content == JPEG
+
+
+def test_a_lasting_failure_is_raised(proxy):
+    storage = GcsStorage(BUCKET, url_mode="public", retry=FAST_RETRY.with_timeout(0.5))
+    proxy.fail("POST", r"/upload/storage/v1/b/liroo-test/o", status=503, times=1000)
+    with pytest.raises(StorageError) as err:
+        storage.put(media_key("images", "jpg"), JPEG, "image/jpeg")
+    assert isinstance(err.value.__cause__, RetryError)               # the library gave up after retrying
+    assert "503" in str(err.value.__cause__.cause)
+    assert len(proxy.calls("POST", r"/upload/")) >= 2
+
+
+def test_image_cache_works_with_cloud_storage(proxy):
+    storage = GcsStorage(BUCKET, url_mode="public", retry=FAST_RETRY)
+    key = image_cache_object(image_cache_key("A fox in the snow", "Studio Ghibli", "beginner", "1:1", "m"), "jpg")
+    assert cached_url(storage, key) is None
+    url = storage.put(key, JPEG, "image/jpeg")
+    assert cached_url(storage, key) == url
+    assert requests.get(cached_url(storage, key), timeout=10).content == JPEG
+
+
+# --- settings --------------------------------------------------------------------------------
+
+def test_make_storage_picks_gcs_from_the_settings():
+    storage = make_storage(Settings(gcs_bucket_name="liroo-media", gcs_url_mode="public"))
+    assert isinstance(storage, GcsStorage)
+    assert (storage.bucket_name, storage.url_mode) == ("liroo-media", "public")
+    with pytest.raises(SettingsError):
+        make_storage(Settings(storage="gcs"))
+
+
+@pytest.mark.parametrize("ttl", [0, 7 * 24 * 3600 + 1])
+def test_signed_url_lifetime_is_within_the_v4_limit(ttl):
+    with pytest.raises(SettingsError):
+        GcsStorage(BUCKET, signed_url_ttl_s=ttl)
