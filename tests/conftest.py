@@ -16,3 +16,12 @@ def start_server():
     yield start
     for server in started:
         server.__exit__(None, None, None)
+
+
+@pytest.fixture
+def fake_gemini():
+    """A loopback Gemini (tests/fake_gemini.py) for this test; point LIROO_GEMINI_BASE_URL at ``.url``."""
+    from tests.fake_gemini import FakeGemini
+
+    with FakeGemini() as fake:
+        yield fake

@@ -10,20 +10,44 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections import Counter
+from collections import Counter, deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable
 
 from ..governor import MemoryPressure
-from ..imaging import ImageRejected, estimate_decode_mb, inspect_image, process_image
+from ..imaging import ImageRejected, estimate_decode_mb, inspect_image, output_extension, process_image
 from ..providers.base import BadOutput, ProviderError
 from ..storage import IMMUTABLE_CACHE, StorageError, cached_url, image_cache_key, image_cache_object, media_key
 from .context import Context, DeadlineExceeded
 
 log = logging.getLogger("liroo.generation")
 
-_EXTENSIONS = {"jpeg": "jpg", "webp": "webp", "png": "png"}
+
+
+class ResponseSizes:
+    """Recent sizes of the model's image responses, to size the reservation made before a call.
+
+    While the SDK receives a picture it holds the HTTP body, the parsed JSON
+    and the decoded bytes at once: about four times the image's size. Until a
+    picture has been seen, LIROO_IMAGE_RESERVE_MB alone is reserved.
+    """
+
+    HOLD_FACTOR = 4
+    KEEP = 32
+
+    def __init__(self) -> None:
+        self._sizes: deque[int] = deque(maxlen=self.KEEP)
+
+    def record(self, nbytes: int) -> None:
+        self._sizes.append(nbytes)
+
+    def reserve_mb(self, floor_mb: float) -> float:
+        largest = max(self._sizes, default=0)
+        return max(floor_mb, self.HOLD_FACTOR * largest / (1024 * 1024))
+
+
+RESPONSE_SIZES = ResponseSizes()
 
 
 @dataclass(frozen=True)
@@ -55,7 +79,7 @@ _ERROR_CODES = {MemoryPressure: "memory_pressure", DeadlineExceeded: "deadline_e
 def make_image(ctx: Context, job: ImageJob) -> str:
     """One picture's URL; raises ProviderError, MemoryPressure, StorageError or DeadlineExceeded."""
     settings, provider, storage = ctx.settings, ctx.provider, ctx.storage
-    extension = _EXTENSIONS[settings.image_format]
+    extension = output_extension(settings.image_format)
     key = None
     if settings.image_cache:
         digest = image_cache_key(job.prompt, job.cache_parts[0], job.cache_parts[1], job.aspect_ratio,
@@ -66,11 +90,14 @@ def make_image(ctx: Context, job: ImageJob) -> str:
             return url
     ctx.check_deadline()
     wait_s = max(min(settings.reservation_wait_s, ctx.remaining_s()), 0.0)
-    with ctx.reserver.reserve(settings.image_reserve_mb, wait_s=wait_s) as reservation:
+    call_mb = RESPONSE_SIZES.reserve_mb(settings.image_reserve_mb)
+    with ctx.reserver.reserve(call_mb, wait_s=wait_s) as reservation:
         result = provider.generate_image(job.prompt, job.aspect_ratio)
+        RESPONSE_SIZES.record(len(result.data))
         try:
             info = inspect_image(result.data, settings.max_image_pixels)
-            reservation.grow_to(settings.image_reserve_mb + estimate_decode_mb(info, settings.max_image_side),
+            # The model's bytes stay alive through the decode: keep their share and add the decode's.
+            reservation.grow_to(len(result.data) / (1024 * 1024) + estimate_decode_mb(info, settings.max_image_side),
                                 wait_s=max(min(settings.reservation_wait_s, ctx.remaining_s()), 0.0))
             processed = process_image(result.data, max_side=settings.max_image_side, fmt=settings.image_format,
                                       quality=settings.image_quality, max_pixels=settings.max_image_pixels)

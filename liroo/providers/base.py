@@ -7,12 +7,28 @@ which the API maps to HTTP statuses.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from typing import Iterator, Protocol, TypeVar
 
 from pydantic import BaseModel
 
+from ..metrics import PROVIDER_CALLS
+
 T = TypeVar("T", bound=BaseModel)
+
+# The roles a caller may ask to be read aloud by; each provider maps them to its own voices.
+VOICE_ROLES = ("narrator", "character")
+# The aspect ratios Gemini's image models accept; the offline provider draws the same.
+ASPECT_RATIOS = ("1:1", "2:3", "3:2", "3:4", "4:3", "4:5", "5:4", "9:16", "16:9", "21:9")
+
+
+def aspect_ratio_parts(aspect_ratio: str) -> tuple[int, int]:
+    """``"16:9"`` -> ``(16, 9)``; anything not in ASPECT_RATIOS is a caller's bug (ValueError)."""
+    if aspect_ratio not in ASPECT_RATIOS:
+        raise ValueError(f"aspect ratio {aspect_ratio!r} is not one of {', '.join(ASPECT_RATIOS)}")
+    width, height = aspect_ratio.split(":")
+    return int(width), int(height)
 
 
 @dataclass(frozen=True)
@@ -32,6 +48,8 @@ class SpeechResult:
 
 
 class Provider(Protocol):
+    """Schemas must not contain dict fields (see ``liroo.providers.schema``); both providers refuse them."""
+
     name: str            # "gemini" or "offline"
     text_model: str
     image_model: str
@@ -52,6 +70,7 @@ class ProviderError(Exception):
 
     status = 502
     code = "provider_error"
+    outcome = "error"    # label of liroo_provider_calls_total
     message = "The content service failed; please try again."
 
     def __init__(self, detail: str = "", *, retry_after_s: int | None = None) -> None:
@@ -63,22 +82,40 @@ class ProviderError(Exception):
 class RateLimited(ProviderError):
     status = 503
     code = "provider_rate_limited"
+    outcome = "rate_limited"
     message = "The content service is busy; please retry shortly."
 
 
 class ContentBlocked(ProviderError):
     status = 422
     code = "content_blocked"
+    outcome = "blocked"
     message = "The content service declined this request; try rewording the text."
 
 
 class ProviderUnavailable(ProviderError):
     status = 502
     code = "provider_unavailable"
+    outcome = "unavailable"
     message = "The content service could not be reached or did not answer in time; please try again."
 
 
 class BadOutput(ProviderError):
     status = 502
     code = "provider_bad_output"
+    outcome = "bad_output"
     message = "The content service returned something unusable; please try again."
+
+
+@contextmanager
+def counted_call(operation: str) -> Iterator[None]:
+    """Count one model call in ``liroo_provider_calls_total{operation, outcome}``."""
+    outcome = "error"
+    try:
+        yield
+        outcome = "ok"
+    except ProviderError as exc:
+        outcome = exc.outcome
+        raise
+    finally:
+        PROVIDER_CALLS.labels(operation, outcome).inc()
