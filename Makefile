@@ -23,6 +23,11 @@ dev-venv: $(BIN)/.dev-installed
 run: venv
 	MALLOC_ARENA_MAX=2 PORT=$(PORT) $(BIN)/gunicorn -c gunicorn.conf.py wsgi:app
 
+# make run-limited MEM=512m: the server under a real memory limit (a cgroup
+# where the machine allows, else MEMORY_LIMIT_MB, and it says which).
+run-limited: venv
+	MALLOC_ARENA_MAX=2 PORT=$(PORT) $(BIN)/python scripts/run-limited --mem $(MEM)
+
 # Redis serves the job-store tests; start one when none is listening.
 redis:
 	@scripts/ensure-redis
@@ -32,6 +37,7 @@ test: dev-venv redis
 
 bench: dev-venv
 	$(BIN)/python bench/governor_overhead.py
+	$(BIN)/python bench/imaging.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache media

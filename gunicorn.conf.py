@@ -10,18 +10,18 @@ import os
 import shutil
 import tempfile
 
-from liroo.settings import Settings
-
-settings = Settings.from_env()
-
-# prometheus-client's multiprocess mode must be set up before the app (and so
-# prometheus_client) is imported; a fresh folder per master keeps stale
-# figures of an earlier run out.
+# prometheus-client picks its multiprocess mode when it is first imported, so
+# the folder must be set before anything of Liroo's (which imports it) is; a
+# fresh folder per master keeps stale figures of an earlier run out.
 if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="liroo-metrics-")
     _own_metrics_dir = True
 else:
     _own_metrics_dir = False
+
+from liroo.settings import Settings  # noqa: E402  (after the metrics folder is set)
+
+settings = Settings.from_env()
 
 bind = [f"0.0.0.0:{settings.port}"]
 worker_class = "gthread"
@@ -30,21 +30,33 @@ threads = settings.threads
 timeout = settings.worker_timeout_s
 graceful_timeout = settings.graceful_timeout_s
 keepalive = 5
-max_requests = settings.max_requests
-max_requests_jitter = settings.max_requests_jitter if settings.max_requests else 0
+# With the governor on, request-count recycling is the governor's (liroo/governor/workers.py):
+# gunicorn's own gives in-flight work only the short SIGTERM grace and leaves the
+# slot empty until the old worker exits. With the governor off, gunicorn's is used.
+max_requests = 0 if settings.governor_enabled else settings.max_requests
+max_requests_jitter = 0 if settings.governor_enabled or not settings.max_requests else settings.max_requests_jitter
 preload_app = True
 control_socket_disable = True
 worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
 accesslog = "-"
 errorlog = "-"
 loglevel = settings.log_level.lower()
+# gunicorn's error and access logs go through the app's handler: JSON lines on
+# Cloud Run (or LIROO_LOG_FORMAT=json), text locally. Configured now so that
+# the master's first lines have the same shape.
+from liroo.logs import configure_logging  # noqa: E402
+configure_logging(settings)
+logger_class = "liroo.logs.GunicornLogger"
 # Cloud Run's front end is the only peer that sets these headers.
 forwarded_allow_ips = "*"
 
 
+def _services(server):
+    return server.app.wsgi().extensions["liroo"]
+
+
 def _governor(server):
-    app = server.app.wsgi()
-    return app.extensions["liroo"].governor
+    return _services(server).governor
 
 
 def when_ready(server):
@@ -56,7 +68,9 @@ def on_starting(server):
     # Made in the master, before any fork, so all workers share one recycle token.
     if settings.governor_enabled:
         from liroo.governor import WorkerRecycler
-        server.app.liroo_recycler = WorkerRecycler(_governor(server))
+        server.app.liroo_recycler = WorkerRecycler(
+            _governor(server), configured_workers=settings.workers, max_requests=settings.max_requests,
+            max_requests_jitter=settings.max_requests_jitter, drain_s=settings.request_deadline_s)
 
 
 def post_worker_init(worker):
@@ -66,16 +80,22 @@ def post_worker_init(worker):
 
 
 def worker_exit(server, worker):
-    if max_requests and getattr(worker, "nr", 0) >= getattr(worker, "max_requests", float("inf")):
-        governor = _governor(worker)
-        governor.count("recycles")
-        governor.emit("recycle", reason="max_requests", requests=worker.nr)
+    """In the exiting worker: let a retiring worker's background jobs finish; hand back the rest."""
+    recycler = getattr(worker.app, "liroo_recycler", None)
+    runner = _services(worker).jobs
+    if recycler is not None and recycler.retiring and not recycler.stopping:
+        runner.wait_idle(settings.request_deadline_s, beat=worker.notify)
+    runner.hand_back()
 
 
 def child_exit(server, worker):
+    """In the master, once a worker is gone."""
     from liroo import metrics
     _governor(server).policy.ledger.forget(worker.pid)
     metrics.mark_worker_dead(worker.pid)
+    recycler = getattr(server.app, "liroo_recycler", None)
+    if recycler is not None:
+        recycler.restore_count(server)
 
 
 def on_exit(server):

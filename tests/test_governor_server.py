@@ -93,6 +93,6 @@ def test_rss_recycling_fails_no_request(start_server):
             wait_for(recycled_three_times, timeout=90, interval=0.1, what="three worker recycles")
         finally:
             stop.set()
-    assert "recycling worker" in server.log()
+    assert "retiring worker" in server.log()
     assert not failures, failures[:5]
     assert len(statuses) > 50

@@ -1,0 +1,139 @@
+#!/usr/bin/env bash
+# Build the image with Cloud Build and deploy it to Cloud Run: the same
+# deployment as cloudbuild.yaml (a test keeps the flags equal), for a person at
+# a terminal. --dry-run prints every command instead of running it.
+#
+#   ./deploy-cloud-run.sh --project my-project
+#   ./deploy-cloud-run.sh --project my-project --base-url https://liroo.example.com --dry-run
+#
+# docs/operations.md explains each setting; run with --help for the options.
+set -euo pipefail
+
+project=""
+region="us-central1"
+service="liroo-backend"
+repository="liroo"
+tag=""
+image=""
+bucket=""
+base_url=""
+genai_secret="genai-api-key"
+memory="4Gi"
+cpu="2"
+concurrency="40"
+max_instances="5"
+min_instances="0"
+timeout="3600"
+dry_run=false
+
+usage() {
+  cat <<EOF
+Usage: $0 [options]
+
+  --project ID          Google Cloud project (default: gcloud's configured project)
+  --region REGION       Cloud Run and Artifact Registry region (default: $region)
+  --service NAME        Cloud Run service (default: $service)
+  --repository NAME     Artifact Registry Docker repository (default: $repository)
+  --tag TAG             image tag (default: the git commit, else a timestamp)
+  --image IMAGE         deploy this image as is; skips the build
+  --bucket NAME         GCS_BUCKET_NAME for generated media (default: <project>-liroo-media)
+  --base-url URL        BASE_URL, the public URL (default: empty, the request's own host)
+  --genai-secret NAME   Secret Manager secret holding GENAI_API_KEY (default: $genai_secret)
+  --memory SIZE         memory per instance (default: $memory)
+  --cpu N               vCPUs per instance (default: $cpu)
+  --concurrency N       requests per instance; workers x threads must cover it (default: $concurrency)
+  --max-instances N     (default: $max_instances)
+  --min-instances N     (default: $min_instances)
+  --timeout SECONDS     request timeout, long enough for a comic (default: $timeout)
+  --dry-run             print the commands, run none of them
+  -h, --help            this text
+EOF
+}
+
+die() { echo "deploy-cloud-run: $*" >&2; exit 1; }
+
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --project|--region|--service|--repository|--tag|--image|--bucket|--base-url|--genai-secret|\
+    --memory|--cpu|--concurrency|--max-instances|--min-instances|--timeout)
+      [[ $# -ge 2 ]] || die "$1 needs a value"
+      name="${1#--}"; name="${name//-/_}"
+      printf -v "$name" '%s' "$2"
+      shift 2 ;;
+    --dry-run) dry_run=true; shift ;;
+    -h|--help) usage; exit 0 ;;
+    *) usage >&2; die "unknown option: $1" ;;
+  esac
+done
+
+# One word as the shell would need it: bare when safe, else in single quotes.
+quote() {
+  if [[ $1 =~ ^[A-Za-z0-9_./:=,@%+-]+$ ]]; then
+    printf '%s' "$1"
+  else
+    printf "'%s'" "${1//\'/\'\\\'\'}"
+  fi
+}
+
+# Prints a command exactly (quoted, so it can be pasted); runs it unless --dry-run.
+run() {
+  local line="+" word
+  for word in "$@"; do line+=" $(quote "$word")"; done
+  echo "$line"
+  if ! $dry_run; then "$@"; fi
+}
+
+# --- checks ------------------------------------------------------------------
+if $dry_run; then
+  echo "# dry run: would check that gcloud is installed (command -v gcloud)"
+else
+  command -v gcloud >/dev/null 2>&1 \
+    || die "gcloud is not installed: https://cloud.google.com/sdk/docs/install"
+fi
+
+if [[ -z "$project" ]]; then
+  if $dry_run; then
+    echo "# dry run: would read the project from: gcloud config get-value project"
+    project="<project>"
+  else
+    project="$(gcloud config get-value project 2>/dev/null || true)"
+    [[ -n "$project" && "$project" != "(unset)" ]] \
+      || die "no project: pass --project or run: gcloud config set project <id>"
+  fi
+else
+  echo "# project: $project"
+fi
+
+if [[ -z "$tag" ]]; then
+  tag="$(git rev-parse HEAD 2>/dev/null || true)"
+  [[ -n "$tag" ]] || printf -v tag '%(%Y%m%d-%H%M%S)T' -1
+fi
+bucket="${bucket:-$project-liroo-media}"
+
+# --- build -------------------------------------------------------------------
+if [[ -z "$image" ]]; then
+  image="$region-docker.pkg.dev/$project/$repository/liroo-backend:$tag"
+  run gcloud builds submit --project="$project" --region="$region" --tag="$image" .
+fi
+
+# --- deploy ------------------------------------------------------------------
+run gcloud run deploy "$service" \
+  --image="$image" \
+  --region="$region" \
+  --project="$project" \
+  --memory="$memory" \
+  --cpu="$cpu" \
+  --concurrency="$concurrency" \
+  --max-instances="$max_instances" \
+  --min-instances="$min_instances" \
+  --timeout="$timeout" \
+  --execution-environment=gen2 \
+  --cpu-boost \
+  --allow-unauthenticated \
+  --set-env-vars="GCS_BUCKET_NAME=$bucket,BASE_URL=$base_url,LIROO_TRUSTED_PROXIES=1,GOOGLE_CLOUD_PROJECT=$project" \
+  --set-secrets="GENAI_API_KEY=$genai_secret:latest" \
+  --quiet
+
+run gcloud run services describe "$service" --region="$region" --project="$project" \
+  --format="value(status.url)"
+echo "# next: curl <url>/health, and docs/operations.md for logs and rollback"
