@@ -5,10 +5,17 @@ import logging
 
 from flask import Flask
 
-from . import errors, metrics, monitoring, requestid
+from . import errors, logs, metrics, monitoring, requestid, security
 from .governor import Governor, GovernorConfig, MemoryGovernorMiddleware, Unreserved
+from .providers import make_provider
 from .services import Services
 from .settings import Settings
+from .storage import make_storage
+from . import media
+from .api import comics, progress
+from .api import content, openapi
+from .api.runner import Runner
+from .jobs import make_job_store
 
 log = logging.getLogger("liroo")
 
@@ -30,20 +37,32 @@ def governor_config(settings: Settings) -> GovernorConfig:
 def create_app(settings: Settings | None = None) -> Flask:
     """Build the app: settings, governor, blueprints, and the governor's middleware around it all."""
     settings = settings or Settings.from_env()
+    logs.configure_logging(settings)
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False
 
     governor = Governor(governor_config(settings))
     governor.subscribe(metrics.on_governor_event)
+    governor.subscribe(logs.log_governor_event)
     svc = Services(settings=settings, governor=governor,
                    reserver=governor if settings.governor_enabled else Unreserved())
+    svc.provider = make_provider(settings)
     app.extensions["liroo"] = svc
+    svc.storage = make_storage(settings)
+    svc.jobs = Runner(make_job_store(settings), max_async=settings.threads)
 
     errors.register_error_handlers(app)
     requestid.init_app(app)
+    security.init_app(app)   # after request ids, so its 401/403/429 carry one
     metrics.init_app(app)
     app.register_blueprint(monitoring.bp)
+    app.register_blueprint(progress.bp)
+    app.register_blueprint(comics.bp)
+    app.register_blueprint(content.bp)
+    app.register_blueprint(openapi.bp)
+    if settings.storage_backend == "local":
+        app.register_blueprint(media.bp)   # GCS serves its own URLs
 
     if settings.governor_enabled:
         app.wsgi_app = MemoryGovernorMiddleware(

@@ -58,6 +58,7 @@ class Job:
     result_status: int | None = None
     result_body: str | None = None     # the JSON the synchronous call answered
     error_code: str | None = None
+    owner: str | None = None           # hash of the API key that claimed it; None when keys are off
 
     @property
     def finished(self) -> bool:
@@ -88,7 +89,7 @@ class Claim:
 
 
 class JobStore(Protocol):
-    def claim(self, request_id: str, endpoint: str, fingerprint: str) -> Claim: ...
+    def claim(self, request_id: str, endpoint: str, fingerprint: str, owner: str | None = None) -> Claim: ...
     def get(self, request_id: str) -> Job | None: ...
     def progress(self, request_id: str, step: str, step_number: int, total_steps: int, details: str = "") -> None: ...
     def finish(self, request_id: str, status: str, result_status: int, result_body: dict,
@@ -98,12 +99,12 @@ class JobStore(Protocol):
 _FIELDS = [f for f in Job.__dataclass_fields__]
 
 
-def _decide(current: Job | None, fingerprint: str) -> str:
+def _decide(current: Job | None, fingerprint: str, owner: str | None = None) -> str:
     """The claim rule shared by both stores."""
     if current is None:
         return "new"
-    if current.fingerprint != fingerprint:
-        return "conflict"
+    if current.fingerprint != fingerprint or current.owner != owner:
+        return "conflict"   # another caller's id is never waited on nor replayed
     if current.status == SUCCEEDED:
         return "finished"
     if current.status == FAILED or current.stale:
@@ -151,15 +152,15 @@ class LocalJobStore:
         db.execute("INSERT OR REPLACE INTO jobs (request_id, data, expires_at) VALUES (?, ?, ?)",
                    (job.request_id, json.dumps(asdict(job)), time.time() + ttl))
 
-    def claim(self, request_id: str, endpoint: str, fingerprint: str) -> Claim:
+    def claim(self, request_id: str, endpoint: str, fingerprint: str, owner: str | None = None) -> Claim:
         db = self._connect()
         db.execute("BEGIN IMMEDIATE")
         try:
             db.execute("DELETE FROM jobs WHERE expires_at <= ?", (time.time(),))
             current = self._load(db, request_id)
-            outcome = _decide(current, fingerprint)
+            outcome = _decide(current, fingerprint, owner)
             if outcome == "new":
-                current = Job(request_id, endpoint, fingerprint)
+                current = Job(request_id, endpoint, fingerprint, owner=owner)
                 self._save(db, current)
             db.execute("COMMIT")
         except BaseException:
@@ -198,13 +199,13 @@ class LocalJobStore:
                      step="Done" if status == SUCCEEDED else "Failed")
 
 
-# KEYS[1]: the job's hash. ARGV: fingerprint, now, stale_after, new job's fields as JSON, ttl.
+# KEYS[1]: the job's hash. ARGV: fingerprint, now, stale_after, new job's fields as JSON, ttl, owner ('' for none).
 _CLAIM_LUA = """
 local fp = redis.call('HGET', KEYS[1], 'fingerprint')
 local take = false
 if not fp then
   take = true
-elseif fp ~= ARGV[1] then
+elseif fp ~= ARGV[1] or (redis.call('HGET', KEYS[1], 'owner') or '') ~= ARGV[6] then
   return {'conflict'}
 else
   local status = redis.call('HGET', KEYS[1], 'status')
@@ -260,11 +261,12 @@ class RedisJobStore:
                 job[name] = value if value != "" or name in ("step", "details") else None
         return Job(**job)
 
-    def claim(self, request_id, endpoint, fingerprint):
-        job = Job(request_id, endpoint, fingerprint)
+    def claim(self, request_id, endpoint, fingerprint, owner=None):
+        job = Job(request_id, endpoint, fingerprint, owner=owner)
         outcome = self._claim(keys=[self._key(request_id)],
                               args=[fingerprint, repr(time.time()), STALE_AFTER_S,
-                                    json.dumps(self._to_hash(asdict(job))), self.running_ttl_s])[0].decode()
+                                    json.dumps(self._to_hash(asdict(job))), self.running_ttl_s,
+                                    owner or ""])[0].decode()
         return Claim(outcome, job if outcome == "new" else (self.get(request_id) or job))
 
     def get(self, request_id):

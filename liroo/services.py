@@ -18,6 +18,8 @@ class Services:
     provider: Any = None        # liroo.providers.Provider
     storage: Any = None         # liroo.storage.Storage
     jobs: Any = None            # liroo.jobs.JobStore
+    keyring: Any = None         # liroo.security.KeyRing
+    limiter: Any = None         # flask_limiter.Limiter, or None without LIROO_RATE_LIMIT
 
 
 def services() -> Services:

@@ -132,17 +132,17 @@ def decode_blocks(body):
         uuid.UUID(required(block, "id", str, where))
         kind = required(block, "type", str, where)
         assert kind in BLOCK_TYPES, f"{where}.type {kind!r} would break decoding"
-        optional(block, "content", str, where)
+        required(block, "content", str, where)
         if kind == "image":
             required(block, "url", str, where)
-            optional(block, "alt", str, where)
+            required(block, "alt", str, where)
         if kind == "multipleChoiceQuestion":
             options = required(block, "options", list, where)
             ids = [required(option, "id", str, f"{where}.options") for option in options]
             for option in options:
                 required(option, "text", str, f"{where}.options")
             assert required(block, "correctAnswerID", str, where) in ids, f"{where}: correctAnswerID not an option"
-            optional(block, "explanation", str, where)
+            required(block, "explanation", str, where)
     return body
 
 

@@ -85,3 +85,103 @@ class ImageRequest(AppRequest):
     level: LevelName = "moderate"
     image_style: StyleName = "comic_book"
     aspect_ratio: Literal[ASPECT_RATIOS] = "1:1"  # type: ignore[valid-type]
+
+
+# --- stories, study pages, lectures, speech ------------------------------------------------------
+
+VOICES = ("narrator", "character")
+OUTPUT_FORMATS = ("flashcards", "slideshow")
+# Values of output_format that mean "the default study page", so a client may name it.
+DEFAULT_OUTPUT_FORMATS = ("", "blocks", "default")
+
+
+def _voice(value: str) -> str:
+    key = value.strip().lower()
+    if key not in VOICES:
+        raise PydanticCustomError("unknown_voice", f"Unknown voice; use one of: {', '.join(VOICES)}.")
+    return key
+
+
+def _output_format(value: str | None) -> str | None:
+    key = (value or "").strip().lower()
+    if key in DEFAULT_OUTPUT_FORMATS:
+        return None
+    if key not in OUTPUT_FORMATS:
+        raise PydanticCustomError("unknown_output_format",
+                                  f"Unknown output_format; use {' or '.join(OUTPUT_FORMATS)}, or leave it out.")
+    return key
+
+
+VoiceName = Annotated[str, AfterValidator(_voice), Field(json_schema_extra={"enum": list(VOICES)})]
+OutputFormat = Annotated[str | None, AfterValidator(_output_format), Field(
+    json_schema_extra={"examples": list(OUTPUT_FORMATS)})]
+# A short label (a genre, a name) that goes into a prompt: one line, not a second text.
+ShortText = Annotated[str | None, Field(max_length=120), AfterValidator(_optional_text)]
+
+
+class StoryRequest(AppRequest):
+    text: InputText = Field(description="The app's story prompt (level line, genre and style sentences, "
+                                        "'Original Text:', optional main-character sentence, the student's text), "
+                                        "or just the student's text.")
+    level: LevelName | None = Field(default=None, description="Wins over the prompt's [Level: ...] line.")
+    image_style: StyleName | None = Field(default=None, description="Wins over the prompt's image style sentence.")
+    genre: ShortText = Field(default=None, description="Wins over the prompt's genre sentence.")
+    main_character: ShortText = Field(default=None, description="Wins over the prompt's main-character sentence.")
+
+
+class Profile(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    studentLevel: ShortText = None  # noqa: N815 (the app's key)
+    topicsOfInterest: list[Annotated[str, Field(max_length=120)]] = Field(  # noqa: N815
+        default_factory=list, max_length=30)
+
+
+class HistoryEntry(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    sender: Literal["user", "ai"]
+    text: Annotated[str, Field(max_length=20_000)]
+
+
+class ProcessRequest(AppRequest):
+    """One endpoint, five modes: dialogue, explain again, flashcards, slideshow, or the study page."""
+
+    input_text: OptionalText = Field(default=None, description="Required for the study page, flashcards, slideshow.")
+    level: LevelName = Field(default="moderate", description="Unset: the profile's studentLevel if it is a level.")
+    summarization_tier: ShortText = Field(default=None, description="e.g. 'Detailed Explanation'.")
+    profile: Profile | None = None
+    output_format: OutputFormat = Field(default=None, description="flashcards or slideshow; unset: the study page.")
+    dialogue_mode: bool = False
+    selected_text_snippet: OptionalText = None
+    original_block_content: OptionalText = None
+    user_question: OptionalText = Field(default=None, description="Required in dialogue mode.")
+    conversation_history: list[HistoryEntry] = Field(default_factory=list, max_length=200)
+    explain_again_mode: bool = False
+    original_paragraph_text: OptionalText = Field(default=None, description="Required in explain-again mode.")
+    image_style: StyleName | None = Field(default=None, description="Optional style of the study page's pictures.")
+
+    @property
+    def mode(self) -> str:
+        if self.dialogue_mode:
+            return "dialogue"
+        if self.explain_again_mode:
+            return "explain_again"
+        return self.output_format or "blocks"
+
+    @property
+    def required_field(self) -> str:
+        """The text field this mode cannot work without (checked by the view, which knows the mode)."""
+        return {"dialogue": "user_question", "explain_again": "original_paragraph_text"}.get(self.mode, "input_text")
+
+
+class LectureRequest(AppRequest):
+    text: InputText
+    level: LevelName = "moderate"
+    image_style: StyleName = "watercolor"
+
+
+class TtsRequest(AppRequest):
+    text: InputText
+    voice: VoiceName = "narrator"
+    model: ShortText = Field(default=None, description="The model the app asks for; the answer names the one used.")

@@ -10,6 +10,7 @@ import atexit
 import hashlib
 import json
 import logging
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, TypeVar
@@ -24,6 +25,7 @@ from ..jobs import FAILED, SUCCEEDED, WAIT_POLL_S, Heartbeats
 from ..monitoring import utc_timestamp
 from ..providers.base import ProviderError
 from ..requestid import HEADER, check_request_id
+from ..security import caller_id, refuse_cut_body
 from ..services import services
 from ..storage import StorageError
 
@@ -41,6 +43,7 @@ def parse_body(model: type[M]) -> M:
     if not request.is_json:
         raise ApiError(415, "unsupported_media_type", "Send the body as JSON (Content-Type: application/json).")
     raw = request.get_data(cache=True)
+    refuse_cut_body(raw)
     try:
         data = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
@@ -86,12 +89,22 @@ class Runner:
         self._max_async = max_async
         self._pool: ThreadPoolExecutor | None = None
         self._running: set[str] = set()
+        self._idle = threading.Event()   # set whenever a job ends
 
     def pool(self) -> ThreadPoolExecutor:
         if self._pool is None:  # made lazily, so each gunicorn worker has its own
             self._pool = ThreadPoolExecutor(self._max_async, thread_name_prefix="liroo-async")
             atexit.register(self._pool.shutdown, wait=False, cancel_futures=True)
         return self._pool
+
+    def wait_idle(self, timeout_s: float, beat: Callable[[], None] = lambda: None) -> bool:
+        """Wait until no job of this process is running (a retiring worker); ``beat`` keeps the worker alive."""
+        deadline = time.monotonic() + timeout_s
+        while self._running and time.monotonic() < deadline:
+            beat()
+            self._idle.wait(0.5)
+            self._idle.clear()
+        return not self._running
 
     def hand_back(self) -> None:
         """Mark this process's running jobs as interrupted so that a retry runs them afresh at once.
@@ -130,6 +143,7 @@ class Runner:
         finally:
             self.heartbeats.discard(request_id)
             self._running.discard(request_id)
+            self._idle.set()
 
 
 def _as_api_error(exc: Exception, request_id: str) -> ApiError:
@@ -168,7 +182,8 @@ def run_generation(endpoint: str, payload: BaseModel, work: Callable[[Context], 
     store = runner.store
     request_id = _request_id(payload)
     error_extra = dict(error_extra or {})
-    claim = store.claim(request_id, endpoint, fingerprint(endpoint, payload))
+    owner = caller_id()
+    claim = store.claim(request_id, endpoint, fingerprint(endpoint, payload), owner)
     if claim.outcome == "conflict":
         raise ApiError(422, "idempotency_conflict",
                        "This request id was already used for a different request; use a new id.")
@@ -183,7 +198,7 @@ def run_generation(endpoint: str, payload: BaseModel, work: Callable[[Context], 
             status, body = job.result()
             return _respond(status, body, replay=True)
         if job is None or job.status == FAILED or job.stale:
-            claim = store.claim(request_id, endpoint, fingerprint(endpoint, payload))
+            claim = store.claim(request_id, endpoint, fingerprint(endpoint, payload), owner)
             if claim.outcome == "finished":
                 status, body = claim.job.result()
                 return _respond(status, body, replay=True)

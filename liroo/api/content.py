@@ -1,0 +1,102 @@
+"""POST /generate_story, /process (five modes), /generate_lecture and /generate_tts."""
+from __future__ import annotations
+
+import json
+import uuid
+
+from flask import Blueprint, Response, g, request
+
+from ..errors import ApiError
+from ..generation.lecture import generate_lecture
+from ..generation.options import level_key
+from ..generation.speech import generate_tts
+from ..generation.story import generate_story, story_brief
+from ..generation.study import (Conversation, Learner, generate_dialogue, generate_explain_again,
+                                generate_flashcards, generate_slides, generate_study_page)
+from .models import LectureRequest, ProcessRequest, StoryRequest, TtsRequest
+from .runner import parse_body, run_generation
+
+bp = Blueprint("content", __name__)
+
+
+@bp.post("/generate_story")
+def story():
+    body = parse_body(StoryRequest)
+    brief = story_brief(body.text, level=body.level, style=body.image_style, genre=body.genre,
+                        main_character=body.main_character)
+    if not brief.text:
+        raise ApiError(422, "empty_text", "The story prompt has no original text to tell a story from.", field="text")
+    return run_generation("/generate_story", body, lambda ctx: generate_story(ctx, brief).body())
+
+
+_MODE_NAMES = {"dialogue": "dialogue mode", "explain_again": "explain-again mode", "flashcards": "flashcards",
+               "slideshow": "a slideshow", "blocks": "a study page"}
+
+
+def _learner(body: ProcessRequest) -> Learner:
+    """Who reads, from the level and the app's profile (whose studentLevel is used when no level is sent)."""
+    profile = body.profile
+    described = profile.studentLevel if profile else None
+    profile_level = level_key(described) if described else None
+    level = profile_level if profile_level and "level" not in body.model_fields_set else body.level
+    interests = [topic.strip() for topic in (profile.topicsOfInterest if profile else []) if topic.strip()]
+    return Learner(level=level, interests=interests, tier=body.summarization_tier,
+                   self_described_level=None if profile_level else described)
+
+
+@bp.post("/process")
+def process():
+    body = parse_body(ProcessRequest)
+    needed = body.required_field
+    if getattr(body, needed) is None:
+        if needed in body.model_fields_set:   # sent, but blank
+            raise ApiError(422, "empty_text", f"The field '{needed}' must not be empty.", field=needed)
+        raise ApiError(400, "missing_field", f"The field '{needed}' is required for {_MODE_NAMES[body.mode]}.",
+                       field=needed)
+    learner = _learner(body)
+
+    def work(ctx):
+        if body.mode == "dialogue":
+            talk = Conversation(question=body.user_question, snippet=body.selected_text_snippet,
+                                block=body.original_block_content,
+                                history=[(turn.sender, turn.text) for turn in body.conversation_history])
+            return generate_dialogue(ctx, talk, learner).body()
+        if body.mode == "explain_again":
+            return generate_explain_again(ctx, body.original_paragraph_text, learner).body()
+        if body.mode == "flashcards":
+            return generate_flashcards(ctx, body.input_text, learner).body()
+        if body.mode == "slideshow":
+            return generate_slides(ctx, body.input_text, learner).body()
+        return generate_study_page(ctx, body.input_text, learner, body.image_style).body()
+
+    return run_generation("/process", body, work)
+
+
+@bp.post("/generate_lecture")
+def lecture():
+    lecture_id = g.lecture_id = str(uuid.uuid4())   # g: for the answers made before the work starts
+    body = parse_body(LectureRequest)
+    return run_generation(
+        "/generate_lecture", body,
+        lambda ctx: generate_lecture(ctx, lecture_id, body.text, body.level, body.image_style).body(),
+        error_extra={"lecture_id": lecture_id})
+
+
+@bp.after_request
+def _lecture_id_on_every_answer(response: Response) -> Response:
+    """The app requires lecture_id on every /generate_lecture answer, errors included: also on the
+    4xx raised before the work starts (validation, body size, idempotency conflicts) and on the 202
+    of async mode (the id its result will carry)."""
+    if request.endpoint != "content.lecture" or not response.is_json:
+        return response
+    body = response.get_json(silent=True)
+    if isinstance(body, dict) and "lecture_id" not in body:
+        body["lecture_id"] = getattr(g, "lecture_id", None) or str(uuid.uuid4())
+        response.set_data(json.dumps(body))
+    return response
+
+
+@bp.post("/generate_tts")
+def tts():
+    body = parse_body(TtsRequest)
+    return run_generation("/generate_tts", body, lambda ctx: generate_tts(ctx, body.text, body.voice).body())

@@ -1,0 +1,94 @@
+"""A lecture: one structured call for the script, then its pictures and its narration side by side.
+
+Narration is the lecture's content: the title, each section's title and each
+section's script are read aloud (``speech.speak``: every chunk of every clip in
+one bounded pool). Like the comic's panels, the lecture fails when fewer than
+half of its clips could be made; the pictures are illustrations, left out
+(with their error code) when they fail.
+"""
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+from pydantic import BaseModel, Field
+
+from ..api.responses import AudioError, AudioFile, Lecture, LectureResult, LectureSection
+from .context import Context
+from .images import ImageJob, dominant_error, make_images
+from .options import LEVEL_GUIDANCE, NO_TEXT_IN_PICTURE, style_name, style_phrase
+from .speech import SpeechJob, speak
+
+MIN_SECTIONS, MAX_SECTIONS = 3, 5
+
+
+class SectionScript(BaseModel):
+    title: str
+    script: str = Field(description="What the lecturer says in this section: spoken prose, no lists or markup.")
+    image_prompt: str = Field(description="A picture that supports this section, for an illustrator. "
+                                          "No text in the picture.")
+
+
+class LectureScript(BaseModel):
+    title: str
+    sections: list[SectionScript] = Field(min_length=MIN_SECTIONS, json_schema_extra={"maxItems": MAX_SECTIONS})
+
+
+def section_count(text: str) -> int:
+    """About one section per 600 characters of source, within 3..5."""
+    return max(MIN_SECTIONS, min(MAX_SECTIONS, 2 + len(text) // 600))
+
+
+def lecture_prompt(text: str, level: str, sections: int) -> str:
+    return (
+        f"Write a short spoken lecture of exactly {sections} sections that teaches the student's text below. "
+        "Each section has a title, a script to be read aloud (warm, clear spoken language, no bullet points or "
+        "markup, about 80-200 words) and an image prompt for a picture that supports it.\n"
+        f"Reading level: {level}. {LEVEL_GUIDANCE[level]}\n"
+        "Keep every fact of the text accurate.\n\n"
+        f"Student's text:\n<source>\n{text}\n</source>"
+    )
+
+
+def generate_lecture(ctx: Context, lecture_id: str, text: str, level: str, style: str) -> LectureResult:
+    wanted = section_count(text)
+    clips_planned = 1 + 2 * wanted
+    ctx.progress.plan(wanted + clips_planned + 2, "Writing the lecture", f"{wanted} sections planned")
+    script = ctx.provider.generate_structured(lecture_prompt(text, level, wanted), LectureScript)
+    sections = script.sections[:MAX_SECTIONS]
+    speech = [SpeechJob(script.title, "narrator", "title")]
+    kinds: list[tuple[str, int | None]] = [("title", None)]
+    for index, section in enumerate(sections):
+        speech += [SpeechJob(section.title, "narrator", f"section {index + 1} title"),
+                   SpeechJob(section.script, "narrator", f"section {index + 1} script")]
+        kinds += [("section_title", index), ("section_script", index)]
+    ctx.progress.plan(len(sections) + len(speech) + 2, "Lecture written", f"{script.title}: {len(sections)} sections")
+    ctx.progress.advance("Lecture written", script.title)
+
+    pictures = [ImageJob(prompt=f"{section.image_prompt}\nStyle: {style_name(style)}: {style_phrase(style)}. "
+                                f"Suitable for a {level} reader. {NO_TEXT_IN_PICTURE}",
+                         cache_parts=(style, level), aspect_ratio="16:9", label=f"section {index + 1} picture")
+                for index, section in enumerate(sections)]
+    # Pictures and narration use different models (and pacing buckets): make them at the same time.
+    with ThreadPoolExecutor(1, thread_name_prefix="liroo-lecture") as side:
+        drawing = side.submit(make_images, ctx, pictures, lambda done, total: f"Drawing picture {done} of {total}")
+        clips = speak(ctx, speech)
+        outcomes = drawing.result()
+    made = sum(1 for clip in clips if clip.url)
+    if made * 2 < len(clips):
+        raise dominant_error(clips)   # the most telling of the clips' errors
+
+    audio_files, audio_errors = [], []
+    for (kind, index), job, clip in zip(kinds, speech, clips):
+        if clip.url:
+            name = f"{lecture_id}-{kind.replace('_', '-')}" + ("" if index is None else f"-{index}") + ".wav"
+            audio_files.append(AudioFile(type=kind, text=job.text, url=clip.url, filename=name, section=index))
+        else:
+            audio_errors.append(AudioError(type=kind, section=index, code=clip.error_code))
+    lecture = Lecture(title=script.title, sections=[
+        LectureSection(title=section.title, script=section.script, image_prompt=section.image_prompt,
+                       image_url=outcome.url, image_error=outcome.error_code)
+        for section, outcome in zip(sections, outcomes)])
+    ctx.progress.advance("Lecture ready", f"{made} of {len(clips)} narration clips, "
+                                          f"{sum(1 for o in outcomes if o.url)} of {len(outcomes)} pictures")
+    return LectureResult(lecture_id=lecture_id, lecture=lecture, audio_files=audio_files,
+                         audio_errors=audio_errors or None, provider=ctx.provider.name)
