@@ -31,6 +31,7 @@ def governor_config(settings: Settings) -> GovernorConfig:
         recycle_strikes=settings.recycle_strikes,
         recycle_min_age_s=settings.recycle_min_age_s,
         recycle_check_interval_s=settings.recycle_check_interval_s,
+        mmap_threshold_kb=settings.mmap_threshold_kb if settings.governor_enabled else 0,
     )
 
 

@@ -82,6 +82,9 @@ class Settings:
     recycle_strikes: int = _setting("LIROO_RECYCLE_STRIKES", 3, "Consecutive checks above LIROO_WORKER_RECYCLE_MB before a recycle.")
     recycle_min_age_s: float = _setting("LIROO_RECYCLE_MIN_AGE_S", 10.0, "A worker younger than this is never recycled for memory.")
     recycle_check_interval_s: float = _setting("LIROO_RECYCLE_CHECK_INTERVAL_S", 5.0, "Seconds between two RSS checks of a worker.")
+    mmap_threshold_kb: int = _setting(
+        "LIROO_MMAP_THRESHOLD_KB", 128, "Allocations above this get their own mmap, so freed image buffers leave "
+        "the process at once (glibc; 0: glibc's moving threshold).")
     reservation_wait_s: float = _setting(
         "LIROO_RESERVATION_WAIT_S", 60.0, "How long a heavy step (an image) waits for memory before it fails with 503.")
     image_reserve_mb: float = _setting(

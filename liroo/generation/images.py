@@ -25,29 +25,31 @@ log = logging.getLogger("liroo.generation")
 
 
 
-class ResponseSizes:
-    """Recent sizes of the model's image responses, to size the reservation made before a call.
+class ImageCosts:
+    """What recent pictures cost in memory, to size the reservation made before a model call.
 
     While the SDK receives a picture it holds the HTTP body, the parsed JSON
-    and the decoded bytes at once: about four times the image's size. Until a
-    picture has been seen, LIROO_IMAGE_RESERVE_MB alone is reserved.
+    and the decoded bytes at once (about four times the image's size); then the
+    bytes and the decode (estimated from the header) are alive together. The
+    reservation before the call covers the larger of the two for the largest
+    recent picture, so that after warm-up a picture rarely has to grow its
+    reservation. Until a picture has been seen, LIROO_IMAGE_RESERVE_MB is used.
     """
 
     HOLD_FACTOR = 4
     KEEP = 32
 
     def __init__(self) -> None:
-        self._sizes: deque[int] = deque(maxlen=self.KEEP)
+        self._costs: deque[float] = deque(maxlen=self.KEEP)
 
-    def record(self, nbytes: int) -> None:
-        self._sizes.append(nbytes)
+    def record(self, response_mb: float, decode_mb: float) -> None:
+        self._costs.append(max(self.HOLD_FACTOR * response_mb, response_mb + decode_mb))
 
     def reserve_mb(self, floor_mb: float) -> float:
-        largest = max(self._sizes, default=0)
-        return max(floor_mb, self.HOLD_FACTOR * largest / (1024 * 1024))
+        return max([floor_mb, *self._costs])
 
 
-RESPONSE_SIZES = ResponseSizes()
+IMAGE_COSTS = ImageCosts()
 
 
 @dataclass(frozen=True)
@@ -90,14 +92,16 @@ def make_image(ctx: Context, job: ImageJob) -> str:
             return url
     ctx.check_deadline()
     wait_s = max(min(settings.reservation_wait_s, ctx.remaining_s()), 0.0)
-    call_mb = RESPONSE_SIZES.reserve_mb(settings.image_reserve_mb)
-    with ctx.reserver.reserve(call_mb, wait_s=wait_s) as reservation:
+    with ctx.reserver.reserve(IMAGE_COSTS.reserve_mb(settings.image_reserve_mb), wait_s=wait_s) as reservation:
         result = provider.generate_image(job.prompt, job.aspect_ratio)
-        RESPONSE_SIZES.record(len(result.data))
+        response_mb = len(result.data) / (1024 * 1024)
         try:
             info = inspect_image(result.data, settings.max_image_pixels)
-            # The model's bytes stay alive through the decode: keep their share and add the decode's.
-            reservation.grow_to(len(result.data) / (1024 * 1024) + estimate_decode_mb(info, settings.max_image_side),
+            decode_mb = estimate_decode_mb(info, settings.max_image_side)
+            IMAGE_COSTS.record(response_mb, decode_mb)
+            # Hold only the bytes while waiting for the decode's room (no hold-and-wait), then grow.
+            reservation.shrink_to(response_mb)
+            reservation.grow_to(response_mb + decode_mb,
                                 wait_s=max(min(settings.reservation_wait_s, ctx.remaining_s()), 0.0))
             processed = process_image(result.data, max_side=settings.max_image_side, fmt=settings.image_format,
                                       quality=settings.image_quality, max_pixels=settings.max_image_pixels)

@@ -17,6 +17,28 @@ from dataclasses import dataclass
 from .probe import MemoryProbe
 
 
+_M_MMAP_THRESHOLD = -3   # mallopt parameter number in glibc's malloc.h
+
+
+def pin_mmap_threshold(kb: int) -> bool:
+    """Serve every allocation above ``kb`` with its own mmap, so freeing it returns it to the OS at once.
+
+    glibc raises its mmap threshold on the fly (up to 32 MB) each time a large
+    mmapped block is freed; after that, image buffers (Pillow allocates 16 MB
+    blocks) come from the heap and stay in the process after they are freed,
+    so the container's figure only falls at the next malloc_trim. A fixed
+    threshold turns that off. False where the C library is not glibc.
+    """
+    name = ctypes.util.find_library("c")
+    try:
+        mallopt = ctypes.CDLL(name).mallopt if name else None
+    except (OSError, AttributeError):
+        mallopt = None
+    if mallopt is None or kb <= 0:
+        return False
+    return bool(mallopt(_M_MMAP_THRESHOLD, kb * 1024))
+
+
 def _load_malloc_trim():
     """glibc's malloc_trim, or None where the C library is not glibc (musl, macOS)."""
     name = ctypes.util.find_library("c")

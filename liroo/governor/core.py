@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, ContextManager, Protocol
 
-from .cleanup import Cleaner, CleanupResult
+from .cleanup import Cleaner, CleanupResult, pin_mmap_threshold
 from .policy import Level, MemoryPolicy, MemoryPressure, ReservationLedger, Reservation, Thresholds
 from .probe import MB, MemoryProbe
 
@@ -28,6 +28,7 @@ class GovernorConfig:
     recycle_strikes: int = 3
     recycle_min_age_s: float = 10.0
     recycle_check_interval_s: float = 5.0
+    mmap_threshold_kb: int = 128          # 0: leave glibc's moving threshold alone (see cleanup.pin_mmap_threshold)
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,7 @@ class Governor:
         self.thresholds = Thresholds.derive(
             self.probe.limit_bytes, self.config.limit_mb, self.config.cleanup_mb, self.config.warning_mb)
         self.cleaner = Cleaner(self.probe, self.config.cleanup_min_interval_s)
+        self.mmap_threshold_pinned = pin_mmap_threshold(self.config.mmap_threshold_kb)
         self.policy = MemoryPolicy(self.probe, self.thresholds, self.config.retry_after_s,
                                    ReservationLedger(), cleanup=self._cleanup_for_room,
                                    on_refused=self._on_refused)
@@ -148,6 +150,7 @@ class Governor:
             "recycles": self.recycles,
             "recycle_rss_mb": round(self.recycle_mb, 1),
             "malloc_trim": self.cleaner.can_trim,
+            "mmap_threshold_pinned": self.mmap_threshold_pinned,
         }
 
 
@@ -164,6 +167,9 @@ class _NullReservation:
     mb = 0.0
 
     def grow_to(self, mb: float, wait_s: float = 0.0) -> None:
+        return None
+
+    def shrink_to(self, mb: float) -> None:
         return None
 
     def release(self) -> None:

@@ -204,6 +204,18 @@ class Reservation:
             self._policy._acquire(extra, wait_s)
             self.nbytes += extra
 
+    def shrink_to(self, mb: float) -> None:
+        """Give back what is no longer needed, at once (e.g. once a response turned out small).
+
+        A step that must wait to grow should first shrink to what it really
+        holds, so that steps waiting for each other never hold promises they
+        do not use (hold-and-wait is how reservations deadlock).
+        """
+        surplus = self.nbytes - max(int(mb * MB), 0)
+        if surplus > 0:
+            self._policy._release(surplus)
+            self.nbytes -= surplus
+
     def release(self) -> None:
         if self.nbytes:
             self._policy._release(self.nbytes)
