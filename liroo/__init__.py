@@ -5,17 +5,15 @@ import logging
 
 from flask import Flask
 
-from . import errors, logs, metrics, monitoring, requestid, security
+from . import api, errors, logs, media, metrics, monitoring, requestid, security
+from .api import comics, content, openapi, progress
+from .api.runner import Runner
 from .governor import Governor, GovernorConfig, MemoryGovernorMiddleware, Unreserved
+from .jobs import make_job_store
 from .providers import make_provider
 from .services import Services
 from .settings import Settings
 from .storage import make_storage
-from . import media
-from .api import comics, progress
-from .api import content, openapi
-from .api.runner import Runner
-from .jobs import make_job_store
 
 log = logging.getLogger("liroo")
 
@@ -68,26 +66,19 @@ def create_app(settings: Settings | None = None) -> Flask:
     if settings.governor_enabled:
         app.wsgi_app = MemoryGovernorMiddleware(
             app.wsgi_app, governor,
-            route_costs_mb=_route_costs(app),
-            request_id=requestid.request_id_from_environ)
+            route_costs_mb=_route_costs(app, settings),
+            request_id=requestid.request_id_from_environ,
+            extra_fields=api.shed_fields)
     log.info("liroo ready: governor %s, limit %.0f MB (%s)",
              "on" if settings.governor_enabled else "off", governor.thresholds.limit_mb, governor.probe.source)
     return app
 
 
-def memory_cost(mb: float):
-    """Declare a view's expected memory cost, so the governor's door admits it only with room to spare."""
-    def mark(view):
-        view.memory_cost_mb = mb
-        return view
-    return mark
-
-
-def _route_costs(app: Flask) -> dict[str, float]:
+def _route_costs(app: Flask, settings: Settings) -> dict[str, float]:
+    """Paths whose views declare a memory cost (see liroo.api.costs_one_image), for the governor's door."""
     costs = {}
     for rule in app.url_map.iter_rules():
-        view = app.view_functions.get(rule.endpoint)
-        cost = getattr(view, "memory_cost_mb", 0)
-        if cost and not rule.arguments:
-            costs[rule.rule] = float(cost)
+        cost = getattr(app.view_functions.get(rule.endpoint), "memory_cost", None)
+        if cost is not None and not rule.arguments:
+            costs[rule.rule] = float(cost(settings))
     return costs

@@ -4,6 +4,7 @@ import threading
 
 import requests
 
+from tests import contract
 from tests.servers import wait_for
 
 
@@ -17,6 +18,17 @@ def test_hard_limit_sheds_governed_paths_but_not_monitoring(start_server):
     assert body["code"] == "memory_pressure" and body["error"]
     assert body["retry_after_s"] == 7 and body["memory_limit_mb"] == 1 and body["memory_usage_mb"] > 1
     assert body["request_id"] == "req-12345678"
+
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+
+    # A shed generation request still decodes with the app's rules.
+    comic = requests.post(server.url("/generate_comic"), json={"text": "Plants", "level": "beginner"}, timeout=10)
+    assert comic.status_code == 503
+    contract.decode_comic(contract.decode_error(comic.json()))
+    assert comic.json()["success"] is False
+    lecture = requests.post(server.url("/generate_lecture"), json={"text": "Plants"}, timeout=10)
+    assert lecture.status_code == 503
+    contract.decode_lecture(lecture.json())
 
     health = requests.get(server.url("/health"), timeout=10)
     assert health.status_code == 200

@@ -8,11 +8,13 @@ from ..generation.images import ImageJob, make_image
 from ..generation.options import NO_TEXT_IN_PICTURE, style_phrase
 from .models import ComicRequest, ImageRequest
 from .runner import parse_body, run_generation
+from . import costs_one_image
 
 bp = Blueprint("comics", __name__)
 
 
 @bp.post("/generate_comic")
+@costs_one_image
 def comic():
     body = parse_body(ComicRequest)
     return run_generation("/generate_comic", body,
@@ -20,6 +22,7 @@ def comic():
 
 
 @bp.post("/generate_image")
+@costs_one_image
 def image():
     body = parse_body(ImageRequest)
 

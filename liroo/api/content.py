@@ -15,11 +15,13 @@ from ..generation.study import (Conversation, Learner, generate_dialogue, genera
                                 generate_flashcards, generate_slides, generate_study_page)
 from .models import LectureRequest, ProcessRequest, StoryRequest, TtsRequest
 from .runner import parse_body, run_generation
+from . import costs_one_image
 
 bp = Blueprint("content", __name__)
 
 
 @bp.post("/generate_story")
+@costs_one_image
 def story():
     body = parse_body(StoryRequest)
     brief = story_brief(body.text, level=body.level, style=body.image_style, genre=body.genre,
@@ -45,6 +47,7 @@ def _learner(body: ProcessRequest) -> Learner:
 
 
 @bp.post("/process")
+@costs_one_image
 def process():
     body = parse_body(ProcessRequest)
     needed = body.required_field
@@ -73,6 +76,7 @@ def process():
 
 
 @bp.post("/generate_lecture")
+@costs_one_image
 def lecture():
     lecture_id = g.lecture_id = str(uuid.uuid4())   # g: for the answers made before the work starts
     body = parse_body(LectureRequest)

@@ -30,12 +30,14 @@ class MemoryGovernorMiddleware:
     def __init__(self, app: Callable, governor: Governor,
                  exempt_paths: Iterable[str] = ("/health", "/memory", "/metrics"),
                  route_costs_mb: Mapping[str, float] | None = None,
-                 request_id: Callable[[dict], str] | None = None) -> None:
+                 request_id: Callable[[dict], str] | None = None,
+                 extra_fields: Callable[[dict], dict] | None = None) -> None:
         self.app = app
         self.governor = governor
         self.exempt_paths = frozenset(exempt_paths)
         self.route_costs_mb = dict(route_costs_mb or {})
         self.request_id = request_id or (lambda environ: uuid.uuid4().hex)
+        self.extra_fields = extra_fields  # fields the app's clients expect on every error body
         self._limit_bytes = governor.thresholds.limit_mb * MB
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
@@ -60,14 +62,17 @@ class MemoryGovernorMiddleware:
         governor.emit("shed", path=environ.get("PATH_INFO", ""), used_mb=round(used, 1),
                       limit_mb=round(governor.thresholds.limit_mb, 1), cost_mb=cost_mb, request_id=request_id)
         _drain(environ)
-        body = json.dumps({
+        payload = {
             "error": f"The service is short of memory right now; please retry in {retry} seconds.",
             "code": "memory_pressure",
             "memory_usage_mb": round(used, 2),
             "memory_limit_mb": round(governor.thresholds.limit_mb, 2),
             "retry_after_s": retry,
             "request_id": request_id,
-        }).encode()
+        }
+        if self.extra_fields is not None:
+            payload = {**self.extra_fields(environ), **payload}
+        body = json.dumps(payload).encode()
         # gunicorn drops hop-by-hop headers an app sets, so ask the server
         # itself to close: its start_response is bound to a response object
         # with force_close(). Closing sends the client's retry to a fresh
@@ -81,6 +86,7 @@ class MemoryGovernorMiddleware:
             ("Retry-After", str(retry)),
             ("Connection", "close"),
             ("X-Request-ID", request_id),
+            ("X-Content-Type-Options", "nosniff"),
         ])
         return [body]
 
