@@ -115,7 +115,7 @@ class Settings:
     text_model: str = _setting("LIROO_TEXT_MODEL", "gemini-2.5-flash", "Model for structured text.")
     image_model: str = _setting("LIROO_IMAGE_MODEL", "gemini-2.5-flash-image", "Model for images.")
     tts_model: str = _setting("LIROO_TTS_MODEL", "gemini-2.5-flash-preview-tts", "Model for speech.")
-    gemini_rpm: int = _setting("LIROO_GEMINI_RPM", 60, "Requests per minute allowed per model (a shared token bucket; 0: unpaced).")
+    gemini_rpm: int = _setting("LIROO_GEMINI_RPM", 60, "Requests per minute per model for the instance (each worker paces its threads at its share; 0: unpaced).")
     gemini_timeout_s: float = _setting("LIROO_GEMINI_TIMEOUT_S", 120.0, "Timeout of one Gemini HTTP call.")
     gemini_retry_attempts: int = _setting("LIROO_GEMINI_RETRY_ATTEMPTS", 4, "Attempts per Gemini call, the first included.")
     gemini_retry_initial_s: float = _setting("LIROO_GEMINI_RETRY_INITIAL_S", 1.0, "First retry delay; it doubles, with jitter.")
@@ -131,8 +131,8 @@ class Settings:
     # --- security ------------------------------------------------------------
     api_keys: str | None = _setting("LIROO_API_KEYS", None, "Comma-separated keys; when set, generation requires one.", _opt_str)
     api_keys_file: str | None = _setting("LIROO_API_KEYS_FILE", None, "File with one API key per line (instead of LIROO_API_KEYS).", _opt_str)
-    admin_token: str | None = _setting("LIROO_ADMIN_TOKEN", None, "When set, /memory, /metrics and others' /jobs require it.", _opt_str)
-    rate_limit: str | None = _setting("LIROO_RATE_LIMIT", None, "Rate limit for generation, e.g. '30 per minute'; unset: none.", _opt_str)
+    admin_token: str | None = _setting("LIROO_ADMIN_TOKEN", None, "When set, /memory, /metrics and other callers' /jobs and /progress require it.", _opt_str)
+    rate_limit: str | None = _setting("LIROO_RATE_LIMIT", None, "Rate limit for generation per key or client address, e.g. '30 per minute'; unset: none.", _opt_str)
     trusted_proxies: int = _setting("LIROO_TRUSTED_PROXIES", 0, "Proxies in front whose X-Forwarded-For is trusted (Cloud Run: 1).")
     max_body_bytes: int = _setting("LIROO_MAX_BODY_BYTES", 1024 * 1024, "Largest request body (413 above it).")
 
