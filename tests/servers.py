@@ -118,3 +118,41 @@ class GunicornServer:
     def __exit__(self, *exc) -> None:
         self.stop()
         self._tmp.cleanup()
+
+
+class SteadyLoad:
+    """Clients sending GET requests in a loop until stopped; counts answers and failures.
+
+    A failure is a connection error or any status but 200.
+    """
+
+    def __init__(self, server: GunicornServer, path: str = "/", clients: int = 4) -> None:
+        import concurrent.futures
+        import threading
+
+        self._url = server.url(path)
+        self._stop = threading.Event()
+        self._pool = concurrent.futures.ThreadPoolExecutor(clients)
+        self._clients = clients
+        self.answered = 0
+        self.failures: list = []
+
+    def _client(self) -> None:
+        with requests.Session() as session:
+            while not self._stop.is_set():
+                try:
+                    response = session.get(self._url, timeout=30)
+                    self.answered += 1
+                    if response.status_code != 200:
+                        self.failures.append(response.status_code)
+                except requests.RequestException as exc:
+                    self.failures.append(repr(exc))
+
+    def __enter__(self) -> "SteadyLoad":
+        for _ in range(self._clients):
+            self._pool.submit(self._client)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._pool.shutdown(wait=True)

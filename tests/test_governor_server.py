@@ -1,11 +1,8 @@
 """The governor in front of the real app under real gunicorn: shedding, monitoring, recycling."""
-import concurrent.futures
-import threading
-
 import requests
 
 from tests import contract
-from tests.servers import wait_for
+from tests.servers import SteadyLoad, wait_for
 
 
 def test_hard_limit_sheds_governed_paths_but_not_monitoring(start_server):
@@ -78,33 +75,15 @@ def test_rss_recycling_fails_no_request(start_server):
         "LIROO_WORKER_RECYCLE_MB": "1", "LIROO_RECYCLE_CHECK_INTERVAL_S": "0.2",
         "LIROO_RECYCLE_STRIKES": "2", "LIROO_RECYCLE_MIN_AGE_S": "1",
     })
-    first_workers = set(server.worker_pids())
-    failures, statuses = [], []
-    stop = threading.Event()
+    seen = set(server.worker_pids())
+    first = len(seen)
 
-    def client():
-        with requests.Session() as session:
-            while not stop.is_set():
-                try:
-                    response = session.get(server.url("/"), timeout=30)
-                    statuses.append(response.status_code)
-                    if response.status_code != 200:
-                        failures.append(response.status_code)
-                except requests.RequestException as exc:
-                    failures.append(repr(exc))
+    def recycled_three_times():
+        seen.update(server.worker_pids())
+        return len(seen) >= first + 3
 
-    with concurrent.futures.ThreadPoolExecutor(4) as pool:
-        for _ in range(4):
-            pool.submit(client)
-        try:
-            seen = set(first_workers)
-
-            def recycled_three_times():
-                seen.update(server.worker_pids())
-                return len(seen) >= len(first_workers) + 3
-            wait_for(recycled_three_times, timeout=90, interval=0.1, what="three worker recycles")
-        finally:
-            stop.set()
+    with SteadyLoad(server) as load:
+        wait_for(recycled_three_times, timeout=90, interval=0.1, what="three worker recycles")
     assert "retiring worker" in server.log()
-    assert not failures, failures[:5]
-    assert len(statuses) > 50
+    assert not load.failures, load.failures[:5]
+    assert load.answered > 50

@@ -2,13 +2,12 @@
 with the loopback Gemini making requests slow on purpose."""
 import concurrent.futures
 import signal
-import threading
 import uuid
 
 import redis
 import requests
 
-from tests.servers import GunicornServer, wait_for
+from tests.servers import GunicornServer, SteadyLoad, wait_for
 from tests.test_comic_gemini import gemini_env
 
 
@@ -46,33 +45,16 @@ def test_request_count_recycling_under_steady_load_fails_nothing(start_server):
     server = start_server({"LIROO_MAX_REQUESTS": "40", "LIROO_MAX_REQUESTS_JITTER": "10",
                            "LIROO_RECYCLE_CHECK_INTERVAL_S": "0.1"})
     seen = set(server.worker_pids())
-    failures, count = [], [0]
-    stop = threading.Event()
 
-    def client():
-        with requests.Session() as session:
-            while not stop.is_set():
-                try:
-                    response = session.get(server.url("/"), timeout=30)
-                    count[0] += 1
-                    if response.status_code != 200:
-                        failures.append(response.status_code)
-                except requests.RequestException as exc:
-                    failures.append(repr(exc))
+    def three_recycles():
+        seen.update(server.worker_pids())
+        return len(seen) >= 5
 
-    with concurrent.futures.ThreadPoolExecutor(4) as pool:
-        for _ in range(4):
-            pool.submit(client)
-        try:
-            def three_recycles():
-                seen.update(server.worker_pids())
-                return len(seen) >= 5
-            wait_for(three_recycles, timeout=120, interval=0.05, what="three request-count recycles")
-        finally:
-            stop.set()
+    with SteadyLoad(server) as load:
+        wait_for(three_recycles, timeout=120, interval=0.05, what="three request-count recycles")
     assert "retiring worker" in server.log() and "max_requests" in server.log()
-    assert not failures, failures[:5]
-    assert count[0] > 100
+    assert not load.failures, load.failures[:5]
+    assert load.answered > 100
 
 
 def test_sigterm_lets_a_short_request_finish(fake_gemini):
