@@ -56,6 +56,7 @@ class Governor:
         self.policy = MemoryPolicy(self.probe, self.thresholds, self.config.retry_after_s,
                                    ReservationLedger(), cleanup=self._cleanup_for_room,
                                    on_refused=self._on_refused)
+        self._warning_bytes = self.thresholds.warning_mb * MB
         self.recycle_mb = self.config.recycle_mb if self.config.recycle_mb is not None else self.thresholds.limit_mb / 2
         self._listeners: list[Callable[[GovernorEvent], None]] = []
         self._count_lock = threading.Lock()
@@ -122,8 +123,13 @@ class Governor:
         return result
 
     def after_response(self) -> None:
-        """Clean up after a response when memory is high: trim at warning, gc + trim at the cleanup line."""
-        if not self.cleaner.due():
+        """Clean up after a response when memory is high: trim at warning, gc + trim at the cleanup line.
+
+        The latest reading (taken at this or another request's admission) decides
+        whether a fresh one is worth taking: under load it is a few milliseconds
+        old, and below the warning line there is nothing to do either way.
+        """
+        if self.probe.last_used_bytes < self._warning_bytes or not self.cleaner.due():
             return
         used = self.probe.used_bytes() / MB
         if used >= self.thresholds.cleanup_mb:

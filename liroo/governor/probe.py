@@ -188,6 +188,7 @@ class MemoryProbe:
         self._inactive_key = b"\ninactive_file " if self.cgroup and self.cgroup.version == 2 else b"\ntotal_inactive_file "
         self._inactive = 0
         self._inactive_at = -1.0
+        self.last_used_bytes = 0  # the latest used_bytes() reading, by any thread
         self._statm_fd: int | None = None
         self._statm_lock = threading.Lock()
         self._open_statm()
@@ -236,12 +237,12 @@ class MemoryProbe:
         return max(usage - self._inactive, 0)
 
     def used_bytes(self) -> int:
-        """The figure the governor acts on (see the class docstring)."""
-        if self.source != "rss":
-            used = self.cgroup_usage_bytes()
-            if used is not None:
-                return used
-        return self.rss_bytes()
+        """The figure the governor acts on (see the class docstring); also kept as ``last_used_bytes``."""
+        used = self.cgroup_usage_bytes() if self.source != "rss" else None
+        if used is None:
+            used = self.rss_bytes()
+        self.last_used_bytes = used
+        return used
 
     def used_mb(self) -> float:
         return self.used_bytes() / MB
