@@ -6,6 +6,7 @@ import logging
 import os
 import threading
 import time
+import weakref
 from dataclasses import dataclass, field
 from typing import Callable, ContextManager, Protocol
 
@@ -33,7 +34,7 @@ class GovernorConfig:
 
 @dataclass(frozen=True)
 class GovernorEvent:
-    kind: str                       # "shed", "cleanup", "refused" (a reservation) or "recycle"
+    kind: str                       # "shed", "cleanup", "refused" (a reservation), "recycle" or "rss" (a reading)
     figures: dict = field(default_factory=dict)
 
 
@@ -67,7 +68,9 @@ class Governor:
         self.refused_reservations = 0
         self.recycles = 0
         if hasattr(os, "register_at_fork"):
-            os.register_at_fork(after_in_child=self._reset_after_fork)
+            # A weak reference, so the hook does not keep a discarded governor (and its files) alive.
+            ref = weakref.ref(self)
+            os.register_at_fork(after_in_child=lambda: (g := ref()) is not None and g._reset_after_fork())
 
     def _reset_after_fork(self) -> None:
         # Counters and age are per worker; the ledger stays shared on purpose.
@@ -75,6 +78,11 @@ class Governor:
         self.pid = os.getpid()
         self.requests_served = self.shed_count = self.refused_reservations = self.recycles = 0
         self.cleaner.runs = self.cleaner.reclaimed_bytes = 0
+
+    def count_request(self) -> None:
+        # Under a lock: "+= 1" from 20 threads loses counts, and max_requests recycling reads this.
+        with self._count_lock:
+            self.requests_served += 1
 
     # --- listeners -----------------------------------------------------------
     def subscribe(self, listener: Callable[[GovernorEvent], None]) -> None:
@@ -153,6 +161,7 @@ class Governor:
             "cleanups": self.cleaner.runs,
             "reclaimed_mb": round(self.cleaner.reclaimed_bytes / MB, 2),
             "outstanding_reservations_mb": round(self.policy.outstanding_mb(), 2),
+            "waiting_reservations": self.policy.waiting,
             "recycles": self.recycles,
             "recycle_rss_mb": round(self.recycle_mb, 1),
             "malloc_trim": self.cleaner.can_trim,

@@ -50,7 +50,7 @@ class MemoryGovernorMiddleware:
                     governor.cleanup(full=True, reason="shed")
                     if not governor.policy.admits(cost):
                         return self._shed(environ, start_response, cost)
-        governor.requests_served += 1
+        governor.count_request()
         return _ClosingIterable(self.app(environ, start_response), governor.after_response)
 
     def _shed(self, environ: dict, start_response: Callable, cost_mb: float) -> Iterable[bytes]:

@@ -105,6 +105,7 @@ class ReservationLedger:
         self._lockfile.write(b"\0")
         self._lockfile.flush()
         self._map = mmap.mmap(-1, self._SLOT.size * slots, flags=mmap.MAP_SHARED)
+        self._table = memoryview(self._map).cast("q")  # the same memory as int64s, for a fast sum
         self._thread_lock = threading.Lock()
         self._local_slot: tuple[int, int] | None = None  # (pid, index)
 
@@ -118,19 +119,12 @@ class ReservationLedger:
                 fcntl.lockf(self._lockfile, fcntl.LOCK_UN)
 
     def _total_locked(self) -> int:
-        return sum(self._SLOT.unpack_from(self._map, i * self._SLOT.size)[1] for i in range(self._slots))
+        # Every slot is (pid, bytes): the byte counts are every second int64.
+        return sum(self._table[1::2])
 
     def total_bytes(self) -> int:
-        """Sum of all outstanding reservations (a lock-free read; exact enough for reporting)."""
+        """Sum of all outstanding reservations (a lock-free read; exact enough for admission at the door)."""
         return self._total_locked()
-
-    def own_bytes(self) -> int:
-        pid = os.getpid()
-        for i in range(self._slots):
-            spid, value = self._SLOT.unpack_from(self._map, i * self._SLOT.size)
-            if spid == pid:
-                return value
-        return 0
 
     def _slot_index(self) -> int:
         pid = os.getpid()
@@ -236,12 +230,10 @@ class MemoryPolicy:
         self._cleanup = cleanup  # called once before refusing a reservation
         self._on_refused = on_refused
         self._released = threading.Condition()
+        self.waiting = 0  # heavy steps of this process waiting for room now
 
     def used_mb(self) -> float:
         return self.probe.used_bytes() / MB
-
-    def level(self, used_mb: float | None = None) -> Level:
-        return self.thresholds.level(self.used_mb() if used_mb is None else used_mb)
 
     def outstanding_mb(self) -> float:
         return self.ledger.total_bytes() / MB
@@ -286,19 +278,25 @@ class MemoryPolicy:
             if self.ledger.try_add(nbytes, self._fits(nbytes)):
                 return
         deadline = time.monotonic() + wait_s
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                pressure = self.pressure(nbytes / MB)
-                if self._on_refused is not None:
-                    self._on_refused(pressure)
-                raise pressure
-            # Releases in this process wake us at once; other workers' releases
-            # and memory falling are seen at the next look, 50 ms later at most.
+        with self._released:
+            self.waiting += 1
+        try:
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    pressure = self.pressure(nbytes / MB)
+                    if self._on_refused is not None:
+                        self._on_refused(pressure)
+                    raise pressure
+                # Releases in this process wake us at once; other workers' releases
+                # and memory falling are seen at the next look, 50 ms later at most.
+                with self._released:
+                    self._released.wait(min(remaining, 0.05))
+                if self.ledger.try_add(nbytes, self._fits(nbytes)):
+                    return
+        finally:
             with self._released:
-                self._released.wait(min(remaining, 0.05))
-            if self.ledger.try_add(nbytes, self._fits(nbytes)):
-                return
+                self.waiting -= 1
 
     def _release(self, nbytes: int) -> None:
         self.ledger.remove(nbytes)

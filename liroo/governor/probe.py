@@ -244,9 +244,6 @@ class MemoryProbe:
         self.last_used_bytes = used
         return used
 
-    def used_mb(self) -> float:
-        return self.used_bytes() / MB
-
     def _read_inactive(self) -> int:
         try:
             data = b"\n" + os.pread(self._stat_fd, 16384, 0)

@@ -74,7 +74,8 @@ class WorkerRecycler:
         self.retiring = False     # this worker is retiring (set in the worker after fork)
         self.stopping = False     # this worker got SIGTERM
         # One token for the whole process tree: the worker that holds its lock
-        # is the one retiring. The kernel releases it when that worker exits.
+        # is the one retiring (its pid is written in the file, for the master).
+        # The kernel releases the lock when that worker exits.
         self._token = tempfile.TemporaryFile(prefix="liroo-recycle-")
 
     # --- in the worker ---------------------------------------------------------
@@ -129,6 +130,7 @@ class WorkerRecycler:
     def retire(self, worker, reason: str, **figures) -> None:
         """Start a replacement, stop accepting, let in-flight work finish, exit."""
         self.retiring = True
+        os.pwrite(self._token.fileno(), str(os.getpid()).encode().ljust(16), 0)
         self.governor.count("recycles")
         self.governor.emit("recycle", reason=reason, **figures)
         log.warning("retiring worker %s (%s): %s", self.governor.pid, reason,
@@ -141,7 +143,12 @@ class WorkerRecycler:
         worker.alive = False  # gunicorn stops accepting, finishes in-flight requests, exits
 
     # --- in the master -----------------------------------------------------------
-    def restore_count(self, server) -> None:
-        """A worker exited: give back the extra slot a retiring worker asked for."""
-        if server.num_workers > self.configured_workers:
+    def restore_count(self, server, pid: int) -> None:
+        """A worker exited: if it was the retiring one, give back the extra slot it asked for."""
+        try:
+            retiring_pid = int(os.pread(self._token.fileno(), 16, 0).strip() or 0)
+        except (OSError, ValueError):
+            retiring_pid = 0
+        if pid == retiring_pid and server.num_workers > self.configured_workers:
             server.num_workers -= 1
+            os.pwrite(self._token.fileno(), b" " * 16, 0)
