@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 from prometheus_client.core import GaugeMetricFamily
 
 from .governor import Governor, GovernorEvent
@@ -73,22 +73,15 @@ class _ContainerMemoryCollector:
 
 
 def render(governor: Governor) -> bytes:
-    """The /metrics text: all workers' values plus the container figures."""
-    registry = CollectorRegistry()
+    """The /metrics text: all workers' values (or this process's, outside gunicorn) plus the container figures."""
+    container = CollectorRegistry()
+    container.register(_ContainerMemoryCollector(governor))
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        multiprocess.MultiProcessCollector(registry)
+        workers = CollectorRegistry()
+        multiprocess.MultiProcessCollector(workers)
     else:
-        from prometheus_client import REGISTRY
-        registry = REGISTRY
-        return generate_latest(registry) + generate_latest(_single(governor))
-    registry.register(_ContainerMemoryCollector(governor))
-    return generate_latest(registry)
-
-
-def _single(governor: Governor) -> CollectorRegistry:
-    registry = CollectorRegistry()
-    registry.register(_ContainerMemoryCollector(governor))
-    return registry
+        workers = REGISTRY
+    return generate_latest(workers) + generate_latest(container)
 
 
 def mark_worker_dead(pid: int) -> None:

@@ -12,13 +12,13 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInf
 from pydantic_core import PydanticCustomError
 
 from ..generation.options import LEVELS, STYLES, level_key, style_key
-
-ASPECT_RATIOS = ("1:1", "2:3", "3:2", "3:4", "4:3", "4:5", "5:4", "9:16", "16:9", "21:9")
+from ..providers.base import ASPECT_RATIOS, VOICE_ROLES
+from ..settings import Settings
 
 
 def _max_chars(info: ValidationInfo) -> int:
     settings = (info.context or {}).get("settings")
-    return settings.max_input_chars if settings is not None else 20_000
+    return (settings or Settings).max_input_chars  # the class attribute is the default
 
 
 def _text(value: str, info: ValidationInfo) -> str:
@@ -89,7 +89,6 @@ class ImageRequest(AppRequest):
 
 # --- stories, study pages, lectures, speech ------------------------------------------------------
 
-VOICES = ("narrator", "character")
 OUTPUT_FORMATS = ("flashcards", "slideshow")
 # Values of output_format that mean "the default study page", so a client may name it.
 DEFAULT_OUTPUT_FORMATS = ("", "blocks", "default")
@@ -97,8 +96,8 @@ DEFAULT_OUTPUT_FORMATS = ("", "blocks", "default")
 
 def _voice(value: str) -> str:
     key = value.strip().lower()
-    if key not in VOICES:
-        raise PydanticCustomError("unknown_voice", f"Unknown voice; use one of: {', '.join(VOICES)}.")
+    if key not in VOICE_ROLES:
+        raise PydanticCustomError("unknown_voice", f"Unknown voice; use one of: {', '.join(VOICE_ROLES)}.")
     return key
 
 
@@ -112,7 +111,7 @@ def _output_format(value: str | None) -> str | None:
     return key
 
 
-VoiceName = Annotated[str, AfterValidator(_voice), Field(json_schema_extra={"enum": list(VOICES)})]
+VoiceName = Annotated[str, AfterValidator(_voice), Field(json_schema_extra={"enum": list(VOICE_ROLES)})]
 OutputFormat = Annotated[str | None, AfterValidator(_output_format), Field(
     json_schema_extra={"examples": list(OUTPUT_FORMATS)})]
 # A short label (a genre, a name) that goes into a prompt: one line, not a second text.
@@ -141,7 +140,7 @@ class HistoryEntry(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     sender: Literal["user", "ai"]
-    text: Annotated[str, Field(max_length=20_000)]
+    text: Annotated[str, Field(max_length=Settings.max_input_chars)]
 
 
 class ProcessRequest(AppRequest):

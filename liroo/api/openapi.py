@@ -16,8 +16,9 @@ from flask import Blueprint, Flask, current_app, jsonify
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
+from ..generation import results as r
 from ..requestid import HEADER as REQUEST_ID_HEADER
-from . import models, responses as r
+from . import models
 
 bp = Blueprint("openapi", __name__)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 from pydantic import BaseModel, Field
 
 from .context import Context
+from .failures import dominant_error
 from .images import ImageJob, make_images
 from .options import LEVEL_GUIDANCE, NO_TEXT_IN_PICTURE, style_name, style_phrase
 
@@ -79,7 +80,7 @@ def generate_comic(ctx: Context, text: str, level: str, style: str) -> dict:
     outcomes = make_images(ctx, jobs, step=lambda i, n: f"Drawing panel {i} of {n}")
     drawn = sum(1 for o in outcomes if o.url)
     if drawn * 2 < len(panels):
-        raise outcomes_error(outcomes)
+        raise dominant_error([o.error for o in outcomes if o.error is not None])
 
     panel_layout = []
     for number, (panel, outcome) in enumerate(zip(panels, outcomes), 1):
@@ -101,9 +102,3 @@ def generate_comic(ctx: Context, text: str, level: str, style: str) -> dict:
         },
         "provider": ctx.provider.name,
     }
-
-
-def outcomes_error(outcomes) -> Exception:
-    """Too few images: raise the most telling of the panels' errors."""
-    from .images import dominant_error
-    return dominant_error(outcomes)

@@ -8,21 +8,17 @@ finishing) rather than failing, up to LIROO_RESERVATION_WAIT_S.
 """
 from __future__ import annotations
 
-import logging
 import threading
-from collections import Counter, deque
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable
 
-from ..governor import MemoryPressure
 from ..imaging import ImageRejected, estimate_decode_mb, inspect_image, output_extension, process_image
-from ..providers.base import BadOutput, ProviderError
-from ..storage import IMMUTABLE_CACHE, StorageError, cached_url, image_cache_key, image_cache_object, media_key
-from .context import Context, DeadlineExceeded
-
-log = logging.getLogger("liroo.generation")
-
+from ..providers.base import BadOutput
+from ..storage import IMMUTABLE_CACHE, cached_url, image_cache_key, image_cache_object, media_key
+from .context import Context
+from .failures import failure_code, note_failure
 
 
 class ImageCosts:
@@ -69,13 +65,7 @@ class ImageOutcome:
 
     @property
     def error_code(self) -> str | None:
-        if self.error is None:
-            return None
-        return getattr(self.error, "code", None) or _ERROR_CODES.get(type(self.error), "image_failed")
-
-
-_ERROR_CODES = {MemoryPressure: "memory_pressure", DeadlineExceeded: "deadline_exceeded",
-                StorageError: "storage_unavailable"}
+        return failure_code(self.error, "image_failed")
 
 
 def make_image(ctx: Context, job: ImageJob) -> str:
@@ -122,8 +112,8 @@ def make_images(ctx: Context, jobs: list[ImageJob], step: Callable[[int, int], s
         nonlocal done
         try:
             outcome = ImageOutcome(url=make_image(ctx, job))
-        except (ProviderError, MemoryPressure, StorageError, DeadlineExceeded) as exc:
-            log.warning("%s failed for request %s: %s", job.label, ctx.request_id, getattr(exc, "code", type(exc).__name__))
+        except Exception as exc:  # one picture's failure, whatever it is, must not sink the others
+            note_failure(job.label, ctx.request_id, exc)
             outcome = ImageOutcome(error=exc)
         with lock:
             done += 1
@@ -135,16 +125,3 @@ def make_images(ctx: Context, jobs: list[ImageJob], step: Callable[[int, int], s
     workers = max(1, min(ctx.settings.panel_concurrency, total))
     with ThreadPoolExecutor(workers, thread_name_prefix="liroo-image") as pool:
         return list(pool.map(run, jobs))
-
-
-def dominant_error(outcomes: list[ImageOutcome]) -> Exception:
-    """The error to report when too few pictures were made: the most common one, retryable ones first."""
-    errors = [o.error for o in outcomes if o.error is not None]
-    if not errors:
-        return BadOutput("no images")
-    for kind in (MemoryPressure, StorageError):
-        for error in errors:
-            if isinstance(error, kind):
-                return error
-    most_common_type, _ = Counter(type(e) for e in errors).most_common(1)[0]
-    return next(e for e in errors if type(e) is most_common_type)

@@ -12,9 +12,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 from pydantic import BaseModel, Field
 
-from ..api.responses import AudioError, AudioFile, Lecture, LectureResult, LectureSection
+from .results import AudioError, AudioFile, Lecture, LectureResult, LectureSection
 from .context import Context
-from .images import ImageJob, dominant_error, make_images
+from .failures import dominant_error
+from .images import ImageJob, make_images
 from .options import LEVEL_GUIDANCE, NO_TEXT_IN_PICTURE, style_name, style_phrase
 from .speech import SpeechJob, speak
 
@@ -75,7 +76,7 @@ def generate_lecture(ctx: Context, lecture_id: str, text: str, level: str, style
         outcomes = drawing.result()
     made = sum(1 for clip in clips if clip.url)
     if made * 2 < len(clips):
-        raise dominant_error(clips)   # the most telling of the clips' errors
+        raise dominant_error([c.error for c in clips if c.error is not None])
 
     audio_files, audio_errors = [], []
     for (kind, index), job, clip in zip(kinds, speech, clips):

@@ -8,7 +8,6 @@ then PCM); the join reserves what the joined file needs.
 """
 from __future__ import annotations
 
-import io
 import logging
 import re
 import threading
@@ -17,11 +16,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable
 
-from ..api.responses import TtsResult
-from ..governor import MemoryPressure
-from ..providers.base import BadOutput, ProviderError
-from ..storage import IMMUTABLE_CACHE, StorageError, media_key
-from .context import Context, DeadlineExceeded
+from .results import TtsResult
+from ..providers.base import BadOutput
+from ..providers.wav import pcm_to_wav, read_pcm
+from ..storage import IMMUTABLE_CACHE, media_key
+from .context import Context
+from .failures import failure_code, note_failure
 
 log = logging.getLogger("liroo.generation")
 
@@ -55,13 +55,7 @@ class Clip:
 
     @property
     def error_code(self) -> str | None:
-        if self.error is None:
-            return None
-        return getattr(self.error, "code", None) or _ERROR_CODES.get(type(self.error), "speech_failed")
-
-
-_ERROR_CODES = {MemoryPressure: "memory_pressure", DeadlineExceeded: "deadline_exceeded",
-                StorageError: "storage_unavailable"}
+        return failure_code(self.error, "speech_failed")
 
 
 def split_for_speech(text: str, limit: int = MAX_CHUNK_CHARS) -> list[str]:
@@ -116,27 +110,19 @@ def join_wavs(parts: list[bytes]) -> tuple[bytes, float]:
     shape = None
     for number, data in enumerate(parts, 1):
         try:
-            with wave.open(io.BytesIO(data), "rb") as part:
-                this = (part.getnchannels(), part.getsampwidth(), part.getframerate())
-                frames.append(part.readframes(part.getnframes()))
+            pcm, this = read_pcm(data)
         except (wave.Error, EOFError) as exc:
             raise BadOutput(f"speech chunk {number} is not a PCM WAV ({exc})") from None
+        frames.append(pcm)
         if shape is None:
             shape = this
         elif this != shape:
-            raise BadOutput(f"speech chunk {number} is {this} (channels, width, rate), chunk 1 was {shape}")
+            raise BadOutput(f"speech chunk {number} is {this} (rate, channels, width), chunk 1 was {shape}")
     if shape is None:
         raise BadOutput("no speech to join")
-    channels, width, rate = shape
-    buffer = io.BytesIO()
-    with wave.open(buffer, "wb") as out:
-        out.setnchannels(channels)
-        out.setsampwidth(width)
-        out.setframerate(rate)
-        for chunk in frames:
-            out.writeframes(chunk)
-    n_frames = sum(len(chunk) for chunk in frames) // (channels * width)
-    return buffer.getvalue(), n_frames / rate
+    rate, channels, width = shape
+    pcm = b"".join(frames)
+    return pcm_to_wav(pcm, rate, channels=channels, sample_width=width), len(pcm) / (channels * width) / rate
 
 
 def _wait_s(ctx: Context) -> float:
@@ -156,9 +142,6 @@ def _store(ctx: Context, parts: list[bytes]) -> tuple[str, float]:
         url = ctx.storage.put(media_key("audio", "wav"), data, "audio/wav", IMMUTABLE_CACHE,
                               public_base=ctx.public_base)
     return url, duration
-
-
-_FAILURES = (ProviderError, MemoryPressure, StorageError, DeadlineExceeded)
 
 
 def _recording_step(done: int, total: int) -> str:
@@ -197,9 +180,8 @@ def speak(ctx: Context, jobs: list[SpeechJob], step: Callable[[int, int], str] =
                 return
         try:
             result = _speak_chunk(ctx, chunked[index][part], jobs[index].voice)
-        except _FAILURES as exc:
-            log.warning("%s failed for request %s: %s", jobs[index].label, ctx.request_id,
-                        getattr(exc, "code", type(exc).__name__))
+        except Exception as exc:  # one chunk's failure, whatever it is, fails its clip only
+            note_failure(jobs[index].label, ctx.request_id, exc)
             with lock:
                 first_failure, failed[index] = not failed[index], True
             if first_failure:
@@ -216,7 +198,8 @@ def speak(ctx: Context, jobs: list[SpeechJob], step: Callable[[int, int], str] =
             try:
                 url, duration = _store(ctx, parts[index])
                 clip = Clip(url=url, model=models[index], duration_s=duration)
-            except _FAILURES as exc:
+            except Exception as exc:
+                note_failure(jobs[index].label, ctx.request_id, exc)
                 clip = Clip(error=exc)
             parts[index] = []                   # the chunks' bytes are no longer needed
             finish(index, clip)

@@ -13,9 +13,10 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel, Field
 
-from ..api.responses import Chapter, MainCharacter, Story, StoryResult
+from .results import Chapter, MainCharacter, Story, StoryResult
 from .context import Context
-from .images import ImageJob, dominant_error, make_images
+from .failures import dominant_error
+from .images import ImageJob, make_images
 from .options import LEVEL_GUIDANCE, NO_TEXT_IN_PICTURE, level_key, style_key, style_name, style_phrase
 
 MIN_CHAPTERS, MAX_CHAPTERS = 2, 5
@@ -201,7 +202,7 @@ def generate_story(ctx: Context, brief: StoryBrief) -> StoryResult:
     outcomes = make_images(ctx, jobs, step=lambda done, total: f"Drawing picture {done} of {total}")
     drawn = sum(1 for o in outcomes if o.url)
     if drawn * 2 < len(jobs):   # the comic's rule: a picture book with most pictures missing is a failure
-        raise dominant_error(outcomes)
+        raise dominant_error([o.error for o in outcomes if o.error is not None])
 
     cover, pictures = outcomes[0], outcomes[1:]
     story = Story(

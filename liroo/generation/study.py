@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from pydantic import BaseModel, Field
 
-from ..api.responses import (AnswerOption, BlocksResult, DialogueResult, ExplainAgainResult, Flashcard,
+from .results import (AnswerOption, BlocksResult, DialogueResult, ExplainAgainResult, Flashcard,
                              FlashcardsResult, HeadingBlock, ImageBlock, ParagraphBlock, QuestionBlock,
                              QuizHeadingBlock, Slide, SlidesResult)
 from ..providers.base import BadOutput

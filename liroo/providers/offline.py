@@ -9,7 +9,6 @@ says ``provider="offline"``.
 from __future__ import annotations
 
 import array
-import io
 import logging
 import math
 import random
@@ -25,7 +24,7 @@ from .base import VOICE_ROLES, BadOutput, ImageResult, SpeechResult, T, counted_
 from .offline_art import illustrate
 from .offline_text import fill_schema
 from .schema import check_schema
-from .wav import pcm_to_wav
+from .wav import pcm_to_wav, read_pcm
 
 log = logging.getLogger("liroo.providers.offline")
 
@@ -78,9 +77,7 @@ def _espeak(binary: str, text: str, role: str) -> bytes | None:
                               capture_output=True, timeout=ESPEAK_TIMEOUT_S, check=True)
         # Writing to a pipe, espeak-ng cannot go back to fill in the sizes and leaves ~2 GB
         # placeholders in the header; the samples are read and wrapped again with true sizes.
-        with wave.open(io.BytesIO(done.stdout)) as raw:
-            pcm = raw.readframes(raw.getnframes())
-            rate, channels, width = raw.getframerate(), raw.getnchannels(), raw.getsampwidth()
+        pcm, (rate, channels, width) = read_pcm(done.stdout)
     except (OSError, subprocess.SubprocessError, wave.Error, EOFError) as exc:
         log.warning("espeak-ng failed (%s); using synthetic speech", type(exc).__name__)
         return None

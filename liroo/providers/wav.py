@@ -16,6 +16,12 @@ def pcm_to_wav(pcm: bytes, rate: int, *, channels: int = 1, sample_width: int = 
     return buffer.getvalue()
 
 
+def read_pcm(data: bytes) -> tuple[bytes, tuple[int, int, int]]:
+    """A WAV's samples and (rate, channels, sample width); wave.Error or EOFError if it is not one."""
+    with wave.open(io.BytesIO(data), "rb") as wav:
+        return wav.readframes(wav.getnframes()), (wav.getframerate(), wav.getnchannels(), wav.getsampwidth())
+
+
 def wav_duration_s(data: bytes) -> float:
     """Length of a WAV file in seconds (wave.Error if it is not one)."""
     with wave.open(io.BytesIO(data), "rb") as wav:

@@ -1,4 +1,4 @@
-"""Response bodies as pydantic models: the generation code builds its answers with them, and
+"""What generations return, as pydantic models: the generation code builds its answers with them, and
 /openapi.json documents them, so the document and the code cannot drift.
 
 Pure data (no Flask), so the generation modules may build these too. A
