@@ -39,8 +39,14 @@ def init_app(app: Flask) -> None:
     def _assign_request_id():
         g.request_id = uuid.uuid4().hex  # so that even the error below carries one
         header = request.headers.get(HEADER)
-        if header is not None:
-            g.request_id = check_request_id(header)
+        if header is None:
+            return
+        if valid_request_id(header):
+            g.request_id = header
+        elif request.method not in ("GET", "HEAD", "OPTIONS"):
+            # A generation's id names its job: a bad one is refused. Reads (/health above
+            # all, which must always answer) just get an id of their own.
+            check_request_id(header)
 
     @app.after_request
     def _echo_request_id(response):

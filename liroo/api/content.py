@@ -47,7 +47,6 @@ def _learner(body: ProcessRequest) -> Learner:
 
 
 @bp.post("/process")
-@costs_one_image
 def process():
     body = parse_body(ProcessRequest)
     needed = body.required_field
