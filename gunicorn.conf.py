@@ -24,7 +24,8 @@ from liroo.settings import Settings  # noqa: E402  (after the metrics folder is 
 settings = Settings.from_env()
 
 bind = [f"0.0.0.0:{settings.port}"]
-worker_class = "gthread"
+# gthread, answering the malformed requests gunicorn refuses itself with JSON (liroo/server.py).
+worker_class = "liroo.server.JsonErrorWorker"
 workers = settings.workers
 threads = settings.threads
 timeout = settings.worker_timeout_s
@@ -95,7 +96,7 @@ def child_exit(server, worker):
     metrics.mark_worker_dead(worker.pid)
     recycler = getattr(server.app, "liroo_recycler", None)
     if recycler is not None:
-        recycler.restore_count(server)
+        recycler.restore_count(server, worker.pid)
 
 
 def on_exit(server):

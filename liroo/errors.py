@@ -25,13 +25,20 @@ _HTTP_CODES = {
     408: ("request_timeout", "The request took too long to arrive."),
     411: ("length_required", "The request needs a Content-Length."),
     413: ("payload_too_large", "The request body is too large."),
+    414: ("uri_too_long", "The request address is too long."),
     415: ("unsupported_media_type", "Send the body as JSON (Content-Type: application/json)."),
+    417: ("expectation_failed", "The request's Expect header cannot be met."),
     429: ("rate_limited", "Too many requests; slow down and retry later."),
     431: ("headers_too_large", "The request headers are too large."),
     500: ("internal_error", "Something went wrong on our side; please try again."),
     501: ("not_implemented", "This is not supported."),
     503: ("unavailable", "The service is unavailable right now; please retry shortly."),
 }
+
+
+def http_error_code(status: int) -> tuple[str, str]:
+    """The stable code and sentence for an HTTP error status."""
+    return _HTTP_CODES.get(status, ("http_error", "The request could not be served."))
 
 
 class ApiError(Exception):
@@ -94,7 +101,7 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException):
         status = exc.code or 500
-        code, message = _HTTP_CODES.get(status, ("http_error", "The request could not be served."))
+        code, message = http_error_code(status)
         headers = {}
         if status == 405 and exc.valid_methods:  # type: ignore[attr-defined]
             headers["Allow"] = ", ".join(exc.valid_methods)  # type: ignore[attr-defined]

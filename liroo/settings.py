@@ -105,6 +105,9 @@ class Settings:
     gcs_url_mode: str = _setting(
         "LIROO_GCS_URL_MODE", "signed", "signed: V4 signed URLs; public: plain URLs for a public bucket.", _choice("signed", "public"))
     signed_url_ttl_s: int = _setting("LIROO_SIGNED_URL_TTL_S", 7 * 24 * 3600, "Lifetime of a signed URL (7 days at most).")
+    gcs_retry_deadline_s: float = _setting(
+        "LIROO_GCS_RETRY_DEADLINE_S", 30.0, "Longest a Cloud Storage call keeps retrying before the request fails "
+        "with 503 storage_unavailable (the library's own default is 120 s); also caps one attempt's timeout.")
 
     # --- model provider -------------------------------------------------------
     provider: str | None = _setting(

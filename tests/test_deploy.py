@@ -136,7 +136,7 @@ def test_the_image_command_and_environment_start_the_service():
         assert body["status"] == "healthy"
         assert len(wait_for(lambda: len(server.worker_pids()) == 2 and server.worker_pids(), 20,
                             what="two workers")) == 2
-        assert "Using worker: gthread" in server.log()
+        assert "Using worker: liroo.server.JsonErrorWorker" in server.log()   # gthread, with JSON errors
 
 
 # --- cloudbuild.yaml ---------------------------------------------------------------

@@ -17,6 +17,7 @@ from typing import Any, Callable, TypeVar
 
 from flask import Response, g, jsonify, request
 from pydantic import BaseModel, ValidationError
+from werkzeug.exceptions import HTTPException
 
 from ..errors import ApiError, memory_pressure_error, provider_error
 from ..generation.context import Context, DeadlineExceeded, Progress
@@ -42,7 +43,15 @@ def parse_body(model: type[M]) -> M:
     """The request's JSON body validated by ``model``, or a clear 4xx."""
     if not request.is_json:
         raise ApiError(415, "unsupported_media_type", "Send the body as JSON (Content-Type: application/json).")
-    raw = request.get_data(cache=True)
+    try:
+        raw = request.get_data(cache=True)
+    except HTTPException:
+        raise       # werkzeug's own answers: 413 over LIROO_MAX_BODY_BYTES, 400 for a client gone mid-body
+    except Exception as exc:
+        # The server's body reader refused the framing (gunicorn raises its ParseException
+        # subclasses for a malformed chunk) or the connection broke: the client's fault, not a 500.
+        log.info("request body could not be read (request %s): %s", g.request_id, type(exc).__name__)
+        raise ApiError(400, "unreadable_body", "The request body could not be read.") from None
     refuse_cut_body(raw)
     try:
         data = json.loads(raw)

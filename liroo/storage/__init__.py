@@ -16,6 +16,9 @@ def make_storage(settings: Settings) -> Storage:
         if not settings.gcs_bucket_name:
             raise SettingsError("LIROO_STORAGE=gcs needs GCS_BUCKET_NAME")
         from .gcs import GcsStorage   # imported only when used: google-cloud-storage is heavy
+        from google.cloud.storage.retry import DEFAULT_RETRY
         return GcsStorage(settings.gcs_bucket_name, url_mode=settings.gcs_url_mode,
-                          signed_url_ttl_s=settings.signed_url_ttl_s)
+                          signed_url_ttl_s=settings.signed_url_ttl_s,
+                          retry=DEFAULT_RETRY.with_timeout(settings.gcs_retry_deadline_s),
+                          timeout_s=settings.gcs_retry_deadline_s)
     return LocalStorage(settings.media_dir, base_url=settings.base_url)

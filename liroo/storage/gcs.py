@@ -24,12 +24,14 @@ log = logging.getLogger("liroo.storage")
 
 # The longest a V4 signed URL may live.
 MAX_SIGNED_URL_TTL_S = 7 * 24 * 3600
+# The library's own timeout of one HTTP attempt.
+DEFAULT_TIMEOUT_S = 60.0
 
 
 class GcsStorage:
     def __init__(self, bucket_name: str, *, url_mode: str = "signed", signed_url_ttl_s: int = MAX_SIGNED_URL_TTL_S,
                  signing_credentials: google.auth.credentials.Credentials | None = None,
-                 retry=DEFAULT_RETRY) -> None:
+                 retry=DEFAULT_RETRY, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
         if url_mode not in ("signed", "public"):
             raise SettingsError("LIROO_GCS_URL_MODE: expected signed or public")
         if not 1 <= signed_url_ttl_s <= MAX_SIGNED_URL_TTL_S:
@@ -37,7 +39,10 @@ class GcsStorage:
         self.bucket_name = bucket_name
         self.url_mode = url_mode
         self.signed_url_ttl = timedelta(seconds=signed_url_ttl_s)
+        # ``retry`` bounds the whole call, retries included (LIROO_GCS_RETRY_DEADLINE_S; the
+        # library's default is 120 s); one attempt never waits longer than that either.
         self.retry = retry
+        self.timeout_s = min(timeout_s, DEFAULT_TIMEOUT_S)
         self._signing_credentials = signing_credentials   # None: google.auth.default(), found when first needed
         self._lock = threading.Lock()
         self._client: storage.Client | None = None
@@ -52,7 +57,8 @@ class GcsStorage:
                 # if_generation_match=0: create only. That makes the upload
                 # idempotent, so the library's retry policy may repeat it safely
                 # after a transient error, even one that hid a success.
-                blob.upload_from_string(data, content_type=content_type, if_generation_match=0, retry=self.retry)
+                blob.upload_from_string(data, content_type=content_type, if_generation_match=0, retry=self.retry,
+                                        timeout=self.timeout_s)
             except PreconditionFailed:
                 # Already there: a retried upload that had succeeded, or a
                 # content-addressed (cache) key, whose content is the same by definition.
@@ -62,7 +68,7 @@ class GcsStorage:
     def exists(self, key: str) -> bool:
         blob = self._bucket().blob(check_key(key))
         with _failures("existence check", key):
-            return blob.exists(retry=self.retry)
+            return blob.exists(retry=self.retry, timeout=self.timeout_s)
 
     def url(self, key: str, public_base: str | None = None) -> str:
         blob = self._bucket().blob(check_key(key))

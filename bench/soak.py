@@ -1,0 +1,171 @@
+"""Soak: thousands of mixed requests through the real server; does a worker's memory keep growing?
+
+Two real gunicorn servers run the same load one after the other: ours
+(``wsgi:app``, the memory governor on) and the operations guide's style
+(``bench.guide_style:app``: no heap freeze, ``gc.collect()`` after every
+response, LIROO_GOVERNOR=off). Both use the offline provider (real pictures
+drawn with Pillow, real audio) with LIROO_IMAGE_CACHE=off, so every picture
+is really made, and LIROO_MAX_REQUESTS=0, so no worker is recycled during
+the measurement.
+
+The load mixes health checks, pictures, comics, stories, study pages and
+speech, every text distinct, from a few concurrent clients. Each worker's
+RSS is read after a warm-up and at the end; the growth must stay under
+10 MB per worker (a steady worker plateaus after warm-up; a leak climbs
+with the request count).
+
+Last line: ``ours_growth_mb_max=… guide_growth_mb_max=… requests=… failures=…``.
+"""
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import itertools
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+
+import requests
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from tests.servers import GunicornServer  # noqa: E402
+
+BOUND_MB = 10.0
+TOPICS = ["volcanoes", "rivers", "photosynthesis", "the moon", "bees", "glaciers", "electricity", "the heart",
+          "deserts", "tides", "bridges", "clouds", "fossils", "magnets", "rainforests", "the Romans"]
+# (weight, kind): about a third health checks, the rest real generation.
+MIX = [(30, "health"), (20, "image"), (10, "comic"), (10, "story"), (15, "study"), (5, "flashcards"), (10, "tts")]
+KINDS = [kind for weight, kind in MIX for _ in range(weight)]
+
+
+def text_for(i: int) -> str:
+    topic = TOPICS[i % len(TOPICS)]
+    return (f"Lesson {i} is about {topic}. Students observe {topic} closely and write down what changes. "
+            f"Then they compare notes with a partner about {topic} and draw one careful picture of it.")
+
+
+def request_for(i: int) -> tuple[str, str, dict | None]:
+    kind = KINDS[(i * 37) % len(KINDS)]     # a fixed, well-mixed order
+    text = text_for(i)
+    if kind == "health":
+        return "GET", "/health", None
+    if kind == "image":
+        return "POST", "/generate_image", {"prompt": f"A drawing of {TOPICS[i % len(TOPICS)]}, number {i}",
+                                           "image_style": "Watercolor"}
+    if kind == "comic":
+        return "POST", "/generate_comic", {"text": text, "level": "beginner", "image_style": "Comic Book"}
+    if kind == "story":
+        return "POST", "/generate_story", {"text": text, "level": "moderate", "image_style": "Studio Ghibli",
+                                           "genre": "adventure"}
+    if kind == "study":
+        return "POST", "/process", {"input_text": text, "level": "moderate",
+                                    "summarization_tier": "Detailed Explanation"}
+    if kind == "flashcards":
+        return "POST", "/process", {"input_text": text, "output_format": "flashcards"}
+    return "POST", "/generate_tts", {"text": text[:120], "voice": "narrator"}
+
+
+def rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmRSS for {pid}")
+
+
+@dataclass
+class Run:
+    name: str
+    warm_rss: dict[int, float] = field(default_factory=dict)
+    end_rss: dict[int, float] = field(default_factory=dict)
+    samples: list[tuple[int, float]] = field(default_factory=list)   # (requests done, max worker RSS)
+    requests: int = 0
+    failures: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    replaced_workers: bool = False
+
+    @property
+    def growth(self) -> dict[int, float]:
+        return {pid: self.end_rss[pid] - rss for pid, rss in self.warm_rss.items() if pid in self.end_rss}
+
+    @property
+    def growth_max(self) -> float:
+        return max(self.growth.values()) if self.growth else float("nan")
+
+
+def load(server: GunicornServer, indexes: range, concurrency: int, run: Run) -> None:
+    def one(i: int) -> None:
+        method, path, body = request_for(i)
+        try:
+            # A new connection per request, so that both workers' accept loops share the load.
+            response = requests.request(method, server.url(path), json=body, timeout=300,
+                                         headers={"X-Request-ID": f"soak-{run.name}-{i:08d}"})
+            if response.status_code != 200:
+                run.failures.append(f"{path} {response.status_code} {response.text[:120]}")
+        except requests.RequestException as exc:
+            run.failures.append(f"{path} {type(exc).__name__}")
+        run.requests += 1
+
+    with concurrent.futures.ThreadPoolExecutor(concurrency) as pool:
+        list(pool.map(one, indexes))
+
+
+def soak(name: str, env: dict, args: tuple[str, ...], total: int, warmup: int, concurrency: int) -> Run:
+    run = Run(name)
+    base = {"LIROO_MAX_REQUESTS": "0", "LIROO_IMAGE_CACHE": "off", "LIROO_LOG_LEVEL": "WARNING"}
+    command = [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", *args]
+    with GunicornServer({**base, **env}, command=command) as server:
+        started = time.monotonic()
+        load(server, range(warmup), concurrency, run)
+        pids = server.worker_pids()
+        run.warm_rss = {pid: rss_mb(pid) for pid in pids}
+        run.samples.append((run.requests, max(run.warm_rss.values())))
+        step = max(1, (total - warmup) // 5)
+        for start in range(warmup, total, step):
+            load(server, range(start, min(start + step, total)), concurrency, run)
+            run.samples.append((run.requests, max(rss_mb(pid) for pid in server.worker_pids())))
+        run.end_rss = {pid: rss_mb(pid) for pid in server.worker_pids()}
+        run.replaced_workers = set(server.worker_pids()) != set(pids)
+        run.seconds = time.monotonic() - started
+    return run
+
+
+def report(run: Run) -> str:
+    lines = [f"{run.name}: {run.requests} requests in {run.seconds:.0f} s, {len(run.failures)} failures"
+             + (", WORKERS REPLACED" if run.replaced_workers else "")]
+    for pid, warm in sorted(run.warm_rss.items()):
+        end = run.end_rss.get(pid, float("nan"))
+        lines.append(f"  worker {pid}: {warm:.1f} MB after warm-up -> {end:.1f} MB at the end ({end - warm:+.1f} MB)")
+    lines.append("  max worker RSS by requests done: " + ", ".join(f"{n}: {mb:.1f}" for n, mb in run.samples))
+    lines += [f"  failure: {f}" for f in run.failures[:5]]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=3000, help="requests per server (default 3000)")
+    parser.add_argument("--warmup", type=int, default=300, help="requests before the first reading")
+    parser.add_argument("--concurrency", type=int, default=6, help="concurrent clients")
+    parser.add_argument("--only", choices=["ours", "guide"], help="run one side only")
+    args = parser.parse_args()
+    runs = {}
+    sides = {"ours": ({}, ("wsgi:app",)),
+             "guide": ({"LIROO_GOVERNOR": "off"}, ("bench.guide_style:app",))}
+    for name, (env, app) in sides.items():
+        if args.only and name != args.only:
+            continue
+        runs[name] = soak(name, env, app, args.requests, args.warmup, args.concurrency)
+        print(report(runs[name]), flush=True)
+    ours, guide = runs.get("ours"), runs.get("guide")
+    total = sum(r.requests for r in runs.values())
+    failures = sum(len(r.failures) for r in runs.values())
+    verdict = "ok" if ours and ours.growth_max < BOUND_MB and not ours.replaced_workers else "LEAK"
+    print(f"ours_growth_mb_max={ours.growth_max if ours else float('nan'):.1f} "
+          f"guide_growth_mb_max={guide.growth_max if guide else float('nan'):.1f} "
+          f"bound_mb={BOUND_MB:.0f} requests={total} failures={failures} ours={verdict}")
+
+
+if __name__ == "__main__":
+    main()

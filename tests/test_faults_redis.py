@@ -1,0 +1,197 @@
+"""Redis unavailable: generation keeps working on one instance, progress degrades to in-process, logged.
+
+Decision (liroo/jobs.py, FallbackJobStore): with REDIS_URL set and Redis
+unreachable, jobs are claimed in the instance's local store, so requests are
+served, progress and idempotent retries work on this instance, and one
+WARNING says so; Redis is tried again at most every few seconds and new jobs
+go back to it once it answers. The rate limiter (Flask-Limiter) falls back to
+per-process memory the same way.
+
+Real parts only: gunicorn servers on loopback, and redis-server processes this
+file starts on free ports and kills mid-test (a server pointed at a port where
+nothing listens stands for a Redis that is gone from the start).
+"""
+from __future__ import annotations
+
+import logging
+import subprocess
+import uuid
+
+import pytest
+import redis
+import requests
+
+from liroo.jobs import FAILED, RUNNING, SUCCEEDED, FallbackJobStore, LocalJobStore, RedisJobStore
+from tests import contract
+from tests.servers import free_port, wait_for
+from tests.test_comic_api import APP_COMIC
+from tests.test_content_api import APP_PROCESS
+
+OUTAGE = "Redis cannot be reached"
+RECOVERY = "Redis answers again"
+
+
+class RedisProcess:
+    """A throwaway redis-server on a loopback port: no persistence, so a restart starts empty."""
+
+    def __init__(self, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> "RedisProcess":
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        client = self.client()
+        wait_for(client.ping, timeout=20, what=f"redis-server on port {self.port}")
+        client.close()
+        return self
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=2)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+@pytest.fixture
+def redis_process():
+    process = RedisProcess().start()
+    yield process
+    process.kill()
+
+
+def rid(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex}"
+
+
+def post(server, path, body, request_id, **headers):
+    return requests.post(server.url(path), json=body, headers={"X-Request-ID": request_id, **headers}, timeout=120)
+
+
+def progress(server, request_id):
+    return requests.get(server.url(f"/progress/{request_id}"), timeout=10)
+
+
+def flashcards(server, request_id):
+    return post(server, "/process", {**APP_PROCESS, "output_format": "flashcards"}, request_id)
+
+
+# --- the store itself ----------------------------------------------------------------------------------
+
+def test_the_store_degrades_moves_running_jobs_and_recovers(redis_process, tmp_path, caplog):
+    store = FallbackJobStore(RedisJobStore(redis_process.url, ttl_s=60, running_ttl_s=120),
+                             LocalJobStore(str(tmp_path / "jobs.sqlite3"), ttl_s=60, running_ttl_s=120),
+                             retry_s=0.0)   # try Redis again on every call, so the test needs no waiting
+    shared = redis_process.client()
+    caplog.set_level(logging.INFO, logger="liroo.jobs")
+
+    before = rid("before")
+    assert store.claim(before, "/generate_comic", "fp").outcome == "new"
+    store.progress(before, "Drawing panel 1 of 3", 1, 5)
+    assert shared.exists(f"liroo:job:{before}")      # a normal job lives in Redis
+
+    redis_process.kill()
+    # The running job's next update moves it to the local store, with its progress.
+    store.progress(before, "Drawing panel 2 of 3", 2, 5, "panel 2")
+    job = store.get(before)
+    assert (job.status, job.step, job.step_number) == (RUNNING, "Drawing panel 2 of 3", 2)
+    store.heartbeat([before])
+    store.finish(before, SUCCEEDED, 200, {"success": True})
+    assert store.get(before).result() == (200, {"success": True})
+    assert store.claim(before, "/generate_comic", "fp").outcome == "finished"    # a retry is replayed
+
+    during = rid("during")
+    assert store.claim(during, "/generate_image", "fp").outcome == "new"
+    assert store.claim(during, "/generate_image", "fp").outcome == "running"
+    assert store.claim(during, "/generate_image", "other").outcome == "conflict"
+    store.finish(during, FAILED, 502, {"error": "x", "code": "provider_unavailable"}, "provider_unavailable")
+    assert store.get(during).error_code == "provider_unavailable"
+    outage_warnings = [r for r in caplog.records if r.levelno == logging.WARNING and OUTAGE in r.getMessage()]
+    assert len(outage_warnings) == 1      # once per outage, not once per call
+
+    redis_process.start()                 # the same port, empty (no persistence)
+    shared = redis_process.client()
+    after = rid("after")
+    assert store.claim(after, "/generate_tts", "fp").outcome == "new"
+    assert shared.exists(f"liroo:job:{after}")        # new jobs are shared again
+    assert store.get(during).status == FAILED         # jobs of the outage stay answerable here
+    assert store.get(before).status == SUCCEEDED
+    assert any(RECOVERY in r.getMessage() for r in caplog.records)
+
+
+def test_while_down_redis_is_tried_at_most_every_retry_interval(tmp_path):
+    calls = []
+
+    class CountingRedis(RedisJobStore):
+        def get(self, request_id):
+            calls.append(request_id)
+            return super().get(request_id)
+
+    store = FallbackJobStore(CountingRedis(f"redis://127.0.0.1:{free_port()}/0", ttl_s=60, running_ttl_s=120),
+                             LocalJobStore(str(tmp_path / "jobs.sqlite3"), ttl_s=60, running_ttl_s=120),
+                             retry_s=3600)
+    for _ in range(5):
+        assert store.get(rid("unknown")) is None
+    assert len(calls) == 1 and not store.redis_available
+
+
+# --- real servers --------------------------------------------------------------------------------------
+
+def test_a_server_whose_redis_is_gone_still_serves_and_answers_progress(start_server):
+    server = start_server({"REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"})   # nothing listens there
+    comic_id = rid("noredis")
+    response = post(server, "/generate_comic", APP_COMIC, comic_id)
+    assert response.status_code == 200, response.text
+    body = contract.decode_comic(response.json())
+    assert body["success"] is True and body["request_id"] == comic_id
+    done = contract.decode_progress(progress(server, comic_id).json())
+    assert done["status"] == "succeeded" and done["progress_percentage"] == 100
+    retry = post(server, "/generate_comic", APP_COMIC, comic_id)     # idempotency still holds on this instance
+    assert retry.headers.get("X-Idempotent-Replay") == "true" and retry.json()["comic"] == body["comic"]
+    assert OUTAGE in server.log()
+    assert "Traceback" not in server.log()
+
+
+def test_redis_killed_mid_run_degrades_then_recovers(start_server, redis_process):
+    server = start_server({"REDIS_URL": redis_process.url, "LIROO_RATE_LIMIT": "1000 per minute"})
+    shared = redis_process.client()
+
+    before = rid("before")
+    assert post(server, "/generate_comic", APP_COMIC, before).status_code == 200
+    assert shared.exists(f"liroo:job:{before}")
+    assert OUTAGE not in server.log()
+
+    redis_process.kill()
+    during = rid("during")
+    response = post(server, "/generate_comic", APP_COMIC, during)
+    assert response.status_code == 200, response.text
+    assert contract.decode_comic(response.json())["success"] is True
+    assert contract.decode_progress(progress(server, during).json())["status"] == "succeeded"
+    assert progress(server, before).status_code == 404   # held by Redis, which is gone: the degradation
+    assert OUTAGE in server.log()
+
+    redis_process.start()
+    shared = redis_process.client()
+
+    def new_jobs_reach_redis():
+        # Every worker that saw the outage logs its end once it is asked again; probes land on both.
+        probe = rid("probe")
+        assert flashcards(server, probe).status_code == 200
+        return shared.exists(f"liroo:job:{probe}") and RECOVERY in server.log()
+    wait_for(new_jobs_reach_redis, timeout=60, interval=0.5, what="new jobs to go back to Redis")
+    assert contract.decode_progress(progress(server, during).json())["status"] == "succeeded"
+    assert "Traceback" not in server.log()
+
+
+def test_the_rate_limit_falls_back_to_memory_without_redis(start_server):
+    server = start_server({"REDIS_URL": f"redis://127.0.0.1:{free_port()}/0", "LIROO_RATE_LIMIT": "2 per minute",
+                           "WEB_CONCURRENCY": "1"})   # one worker: its in-memory budget is the whole budget
+    assert [flashcards(server, rid("limit")).status_code for _ in range(2)] == [200, 200]
+    refused = flashcards(server, rid("limit"))
+    assert refused.status_code == 429 and int(refused.headers["Retry-After"]) >= 1
+    assert contract.decode_error(refused.json())["code"] == "rate_limited"
+    assert "falling back to in-memory storage" in server.log()
