@@ -72,7 +72,7 @@ field_types = st.recursive(leaves, lambda children: st.one_of(models(children), 
 schemas = models(field_types).map(lambda m: m[0])
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True)
 @given(schemas)
 def test_offline_answers_validate_for_any_supported_schema(schema):
     check_schema(schema)
@@ -80,7 +80,7 @@ def test_offline_answers_validate_for_any_supported_schema(schema):
     assert isinstance(result, schema)
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True)
 @given(schemas)
 def test_gemini_through_the_sdk_validates_for_any_supported_schema(schema):
     with FakeGemini() as fake:

@@ -244,7 +244,8 @@ class _Filler:
             n = _clamp(len(ctx.window.items), lo, hi, default_max=DEFAULT_LIST_LENGTH)
             return [self.value(items, singular, replace(ctx, window=part, index=i, quiz=None))
                     for i, part in enumerate(ctx.window.split(n))]
-        if set(words) & _WORD_LIST_HINTS and _type_of(item_node) in (None, "string") and not item_node.get("enum"):
+        if (set(words) & _WORD_LIST_HINTS and _type_of(item_node) in (None, "string") and not item_node.get("enum")
+                and "const" not in item_node):
             n = _clamp(min(len(self.keywords), 5), lo, hi)
             pool = self.keywords or list(_FALLBACK_WORDS)
             return [self._fit(pool[i % len(pool)] if i < len(pool) else f"{pool[i % len(pool)]} {i + 1}",
