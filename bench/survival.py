@@ -22,6 +22,7 @@ import importlib.util
 import os
 import sys
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -84,8 +85,10 @@ def cgroup_unavailable_reason(limit_bytes: int) -> str | None:
 def burst(server: GunicornServer, requests_n: int, outcome: Outcome) -> None:
     def one(i: int):
         try:
+            # Its own id, or every request of the burst would be one job (the same body is one request).
             response = requests.post(server.url("/generate_image"),
-                                     json={"prompt": "a huge detailed mountain landscape"}, timeout=300)
+                                     json={"prompt": "a huge detailed mountain landscape"},
+                                     headers={"X-Request-ID": f"burst-{uuid.uuid4().hex}"}, timeout=300)
             return response.status_code, response.headers.get("Retry-After")
         except requests.RequestException:
             return None, None

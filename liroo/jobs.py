@@ -29,7 +29,6 @@ import tempfile
 import threading
 import time
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
 from typing import Callable, Protocol, TypeVar
 
 log = logging.getLogger("liroo.jobs")
@@ -39,10 +38,6 @@ RUNNING, SUCCEEDED, FAILED = "running", "succeeded", "failed"
 HEARTBEAT_S = 5.0        # how often an owner refreshes its running jobs
 STALE_AFTER_S = 30.0     # a running job not refreshed for this long is abandoned
 WAIT_POLL_S = 0.2        # how often a waiting retry looks at the job again
-
-
-def iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @dataclass
@@ -453,6 +448,10 @@ class Heartbeats:
     def discard(self, request_id: str) -> None:
         with self._lock:
             self._running.discard(request_id)
+
+    def running(self) -> list[str]:
+        with self._lock:
+            return list(self._running)
 
     def _beat(self) -> None:
         tick = threading.Event()

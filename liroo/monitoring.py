@@ -3,20 +3,16 @@ from __future__ import annotations
 
 import os
 import time
-from datetime import datetime, timezone
 
 from flask import Blueprint, Response, jsonify
 
 from . import metrics
 from .governor import Level
 from .governor.probe import MB
+from .clock import utc_timestamp
 from .services import services
 
 bp = Blueprint("monitoring", __name__)
-
-
-def utc_timestamp() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @bp.get("/")

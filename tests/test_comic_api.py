@@ -113,8 +113,22 @@ def test_retry_with_the_same_id_replays_and_a_different_body_conflicts(server):
     assert other.status_code == 422 and other.json()["code"] == "idempotency_conflict"
 
 
+def test_a_retry_without_an_id_is_not_paid_twice(server):
+    """The app retries with the same body and no id: the retry gets the first answer."""
+    body = {**APP_COMIC, "text": "Retries without ids. " + uuid.uuid4().hex}
+    first = post(server, "/generate_comic", body)
+    retry = post(server, "/generate_comic", body)
+    assert first.status_code == retry.status_code == 200
+    assert retry.headers.get("X-Idempotent-Replay") == "true"
+    assert retry.json()["request_id"] == first.json()["request_id"]
+    other_device = post(server, "/generate_comic", {**body, "user_token": "another-device"})
+    assert other_device.headers.get("X-Idempotent-Replay") is None
+    assert other_device.json()["request_id"] != first.json()["request_id"]
+
+
 def test_async_mode(server):
-    response = post(server, "/generate_comic", APP_COMIC, Prefer="respond-async")
+    body = {**APP_COMIC, "text": "An async comic. " + uuid.uuid4().hex}
+    response = post(server, "/generate_comic", body, Prefer="respond-async")
     assert response.status_code == 202
     rid = response.json()["request_id"]
     assert response.headers["Location"] == f"/jobs/{rid}"

@@ -144,6 +144,8 @@ def server():
 
 
 def post(server, path, body, **headers):
+    """A fresh generation each call: a new id, so the same body is not answered from an earlier test."""
+    headers.setdefault("X-Request-ID", "t-" + uuid.uuid4().hex)
     return requests.post(server.url(path), json=body, headers=headers, timeout=120)
 
 

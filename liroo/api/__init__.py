@@ -4,7 +4,7 @@ from __future__ import annotations
 import uuid
 from typing import Callable
 
-from ..monitoring import utc_timestamp
+from ..clock import utc_timestamp
 
 LECTURE_PATH = "/generate_lecture"
 

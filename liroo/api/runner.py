@@ -6,7 +6,6 @@ everywhere.
 """
 from __future__ import annotations
 
-import atexit
 import hashlib
 import json
 import logging
@@ -22,8 +21,8 @@ from werkzeug.exceptions import HTTPException
 from ..errors import ApiError, memory_pressure_error, provider_error
 from ..generation.context import Context, DeadlineExceeded, Progress
 from ..governor import MemoryPressure
-from ..jobs import FAILED, SUCCEEDED, WAIT_POLL_S, Heartbeats
-from ..monitoring import utc_timestamp
+from ..jobs import FAILED, SUCCEEDED, WAIT_POLL_S, Claim, Heartbeats
+from ..clock import utc_timestamp
 from ..providers.base import ProviderError
 from ..requestid import HEADER, check_request_id
 from ..security import caller_id, refuse_cut_body
@@ -82,46 +81,79 @@ def fingerprint(endpoint: str, payload: BaseModel) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def _request_id(payload: BaseModel) -> str:
+def _request_id(endpoint: str, payload: BaseModel, fp: str) -> str:
+    """The caller's id (header, else body field); without one, an id derived from the request itself.
+
+    The app retries a failed or timed-out POST with the same body and no id:
+    keyed by the body, the device's token and the caller, such a retry finds the first
+    attempt (waits for it, or gets its stored answer for LIROO_JOB_TTL_S)
+    instead of paying for the work again.
+    """
+    if request.headers.get(HEADER) is not None:
+        return g.request_id
     body_id = getattr(payload, "request_id", None)
-    if request.headers.get(HEADER) is None and body_id is not None:
+    if body_id is not None:
         g.request_id = check_request_id(body_id)
+    else:
+        token = getattr(payload, "user_token", None) or ""
+        seed = f"{fp}:{token}:{caller_id() or ''}"   # one caller's retry never finds another's job
+        g.request_id = "auto-" + hashlib.sha256(seed.encode()).hexdigest()[:40]
     return g.request_id
 
 
 class Runner:
-    """Runs generations for one process: heartbeats for running jobs, a pool for async ones."""
+    """Runs generations for one process: heartbeats for running jobs, a bounded pool for async ones."""
 
     def __init__(self, store, max_async: int) -> None:
         self.store = store
-        self.heartbeats = Heartbeats(store)
+        self.heartbeats = Heartbeats(store)   # also the set of this process's accepted jobs
         self._max_async = max_async
         self._pool: ThreadPoolExecutor | None = None
-        self._running: set[str] = set()
-        self._idle = threading.Event()   # set whenever a job ends
+        self._pool_lock = threading.Lock()
+        self._async_lock = threading.Lock()
+        self._async = 0                       # async jobs accepted and not yet finished
+        self._idle = threading.Event()        # set whenever a job ends
 
-    def pool(self) -> ThreadPoolExecutor:
-        if self._pool is None:  # made lazily, so each gunicorn worker has its own
-            self._pool = ThreadPoolExecutor(self._max_async, thread_name_prefix="liroo-async")
-            atexit.register(self._pool.shutdown, wait=False, cancel_futures=True)
-        return self._pool
+    def submit(self, endpoint: str, request_id: str, work: Callable[[Context], dict],
+               ctx: Context, error_extra: dict) -> bool:
+        """Queue an async job; False when this worker's queue is full."""
+        with self._async_lock:
+            if self._async >= self._max_async * 4:
+                return False
+            self._async += 1
+        with self._pool_lock:
+            if self._pool is None:  # made lazily, so each gunicorn worker has its own
+                self._pool = ThreadPoolExecutor(self._max_async, thread_name_prefix="liroo-async")
+        self.accept(request_id)     # beating from now on: a queued job is not an abandoned one
+
+        def run() -> None:
+            try:
+                self.execute(endpoint, request_id, work, ctx, error_extra)
+            finally:
+                with self._async_lock:
+                    self._async -= 1
+        self._pool.submit(run)
+        return True
+
+    def accept(self, request_id: str) -> None:
+        self.heartbeats.add(request_id)
 
     def wait_idle(self, timeout_s: float, beat: Callable[[], None] = lambda: None) -> bool:
         """Wait until no job of this process is running (a retiring worker); ``beat`` keeps the worker alive."""
         deadline = time.monotonic() + timeout_s
-        while self._running and time.monotonic() < deadline:
+        while self.heartbeats.running() and time.monotonic() < deadline:
             beat()
             self._idle.wait(0.5)
             self._idle.clear()
-        return not self._running
+        return not self.heartbeats.running()
 
     def hand_back(self) -> None:
-        """Mark this process's running jobs as interrupted so that a retry runs them afresh at once.
+        """Mark this process's unfinished jobs as interrupted so that a retry runs them afresh at once.
 
         Called when a worker stops (SIGTERM, recycling): work that cannot finish
         in the grace period is given back rather than silently dropped.
         """
-        for request_id in list(self._running):
+        for request_id in self.heartbeats.running():
             body = {"success": False, "error": "The server restarted while working on this; please retry.",
                     "code": "interrupted", "request_id": request_id, "timestamp": utc_timestamp()}
             try:
@@ -132,8 +164,7 @@ class Runner:
     def execute(self, endpoint: str, request_id: str, work: Callable[[Context], dict],
                 ctx: Context, error_extra: dict) -> tuple[int, dict]:
         """Run ``work`` and record its outcome; returns (status, body)."""
-        self._running.add(request_id)
-        self.heartbeats.add(request_id)
+        self.accept(request_id)
         try:
             try:
                 body = work(ctx)
@@ -147,11 +178,13 @@ class Runner:
                     body.setdefault("retry_after_s", int(api_error.headers["Retry-After"]))
             body.setdefault("request_id", request_id)
             body.setdefault("timestamp", utc_timestamp())
-            self.store.finish(request_id, state, status, body, error_code=code)
+            try:
+                self.store.finish(request_id, state, status, body, error_code=code)
+            except Exception:  # the work is done and paid for: answer it even if it cannot be recorded
+                log.error("could not record the result of %s", request_id, exc_info=True)
             return status, body
         finally:
             self.heartbeats.discard(request_id)
-            self._running.discard(request_id)
             self._idle.set()
 
 
@@ -164,8 +197,9 @@ def _as_api_error(exc: Exception, request_id: str) -> ApiError:
         return provider_error(exc)
     if isinstance(exc, StorageError):
         log.warning("storage failed (request %s): %s", request_id, exc)
+        retry = services().settings.retry_after_s
         return ApiError(503, "storage_unavailable", "Storing the result failed; please retry shortly.",
-                        headers={"Retry-After": "5"})
+                        headers={"Retry-After": str(retry)})
     if isinstance(exc, DeadlineExceeded):
         return ApiError(504, "deadline_exceeded", "This took longer than allowed; please try again.")
     log.error("generation failed (request %s)", request_id, exc_info=exc)
@@ -188,41 +222,26 @@ def run_generation(endpoint: str, payload: BaseModel, work: Callable[[Context], 
     """Claim the request's id and answer: run it, wait for the first attempt, or replay its result."""
     svc = services()
     runner: Runner = svc.jobs
-    store = runner.store
-    request_id = _request_id(payload)
-    error_extra = dict(error_extra or {})
-    owner = caller_id()
-    claim = store.claim(request_id, endpoint, fingerprint(endpoint, payload), owner)
-    if claim.outcome == "conflict":
-        raise ApiError(422, "idempotency_conflict",
-                       "This request id was already used for a different request; use a new id.")
+    fp = fingerprint(endpoint, payload)
+    request_id = _request_id(endpoint, payload, fp)
+    deadline = time.monotonic() + svc.settings.request_deadline_s
+    claim = _claim(runner.store, request_id, endpoint, fp, caller_id(), deadline)
     if claim.outcome == "finished":
         status, body = claim.job.result()
         return _respond(status, body, replay=True)
 
-    deadline = time.monotonic() + svc.settings.request_deadline_s
-    while claim.outcome == "running":  # a retry of a request still at work: wait for its answer
-        job = store.get(request_id)
-        if job is not None and job.status == SUCCEEDED:
-            status, body = job.result()
-            return _respond(status, body, replay=True)
-        if job is None or job.status == FAILED or job.stale:
-            claim = store.claim(request_id, endpoint, fingerprint(endpoint, payload), owner)
-            if claim.outcome == "finished":
-                status, body = claim.job.result()
-                return _respond(status, body, replay=True)
-            continue
-        if time.monotonic() > deadline:
-            raise ApiError(504, "deadline_exceeded", "This took longer than allowed; please try again.")
-        time.sleep(WAIT_POLL_S)  # polling the shared store: other instances' jobs have no local signal
-
     ctx = Context(
         settings=svc.settings, provider=svc.provider, storage=svc.storage, reserver=svc.reserver,
-        progress=Progress(store, request_id), request_id=request_id,
+        progress=Progress(runner.store, request_id), request_id=request_id,
         public_base=svc.settings.base_url or request.host_url, deadline=deadline)
+    error_extra = dict(error_extra or {})
 
     if "respond-async" in request.headers.get("Prefer", "").lower():
-        runner.pool().submit(runner.execute, endpoint, request_id, work, ctx, error_extra)
+        if not runner.submit(endpoint, request_id, work, ctx, error_extra):
+            body = {"success": False, "error": "Too much work is queued here; please retry shortly.",
+                    "code": "busy", "request_id": request_id, "timestamp": utc_timestamp(), **error_extra}
+            runner.store.finish(request_id, FAILED, 503, body, error_code="busy")
+            return _respond(503, {**body, "retry_after_s": svc.settings.retry_after_s})
         response = jsonify({"request_id": request_id, "status": "running",
                             "location": f"/jobs/{request_id}", "progress": f"/progress/{request_id}"})
         response.status_code = 202
@@ -234,6 +253,31 @@ def run_generation(endpoint: str, payload: BaseModel, work: Callable[[Context], 
     return _respond(status, body)
 
 
+def _claim(store, request_id: str, endpoint: str, fp: str, owner: str | None, deadline: float) -> Claim:
+    """A claim that is ours to run ("new") or a finished result to replay.
+
+    A retry of a request still at work waits for it; if that attempt fails or
+    its owner dies meanwhile, the retry claims the id again, with every rule
+    of a first claim (a different body or caller is still a conflict).
+    """
+    while True:
+        claim = store.claim(request_id, endpoint, fp, owner)
+        if claim.outcome == "conflict":
+            raise ApiError(422, "idempotency_conflict",
+                           "This request id was already used for a different request; use a new id.")
+        if claim.outcome in ("new", "finished"):
+            return claim
+        while True:  # "running": poll the shared store (other instances' jobs send no local signal)
+            job = store.get(request_id)
+            if job is not None and job.status == SUCCEEDED:
+                return Claim("finished", job)
+            if job is None or job.status == FAILED or job.stale:
+                break
+            if time.monotonic() > deadline:
+                raise ApiError(504, "deadline_exceeded", "This took longer than allowed; please try again.")
+            time.sleep(WAIT_POLL_S)
+
+
 def job_view(job: Any, with_result: bool) -> dict:
     """The contract's progress fields (plus status and, for /jobs, the result)."""
     view = {
@@ -243,7 +287,7 @@ def job_view(job: Any, with_result: bool) -> dict:
         "step_number": job.step_number if job.status != SUCCEEDED else job.total_steps,
         "total_steps": job.total_steps,
         "details": job.details,
-        "last_updated": _iso(job.updated_at),
+        "last_updated": utc_timestamp(job.updated_at),
         "progress_percentage": job.percentage,
         "request_id": job.request_id,
         "timestamp": utc_timestamp(),
@@ -258,8 +302,3 @@ def job_view(job: Any, with_result: bool) -> dict:
         if result:
             view["result_status"], view["result"] = result
     return view
-
-
-def _iso(ts: float) -> str:
-    from ..jobs import iso
-    return iso(ts)

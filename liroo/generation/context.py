@@ -1,6 +1,7 @@
 """What a generation needs, handed to it explicitly (no Flask): the parts, its progress, its deadline."""
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from dataclasses import dataclass
@@ -8,6 +9,8 @@ from typing import Any
 
 from ..governor import MemoryReserver
 from ..settings import Settings
+
+log = logging.getLogger("liroo.generation")
 
 
 class Progress:
@@ -33,8 +36,12 @@ class Progress:
             self._write(step, details)
 
     def _write(self, step: str, details: str) -> None:
-        if self._store is not None:
+        if self._store is None:
+            return
+        try:
             self._store.progress(self.request_id, step, self.step_number, self.total_steps, details)
+        except Exception:  # progress is for watching: a store hiccup must not fail paid-for work
+            log.warning("could not record progress of %s", self.request_id, exc_info=True)
 
 
 class DeadlineExceeded(Exception):
