@@ -272,9 +272,16 @@ class GunicornLogger(_GunicornBaseLogger):
             "userAgent": user_agent,
         }
         try:
+            # repr-style escapes keep a crafted path or agent from starting a fake line in text logs.
             self.access_log.info(
-                '%s %s %s %.1fms "%s"', method, path, status, latency_s * 1000, user_agent or "-",
+                '%s %s %s %.1fms "%s"', method, _one_line(path), status, latency_s * 1000,
+                _one_line(user_agent or "-"),
                 extra={"json_fields": {"httpRequest": http_request}, "request_id": request_id,
                        "trace_header": environ.get("HTTP_X_CLOUD_TRACE_CONTEXT")})
         except Exception:  # an access line must never fail the request
             self.exception("access log failed")
+
+
+def _one_line(text: str) -> str:
+    """``text`` with control characters escaped, so it cannot break a text log line."""
+    return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")

@@ -36,9 +36,13 @@ class _JsonErrorPage:
         self._sock = sock
 
     def sendall(self, data: bytes) -> None:
-        status_line = data.split(b"\r\n", 1)[0].decode("latin-1")     # "HTTP/1.1 400 Bad Request"
-        _, status, reason = status_line.split(" ", 2)
-        code, message = http_error_code(int(status))
+        try:
+            status_line = data.split(b"\r\n", 1)[0].decode("latin-1")     # "HTTP/1.1 400 Bad Request"
+            _, status, reason = status_line.split(" ", 2)
+            code, message = http_error_code(int(status))
+        except ValueError:  # not the one-piece page this was written for: send gunicorn's as it is
+            self._sock.sendall(data)
+            return
         body = json.dumps({"error": message, "code": code}).encode()
         head = (f"HTTP/1.1 {status} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
                 f"Content-Length: {len(body)}\r\nX-Content-Type-Options: nosniff\r\n\r\n")

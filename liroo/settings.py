@@ -34,9 +34,11 @@ def _opt_float(raw: str) -> float | None:
     return float(raw) if raw.strip() else None
 
 
-def _choice(*allowed: str) -> Callable[[str], str]:
-    def parse(raw: str) -> str:
+def _choice(*allowed: str, optional: bool = False) -> Callable[[str], str | None]:
+    def parse(raw: str) -> str | None:
         value = raw.strip().lower()
+        if optional and not value:
+            return None
         if value not in allowed:
             raise ValueError(f"expected one of {', '.join(allowed)}, got {raw!r}")
         return value
@@ -99,7 +101,8 @@ class Settings:
 
     # --- storage --------------------------------------------------------------
     storage: str | None = _setting(
-        "LIROO_STORAGE", None, "local or gcs. Unset: gcs when GCS_BUCKET_NAME is set, else local.", _opt_str)
+        "LIROO_STORAGE", None, "local or gcs. Unset: gcs when GCS_BUCKET_NAME is set, else local.",
+        _choice("local", "gcs", optional=True))
     media_dir: str = _setting("LIROO_MEDIA_DIR", "./media", "Folder for local storage, served at /media/<key>.")
     gcs_bucket_name: str | None = _setting("GCS_BUCKET_NAME", None, "Google Cloud Storage bucket for generated media.", _opt_str)
     gcs_url_mode: str = _setting(
@@ -111,7 +114,8 @@ class Settings:
 
     # --- model provider -------------------------------------------------------
     provider: str | None = _setting(
-        "LIROO_PROVIDER", None, "gemini or offline. Unset: gemini when GENAI_API_KEY is set, else offline.", _opt_str)
+        "LIROO_PROVIDER", None, "gemini or offline. Unset: gemini when GENAI_API_KEY is set, else offline.",
+        _choice("gemini", "offline", optional=True))
     genai_api_key: str | None = _setting("GENAI_API_KEY", None, "Gemini API key.", _opt_str)
     gemini_base_url: str | None = _setting(
         "LIROO_GEMINI_BASE_URL", None, "Send Gemini calls here instead of Google (a proxy, or the test server).", _opt_str)
@@ -141,7 +145,8 @@ class Settings:
 
     # --- logging ---------------------------------------------------------------
     log_format: str | None = _setting(
-        "LIROO_LOG_FORMAT", None, "json or text. Unset: json on Cloud Run (K_SERVICE set), else text.", _opt_str)
+        "LIROO_LOG_FORMAT", None, "json or text. Unset: json on Cloud Run (K_SERVICE set), else text.",
+        _choice("json", "text", optional=True))
     log_level: str = _setting("LIROO_LOG_LEVEL", "INFO", "Log level; prompts and user text only at DEBUG.")
     cloud_run_service: str | None = _setting("K_SERVICE", None, "Set by Cloud Run; turns on JSON logs.", _opt_str)
     gcp_project: str | None = _setting(
