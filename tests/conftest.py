@@ -25,3 +25,12 @@ def fake_gemini():
 
     with FakeGemini() as fake:
         yield fake
+
+
+@pytest.fixture(scope="module")
+def module_fake_gemini():
+    """One loopback Gemini for a whole test module, so one gunicorn can serve the module; reset it per test."""
+    from tests.fake_gemini import FakeGemini
+
+    with FakeGemini() as fake:
+        yield fake

@@ -268,6 +268,15 @@ class FakeGemini:
         return _prompt_png(prompt, self.image_size, self.image_mode)
 
 
+def gemini_env(fake: "FakeGemini", **extra: Any) -> dict[str, str]:
+    """Settings that point the app at ``fake`` through the real SDK: quick retries, no pacing, no image cache."""
+    env = {"GENAI_API_KEY": "test-key", "LIROO_GEMINI_BASE_URL": fake.url, "LIROO_GEMINI_RPM": "0",
+           "LIROO_GEMINI_RETRY_ATTEMPTS": "2", "LIROO_GEMINI_RETRY_INITIAL_S": "0.05",
+           "LIROO_GEMINI_TIMEOUT_S": "10", "LIROO_IMAGE_CACHE": "off"}
+    env.update({k: str(v) for k, v in extra.items()})
+    return env
+
+
 # --- answers --------------------------------------------------------------------
 
 def _answer(request: RecordedRequest, parts: list | None, finish: str, **candidate: Any) -> dict[str, Any]:

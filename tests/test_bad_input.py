@@ -22,7 +22,7 @@ import json
 import re
 import socket
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
+from typing import Iterator
 
 import pytest
 

@@ -9,19 +9,12 @@ import redis
 import requests
 
 from tests import contract
+from tests.fake_gemini import gemini_env
 from tests.servers import wait_for
 from tests.test_comic_api import APP_COMIC
 
 LONG_TEXT = " ".join(f"Sentence number {i} explains one more step of how rivers carve valleys over time."
                      for i in range(40))   # long enough for the 8-panel cap
-
-
-def gemini_env(fake, **extra):
-    env = {"GENAI_API_KEY": "test-key", "LIROO_GEMINI_BASE_URL": fake.url, "LIROO_GEMINI_RPM": "0",
-           "LIROO_GEMINI_RETRY_ATTEMPTS": "2", "LIROO_GEMINI_RETRY_INITIAL_S": "0.05",
-           "LIROO_GEMINI_TIMEOUT_S": "10", "LIROO_IMAGE_CACHE": "off"}
-    env.update({k: str(v) for k, v in extra.items()})
-    return env
 
 
 def post(server, body, rid=None, **kw):

@@ -12,7 +12,7 @@ import pytest
 
 from liroo.generation.speech import MAX_CHUNK_CHARS, split_for_speech
 from tests import contract
-from tests.fake_gemini import PCM_RATE, SPEECH_S_PER_CHAR, FakeGemini
+from tests.fake_gemini import PCM_RATE, SPEECH_S_PER_CHAR, gemini_env
 from tests.test_content_api import (APP_LECTURE, APP_PROCESS, APP_STORY, APP_TTS, STUDENT_TEXT, app_story_prompt,
                                     fetch, post, wav_seconds)
 
@@ -21,20 +21,14 @@ TTS_MODEL = "gemini-2.5-flash-preview-tts"
 
 
 @pytest.fixture(scope="module")
-def fake():
-    # Module-wide (the fixture in conftest is per test) so one gunicorn serves the module; reset per test.
-    with FakeGemini() as fake:
-        yield fake
+def fake(module_fake_gemini):
+    return module_fake_gemini
 
 
 @pytest.fixture(scope="module")
 def server(fake):
     from tests.servers import GunicornServer
-    env = {"LIROO_PROVIDER": "gemini", "GENAI_API_KEY": "test-key", "LIROO_GEMINI_BASE_URL": fake.url,
-           "LIROO_GEMINI_RPM": "0",            # unpaced: pacing has its own tests
-           "LIROO_IMAGE_CACHE": "off",         # every picture reaches the fake, so its prompt is recorded
-           "LIROO_GEMINI_RETRY_INITIAL_S": "0.05", "LIROO_TTS_MODEL": TTS_MODEL}
-    with GunicornServer(env=env) as srv:
+    with GunicornServer(env=gemini_env(fake, LIROO_TTS_MODEL=TTS_MODEL)) as srv:
         yield srv
 
 

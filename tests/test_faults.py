@@ -16,10 +16,10 @@ import pytest
 import requests
 
 from tests import contract
-from tests.fake_gemini import FakeGemini
 from tests.servers import GunicornServer, wait_for
 from tests.test_comic_api import APP_COMIC
-from tests.test_comic_gemini import LONG_TEXT, gemini_env, script_with
+from tests.fake_gemini import gemini_env
+from tests.test_comic_gemini import LONG_TEXT, script_with
 from tests.test_content_api import APP_TTS
 
 ATTEMPTS = 3
@@ -28,9 +28,8 @@ WORKER_DEATHS = ("Worker exiting", "exited with code", "WORKER TIMEOUT", "was se
 
 
 @pytest.fixture(scope="module")
-def fake():
-    with FakeGemini() as gemini:
-        yield gemini
+def fake(module_fake_gemini):
+    return module_fake_gemini
 
 
 @pytest.fixture(scope="module")

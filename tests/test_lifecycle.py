@@ -8,7 +8,7 @@ import redis
 import requests
 
 from tests.servers import GunicornServer, SteadyLoad, wait_for
-from tests.test_comic_gemini import gemini_env
+from tests.fake_gemini import gemini_env
 
 
 def slow_image(server, rid, timeout=120):
