@@ -21,9 +21,11 @@ ever.
 """
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import os
+import shutil
 import sqlite3
 import tempfile
 import threading
@@ -127,8 +129,14 @@ class LocalJobStore:
 
     @classmethod
     def in_temp_dir(cls, ttl_s: int, running_ttl_s: float) -> "LocalJobStore":
-        """A store in a fresh folder; made before gunicorn forks, so all workers share it."""
+        """A store in a fresh folder; made before gunicorn forks, so all workers share it.
+
+        The folder goes when the process that made it exits (on Cloud Run /tmp
+        is memory); forked workers inherit the exit hook but leave it alone.
+        """
         folder = tempfile.mkdtemp(prefix="liroo-jobs-")
+        maker = os.getpid()
+        atexit.register(lambda: os.getpid() == maker and shutil.rmtree(folder, ignore_errors=True))
         return cls(os.path.join(folder, "jobs.sqlite3"), ttl_s, running_ttl_s)
 
     def _connect(self) -> sqlite3.Connection:

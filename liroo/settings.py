@@ -130,7 +130,7 @@ class Settings:
 
     # --- generation -----------------------------------------------------------
     max_panels: int = _setting("LIROO_MAX_PANELS", 8, "Most panels in a comic (at least 3 are made).")
-    panel_concurrency: int = _setting("LIROO_PANEL_CONCURRENCY", 3, "Images made at once for one request.")
+    panel_concurrency: int = _setting("LIROO_PANEL_CONCURRENCY", 3, "Pictures made at once for one request; speech chunks likewise (a lecture runs both at once).")
     max_input_chars: int = _setting("LIROO_MAX_INPUT_CHARS", 20_000, "Longest input text accepted (413 above it).")
     job_ttl_s: int = _setting("LIROO_JOB_TTL_S", 3600, "How long a finished request's progress and result stay answerable.")
     redis_url: str | None = _setting("REDIS_URL", None, "Redis for jobs and rate limits shared by all instances; unset: in-process.", _opt_str)

@@ -34,3 +34,10 @@ def module_fake_gemini():
 
     with FakeGemini() as fake:
         yield fake
+
+
+@pytest.fixture(scope="module")
+def offline_server():
+    """One real gunicorn on the embedded defaults (offline provider, local storage) for a whole module."""
+    with GunicornServer() as server:
+        yield server

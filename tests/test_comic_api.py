@@ -17,10 +17,8 @@ APP_COMIC = {
 
 
 @pytest.fixture(scope="module")
-def server():
-    from tests.servers import GunicornServer
-    with GunicornServer() as srv:
-        yield srv
+def server(offline_server):
+    return offline_server
 
 
 def post(server, path, body, **headers):

@@ -137,10 +137,8 @@ def test_wavs_are_joined_frame_by_frame_and_mismatched_formats_refused():
 # --- the endpoints on gunicorn ---------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def server():
-    from tests.servers import GunicornServer
-    with GunicornServer() as srv:
-        yield srv
+def server(offline_server):
+    return offline_server
 
 
 def post(server, path, body, **headers):

@@ -175,20 +175,26 @@ def test_a_short_outage_is_ridden_out_by_the_retries(start_server, storage):
     assert_whole_picture(response.json()["url"])
 
 
+def comic_while_storage_dies(server, emulator, proxy, body, stored):
+    """A comic whose first ``stored`` panels reach storage, then the emulator is killed under the next:
+    (request id, response)."""
+    rid = "gcs-comic-" + uuid.uuid4().hex
+    proxy.close_gate(let_through=stored)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(post, server, "/generate_comic", body, rid)
+        wait_for(lambda: proxy.held >= 1 and proxy.upload_statuses().count(200) == stored, timeout=60,
+                 what=f"{stored} panels stored and the next at the door")
+        emulator.kill()
+        proxy.gate.set()
+        return rid, pending.result()
+
+
 def test_a_comic_keeps_only_the_panels_that_were_stored(start_server, storage):
     """Half the panels are stored, then storage dies: the comic succeeds with exactly those pictures,
     each of which fetches whole; the others say why they are missing instead of pointing nowhere."""
     emulator, proxy = storage
     server = start_server({**gcs_env(proxy, deadline_s=1.5), "LIROO_MAX_PANELS": "6"})
-    rid = "gcs-comic-" + uuid.uuid4().hex
-    proxy.close_gate(let_through=3)
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        pending = pool.submit(post, server, "/generate_comic", {**APP_COMIC, "text": LONG_TEXT}, rid)
-        wait_for(lambda: proxy.held >= 1 and proxy.upload_statuses().count(200) == 3, timeout=60,
-                 what="three panels stored and the fourth at the door")
-        emulator.kill()
-        proxy.gate.set()
-        response = pending.result()
+    _, response = comic_while_storage_dies(server, emulator, proxy, {**APP_COMIC, "text": LONG_TEXT}, stored=3)
     assert response.status_code == 200, response.text
     panels = contract.decode_comic(response.json())["comic"]["panel_layout"]
     assert len(panels) == 6
@@ -204,15 +210,7 @@ def test_a_comic_keeps_only_the_panels_that_were_stored(start_server, storage):
 def test_a_comic_with_too_few_stored_panels_fails_clearly(start_server, storage):
     emulator, proxy = storage
     server = start_server(gcs_env(proxy, deadline_s=1.5))
-    rid = "gcs-comic-" + uuid.uuid4().hex
-    proxy.close_gate(let_through=1)
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        pending = pool.submit(post, server, "/generate_comic", APP_COMIC, rid)
-        wait_for(lambda: proxy.held >= 1 and proxy.upload_statuses().count(200) == 1, timeout=60,
-                 what="one panel stored and the next at the door")
-        emulator.kill()
-        proxy.gate.set()
-        response = pending.result()
+    rid, response = comic_while_storage_dies(server, emulator, proxy, APP_COMIC, stored=1)
     assert response.status_code == 503, response.text
     body = contract.decode_comic(contract.decode_error(response.json()))
     assert body["success"] is False and body["code"] == "storage_unavailable" and "comic" not in body

@@ -97,10 +97,8 @@ def test_the_request_examples_are_valid_requests():
 # --- real answers against the document -----------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def server():
-    from tests.servers import GunicornServer
-    with GunicornServer() as srv:
-        yield srv
+def server(offline_server):
+    return offline_server
 
 
 @pytest.fixture(scope="module")
