@@ -26,6 +26,7 @@ from ..clock import utc_timestamp
 from ..providers.base import ProviderError
 from ..requestid import HEADER, check_request_id
 from ..security import caller_id, refuse_cut_body
+from ..server import ClientTimeout
 from ..services import services
 from ..storage import StorageError
 
@@ -35,7 +36,7 @@ M = TypeVar("M", bound=BaseModel)
 # Pydantic error types that mean "a field is missing" rather than "a field is wrong".
 _MISSING = {"missing"}
 # Custom error types raised by our validators, with their HTTP status.
-_CUSTOM_STATUS = {"text_too_long": 413}
+_CUSTOM_STATUS = {"text_too_long": 413, "invalid_text": 422, "invalid_request_id": 400}
 
 
 def parse_body(model: type[M]) -> M:
@@ -46,6 +47,9 @@ def parse_body(model: type[M]) -> M:
         raw = request.get_data(cache=True)
     except HTTPException:
         raise       # werkzeug's own answers: 413 over LIROO_MAX_BODY_BYTES, 400 for a client gone mid-body
+    except ClientTimeout:
+        log.info("request body did not arrive in time (request %s)", g.request_id)
+        raise ApiError(408, "request_timeout", "The request took too long to arrive.") from None
     except Exception as exc:
         # The server's body reader refused the framing (gunicorn raises its ParseException
         # subclasses for a malformed chunk) or the connection broke: the client's fault, not a 500.
@@ -56,6 +60,12 @@ def parse_body(model: type[M]) -> M:
         data = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
         raise ApiError(400, "invalid_json", "The body is not valid JSON.") from None
+    except RecursionError:
+        # json recurses once per nesting level and gives up near the interpreter's recursion
+        # limit (about 1,000 levels): the depth is bounded there, and no request of the
+        # contract nests more than a few levels.
+        log.info("request body nested too deeply to parse (request %s)", g.request_id)
+        raise ApiError(400, "invalid_json", "The body is not valid JSON: it is nested too deeply.") from None
     if not isinstance(data, dict):
         raise ApiError(400, "invalid_json", "The body must be a JSON object.")
     try:
