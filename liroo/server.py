@@ -26,6 +26,13 @@ changes only the body it sends; the query string of a malformed request line
 is not logged (it may carry a key). A transfer coding other than ``chunked``
 is refused with 501 (gunicorn would pass a compressed body on as it came).
 gunicorn.conf.py names this class as worker_class.
+
+**Stopping.** A request still in the app when a stopping worker's grace ends
+(SIGTERM, recycling) would have its connection cut. Its client is answered
+first, 503 ``interrupted`` with ``Retry-After`` (the body the app left in
+``environ[INTERRUPTED_ANSWER]``, the generation's own error shape), as long as
+the app has not begun its answer; the job itself is handed back by
+gunicorn.conf.py's ``worker_exit``.
 """
 from __future__ import annotations
 
@@ -33,6 +40,7 @@ import json
 import re
 import selectors
 import socket
+import threading
 import time
 from functools import partial
 from http import HTTPStatus
@@ -52,6 +60,8 @@ _SWEEP_INTERVAL_S = 0.25
 # The head fields that decide how the body is framed (RFC 9112 section 6).
 _FRAMING_FIELD = re.compile(rb"\r\n(content-length|transfer-encoding|expect):[ \t]*([^\r\n]*)", re.IGNORECASE)
 _QUERY = re.compile(r"\?[^\s'\"]*")
+# The environ key where the app leaves the answer for a request cut short by a stop.
+INTERRUPTED_ANSWER = "liroo.interrupted_answer"
 
 
 class ClientTimeout(ParseException):
@@ -61,13 +71,15 @@ class ClientTimeout(ParseException):
         return "request not received in time"
 
 
-def json_error_page(status: int, reason: str) -> bytes:
+def json_error_page(status: int, reason: str, body: dict | None = None, headers: str = "") -> bytes:
     """A whole HTTP/1.1 error response with the service's JSON error body; the connection closes after it."""
-    code, message = http_error_code(status)
-    body = json.dumps({"error": message, "code": code}).encode()
+    if body is None:
+        code, message = http_error_code(status)
+        body = {"error": message, "code": code}
+    data = json.dumps(body).encode()
     head = (f"HTTP/1.1 {status} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\nX-Content-Type-Options: nosniff\r\n\r\n")
-    return head.encode("latin-1") + body
+            f"Content-Length: {len(data)}\r\nX-Content-Type-Options: nosniff\r\n{headers}\r\n")
+    return head.encode("latin-1") + data
 
 
 class JsonErrorWorker(ThreadWorker):
@@ -81,7 +93,46 @@ class JsonErrorWorker(ThreadWorker):
         self.arrival_bytes = 0            # bytes they hold
         self.paused: list = []            # arrivals not read until the budget allows
         self.next_sweep = 0.0
+        self.retry_after_s = settings.retry_after_s
+        self.in_app: dict = {}            # TConn -> environ, requests in the app with no answer begun
+        self.in_app_lock = threading.Lock()
+        self.serving = threading.local()  # the connection of this thread's request
         super().init_process()
+
+    def load_wsgi(self) -> None:
+        super().load_wsgi()
+        app = self.wsgi
+
+        def app_with_stop_answer(environ, start_response):
+            conn = self.serving.conn
+            with self.in_app_lock:
+                self.in_app[conn] = environ
+            try:
+                return app(environ, start_response)
+            finally:
+                with self.in_app_lock:
+                    # Gone already: the stop answered it (its socket is shut; gunicorn's
+                    # write then fails quietly with EPIPE).
+                    self.in_app.pop(conn, None)
+
+        self.wsgi = app_with_stop_answer
+
+    def run(self) -> None:
+        super().run()               # returns when the stop's grace is over
+        with self.in_app_lock:
+            cut_short, self.in_app = self.in_app, {}
+        for conn, environ in cut_short.items():
+            body = environ.get(INTERRUPTED_ANSWER) or {
+                "error": "The server restarted while working on this; please retry.", "code": "interrupted"}
+            body = {**body, "retry_after_s": self.retry_after_s}
+            self.log.info("Stopping with a request in the app: answered 503 interrupted (%s)",
+                          body.get("request_id", "-"))
+            try:
+                conn.sock.send(json_error_page(503, "Service Unavailable", body,
+                                               f"Retry-After: {self.retry_after_s}\r\n"), socket.MSG_DONTWAIT)
+                conn.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
     # --- requests arrive in the selector loop ------------------------------------------------
 
@@ -182,6 +233,7 @@ class JsonErrorWorker(ThreadWorker):
     # --- in the thread ---------------------------------------------------------------------------
 
     def handle_request(self, req, conn):
+        self.serving.conn = conn
         if getattr(conn, "continue_sent", False):
             # The loop already said "100 Continue" to get the body; gunicorn must not say it twice.
             req._expected_100_continue = False

@@ -26,7 +26,7 @@ from ..clock import utc_timestamp
 from ..providers.base import ProviderError
 from ..requestid import HEADER, check_request_id
 from ..security import caller_id, refuse_cut_body
-from ..server import ClientTimeout
+from ..server import INTERRUPTED_ANSWER, ClientTimeout
 from ..services import services
 from ..storage import StorageError
 
@@ -164,8 +164,7 @@ class Runner:
         in the grace period is given back rather than silently dropped.
         """
         for request_id in self.heartbeats.running():
-            body = {"success": False, "error": "The server restarted while working on this; please retry.",
-                    "code": "interrupted", "request_id": request_id, "timestamp": utc_timestamp()}
+            body = interrupted_body(request_id)
             try:
                 self.store.finish(request_id, FAILED, 503, body, error_code="interrupted")
             except Exception:
@@ -196,6 +195,12 @@ class Runner:
         finally:
             self.heartbeats.discard(request_id)
             self._idle.set()
+
+
+def interrupted_body(request_id: str, **extra) -> dict:
+    """The answer for work a stopping worker gives back (recorded, and sent to a waiting client)."""
+    return {"success": False, "error": "The server restarted while working on this; please retry.",
+            "code": "interrupted", "request_id": request_id, "timestamp": utc_timestamp(), **extra}
 
 
 def _as_api_error(exc: Exception, request_id: str) -> ApiError:
@@ -259,6 +264,8 @@ def run_generation(endpoint: str, payload: BaseModel, work: Callable[[Context], 
         response.headers["Preference-Applied"] = "respond-async"
         return response
 
+    # Sent by the worker (liroo/server.py) if it stops before this request is answered.
+    request.environ[INTERRUPTED_ANSWER] = interrupted_body(request_id, **error_extra)
     status, body = runner.execute(endpoint, request_id, work, ctx, error_extra)
     return _respond(status, body)
 
