@@ -327,3 +327,34 @@ def test_deeply_nested_json_is_one_log_line_not_a_traceback(server):
     assert answer.status == 400 and answer.json()["code"] == "invalid_json"
     new = server.log()[len(before):]
     assert "nested too deeply" in new and "Traceback" not in new
+
+
+def test_text_that_is_not_unicode_is_refused_before_any_model_call(fake_gemini):
+    """A lone surrogate in any text field, on every generation route and every /process mode,
+    through the Gemini provider: 422 `invalid_text`, and the loopback Gemini hears nothing."""
+    from tests.fake_gemini import gemini_env
+
+    bad = "\ud800 volcanoes"
+    bodies = [
+        ("/generate_image", {"prompt": bad}),
+        ("/generate_image", {"prompt": "A lighthouse", "context": bad}),
+        ("/generate_comic", {"text": bad, "level": "beginner", "image_style": "Comic Book"}),
+        ("/generate_story", {"text": bad, "level": "moderate", "genre": "fantasy"}),
+        ("/generate_lecture", {"text": bad}),
+        ("/generate_tts", {"text": bad, "voice": "narrator"}),
+        ("/process", {"input_text": bad, "level": "beginner"}),
+        ("/process", {"input_text": "Volcanoes.", "profile": {"topicsOfInterest": ["rocks", bad]}}),
+        ("/process", {"input_text": bad, "output_format": "flashcards"}),
+        ("/process", {"input_text": bad, "output_format": "slideshow"}),
+        ("/process", {"dialogue_mode": True, "user_question": bad, "selected_text_snippet": "Volcanoes."}),
+        ("/process", {"dialogue_mode": True, "user_question": "Why?",
+                      "conversation_history": [{"sender": "user", "text": bad}]}),
+        ("/process", {"explain_again_mode": True, "original_paragraph_text": bad}),
+    ]
+    with GunicornServer(gemini_env(fake_gemini)) as server:
+        for path, body in bodies:
+            answer = exchange(server, "POST", path.encode(), [JSON], dumps(body))
+            assert answer.status == 422, (path, body, answer.body)
+            assert contract.decode_error(answer.json())["code"] == "invalid_text", (path, body)
+        assert "Traceback" not in server.log()
+    assert fake_gemini.requests() == []
