@@ -12,10 +12,14 @@ which then parses them from memory. A request that goes quiet for
 ``LIROO_CLIENT_REQUEST_TIMEOUT_S``, is closed, with a JSON 408 once part of it
 came. What a thread still reads itself (a body over the limit, which the app
 refuses by its length, or a request whose framing gunicorn judges otherwise)
-is read under the same two deadlines. The bytes held by requests still
-arriving are bounded per worker (threads x ``LIROO_MAX_BODY_BYTES``, what the
-threads themselves could hold): past that, reading pauses and the kernel's
-buffers and TCP flow control hold the rest.
+is read under the same two deadlines. A connection closed after its answer
+lingers (RFC 9112 section 9.6: a FIN, then unread bytes drained) in the loop
+too, not in gunicorn's blocking ``close_graceful``, which held the whole loop
+up to 2 s for each client that did not close its end. The bytes held by requests still
+arriving are bounded per worker: 16 KiB a connection (any usual head, a small
+body), and for larger requests as many as fit in threads x
+``LIROO_MAX_BODY_BYTES`` (what the threads themselves could hold); the next
+large one waits unread, held by the kernel's buffers and TCP flow control.
 
 **JSON errors.** Some requests never reach the app: gunicorn refuses a
 malformed request line or header, a request line or headers over its limits,
@@ -36,6 +40,7 @@ gunicorn.conf.py's ``worker_exit``.
 """
 from __future__ import annotations
 
+import errno
 import json
 import re
 import selectors
@@ -48,13 +53,20 @@ from http import HTTPStatus
 from gunicorn.http.errors import InvalidRequestLine, ParseException, UnsupportedTransferCoding
 from gunicorn.http.parser import RequestParser
 from gunicorn.http.unreader import SocketUnreader
-from gunicorn.workers.gthread import STOP_KEEPALIVE_LINGER, ThreadWorker
+from gunicorn import util
+from gunicorn.workers.gthread import STOP_KEEPALIVE_LINGER, TConn, ThreadWorker
 
 from .errors import http_error_code
 from .settings import Settings
 
 # One recv() of a request still arriving; the kernel keeps the rest.
 _RECV_BYTES = 64 * 1024
+# Past the budget, a request still reads up to this much (any usual head, a small body such as
+# /health's none): only large bodies wait.
+_ALWAYS_READ_BYTES = 16 * 1024
+# As gunicorn's close_graceful: how long, and how much, a closing connection is drained.
+_LINGER_S = 2.0
+_LINGER_BYTES = 64 * 1024
 # Seconds between two sweeps for requests that ran out of time.
 _SWEEP_INTERVAL_S = 0.25
 # The head fields that decide how the body is framed (RFC 9112 section 6).
@@ -90,9 +102,10 @@ class JsonErrorWorker(ThreadWorker):
         self.max_body_bytes = settings.max_body_bytes
         self.arrival_budget = self.cfg.threads * settings.max_body_bytes
         self.arrivals: dict = {}          # TConn -> _Arrival, requests still arriving
-        self.arrival_bytes = 0            # bytes they hold
+        self.granted = 0                  # bytes the larger ones may hold (see _grant)
         self.paused: list = []            # arrivals not read until the budget allows
         self.next_sweep = 0.0
+        self.lingering: dict = {}         # socket -> [deadline, bytes drained], closing after an answer
         self.retry_after_s = settings.retry_after_s
         self.in_app: dict = {}            # TConn -> environ, requests in the app with no answer begun
         self.in_app_lock = threading.Lock()
@@ -136,6 +149,17 @@ class JsonErrorWorker(ThreadWorker):
 
     # --- requests arrive in the selector loop ------------------------------------------------
 
+    def accept(self, listener) -> None:
+        """gthread's accept, making connections that close without blocking the loop."""
+        try:
+            client_sock, client_addr = listener.accept()
+        except OSError as e:
+            if e.errno not in (errno.EAGAIN, errno.ECONNABORTED, errno.EWOULDBLOCK):
+                raise
+            return
+        self.nr_conns += 1
+        self.enqueue_req(_Conn(self, client_sock, client_addr, listener.getsockname()))
+
     def enqueue_req(self, conn) -> None:
         """Every way into the thread pool (a new connection, a kept-alive one, pipelined bytes) passes here."""
         if getattr(conn, "arrived", False) or self.cfg.is_ssl:
@@ -145,31 +169,64 @@ class JsonErrorWorker(ThreadWorker):
         leftover = conn.parser.unreader.take_buffered() if conn.parser is not None else b""
         arrival = _Arrival(conn, leftover, self)
         self.arrivals[conn] = arrival
-        self.arrival_bytes += len(leftover)
         conn.sock.setblocking(False)
         if arrival.complete():
             self._hand_over(arrival)
         else:
-            self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._on_readable, arrival))
+            # Read at once: a kept-alive connection is here because its next request came.
+            self._receive(arrival)
 
-    def _on_readable(self, arrival, _sock) -> None:
-        if self.arrival_bytes >= self.arrival_budget:
-            self.poller.unregister(arrival.conn.sock)
-            self.paused.append(arrival)
-            return
+    def _receive(self, arrival, _sock=None) -> None:
+        """One non-blocking read of ``arrival``; then hand it over, or wait for the loop's next call."""
+        size = _RECV_BYTES
+        if not arrival.grant:
+            size = _ALWAYS_READ_BYTES - len(arrival.buf)
+            if size <= 0:
+                if not self._grant(arrival):
+                    if not self.paused:
+                        self.log.warning("Large requests still arriving hold %d bytes: the next wait", self.granted)
+                    self._watch(arrival, False)
+                    self.paused.append(arrival)
+                    return
+                size = _RECV_BYTES
         try:
-            data = arrival.conn.sock.recv(_RECV_BYTES)
+            data = arrival.conn.sock.recv(size)
         except (BlockingIOError, InterruptedError):
-            return
+            data = None
         except OSError:
             data = b""
-        if not data:            # the client went away
+        if data == b"":         # the client went away
             self._close(arrival)
             return
-        arrival.add(data)
-        self.arrival_bytes += len(data)
-        if arrival.complete():
-            self._hand_over(arrival)
+        if data:
+            arrival.add(data)
+            if arrival.complete():
+                self._hand_over(arrival)
+                return
+        self._watch(arrival, True)
+
+    def _grant(self, arrival) -> bool:
+        """Let ``arrival`` read past _ALWAYS_READ_BYTES if the worker's budget has room for all of it.
+
+        Granted requests read to their end, so the budget always comes back (as
+        an answer, or a 408): none waits on another that waits too.
+        """
+        if arrival.head_end is not None and arrival.chunks is None:
+            size = arrival.head_end + (arrival.body_length or 0)
+        else:
+            size = (arrival.head_end or len(arrival.buf)) + self.max_body_bytes
+        if self.granted and self.granted + size > self.arrival_budget:
+            return False
+        arrival.grant = size
+        self.granted += size
+        return True
+
+    def _watch(self, arrival, on: bool) -> None:
+        if on and not arrival.watched:
+            self.poller.register(arrival.conn.sock, selectors.EVENT_READ, partial(self._receive, arrival))
+        elif arrival.watched and not on:
+            self.poller.unregister(arrival.conn.sock)
+        arrival.watched = on
 
     def _hand_over(self, arrival) -> None:
         conn = arrival.conn
@@ -198,25 +255,55 @@ class JsonErrorWorker(ThreadWorker):
 
     def _forget(self, arrival) -> None:
         self.arrivals.pop(arrival.conn, None)
-        self.arrival_bytes -= len(arrival.buf)
+        self.granted -= arrival.grant
+        arrival.grant = 0
         if arrival in self.paused:
             self.paused.remove(arrival)
-        else:
-            try:
-                self.poller.unregister(arrival.conn.sock)
-            except (KeyError, ValueError, OSError):
-                pass
-        while self.paused and self.arrival_bytes < self.arrival_budget:
-            resumed = self.paused.pop(0)
-            self.poller.register(resumed.conn.sock, selectors.EVENT_READ, partial(self._on_readable, resumed))
+        self._watch(arrival, False)
+        while self.paused and self._grant(self.paused[0]):
+            self._watch(self.paused.pop(0), True)
+
+    def linger(self, sock) -> None:
+        """Close ``sock`` after an answer: FIN now, then drain what the client still sends, in the loop."""
+        try:
+            sock.shutdown(socket.SHUT_WR)
+            sock.setblocking(False)
+            self.poller.register(sock, selectors.EVENT_READ, self._drain)
+        except (OSError, ValueError, KeyError):
+            util.close(sock)
+            return
+        self.lingering[sock] = [time.monotonic() + _LINGER_S, 0]
+
+    def _drain(self, sock) -> None:
+        try:
+            data = sock.recv(4096)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        state = self.lingering[sock]
+        state[1] += len(data)
+        if not data or state[1] >= _LINGER_BYTES:
+            self._end_linger(sock)
+
+    def _end_linger(self, sock) -> None:
+        self.lingering.pop(sock, None)
+        try:
+            self.poller.unregister(sock)
+        except (KeyError, ValueError, OSError):
+            pass
+        util.close(sock)
 
     def murder_pending(self) -> None:
         """Called on every turn of gthread's loop (also while stopping): close requests that ran out of time."""
         super().murder_pending()
         now = time.monotonic()
-        if now < self.next_sweep or not self.arrivals:
+        if now < self.next_sweep or not (self.arrivals or self.lingering):
             return
         self.next_sweep = now + _SWEEP_INTERVAL_S
+        for sock, (deadline, _) in list(self.lingering.items()):
+            if now > deadline:
+                self._end_linger(sock)
         for arrival in list(self.arrivals.values()):
             quiet_s = now - arrival.last_byte
             if not arrival.buf:
@@ -258,6 +345,20 @@ class JsonErrorWorker(ThreadWorker):
         super().handle_error(req, _JsonErrorPage(client), addr, exc)
 
 
+class _Conn(TConn):
+    """gthread's connection, whose graceful close is the worker's non-blocking one."""
+
+    def __init__(self, worker: JsonErrorWorker, sock, client, server) -> None:
+        super().__init__(worker.cfg, sock, client, server)
+        self.worker = worker
+
+    def close(self, graceful: bool = False) -> None:
+        if graceful:
+            self.worker.linger(self.sock)   # called in the loop (finish_request)
+        else:
+            super().close()
+
+
 class _Arrival:
     """One request on its way in: its bytes so far and how far its framing is known to be complete."""
 
@@ -267,6 +368,8 @@ class _Arrival:
         self.buf = bytearray(buf)
         self.started = self.last_byte = time.monotonic()
         self.continue_sent = False
+        self.watched = False               # registered with the worker's selector
+        self.grant = 0                     # bytes it may hold past _ALWAYS_READ_BYTES (see JsonErrorWorker._grant)
         self.head_end: int | None = None   # offset of the body
         self.body_length: int | None = None
         self.chunks: _ChunkScan | None = None

@@ -16,7 +16,7 @@ import pytest
 import requests
 
 from tests import contract
-from tests.servers import GunicornServer
+from tests.servers import GunicornServer, wait_for
 
 JSON_HEAD = b"Content-Type: application/json\r\n"
 IMAGE_BODY = b'{"prompt": "A lighthouse at dusk"}'
@@ -169,3 +169,47 @@ def test_a_chunked_body_is_served_once_it_ends(strict_server):
         sock.sendall(b"0\r\nX-Trailer: yes\r\n\r\n")
         status, answer = parse(read_all(sock))
     assert status == 200 and answer["url"]
+
+
+def test_bodies_past_the_workers_budget_wait_and_are_then_served():
+    """40 bodies of 48 kB stall at 40 kB: more than the bytes a worker holds for requests still
+    arriving (8 threads x 64 kB). The largest wait unread; /health still answers; once the
+    clients send the rest, every one is served."""
+    body = b'{"prompt": "' + b"a" * (48_000 - 14) + b'"}'
+    with GunicornServer({"LIROO_MAX_BODY_BYTES": str(64 * 1024), "LIROO_CLIENT_TIMEOUT_S": "60",
+                         "LIROO_CLIENT_REQUEST_TIMEOUT_S": "120", "LIROO_MAX_INPUT_CHARS": "50000"}) as server:
+        socks = []
+        try:
+            for _ in range(40):
+                sock = connect(server.port, timeout=60)
+                sock.sendall(b"POST /generate_image HTTP/1.1\r\nHost: 127.0.0.1\r\n" + JSON_HEAD
+                             + b"Connection: close\r\nContent-Length: %d\r\n\r\n" % len(body) + body[:40_000])
+                socks.append(sock)
+            wait_for(lambda: "Large requests still arriving" in server.log(), timeout=30, what="a worker to reach its budget")
+            assert requests.get(server.url("/health"), timeout=5).status_code == 200
+            for sock in socks:
+                sock.sendall(body[40_000:])
+            for sock in socks:
+                status, answer = parse(read_all(sock))
+                assert status == 200 and answer["url"]
+        finally:
+            for sock in socks:
+                sock.close()
+
+
+def test_clients_that_never_close_after_their_answer_do_not_stall_the_worker(patient_server):
+    """50 requests with `Connection: close` whose clients neither read nor close: each closing
+    connection used to hold the worker's whole loop for up to 2 s, /health included."""
+    idle = []
+    try:
+        for _ in range(50):
+            sock = connect(patient_server.port)
+            sock.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+            idle.append(sock)
+        for _ in range(10):
+            assert requests.get(patient_server.url("/health"), timeout=5).status_code == 200
+        for sock in idle:    # each was answered, and its end closed by the server
+            assert b"HTTP/1.1 200 OK" in read_all(sock)
+    finally:
+        for sock in idle:
+            sock.close()
