@@ -405,7 +405,7 @@ class _Arrival:
             return False
         self.head_end = end + 4
         lengths, codings, expect = [], [], False
-        for name, value in _FRAMING_FIELD.findall(bytes(self.buf[:end + 2])):
+        for name, value in _FRAMING_FIELD.findall(self.buf, 0, end + 2):
             name = name.lower()
             if name == b"content-length":
                 lengths.append(value.strip(b" \t"))
