@@ -345,7 +345,7 @@ class AudioFile(Out):
     text: str
     url: str
     filename: str
-    section: int | None = omitted("The section's index in lecture.sections (from 0); absent for the title.")
+    section: int | None = omitted("The section's number, counted from 1 (the app reads lecture.sections[section - 1]); absent for the title.")
 
 
 class AudioError(Out):
