@@ -27,7 +27,7 @@ from tests.servers import free_port, wait_for
 from tests.test_comic_api import APP_COMIC
 from tests.test_content_api import APP_PROCESS
 
-OUTAGE = "Redis cannot be reached"
+OUTAGE = "Redis cannot be used"
 RECOVERY = "Redis answers again"
 
 
