@@ -27,7 +27,7 @@ from ..providers.base import ProviderError
 from ..requestid import HEADER, check_request_id
 from ..security import caller_id, refuse_cut_body
 from ..services import services
-from ..storage import StorageError
+from ..storage import STORAGE_ERRNOS, STORAGE_HEALTH, StorageError
 
 log = logging.getLogger("liroo.api")
 M = TypeVar("M", bound=BaseModel)
@@ -215,6 +215,9 @@ def _as_api_error(exc: Exception, request_id: str) -> ApiError:
         return memory_pressure_error(exc)
     if isinstance(exc, ProviderError):
         return provider_error(exc)
+    if isinstance(exc, OSError) and exc.errno in STORAGE_ERRNOS:
+        STORAGE_HEALTH.failed(exc.errno)     # a full or failing disk met outside the storage's own writes
+        exc = StorageError(exc.strerror or "storage failed")
     if isinstance(exc, StorageError):
         log.warning("storage failed (request %s): %s", request_id, exc)
         retry = services().settings.retry_after_s

@@ -8,6 +8,7 @@ from urllib.parse import quote
 from werkzeug.security import safe_join
 
 from .base import IMMUTABLE_CACHE, StorageError, check_key, is_valid_key
+from .health import STORAGE_HEALTH
 
 
 class LocalStorage:
@@ -22,6 +23,18 @@ class LocalStorage:
         # derives the type from the extension and serves every key as immutable.
         path = self._path(check_key(key))
         folder = os.path.dirname(path)
+        try:
+            self._write(folder, path, data)
+        except OSError as exc:
+            # A full disk (ENOSPC), a read-only or failing one: the storage's fault, not the
+            # request's. Callers answer 503 storage_unavailable; /health reports it.
+            STORAGE_HEALTH.failed(exc.errno)
+            raise StorageError(f"local storage write failed: {exc.strerror or type(exc).__name__}") from exc
+        STORAGE_HEALTH.succeeded()
+        return self.url(key, public_base)
+
+    @staticmethod
+    def _write(folder: str, path: str, data: bytes) -> None:
         os.makedirs(folder, exist_ok=True)
         # Write a temporary file beside the target and rename it over: readers
         # see either nothing or the whole file. Its name starts with "." so it
@@ -38,7 +51,6 @@ class LocalStorage:
             except OSError:
                 pass
             raise
-        return self.url(key, public_base)
 
     def exists(self, key: str) -> bool:
         path = self.resolve(key)
