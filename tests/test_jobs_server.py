@@ -164,3 +164,56 @@ def test_a_derived_id_includes_the_callers_address_with_keys_off(start_server):
     retry = flashcards(server, **{"X-Forwarded-For": "198.51.100.7"})
     assert retry.headers.get("X-Idempotent-Replay") == "true"
     assert retry.json()["request_id"] == mine.json()["request_id"]
+
+
+# --- 12.8: URLs never carry another request's Host -------------------------------------------------------
+
+def raw_post(server, path: str, body: bytes, host_line: bytes) -> tuple[int, dict]:
+    """A POST over a plain socket, so the Host header can be empty or malformed."""
+    import json
+
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+        sock.sendall(b"POST " + path.encode() + b" HTTP/1.1\r\n" + host_line +
+                     b"Content-Type: application/json\r\nConnection: close\r\n"
+                     b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    head, _, payload = data.partition(b"\r\n\r\n")
+    return int(head.split()[1]), json.loads(payload)
+
+
+def test_a_replay_carries_the_asking_requests_host_not_the_first_ones(start_server):
+    server = start_server()          # BASE_URL unset: URLs come from the request's host
+    request_id = rid("host")
+    body = {"prompt": "a red kite over a hill"}
+    first = requests.post(server.url("/generate_image"), json=body,
+                          headers={"X-Request-ID": request_id, "Host": "evil.example"}, timeout=60)
+    assert first.status_code == 200, first.text
+    assert first.json()["url"].startswith("http://evil.example/media/")   # its own host, for its own answer
+
+    replay = requests.post(server.url("/generate_image"), json=body, headers={"X-Request-ID": request_id},
+                           timeout=60)
+    assert replay.headers.get("X-Idempotent-Replay") == "true"
+    for url in (replay.json()["url"], replay.json()["image_url"],
+                requests.get(server.url(f"/jobs/{request_id}"), timeout=10).json()["result"]["url"]):
+        assert url.startswith(server.base_url + "/media/"), url
+        fetched = requests.get(url, timeout=10)
+        assert fetched.status_code == 200 and fetched.content[:2] == b"\xff\xd8"
+
+
+@pytest.mark.parametrize("host_line", [b"Host: \r\n", b"Host: bad host!\r\n", b"Host: /media\r\n"],
+                         ids=["empty", "spaces", "a path"])
+def test_a_host_no_url_can_be_made_from_is_refused(start_server, host_line):
+    server = start_server()
+    status, body = raw_post(server, "/generate_image", b'{"prompt": "a lighthouse"}', host_line)
+    assert status == 400, body
+    assert contract.decode_error(body)["code"] == "invalid_host"
+    assert "Traceback" not in server.log()
+
+
+def test_with_base_url_the_host_header_is_not_used(start_server):
+    server = start_server({"BASE_URL": "https://media.liroo.test"})
+    status, body = raw_post(server, "/generate_image", b'{"prompt": "a lighthouse"}', b"Host: \r\n")
+    assert status == 200, body
+    assert body["url"].startswith("https://media.liroo.test/media/")

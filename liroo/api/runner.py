@@ -21,6 +21,7 @@ from werkzeug.exceptions import HTTPException
 from ..errors import ApiError, memory_pressure_error, provider_error
 from ..generation.context import Context, DeadlineExceeded, Progress
 from ..governor import MemoryPressure
+from ..media import render_urls, url_base
 from ..jobs import FAILED, SUCCEEDED, WAIT_POLL_S, Claim, Heartbeats, worker_tag
 from ..clock import utc_timestamp
 from ..providers.base import ProviderError
@@ -230,7 +231,7 @@ def _as_api_error(exc: Exception, request_id: str) -> ApiError:
 
 
 def _respond(status: int, body: dict, replay: bool = False) -> Response:
-    response = jsonify(body)
+    response = jsonify(render_urls(body, url_base()))
     response.status_code = status
     retry = body.get("retry_after_s") if status in (429, 503) else None
     if retry:
@@ -247,6 +248,7 @@ def run_generation(endpoint: str, payload: BaseModel, work: Callable[[Context], 
     runner: Runner = svc.jobs
     fp = fingerprint(endpoint, payload)
     request_id, derived = _request_id(endpoint, payload, fp)
+    url_base()     # a Host no media URL can be made from is refused before any work
     deadline = time.monotonic() + svc.settings.request_deadline_s
     replay_s = svc.settings.derived_replay_s if derived else None
     claim = _claim(runner.store, request_id, endpoint, fp, caller_id(), deadline, replay_s)
@@ -257,7 +259,7 @@ def run_generation(endpoint: str, payload: BaseModel, work: Callable[[Context], 
     ctx = Context(
         settings=svc.settings, provider=svc.provider, storage=svc.storage, reserver=svc.reserver,
         progress=Progress(runner.store, request_id), request_id=request_id,
-        public_base=svc.settings.base_url or request.host_url, deadline=deadline)
+        public_base=svc.settings.base_url, deadline=deadline)
     error_extra = dict(error_extra or {})
 
     if "respond-async" in request.headers.get("Prefer", "").lower():
@@ -326,4 +328,4 @@ def job_view(job: Any, with_result: bool) -> dict:
         result = job.result()
         if result:
             view["result_status"], view["result"] = result
-    return view
+    return render_urls(view, url_base())

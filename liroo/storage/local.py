@@ -10,6 +10,8 @@ from werkzeug.security import safe_join
 from .base import IMMUTABLE_CACHE, StorageError, check_key, is_valid_key
 from .health import STORAGE_HEALTH
 
+MEDIA_PATH = "/media/"   # where the app serves these files (liroo/media.py)
+
 
 class LocalStorage:
     def __init__(self, root: str, base_url: str | None = None) -> None:
@@ -57,10 +59,14 @@ class LocalStorage:
         return path is not None and os.path.isfile(path)
 
     def url(self, key: str, public_base: str | None = None) -> str:
-        base = self.base_url or (public_base.rstrip("/") if public_base else None)
-        if not base:
-            raise StorageError("local media needs an absolute base: set BASE_URL or pass the request's host URL")
-        return f"{base}/media/{quote(check_key(key))}"
+        """The absolute URL from BASE_URL (or ``public_base``); without either, the path ``/media/<key>``.
+
+        A bare path is what results store when BASE_URL is unset: each answer
+        makes it absolute with its own request's host (liroo.media.render_urls),
+        so no stored result carries another request's Host header.
+        """
+        base = self.base_url or (public_base.rstrip("/") if public_base else "")
+        return f"{base}{MEDIA_PATH}{quote(check_key(key))}"
 
     def resolve(self, key: str) -> str | None:
         """The file for ``key`` if it is safely inside the media folder, else None.
