@@ -56,7 +56,7 @@ class Settings:
     # --- server -------------------------------------------------------------
     port: int = _setting("PORT", 8080, "Port gunicorn listens on.")
     base_url: str | None = _setting(
-        "BASE_URL", None, "Public base URL for links to local media; unset: the request's own host.", _opt_str)
+        "BASE_URL", None, "Public base URL for links to local media; unset: each answer's own request host (stored results keep paths).", _opt_str)
     workers: int = _setting("WEB_CONCURRENCY", 2, "gunicorn worker processes (two, so a recycle never leaves none).")
     threads: int = _setting(
         "LIROO_THREADS", 20, "Threads per worker; workers x threads covers Cloud Run's --concurrency 40.")
