@@ -116,6 +116,7 @@ class HealthResponse(Body):
     memory_warning: bool
     memory_critical: bool
     timestamp: str
+    storage_error: str | None = omitted("Present while storage is failing: when and why the last media write failed.")
 
 
 class MemoryResponse(Body):
