@@ -59,6 +59,7 @@ class Job:
     result_body: str | None = None     # the JSON the synchronous call answered
     error_code: str | None = None
     owner: str | None = None           # hash of the API key that claimed it; None when keys are off
+    partial: str | None = None         # JSON of the items a running job has finished (Progress.advance)
 
     @property
     def finished(self) -> bool:
@@ -76,6 +77,9 @@ class Job:
             return 0.0
         return round(min(self.step_number / self.total_steps, 1.0) * 100, 1)
 
+    def partial_items(self) -> dict | None:
+        return json.loads(self.partial) if self.partial else None
+
     def result(self) -> tuple[int, dict] | None:
         if self.result_body is None or self.result_status is None:
             return None
@@ -91,12 +95,18 @@ class Claim:
 class JobStore(Protocol):
     def claim(self, request_id: str, endpoint: str, fingerprint: str, owner: str | None = None) -> Claim: ...
     def get(self, request_id: str) -> Job | None: ...
-    def progress(self, request_id: str, step: str, step_number: int, total_steps: int, details: str = "") -> None: ...
+    def progress(self, request_id: str, step: str, step_number: int, total_steps: int, details: str = "",
+                 partial: dict | None = None) -> None: ...
     def finish(self, request_id: str, status: str, result_status: int, result_body: dict,
                error_code: str | None = None) -> None: ...
 
 
 _FIELDS = [f for f in Job.__dataclass_fields__]
+
+
+def _partial_change(partial: dict | None) -> dict:
+    """The ``partial`` field to write: only when there is something finished to show."""
+    return {"partial": json.dumps(partial, separators=(",", ":"))} if partial else {}
 
 
 def _decide(current: Job | None, fingerprint: str, owner: str | None = None) -> str:
@@ -192,8 +202,9 @@ class LocalJobStore:
             db.execute("ROLLBACK")
             raise
 
-    def progress(self, request_id, step, step_number, total_steps, details=""):
-        self._update(request_id, step=step, step_number=step_number, total_steps=total_steps, details=details)
+    def progress(self, request_id, step, step_number, total_steps, details="", partial=None):
+        self._update(request_id, step=step, step_number=step_number, total_steps=total_steps, details=details,
+                     **_partial_change(partial))
 
     def heartbeat(self, request_ids) -> None:
         for request_id in request_ids:
@@ -288,9 +299,9 @@ class RedisJobStore:
             pipe.expire(key, ttl)
             pipe.execute()
 
-    def progress(self, request_id, step, step_number, total_steps, details=""):
+    def progress(self, request_id, step, step_number, total_steps, details="", partial=None):
         self._update(request_id, self.running_ttl_s, step=step, step_number=step_number,
-                     total_steps=total_steps, details=details)
+                     total_steps=total_steps, details=details, **_partial_change(partial))
 
     def heartbeat(self, request_ids) -> None:
         for request_id in request_ids:
@@ -416,8 +427,9 @@ class FallbackJobStore:
         log.info("job %s continues in this instance's store while Redis is down", request_id)
         return self.local
 
-    def progress(self, request_id, step, step_number, total_steps, details=""):
-        self._write(request_id, lambda store: store.progress(request_id, step, step_number, total_steps, details))
+    def progress(self, request_id, step, step_number, total_steps, details="", partial=None):
+        self._write(request_id, lambda store: store.progress(request_id, step, step_number, total_steps, details,
+                                                             partial))
 
     def heartbeat(self, request_ids) -> None:
         for request_id in request_ids:

@@ -21,7 +21,7 @@ from werkzeug.exceptions import HTTPException
 from ..errors import ApiError, memory_pressure_error, provider_error
 from ..generation.context import Context, DeadlineExceeded, Progress
 from ..governor import MemoryPressure
-from ..jobs import FAILED, SUCCEEDED, WAIT_POLL_S, Claim, Heartbeats
+from ..jobs import FAILED, RUNNING, SUCCEEDED, WAIT_POLL_S, Claim, Heartbeats
 from ..clock import utc_timestamp
 from ..providers.base import ProviderError
 from ..requestid import HEADER, check_request_id
@@ -292,6 +292,9 @@ def job_view(job: Any, with_result: bool) -> dict:
         "request_id": job.request_id,
         "timestamp": utc_timestamp(),
     }
+    partial = job.partial_items() if job.status == RUNNING else None
+    if partial:   # what is already finished, for watchers to show before the end (the app ignores it)
+        view["partial"] = partial
     if job.status == FAILED:
         view["error_code"] = job.error_code
         result = job.result()
