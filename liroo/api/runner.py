@@ -14,7 +14,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, TypeVar
 
-from flask import Response, g, jsonify, request
+from flask import Response, current_app, g, jsonify, request
 from pydantic import BaseModel, ValidationError
 from werkzeug.exceptions import HTTPException
 
@@ -125,10 +125,14 @@ class Runner:
             if self._pool is None:  # made lazily, so each gunicorn worker has its own
                 self._pool = ThreadPoolExecutor(self._max_async, thread_name_prefix="liroo-async")
         self.accept(request_id)     # beating from now on: a queued job is not an abandoned one
+        app = current_app._get_current_object()
 
         def run() -> None:
             try:
-                self.execute(endpoint, request_id, work, ctx, error_extra)
+                # The app's context, as in a request: recording a failure reads g and the services.
+                with app.app_context():
+                    g.request_id = request_id
+                    self.execute(endpoint, request_id, work, ctx, error_extra)
             finally:
                 with self._async_lock:
                     self._async -= 1

@@ -323,10 +323,10 @@
     const comic = body.comic;
     const grid = el("div", {className: "comic-grid"}, comic.panel_layout.map(panelFigure));
     const cast = Object.entries(comic.character_style_guide || {});
-    result.replaceChildren(
+    result.replaceChildren(...[
       heading(comic.comic_title, comic.theme), grid,
       cast.length ? el("details", {className: "cast"}, el("summary", {text: "Characters"}),
-                       el("dl", {}, cast.map(([name, look]) => [el("dt", {text: name}), el("dd", {text: look})]))) : null);
+                       el("dl", {}, cast.map(([name, look]) => [el("dt", {text: name}), el("dd", {text: look})]))) : null].filter(Boolean));
   }
 
   function renderStory(body) {
@@ -336,10 +336,10 @@
         el("h3", {text: `Chapter ${chapter.order}: ${chapter.title}`}),
         chapter.imageUrl ? picture(chapter.imageUrl, chapter.title, "chapter-picture") : null,
         paragraphs(chapter.content)));
-    result.replaceChildren(
+    result.replaceChildren(...[
       heading(story.title, [story.genre, story.imageStyle, story.level].filter(Boolean).join(" · ")),
       story.coverImageUrl ? picture(story.coverImageUrl, "Cover of " + story.title, "cover") : null,
-      el("p", {className: "overview", text: story.content}), chapters);
+      el("p", {className: "overview", text: story.content}), ...chapters].filter(Boolean));
   }
 
   function renderLecture(body) {
@@ -358,7 +358,7 @@
           script ? player(script.url, "Narration") : el("p", {className: "note", text: "No narration for this section."})),
         paragraphs(section.script));
     });
-    result.replaceChildren(heading(lecture.title), title ? player(title.url, "Title") : null, sections);
+    result.replaceChildren(...[heading(lecture.title), title ? player(title.url, "Title") : null, ...sections].filter(Boolean));
   }
 
   function question(block) {
