@@ -12,9 +12,11 @@ import uuid
 import pytest
 import requests
 
+from liroo import create_app
 from liroo.api.runner import job_view
 from liroo.generation.context import Progress
 from liroo.jobs import FAILED, SUCCEEDED, FallbackJobStore, LocalJobStore, RedisJobStore
+from liroo.settings import Settings
 from tests import contract
 from tests.fake_gemini import gemini_env
 from tests.servers import GunicornServer, wait_for
@@ -28,6 +30,14 @@ def new_id() -> str:
     return "partial-" + uuid.uuid4().hex
 
 
+@pytest.fixture(scope="module")
+def request_context(tmp_path_factory):
+    """job_view makes media paths absolute with the request's host: it runs inside a request."""
+    app = create_app(Settings.from_env({}, media_dir=str(tmp_path_factory.mktemp("media"))))
+    with app.test_request_context("/progress/x"):
+        yield
+
+
 @pytest.fixture(params=["local", "redis", "fallback"])
 def store(request, tmp_path):
     local = LocalJobStore(str(tmp_path / "jobs.sqlite3"), ttl_s=60, running_ttl_s=120)
@@ -37,7 +47,7 @@ def store(request, tmp_path):
     return redis_store if request.param == "redis" else FallbackJobStore(redis_store, local)
 
 
-def test_a_running_job_keeps_its_finished_items_and_shows_them_until_it_ends(store):
+def test_a_running_job_keeps_its_finished_items_and_shows_them_until_it_ends(store, request_context):
     rid = new_id()
     store.claim(rid, "/generate_comic", "fp")
     assert "partial" not in job_view(store.get(rid), with_result=True)   # nothing finished yet
