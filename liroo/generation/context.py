@@ -5,12 +5,16 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 from ..governor import MemoryReserver
 from ..settings import Settings
 
 log = logging.getLogger("liroo.generation")
+
+
+# Describes an item a step finished, for progress to show early: (index of the item, its URL) -> (kind, item).
+Finished = Callable[[int, str], tuple[str, dict]]
 
 
 class Progress:

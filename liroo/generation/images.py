@@ -17,7 +17,7 @@ from typing import Callable
 from ..imaging import ImageRejected, estimate_decode_mb, inspect_image, output_extension, process_image
 from ..providers.base import BadOutput
 from ..storage import IMMUTABLE_CACHE, cached_url, image_cache_key, image_cache_object, media_key
-from .context import Context
+from .context import Context, Finished
 from .failures import failure_code, note_failure
 
 
@@ -100,10 +100,6 @@ def make_image(ctx: Context, job: ImageJob) -> str:
         del result  # the model's bytes can be large; drop them before the upload
         return storage.put(key or media_key(job.kind, extension), processed.data, processed.mime_type,
                            IMMUTABLE_CACHE, public_base=ctx.public_base)
-
-
-# (index of a job, its URL) -> (kind, item) for the progress's partial results
-Finished = Callable[[int, str], tuple[str, dict]]
 
 
 def make_images(ctx: Context, jobs: list[ImageJob], step: Callable[[int, int], str],

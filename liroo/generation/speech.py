@@ -20,7 +20,7 @@ from .results import TtsResult
 from ..providers.base import BadOutput
 from ..providers.wav import pcm_to_wav, read_pcm
 from ..storage import IMMUTABLE_CACHE, media_key
-from .context import Context
+from .context import Context, Finished
 from .failures import failure_code, note_failure
 
 log = logging.getLogger("liroo.generation")
@@ -149,7 +149,7 @@ def _recording_step(done: int, total: int) -> str:
 
 
 def speak(ctx: Context, jobs: list[SpeechJob], step: Callable[[int, int], str] = _recording_step,
-          finished: Callable[[int, str], tuple[str, dict]] | None = None) -> list[Clip]:
+          finished: Finished | None = None) -> list[Clip]:
     """Every job read aloud and stored as one WAV; one failure does not stop the others.
 
     Chunks of all jobs share one pool; a clip is joined and stored by the thread

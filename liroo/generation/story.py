@@ -199,6 +199,7 @@ def generate_story(ctx: Context, brief: StoryBrief) -> StoryResult:
     jobs += [ImageJob(prompt=picture_prompt(chapter.image_prompt, hero, others, brief.style),
                       cache_parts=(brief.style, brief.level), aspect_ratio="4:3", label=f"chapter {number}")
              for number, chapter in enumerate(chapters, 1)]
+
     def finished(index: int, url: str) -> tuple[str, dict]:
         if index == 0:
             return "cover", {"title": script.title, "imageUrl": url}
