@@ -60,7 +60,8 @@ def test_a_comic_shows_each_panel_as_it_is_drawn_and_every_picture_loads(offline
     assert next(iter(first["dialogue"].values())) in studio.page.inner_text("#result .panel >> nth=0")
 
     # The memory gauge reads /health against the lines the governor works with.
-    studio.page.wait_for_function("() => /\\d+ MB of \\d+ MB/.test(document.getElementById('memory-text').textContent)")
+    studio.page.wait_for_function("() => /^\\d+ MB$/.test(document.getElementById('memory-text').textContent)")
+    assert re.fullmatch(r"warning \d+ · cleanup \d+ · limit \d+ MB", studio.page.inner_text(".memory-lines"))
     assert studio.page.get_attribute("#memory", "data-state") == "normal"
     assert float(studio.page.eval_on_selector("#memory-meter", "m => m.value")) > 0
 
@@ -145,7 +146,7 @@ def test_with_keys_and_an_admin_token_the_page_asks_for_a_key_and_nothing_it_may
     studio = open_studio(browser, server.base_url)
     fetched = []
     studio.page.on("request", lambda request: fetched.append(request.url))
-    assert studio.page.locator("#memory-meter").count() == 0      # no thresholds: they are the admin's
+    assert studio.page.locator("#memory-meter, .memory-lines").count() == 0   # no lines: they are the admin's
     studio.page.wait_for_function("() => /MB, normal/.test(document.getElementById('memory-text').textContent)")
 
     studio.make("comic", "Magnets pull on iron and steel.")

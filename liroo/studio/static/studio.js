@@ -427,7 +427,7 @@
       const meter = $("memory-meter");
       if (meter) {
         meter.value = Math.min(used, Number(gauge.dataset.limit));
-        text.textContent = `${used} MB of ${gauge.dataset.limit} MB`;
+        text.textContent = `${used} MB`;
         gauge.title = `Working set ${used} MB. Warning at ${gauge.dataset.warning} MB, cleanup at ` +
                       `${gauge.dataset.cleanup} MB, requests wait or are refused at ${gauge.dataset.limit} MB.`;
       } else {
