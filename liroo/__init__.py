@@ -66,6 +66,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     if settings.governor_enabled:
         app.wsgi_app = MemoryGovernorMiddleware(
             app.wsgi_app, governor,
+            exempt_paths=("/health", "/ready", "/memory", "/metrics"),
             route_costs_mb=_route_costs(app, settings),
             request_id=requestid.request_id_from_environ,
             extra_fields=api.shed_fields)
