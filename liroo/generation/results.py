@@ -118,6 +118,12 @@ class HealthResponse(Body):
     timestamp: str
 
 
+class ReadyResponse(Body):
+    status: Literal["ready"]
+    redis: Literal["ok", "not configured"] = Field(description="Whether REDIS_URL is set and answers.")
+    timestamp: str
+
+
 class MemoryResponse(Body):
     model_config = ConfigDict(extra="allow")
 
