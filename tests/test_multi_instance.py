@@ -207,6 +207,21 @@ def test_two_comics_at_once_on_different_instances_keep_within_the_shared_budget
                 f"calls {i}..{j} came {times[j] - times[i]:.2f}s apart; the budget allows no less than {needed}s")
 
 
+def test_a_gemini_429_on_one_instance_holds_back_the_others_for_its_retry_after(fresh):
+    balancer, _, fake = fresh
+    fake.fail("http", status=429, retry_after=3, operation="image")
+    first = requests.post(balancer.url("/generate_image"), json={"prompt": "a red kite " + uuid.uuid4().hex},
+                          timeout=60)
+    assert first.status_code == 200, first.text              # the SDK's own retry got through
+    second = requests.post(balancer.url("/generate_image"), json={"prompt": "a blue kite " + uuid.uuid4().hex},
+                           timeout=60)                         # the balancer's next instance
+    assert second.status_code == 200, second.text
+    calls = sorted(fake.requests("image"), key=lambda r: r.received_at)
+    refused, others = calls[0], [r for r in calls if instance_of(r) != instance_of(calls[0])]
+    assert others, "the second picture was made by another instance"
+    assert others[0].received_at - refused.received_at >= 3 - 0.25, "the other instance waited for Retry-After"
+
+
 def test_the_rate_limit_lets_exactly_its_count_through_across_instances(module_fake_gemini):
     """Two instances (two workers each) sharing Redis db 13: "3 per minute", 8 at once -> exactly 3 served."""
     redis.Redis.from_url(RATE_LIMIT_REDIS).flushdb()
