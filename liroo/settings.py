@@ -60,7 +60,7 @@ class Settings:
     # --- server -------------------------------------------------------------
     port: int = _setting("PORT", 8080, "Port gunicorn listens on.")
     base_url: str | None = _setting(
-        "BASE_URL", None, "Public base URL for links to local media; unset: the request's own host.", _opt_str)
+        "BASE_URL", None, "Public base URL for links to local media; unset: each answer's own request host (stored results keep paths).", _opt_str)
     workers: int = _setting("WEB_CONCURRENCY", 2, "gunicorn worker processes (two, so a recycle never leaves none).")
     threads: int = _setting(
         "LIROO_THREADS", 20, "Threads per worker; workers x threads covers Cloud Run's --concurrency 40.")
@@ -140,6 +140,7 @@ class Settings:
     panel_concurrency: int = _setting("LIROO_PANEL_CONCURRENCY", 3, "Pictures made at once for one request; speech chunks likewise (a lecture runs both at once).")
     max_input_chars: int = _setting("LIROO_MAX_INPUT_CHARS", 20_000, "Longest input text accepted (413 above it).")
     job_ttl_s: int = _setting("LIROO_JOB_TTL_S", 3600, "How long a finished request's progress and result stay answerable.")
+    derived_replay_s: float = _setting("LIROO_DERIVED_REPLAY_S", 120.0, "How long after it finished a request without an id is replayed to the same body and caller; later it runs afresh.")
     async_mode: bool | None = _setting(
         "LIROO_ASYNC", None, "on: 'Prefer: respond-async' answers 202 and works in the background (on Cloud Run "
         "only with CPU always allocated: deploy with --async); off: such requests are answered synchronously. "

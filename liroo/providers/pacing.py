@@ -164,7 +164,8 @@ class RedisState:
         import redis  # only needed when REDIS_URL is set
 
         self._redis = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2, health_check_interval=30)
-        self.unavailable_errors = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+        # Any Redis error (gone, read-only, full, not Redis at all) means: pace on this instance for now.
+        self.unavailable_errors = (redis.exceptions.RedisError,)
         self._script = self._redis.register_script(_PACE_LUA)
 
     def take(self, model, now, interval, tolerance, max_wait_s):
