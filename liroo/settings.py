@@ -128,8 +128,9 @@ class Settings:
     tts_model: str = _setting("LIROO_TTS_MODEL", "gemini-2.5-flash-preview-tts", "Model for speech.")
     gemini_rpm: int = _setting(
         "LIROO_GEMINI_RPM", 60, "Requests per minute per model for the whole service (the project's quota): shared "
-        "through Redis by every instance when REDIS_URL is set, else by this instance's workers; bursts of up to "
-        "LIROO_MAX_PANELS go at once (0: unpaced).")
+        "through Redis by every instance when REDIS_URL is set, else by this instance's workers. Bursts of "
+        "LIROO_MAX_PANELS (or a tenth of the figure if that is more; never more than the figure) go at once, so a "
+        "comic's pictures start together (0: unpaced).")
     gemini_timeout_s: float = _setting("LIROO_GEMINI_TIMEOUT_S", 120.0, "Timeout of one Gemini HTTP call.")
     gemini_retry_attempts: int = _setting("LIROO_GEMINI_RETRY_ATTEMPTS", 4, "Attempts per Gemini call, the first included.")
     gemini_retry_initial_s: float = _setting("LIROO_GEMINI_RETRY_INITIAL_S", 1.0, "First retry delay; it doubles, with jitter.")
