@@ -25,7 +25,7 @@ import requests
 from liroo import create_app
 from liroo.jobs import LocalJobStore, RedisJobStore
 from liroo.ratelimits import InstanceStorage
-from liroo.security import KeyRing, make_limiter, read_api_keys
+from liroo.security import KeyRing, read_api_keys
 from liroo.settings import Settings, SettingsError
 from tests import contract
 from tests.servers import ROOT, GunicornServer, wait_for
