@@ -200,10 +200,11 @@ def test_two_comics_at_once_on_different_instances_keep_within_the_shared_budget
     times = [r.received_at for r in images]
     assert len(times) >= 6
     interval = 60 / RPM
+    slack = 0.75   # a call's trip to the fake may be delayed on a busy machine; unpaced, 6 calls come at once
     for i in range(len(times)):           # any n calls in a row span at least (n - burst) intervals
         for j in range(i + BURST, len(times)):
             needed = (j - i + 1 - BURST) * interval
-            assert times[j] - times[i] >= needed - 0.25, (
+            assert times[j] - times[i] >= needed - slack, (
                 f"calls {i}..{j} came {times[j] - times[i]:.2f}s apart; the budget allows no less than {needed}s")
 
 
