@@ -119,6 +119,12 @@ class HealthResponse(Body):
     storage_error: str | None = omitted("Present while storage is failing: when and why the last media write failed.")
 
 
+class ReadyResponse(Body):
+    status: Literal["ready"]
+    redis: Literal["ok", "not configured"] = Field(description="Whether REDIS_URL is set and answers.")
+    timestamp: str
+
+
 class MemoryResponse(Body):
     model_config = ConfigDict(extra="allow")
 
@@ -148,6 +154,10 @@ class ProgressResponse(Body):
     timestamp: str
     error_code: str | None = omitted("On failed jobs.")
     error: str | None = omitted("On failed jobs.")
+    partial: dict[str, list[dict[str, Any]]] | None = omitted(
+        "While it runs, what is already finished, by kind: comics `panels` ({panel_id, image_url, scene, "
+        "dialogue}); stories `cover` and `chapters` ({order, title, imageUrl}); lectures `pictures` "
+        "({section, title, image_url}) and `audio_files` (as in the finished answer).")
 
 
 class JobResponse(ProgressResponse):
