@@ -140,9 +140,11 @@ class JsonErrorWorker(ThreadWorker):
             body = {**body, "retry_after_s": self.retry_after_s}
             self.log.info("Stopping with a request in the app: answered 503 interrupted (%s)",
                           body.get("request_id", "-"))
+            headers = f"Retry-After: {self.retry_after_s}\r\n"
+            if body.get("request_id"):   # a checked id (8-128 of [A-Za-z0-9_-]) or one the app made
+                headers += f"X-Request-ID: {body['request_id']}\r\n"
             try:
-                conn.sock.send(json_error_page(503, "Service Unavailable", body,
-                                               f"Retry-After: {self.retry_after_s}\r\n"), socket.MSG_DONTWAIT)
+                conn.sock.send(json_error_page(503, "Service Unavailable", body, headers), socket.MSG_DONTWAIT)
                 conn.sock.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass

@@ -26,7 +26,7 @@ def test_sigterm_answers_a_comic_that_cannot_finish_with_503_interrupted(fake_ge
             server.proc.send_signal(signal.SIGTERM)
             response = comic.result()
         assert response.status_code == 503, response.text
-        assert int(response.headers["Retry-After"]) > 0
+        assert int(response.headers["Retry-After"]) > 0 and response.headers["X-Request-ID"] == rid
         body = contract.decode_error(response.json())
         assert body["code"] == "interrupted" and body["request_id"] == rid
         assert body["success"] is False and body["timestamp"]
