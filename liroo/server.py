@@ -101,6 +101,11 @@ class JsonErrorWorker(ThreadWorker):
         self.request_timeout_s = settings.client_request_timeout_s
         self.max_body_bytes = settings.max_body_bytes
         self.arrival_budget = self.cfg.threads * settings.max_body_bytes
+        # gunicorn's limits, read once (each cfg read is a Python-level lookup): 0 means unlimited.
+        self.tls = self.cfg.is_ssl
+        self.line_limit = self.cfg.limit_request_line or 8190
+        self.head_limit = self.line_limit + (self.cfg.limit_request_fields or 32768) * (
+            (self.cfg.limit_request_field_size or 8190) + 2) + 4
         self.arrivals: dict = {}          # TConn -> _Arrival, requests still arriving
         self.granted = 0                  # bytes the larger ones may hold (see _grant)
         self.paused: list = []            # arrivals not read until the budget allows
@@ -164,15 +169,16 @@ class JsonErrorWorker(ThreadWorker):
 
     def enqueue_req(self, conn) -> None:
         """Every way into the thread pool (a new connection, a kept-alive one, pipelined bytes) passes here."""
-        if getattr(conn, "arrived", False) or self.cfg.is_ssl:
+        if getattr(conn, "arrived", False) or self.tls:
             conn.arrived = False
             super().enqueue_req(conn)
             return
         leftover = conn.parser.unreader.take_buffered() if conn.parser is not None else b""
         arrival = _Arrival(conn, leftover, self)
         self.arrivals[conn] = arrival
-        conn.sock.setblocking(False)
-        if arrival.complete():
+        if conn.sock.gettimeout() != 0.0:   # no syscall when it is non-blocking already
+            conn.sock.setblocking(False)
+        if leftover and arrival.complete():
             self._hand_over(arrival)
         else:
             # Read at once: a kept-alive connection is here because its next request came.
@@ -391,14 +397,11 @@ class _Arrival:
 
     def _head(self) -> bool:
         """Find the end of the head and the body's framing; True when known (or when gunicorn must judge now)."""
-        cfg = self.worker.cfg
-        line_limit = cfg.limit_request_line or 8190          # 0 means unlimited to gunicorn
-        head_limit = line_limit + (cfg.limit_request_fields or 32768) * ((cfg.limit_request_field_size or 8190) + 2) + 4
         end = self.buf.find(b"\r\n\r\n", max(0, self.scanned - 3))
         self.scanned = len(self.buf)
         if end < 0:
-            first_line_over = self.buf.find(b"\r\n") < 0 and len(self.buf) > line_limit + 2
-            head_over = len(self.buf) > head_limit
+            first_line_over = self.buf.find(b"\r\n") < 0 and len(self.buf) > self.worker.line_limit + 2
+            head_over = len(self.buf) > self.worker.head_limit
             bare_lf = self.buf.count(b"\n") != self.buf.count(b"\r\n")
             # Each is refused by gunicorn from what is here: let it answer now.
             if first_line_over or head_over or bare_lf:
