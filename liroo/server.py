@@ -508,6 +508,13 @@ class _DeadlineSocket:
         finally:
             self._sock.settimeout(previous)
 
+    # Named, not left to __getattr__: gunicorn's body drain calls them twice a request.
+    def gettimeout(self):
+        return self._sock.gettimeout()
+
+    def settimeout(self, value) -> None:
+        self._sock.settimeout(value)
+
     def __getattr__(self, name):
         return getattr(self._sock, name)
 
