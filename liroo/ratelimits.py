@@ -32,6 +32,8 @@ from typing import Any, Callable, TypeVar
 
 from limits.storage import MovingWindowSupport, Storage, storage_from_string
 
+from .outage import RedisOutage
+
 log = logging.getLogger("liroo.ratelimits")
 T = TypeVar("T")
 
@@ -160,33 +162,23 @@ class FallbackStorage(Storage, MovingWindowSupport):
         super().__init__(uri, wrap_exceptions=wrap_exceptions)
         self.redis = storage_from_string(redis_url, **redis_options)
         self.instance = InstanceStorage(instance_uri)
-        self.retry_s = retry_s
         self._unavailable = self.redis.base_exceptions
-        self._lock = threading.Lock()
-        self._down_until = 0.0
-        self._outage = False
+        self._outage = RedisOutage(retry_s, log, "Redis cannot be reached (%s): the rate limit counts on this "
+                                   "instance alone until it answers again",
+                                   "Redis answers again: the rate limit is counted for the whole service")
 
     @property
     def base_exceptions(self) -> tuple[type[Exception], ...]:
         return (sqlite3.Error,)
 
     def _call(self, name: str, *args: Any, **kwargs: Any) -> Any:
-        if time.monotonic() >= self._down_until:
+        if self._outage.may_try:
             try:
                 result = getattr(self.redis, name)(*args, **kwargs)
             except self._unavailable as exc:
-                with self._lock:
-                    self._down_until = time.monotonic() + self.retry_s
-                    first, self._outage = not self._outage, True
-                if first:
-                    log.warning("Redis cannot be reached (%s): the rate limit counts on this instance alone "
-                                "until it answers again", type(exc).__name__)
+                self._outage.failed(type(exc).__name__)
             else:
-                if self._outage:
-                    with self._lock:
-                        back, self._outage = self._outage, False
-                    if back:
-                        log.warning("Redis answers again: the rate limit is counted for the whole service")
+                self._outage.answered()
                 return result
         return getattr(self.instance, name)(*args, **kwargs)
 

@@ -2,11 +2,10 @@
 from __future__ import annotations
 
 import logging
-import threading
-import time
 from dataclasses import dataclass
 from typing import Callable, TypeVar
 
+from ..outage import RedisOutage
 from .model import JobStore
 from .redis import RedisJobStore
 from .sqlite import LocalJobStore
@@ -46,18 +45,17 @@ class FallbackJobStore:
     def __init__(self, redis_store: RedisJobStore, local_store: LocalJobStore, retry_s: float = REDIS_RETRY_S) -> None:
         self.redis = redis_store
         self.local = local_store
-        self.retry_s = retry_s
         self._unavailable = redis_store.unavailable_errors
-        self._lock = threading.Lock()
-        self._down_until = 0.0          # time.monotonic() before which Redis is not tried
-        self._outage = False
+        self._outage = RedisOutage(retry_s, log,
+                                   "Redis cannot be used (%s: %s): jobs and progress fall back to this instance "
+                                   "until it answers again", "Redis answers again: new jobs are shared through it")
         self._held: dict[str, _Held] = {}   # running jobs this process claimed, until they finish
 
     # --- Redis's state -------------------------------------------------------------
     @property
     def redis_available(self) -> bool:
         """False while an outage is known and its retry interval has not passed."""
-        return time.monotonic() >= self._down_until
+        return self._outage.may_try
 
     def _redis(self, call: Callable[[RedisJobStore], T], write: bool = True) -> T:
         """``call(redis_store)``; on an outage, mark Redis down and raise _RedisDown.
@@ -70,18 +68,10 @@ class FallbackJobStore:
         try:
             result = call(self.redis)
         except self._unavailable as exc:
-            with self._lock:
-                self._down_until = time.monotonic() + self.retry_s
-                first, self._outage = not self._outage, True
-            if first:
-                log.warning("Redis cannot be used (%s: %s): jobs and progress fall back to this instance "
-                            "until it answers again", type(exc).__name__, _first_line(exc))
+            self._outage.failed(type(exc).__name__, _first_line(exc))
             raise _RedisDown() from None
-        if self._outage and write:
-            with self._lock:
-                back, self._outage = self._outage, False
-            if back:
-                log.warning("Redis answers again: new jobs are shared through it")
+        if write:
+            self._outage.answered()
         return result
 
     def redis_reachable(self) -> bool:
