@@ -5,16 +5,12 @@ the connection lands on.
 """
 from __future__ import annotations
 
-import atexit
 import json
-import os
-import shutil
 import sqlite3
-import tempfile
-import threading
 import time
 from dataclasses import asdict
 
+from ..shared_sqlite import SharedSQLite, path_in_temp_dir
 from .model import RUNNING, SUCCEEDED, Claim, Job, decide, partial_change, worker_tag
 
 
@@ -25,8 +21,8 @@ class LocalJobStore:
         self.path = path
         self.ttl_s = ttl_s
         self.running_ttl_s = running_ttl_s
-        self._local = threading.local()
-        with self._connect() as db:
+        self._db = SharedSQLite(path)
+        with self._db.connect() as db:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute(
                 "CREATE TABLE IF NOT EXISTS jobs (request_id TEXT PRIMARY KEY, data TEXT NOT NULL, "
@@ -35,24 +31,8 @@ class LocalJobStore:
 
     @classmethod
     def in_temp_dir(cls, ttl_s: int, running_ttl_s: float) -> "LocalJobStore":
-        """A store in a fresh folder; made before gunicorn forks, so all workers share it.
-
-        The folder goes when the process that made it exits (on Cloud Run /tmp
-        is memory); forked workers inherit the exit hook but leave it alone.
-        """
-        folder = tempfile.mkdtemp(prefix="liroo-jobs-")
-        maker = os.getpid()
-        atexit.register(lambda: os.getpid() == maker and shutil.rmtree(folder, ignore_errors=True))
-        return cls(os.path.join(folder, "jobs.sqlite3"), ttl_s, running_ttl_s)
-
-    def _connect(self) -> sqlite3.Connection:
-        # One connection per thread and process: SQLite connections must not cross a fork.
-        conn = getattr(self._local, "conn", None)
-        if conn is None or getattr(self._local, "pid", None) != os.getpid():
-            conn = sqlite3.connect(self.path, timeout=10, isolation_level=None, check_same_thread=False)
-            conn.execute("PRAGMA busy_timeout=10000")
-            self._local.conn, self._local.pid = conn, os.getpid()
-        return conn
+        """A store in a fresh folder; made before gunicorn forks, so all workers share it."""
+        return cls(path_in_temp_dir("liroo-jobs-", "jobs.sqlite3"), ttl_s, running_ttl_s)
 
     def _load(self, db: sqlite3.Connection, request_id: str) -> Job | None:
         row = db.execute("SELECT data FROM jobs WHERE request_id = ? AND expires_at > ?",
@@ -67,44 +47,32 @@ class LocalJobStore:
     def claim(self, request_id: str, endpoint: str, fingerprint: str, owner: str | None = None,
               replay_s: float | None = None) -> Claim:
         """Claim an id by the rule in liroo.jobs.model.decide, in one SQLite write transaction."""
-        db = self._connect()
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with self._db.transaction() as db:
             db.execute("DELETE FROM jobs WHERE expires_at <= ?", (time.time(),))
             current = self._load(db, request_id)
             outcome = decide(current, fingerprint, owner, replay_s)
             if outcome == "new":
                 current = Job(request_id, endpoint, fingerprint, owner=owner, worker=worker_tag())
                 self._save(db, current)
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
         return Claim(outcome, current)
 
     def get(self, request_id: str) -> Job | None:
-        return self._load(self._connect(), request_id)
+        return self._load(self._db.connect(), request_id)
 
     def running_on(self, worker: str) -> list[str]:
-        rows = self._connect().execute(
+        rows = self._db.connect().execute(
             "SELECT request_id FROM jobs WHERE expires_at > ? AND json_extract(data, '$.status') = ? "
             "AND json_extract(data, '$.worker') = ?", (time.time(), RUNNING, worker)).fetchall()
         return [row[0] for row in rows]
 
     def _update(self, request_id: str, **changes) -> None:
-        db = self._connect()
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with self._db.transaction() as db:
             job = self._load(db, request_id)
             if job is not None:
                 for name, value in changes.items():
                     setattr(job, name, value)
                 job.updated_at = job.heartbeat = time.time()
                 self._save(db, job)
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
 
     def progress(self, request_id, step, step_number, total_steps, details="", partial=None):
         self._update(request_id, step=step, step_number=step_number, total_steps=total_steps, details=details,
