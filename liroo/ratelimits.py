@@ -9,7 +9,7 @@ count lives in a small SQLite file made before the fork, which every worker
 of the instance opens: ``InstanceStorage`` below, registered with limits under
 the ``liroo-instance://`` scheme. SQLite rather than shared memory because a
 moving window is a variable list of hit times per caller; it is the same
-file as the instance's job store uses (liroo/shared_sqlite.py), and a hit is
+kind of file as the instance's job store (liroo/shared_sqlite.py), and a hit is
 one short ``BEGIN IMMEDIATE`` transaction.
 
 With Redis, ``FallbackStorage`` (``liroo-fallback://``) wraps both: while
