@@ -4,8 +4,7 @@ The default when no Gemini key is set, so a new user sees a real result: text
 built from the input itself (``offline_text`` reads it, ``offline_schema``
 fills the answer's schema), pictures drawn with Pillow (``offline_art``), and
 playable speech (espeak-ng when installed, otherwise a clearly synthetic tone
-sequence whose length follows the text). Every result
-says ``provider="offline"``.
+sequence whose length follows the text). Every result says ``provider="offline"``.
 """
 from __future__ import annotations
 
