@@ -8,8 +8,8 @@ rate, so players and ``ffprobe`` read the duration from the size. WAV is the
 standard library's ``wave`` writing into memory, patching the header's sizes as
 frames arrive.
 
-Sizes: 24 kHz 16-bit mono speech is 48 kB a second as WAV; MP3 at 48 kbit/s is
-6 kB a second (``encoded_bytes_per_s``), which is what reservations are sized by.
+Sizes: 24 kHz 16-bit mono speech is 48 kB a second as WAV; MP3 at 40 kbit/s is
+5 kB a second (``encoded_bytes_per_s``), which is what reservations are sized by.
 """
 from __future__ import annotations
 

@@ -112,9 +112,9 @@ class Settings:
 
     # --- speech ---------------------------------------------------------------
     audio_format: str = _setting(
-        "LIROO_AUDIO_FORMAT", "mp3", "Stored speech format: mp3 (~6 kB per second of speech) or wav (~48 kB).",
+        "LIROO_AUDIO_FORMAT", "mp3", "Stored speech format: mp3 (~5 kB per second of speech) or wav (~48 kB).",
         _choice("mp3", "wav"))
-    audio_bitrate_kbps: int = _setting("LIROO_AUDIO_BITRATE_KBPS", 48, "MP3 bit rate of stored speech, kbit/s (constant).",
+    audio_bitrate_kbps: int = _setting("LIROO_AUDIO_BITRATE_KBPS", 40, "MP3 bit rate of stored speech, kbit/s (constant).",
                                       _mp3_bitrate)
     speech_reserve_mb: float = _setting(
         "LIROO_SPEECH_RESERVE_MB", 24.0, "Memory reserved for one speech chunk (~1,500 characters) while the model "

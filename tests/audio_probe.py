@@ -8,6 +8,8 @@ import tempfile
 
 import pytest
 
+from liroo.settings import Settings
+
 FFPROBE = shutil.which("ffprobe")
 needs_ffprobe = pytest.mark.skipif(FFPROBE is None, reason="ffprobe not installed (apt-get install ffmpeg; .ci/run does)")
 
@@ -32,7 +34,7 @@ def probe(data: bytes) -> dict:
             "channels": int(stream["channels"]), "packets": int(stream["nb_read_packets"])}
 
 
-def audio_seconds(data: bytes, content_type: str, bitrate_kbps: int = 48) -> float:
+def audio_seconds(data: bytes, content_type: str, bitrate_kbps: int = Settings().audio_bitrate_kbps) -> float:
     """The length of stored speech: read by ffprobe where installed; else a WAV's frames, or an MP3's size
     at its constant bit rate once its first bytes are checked to be an MPEG audio frame."""
     if FFPROBE is not None:
