@@ -163,6 +163,30 @@ def test_chunk_reservations_learn_from_recent_chunks(tmp_path):
     assert later > 4 * 1400 * 0.0015                 # HOLD_FACTOR x at least ~1.5 kB of PCM a character
 
 
+def test_narration_stored_in_cloud_storage_is_served_as_mp3(tmp_path, monkeypatch):
+    """speak() with the real google-cloud-storage client against gcp-storage-emulator on loopback."""
+    from gcp_storage_emulator.server import create_server
+
+    from liroo.storage.gcs import GcsStorage
+    from tests.servers import free_port
+
+    port = free_port()
+    emulator = create_server("127.0.0.1", port, in_memory=True, default_bucket="liroo-speech")
+    emulator.start()
+    try:
+        monkeypatch.setenv("STORAGE_EMULATOR_HOST", f"http://127.0.0.1:{port}")
+        governor = Governor(GovernorConfig(limit_mb=100_000))
+        ctx = make_ctx(tmp_path, OfflineProvider(), governor)
+        ctx.storage = GcsStorage("liroo-speech", url_mode="public")
+        clip, = speak(ctx, [SpeechJob(narration(2_000), "narrator")])
+        assert clip.error is None and clip.url.endswith(".mp3")
+        response = requests.get(clip.url, timeout=30)
+        assert response.status_code == 200 and response.headers["Content-Type"] == "audio/mpeg"
+        assert response.content[0] == 0xFF and response.content[1] & 0xE0 == 0xE0     # an MPEG audio frame
+    finally:
+        emulator.stop()
+
+
 def test_the_speech_routes_declare_their_cost_at_the_door(tmp_path):
     settings = Settings.from_env({}, media_dir=str(tmp_path), image_reserve_mb=40, speech_reserve_mb=30)
     app = create_app(settings)
