@@ -19,7 +19,7 @@ from liroo.audio import Mp3Encoder, WavEncoder, make_encoder
 from liroo.generation.context import Context, Progress
 from liroo.generation.speech import SPEECH_COSTS, SpeechJob, speak
 from liroo.governor import Governor, GovernorConfig
-from liroo.providers.base import SpeechResult
+from liroo.providers.base import BadOutput, SpeechResult
 from liroo.providers.offline import MS_PER_CHAR, OfflineProvider
 from liroo.providers.wav import pcm_to_wav
 from liroo.settings import Settings
@@ -86,12 +86,15 @@ class UnevenSpeech:
     """
     name, tts_model = "uneven", "uneven-tts"
 
-    def __init__(self, odd_rate_for: str | None = None) -> None:
+    def __init__(self, odd_rate_for: str | None = None, fail_for: str | None = None) -> None:
         self.odd_rate_for = odd_rate_for
+        self.fail_for = fail_for
 
     def generate_speech(self, text, voice):
         number = int(re.search(r"Chunk (\d+)", text).group(1))
         time.sleep(0.02 * (5 - number % 5))        # later chunks finish first
+        if self.fail_for and self.fail_for in text:
+            raise BadOutput("no audio in the answer")
         rate = 16_000 if self.odd_rate_for and self.odd_rate_for in text else 24_000
         pcm = number.to_bytes(2, "little") * rate      # one second of the chunk's own number
         return SpeechResult(pcm_to_wav(pcm, rate), "audio/wav", self.name, self.tts_model)
@@ -133,6 +136,16 @@ def test_a_chunk_in_another_format_fails_its_clip_only_and_releases_its_reservat
     assert bad.url is None and bad.error_code == "provider_bad_output"
     assert good.error is None and good.url.endswith(".mp3")
     assert governor.policy.outstanding_mb() == 0
+
+
+def test_a_chunk_failing_while_others_are_encoded_leaves_no_reservation_behind(tmp_path):
+    governor = Governor(GovernorConfig(limit_mb=100_000))
+    for failing in ("Chunk 0 ", "Chunk 2 ", "Chunk 4 ", "Chunk 7 "):
+        ctx = make_ctx(tmp_path, UnevenSpeech(fail_for=failing), governor)
+        clip, = speak(ctx, [SpeechJob(chunky_text(8), "narrator")])
+        assert clip.error_code == "provider_bad_output" and clip.url is None
+        assert governor.policy.outstanding_mb() == 0, failing
+    assert not list(tmp_path.rglob("*.mp3"))                  # nothing stored for a failed clip
 
 
 def test_speech_waits_for_memory_and_fails_with_memory_pressure_when_none_comes(tmp_path):

@@ -136,6 +136,7 @@ class _ClipWriter:
         self._shape: tuple[int, int, int] | None = None
         self._frames = 0
         self._output = ExitStack()          # the output's reservation
+        self._close_lock = threading.Lock()
         self._output_reservation = None
 
     def add(self, part: int, pcm: bytes, shape: tuple[int, int, int], held: ExitStack) -> bool:
@@ -154,19 +155,25 @@ class _ClipWriter:
         while True:
             with self._lock:
                 item = self._pending.pop(self._next, None)
-                if item is None or self.failed:
+                failed = self.failed
+                if item is None or failed:
                     self._feeding = False
-                    if item is not None:
-                        item[2].close()
-                    return not self.failed and self._next == self.total
-                self._next += 1
-            pcm, shape, held = item
+                    if not failed:
+                        return self._next == self.total
+            if failed:                      # the clip failed while this thread was encoding: it cleans up
+                if item is not None:
+                    item[2].close()
+                self.close()
+                return False
+            self._next += 1
+            (pcm, shape, held), item = item, None
             try:
                 self._feed(pcm, shape)
             except BaseException:
                 with self._lock:
                     self.failed = True
                     self._feeding = False
+                self.close()
                 raise
             finally:
                 del pcm
@@ -217,14 +224,17 @@ class _ClipWriter:
         with self._lock:
             self.failed = True
             pending, self._pending = list(self._pending.values()), {}
+            feeding = self._feeding
         for _, _, held in pending:
             held.close()
-        self.close()
+        if not feeding:                     # else the encoding thread closes the output when it notices
+            self.close()
 
     def close(self) -> None:
-        self._encoder = None
-        self._output.close()
-        self._output_reservation = None
+        with self._close_lock:          # a failing chunk and the encoding thread may both get here
+            self._encoder = None
+            self._output.close()
+            self._output_reservation = None
 
 
 def _wait_s(ctx: Context) -> float:
