@@ -66,6 +66,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     if settings.governor_enabled:
         app.wsgi_app = MemoryGovernorMiddleware(
             app.wsgi_app, governor,
+            # The app stops polling after one failed poll: progress is a cheap read, never shed.
+            exempt_prefixes=("/progress/", "/jobs/"),
             route_costs_mb=_route_costs(app, settings),
             request_id=requestid.request_id_from_environ,
             extra_fields=api.shed_fields)

@@ -11,6 +11,7 @@ from .governor import Level
 from .governor.probe import MB
 from .clock import utc_timestamp
 from .services import services
+from .storage import STORAGE_HEALTH
 
 bp = Blueprint("monitoring", __name__)
 
@@ -27,15 +28,24 @@ def health():
     used = governor.used_mb()
     level = governor.level(used)
     critical = level >= Level.CRITICAL
-    return jsonify({
-        "status": "degraded" if critical else "healthy",
-        "message": ("Memory is at the hard limit; heavy requests are being refused for now."
-                    if critical else "Liroo backend is running."),
+    storage_problem = STORAGE_HEALTH.problem()   # what real writes met lately: no probe, nothing slow
+    if critical:
+        message = "Memory is at the hard limit; heavy requests are being refused for now."
+    elif storage_problem:
+        message = storage_problem + " Requests that store media are refused for now."
+    else:
+        message = "Liroo backend is running."
+    body = {
+        "status": "degraded" if critical or storage_problem else "healthy",
+        "message": message,
         "memory_usage_mb": round(used, 2),
         "memory_warning": level >= Level.WARNING,
         "memory_critical": critical,
         "timestamp": utc_timestamp(),
-    })
+    }
+    if storage_problem:
+        body["storage_error"] = storage_problem
+    return jsonify(body)
 
 
 @bp.get("/memory")

@@ -67,7 +67,7 @@ class Settings:
     # --- server -------------------------------------------------------------
     port: int = _setting("PORT", 8080, "Port gunicorn listens on.")
     base_url: str | None = _setting(
-        "BASE_URL", None, "Public base URL for links to local media; unset: the request's own host.", _opt_str)
+        "BASE_URL", None, "Public base URL for links to local media; unset: each answer's own request host (stored results keep paths).", _opt_str)
     workers: int = _setting("WEB_CONCURRENCY", 2, "gunicorn worker processes (two, so a recycle never leaves none).")
     threads: int = _setting(
         "LIROO_THREADS", 20, "Threads per worker; workers x threads covers Cloud Run's --concurrency 40.")
@@ -157,6 +157,7 @@ class Settings:
         "LIROO_MAX_LONG_TEXT_CHARS", 50_000, "Longest text where the app sends a whole story: /generate_tts's text "
         "and /process dialogue context (413 above it).")
     job_ttl_s: int = _setting("LIROO_JOB_TTL_S", 3600, "How long a finished request's progress and result stay answerable.")
+    derived_replay_s: float = _setting("LIROO_DERIVED_REPLAY_S", 120.0, "How long after it finished a request without an id is replayed to the same body and caller; later it runs afresh.")
     redis_url: str | None = _setting("REDIS_URL", None, "Redis for jobs and rate limits shared by all instances; unset: in-process.", _opt_str)
 
     # --- security ------------------------------------------------------------

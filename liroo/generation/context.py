@@ -56,7 +56,7 @@ class Context:
     reserver: MemoryReserver
     progress: Progress
     request_id: str
-    public_base: str | None     # this request's own host, for local media URLs
+    public_base: str | None     # BASE_URL, or None: local media URLs stay paths, made absolute per answer
     deadline: float             # time.monotonic() by which the request must end
 
     def remaining_s(self) -> float:

@@ -62,7 +62,8 @@ def generate_lecture(ctx: Context, lecture_id: str, text: str, level: str, style
     for index, section in enumerate(sections):
         speech += [SpeechJob(section.title, "narrator", f"section {index + 1} title"),
                    SpeechJob(section.script, "narrator", f"section {index + 1} script")]
-        kinds += [("section_title", index), ("section_script", index)]
+        # The app indexes ``sections[section - 1]``: sections are numbered from 1.
+        kinds += [("section_title", index + 1), ("section_script", index + 1)]
     ctx.progress.plan(len(sections) + len(speech) + 2, "Lecture written", f"{script.title}: {len(sections)} sections")
     ctx.progress.advance("Lecture written", script.title)
 
@@ -81,12 +82,12 @@ def generate_lecture(ctx: Context, lecture_id: str, text: str, level: str, style
 
     audio_files, audio_errors = [], []
     extension = audio_extension(ctx.settings.audio_format)
-    for (kind, index), job, clip in zip(kinds, speech, clips):
+    for (kind, number), job, clip in zip(kinds, speech, clips):
         if clip.url:
-            name = f"{lecture_id}-{kind.replace('_', '-')}" + ("" if index is None else f"-{index}") + f".{extension}"
-            audio_files.append(AudioFile(type=kind, text=job.text, url=clip.url, filename=name, section=index))
+            name = f"{lecture_id}-{kind.replace('_', '-')}" + ("" if number is None else f"-{number}") + f".{extension}"
+            audio_files.append(AudioFile(type=kind, text=job.text, url=clip.url, filename=name, section=number))
         else:
-            audio_errors.append(AudioError(type=kind, section=index, code=clip.error_code))
+            audio_errors.append(AudioError(type=kind, section=number, code=clip.error_code))
     lecture = Lecture(title=script.title, sections=[
         LectureSection(title=section.title, script=section.script, image_prompt=section.image_prompt,
                        image_url=outcome.url, image_error=outcome.error_code)

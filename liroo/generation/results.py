@@ -116,6 +116,7 @@ class HealthResponse(Body):
     memory_warning: bool
     memory_critical: bool
     timestamp: str
+    storage_error: str | None = omitted("Present while storage is failing: when and why the last media write failed.")
 
 
 class MemoryResponse(Body):
@@ -345,7 +346,7 @@ class AudioFile(Out):
     text: str
     url: str
     filename: str
-    section: int | None = omitted("The section's index in lecture.sections (from 0); absent for the title.")
+    section: int | None = omitted("The section's number, counted from 1 (the app reads lecture.sections[section - 1]); absent for the title.")
 
 
 class AudioError(Out):

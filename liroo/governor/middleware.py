@@ -24,17 +24,20 @@ class MemoryGovernorMiddleware:
 
     Trusts: ``PATH_INFO`` to pick exempt paths and route costs, nothing else
     from the request. Exempt paths (health and monitoring) are never shed, so
-    operators can always see why the service is refusing work.
+    operators can always see why the service is refusing work; paths under an
+    exempt prefix (cheap reads keyed by an id, such as progress) neither.
     """
 
     def __init__(self, app: Callable, governor: Governor,
                  exempt_paths: Iterable[str] = ("/health", "/memory", "/metrics"),
+                 exempt_prefixes: Iterable[str] = (),
                  route_costs_mb: Mapping[str, float] | None = None,
                  request_id: Callable[[dict], str] | None = None,
                  extra_fields: Callable[[dict], dict] | None = None) -> None:
         self.app = app
         self.governor = governor
         self.exempt_paths = frozenset(exempt_paths)
+        self.exempt_prefixes = tuple(exempt_prefixes)   # str.startswith takes a tuple: one C call
         self.route_costs_mb = dict(route_costs_mb or {})
         self.request_id = request_id or (lambda environ: uuid.uuid4().hex)
         self.extra_fields = extra_fields  # fields the app's clients expect on every error body
@@ -43,7 +46,7 @@ class MemoryGovernorMiddleware:
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
         governor = self.governor
         path = environ.get("PATH_INFO", "")
-        if path not in self.exempt_paths:
+        if path not in self.exempt_paths and not path.startswith(self.exempt_prefixes):
             cost = self.route_costs_mb.get(path, 0.0)
             if cost or governor.probe.used_bytes() >= self._limit_bytes:
                 if not governor.policy.admits(cost):
