@@ -3,11 +3,11 @@
 Every chunk of every clip of a request goes through one bounded pool
 (LIROO_PANEL_CONCURRENCY), so a lecture's narration is made concurrently
 without multiplying the model calls in flight. Every heavy step reserves its
-memory from the governor first: each model call (sized by what recent chunks
-cost a character, ``SPEECH_COSTS``), the samples a chunk keeps until they are
-encoded, and the encoded file as it grows and while it is stored. Chunks are
-fed to the encoder (``liroo.audio``: MP3 by default, LIROO_AUDIO_FORMAT) in
-order as they arrive, so a long narration is never held as one joined buffer.
+memory from the governor before it allocates: each model call (sized by what
+recent chunks cost a character, ``SPEECH_COSTS``), each chunk's encoding (what
+it adds to the file) and the file's hand-over to storage. Chunks are fed to the
+encoder (``liroo.audio``: MP3 by default, LIROO_AUDIO_FORMAT) in order as they
+arrive, so a long narration is never held as one joined buffer.
 """
 from __future__ import annotations
 
@@ -16,7 +16,6 @@ import re
 import threading
 import wave
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Callable
 
@@ -116,68 +115,58 @@ def _fit(sentence: str, limit: int) -> list[str]:
 class _ClipWriter:
     """One clip's chunks fed to its encoder in order, as they arrive, then stored as one file.
 
-    A chunk that arrives before the ones ahead of it waits in ``pending``
-    (still holding its reservation); whichever thread brings the next chunk in
-    order feeds it and every waiting one behind it, so no thread blocks on
-    another. Only the encoded output and the chunks not yet encoded are alive:
-    the narration's PCM is never joined into one buffer. The output's memory
-    is reserved as it grows (by the format's bytes per second).
+    A chunk that arrives before the ones ahead of it waits in ``pending``;
+    whichever thread brings the next chunk in order feeds it and every waiting
+    one behind it, so no thread blocks on another. Only the encoded output and
+    the chunks not yet encoded are alive: the narration's PCM is never joined
+    into one buffer. Encoding a chunk reserves what it adds to the output (the
+    format's bytes per second), and storing reserves the file's hand-over copy.
     """
 
     def __init__(self, ctx: Context, total: int) -> None:
         self._ctx = ctx
         self.total = total
         self._lock = threading.Lock()
-        self._pending: dict[int, tuple[bytes, tuple[int, int, int], ExitStack]] = {}
+        self._pending: dict[int, tuple[bytes, tuple[int, int, int]]] = {}
         self._next = 0
         self._feeding = False
         self.failed = False
         self._encoder: AudioEncoder | None = None
         self._shape: tuple[int, int, int] | None = None
         self._frames = 0
-        self._output = ExitStack()          # the output's reservation
-        self._close_lock = threading.Lock()
-        self._output_reservation = None
 
-    def add(self, part: int, pcm: bytes, shape: tuple[int, int, int], held: ExitStack) -> bool:
-        """Hand over chunk ``part`` (and its reservation); True for the call that fed the clip's last chunk.
+    def add(self, part: int, pcm: bytes, shape: tuple[int, int, int]) -> bool:
+        """Hand over chunk ``part``; True for the call that fed the clip's last chunk.
 
         Raises what encoding raised (BadOutput, MemoryPressure): the clip has then failed.
         """
         with self._lock:
             if self.failed:
-                held.close()
                 return False
-            self._pending[part] = (pcm, shape, held)
+            self._pending[part] = (pcm, shape)
             if self._feeding:
                 return False
             self._feeding = True
+        del pcm
         while True:
             with self._lock:
                 item = self._pending.pop(self._next, None)
-                failed = self.failed
-                if item is None or failed:
+                if item is None or self.failed:
                     self._feeding = False
-                    if not failed:
-                        return self._next == self.total
-            if failed:                      # the clip failed while this thread was encoding: it cleans up
-                if item is not None:
-                    item[2].close()
-                self.close()
-                return False
+                    if self.failed:
+                        self._encoder = None    # the clip failed while this thread was encoding
+                    return not self.failed and item is None and self._next == self.total
             self._next += 1
-            (pcm, shape, held), item = item, None
             try:
-                self._feed(pcm, shape)
+                self._feed(*item)
             except BaseException:
                 with self._lock:
                     self.failed = True
                     self._feeding = False
-                self.close()
+                    self._encoder = None
                 raise
             finally:
-                del pcm
-                held.close()                # the chunk's samples are in the output now
+                item = None                     # the chunk's samples are in the output now
 
     def _feed(self, pcm: bytes, shape: tuple[int, int, int]) -> None:
         settings = self._ctx.settings
@@ -193,80 +182,57 @@ class _ClipWriter:
             raise BadOutput(f"speech chunk {self._next} is {shape} (rate, channels, width), chunk 1 was {self._shape}")
         frames = len(pcm) // (channels * width)
         per_s = encoded_bytes_per_s(settings.audio_format, rate, channels, settings.audio_bitrate_kbps)
-        self._reserve_output((self._encoder.encoded_bytes + frames / rate * per_s) / MB + ENCODER_SLACK_MB)
-        self._encoder.feed(pcm)
+        with self._ctx.reserver.reserve(frames / rate * per_s / MB + ENCODER_SLACK_MB, wait_s=_wait_s(self._ctx)):
+            self._encoder.feed(pcm)
         self._frames += frames
-
-    def _reserve_output(self, mb: float) -> None:
-        if self._output_reservation is None:
-            self._output_reservation = self._output.enter_context(self._ctx.reserver.reserve(mb, wait_s=_wait_s(self._ctx)))
-        else:
-            self._output_reservation.grow_to(mb, wait_s=_wait_s(self._ctx))
 
     def store(self) -> tuple[str, float]:
         """The encoded file stored; its URL and length in seconds. The writer is done."""
-        try:
-            if self._encoder is None or not self._frames:
-                raise BadOutput("no speech to store")
-            # finish() hands the output over as one bytes object: briefly two copies.
-            self._reserve_output(2 * self._encoder.encoded_bytes / MB + ENCODER_SLACK_MB)
-            data = self._encoder.finish()
-            self._encoder = None
-            url = self._ctx.storage.put(media_key("audio", audio_extension(self._ctx.settings.audio_format)), data,
-                                        AUDIO_FORMATS[self._ctx.settings.audio_format][1], IMMUTABLE_CACHE,
-                                        public_base=self._ctx.public_base)
-            return url, self._frames / self._shape[0]
-        finally:
-            self.close()
+        encoder, self._encoder = self._encoder, None
+        if encoder is None or not self._frames:
+            raise BadOutput("no speech to store")
+        fmt = self._ctx.settings.audio_format
+        # finish() hands the output over as one bytes object (a second copy while the first is dropped),
+        # and an upload may buffer it again.
+        with self._ctx.reserver.reserve(2 * encoder.encoded_bytes / MB + ENCODER_SLACK_MB, wait_s=_wait_s(self._ctx)):
+            data = encoder.finish()
+            del encoder
+            url = self._ctx.storage.put(media_key("audio", audio_extension(fmt)), data, AUDIO_FORMATS[fmt][1],
+                                        IMMUTABLE_CACHE, public_base=self._ctx.public_base)
+        return url, self._frames / self._shape[0]
 
     def fail(self) -> None:
-        """The clip failed: drop its chunks and reservations; chunks that arrive later are dropped at once."""
+        """The clip failed: drop its chunks; chunks that arrive later are dropped at once."""
         with self._lock:
             self.failed = True
-            pending, self._pending = list(self._pending.values()), {}
-            feeding = self._feeding
-        for _, _, held in pending:
-            held.close()
-        if not feeding:                     # else the encoding thread closes the output when it notices
-            self.close()
-
-    def close(self) -> None:
-        with self._close_lock:          # a failing chunk and the encoding thread may both get here
-            self._encoder = None
-            self._output.close()
-            self._output_reservation = None
+            self._pending = {}
+            if not self._feeding:           # else the encoding thread drops the encoder when it notices
+                self._encoder = None
 
 
 def _wait_s(ctx: Context) -> float:
     return max(min(ctx.settings.reservation_wait_s, ctx.remaining_s()), 0.0)
 
 
-def _speak_chunk(ctx: Context, text: str, voice: str) -> tuple[bytes, tuple[int, int, int], ExitStack, str]:
-    """One chunk read aloud: its PCM, (rate, channels, width), the reservation still holding the PCM, the model.
+def _speak_chunk(ctx: Context, text: str, voice: str) -> tuple[bytes, tuple[int, int, int], str]:
+    """One chunk read aloud: its PCM, (rate, channels, width) and the model.
 
     The reservation before the call is sized by what recent chunks cost a
-    character (LIROO_SPEECH_RESERVE_MB a chunk until then); once the answer is
-    in, it shrinks to the samples kept until they are encoded.
+    character (LIROO_SPEECH_RESERVE_MB a chunk until then). It ends with the
+    call: the samples kept until they are encoded are allocated by then, so
+    every reading counts them (holding their reservation too would count them
+    twice and starve the chunks that others are waiting on).
     """
     ctx.check_deadline()
     floor_mb = max(MIN_RESERVE_MB, ctx.settings.speech_reserve_mb * len(text) / MAX_CHUNK_CHARS)
-    held = ExitStack()
-    try:
-        reservation = held.enter_context(
-            ctx.reserver.reserve(SPEECH_COSTS.reserve_mb(floor_mb, len(text)), wait_s=_wait_s(ctx)))
+    with ctx.reserver.reserve(SPEECH_COSTS.reserve_mb(floor_mb, len(text)), wait_s=_wait_s(ctx)):
         result = ctx.provider.generate_speech(text, voice)
         SPEECH_COSTS.record_mb(HOLD_FACTOR * len(result.data) / MB, len(text))
         try:
             pcm, shape = read_pcm(result.data)
         except (wave.Error, EOFError) as exc:
             raise BadOutput(f"speech is not a PCM WAV ({exc})") from None
-        model = result.model
-        del result
-        reservation.shrink_to(len(pcm) / MB)
-    except BaseException:
-        held.close()
-        raise
-    return pcm, shape, held, model
+        return pcm, shape, result.model
 
 
 def _recording_step(done: int, total: int) -> str:
@@ -313,9 +279,9 @@ def speak(ctx: Context, jobs: list[SpeechJob], step: Callable[[int, int], str] =
         if writer.failed:                       # another chunk of this clip failed: skip the rest
             return
         try:
-            pcm, shape, held, model = _speak_chunk(ctx, chunked[index][part], jobs[index].voice)
+            pcm, shape, model = _speak_chunk(ctx, chunked[index][part], jobs[index].voice)
             models[index] = model
-            complete = writer.add(part, pcm, shape, held)
+            complete = writer.add(part, pcm, shape)
             del pcm
             if complete:
                 url, duration = writer.store()
