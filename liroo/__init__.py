@@ -5,7 +5,7 @@ import logging
 
 from flask import Flask
 
-from . import api, errors, logs, media, metrics, monitoring, requestid, security
+from . import api, errors, logs, media, metrics, monitoring, requestid, security, studio
 from .api import comics, content, openapi, progress
 from .api.runner import Runner
 from .governor import Governor, GovernorConfig, MemoryGovernorMiddleware, Unreserved
@@ -55,6 +55,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     requestid.init_app(app)
     security.init_app(app)   # after request ids, so its 401/403/429 carry one
     metrics.init_app(app)
+    app.register_blueprint(studio.bp)
     app.register_blueprint(monitoring.bp)
     app.register_blueprint(progress.bp)
     app.register_blueprint(comics.bp)

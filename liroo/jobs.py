@@ -79,6 +79,7 @@ class Job:
     error_code: str | None = None
     owner: str | None = None           # hash of the API key that claimed it; None when keys are off
     worker: str | None = None          # worker_tag() of the process running it
+    partial: str | None = None         # JSON of the items a running job has finished (Progress.advance)
 
     @property
     def finished(self) -> bool:
@@ -95,6 +96,9 @@ class Job:
         if self.total_steps <= 0:
             return 0.0
         return round(min(self.step_number / self.total_steps, 1.0) * 100, 1)
+
+    def partial_items(self) -> dict | None:
+        return json.loads(self.partial) if self.partial else None
 
     def result(self) -> tuple[int, dict] | None:
         if self.result_body is None or self.result_status is None:
@@ -113,12 +117,18 @@ class JobStore(Protocol):
               replay_s: float | None = None) -> Claim: ...
     def running_on(self, worker: str) -> list[str]: ...
     def get(self, request_id: str) -> Job | None: ...
-    def progress(self, request_id: str, step: str, step_number: int, total_steps: int, details: str = "") -> None: ...
+    def progress(self, request_id: str, step: str, step_number: int, total_steps: int, details: str = "",
+                 partial: dict | None = None) -> None: ...
     def finish(self, request_id: str, status: str, result_status: int, result_body: dict,
                error_code: str | None = None) -> None: ...
 
 
 _FIELDS = [f for f in Job.__dataclass_fields__]
+
+
+def _partial_change(partial: dict | None) -> dict:
+    """The ``partial`` field to write: only when there is something finished to show."""
+    return {"partial": json.dumps(partial, separators=(",", ":"))} if partial else {}
 
 
 def _decide(current: Job | None, fingerprint: str, owner: str | None = None,
@@ -227,8 +237,9 @@ class LocalJobStore:
             db.execute("ROLLBACK")
             raise
 
-    def progress(self, request_id, step, step_number, total_steps, details=""):
-        self._update(request_id, step=step, step_number=step_number, total_steps=total_steps, details=details)
+    def progress(self, request_id, step, step_number, total_steps, details="", partial=None):
+        self._update(request_id, step=step, step_number=step_number, total_steps=total_steps, details=details,
+                     **_partial_change(partial))
 
     def heartbeat(self, request_ids) -> None:
         for request_id in request_ids:
@@ -342,9 +353,9 @@ class RedisJobStore:
             pipe.expire(key, ttl)
             pipe.execute()
 
-    def progress(self, request_id, step, step_number, total_steps, details=""):
+    def progress(self, request_id, step, step_number, total_steps, details="", partial=None):
         self._update(request_id, self.running_ttl_s, step=step, step_number=step_number,
-                     total_steps=total_steps, details=details)
+                     total_steps=total_steps, details=details, **_partial_change(partial))
 
     def heartbeat(self, request_ids) -> None:
         for request_id in request_ids:
@@ -485,8 +496,9 @@ class FallbackJobStore:
         log.info("job %s continues in this instance's store while Redis is down", request_id)
         return self.local
 
-    def progress(self, request_id, step, step_number, total_steps, details=""):
-        self._write(request_id, lambda store: store.progress(request_id, step, step_number, total_steps, details))
+    def progress(self, request_id, step, step_number, total_steps, details="", partial=None):
+        self._write(request_id, lambda store: store.progress(request_id, step, step_number, total_steps, details,
+                                                             partial))
 
     def heartbeat(self, request_ids) -> None:
         for request_id in request_ids:

@@ -16,9 +16,9 @@ from .storage import STORAGE_HEALTH
 bp = Blueprint("monitoring", __name__)
 
 
-@bp.get("/")
-def index():
-    """What this service is; cheap, and governed like any other route."""
+@bp.get("/service")
+def service_description():
+    """What this service is (also at / for clients that do not ask for HTML); cheap, and governed."""
     return jsonify({"service": "liroo-backend", "status": "ok", "health": "/health", "openapi": "/openapi.json"})
 
 

@@ -148,6 +148,9 @@ class Settings:
     gemini_retry_attempts: int = _setting("LIROO_GEMINI_RETRY_ATTEMPTS", 4, "Attempts per Gemini call, the first included.")
     gemini_retry_initial_s: float = _setting("LIROO_GEMINI_RETRY_INITIAL_S", 1.0, "First retry delay; it doubles, with jitter.")
     gemini_retry_max_s: float = _setting("LIROO_GEMINI_RETRY_MAX_S", 30.0, "Longest delay between two retries.")
+    offline_image_delay_s: float = _setting(
+        "LIROO_OFFLINE_IMAGE_DELAY_S", 0.0, "Seconds the offline provider takes per picture, as a model would "
+        "(demos, and the browser tests that watch panels arrive one by one); 0: at once.")
 
     # --- generation -----------------------------------------------------------
     max_panels: int = _setting("LIROO_MAX_PANELS", 8, "Most panels in a comic (at least 3 are made).")

@@ -14,7 +14,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, TypeVar
 
-from flask import Response, g, jsonify, request
+from flask import Response, current_app, g, jsonify, request
 from pydantic import BaseModel, ValidationError
 from werkzeug.exceptions import HTTPException
 
@@ -22,7 +22,7 @@ from ..errors import ApiError, memory_pressure_error, provider_error
 from ..generation.context import Context, DeadlineExceeded, Progress
 from ..governor import MemoryPressure
 from ..media import render_urls, url_base
-from ..jobs import FAILED, SUCCEEDED, WAIT_POLL_S, Claim, Heartbeats, worker_tag
+from ..jobs import FAILED, RUNNING, SUCCEEDED, WAIT_POLL_S, Claim, Heartbeats, worker_tag
 from ..clock import utc_timestamp
 from ..providers.base import ProviderError
 from ..requestid import HEADER, check_request_id
@@ -130,10 +130,14 @@ class Runner:
             if self._pool is None:  # made lazily, so each gunicorn worker has its own
                 self._pool = ThreadPoolExecutor(self._max_async, thread_name_prefix="liroo-async")
         self.accept(request_id)     # beating from now on: a queued job is not an abandoned one
+        app = current_app._get_current_object()
 
         def run() -> None:
             try:
-                self.execute(endpoint, request_id, work, ctx, error_extra)
+                # The app's context, as in a request: recording a failure reads g and the services.
+                with app.app_context():
+                    g.request_id = request_id
+                    self.execute(endpoint, request_id, work, ctx, error_extra)
             finally:
                 with self._async_lock:
                     self._async -= 1
@@ -319,6 +323,9 @@ def job_view(job: Any, with_result: bool) -> dict:
         "request_id": job.request_id,
         "timestamp": utc_timestamp(),
     }
+    partial = job.partial_items() if job.status == RUNNING else None
+    if partial:   # what is already finished, for watchers to show before the end (the app ignores it)
+        view["partial"] = partial
     if job.status == FAILED:
         view["error_code"] = job.error_code
         result = job.result()

@@ -72,9 +72,19 @@ def generate_lecture(ctx: Context, lecture_id: str, text: str, level: str, style
                          cache_parts=(style, level), aspect_ratio="16:9", label=f"section {index + 1} picture")
                 for index, section in enumerate(sections)]
     # Pictures and narration use different models (and pacing buckets): make them at the same time.
+    # What is finished is shown while the rest is made: each section's picture, each clip (as in audio_files).
+    def picture_made(index: int, url: str) -> tuple[str, dict]:
+        return "pictures", {"section": index, "title": sections[index].title, "image_url": url}
+
+    def clip_made(index: int, url: str) -> tuple[str, dict]:
+        kind, section = kinds[index]
+        return "audio_files", {"type": kind, "text": speech[index].text, "url": url,
+                               **({} if section is None else {"section": section})}
+
     with ThreadPoolExecutor(1, thread_name_prefix="liroo-lecture") as side:
-        drawing = side.submit(make_images, ctx, pictures, lambda done, total: f"Drawing picture {done} of {total}")
-        clips = speak(ctx, speech)
+        drawing = side.submit(make_images, ctx, pictures, lambda done, total: f"Drawing picture {done} of {total}",
+                              picture_made)
+        clips = speak(ctx, speech, finished=clip_made)
         outcomes = drawing.result()
     made = sum(1 for clip in clips if clip.url)
     if made * 2 < len(clips):

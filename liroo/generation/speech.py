@@ -23,7 +23,7 @@ from ..audio import AUDIO_FORMATS, AudioEncoder, UnsupportedAudio, audio_extensi
 from ..providers.base import BadOutput
 from ..providers.wav import read_pcm
 from ..storage import IMMUTABLE_CACHE, media_key
-from .context import Context
+from .context import Context, Finished
 from .costs import RecentCosts
 from .failures import failure_code, note_failure
 from .results import TtsResult
@@ -239,12 +239,14 @@ def _recording_step(done: int, total: int) -> str:
     return f"Recording narration {done} of {total}"
 
 
-def speak(ctx: Context, jobs: list[SpeechJob], step: Callable[[int, int], str] = _recording_step) -> list[Clip]:
+def speak(ctx: Context, jobs: list[SpeechJob], step: Callable[[int, int], str] = _recording_step,
+          finished: Finished | None = None) -> list[Clip]:
     """Every job read aloud and stored as one file (LIROO_AUDIO_FORMAT); one failure does not stop the others.
 
     Chunks of all jobs share one pool; a clip's chunks are encoded in order as
     they arrive, the clip is stored by the thread that encodes its last chunk,
-    and progress advances once per clip.
+    and progress advances once per clip (with ``finished(index, url)``, the
+    clip as a partial result).
     """
     if not jobs:
         return []
@@ -262,7 +264,8 @@ def speak(ctx: Context, jobs: list[SpeechJob], step: Callable[[int, int], str] =
             done += 1
             number = done
         ctx.progress.advance(step(number, len(jobs)),
-                             f"{jobs[index].label}: {'ready' if clip.url else clip.error_code}")
+                             f"{jobs[index].label}: {'ready' if clip.url else clip.error_code}",
+                             finished=finished(index, clip.url) if finished and clip.url else None)
 
     def fail(index: int, exc: Exception) -> None:
         note_failure(jobs[index].label, ctx.request_id, exc)
