@@ -303,12 +303,13 @@ def test_narration_with_no_room_for_its_first_chunk_is_shed_at_the_door(start_se
     assert post(server, "/generate_image", {"prompt": "a volcano"}).status_code == 200
 
 
-def test_concurrent_long_narrations_are_reserved_and_shed_not_piled_up(start_server):
-    """Twelve 20,000-character narrations at once against a small hard limit: each chunk reserves its memory
-    (seen in /memory while they run), what finds no room is refused (503 memory_pressure, Retry-After),
-    the rest finish, nothing is a 500, and every reservation is given back."""
+def test_concurrent_long_narrations_are_reserved_and_queue_for_memory_not_pile_up(start_server):
+    """Ten 12,000-character narrations at once, with room for one or two chunks' reservations under the limit:
+    each chunk reserves its memory before the model call (seen in /memory while they run), never more than fits
+    at once; the others wait for room (or, at the door, are refused with 503 memory_pressure + Retry-After);
+    narrations finish, nothing is a 500, and every reservation is given back."""
     # Threads to spare, so /memory is answered while narrations run.
-    server = start_server({"MEMORY_LIMIT_MB": "260", "LIROO_SPEECH_RESERVE_MB": "60", "LIROO_THREADS": "16"})
+    server = start_server({"MEMORY_LIMIT_MB": "800", "LIROO_SPEECH_RESERVE_MB": "300", "LIROO_THREADS": "16"})
     watched = {"outstanding_mb": 0.0, "waiting": 0}
     done = threading.Event()
 
@@ -325,28 +326,32 @@ def test_concurrent_long_narrations_are_reserved_and_shed_not_piled_up(start_ser
     answers = []
 
     def narrate(i):
-        response = post(server, "/generate_tts", {"text": narration(20_000, tag=str(i)), "voice": "narrator"})
+        response = post(server, "/generate_tts", {"text": narration(12_000, tag=str(i)), "voice": "narrator"},
+                        timeout=300)
         answers.append((response.status_code, response.json(), response.headers.get("Retry-After")))
 
     watcher = threading.Thread(target=watch)
     watcher.start()
-    clients = [threading.Thread(target=narrate, args=(i,)) for i in range(12)]
+    clients = [threading.Thread(target=narrate, args=(i,)) for i in range(10)]
     for client in clients:
         client.start()
     for client in clients:
-        client.join(180)
+        client.join(300)
     done.set()
     watcher.join(30)
 
     statuses = sorted(status for status, _, _ in answers)
-    assert len(answers) == 12 and set(statuses) <= {200, 503}, statuses
-    assert statuses.count(200) >= 1 and statuses.count(503) >= 1, statuses
+    assert len(answers) == 10 and set(statuses) <= {200, 503}, statuses
+    assert statuses.count(200) >= 1, statuses
     for status, body, retry_after in answers:
         if status == 503:
             assert body["code"] == "memory_pressure" and retry_after
-    assert watched["outstanding_mb"] >= 60                   # chunks held reservations while they ran
-    # Refused at the door (shed) when the reservations were already out, or by a chunk that waited
-    # LIROO_RESERVATION_WAIT_S for room: which one depends on how the requests interleave.
-    assert metric(server, "liroo_memory_shed_total") + metric(server, "liroo_memory_reservations_refused_total") >= 1
+        else:
+            assert body["audio_url"].endswith(".mp3")
+    # Chunks held reservations while they ran, never more than fit under the limit with what is in use.
+    assert 300 <= watched["outstanding_mb"] < 800, watched
+    # Other chunks waited for room, or requests were refused at the door: not all at once.
+    refused = metric(server, "liroo_memory_shed_total") + metric(server, "liroo_memory_reservations_refused_total")
+    assert watched["waiting"] >= 1 or refused >= 1, watched
     memory = requests.get(server.url("/memory"), timeout=10).json()["governor"]
     assert memory["outstanding_reservations_mb"] == 0        # every reservation given back
