@@ -67,6 +67,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     if settings.governor_enabled:
         app.wsgi_app = MemoryGovernorMiddleware(
             app.wsgi_app, governor,
+            exempt_paths=("/health", "/ready", "/memory", "/metrics"),
             # The app stops polling after one failed poll: progress is a cheap read, never shed.
             exempt_prefixes=("/progress/", "/jobs/"),
             route_costs_mb=_route_costs(app, settings),

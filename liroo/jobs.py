@@ -307,6 +307,9 @@ class RedisJobStore:
     def _key(self, request_id: str) -> str:
         return self.PREFIX + request_id
 
+    def ping(self) -> bool:
+        return self._redis.ping()
+
     @staticmethod
     def _to_hash(values: dict) -> dict[str, str]:
         return {k: "" if v is None else str(v) for k, v in values.items()}
@@ -439,6 +442,13 @@ class FallbackJobStore:
             if back:
                 log.warning("Redis answers again: new jobs are shared through it")
         return result
+
+    def redis_reachable(self) -> bool:
+        """Ask Redis now (a PING), whatever the outage marker says: the startup probe's question."""
+        try:
+            return bool(self.redis.ping())
+        except self._unavailable:
+            return False
 
     # --- the JobStore interface ------------------------------------------------------
     def claim(self, request_id, endpoint, fingerprint, owner=None, replay_s=None):

@@ -1,4 +1,4 @@
-"""/health, /memory and /metrics: cheap, never shed, no upstream calls."""
+"""/health, /memory and /metrics: cheap, never shed, no upstream calls; /ready for Cloud Run's startup probe."""
 from __future__ import annotations
 
 import os
@@ -46,6 +46,25 @@ def health():
     if storage_problem:
         body["storage_error"] = storage_problem
     return jsonify(body)
+
+
+@bp.get("/ready")
+def ready():
+    """Cloud Run's startup probe: 503 while a configured Redis cannot be reached, so that an instance
+    that would keep its jobs, budgets and limits to itself never takes traffic. (/health stays
+    cheap and never asks Redis: the app calls it before every generation.)"""
+    store = services().jobs.store
+    redis_reachable = getattr(store, "redis_reachable", None)
+    if redis_reachable is None:
+        return jsonify({"status": "ready", "redis": "not configured", "timestamp": utc_timestamp()})
+    if redis_reachable():
+        return jsonify({"status": "ready", "redis": "ok", "timestamp": utc_timestamp()})
+    response = jsonify({"status": "unready", "redis": "unreachable", "code": "redis_unavailable",
+                        "error": "Redis (REDIS_URL) cannot be reached; this instance is not ready.",
+                        "timestamp": utc_timestamp()})
+    response.status_code = 503
+    response.headers["Retry-After"] = "1"
+    return response
 
 
 @bp.get("/memory")

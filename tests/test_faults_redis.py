@@ -4,8 +4,8 @@ Decision (liroo/jobs.py, FallbackJobStore): with REDIS_URL set and Redis
 unreachable, jobs are claimed in the instance's local store, so requests are
 served, progress and idempotent retries work on this instance, and one
 WARNING says so; Redis is tried again at most every few seconds and new jobs
-go back to it once it answers. The rate limiter (Flask-Limiter) falls back to
-per-process memory the same way.
+go back to it once it answers. The rate limit (liroo/ratelimits.py) and Gemini
+pacing fall back to the instance's own count the same way.
 
 Real parts only: gunicorn servers on loopback, and redis-server processes this
 file starts on free ports and kills mid-test (a server pointed at a port where
@@ -189,14 +189,20 @@ def test_redis_killed_mid_run_degrades_then_recovers(start_server, redis_process
     assert "Traceback" not in server.log()
 
 
-def test_the_rate_limit_falls_back_to_memory_without_redis(start_server):
+def test_the_rate_limit_falls_back_to_the_instances_count_without_redis(start_server):
     server = start_server({"REDIS_URL": f"redis://127.0.0.1:{free_port()}/0", "LIROO_RATE_LIMIT": "2 per minute",
-                           "WEB_CONCURRENCY": "1"})   # one worker: its in-memory budget is the whole budget
-    assert [flashcards(server, rid("limit")).status_code for _ in range(2)] == [200, 200]
-    refused = flashcards(server, rid("limit"))
+                           "WEB_CONCURRENCY": "2"})   # two workers, one count: the instance's
+
+    def fresh(request_id):   # a new connection each time, so both workers are asked
+        return post(server, "/process", {**APP_PROCESS, "output_format": "flashcards"}, request_id,
+                    Connection="close")
+    statuses = [fresh(rid("limit")).status_code for _ in range(4)]
+    assert statuses == [200, 200, 429, 429], statuses
+    refused = fresh(rid("limit"))
     assert refused.status_code == 429 and int(refused.headers["Retry-After"]) >= 1
     assert contract.decode_error(refused.json())["code"] == "rate_limited"
-    assert "falling back to in-memory storage" in server.log()
+    assert "the rate limit counts on this instance alone" in server.log()
+    assert "Traceback" not in server.log()
 
 
 # --- a Redis that answers, but wrongly ------------------------------------------------------------------

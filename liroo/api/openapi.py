@@ -81,6 +81,10 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ("GET", "/health"): Operation(
         "Cheap health check", "No model call and no network: memory readings of this worker's governor.",
         tag="service", response=r.HealthResponse, errors=(500,)),
+    ("GET", "/ready"): Operation(
+        "Startup probe", "503 (code redis_unavailable) while a configured Redis cannot be reached; one PING each "
+        "time, so for Cloud Run's probe, not for clients (they call /health).",
+        tag="service", response=r.ReadyResponse, errors=(500, 503)),
     ("GET", "/memory"): Operation(
         "Memory details", "Container (cgroup) and process readings, thresholds, governor counters.",
         tag="service", response=r.MemoryResponse, errors=(401, 403, 500), admin=True),

@@ -266,7 +266,9 @@ def run_generation(endpoint: str, payload: BaseModel, work: Callable[[Context], 
         public_base=svc.settings.base_url, deadline=deadline)
     error_extra = dict(error_extra or {})
 
-    if "respond-async" in request.headers.get("Prefer", "").lower():
+    # With async off (Cloud Run's default: its CPU is throttled once a response is sent), the
+    # preference is ignored, as RFC 7240 allows: the request is answered the synchronous way.
+    if svc.settings.async_enabled and "respond-async" in request.headers.get("Prefer", "").lower():
         if not runner.submit(endpoint, request_id, work, ctx, error_extra):
             body = {"success": False, "error": "Too much work is queued here; please retry shortly.",
                     "code": "busy", "request_id": request_id, "timestamp": utc_timestamp(), **error_extra}

@@ -119,6 +119,12 @@ class HealthResponse(Body):
     storage_error: str | None = omitted("Present while storage is failing: when and why the last media write failed.")
 
 
+class ReadyResponse(Body):
+    status: Literal["ready"]
+    redis: Literal["ok", "not configured"] = Field(description="Whether REDIS_URL is set and answers.")
+    timestamp: str
+
+
 class MemoryResponse(Body):
     model_config = ConfigDict(extra="allow")
 
