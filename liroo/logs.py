@@ -206,7 +206,7 @@ _EVENT_TITLES = {
     "shed": "request shed with 503: memory at the hard limit",
     "refused": "memory reservation refused",
     "cleanup": "memory cleanup ran",
-    "recycle": "worker recycle",
+    "recycle": "retiring worker",
     "rss": "worker RSS reading",
 }
 
