@@ -22,6 +22,7 @@ import logging
 from flask import Flask, Response, g, jsonify
 from werkzeug.exceptions import HTTPException
 
+from .api import answer_fields
 from .generation.context import DeadlineExceeded
 from .governor import MemoryPressure
 from .providers.base import ProviderError, RateLimited
@@ -79,7 +80,6 @@ def error_body(code: str, message: str, fields: dict | None = None) -> dict:
 
 
 def error_response(status: int, code: str, message: str, headers: dict | None = None, **extra) -> Response:
-    from .api import answer_fields   # liroo.api's routes import this module
     fields = {}
     request_id = getattr(g, "request_id", None)
     if request_id:
