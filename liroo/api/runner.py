@@ -246,11 +246,15 @@ def _respond(status: int, body: dict, replay: bool = False) -> Response:
     return response
 
 
-def run_generation(endpoint: str, payload: BaseModel, work: Callable[[Context], dict],
+def run_generation(payload: BaseModel, work: Callable[[Context], dict],
                    *, error_extra: dict | None = None) -> Response:
-    """Claim the request's id and answer: run it, wait for the first attempt, or replay its result."""
+    """Claim the request's id and answer: run it, wait for the first attempt, or replay its result.
+
+    The route (its rule, e.g. ``/generate_comic``) is part of the idempotency fingerprint and the job's record.
+    """
     svc = services()
-    runner: Runner = svc.jobs
+    runner = svc.runner
+    endpoint = request.url_rule.rule
     fp = fingerprint(endpoint, payload)
     request_id, derived = _request_id(endpoint, payload, fp)
     url_base()     # a Host no media URL can be made from is refused before any work
