@@ -9,7 +9,6 @@ finishing) rather than failing, up to LIROO_RESERVATION_WAIT_S.
 from __future__ import annotations
 
 import threading
-from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable
@@ -18,10 +17,11 @@ from ..imaging import ImageRejected, estimate_decode_mb, inspect_image, output_e
 from ..providers.base import BadOutput
 from ..storage import IMMUTABLE_CACHE, cached_url, image_cache_key, image_cache_object, media_key
 from .context import Context, Finished
+from .costs import RecentCosts
 from .failures import failure_code, note_failure
 
 
-class ImageCosts:
+class ImageCosts(RecentCosts):
     """What recent pictures cost in memory, to size the reservation made before a model call.
 
     While the SDK receives a picture it holds the HTTP body, the parsed JSON
@@ -33,16 +33,9 @@ class ImageCosts:
     """
 
     HOLD_FACTOR = 4
-    KEEP = 32
-
-    def __init__(self) -> None:
-        self._costs: deque[float] = deque(maxlen=self.KEEP)
 
     def record(self, response_mb: float, decode_mb: float) -> None:
-        self._costs.append(max(self.HOLD_FACTOR * response_mb, response_mb + decode_mb))
-
-    def reserve_mb(self, floor_mb: float) -> float:
-        return max([floor_mb, *self._costs])
+        self.record_mb(max(self.HOLD_FACTOR * response_mb, response_mb + decode_mb))
 
 
 IMAGE_COSTS = ImageCosts()
