@@ -82,7 +82,7 @@ def post_worker_init(worker) -> None:
 
 
 def worker_exit(server, worker) -> None:
-    runner = _services(worker).jobs
+    runner = _services(worker).runner
     if _recycler is not None and _recycler.retiring and not _recycler.stopping:
         runner.wait_idle(_settings(worker).request_deadline_s, beat=worker.notify)
     runner.hand_back()
@@ -92,7 +92,7 @@ def child_exit(server, worker) -> None:
     from . import metrics
     services = _services(server)
     services.governor.policy.ledger.forget(worker.pid)
-    services.jobs.hand_back_dead_worker(worker.pid)
+    services.runner.hand_back_dead_worker(worker.pid)
     metrics.mark_worker_dead(worker.pid)
     if _recycler is not None:
         _recycler.restore_count(server, worker.pid)

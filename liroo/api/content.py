@@ -25,7 +25,7 @@ def story():
                         main_character=body.main_character)
     if not brief.text:
         raise ApiError(422, "empty_text", "The story prompt has no original text to tell a story from.", field="text")
-    return run_generation("/generate_story", body, lambda ctx: generate_story(ctx, brief).body())
+    return run_generation(body, lambda ctx: generate_story(ctx, brief).body())
 
 
 _MODE_NAMES = {"dialogue": "dialogue mode", "explain_again": "explain-again mode", "flashcards": "flashcards",
@@ -68,7 +68,7 @@ def process():
             return generate_slides(ctx, body.input_text, learner).body()
         return generate_study_page(ctx, body.input_text, learner, body.image_style).body()
 
-    return run_generation("/process", body, work)
+    return run_generation(body, work)
 
 
 @bp.post("/generate_lecture")
@@ -78,12 +78,11 @@ def lecture():
     lecture_id = answer_fields()["lecture_id"]
     body = parse_body(LectureRequest)
     return run_generation(
-        "/generate_lecture", body,
-        lambda ctx: generate_lecture(ctx, lecture_id, body.text, body.level, body.image_style).body())
+        body, lambda ctx: generate_lecture(ctx, lecture_id, body.text, body.level, body.image_style).body())
 
 
 @bp.post("/generate_tts")
 @costs_one_speech_chunk
 def tts():
     body = parse_body(TtsRequest)
-    return run_generation("/generate_tts", body, lambda ctx: generate_tts(ctx, body.text, body.voice).body())
+    return run_generation(body, lambda ctx: generate_tts(ctx, body.text, body.voice).body())

@@ -235,11 +235,14 @@ def _respond(status: int, body: dict, replay: bool = False) -> Response:
     return response
 
 
-def run_generation(endpoint: str, payload: BaseModel, work: Callable[[Context], dict],
-                   *, error_extra: dict | None = None) -> Response:
-    """Claim the request's id and answer: run it, wait for the first attempt, or replay its result."""
+def run_generation(payload: BaseModel, work: Callable[[Context], dict]) -> Response:
+    """Claim the request's id and answer: run it, wait for the first attempt, or replay its result.
+
+    The route (its rule, e.g. ``/generate_comic``) is part of the idempotency fingerprint and the job's record.
+    """
     svc = services()
-    runner: Runner = svc.jobs
+    runner = svc.runner
+    endpoint = request.url_rule.rule
     fp = fingerprint(endpoint, payload)
     request_id, derived = _request_id(payload, fp)
     url_base()     # a Host no media URL can be made from is refused before any work
@@ -254,7 +257,7 @@ def run_generation(endpoint: str, payload: BaseModel, work: Callable[[Context], 
         settings=svc.settings, provider=svc.provider, storage=svc.storage, reserver=svc.reserver,
         progress=Progress(runner.store, request_id), request_id=request_id,
         public_base=svc.settings.base_url, deadline=deadline)
-    error_extra = {**answer_fields(), **(error_extra or {})}
+    error_extra = answer_fields()    # the route's own fields, on its recorded failures too
 
     # With async off (Cloud Run's default: its CPU is throttled once a response is sent), the
     # preference is ignored, as RFC 7240 allows: the request is answered the synchronous way.
