@@ -1,10 +1,12 @@
-"""Making pictures: cache, memory reservation, model, safe pipeline, storage; a few at a time.
+"""Making pictures: cache, memory reservation, model, safe pipeline, storage; as many at once as fit.
 
 Each picture reserves memory from the governor before it calls the model (for
 the response it will hold), grows the reservation to the decode estimate read
 from the image header before decoding, and releases it once the result is
 stored. When memory is short a picture waits for room (other pictures
-finishing) rather than failing, up to LIROO_RESERVATION_WAIT_S.
+finishing) rather than failing, up to LIROO_RESERVATION_WAIT_S; waiting
+pictures of different requests take turns (the governor's reservation groups),
+so one comic's panels cannot keep another comic's out.
 """
 from __future__ import annotations
 
@@ -82,7 +84,8 @@ def make_image(ctx: Context, job: ImageJob) -> str:
             return url
     ctx.check_deadline()
     wait_s = max(min(settings.reservation_wait_s, ctx.remaining_s()), 0.0)
-    with ctx.reserver.reserve(IMAGE_COSTS.reserve_mb(settings.image_reserve_mb), wait_s=wait_s) as reservation:
+    with ctx.reserver.reserve(IMAGE_COSTS.reserve_mb(settings.image_reserve_mb), wait_s=wait_s,
+                              group=ctx.request_id) as reservation:
         result = provider.generate_image(job.prompt, job.aspect_ratio)
         response_mb = len(result.data) / (1024 * 1024)
         try:
@@ -91,6 +94,7 @@ def make_image(ctx: Context, job: ImageJob) -> str:
             IMAGE_COSTS.record(response_mb, decode_mb)
             # Hold only the bytes while waiting for the decode's room (no hold-and-wait), then grow.
             reservation.shrink_to(response_mb)
+            reservation.hold(response_mb)   # the answer is in hand: the reading counts it from now on, not the ledger
             reservation.grow_to(response_mb + decode_mb,
                                 wait_s=max(min(settings.reservation_wait_s, ctx.remaining_s()), 0.0))
             processed = process_image(result.data, max_side=settings.max_image_side, fmt=settings.image_format,
@@ -103,7 +107,8 @@ def make_image(ctx: Context, job: ImageJob) -> str:
 
 
 def make_images(ctx: Context, jobs: list[ImageJob], step: Callable[[int, int], str]) -> list[ImageOutcome]:
-    """All pictures, at most LIROO_PANEL_CONCURRENCY at once; one failure does not stop the others."""
+    """All pictures at once, each under its memory reservation and the provider's pacing (which decide how
+    many really run); LIROO_PANEL_CONCURRENCY caps them when set. One failure does not stop the others."""
     total = len(jobs)
     done = 0
     lock = threading.Lock()
@@ -122,6 +127,11 @@ def make_images(ctx: Context, jobs: list[ImageJob], step: Callable[[int, int], s
 
     if not jobs:
         return []
-    workers = max(1, min(ctx.settings.panel_concurrency, total))
+    workers = panel_workers(ctx.settings.panel_concurrency, total)
     with ThreadPoolExecutor(workers, thread_name_prefix="liroo-image") as pool:
         return list(pool.map(run, jobs))
+
+
+def panel_workers(cap: int, tasks: int) -> int:
+    """Threads for ``tasks`` steps of one request: one each, or LIROO_PANEL_CONCURRENCY when set (> 0)."""
+    return max(1, min(cap, tasks) if cap > 0 else tasks)

@@ -1,8 +1,8 @@
 """Speech: long text read in provider-sized chunks, a few at a time, joined into one WAV per clip.
 
-Every chunk of every clip of a request goes through one bounded pool
-(LIROO_PANEL_CONCURRENCY), so a lecture's narration is made concurrently
-without multiplying the model calls in flight. Each model call reserves
+Every chunk of every clip of a request goes through one pool, all at once:
+each chunk's memory reservation and the provider's pacing decide how many
+really run (LIROO_PANEL_CONCURRENCY caps the pool when set). Each model call reserves
 memory from the governor for the audio it will hold (base64 in the answer,
 then PCM); the join reserves what the joined file needs.
 """
@@ -22,6 +22,7 @@ from ..providers.wav import pcm_to_wav, read_pcm
 from ..storage import IMMUTABLE_CACHE, media_key
 from .context import Context
 from .failures import failure_code, note_failure
+from .images import panel_workers
 
 log = logging.getLogger("liroo.generation")
 
@@ -205,7 +206,7 @@ def speak(ctx: Context, jobs: list[SpeechJob], step: Callable[[int, int], str] =
             finish(index, clip)
 
     tasks = [(i, p) for i, chunks in enumerate(chunked) for p in range(len(chunks))]
-    workers = max(1, min(ctx.settings.panel_concurrency, len(tasks)))
+    workers = panel_workers(ctx.settings.panel_concurrency, len(tasks))
     with ThreadPoolExecutor(workers, thread_name_prefix="liroo-speech") as pool:
         list(pool.map(lambda task: run(*task), tasks))
     return [clip or Clip(error=BadOutput("no speech")) for clip in clips]
