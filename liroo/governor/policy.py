@@ -109,15 +109,19 @@ class MemoryPressure(Exception):
 class ReservationLedger:
     """Outstanding reservations of every process that inherits this ledger.
 
-    A table of (pid, bytes) slots in shared memory, created before gunicorn
-    forks its workers, so that every worker sees the others' promises. Writes
-    take a thread lock (this process) and a ``lockf`` record lock (other
-    processes; the kernel drops it if a holder dies). Hand-written because the
-    standard library's shared-memory tools either need a manager process or
-    leave a semaphore locked forever when a worker is killed holding it.
+    A table of (pid, bytes, rank) slots in shared memory, created before
+    gunicorn forks its workers, so that every worker sees the others'
+    promises. ``rank`` is what the process's most deserving waiter holds
+    (see MemoryPolicy: fewest reservations first), so turns are fair across
+    workers too. Writes take a thread lock (this process) and a ``lockf``
+    record lock (other processes; the kernel drops it if a holder dies).
+    Hand-written because the standard library's shared-memory tools either
+    need a manager process or leave a semaphore locked forever when a worker
+    is killed holding it.
     """
 
-    _SLOT = struct.Struct("qq")
+    _SLOT = struct.Struct("qqq")
+    NO_RANK = 1 << 62           # the rank of a process with no one waiting
 
     def __init__(self, slots: int = 256) -> None:
         self._slots = slots
@@ -139,12 +143,21 @@ class ReservationLedger:
                 fcntl.lockf(self._lockfile, fcntl.LOCK_UN)
 
     def _total_locked(self) -> int:
-        # Every slot is (pid, bytes): the byte counts are every second int64.
-        return sum(self._table[1::2])
+        # Every slot is (pid, bytes, rank): the byte counts are every third int64.
+        return sum(self._table[1::3])
 
     def total_bytes(self) -> int:
         """Sum of all outstanding reservations (a lock-free read; exact enough for admission at the door)."""
         return self._total_locked()
+
+    def min_rank(self) -> int:
+        """The smallest rank any live process has published (a lock-free read)."""
+        table = self._table
+        return min((table[i + 2] for i in range(0, 3 * self._slots, 3) if table[i]), default=self.NO_RANK)
+
+    def publish_rank(self, rank: int) -> None:
+        with self._locked():
+            self._table[3 * self._slot_index() + 2] = rank
 
     def _slot_index(self) -> int:
         pid = os.getpid()
@@ -152,7 +165,7 @@ class ReservationLedger:
             return self._local_slot[1]
         free = None
         for i in range(self._slots):
-            spid, value = self._SLOT.unpack_from(self._map, i * self._SLOT.size)
+            spid, _, _ = self._SLOT.unpack_from(self._map, i * self._SLOT.size)
             if spid == pid:
                 free = i
                 break
@@ -160,7 +173,7 @@ class ReservationLedger:
                 free = i
         if free is None:
             raise RuntimeError("reservation ledger is full")
-        self._SLOT.pack_into(self._map, free * self._SLOT.size, pid, 0)
+        self._SLOT.pack_into(self._map, free * self._SLOT.size, pid, 0, self.NO_RANK)
         self._local_slot = (pid, free)
         return free
 
@@ -178,16 +191,15 @@ class ReservationLedger:
 
     def _add_locked(self, nbytes: int) -> None:
         index = self._slot_index()
-        pid, value = self._SLOT.unpack_from(self._map, index * self._SLOT.size)
-        self._SLOT.pack_into(self._map, index * self._SLOT.size, pid, max(value + nbytes, 0))
+        self._table[3 * index + 1] = max(self._table[3 * index + 1] + nbytes, 0)
 
     def forget(self, pid: int) -> None:
         """Drop a dead worker's reservations (called by the master when a worker exits)."""
         with self._locked():
             for i in range(self._slots):
-                spid, _ = self._SLOT.unpack_from(self._map, i * self._SLOT.size)
+                spid, _, _ = self._SLOT.unpack_from(self._map, i * self._SLOT.size)
                 if spid == pid:
-                    self._SLOT.pack_into(self._map, i * self._SLOT.size, 0, 0)
+                    self._SLOT.pack_into(self._map, i * self._SLOT.size, 0, 0, self.NO_RANK)
 
 
 def _alive(pid: int) -> bool:
@@ -380,6 +392,7 @@ class MemoryPolicy:
         self._pledges: list[Pledge] = []
         self._pledge_lock = threading.Lock()
         self.door_waiting = 0      # requests of this process in the door's line now
+        self._rank = ReservationLedger.NO_RANK   # as last published in the ledger
 
     def used_mb(self) -> float:
         return self.probe.used_bytes() / MB
@@ -423,6 +436,7 @@ class MemoryPolicy:
         next_purge = start + 1.0
         with self._released:
             self.door_waiting += 1
+            self._publish_rank()
         try:
             while True:
                 if self.door.is_first(ticket) and (pledge := self._try_pledge(nbytes)):
@@ -439,6 +453,7 @@ class MemoryPolicy:
             self.door.leave(ticket)
             with self._released:
                 self.door_waiting -= 1
+                self._publish_rank()
                 self._released.notify_all()   # the next in line (in this process) looks at once
 
     def _try_pledge(self, nbytes: int) -> Pledge | None:
@@ -484,6 +499,7 @@ class MemoryPolicy:
         reservation = Reservation(self, nbytes, group)
         with self._released:
             self._holding[group] = self._holding.get(group, 0) + 1
+            self._publish_rank()
         try:
             yield reservation
         finally:
@@ -494,6 +510,7 @@ class MemoryPolicy:
                     self._holding[group] = count
                 else:
                     del self._holding[group]
+                self._publish_rank()
 
     def _fits(self, nbytes: int) -> Callable[[int], bool]:
         limit = self.thresholds.limit_mb * MB
@@ -502,11 +519,30 @@ class MemoryPolicy:
             return self.probe.used_bytes() + outstanding + nbytes < limit
         return fits
 
-    def _my_turn(self, sequence: int) -> bool:
-        # Called under self._released. A request holding nothing goes before one
-        # holding several, so one comic's eight panels cannot keep another out.
-        first = min(self._waiters.items(), key=lambda item: (self._holding.get(item[1], 0), item[0]))
-        return first[0] == sequence
+    def _publish_rank(self) -> None:
+        """Tell other workers what our most deserving waiter holds (called under self._released).
+
+        Fair turns: a request holding fewer reservations goes first, and one
+        waiting at the door holds none; so one comic's eight panels cannot keep
+        another request out, in this worker or another.
+        """
+        rank = 0 if self.door_waiting else min(
+            (self._holding.get(group, 0) for group in self._waiters.values()), default=ReservationLedger.NO_RANK)
+        if rank != self._rank:
+            self._rank = rank
+            self.ledger.publish_rank(rank)
+
+    def _my_turn(self, sequence: int | None, group: str | None) -> bool:
+        # Called under self._released: first among this process's waiters, and
+        # holding no more than the most deserving waiter of any worker.
+        holding = self._holding.get(group, 0)
+        if sequence is not None and self._waiters:
+            first = min(self._waiters.items(), key=lambda item: (self._holding.get(item[1], 0), item[0]))
+            if first[0] != sequence:
+                return False
+        elif self._waiters:
+            return False
+        return holding == 0 or holding <= self.ledger.min_rank()
 
     def _acquire(self, nbytes: int, wait_s: float, group: str | None = None, growing: bool = False) -> None:
         converted = self._convert_pledges(nbytes)
@@ -522,11 +558,17 @@ class MemoryPolicy:
     def _acquire_room(self, nbytes: int, wait_s: float, group: str | None, growing: bool) -> None:
         # A step that grows is under way and holds memory: it never waits its
         # turn behind new steps (finishing it frees memory; making it wait could deadlock).
-        if (growing or not self._waiters) and self.ledger.try_add(nbytes, self._fits(nbytes)):
+        def turn(sequence: int | None) -> bool:
+            if growing:
+                return True
+            with self._released:
+                return self._my_turn(sequence, group)
+
+        if turn(None) and self.ledger.try_add(nbytes, self._fits(nbytes)):
             return
         if self._cleanup is not None:
             self._cleanup()
-            if (growing or not self._waiters) and self.ledger.try_add(nbytes, self._fits(nbytes)):
+            if turn(None) and self.ledger.try_add(nbytes, self._fits(nbytes)):
                 return
         deadline = time.monotonic() + wait_s
         with self._released:
@@ -535,11 +577,10 @@ class MemoryPolicy:
             sequence = self._sequence
             if not growing:
                 self._waiters[sequence] = group
+                self._publish_rank()
         try:
             while True:
-                with self._released:
-                    turn = growing or self._my_turn(sequence)
-                if turn and self.ledger.try_add(nbytes, self._fits(nbytes)):
+                if turn(sequence) and self.ledger.try_add(nbytes, self._fits(nbytes)):
                     return
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
@@ -554,7 +595,8 @@ class MemoryPolicy:
         finally:
             with self._released:
                 self.waiting -= 1
-                self._waiters.pop(sequence, None)
+                if self._waiters.pop(sequence, None) is not None or not growing:
+                    self._publish_rank()
                 self._released.notify_all()
 
     def _release(self, nbytes: int) -> None:
