@@ -90,8 +90,9 @@ class Settings:
     reservation_wait_s: float = _setting(
         "LIROO_RESERVATION_WAIT_S", 60.0, "How long a heavy step (an image) waits for memory before it fails with 503.")
     admission_wait_s: float = _setting(
-        "LIROO_ADMISSION_WAIT_S", 5.0, "How long a request that makes pictures waits at the door for memory "
-        "(in one FIFO line for all workers) before it is refused with 503 (0: refuse at once).")
+        "LIROO_ADMISSION_WAIT_S", 15.0, "How long a request that makes pictures waits at the door for memory "
+        "(in one FIFO line for all workers) before it is refused with 503 (0: refuse at once). The app's own "
+        "back-off after two 503s is 12 s, so a wait up to about that costs a student less than a refusal.")
     admission_queue: int = _setting(
         "LIROO_ADMISSION_QUEUE", 32, "Most requests waiting at the door, all workers together; more are refused at once.")
     image_reserve_mb: float = _setting(

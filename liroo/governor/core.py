@@ -30,7 +30,7 @@ class GovernorConfig:
     recycle_min_age_s: float = 10.0
     recycle_check_interval_s: float = 5.0
     mmap_threshold_kb: int = 128          # 0: leave glibc's moving threshold alone (see cleanup.pin_mmap_threshold)
-    admission_wait_s: float = 5.0         # longest a costed request waits in the door's line (0: refuse at once)
+    admission_wait_s: float = 15.0        # longest a costed request waits in the door's line (0: refuse at once)
     admission_queue: int = 32             # most requests waiting in the line, all workers together
 
 
