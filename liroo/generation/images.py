@@ -24,14 +24,16 @@ from .failures import failure_code, note_failure
 
 
 class ImageCosts:
-    """What recent pictures cost in memory, to size the reservation made before a model call.
+    """What recent pictures held in memory while the model answered, to size the reservation made before a call.
 
     While the SDK receives a picture it holds the HTTP body, the parsed JSON
-    and the decoded bytes at once (about four times the image's size); then the
-    bytes and the decode (estimated from the header) are alive together. The
-    reservation before the call covers the larger of the two for the largest
-    recent picture, so that after warm-up a picture rarely has to grow its
-    reservation. Until a picture has been seen, LIROO_IMAGE_RESERVE_MB is used.
+    and the decoded bytes at once (about four times the image's size). The
+    reservation before the call covers that for the largest recent picture;
+    the decode is reserved only once the answer is in (its size read from the
+    header), because promising it for the whole model call (seconds, during
+    which nothing is allocated) would keep other pictures out of memory that is
+    really free. A step that grows goes before new steps, so it waits little.
+    Until a picture has been seen, LIROO_IMAGE_RESERVE_MB is used.
     """
 
     HOLD_FACTOR = 4
@@ -40,8 +42,8 @@ class ImageCosts:
     def __init__(self) -> None:
         self._costs: deque[float] = deque(maxlen=self.KEEP)
 
-    def record(self, response_mb: float, decode_mb: float) -> None:
-        self._costs.append(max(self.HOLD_FACTOR * response_mb, response_mb + decode_mb))
+    def record(self, response_mb: float) -> None:
+        self._costs.append(self.HOLD_FACTOR * response_mb)
 
     def reserve_mb(self, floor_mb: float) -> float:
         return max([floor_mb, *self._costs])
@@ -91,7 +93,7 @@ def make_image(ctx: Context, job: ImageJob) -> str:
         try:
             info = inspect_image(result.data, settings.max_image_pixels)
             decode_mb = estimate_decode_mb(info, settings.max_image_side)
-            IMAGE_COSTS.record(response_mb, decode_mb)
+            IMAGE_COSTS.record(response_mb)
             # Hold only the bytes while waiting for the decode's room (no hold-and-wait), then grow.
             reservation.shrink_to(response_mb)
             reservation.hold(response_mb)   # the answer is in hand: the reading counts it from now on, not the ledger
