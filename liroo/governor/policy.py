@@ -228,7 +228,7 @@ class AdmissionQueue:
         self._lockfile.write(b"\0")
         self._lockfile.flush()
         self._map = mmap.mmap(-1, 16 * (slots + 1), flags=mmap.MAP_SHARED)
-        self._table = memoryview(self._map).cast("q")   # [last ticket, 0, pid, ticket, pid, ticket, ...]
+        self._table = memoryview(self._map).cast("q")   # [last ticket, waiters, pid, ticket, pid, ticket, ...]
         self._thread_lock = threading.Lock()
 
     @contextmanager
@@ -241,8 +241,8 @@ class AdmissionQueue:
                 fcntl.lockf(self._lockfile, fcntl.LOCK_UN)
 
     def length(self) -> int:
-        """Requests waiting at the door now, in every worker (lock-free)."""
-        return sum(1 for ticket in self._table[3::2] if ticket)
+        """Requests waiting at the door now, in every worker (a lock-free read of a count kept under the lock)."""
+        return self._table[1]
 
     def enter(self, bound: int) -> int | None:
         """A ticket at the back of the line, or None when ``bound`` requests already wait."""
@@ -258,6 +258,7 @@ class AdmissionQueue:
             self._table[0] = ticket
             self._table[2 * free + 2] = os.getpid()
             self._table[2 * free + 3] = ticket
+            self._table[1] += 1
             return ticket
 
     def is_first(self, ticket: int) -> bool:
@@ -268,6 +269,7 @@ class AdmissionQueue:
             for i in range(self._slots):
                 if self._table[2 * i + 3] == ticket:
                     self._table[2 * i + 2] = self._table[2 * i + 3] = 0
+                    self._table[1] -= 1
                     return
 
     def purge_dead(self) -> None:
@@ -279,6 +281,7 @@ class AdmissionQueue:
             pid = self._table[2 * i + 2]
             if pid and self._table[2 * i + 3] and not _alive(pid):
                 self._table[2 * i + 2] = self._table[2 * i + 3] = 0
+                self._table[1] -= 1
 
 
 class Reservation:
