@@ -49,7 +49,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.survival import run_limited  # noqa: E402  (one cgroup set-up for every bench)
 from tests.fake_gemini import FakeGemini, _prompt_png  # noqa: E402
-from tests.servers import GunicornServer  # noqa: E402
+from tests.servers import GunicornServer, wait_for  # noqa: E402
 
 ATTEMPTS = 5
 TEXT = ("Rivers carry sand and stones downhill. Over thousands of years the water cuts deeper, and a valley "
@@ -155,6 +155,10 @@ class Result:
     @property
     def dropped(self) -> int:
         return sum(r.dropped for r in self.requests)
+
+    @property
+    def other(self) -> int:
+        return sum(r.other for r in self.requests)
 
     @property
     def utilisation(self) -> float:
@@ -273,6 +277,7 @@ def run(config: Config, fake: FakeGemini, limit_bytes: int, clients: int, durati
 
     try:
         server.start()
+        wait_for(lambda: len(server.worker_pids()) == config.workers, 60, what="every worker to start")
         result.rss_start_mb = worker_rss_mb(server)
         with WorkingSetSampler(plan) as sampler:
             start = time.monotonic()
@@ -305,7 +310,7 @@ def report(result: Result) -> str:
     return (f"{result.config.name:6s}: {result.served_per_min:6.1f} served/min ({served}/{len(result.requests)} "
             f"user requests in {result.seconds:.0f} s), p50 {result.latency(0.5):6.1f} s, "
             f"p95 {result.latency(0.95):6.1f} s, {result.refused} x 503 of {result.attempts} attempts, "
-            f"{result.dropped} dropped, {result.oom_kills} OOM kills, "
+            f"{result.dropped} dropped, {result.other} other errors, {result.oom_kills} OOM kills, "
             f"peak working set {result.peak_bytes / 2**20:.0f} MiB = {result.utilisation:.2f} of the hard limit")
 
 
