@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 PORT ?= 8080
 MEM ?= 512m
 
-.PHONY: run test venv dev-venv redis bench run-limited clean
+.PHONY: run test venv dev-venv redis bench run-limited clean screenshot
 
 $(BIN)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,11 @@ bench: dev-venv
 	$(BIN)/python bench/soak.py
 	$(BIN)/python bench/capacity.py
 	$(BIN)/python bench/capacity.py --cloud-run
+
+# docs/studio.png: the studio with a finished comic, made in headless Chromium by the browser
+# test's own code (tests/studio_browser.py) against a real server on the offline provider.
+screenshot: dev-venv
+	MALLOC_ARENA_MAX=2 $(BIN)/python -m tests.studio_browser docs/studio.png
 
 clean:
 	rm -rf $(VENV) .pytest_cache media

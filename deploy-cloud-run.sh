@@ -5,6 +5,12 @@
 #
 #   ./deploy-cloud-run.sh --project my-project
 #   ./deploy-cloud-run.sh --project my-project --base-url https://liroo.example.com --dry-run
+#   ./deploy-cloud-run.sh --project my-project --no-redis --max-instances 1
+#
+# Several instances share jobs, progress, rate limits and the Gemini budget
+# through Redis (Memorystore, reached by Direct VPC egress; REDIS_URL from
+# Secret Manager). Without Redis, more than one instance is refused unless
+# --single-instance-state says that per-instance state is accepted.
 #
 # docs/operations.md explains each setting; run with --help for the options.
 set -euo pipefail
@@ -18,6 +24,12 @@ image=""
 bucket=""
 base_url=""
 genai_secret="genai-api-key"
+redis_secret="liroo-redis-url"
+network="default"
+subnet="default"
+redis=true
+single_instance_state=false
+async_mode=false
 memory="4Gi"
 cpu="2"
 concurrency="40"
@@ -39,6 +51,16 @@ Usage: $0 [options]
   --bucket NAME         GCS_BUCKET_NAME for generated media (default: <project>-liroo-media)
   --base-url URL        BASE_URL, the public URL (default: empty, the request's own host)
   --genai-secret NAME   Secret Manager secret holding GENAI_API_KEY (default: $genai_secret)
+  --redis-secret NAME   Secret Manager secret holding REDIS_URL, e.g. redis://10.0.0.3:6379/0 of a
+                        Memorystore instance (default: $redis_secret)
+  --network NAME        VPC network of the Memorystore instance, for Direct VPC egress (default: $network)
+  --subnet NAME         subnet in --region the instances take their addresses from (default: $subnet)
+  --no-redis            no Redis: jobs, progress, rate limits and Gemini pacing stay per instance
+  --single-instance-state
+                        with --no-redis, accept --max-instances above 1 anyway (polls and retries
+                        that land on another instance get 404s or pay again)
+  --async               serve 'Prefer: respond-async' (LIROO_ASYNC=on) with CPU always allocated
+                        (--no-cpu-throttling: instance-based billing); default: answered synchronously
   --memory SIZE         memory per instance (default: $memory)
   --cpu N               vCPUs per instance (default: $cpu)
   --concurrency N       requests per instance; workers x threads must cover it (default: $concurrency)
@@ -55,12 +77,15 @@ die() { echo "deploy-cloud-run: $*" >&2; exit 1; }
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --project|--region|--service|--repository|--tag|--image|--bucket|--base-url|--genai-secret|\
-    --memory|--cpu|--concurrency|--max-instances|--min-instances|--timeout)
+    --memory|--cpu|--concurrency|--max-instances|--min-instances|--timeout|--redis-secret|--network|--subnet)
       [[ $# -ge 2 ]] || die "$1 needs a value"
       name="${1#--}"; name="${name//-/_}"
       printf -v "$name" '%s' "$2"
       shift 2 ;;
     --dry-run) dry_run=true; shift ;;
+    --no-redis) redis=false; shift ;;
+    --single-instance-state) single_instance_state=true; shift ;;
+    --async) async_mode=true; shift ;;
     -h|--help) usage; exit 0 ;;
     *) usage >&2; die "unknown option: $1" ;;
   esac
@@ -84,6 +109,11 @@ run() {
 }
 
 # --- checks ------------------------------------------------------------------
+[[ "$max_instances" =~ ^[0-9]+$ ]] || die "--max-instances needs a number, got: $max_instances"
+if ! $redis && (( max_instances > 1 )) && ! $single_instance_state; then
+  die "refusing --no-redis with --max-instances $max_instances: without Redis each instance keeps its own jobs, progress, rate limits and Gemini budget, so the app's polls and retries that land on another instance get 404s or pay for the work again (use Redis, --max-instances 1, or --single-instance-state to accept this)."
+fi
+
 if $dry_run; then
   echo "# dry run: would check that gcloud is installed (command -v gcloud)"
 else
@@ -117,6 +147,22 @@ if [[ -z "$image" ]]; then
 fi
 
 # --- deploy ------------------------------------------------------------------
+# Redis (Memorystore) through Direct VPC egress: private addresses leave through the VPC, the rest
+# (Gemini, Cloud Storage) as before. The startup probe's /ready fails while a configured Redis
+# cannot be reached, so an instance that would keep its state to itself never takes traffic.
+secrets="GENAI_API_KEY=$genai_secret:latest"
+network_flags=()
+if $redis; then
+  secrets+=",REDIS_URL=$redis_secret:latest"
+  network_flags=(--network="$network" --subnet="$subnet" --vpc-egress=private-ranges-only)
+fi
+# Async work runs after its 202 is sent: only with CPU always allocated (docs/operations.md).
+if $async_mode; then
+  async_env="on"; cpu_flag="--no-cpu-throttling"
+else
+  async_env="off"; cpu_flag="--cpu-throttling"
+fi
+
 run gcloud run deploy "$service" \
   --image="$image" \
   --region="$region" \
@@ -129,9 +175,12 @@ run gcloud run deploy "$service" \
   --timeout="$timeout" \
   --execution-environment=gen2 \
   --cpu-boost \
+  "$cpu_flag" \
   --allow-unauthenticated \
-  --set-env-vars="GCS_BUCKET_NAME=$bucket,BASE_URL=$base_url,LIROO_TRUSTED_PROXIES=1,GOOGLE_CLOUD_PROJECT=$project" \
-  --set-secrets="GENAI_API_KEY=$genai_secret:latest" \
+  "${network_flags[@]}" \
+  --startup-probe=httpGet.path=/ready,periodSeconds=5,timeoutSeconds=3,failureThreshold=24 \
+  --set-env-vars="GCS_BUCKET_NAME=$bucket,BASE_URL=$base_url,LIROO_TRUSTED_PROXIES=1,GOOGLE_CLOUD_PROJECT=$project,LIROO_ASYNC=$async_env" \
+  --set-secrets="$secrets" \
   --quiet
 
 run gcloud run services describe "$service" --region="$region" --project="$project" \

@@ -93,6 +93,8 @@ def child_exit(server, worker):
     """In the master, once a worker is gone."""
     from liroo import metrics
     _governor(server).policy.ledger.forget(worker.pid)
+    # A worker killed outright ran no worker_exit: give its jobs back now (a retry runs at once).
+    _services(server).jobs.hand_back_dead_worker(worker.pid)
     metrics.mark_worker_dead(worker.pid)
     recycler = getattr(server.app, "liroo_recycler", None)
     if recycler is not None:

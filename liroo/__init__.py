@@ -5,7 +5,7 @@ import logging
 
 from flask import Flask
 
-from . import api, errors, logs, media, metrics, monitoring, requestid, security
+from . import api, errors, logs, media, metrics, monitoring, requestid, security, studio
 from .api import comics, content, openapi, progress
 from .api.runner import Runner
 from .governor import Governor, GovernorConfig, MemoryGovernorMiddleware, Unreserved
@@ -57,6 +57,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     requestid.init_app(app)
     security.init_app(app)   # after request ids, so its 401/403/429 carry one
     metrics.init_app(app)
+    app.register_blueprint(studio.bp)
     app.register_blueprint(monitoring.bp)
     app.register_blueprint(progress.bp)
     app.register_blueprint(comics.bp)
@@ -68,6 +69,9 @@ def create_app(settings: Settings | None = None) -> Flask:
     if settings.governor_enabled:
         app.wsgi_app = MemoryGovernorMiddleware(
             app.wsgi_app, governor,
+            exempt_paths=("/health", "/ready", "/memory", "/metrics"),
+            # The app stops polling after one failed poll: progress is a cheap read, never shed.
+            exempt_prefixes=("/progress/", "/jobs/"),
             route_costs_mb=_route_costs(app, settings),
             request_id=requestid.request_id_from_environ,
             extra_fields=api.shed_fields)

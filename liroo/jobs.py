@@ -17,7 +17,16 @@ Two stores with one interface:
 
 A running job carries a heartbeat refreshed by its owner; when the owner dies
 (the heartbeat goes stale), a retry takes the job over instead of waiting for
-ever.
+ever. A running job also records the worker running it (``worker_tag``): when
+gunicorn's master sees that worker die (even by SIGKILL, which runs no hook in
+the worker), it hands the worker's jobs back at once (``running_on``), so
+progress tells the truth and a retry runs without waiting for staleness.
+
+A finished result is replayed to a retry with the same id. For an id the
+caller chose, that holds for ``LIROO_JOB_TTL_S``; for an id derived from the
+request (the app sends none), only for ``replay_s`` (LIROO_DERIVED_REPLAY_S)
+after it finished: the app's blind retries come within seconds, and a later
+identical request is a student asking again, on purpose.
 """
 from __future__ import annotations
 
@@ -30,6 +39,7 @@ import sqlite3
 import tempfile
 import threading
 import time
+import uuid
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Protocol, TypeVar
 
@@ -40,6 +50,15 @@ RUNNING, SUCCEEDED, FAILED = "running", "succeeded", "failed"
 HEARTBEAT_S = 5.0        # how often an owner refreshes its running jobs
 STALE_AFTER_S = 30.0     # a running job not refreshed for this long is abandoned
 WAIT_POLL_S = 0.2        # how often a waiting retry looks at the job again
+
+# Names this instance among others sharing Redis (process ids repeat across containers).
+# Made at import, in gunicorn's master before it forks, so all its workers share it.
+INSTANCE = uuid.uuid4().hex[:12]
+
+
+def worker_tag(pid: int | None = None) -> str:
+    """The worker running a job: this instance and the worker's process id."""
+    return f"{INSTANCE}:{os.getpid() if pid is None else pid}"
 
 
 @dataclass
@@ -59,6 +78,8 @@ class Job:
     result_body: str | None = None     # the JSON the synchronous call answered
     error_code: str | None = None
     owner: str | None = None           # hash of the API key that claimed it; None when keys are off
+    worker: str | None = None          # worker_tag() of the process running it
+    partial: str | None = None         # JSON of the items a running job has finished (Progress.advance)
 
     @property
     def finished(self) -> bool:
@@ -76,6 +97,9 @@ class Job:
             return 0.0
         return round(min(self.step_number / self.total_steps, 1.0) * 100, 1)
 
+    def partial_items(self) -> dict | None:
+        return json.loads(self.partial) if self.partial else None
+
     def result(self) -> tuple[int, dict] | None:
         if self.result_body is None or self.result_status is None:
             return None
@@ -89,9 +113,12 @@ class Claim:
 
 
 class JobStore(Protocol):
-    def claim(self, request_id: str, endpoint: str, fingerprint: str, owner: str | None = None) -> Claim: ...
+    def claim(self, request_id: str, endpoint: str, fingerprint: str, owner: str | None = None,
+              replay_s: float | None = None) -> Claim: ...
+    def running_on(self, worker: str) -> list[str]: ...
     def get(self, request_id: str) -> Job | None: ...
-    def progress(self, request_id: str, step: str, step_number: int, total_steps: int, details: str = "") -> None: ...
+    def progress(self, request_id: str, step: str, step_number: int, total_steps: int, details: str = "",
+                 partial: dict | None = None) -> None: ...
     def finish(self, request_id: str, status: str, result_status: int, result_body: dict,
                error_code: str | None = None) -> None: ...
 
@@ -99,13 +126,24 @@ class JobStore(Protocol):
 _FIELDS = [f for f in Job.__dataclass_fields__]
 
 
-def _decide(current: Job | None, fingerprint: str, owner: str | None = None) -> str:
-    """The claim rule shared by both stores."""
+def _partial_change(partial: dict | None) -> dict:
+    """The ``partial`` field to write: only when there is something finished to show."""
+    return {"partial": json.dumps(partial, separators=(",", ":"))} if partial else {}
+
+
+def _decide(current: Job | None, fingerprint: str, owner: str | None = None,
+            replay_s: float | None = None) -> str:
+    """The claim rule shared by both stores (the Redis one is _CLAIM_LUA).
+
+    ``replay_s``: replay a success only this long after it finished (None: while it is kept).
+    """
     if current is None:
         return "new"
     if current.fingerprint != fingerprint or current.owner != owner:
         return "conflict"   # another caller's id is never waited on nor replayed
     if current.status == SUCCEEDED:
+        if replay_s is not None and time.time() - current.updated_at > replay_s:
+            return "new"    # asked again later, on purpose: made afresh
         return "finished"
     if current.status == FAILED or current.stale:
         return "new"  # a failure is not replayed: a retry deserves a fresh try
@@ -158,15 +196,16 @@ class LocalJobStore:
         db.execute("INSERT OR REPLACE INTO jobs (request_id, data, expires_at) VALUES (?, ?, ?)",
                    (job.request_id, json.dumps(asdict(job)), time.time() + ttl))
 
-    def claim(self, request_id: str, endpoint: str, fingerprint: str, owner: str | None = None) -> Claim:
+    def claim(self, request_id: str, endpoint: str, fingerprint: str, owner: str | None = None,
+              replay_s: float | None = None) -> Claim:
         db = self._connect()
         db.execute("BEGIN IMMEDIATE")
         try:
             db.execute("DELETE FROM jobs WHERE expires_at <= ?", (time.time(),))
             current = self._load(db, request_id)
-            outcome = _decide(current, fingerprint, owner)
+            outcome = _decide(current, fingerprint, owner, replay_s)
             if outcome == "new":
-                current = Job(request_id, endpoint, fingerprint, owner=owner)
+                current = Job(request_id, endpoint, fingerprint, owner=owner, worker=worker_tag())
                 self._save(db, current)
             db.execute("COMMIT")
         except BaseException:
@@ -176,6 +215,12 @@ class LocalJobStore:
 
     def get(self, request_id: str) -> Job | None:
         return self._load(self._connect(), request_id)
+
+    def running_on(self, worker: str) -> list[str]:
+        rows = self._connect().execute(
+            "SELECT request_id FROM jobs WHERE expires_at > ? AND json_extract(data, '$.status') = ? "
+            "AND json_extract(data, '$.worker') = ?", (time.time(), RUNNING, worker)).fetchall()
+        return [row[0] for row in rows]
 
     def _update(self, request_id: str, **changes) -> None:
         db = self._connect()
@@ -192,8 +237,9 @@ class LocalJobStore:
             db.execute("ROLLBACK")
             raise
 
-    def progress(self, request_id, step, step_number, total_steps, details=""):
-        self._update(request_id, step=step, step_number=step_number, total_steps=total_steps, details=details)
+    def progress(self, request_id, step, step_number, total_steps, details="", partial=None):
+        self._update(request_id, step=step, step_number=step_number, total_steps=total_steps, details=details,
+                     **_partial_change(partial))
 
     def heartbeat(self, request_ids) -> None:
         for request_id in request_ids:
@@ -205,7 +251,9 @@ class LocalJobStore:
                      step="Done" if status == SUCCEEDED else "Failed")
 
 
-# KEYS[1]: the job's hash. ARGV: fingerprint, now, stale_after, new job's fields as JSON, ttl, owner ('' for none).
+# KEYS[1]: the job's hash; KEYS[2]: the set of the claiming worker's jobs.
+# ARGV: fingerprint, now, stale_after, new job's fields as JSON, ttl, owner ('' for none),
+# replay window in seconds ('' for none).
 _CLAIM_LUA = """
 local fp = redis.call('HGET', KEYS[1], 'fingerprint')
 local take = false
@@ -215,9 +263,12 @@ elseif fp ~= ARGV[1] or (redis.call('HGET', KEYS[1], 'owner') or '') ~= ARGV[6] 
   return {'conflict'}
 else
   local status = redis.call('HGET', KEYS[1], 'status')
-  if status == 'succeeded' then return {'finished'} end
   local beat = tonumber(redis.call('HGET', KEYS[1], 'heartbeat') or '0')
-  if status == 'failed' or (status == 'running' and beat < tonumber(ARGV[2]) - tonumber(ARGV[3])) then
+  if status == 'succeeded' then
+    local finished = tonumber(redis.call('HGET', KEYS[1], 'updated_at') or '0')
+    if ARGV[7] == '' or finished >= tonumber(ARGV[2]) - tonumber(ARGV[7]) then return {'finished'} end
+    take = true
+  elseif status == 'failed' or (status == 'running' and beat < tonumber(ARGV[2]) - tonumber(ARGV[3])) then
     take = true
   else
     return {'running'}
@@ -227,6 +278,8 @@ redis.call('DEL', KEYS[1])
 local fields = cjson.decode(ARGV[4])
 for k, v in pairs(fields) do redis.call('HSET', KEYS[1], k, v) end
 redis.call('EXPIRE', KEYS[1], tonumber(ARGV[5]))
+redis.call('SADD', KEYS[2], KEYS[1])
+redis.call('EXPIRE', KEYS[2], tonumber(ARGV[5]))
 return {'new'}
 """
 
@@ -235,6 +288,7 @@ class RedisJobStore:
     """Jobs in Redis hashes with a TTL, so that every instance answers progress, results and retries."""
 
     PREFIX = "liroo:job:"
+    WORKER_PREFIX = "liroo:worker:"   # a set per worker_tag(): the keys of the jobs it claimed
     _NUMBERS = {"step_number": int, "total_steps": int, "result_status": int,
                 "created_at": float, "updated_at": float, "heartbeat": float}
 
@@ -242,14 +296,19 @@ class RedisJobStore:
         import redis  # only needed when REDIS_URL is set
 
         self._redis = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=3, health_check_interval=30)
-        # What "Redis cannot be reached" looks like (the rest, e.g. a bad script, are bugs to raise).
-        self.unavailable_errors = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+        # What "Redis cannot be used" looks like: not only unreachable (connection errors, timeouts)
+        # but answering wrongly too: a read-only replica, maxmemory with noeviction, a port that
+        # speaks another protocol. Each is an outage for FallbackJobStore.
+        self.unavailable_errors = (redis.exceptions.RedisError,)
         self.ttl_s = ttl_s
         self.running_ttl_s = int(running_ttl_s)
         self._claim = self._redis.register_script(_CLAIM_LUA)
 
     def _key(self, request_id: str) -> str:
         return self.PREFIX + request_id
+
+    def ping(self) -> bool:
+        return self._redis.ping()
 
     @staticmethod
     def _to_hash(values: dict) -> dict[str, str]:
@@ -269,16 +328,25 @@ class RedisJobStore:
                 job[name] = value if value != "" or name in ("step", "details") else None
         return Job(**job)
 
-    def claim(self, request_id, endpoint, fingerprint, owner=None):
-        job = Job(request_id, endpoint, fingerprint, owner=owner)
-        outcome = self._claim(keys=[self._key(request_id)],
+    def claim(self, request_id, endpoint, fingerprint, owner=None, replay_s=None):
+        job = Job(request_id, endpoint, fingerprint, owner=owner, worker=worker_tag())
+        outcome = self._claim(keys=[self._key(request_id), self.WORKER_PREFIX + job.worker],
                               args=[fingerprint, repr(time.time()), STALE_AFTER_S,
                                     json.dumps(self._to_hash(asdict(job))), self.running_ttl_s,
-                                    owner or ""])[0].decode()
+                                    owner or "", "" if replay_s is None else repr(float(replay_s))])[0].decode()
         return Claim(outcome, job if outcome == "new" else (self.get(request_id) or job))
 
     def get(self, request_id):
         return self._from_hash(self._redis.hgetall(self._key(request_id)))
+
+    def running_on(self, worker: str) -> list[str]:
+        found = []
+        for key in self._redis.smembers(self.WORKER_PREFIX + worker):
+            request_id = key.decode()[len(self.PREFIX):]
+            job = self.get(request_id)
+            if job is not None and job.status == RUNNING and job.worker == worker:
+                found.append(request_id)
+        return found
 
     def _update(self, request_id: str, ttl: int, **changes) -> None:
         now = time.time()
@@ -288,18 +356,21 @@ class RedisJobStore:
             pipe.expire(key, ttl)
             pipe.execute()
 
-    def progress(self, request_id, step, step_number, total_steps, details=""):
+    def progress(self, request_id, step, step_number, total_steps, details="", partial=None):
         self._update(request_id, self.running_ttl_s, step=step, step_number=step_number,
-                     total_steps=total_steps, details=details)
+                     total_steps=total_steps, details=details, **_partial_change(partial))
 
     def heartbeat(self, request_ids) -> None:
         for request_id in request_ids:
             self._update(request_id, self.running_ttl_s)
 
     def finish(self, request_id, status, result_status, result_body, error_code=None):
+        worker = self._redis.hget(self._key(request_id), "worker")
         self._update(request_id, self.ttl_s, status=status, result_status=result_status,
                      result_body=json.dumps(result_body), error_code=error_code,
                      step="Done" if status == SUCCEEDED else "Failed")
+        if worker:
+            self._redis.srem(self.WORKER_PREFIX + worker.decode(), self._key(request_id))
 
 
 REDIS_RETRY_S = 3.0   # while Redis is down, it is tried again at most this often
@@ -315,7 +386,7 @@ class _Held:
 
 
 class FallbackJobStore:
-    """Redis, or this instance's local store while Redis cannot be reached.
+    """Redis, or this instance's local store while Redis cannot be used (unreachable or erring).
 
     Decision: losing Redis must not stop generation. While it is down, new
     jobs are claimed in the local store (SQLite shared by this instance's
@@ -347,8 +418,12 @@ class FallbackJobStore:
         """False while an outage is known and its retry interval has not passed."""
         return time.monotonic() >= self._down_until
 
-    def _redis(self, call: Callable[[RedisJobStore], T]) -> T:
-        """``call(redis_store)``; on an outage, mark Redis down and raise _RedisDown."""
+    def _redis(self, call: Callable[[RedisJobStore], T], write: bool = True) -> T:
+        """``call(redis_store)``; on an outage, mark Redis down and raise _RedisDown.
+
+        Only a write that succeeds ends an outage: a read-only replica or a
+        full Redis still answers reads, and must not flap between the two.
+        """
         if not self.redis_available:
             raise _RedisDown()
         try:
@@ -358,27 +433,34 @@ class FallbackJobStore:
                 self._down_until = time.monotonic() + self.retry_s
                 first, self._outage = not self._outage, True
             if first:
-                log.warning("Redis cannot be reached (%s): jobs and progress fall back to this instance "
-                            "until it answers again", type(exc).__name__)
+                log.warning("Redis cannot be used (%s: %s): jobs and progress fall back to this instance "
+                            "until it answers again", type(exc).__name__, _first_line(exc))
             raise _RedisDown() from None
-        if self._outage:
+        if self._outage and write:
             with self._lock:
                 back, self._outage = self._outage, False
             if back:
                 log.warning("Redis answers again: new jobs are shared through it")
         return result
 
+    def redis_reachable(self) -> bool:
+        """Ask Redis now (a PING), whatever the outage marker says: the startup probe's question."""
+        try:
+            return bool(self.redis.ping())
+        except self._unavailable:
+            return False
+
     # --- the JobStore interface ------------------------------------------------------
-    def claim(self, request_id, endpoint, fingerprint, owner=None):
+    def claim(self, request_id, endpoint, fingerprint, owner=None, replay_s=None):
         store, claim = self.local, None
         if self.local.get(request_id) is None:
             try:
-                claim = self._redis(lambda redis: redis.claim(request_id, endpoint, fingerprint, owner))
+                claim = self._redis(lambda redis: redis.claim(request_id, endpoint, fingerprint, owner, replay_s))
                 store = self.redis
             except _RedisDown:
                 pass
         if claim is None:
-            claim = self.local.claim(request_id, endpoint, fingerprint, owner)
+            claim = self.local.claim(request_id, endpoint, fingerprint, owner, replay_s)
         if claim.outcome == "new":
             self._held[request_id] = _Held(store, endpoint, fingerprint, owner)
         return claim
@@ -387,10 +469,18 @@ class FallbackJobStore:
         job = self.local.get(request_id)
         if job is None:
             try:
-                job = self._redis(lambda redis: redis.get(request_id))
+                job = self._redis(lambda redis: redis.get(request_id), write=False)
             except _RedisDown:
                 pass
         return job
+
+    def running_on(self, worker: str) -> list[str]:
+        found = self.local.running_on(worker)
+        try:
+            found += self._redis(lambda redis: redis.running_on(worker), write=False)
+        except _RedisDown:
+            pass
+        return found
 
     def _write(self, request_id: str, apply: Callable[[JobStore], None]) -> None:
         """Apply an update where the job lives; a job of ours in Redis moves to the local store if Redis is down."""
@@ -416,8 +506,9 @@ class FallbackJobStore:
         log.info("job %s continues in this instance's store while Redis is down", request_id)
         return self.local
 
-    def progress(self, request_id, step, step_number, total_steps, details=""):
-        self._write(request_id, lambda store: store.progress(request_id, step, step_number, total_steps, details))
+    def progress(self, request_id, step, step_number, total_steps, details="", partial=None):
+        self._write(request_id, lambda store: store.progress(request_id, step, step_number, total_steps, details,
+                                                             partial))
 
     def heartbeat(self, request_ids) -> None:
         for request_id in request_ids:
@@ -432,7 +523,11 @@ class FallbackJobStore:
 
 
 class _RedisDown(Exception):
-    """Redis cannot be reached right now (internal to FallbackJobStore)."""
+    """Redis cannot be used right now (internal to FallbackJobStore)."""
+
+
+def _first_line(exc: Exception) -> str:
+    return (str(exc).splitlines() or [""])[0][:120]
 
 
 class Heartbeats:

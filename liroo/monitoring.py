@@ -1,4 +1,4 @@
-"""/health, /memory and /metrics: cheap, never shed, no upstream calls."""
+"""/health, /memory and /metrics: cheap, never shed, no upstream calls; /ready for Cloud Run's startup probe."""
 from __future__ import annotations
 
 import os
@@ -11,13 +11,14 @@ from .governor import Level
 from .governor.probe import MB
 from .clock import utc_timestamp
 from .services import services
+from .storage import STORAGE_HEALTH
 
 bp = Blueprint("monitoring", __name__)
 
 
-@bp.get("/")
-def index():
-    """What this service is; cheap, and governed like any other route."""
+@bp.get("/service")
+def service_description():
+    """What this service is (also at / for clients that do not ask for HTML); cheap, and governed."""
     return jsonify({"service": "liroo-backend", "status": "ok", "health": "/health", "openapi": "/openapi.json"})
 
 
@@ -27,15 +28,43 @@ def health():
     used = governor.used_mb()
     level = governor.level(used)
     critical = level >= Level.CRITICAL
-    return jsonify({
-        "status": "degraded" if critical else "healthy",
-        "message": ("Memory is at the hard limit; heavy requests are being refused for now."
-                    if critical else "Liroo backend is running."),
+    storage_problem = STORAGE_HEALTH.problem()   # what real writes met lately: no probe, nothing slow
+    if critical:
+        message = "Memory is at the hard limit; heavy requests are being refused for now."
+    elif storage_problem:
+        message = storage_problem + " Requests that store media are refused for now."
+    else:
+        message = "Liroo backend is running."
+    body = {
+        "status": "degraded" if critical or storage_problem else "healthy",
+        "message": message,
         "memory_usage_mb": round(used, 2),
         "memory_warning": level >= Level.WARNING,
         "memory_critical": critical,
         "timestamp": utc_timestamp(),
-    })
+    }
+    if storage_problem:
+        body["storage_error"] = storage_problem
+    return jsonify(body)
+
+
+@bp.get("/ready")
+def ready():
+    """Cloud Run's startup probe: 503 while a configured Redis cannot be reached, so that an instance
+    that would keep its jobs, budgets and limits to itself never takes traffic. (/health stays
+    cheap and never asks Redis: the app calls it before every generation.)"""
+    store = services().jobs.store
+    redis_reachable = getattr(store, "redis_reachable", None)
+    if redis_reachable is None:
+        return jsonify({"status": "ready", "redis": "not configured", "timestamp": utc_timestamp()})
+    if redis_reachable():
+        return jsonify({"status": "ready", "redis": "ok", "timestamp": utc_timestamp()})
+    response = jsonify({"status": "unready", "redis": "unreachable", "code": "redis_unavailable",
+                        "error": "Redis (REDIS_URL) cannot be reached; this instance is not ready.",
+                        "timestamp": utc_timestamp()})
+    response.status_code = 503
+    response.headers["Retry-After"] = "1"
+    return response
 
 
 @bp.get("/memory")

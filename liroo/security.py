@@ -15,8 +15,9 @@ today:
   unguessable request id is the capability, as before.
 - ``LIROO_RATE_LIMIT``: one budget for all generation routes per caller (the
   key's hash with keys on, else the client address; ``X-Forwarded-For`` counts
-  only through ``LIROO_TRUSTED_PROXIES`` proxies), kept by Flask-Limiter in
-  memory, or in Redis when ``REDIS_URL`` is set; 429 with ``Retry-After``.
+  only through ``LIROO_TRUSTED_PROXIES`` proxies), kept by Flask-Limiter for
+  the whole service in Redis when ``REDIS_URL`` is set, else for the instance
+  in a file all its workers share (liroo/ratelimits.py); 429 with ``Retry-After``.
 - ``X-Content-Type-Options: nosniff`` on every response Flask answers.
 
 ``/health`` and the media files stay open: the app fetches pictures by URL.
@@ -27,18 +28,16 @@ import hashlib
 import hmac
 import logging
 import math
-import os
 import time
-import weakref
 from dataclasses import dataclass
 
 from flask import Flask, g, request
 from flask_limiter import ApplicationLimit, Limiter, RateLimitExceeded
 from limits import parse_many
-from limits.storage import MemoryStorage
 from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from . import ratelimits
 from .errors import ApiError, error_response
 from .requestid import valid_request_id
 from .services import services
@@ -237,10 +236,6 @@ def _rate_limit_key() -> str:
     return "addr:" + (request.remote_addr or "unknown")
 
 
-def _storage_uri(settings: Settings) -> str:
-    return settings.redis_url or "memory://"
-
-
 def make_limiter(settings: Settings) -> Limiter | None:
     """A Flask-Limiter with one shared budget for all generation routes, or None when no limit is set."""
     if not settings.rate_limit:
@@ -249,7 +244,7 @@ def make_limiter(settings: Settings) -> Limiter | None:
         parse_many(settings.rate_limit)
     except ValueError:
         raise SettingsError(f"LIROO_RATE_LIMIT: expected e.g. '30 per minute', got {settings.rate_limit!r}") from None
-    redis = bool(settings.redis_url)
+    storage_uri, storage_options = ratelimits.storage_settings(settings.redis_url)
     return Limiter(
         key_func=_rate_limit_key,
         default_limits=[],
@@ -257,31 +252,14 @@ def make_limiter(settings: Settings) -> Limiter | None:
                                              exempt_when=lambda: not is_generation_request())],
         # moving-window: exact counts, no double burst at a window edge.
         strategy="moving-window",
-        storage_uri=_storage_uri(settings),
-        storage_options={"socket_timeout": 3, "socket_connect_timeout": 2} if redis else {},
+        # The service's count in Redis, else the instance's (shared by its workers); see liroo/ratelimits.py.
+        storage_uri=storage_uri,
+        storage_options=storage_options,
         key_prefix="liroo",
         headers_enabled=False,   # Retry-After is set on the 429 below; other answers stay as they were
-        # Redis down: keep limiting per process rather than failing every generation with a 500.
-        in_memory_fallback_enabled=redis,
+        # Redis down: the storage itself falls back to the instance's count (not per-process memory).
+        in_memory_fallback_enabled=False,
     )
-
-
-def reset_counts_after_fork(limiter: Limiter) -> None:
-    """Give each forked gunicorn worker fresh in-memory counters and locks.
-
-    The app is preloaded in the master, where the limiter's storage is made.
-    Redis clients are fork-safe (redis-py's pool reconnects in a new process);
-    an in-memory store is only copied, so it is emptied after the fork, in
-    case anything was counted or a lock taken before it.
-    """
-    ref = weakref.ref(limiter)
-
-    def reset() -> None:
-        alive = ref()
-        if alive is not None and isinstance(alive.storage, MemoryStorage):
-            alive.storage.reset()
-
-    os.register_at_fork(after_in_child=reset)
 
 
 def _rate_limited(exc: RateLimitExceeded):
@@ -315,7 +293,6 @@ def init_app(app: Flask) -> None:
     svc.limiter = limiter = make_limiter(settings)
     if limiter is not None:
         limiter.init_app(app)
-        reset_counts_after_fork(limiter)
         app.register_error_handler(RateLimitExceeded, _rate_limited)
 
     if settings.trusted_proxies > 0:
@@ -326,6 +303,6 @@ def init_app(app: Flask) -> None:
              f"on ({keyring.key_count})" if keyring.keys_required else "off",
              "on" if keyring.admin_required else "off",
              f"{settings.rate_limit} per {'key' if keyring.keys_required else 'client address'} "
-             f"({'redis' if settings.redis_url else 'memory, per worker'})" if limiter else "off")
+             f"({'redis, for the service' if settings.redis_url else 'for this instance'})" if limiter else "off")
     if keyring.keys_required and not keyring.admin_required:
         log.warning("security: LIROO_API_KEYS is set but LIROO_ADMIN_TOKEN is not: /memory and /metrics are open")

@@ -30,6 +30,10 @@ def _opt_str(raw: str) -> str | None:
     return raw.strip() or None
 
 
+def _opt_bool(raw: str) -> bool | None:
+    return _bool(raw) if raw.strip() else None
+
+
 def _opt_float(raw: str) -> float | None:
     return float(raw) if raw.strip() else None
 
@@ -56,7 +60,7 @@ class Settings:
     # --- server -------------------------------------------------------------
     port: int = _setting("PORT", 8080, "Port gunicorn listens on.")
     base_url: str | None = _setting(
-        "BASE_URL", None, "Public base URL for links to local media; unset: the request's own host.", _opt_str)
+        "BASE_URL", None, "Public base URL for links to local media; unset: each answer's own request host (stored results keep paths).", _opt_str)
     workers: int = _setting("WEB_CONCURRENCY", 2, "gunicorn worker processes (two, so a recycle never leaves none).")
     threads: int = _setting(
         "LIROO_THREADS", 20, "Threads per worker; workers x threads covers Cloud Run's --concurrency 40.")
@@ -128,11 +132,18 @@ class Settings:
     text_model: str = _setting("LIROO_TEXT_MODEL", "gemini-2.5-flash", "Model for structured text.")
     image_model: str = _setting("LIROO_IMAGE_MODEL", "gemini-2.5-flash-image", "Model for images.")
     tts_model: str = _setting("LIROO_TTS_MODEL", "gemini-2.5-flash-preview-tts", "Model for speech.")
-    gemini_rpm: int = _setting("LIROO_GEMINI_RPM", 60, "Requests per minute per model for the instance (each worker paces its threads at its share; 0: unpaced).")
+    gemini_rpm: int = _setting(
+        "LIROO_GEMINI_RPM", 60, "Requests per minute per model for the whole service (the project's quota): shared "
+        "through Redis by every instance when REDIS_URL is set, else by this instance's workers. Bursts of "
+        "LIROO_MAX_PANELS (or a tenth of the figure if that is more; never more than the figure) go at once, so a "
+        "comic's pictures start together (0: unpaced).")
     gemini_timeout_s: float = _setting("LIROO_GEMINI_TIMEOUT_S", 120.0, "Timeout of one Gemini HTTP call.")
     gemini_retry_attempts: int = _setting("LIROO_GEMINI_RETRY_ATTEMPTS", 4, "Attempts per Gemini call, the first included.")
     gemini_retry_initial_s: float = _setting("LIROO_GEMINI_RETRY_INITIAL_S", 1.0, "First retry delay; it doubles, with jitter.")
     gemini_retry_max_s: float = _setting("LIROO_GEMINI_RETRY_MAX_S", 30.0, "Longest delay between two retries.")
+    offline_image_delay_s: float = _setting(
+        "LIROO_OFFLINE_IMAGE_DELAY_S", 0.0, "Seconds the offline provider takes per picture, as a model would "
+        "(demos, and the browser tests that watch panels arrive one by one); 0: at once.")
 
     # --- generation -----------------------------------------------------------
     max_panels: int = _setting("LIROO_MAX_PANELS", 8, "Most panels in a comic (at least 3 are made).")
@@ -141,7 +152,14 @@ class Settings:
         "(0: no cap; memory reservations and the Gemini pacing decide).")
     max_input_chars: int = _setting("LIROO_MAX_INPUT_CHARS", 20_000, "Longest input text accepted (413 above it).")
     job_ttl_s: int = _setting("LIROO_JOB_TTL_S", 3600, "How long a finished request's progress and result stay answerable.")
-    redis_url: str | None = _setting("REDIS_URL", None, "Redis for jobs and rate limits shared by all instances; unset: in-process.", _opt_str)
+    derived_replay_s: float = _setting("LIROO_DERIVED_REPLAY_S", 120.0, "How long after it finished a request without an id is replayed to the same body and caller; later it runs afresh.")
+    async_mode: bool | None = _setting(
+        "LIROO_ASYNC", None, "on: 'Prefer: respond-async' answers 202 and works in the background (on Cloud Run "
+        "only with CPU always allocated: deploy with --async); off: such requests are answered synchronously. "
+        "Unset: off on Cloud Run (K_SERVICE set), else on.", _opt_bool)
+    redis_url: str | None = _setting(
+        "REDIS_URL", None, "Redis for jobs, progress, rate limits and Gemini pacing shared by all instances; unset: "
+        "shared by this instance's workers only.", _opt_str)
 
     # --- security ------------------------------------------------------------
     api_keys: str | None = _setting("LIROO_API_KEYS", None, "Comma-separated keys; when set, generation requires one.", _opt_str)
@@ -192,6 +210,11 @@ class Settings:
     @property
     def provider_name(self) -> str:
         return self.provider or ("gemini" if self.genai_api_key else "offline")
+
+    @property
+    def async_enabled(self) -> bool:
+        """Background work only where it really runs: Cloud Run throttles the CPU after a response unless told."""
+        return self.async_mode if self.async_mode is not None else not self.cloud_run_service
 
     @property
     def json_logs(self) -> bool:

@@ -109,9 +109,11 @@ def decode_lecture(body):
     optional(body, "error", str, "LectureResponse")
     optional(body, "request_id", str, "LectureResponse")
     lecture = optional(body, "lecture", dict, "LectureResponse")
+    sections = None
     if lecture is not None:
         required(lecture, "title", str, "lecture")
-        for i, section in enumerate(required(lecture, "sections", list, "lecture")):
+        sections = required(lecture, "sections", list, "lecture")
+        for i, section in enumerate(sections):
             where = f"lecture.sections[{i}]"
             for key in ("title", "script", "image_prompt"):
                 required(section, key, str, where)
@@ -121,7 +123,14 @@ def decode_lecture(body):
         assert required(audio, "type", str, where) in {"title", "section_title", "section_script"}
         for key in ("text", "url", "filename"):
             required(audio, key, str, where)
-        optional(audio, "section", int, where)
+        section = optional(audio, "section", int, where)
+        if audio["type"] == "title":
+            assert section is None, f"{where}: the title clip has no section"
+        else:
+            # The app does sections[section - 1]: 0 would index -1 and crash it.
+            assert section is not None, f"{where}.section is missing"
+            assert sections is None or 1 <= section <= len(sections), \
+                f"{where}.section {section} is not in 1..{len(sections)}"
     return body
 
 

@@ -173,5 +173,7 @@ def test_two_servers_share_jobs_through_redis(start_server, fake_gemini, redis_d
     calls = len(fake_gemini.requests())
     replay = post(other, APP_COMIC, rid)  # the retry lands on the other instance
     assert replay.status_code == 200 and replay.headers.get("X-Idempotent-Replay") == "true"
-    assert replay.json()["comic"] == result.json()["comic"]
+    # The same comic; its local media URLs are made absolute with the asking request's own host.
+    assert replay.text.replace(other.base_url, worker.base_url) == result.text.replace(other.base_url, worker.base_url)
+    assert other.base_url + "/media/" in replay.text
     assert len(fake_gemini.requests()) == calls

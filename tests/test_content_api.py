@@ -266,7 +266,10 @@ def test_the_apps_lecture_request_decodes_and_its_narration_plays(server):
     audio = body["audio_files"]
     assert [a["type"] for a in audio] == ["title"] + ["section_title", "section_script"] * len(sections)
     assert "section" not in audio[0]
-    assert [a["section"] for a in audio[1:]] == [i for i in range(len(sections)) for _ in range(2)]
+    assert [a["section"] for a in audio[1:]] == [n for n in range(1, len(sections) + 1) for _ in range(2)]
+    for entry in audio[1:]:   # as the app reads it: currentSectionIndex = section - 1
+        section = sections[entry["section"] - 1]
+        assert entry["text"] == section["title" if entry["type"] == "section_title" else "script"]
     assert audio[0]["text"] == body["lecture"]["title"]
     for entry, section in zip(audio[2::2], sections):
         assert entry["text"] == section["script"]

@@ -175,9 +175,10 @@ def test_cloudbuild_builds_pushes_and_deploys_with_the_guide_settings():
         assert deploy[name] == value, name
     env = dict(pair.split("=", 1) for pair in deploy["--set-env-vars"].split(","))
     assert env == {"GCS_BUCKET_NAME": "${_GCS_BUCKET_NAME}", "BASE_URL": "${_BASE_URL}",
-                   "LIROO_TRUSTED_PROXIES": "1", "GOOGLE_CLOUD_PROJECT": "$PROJECT_ID"}
+                   "LIROO_TRUSTED_PROXIES": "1", "GOOGLE_CLOUD_PROJECT": "$PROJECT_ID", "LIROO_ASYNC": "off"}
     secrets = deploy["--set-secrets"].split(",")
     assert "GENAI_API_KEY=${_GENAI_SECRET}:latest" in secrets
+    assert "REDIS_URL=${_REDIS_SECRET}:latest" in secrets
     assert all(re.fullmatch(r"[A-Z_]+=[\w${}-]+:(latest|\d+)", s) for s in secrets), "references, never values"
 
 
@@ -260,13 +261,56 @@ def test_script_defaults_match_cloudbuild():
 
 def test_script_options_reach_the_deploy_command_as_cloudbuild_substitutions_do():
     options = {"--project": "p2", "--region": "europe-west1", "--service": "liroo-staging", "--repository": "r2",
-               "--tag": "t2", "--bucket": "b2", "--base-url": "https://liroo.example.com", "--genai-secret": "s2"}
+               "--tag": "t2", "--bucket": "b2", "--base-url": "https://liroo.example.com", "--genai-secret": "s2",
+               "--redis-secret": "r-url", "--network": "vpc2", "--subnet": "sub2"}
     result = run_script("--dry-run", *[x for pair in options.items() for x in pair])
     assert result.returncode == 0, result.stderr
     values = {"PROJECT_ID": "p2", "COMMIT_SHA": "t2", "_REGION": "europe-west1", "_SERVICE": "liroo-staging",
               "_REPOSITORY": "r2", "_GCS_BUCKET_NAME": "b2", "_BASE_URL": "https://liroo.example.com",
-              "_GENAI_SECRET": "s2"}
+              "_GENAI_SECRET": "s2", "_REDIS_SECRET": "r-url", "_NETWORK": "vpc2", "_SUBNET": "sub2"}
     assert sorted(printed_commands(result.stdout)[1][1:]) == sorted(resolve(deploy_args(cloudbuild()), values))
+
+
+# --- many instances: Redis, the startup probe, async work ------------------------------------
+
+def deploy_flags(*args: str) -> dict[str, str | None]:
+    result = run_script("--dry-run", "--project", "demo-proj", "--tag", "abc123", *args)
+    assert result.returncode == 0, result.stderr
+    return flags(printed_commands(result.stdout)[1])
+
+
+def test_the_deployment_reaches_memorystore_through_direct_vpc_egress_with_redis_url_from_secret_manager():
+    deploy = deploy_flags()
+    assert deploy["--network"] == "default" and deploy["--subnet"] == "default"
+    assert deploy["--vpc-egress"] == "private-ranges-only"      # Gemini and Cloud Storage still leave directly
+    assert "REDIS_URL=liroo-redis-url:latest" in deploy["--set-secrets"].split(",")
+    assert "REDIS_URL" not in deploy["--set-env-vars"], "a reference to a secret, never the URL itself"
+    probe = dict(part.split("=", 1) for part in deploy["--startup-probe"].split(","))
+    assert probe["httpGet.path"] == "/ready"                  # fails while the configured Redis cannot be reached
+    assert int(probe["periodSeconds"]) * int(probe["failureThreshold"]) <= 240
+
+
+def test_without_redis_several_instances_are_refused_and_the_reason_is_said():
+    refused = run_script("--dry-run", "--project", "demo-proj", "--no-redis")
+    assert refused.returncode != 0
+    assert "without Redis each instance keeps its own jobs, progress, rate limits and Gemini budget" in refused.stderr
+    assert "--single-instance-state" in refused.stderr
+    assert not printed_commands(refused.stdout), "nothing is built or deployed"
+
+    for accepted in (("--no-redis", "--max-instances", "1"), ("--no-redis", "--single-instance-state")):
+        deploy = deploy_flags(*accepted)
+        assert "REDIS_URL" not in deploy["--set-secrets"]
+        assert "--network" not in deploy and "--vpc-egress" not in deploy
+        assert deploy["--startup-probe"].startswith("httpGet.path=/ready")
+
+
+def test_async_work_is_deployed_only_with_cpu_always_allocated():
+    default = deploy_flags()
+    assert "--cpu-throttling" in default and "--no-cpu-throttling" not in default
+    assert "LIROO_ASYNC=off" in default["--set-env-vars"].split(",")
+    with_async = deploy_flags("--async")
+    assert "--no-cpu-throttling" in with_async and "--cpu-throttling" not in with_async
+    assert "LIROO_ASYNC=on" in with_async["--set-env-vars"].split(",")
 
 
 def test_a_real_run_calls_exactly_what_the_dry_run_prints(tmp_path):

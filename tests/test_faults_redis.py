@@ -4,8 +4,8 @@ Decision (liroo/jobs.py, FallbackJobStore): with REDIS_URL set and Redis
 unreachable, jobs are claimed in the instance's local store, so requests are
 served, progress and idempotent retries work on this instance, and one
 WARNING says so; Redis is tried again at most every few seconds and new jobs
-go back to it once it answers. The rate limiter (Flask-Limiter) falls back to
-per-process memory the same way.
+go back to it once it answers. The rate limit (liroo/ratelimits.py) and Gemini
+pacing fall back to the instance's own count the same way.
 
 Real parts only: gunicorn servers on loopback, and redis-server processes this
 file starts on free ports and kills mid-test (a server pointed at a port where
@@ -27,21 +27,23 @@ from tests.servers import free_port, wait_for
 from tests.test_comic_api import APP_COMIC
 from tests.test_content_api import APP_PROCESS
 
-OUTAGE = "Redis cannot be reached"
+OUTAGE = "Redis cannot be used"
 RECOVERY = "Redis answers again"
 
 
 class RedisProcess:
     """A throwaway redis-server on a loopback port: no persistence, so a restart starts empty."""
 
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(self, port: int | None = None, *args: str) -> None:
         self.port = port or free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.args = args     # more redis-server options, e.g. ("--replicaof", "127.0.0.1", "6390")
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> "RedisProcess":
         self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             *self.args],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         client = self.client()
         wait_for(client.ping, timeout=20, what=f"redis-server on port {self.port}")
@@ -187,11 +189,103 @@ def test_redis_killed_mid_run_degrades_then_recovers(start_server, redis_process
     assert "Traceback" not in server.log()
 
 
-def test_the_rate_limit_falls_back_to_memory_without_redis(start_server):
+def test_the_rate_limit_falls_back_to_the_instances_count_without_redis(start_server):
     server = start_server({"REDIS_URL": f"redis://127.0.0.1:{free_port()}/0", "LIROO_RATE_LIMIT": "2 per minute",
-                           "WEB_CONCURRENCY": "1"})   # one worker: its in-memory budget is the whole budget
-    assert [flashcards(server, rid("limit")).status_code for _ in range(2)] == [200, 200]
-    refused = flashcards(server, rid("limit"))
+                           "WEB_CONCURRENCY": "2"})   # two workers, one count: the instance's
+
+    def fresh(request_id):   # a new connection each time, so both workers are asked
+        return post(server, "/process", {**APP_PROCESS, "output_format": "flashcards"}, request_id,
+                    Connection="close")
+    statuses = [fresh(rid("limit")).status_code for _ in range(4)]
+    assert statuses == [200, 200, 429, 429], statuses
+    refused = fresh(rid("limit"))
     assert refused.status_code == 429 and int(refused.headers["Retry-After"]) >= 1
     assert contract.decode_error(refused.json())["code"] == "rate_limited"
-    assert "falling back to in-memory storage" in server.log()
+    assert "the rate limit counts on this instance alone" in server.log()
+    assert "Traceback" not in server.log()
+
+
+# --- a Redis that answers, but wrongly ------------------------------------------------------------------
+
+class GarbageServer:
+    """A TCP server on a loopback port that answers every connection with bytes that are not RESP."""
+
+    def __init__(self) -> None:
+        import socketserver
+        import threading
+
+        class Handler(socketserver.BaseRequestHandler):
+            def handle(self) -> None:
+                try:
+                    while self.request.recv(65536):
+                        self.request.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+                except OSError:
+                    pass
+
+        class Server(socketserver.ThreadingTCPServer):
+            daemon_threads = True
+            allow_reuse_address = True
+
+        self._server = Server(("127.0.0.1", 0), Handler)
+        self.url = f"redis://127.0.0.1:{self._server.server_address[1]}/0"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def kill(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+def read_only_replica():
+    primary = RedisProcess().start()
+    replica = RedisProcess(None, "--replicaof", "127.0.0.1", str(primary.port), "--replica-read-only", "yes").start()
+    probe = replica.client()
+    with pytest.raises(redis.exceptions.ReadOnlyError):
+        probe.set("liroo:probe", "1")       # the fault is real: writes are refused
+    probe.close()
+    return replica, [replica, primary]
+
+
+def full_redis():
+    full = RedisProcess(None, "--maxmemory", "1mb", "--maxmemory-policy", "noeviction").start()
+    client = full.client()
+    with pytest.raises(redis.exceptions.OutOfMemoryError):   # fill it: writes are refused from now on
+        for i in range(10_000):
+            client.set(f"filler:{i}", "x" * 1024)
+    client.close()
+    return full, [full]
+
+
+def garbage_port():
+    garbage = GarbageServer()
+    return garbage, [garbage]
+
+
+@pytest.mark.parametrize("make_fault", [read_only_replica, full_redis, garbage_port],
+                         ids=["read-only replica", "maxmemory noeviction", "not Redis"])
+def test_a_redis_that_answers_wrongly_falls_back_like_an_outage(start_server, make_fault):
+    fault, processes = make_fault()
+    try:
+        server = start_server({"REDIS_URL": fault.url, "LIROO_RATE_LIMIT": "1000 per minute"})
+        comic_id = rid("wrong")
+        response = post(server, "/generate_comic", APP_COMIC, comic_id)
+        assert response.status_code == 200, response.text
+        body = contract.decode_comic(response.json())
+        assert body["success"] is True
+        # Nothing silently lost: progress and the stored result answer from this instance.
+        for _ in range(3):   # on whichever worker the poll lands
+            view = progress(server, comic_id)
+            assert view.status_code == 200, view.text
+            assert contract.decode_progress(view.json())["status"] == "succeeded"
+        retry = post(server, "/generate_comic", APP_COMIC, comic_id)
+        assert retry.headers.get("X-Idempotent-Replay") == "true" and retry.json()["comic"] == body["comic"]
+        for _ in range(4):
+            assert flashcards(server, rid("more")).status_code == 200
+        log = server.log()
+        assert OUTAGE in log
+        outages = log.count(OUTAGE)
+        assert 1 <= outages <= 2, log        # once per worker (two), not once per call
+        assert "Traceback" not in log and "internal_error" not in log
+    finally:
+        for process in processes:
+            process.kill()

@@ -111,3 +111,26 @@ def test_heartbeats_keep_a_job_fresh(store, monkeypatch):
     from tests.servers import wait_for
     wait_for(lambda: store.get(rid).heartbeat > before, timeout=10, what="a heartbeat")
     beats.discard(rid)
+
+
+def test_running_on_finds_a_workers_running_jobs_only(store):
+    mine, done, theirs = new_id(), new_id(), new_id()
+    for request_id in (mine, done):
+        assert store.claim(request_id, "/generate_comic", "fp").outcome == "new"
+    store.finish(done, SUCCEEDED, 200, {"ok": True})
+    assert store.get(mine).worker == jobs.worker_tag()
+    assert mine in store.running_on(jobs.worker_tag())
+    assert done not in store.running_on(jobs.worker_tag())
+    assert store.running_on(jobs.worker_tag(os.getpid() + 1)) == []
+    assert theirs not in store.running_on(jobs.worker_tag())
+
+
+def test_a_success_is_replayed_only_within_the_replay_window(store, monkeypatch):
+    rid = new_id()
+    store.claim(rid, "/generate_comic", "fp", replay_s=10)
+    store.finish(rid, SUCCEEDED, 200, {"ok": True})
+    assert store.claim(rid, "/generate_comic", "fp", replay_s=10).outcome == "finished"
+    later = time.time() + 11
+    monkeypatch.setattr(jobs.time, "time", lambda: later)
+    assert store.claim(rid, "/generate_comic", "fp").outcome == "finished"     # no window: kept for the TTL
+    assert store.claim(rid, "/generate_comic", "fp", replay_s=10).outcome == "new"

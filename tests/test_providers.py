@@ -10,7 +10,6 @@ import io
 import json
 import os
 import re
-import threading
 import wave
 from typing import Literal, Optional
 
@@ -26,7 +25,6 @@ from liroo.providers import (BadOutput, ContentBlocked, Pair, ProviderUnavailabl
 from liroo.providers.gemini import VOICES, GeminiProvider
 from liroo.providers.offline import OfflineProvider, synthetic_speech
 from liroo.providers.offline_text import source_text
-from liroo.providers.pacing import Pacer, TokenBucket
 from liroo.providers.schema import check_schema, dict_to_pairs
 from liroo.providers.wav import wav_duration_s
 from liroo.settings import Settings, SettingsError
@@ -450,88 +448,3 @@ def test_gemini_speech_wraps_pcm_as_wav_at_its_rate(gemini):
         assert wav.getframerate() == 24_000 and wav.getsampwidth() == 2
     assert wav_duration_s(result.data) == pytest.approx(19 * 0.05, abs=0.01)
 
-
-# --- pacing --------------------------------------------------------------------------
-
-class FakeClock:
-    """Time that moves only when told: sleeping advances it, and every sleep is recorded."""
-
-    def __init__(self, advance_on_sleep: bool = True) -> None:
-        self.now = 1000.0
-        self.sleeps: list[float] = []
-        self.advance_on_sleep = advance_on_sleep
-        self._lock = threading.Lock()
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        with self._lock:
-            self.sleeps.append(seconds)
-            if self.advance_on_sleep:
-                self.now += seconds
-
-
-def test_bucket_spaces_calls_at_its_rate_after_a_burst():
-    clock = FakeClock()
-    bucket = TokenBucket(60, burst=3, clock=clock, sleep=clock.sleep)
-    waits = [bucket.acquire() for _ in range(5)]
-    assert waits == [0, 0, 0, pytest.approx(1.0), pytest.approx(1.0)]
-    clock.now += 3600                                     # a long idle refills only up to the burst
-    assert [bucket.acquire() for _ in range(4)] == [0, 0, 0, pytest.approx(1.0)]
-
-
-def test_bucket_cool_down_holds_every_caller_back():
-    clock = FakeClock()
-    bucket = TokenBucket(60, burst=5, clock=clock, sleep=clock.sleep)
-    bucket.cool_down(5)                                   # a 429 with Retry-After: 5
-    assert bucket.acquire() == pytest.approx(6.0)         # 5 s hold, then one token's refill
-    assert bucket.acquire() == pytest.approx(1.0)
-
-
-def test_bucket_refuses_a_wait_longer_than_allowed_without_taking_a_token():
-    clock = FakeClock()
-    bucket = TokenBucket(6, burst=1, clock=clock, sleep=clock.sleep)      # one call per 10 s
-    bucket.acquire()
-    with pytest.raises(RateLimited) as caught:
-        bucket.acquire(max_wait_s=2)
-    assert caught.value.retry_after_s == 10
-    clock.now += 10
-    assert bucket.acquire(max_wait_s=2) == 0              # the refused call did not use the token
-
-
-def test_bucket_queues_concurrent_threads_in_turn():
-    clock = FakeClock(advance_on_sleep=False)             # time stands still: each thread's wait is its place
-    bucket = TokenBucket(60, burst=1, clock=clock, sleep=clock.sleep)
-    threads = [threading.Thread(target=bucket.acquire) for _ in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert sorted(clock.sleeps) == [pytest.approx(float(n)) for n in range(1, 8)]   # the first did not sleep
-
-
-def test_pacer_keeps_a_bucket_per_model_and_zero_means_unpaced():
-    clock = FakeClock()
-    pacer = Pacer(60, clock=clock, sleep=clock.sleep)
-    assert pacer.bucket("a") is pacer.bucket("a") and pacer.bucket("a") is not pacer.bucket("b")
-    assert Pacer(0).acquire("a") == 0 and Pacer(0).bucket("a") is None
-
-
-def test_a_429_cools_the_models_bucket_for_other_threads(fake_gemini):
-    clock = FakeClock()
-    pacer = Pacer(600, clock=clock, sleep=clock.sleep)
-    provider = GeminiProvider(gemini_settings(fake_gemini), pacer=pacer)
-    fake_gemini.fail("http", status=429, retry_after=3)
-    provider.generate_structured(PROMPT, Quiz)            # retried by the SDK, and it succeeds
-    assert len(fake_gemini.requests()) == 2
-    assert pacer.bucket(provider.text_model).acquire() >= 3.0
-    assert pacer.bucket(provider.image_model).acquire() == 0      # other models are not held back
-    provider.close()
-
-
-def test_gemini_paces_per_worker_share_of_the_rpm(fake_gemini):
-    provider = GeminiProvider(gemini_settings(fake_gemini, gemini_rpm=120, workers=2))
-    assert provider.pacer.per_minute == 60
-    assert provider.pacer.max_wait_s == 2.0
-    provider.close()

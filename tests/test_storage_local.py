@@ -12,7 +12,7 @@ from prometheus_client import REGISTRY
 
 from liroo import create_app
 from liroo.settings import Settings
-from liroo.storage import (IMMUTABLE_CACHE, LocalStorage, StorageError, cached_url, image_cache_key,
+from liroo.storage import (IMMUTABLE_CACHE, STORAGE_HEALTH, LocalStorage, StorageError, cached_url, image_cache_key,
                            image_cache_object, make_storage, media_key)
 
 JPEG = b"\xff\xd8\xff\xe0" + b"not really a jpeg, but bytes are bytes" + b"\xff\xd9"
@@ -38,10 +38,10 @@ def test_base_url_wins_over_the_request_host(tmp_path):
         f"https://api.liroo.app/media/{key}"
 
 
-def test_url_needs_some_absolute_base(tmp_path):
-    storage = LocalStorage(str(tmp_path))
-    with pytest.raises(StorageError):
-        storage.url(media_key("images", "jpg"))
+def test_without_a_base_the_url_is_the_media_path(tmp_path):
+    storage = LocalStorage(str(tmp_path))     # answers make it absolute per request (liroo.media.render_urls)
+    key = media_key("images", "jpg")
+    assert storage.url(key) == f"/media/{key}"
 
 
 @pytest.mark.parametrize("key", ["../escape.jpg", "/etc/passwd", "images/../../x.jpg", "images\\x.jpg",
@@ -75,12 +75,16 @@ def test_failed_write_leaves_nothing(tmp_path, monkeypatch):
     def broken_replace(src, dst):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(os, "replace", broken_replace)   # a full disk cannot be arranged here
-    with pytest.raises(OSError):
+    monkeypatch.setattr(os, "replace", broken_replace)   # a real full disk: tests/test_faults_disk.py
+    with pytest.raises(StorageError, match="No space left on device"):
         storage.put(key, JPEG, "image/jpeg", public_base="http://h/")
     assert not storage.exists(key)
     folder = (tmp_path / key).parent
     assert list(folder.iterdir()) == []
+    assert STORAGE_HEALTH.problem() is not None      # /health would say so
+    monkeypatch.undo()
+    storage.put(key, JPEG, "image/jpeg", public_base="http://h/")
+    assert STORAGE_HEALTH.problem() is None          # and a write that works clears it
 
 
 def test_media_keys_group_by_kind_and_date_and_never_collide():

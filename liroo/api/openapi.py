@@ -59,6 +59,7 @@ class Operation:
     admin: bool = False
     variants: tuple[type[BaseModel], ...] = ()       # several possible 200 bodies (the modes of /process)
     example: dict[str, Any] | None = None
+    html: bool = False                               # also a text/html 200 for clients that prefer it
 
 
 APP_STORY_PROMPT = ("[Level: moderate]\nPlease convert the following text into an engaging fantasy story.\n"
@@ -68,10 +69,22 @@ APP_STORY_PROMPT = ("[Level: moderate]\nPlease convert the following text into a
 
 # Keyed by (method, Werkzeug rule) exactly as app.url_map spells them.
 OPERATIONS: dict[tuple[str, str], Operation] = {
-    ("GET", "/"): Operation("What this service is", tag="service", response=r.IndexResponse),
+    ("GET", "/"): Operation(
+        "The studio page, or what this service is",
+        "A browser (preferring text/html) gets the studio: a page to make and look at comics, stories, lectures, "
+        "study pages and speech. Other clients get the JSON of /service.",
+        tag="service", response=r.IndexResponse, html=True),
+    ("GET", "/service"): Operation("What this service is", tag="service", response=r.IndexResponse),
+    ("GET", "/studio/static/<path:filename>"): Operation(
+        "The studio page's script, stylesheet and icon", tag="service",
+        content={"text/javascript": {}, "text/css": {}, "image/svg+xml": {}}, errors=(404,)),
     ("GET", "/health"): Operation(
         "Cheap health check", "No model call and no network: memory readings of this worker's governor.",
         tag="service", response=r.HealthResponse, errors=(500,)),
+    ("GET", "/ready"): Operation(
+        "Startup probe", "503 (code redis_unavailable) while a configured Redis cannot be reached; one PING each "
+        "time, so for Cloud Run's probe, not for clients (they call /health).",
+        tag="service", response=r.ReadyResponse, errors=(500, 503)),
     ("GET", "/memory"): Operation(
         "Memory details", "Container (cgroup) and process readings, thresholds, governor counters.",
         tag="service", response=r.MemoryResponse, errors=(401, 403, 500), admin=True),
@@ -209,6 +222,8 @@ def _operation(op: Operation, ref) -> dict[str, Any]:
         success["content"] = _json({"oneOf": [ref(model) for model in op.variants]})
     elif op.content is not None:
         success["content"] = op.content
+    if op.html:
+        success["content"]["text/html"] = {"schema": {"type": "string"}}
     responses: dict[str, Any] = {"200": success}
     if op.generation:
         entry["parameters"] = [

@@ -14,20 +14,21 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, TypeVar
 
-from flask import Response, g, jsonify, request
+from flask import Response, current_app, g, jsonify, request
 from pydantic import BaseModel, ValidationError
 from werkzeug.exceptions import HTTPException
 
 from ..errors import ApiError, memory_pressure_error, provider_error
 from ..generation.context import Context, DeadlineExceeded, Progress
 from ..governor import MemoryPressure
-from ..jobs import FAILED, SUCCEEDED, WAIT_POLL_S, Claim, Heartbeats
+from ..media import render_urls, url_base
+from ..jobs import FAILED, RUNNING, SUCCEEDED, WAIT_POLL_S, Claim, Heartbeats, worker_tag
 from ..clock import utc_timestamp
 from ..providers.base import ProviderError
 from ..requestid import HEADER, check_request_id
 from ..security import caller_id, refuse_cut_body
 from ..services import services
-from ..storage import StorageError
+from ..storage import STORAGE_ERRNOS, STORAGE_HEALTH, StorageError
 
 log = logging.getLogger("liroo.api")
 M = TypeVar("M", bound=BaseModel)
@@ -81,24 +82,28 @@ def fingerprint(endpoint: str, payload: BaseModel) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def _request_id(endpoint: str, payload: BaseModel, fp: str) -> str:
+def _request_id(endpoint: str, payload: BaseModel, fp: str) -> tuple[str, bool]:
     """The caller's id (header, else body field); without one, an id derived from the request itself.
 
-    The app retries a failed or timed-out POST with the same body and no id:
-    keyed by the body, the device's token and the caller, such a retry finds the first
-    attempt (waits for it, or gets its stored answer for LIROO_JOB_TTL_S)
-    instead of paying for the work again.
+    Returns (id, derived). The app retries a failed or timed-out POST with the
+    same body and no id: keyed by the body, the device's token and the caller
+    (its key, else its address after LIROO_TRUSTED_PROXIES), such a retry
+    finds the first attempt (joins it while it runs, or gets its stored answer
+    for LIROO_DERIVED_REPLAY_S after it finished) instead of paying for the
+    work again.
     """
     if request.headers.get(HEADER) is not None:
-        return g.request_id
+        return g.request_id, False
     body_id = getattr(payload, "request_id", None)
     if body_id is not None:
         g.request_id = check_request_id(body_id)
-    else:
-        token = getattr(payload, "user_token", None) or ""
-        seed = f"{fp}:{token}:{caller_id() or ''}"   # one caller's retry never finds another's job
-        g.request_id = "auto-" + hashlib.sha256(seed.encode()).hexdigest()[:40]
-    return g.request_id
+        return g.request_id, False
+    token = getattr(payload, "user_token", None) or ""
+    # One caller's retry never finds another's job: with keys off the caller is its address.
+    who = caller_id() or "addr:" + (request.remote_addr or "")
+    seed = f"{fp}:{token}:{who}"
+    g.request_id = "auto-" + hashlib.sha256(seed.encode()).hexdigest()[:40]
+    return g.request_id, True
 
 
 class Runner:
@@ -125,10 +130,14 @@ class Runner:
             if self._pool is None:  # made lazily, so each gunicorn worker has its own
                 self._pool = ThreadPoolExecutor(self._max_async, thread_name_prefix="liroo-async")
         self.accept(request_id)     # beating from now on: a queued job is not an abandoned one
+        app = current_app._get_current_object()
 
         def run() -> None:
             try:
-                self.execute(endpoint, request_id, work, ctx, error_extra)
+                # The app's context, as in a request: recording a failure reads g and the services.
+                with app.app_context():
+                    g.request_id = request_id
+                    self.execute(endpoint, request_id, work, ctx, error_extra)
             finally:
                 with self._async_lock:
                     self._async -= 1
@@ -147,19 +156,35 @@ class Runner:
             self._idle.clear()
         return not self.heartbeats.running()
 
-    def hand_back(self) -> None:
-        """Mark this process's unfinished jobs as interrupted so that a retry runs them afresh at once.
+    def hand_back(self, request_ids: list[str] | None = None) -> None:
+        """Mark unfinished jobs (this process's by default) as interrupted so that a retry runs them afresh at once.
 
         Called when a worker stops (SIGTERM, recycling): work that cannot finish
         in the grace period is given back rather than silently dropped.
         """
-        for request_id in self.heartbeats.running():
+        for request_id in self.heartbeats.running() if request_ids is None else request_ids:
             body = {"success": False, "error": "The server restarted while working on this; please retry.",
                     "code": "interrupted", "request_id": request_id, "timestamp": utc_timestamp()}
             try:
                 self.store.finish(request_id, FAILED, 503, body, error_code="interrupted")
             except Exception:
                 log.warning("could not hand back job %s", request_id, exc_info=True)
+
+    def hand_back_dead_worker(self, pid: int) -> None:
+        """In gunicorn's master, once worker ``pid`` is gone: hand back the jobs it was running.
+
+        A worker killed outright (SIGKILL, the OOM killer) runs no exit hook:
+        without this its jobs would read "running" until their heartbeat went
+        stale, and a retry would wait that long.
+        """
+        try:
+            orphans = self.store.running_on(worker_tag(pid))
+        except Exception:
+            log.warning("could not look up the jobs of dead worker %d", pid, exc_info=True)
+            return
+        if orphans:
+            log.warning("worker %d died with %d running jobs: handed back as interrupted", pid, len(orphans))
+            self.hand_back(orphans)
 
     def execute(self, endpoint: str, request_id: str, work: Callable[[Context], dict],
                 ctx: Context, error_extra: dict) -> tuple[int, dict]:
@@ -195,6 +220,9 @@ def _as_api_error(exc: Exception, request_id: str) -> ApiError:
         return memory_pressure_error(exc)
     if isinstance(exc, ProviderError):
         return provider_error(exc)
+    if isinstance(exc, OSError) and exc.errno in STORAGE_ERRNOS:
+        STORAGE_HEALTH.failed(exc.errno)     # a full or failing disk met outside the storage's own writes
+        exc = StorageError(exc.strerror or "storage failed")
     if isinstance(exc, StorageError):
         log.warning("storage failed (request %s): %s", request_id, exc)
         retry = services().settings.retry_after_s
@@ -207,7 +235,7 @@ def _as_api_error(exc: Exception, request_id: str) -> ApiError:
 
 
 def _respond(status: int, body: dict, replay: bool = False) -> Response:
-    response = jsonify(body)
+    response = jsonify(render_urls(body, url_base()))
     response.status_code = status
     retry = body.get("retry_after_s") if status in (429, 503) else None
     if retry:
@@ -223,9 +251,11 @@ def run_generation(endpoint: str, payload: BaseModel, work: Callable[[Context], 
     svc = services()
     runner: Runner = svc.jobs
     fp = fingerprint(endpoint, payload)
-    request_id = _request_id(endpoint, payload, fp)
+    request_id, derived = _request_id(endpoint, payload, fp)
+    url_base()     # a Host no media URL can be made from is refused before any work
     deadline = time.monotonic() + svc.settings.request_deadline_s
-    claim = _claim(runner.store, request_id, endpoint, fp, caller_id(), deadline)
+    replay_s = svc.settings.derived_replay_s if derived else None
+    claim = _claim(runner.store, request_id, endpoint, fp, caller_id(), deadline, replay_s)
     if claim.outcome == "finished":
         status, body = claim.job.result()
         return _respond(status, body, replay=True)
@@ -233,10 +263,12 @@ def run_generation(endpoint: str, payload: BaseModel, work: Callable[[Context], 
     ctx = Context(
         settings=svc.settings, provider=svc.provider, storage=svc.storage, reserver=svc.reserver,
         progress=Progress(runner.store, request_id), request_id=request_id,
-        public_base=svc.settings.base_url or request.host_url, deadline=deadline)
+        public_base=svc.settings.base_url, deadline=deadline)
     error_extra = dict(error_extra or {})
 
-    if "respond-async" in request.headers.get("Prefer", "").lower():
+    # With async off (Cloud Run's default: its CPU is throttled once a response is sent), the
+    # preference is ignored, as RFC 7240 allows: the request is answered the synchronous way.
+    if svc.settings.async_enabled and "respond-async" in request.headers.get("Prefer", "").lower():
         if not runner.submit(endpoint, request_id, work, ctx, error_extra):
             body = {"success": False, "error": "Too much work is queued here; please retry shortly.",
                     "code": "busy", "request_id": request_id, "timestamp": utc_timestamp(), **error_extra}
@@ -253,7 +285,8 @@ def run_generation(endpoint: str, payload: BaseModel, work: Callable[[Context], 
     return _respond(status, body)
 
 
-def _claim(store, request_id: str, endpoint: str, fp: str, owner: str | None, deadline: float) -> Claim:
+def _claim(store, request_id: str, endpoint: str, fp: str, owner: str | None, deadline: float,
+           replay_s: float | None = None) -> Claim:
     """A claim that is ours to run ("new") or a finished result to replay.
 
     A retry of a request still at work waits for it; if that attempt fails or
@@ -261,7 +294,7 @@ def _claim(store, request_id: str, endpoint: str, fp: str, owner: str | None, de
     of a first claim (a different body or caller is still a conflict).
     """
     while True:
-        claim = store.claim(request_id, endpoint, fp, owner)
+        claim = store.claim(request_id, endpoint, fp, owner, replay_s)
         if claim.outcome == "conflict":
             raise ApiError(422, "idempotency_conflict",
                            "This request id was already used for a different request; use a new id.")
@@ -292,6 +325,9 @@ def job_view(job: Any, with_result: bool) -> dict:
         "request_id": job.request_id,
         "timestamp": utc_timestamp(),
     }
+    partial = job.partial_items() if job.status == RUNNING else None
+    if partial:   # what is already finished, for watchers to show before the end (the app ignores it)
+        view["partial"] = partial
     if job.status == FAILED:
         view["error_code"] = job.error_code
         result = job.result()
@@ -301,4 +337,4 @@ def job_view(job: Any, with_result: bool) -> dict:
         result = job.result()
         if result:
             view["result_status"], view["result"] = result
-    return view
+    return render_urls(view, url_base())

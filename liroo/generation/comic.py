@@ -77,7 +77,10 @@ def generate_comic(ctx: Context, text: str, level: str, style: str) -> dict:
 
     jobs = [ImageJob(prompt=panel_image_prompt(script, panel, style), cache_parts=(style, level),
                      label=f"panel {i}") for i, panel in enumerate(panels, 1)]
-    outcomes = make_images(ctx, jobs, step=lambda i, n: f"Drawing panel {i} of {n}")
+    outcomes = make_images(ctx, jobs, step=lambda i, n: f"Drawing panel {i} of {n}",
+                           finished=lambda index, url: ("panels", {
+                               "panel_id": index + 1, "image_url": url, "scene": panels[index].scene,
+                               "dialogue": _dialogue_dict(panels[index].dialogue)}))
     drawn = sum(1 for o in outcomes if o.url)
     if drawn * 2 < len(panels):
         raise dominant_error([o.error for o in outcomes if o.error is not None])

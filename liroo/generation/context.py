@@ -5,7 +5,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 from ..governor import MemoryReserver
 from ..settings import Settings
@@ -13,14 +13,24 @@ from ..settings import Settings
 log = logging.getLogger("liroo.generation")
 
 
+# Describes an item a step finished, for progress to show early: (index of the item, its URL) -> (kind, item).
+Finished = Callable[[int, str], tuple[str, dict]]
+
+
 class Progress:
-    """Honest steps of one request, written to the job store as they happen (thread-safe)."""
+    """Honest steps of one request, written to the job store as they happen (thread-safe).
+
+    A step may also hand over an item it finished (a drawn panel, a recorded
+    clip): items are kept by kind and written with every step as the job's
+    ``partial``, so that a watcher can show them before the request ends.
+    """
 
     def __init__(self, store: Any, request_id: str, total_steps: int = 1) -> None:
         self._store = store
         self.request_id = request_id
         self.total_steps = max(total_steps, 1)
         self.step_number = 0
+        self.partial: dict[str, list[dict]] = {}
         self._lock = threading.Lock()
 
     def plan(self, total_steps: int, step: str = "Planning", details: str = "") -> None:
@@ -29,17 +39,21 @@ class Progress:
             self.total_steps = max(total_steps, self.step_number + 1)
             self._write(step, details)
 
-    def advance(self, step: str, details: str = "") -> None:
-        """One step done."""
+    def advance(self, step: str, details: str = "", finished: tuple[str, dict] | None = None) -> None:
+        """One step done; ``finished`` is (kind, item): an item it made that can be shown already."""
         with self._lock:
             self.step_number = min(self.step_number + 1, self.total_steps)
+            if finished is not None:
+                kind, item = finished
+                self.partial.setdefault(kind, []).append(item)
             self._write(step, details)
 
     def _write(self, step: str, details: str) -> None:
         if self._store is None:
             return
         try:
-            self._store.progress(self.request_id, step, self.step_number, self.total_steps, details)
+            self._store.progress(self.request_id, step, self.step_number, self.total_steps, details,
+                                 partial=self.partial or None)
         except Exception:  # progress is for watching: a store hiccup must not fail paid-for work
             log.warning("could not record progress of %s", self.request_id, exc_info=True)
 
@@ -56,7 +70,7 @@ class Context:
     reserver: MemoryReserver
     progress: Progress
     request_id: str
-    public_base: str | None     # this request's own host, for local media URLs
+    public_base: str | None     # BASE_URL, or None: local media URLs stay paths, made absolute per answer
     deadline: float             # time.monotonic() by which the request must end
 
     def remaining_s(self) -> float:

@@ -19,7 +19,7 @@ from typing import Callable
 from ..imaging import ImageRejected, estimate_decode_mb, inspect_image, output_extension, process_image
 from ..providers.base import BadOutput
 from ..storage import IMMUTABLE_CACHE, cached_url, image_cache_key, image_cache_object, media_key
-from .context import Context
+from .context import Context, Finished
 from .failures import failure_code, note_failure
 
 
@@ -108,15 +108,20 @@ def make_image(ctx: Context, job: ImageJob) -> str:
                            IMMUTABLE_CACHE, public_base=ctx.public_base)
 
 
-def make_images(ctx: Context, jobs: list[ImageJob], step: Callable[[int, int], str]) -> list[ImageOutcome]:
+def make_images(ctx: Context, jobs: list[ImageJob], step: Callable[[int, int], str],
+                finished: Finished | None = None) -> list[ImageOutcome]:
     """All pictures at once, each under its memory reservation and the provider's pacing (which decide how
-    many really run); LIROO_PANEL_CONCURRENCY caps them when set. One failure does not stop the others."""
+    many really run); LIROO_PANEL_CONCURRENCY caps them when set. One failure does not stop the others.
+
+    ``finished`` describes a picture made, for progress to show before the request ends.
+    """
     total = len(jobs)
     done = 0
     lock = threading.Lock()
 
-    def run(job: ImageJob) -> ImageOutcome:
+    def run(index: int) -> ImageOutcome:
         nonlocal done
+        job = jobs[index]
         try:
             outcome = ImageOutcome(url=make_image(ctx, job))
         except Exception as exc:  # one picture's failure, whatever it is, must not sink the others
@@ -124,14 +129,15 @@ def make_images(ctx: Context, jobs: list[ImageJob], step: Callable[[int, int], s
             outcome = ImageOutcome(error=exc)
         with lock:
             done += 1
-            ctx.progress.advance(step(done, total), f"{job.label}: {'ready' if outcome.url else outcome.error_code}")
+            ctx.progress.advance(step(done, total), f"{job.label}: {'ready' if outcome.url else outcome.error_code}",
+                                 finished=finished(index, outcome.url) if finished and outcome.url else None)
         return outcome
 
     if not jobs:
         return []
     workers = panel_workers(ctx.settings.panel_concurrency, total)
     with ThreadPoolExecutor(workers, thread_name_prefix="liroo-image") as pool:
-        return list(pool.map(run, jobs))
+        return list(pool.map(run, range(total)))
 
 
 def panel_workers(cap: int, tasks: int) -> int:

@@ -61,7 +61,8 @@ def generate_lecture(ctx: Context, lecture_id: str, text: str, level: str, style
     for index, section in enumerate(sections):
         speech += [SpeechJob(section.title, "narrator", f"section {index + 1} title"),
                    SpeechJob(section.script, "narrator", f"section {index + 1} script")]
-        kinds += [("section_title", index), ("section_script", index)]
+        # The app indexes ``sections[section - 1]``: sections are numbered from 1.
+        kinds += [("section_title", index + 1), ("section_script", index + 1)]
     ctx.progress.plan(len(sections) + len(speech) + 2, "Lecture written", f"{script.title}: {len(sections)} sections")
     ctx.progress.advance("Lecture written", script.title)
 
@@ -70,21 +71,31 @@ def generate_lecture(ctx: Context, lecture_id: str, text: str, level: str, style
                          cache_parts=(style, level), aspect_ratio="16:9", label=f"section {index + 1} picture")
                 for index, section in enumerate(sections)]
     # Pictures and narration use different models (and pacing buckets): make them at the same time.
+    # What is finished is shown while the rest is made: each section's picture, each clip (as in audio_files).
+    def picture_made(index: int, url: str) -> tuple[str, dict]:
+        return "pictures", {"section": index, "title": sections[index].title, "image_url": url}
+
+    def clip_made(index: int, url: str) -> tuple[str, dict]:
+        kind, section = kinds[index]
+        return "audio_files", {"type": kind, "text": speech[index].text, "url": url,
+                               **({} if section is None else {"section": section})}
+
     with ThreadPoolExecutor(1, thread_name_prefix="liroo-lecture") as side:
-        drawing = side.submit(make_images, ctx, pictures, lambda done, total: f"Drawing picture {done} of {total}")
-        clips = speak(ctx, speech)
+        drawing = side.submit(make_images, ctx, pictures, lambda done, total: f"Drawing picture {done} of {total}",
+                              picture_made)
+        clips = speak(ctx, speech, finished=clip_made)
         outcomes = drawing.result()
     made = sum(1 for clip in clips if clip.url)
     if made * 2 < len(clips):
         raise dominant_error([c.error for c in clips if c.error is not None])
 
     audio_files, audio_errors = [], []
-    for (kind, index), job, clip in zip(kinds, speech, clips):
+    for (kind, number), job, clip in zip(kinds, speech, clips):
         if clip.url:
-            name = f"{lecture_id}-{kind.replace('_', '-')}" + ("" if index is None else f"-{index}") + ".wav"
-            audio_files.append(AudioFile(type=kind, text=job.text, url=clip.url, filename=name, section=index))
+            name = f"{lecture_id}-{kind.replace('_', '-')}" + ("" if number is None else f"-{number}") + ".wav"
+            audio_files.append(AudioFile(type=kind, text=job.text, url=clip.url, filename=name, section=number))
         else:
-            audio_errors.append(AudioError(type=kind, section=index, code=clip.error_code))
+            audio_errors.append(AudioError(type=kind, section=number, code=clip.error_code))
     lecture = Lecture(title=script.title, sections=[
         LectureSection(title=section.title, script=section.script, image_prompt=section.image_prompt,
                        image_url=outcome.url, image_error=outcome.error_code)

@@ -116,6 +116,13 @@ class HealthResponse(Body):
     memory_warning: bool
     memory_critical: bool
     timestamp: str
+    storage_error: str | None = omitted("Present while storage is failing: when and why the last media write failed.")
+
+
+class ReadyResponse(Body):
+    status: Literal["ready"]
+    redis: Literal["ok", "not configured"] = Field(description="Whether REDIS_URL is set and answers.")
+    timestamp: str
 
 
 class MemoryResponse(Body):
@@ -147,6 +154,10 @@ class ProgressResponse(Body):
     timestamp: str
     error_code: str | None = omitted("On failed jobs.")
     error: str | None = omitted("On failed jobs.")
+    partial: dict[str, list[dict[str, Any]]] | None = omitted(
+        "While it runs, what is already finished, by kind: comics `panels` ({panel_id, image_url, scene, "
+        "dialogue}); stories `cover` and `chapters` ({order, title, imageUrl}); lectures `pictures` "
+        "({section, title, image_url}) and `audio_files` (as in the finished answer).")
 
 
 class JobResponse(ProgressResponse):
@@ -345,7 +356,7 @@ class AudioFile(Out):
     text: str
     url: str
     filename: str
-    section: int | None = omitted("The section's index in lecture.sections (from 0); absent for the title.")
+    section: int | None = omitted("The section's number, counted from 1 (the app reads lecture.sections[section - 1]); absent for the title.")
 
 
 class AudioError(Out):

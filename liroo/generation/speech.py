@@ -20,7 +20,7 @@ from .results import TtsResult
 from ..providers.base import BadOutput
 from ..providers.wav import pcm_to_wav, read_pcm
 from ..storage import IMMUTABLE_CACHE, media_key
-from .context import Context
+from .context import Context, Finished
 from .failures import failure_code, note_failure
 from .images import panel_workers
 
@@ -149,11 +149,13 @@ def _recording_step(done: int, total: int) -> str:
     return f"Recording narration {done} of {total}"
 
 
-def speak(ctx: Context, jobs: list[SpeechJob], step: Callable[[int, int], str] = _recording_step) -> list[Clip]:
+def speak(ctx: Context, jobs: list[SpeechJob], step: Callable[[int, int], str] = _recording_step,
+          finished: Finished | None = None) -> list[Clip]:
     """Every job read aloud and stored as one WAV; one failure does not stop the others.
 
     Chunks of all jobs share one pool; a clip is joined and stored by the thread
-    that finishes its last chunk, and progress advances once per clip.
+    that finishes its last chunk, and progress advances once per clip
+    (with ``finished(index, url)``, the clip as a partial result).
     """
     if not jobs:
         return []
@@ -173,7 +175,8 @@ def speak(ctx: Context, jobs: list[SpeechJob], step: Callable[[int, int], str] =
             done += 1
             number = done
         ctx.progress.advance(step(number, len(jobs)),
-                             f"{jobs[index].label}: {'ready' if clip.url else clip.error_code}")
+                             f"{jobs[index].label}: {'ready' if clip.url else clip.error_code}",
+                             finished=finished(index, clip.url) if finished and clip.url else None)
 
     def run(index: int, part: int) -> None:
         with lock:

@@ -199,7 +199,14 @@ def generate_story(ctx: Context, brief: StoryBrief) -> StoryResult:
     jobs += [ImageJob(prompt=picture_prompt(chapter.image_prompt, hero, others, brief.style),
                       cache_parts=(brief.style, brief.level), aspect_ratio="4:3", label=f"chapter {number}")
              for number, chapter in enumerate(chapters, 1)]
-    outcomes = make_images(ctx, jobs, step=lambda done, total: f"Drawing picture {done} of {total}")
+
+    def finished(index: int, url: str) -> tuple[str, dict]:
+        if index == 0:
+            return "cover", {"title": script.title, "imageUrl": url}
+        return "chapters", {"order": index, "title": chapters[index - 1].title, "imageUrl": url}
+
+    outcomes = make_images(ctx, jobs, step=lambda done, total: f"Drawing picture {done} of {total}",
+                           finished=finished)
     drawn = sum(1 for o in outcomes if o.url)
     if drawn * 2 < len(jobs):   # the comic's rule: a picture book with most pictures missing is a failure
         raise dominant_error([o.error for o in outcomes if o.error is not None])

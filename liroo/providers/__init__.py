@@ -23,4 +23,4 @@ def make_provider(settings: Settings) -> Provider:
         from .gemini import GeminiProvider   # the SDK is imported only where it is used
         return GeminiProvider(settings)
     from .offline import OfflineProvider
-    return OfflineProvider()
+    return OfflineProvider(image_delay_s=settings.offline_image_delay_s)

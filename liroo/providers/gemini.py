@@ -9,10 +9,10 @@ fails the same way every time. What still fails after the retries becomes one
 of the provider errors; so do the answers that are not results (blocked, no
 candidates, text instead of a picture, truncated JSON).
 
-Pacing: a token bucket per model (``LIROO_GEMINI_RPM`` for the instance,
-shared out equally among the gunicorn workers), and every 429 the server
-sends, retried or not, empties that model's bucket for its Retry-After, so
-the other threads back off too.
+Pacing: one budget per model for the whole service (``LIROO_GEMINI_RPM``,
+in Redis with ``REDIS_URL``, else in memory shared by the instance's workers;
+see pacing.py), and every 429 the server sends, retried or not, holds that
+model's budget back for its Retry-After, so every other caller backs off too.
 """
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ from google.genai import errors, types
 from ..settings import Settings, SettingsError
 from .base import (VOICE_ROLES, BadOutput, ContentBlocked, ImageResult, ProviderUnavailable, RateLimited,
                    SpeechResult, T, aspect_ratio_parts, counted_call)
-from .pacing import Pacer
+from .pacing import Pacer, make_pacer
 from .schema import check_schema
 from .wav import pcm_to_wav
 
@@ -62,17 +62,15 @@ class GeminiProvider:
         self.text_model = settings.text_model
         self.image_model = settings.image_model
         self.tts_model = settings.tts_model
-        self._pacer_given = pacer
+        # Made here, before gunicorn forks, so that every worker shares its memory (not in _reset).
+        self.pacer = pacer or make_pacer(settings)
         self._reset()
         _reset_in_child_after_fork(self)
 
     def _reset(self) -> None:
-        """Fresh per-process state: no client yet, new locks, empty buckets."""
+        """Fresh per-process state: no client yet, new locks (the pacer's budget stays shared)."""
         self._lock = threading.Lock()
         self._client: genai.Client | None = None
-        settings = self.settings
-        self.pacer = self._pacer_given or Pacer(settings.gemini_rpm / max(1, settings.workers),
-                                                max_wait_s=settings.gemini_timeout_s)
 
     # --- the client ----------------------------------------------------------
     def client(self) -> genai.Client:
@@ -98,7 +96,7 @@ class GeminiProvider:
         return genai.Client(api_key=s.genai_api_key, vertexai=False, http_options=options)
 
     def _on_response(self, response: httpx2.Response) -> None:
-        """Every HTTP answer, retries included: a 429 pushes that model's bucket back."""
+        """Every HTTP answer, retries included: a 429 holds that model's budget back for everyone."""
         if response.status_code == 429:
             match = _MODEL_IN_PATH.search(response.request.url.path)
             response.read()

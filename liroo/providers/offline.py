@@ -15,6 +15,7 @@ import random
 import shutil
 import subprocess
 import sys
+import time
 import wave
 from functools import lru_cache
 
@@ -42,7 +43,8 @@ class OfflineProvider:
     text_model = "offline-text"
     image_model = "offline-pillow"
 
-    def __init__(self) -> None:
+    def __init__(self, image_delay_s: float = 0.0) -> None:
+        self.image_delay_s = image_delay_s
         self.espeak = shutil.which("espeak-ng")
         self.tts_model = "offline-espeak-ng" if self.espeak else "offline-tones"
 
@@ -58,6 +60,8 @@ class OfflineProvider:
     def generate_image(self, prompt: str, aspect_ratio: str = "1:1") -> ImageResult:
         with counted_call("image"):
             log.debug("offline image %s: %r", aspect_ratio, prompt)
+            if self.image_delay_s > 0:
+                time.sleep(self.image_delay_s)   # LIROO_OFFLINE_IMAGE_DELAY_S: a model's pace, on purpose
             return ImageResult(illustrate(prompt, aspect_ratio), "image/png", self.name, self.image_model)
 
     def generate_speech(self, text: str, voice: str) -> SpeechResult:

@@ -3,10 +3,11 @@ from __future__ import annotations
 
 from ..settings import Settings, SettingsError
 from .base import IMMUTABLE_CACHE, Storage, StorageError, content_type_for, media_key
+from .health import STORAGE_ERRNOS, STORAGE_HEALTH
 from .cache import cached_url, image_cache_key, image_cache_object
 from .local import LocalStorage
 
-__all__ = ["IMMUTABLE_CACHE", "LocalStorage", "Storage", "StorageError", "cached_url", "content_type_for",
+__all__ = ["IMMUTABLE_CACHE", "LocalStorage", "STORAGE_ERRNOS", "STORAGE_HEALTH", "Storage", "StorageError", "cached_url", "content_type_for",
            "image_cache_key", "image_cache_object", "make_storage", "media_key"]
 
 

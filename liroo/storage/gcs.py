@@ -19,6 +19,7 @@ from google.cloud.storage.retry import DEFAULT_RETRY
 
 from ..settings import SettingsError
 from .base import IMMUTABLE_CACHE, StorageError, check_key
+from .health import STORAGE_HEALTH
 
 log = logging.getLogger("liroo.storage")
 
@@ -63,6 +64,7 @@ class GcsStorage:
                 # Already there: a retried upload that had succeeded, or a
                 # content-addressed (cache) key, whose content is the same by definition.
                 log.debug("object %s already exists; kept", key)
+        STORAGE_HEALTH.succeeded()
         return self.url(key)
 
     def exists(self, key: str) -> bool:
@@ -115,4 +117,5 @@ def _failures(action: str, key: str):
         yield
     except (GoogleAPIError, InvalidResponse, google.auth.exceptions.GoogleAuthError, requests.RequestException) as exc:
         log.warning("cloud storage %s failed for %s: %s", action, key, exc)
+        STORAGE_HEALTH.failed()
         raise StorageError(f"cloud storage {action} failed") from exc

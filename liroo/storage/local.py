@@ -8,6 +8,9 @@ from urllib.parse import quote
 from werkzeug.security import safe_join
 
 from .base import IMMUTABLE_CACHE, StorageError, check_key, is_valid_key
+from .health import STORAGE_HEALTH
+
+MEDIA_PATH = "/media/"   # where the app serves these files (liroo/media.py)
 
 
 class LocalStorage:
@@ -22,6 +25,18 @@ class LocalStorage:
         # derives the type from the extension and serves every key as immutable.
         path = self._path(check_key(key))
         folder = os.path.dirname(path)
+        try:
+            self._write(folder, path, data)
+        except OSError as exc:
+            # A full disk (ENOSPC), a read-only or failing one: the storage's fault, not the
+            # request's. Callers answer 503 storage_unavailable; /health reports it.
+            STORAGE_HEALTH.failed(exc.errno)
+            raise StorageError(f"local storage write failed: {exc.strerror or type(exc).__name__}") from exc
+        STORAGE_HEALTH.succeeded()
+        return self.url(key, public_base)
+
+    @staticmethod
+    def _write(folder: str, path: str, data: bytes) -> None:
         os.makedirs(folder, exist_ok=True)
         # Write a temporary file beside the target and rename it over: readers
         # see either nothing or the whole file. Its name starts with "." so it
@@ -38,17 +53,20 @@ class LocalStorage:
             except OSError:
                 pass
             raise
-        return self.url(key, public_base)
 
     def exists(self, key: str) -> bool:
         path = self.resolve(key)
         return path is not None and os.path.isfile(path)
 
     def url(self, key: str, public_base: str | None = None) -> str:
-        base = self.base_url or (public_base.rstrip("/") if public_base else None)
-        if not base:
-            raise StorageError("local media needs an absolute base: set BASE_URL or pass the request's host URL")
-        return f"{base}/media/{quote(check_key(key))}"
+        """The absolute URL from BASE_URL (or ``public_base``); without either, the path ``/media/<key>``.
+
+        A bare path is what results store when BASE_URL is unset: each answer
+        makes it absolute with its own request's host (liroo.media.render_urls),
+        so no stored result carries another request's Host header.
+        """
+        base = self.base_url or (public_base.rstrip("/") if public_base else "")
+        return f"{base}{MEDIA_PATH}{quote(check_key(key))}"
 
     def resolve(self, key: str) -> str | None:
         """The file for ``key`` if it is safely inside the media folder, else None.
