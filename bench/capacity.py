@@ -138,8 +138,8 @@ class Result:
     def served_per_min(self) -> float:
         return len(self.served) / max(self.seconds, 1e-9) * 60
 
-    def latency(self, q: float) -> float:
-        times = sorted(r.seconds for r in self.served)
+    def latency(self, q: float, kind: str | None = None) -> float:
+        times = sorted(r.seconds for r in self.served if kind in (None, r.kind))
         if not times:
             return float("inf")
         return times[min(len(times) - 1, int(q * len(times)))]
@@ -311,7 +311,8 @@ def report(result: Result) -> str:
             f"user requests in {result.seconds:.0f} s), p50 {result.latency(0.5):6.1f} s, "
             f"p95 {result.latency(0.95):6.1f} s, {result.refused} x 503 of {result.attempts} attempts, "
             f"{result.dropped} dropped, {result.other} other errors, {result.oom_kills} OOM kills, "
-            f"peak working set {result.peak_bytes / 2**20:.0f} MiB = {result.utilisation:.2f} of the hard limit")
+            f"peak working set {result.peak_bytes / 2**20:.0f} MiB = {result.utilisation:.2f} of the hard limit; p95 by kind: "
+            + ", ".join(f"{kind.name} {result.latency(0.95, kind.name):.1f} s" for kind in KINDS))
 
 
 def capacity(args) -> None:
@@ -319,6 +320,8 @@ def capacity(args) -> None:
     env = {"LIROO_GEMINI_RPM": "0", "LIROO_GEMINI_RETRY_ATTEMPTS": "1", "LIROO_MAX_PANELS": str(args.panels)}
     configs = [Config("ours", True), Config("off", False)]
     configs += [Config(f"K={k}", False, threads=k, panel_concurrency=1) for k in args.k]
+    if args.only:
+        configs = [c for c in configs if c.name in args.only.split(",")]
     with BenchGemini(image_size=(args.image_side, args.image_side), image_mode="RGBA",
                     latency={"image": args.image_latency, "text": args.text_latency}) as fake:
         results = []
@@ -326,8 +329,10 @@ def capacity(args) -> None:
             result = run(config, fake, limit, args.clients, args.duration, env)
             print(report(result), flush=True)
             results.append(result)
+    if results[0].config.name != "ours" or len(results) < 2:
+        return
     ours = results[0]
-    safe = [r for r in results[2:] if r.oom_kills == 0 and r.served]
+    safe = [r for r in results if r.config.name.startswith("K=") and r.oom_kills == 0 and r.served]
     best = max(safe, key=lambda r: r.served_per_min, default=None)
     served_ratio = ours.served_per_min / best.served_per_min if best else float("inf")
     p95_ratio = ours.latency(0.95) / best.latency(0.95) if best else 0.0
@@ -395,6 +400,7 @@ def main() -> None:
                         help="seconds each configuration runs (default 40; --cloud-run: 300); --long: 180")
     parser.add_argument("--long", action="store_true", help="a longer, steadier run (180 s per configuration)")
     parser.add_argument("--k", type=int, nargs="+", default=[1, 2, 3], help="fixed threads per worker to compare")
+    parser.add_argument("--only", default=None, help="comma-separated configurations to run (e.g. ours,K=3)")
     parser.add_argument("--panels", type=int, default=4, help="panels per comic (LIROO_MAX_PANELS)")
     parser.add_argument("--image-side", type=int, default=3072, help="side of the RGBA pictures the model sends")
     parser.add_argument("--image-latency", type=float, default=3.0, help="seconds the model takes per picture")

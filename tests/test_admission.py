@@ -227,10 +227,11 @@ def test_a_request_holding_nothing_goes_before_one_holding_several(cgroup):
 
 
 def test_reservations_of_a_busy_request_let_the_door_go_first(cgroup):
-    """While a request waits at the door, a request already holding memory does not take the room."""
+    """While a request waits at the door, a request already drawing two pictures does not take the room."""
     governor = make_governor(cgroup, admission_wait_s=30)
-    held = governor.reserve(300, group="A")
-    held.__enter__()
+    drawing = [governor.reserve(150, group="A") for _ in range(2)]   # kept: a dropped one would release
+    for reservation in drawing:
+        reservation.__enter__()
     blocker = governor.reserve(300, group="C")
     blocker.__enter__()                           # 100 + 600 used: nothing more fits
     order = []

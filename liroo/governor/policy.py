@@ -525,12 +525,16 @@ class MemoryPolicy:
     def _publish_rank(self) -> None:
         """Tell other workers what our most deserving waiter holds (called under self._released).
 
-        Fair turns: a request holding fewer reservations goes first, and one
-        waiting at the door holds none; so one comic's eight panels cannot keep
-        another request out, in this worker or another.
+        Fair turns: a request holding fewer reservations goes first, so one
+        comic's eight panels cannot keep another request out, in this worker or
+        another. A request waiting at the door counts as holding one: a request
+        drawing more pictures lets it in first, but one drawing a single
+        picture is not held back, or a steady line at the door would stall
+        every comic's second panel.
         """
-        rank = 0 if self.door_waiting else min(
-            (self._holding.get(group, 0) for group in self._waiters.values()), default=ReservationLedger.NO_RANK)
+        waiters = min((self._holding.get(group, 0) for group in self._waiters.values()),
+                      default=ReservationLedger.NO_RANK)
+        rank = min(waiters, 1) if self.door_waiting else waiters
         if rank != self._rank:
             self._rank = rank
             self.ledger.publish_rank(rank)
