@@ -33,7 +33,8 @@ class ImageCosts:
     header), because promising it for the whole model call (seconds, during
     which nothing is allocated) would keep other pictures out of memory that is
     really free. A step that grows goes before new steps, so it waits little.
-    Until a picture has been seen, LIROO_IMAGE_RESERVE_MB is used.
+    Until a picture has been seen, LIROO_IMAGE_RESERVE_MB is used (the door's
+    pledge for a request that makes pictures stays that figure).
     """
 
     HOLD_FACTOR = 4
@@ -46,7 +47,8 @@ class ImageCosts:
         self._costs.append(self.HOLD_FACTOR * response_mb)
 
     def reserve_mb(self, floor_mb: float) -> float:
-        return max([floor_mb, *self._costs])
+        """LIROO_IMAGE_RESERVE_MB until a picture has been seen; then what recent pictures held."""
+        return max(self._costs) if self._costs else floor_mb
 
 
 IMAGE_COSTS = ImageCosts()
