@@ -143,6 +143,14 @@ def test_a_request_is_refused_after_its_wait(cgroup):
     assert governor.policy.door.length() == 0
 
 
+def test_over_the_hard_limit_by_the_reading_a_request_is_refused_without_waiting(cgroup):
+    governor = make_governor(cgroup, admission_wait_s=30)
+    app = MemoryGovernorMiddleware(hello_app, governor, route_costs_mb={"/heavy": 100})
+    cgroup.set_used(800)                                 # no promise ending can make room
+    assert call(app, "/heavy")[0].startswith("503")
+    assert governor.snapshot()["admission"]["queued"] == 0 and governor.shed_count == 1
+
+
 def test_a_full_line_refuses_at_once_and_monitoring_still_answers(cgroup):
     governor = make_governor(cgroup, admission_wait_s=30, admission_queue=1)
     app = MemoryGovernorMiddleware(hello_app, governor, route_costs_mb={"/heavy": 100},

@@ -420,7 +420,8 @@ class MemoryPolicy:
 
         Admitted, it gets a pledge of ``cost_mb`` (release it when the request
         ends). Refused at once when the line is full (``queue_max`` waiters in
-        every worker) or ``wait_s`` is 0; else refused when ``wait_s`` passes.
+        every worker), ``wait_s`` is 0, or the reading alone is at the hard
+        limit; else refused when ``wait_s`` passes.
         """
         nbytes = int(cost_mb * MB)
         if self.door.length() == 0 and (pledge := self._try_pledge(nbytes)):
@@ -430,6 +431,10 @@ class MemoryPolicy:
             if self.door.length() == 0 and (pledge := self._try_pledge(nbytes)):
                 return DoorDecision(True, pledge=pledge)
         if wait_s <= 0 or queue_max <= 0:
+            return DoorDecision(False)
+        # Over the hard limit by the reading alone, no promise ending can make room:
+        # refuse at once, as for any request, rather than hold the client for nothing.
+        if self.probe.used_bytes() >= self.thresholds.limit_mb * MB:
             return DoorDecision(False)
         ticket = self.door.enter(queue_max)
         if ticket is None:
