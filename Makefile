@@ -40,6 +40,7 @@ test: dev-venv redis
 bench: dev-venv
 	$(BIN)/python bench/governor_overhead.py
 	$(BIN)/python bench/imaging.py
+	$(BIN)/python bench/audio.py
 	$(BIN)/python bench/comic_latency.py
 	$(BIN)/python bench/survival.py
 	$(BIN)/python bench/soak.py

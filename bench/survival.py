@@ -7,11 +7,18 @@ loopback Gemini runs outside it and answers every picture with a 4096x4096
 RGBA image (small on the wire, about 130 MB to decode). A burst of concurrent
 /generate_image requests asks for far more than fits.
 
+The speech scenario sends a burst of concurrent 20,000-character narrations
+(/generate_tts) instead: the loopback Gemini reads each ~1,500-character chunk
+as ~75 s of 24 kHz PCM (3.6 MB, sent as 4.8 MB of base64), so every chunk in
+flight holds ~20 MB while it is received, decoded and encoded.
+
 The governor is given no MEMORY_LIMIT_MB: it must learn the limit from the
 cgroup. Then the same burst runs with LIROO_GOVERNOR=off, to show that the
 burst really kills an ungoverned server.
 
-Last line: ``oom_kills=… dropped=… served_ratio=… ungoverned_oom_kills=…``.
+One line of figures per scenario, and for the last line the pictures' and the speech's:
+``oom_kills=… dropped=… served_ratio=… ungoverned_oom_kills=… speech_oom_kills=… speech_served_ratio=…
+speech_ungoverned_oom_kills=…``.
 """
 from __future__ import annotations
 
@@ -82,12 +89,20 @@ def cgroup_unavailable_reason(limit_bytes: int) -> str | None:
     return None if plan.version is not None else plan.reason
 
 
-def burst(server: GunicornServer, requests_n: int, outcome: Outcome) -> None:
+# What each scenario's burst asks for: a huge picture, or a long narration.
+IMAGE_REQUEST = ("/generate_image", lambda i: {"prompt": "a huge detailed mountain landscape"})
+NARRATION = " ".join(f"Part {{i}}, sentence {n}: the river carried the small boat past the old mill and under "
+                     "the stone bridge." for n in range(220))[:20_000]
+SPEECH_REQUEST = ("/generate_tts", lambda i: {"text": NARRATION.format(i=i), "voice": "narrator"})
+
+
+def burst(server: GunicornServer, requests_n: int, outcome: Outcome, request=IMAGE_REQUEST) -> None:
+    path, body = request
+
     def one(i: int):
         try:
             # Its own id, or every request of the burst would be one job (the same body is one request).
-            response = requests.post(server.url("/generate_image"),
-                                     json={"prompt": "a huge detailed mountain landscape"},
+            response = requests.post(server.url(path), json=body(i),
                                      headers={"X-Request-ID": f"burst-{uuid.uuid4().hex}"}, timeout=300)
             return response.status_code, response.headers.get("Retry-After")
         except requests.RequestException:
@@ -103,7 +118,7 @@ def burst(server: GunicornServer, requests_n: int, outcome: Outcome) -> None:
                 outcome.refusals_without_retry_after += 1
 
 
-def run(governed: bool, fake: FakeGemini, limit_bytes: int, requests_n: int) -> Outcome:
+def run(governed: bool, fake: FakeGemini, limit_bytes: int, requests_n: int, request=IMAGE_REQUEST) -> Outcome:
     plan = run_limited.plan(limit_bytes)
     if plan.version is None:
         raise RuntimeError(f"no memory cgroup can be made here: {plan.reason}")
@@ -124,7 +139,7 @@ def run(governed: bool, fake: FakeGemini, limit_bytes: int, requests_n: int) -> 
         memory = requests.get(server.url("/memory"), timeout=10).json()
         outcome.learned_limit_mb, outcome.source = memory["memory_limit_mb"], memory["source"]
         start = time.monotonic()
-        burst(server, requests_n, outcome)
+        burst(server, requests_n, outcome, request)
         outcome.seconds = time.monotonic() - start
         outcome.oom_kills = run_limited.oom_kills(plan) or 0
     finally:
@@ -133,8 +148,8 @@ def run(governed: bool, fake: FakeGemini, limit_bytes: int, requests_n: int) -> 
     return outcome
 
 
-def report(outcome: Outcome) -> str:
-    name = "governed  " if outcome.governed else "ungoverned"
+def report(outcome: Outcome, scenario: str = "pictures") -> str:
+    name = f"{scenario}, " + ("governed  " if outcome.governed else "ungoverned")
     return (f"{name}: {outcome.served}/{outcome.total} served, {outcome.refused} refused (503), "
             f"{outcome.other} other statuses, {outcome.dropped} dropped connections, "
             f"{outcome.oom_kills} OOM kills, {outcome.seconds:.1f} s; limit learned {outcome.learned_limit_mb} MB "
@@ -146,17 +161,33 @@ def main() -> None:
     parser.add_argument("--mem", default="640m", help="the cgroup's memory limit (default 640m)")
     parser.add_argument("--requests", type=int, default=40, help="concurrent requests in the burst")
     parser.add_argument("--image-side", type=int, default=4096, help="side of the RGBA pictures the fake sends")
+    parser.add_argument("--scenario", choices=("all", "pictures", "speech"), default="all")
     args = parser.parse_args()
     limit = run_limited.parse_size(args.mem)
-    with FakeGemini(image_size=(args.image_side, args.image_side), image_mode="RGBA") as fake:
-        governed = run(True, fake, limit, args.requests)
-        print(report(governed))
-        ungoverned = run(False, fake, limit, args.requests)
-        print(report(ungoverned))
-    print(f"oom_kills={governed.oom_kills} dropped={governed.dropped} "
-          f"served_ratio={governed.served / max(governed.total, 1):.2f} "
-          f"refusals_without_retry_after={governed.refusals_without_retry_after} "
-          f"ungoverned_oom_kills={ungoverned.oom_kills} ungoverned_dropped={ungoverned.dropped}")
+    figures = []
+    if args.scenario in ("all", "pictures"):
+        with FakeGemini(image_size=(args.image_side, args.image_side), image_mode="RGBA") as fake:
+            governed = run(True, fake, limit, args.requests)
+            print(report(governed))
+            ungoverned = run(False, fake, limit, args.requests)
+            print(report(ungoverned))
+        figures.append(f"oom_kills={governed.oom_kills} dropped={governed.dropped} "
+                       f"served_ratio={governed.served / max(governed.total, 1):.2f} "
+                       f"refusals_without_retry_after={governed.refusals_without_retry_after} "
+                       f"ungoverned_oom_kills={ungoverned.oom_kills} ungoverned_dropped={ungoverned.dropped}")
+    if args.scenario in ("all", "speech"):
+        with FakeGemini() as fake:
+            fake.set_latency(0.5, operation="speech")   # chunks of many narrations in flight together
+            speech = run(True, fake, limit, args.requests, SPEECH_REQUEST)
+            print(report(speech, "speech"))
+            speech_ungoverned = run(False, fake, limit, args.requests, SPEECH_REQUEST)
+            print(report(speech_ungoverned, "speech"))
+        figures.append(f"speech_oom_kills={speech.oom_kills} speech_dropped={speech.dropped} "
+                       f"speech_served_ratio={speech.served / max(speech.total, 1):.2f} "
+                       f"speech_refusals_without_retry_after={speech.refusals_without_retry_after} "
+                       f"speech_ungoverned_oom_kills={speech_ungoverned.oom_kills} "
+                       f"speech_ungoverned_dropped={speech_ungoverned.dropped}")
+    print(" ".join(figures))
 
 
 if __name__ == "__main__":

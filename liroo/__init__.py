@@ -5,7 +5,7 @@ import logging
 
 from flask import Flask
 
-from . import api, errors, logs, media, metrics, monitoring, requestid, security, studio
+from . import api, errors, limiter, logs, media, metrics, monitoring, requestid, security, studio
 from .api import comics, content, openapi, progress
 from .api.runner import Runner
 from .governor import Governor, GovernorConfig, MemoryGovernorMiddleware, Unreserved
@@ -55,7 +55,8 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     errors.register_error_handlers(app)
     requestid.init_app(app)
-    security.init_app(app)   # after request ids, so its 401/403/429 carry one
+    security.init_app(app)   # after request ids, so its 401/403 carry one
+    limiter.init_app(app)    # after the guard: a request without a valid key spends no budget
     metrics.init_app(app)
     app.register_blueprint(studio.bp)
     app.register_blueprint(monitoring.bp)

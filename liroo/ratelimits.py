@@ -9,8 +9,8 @@ count lives in a small SQLite file made before the fork, which every worker
 of the instance opens: ``InstanceStorage`` below, registered with limits under
 the ``liroo-instance://`` scheme. SQLite rather than shared memory because a
 moving window is a variable list of hit times per caller; it is the same
-choice as the instance's job store (liroo/jobs.py), and a hit is one short
-``BEGIN IMMEDIATE`` transaction.
+kind of file as the instance's job store (liroo/shared_sqlite.py), and a hit is
+one short ``BEGIN IMMEDIATE`` transaction.
 
 With Redis, ``FallbackStorage`` (``liroo-fallback://``) wraps both: while
 Redis cannot be reached the instance's count is used (logged once per
@@ -19,18 +19,16 @@ Flask-Limiter's own fallback, which is per-process memory.
 """
 from __future__ import annotations
 
-import atexit
 import logging
-import os
-import shutil
 import sqlite3
-import tempfile
-import threading
 import time
 import urllib.parse
 from typing import Any, Callable, TypeVar
 
 from limits.storage import MovingWindowSupport, Storage, storage_from_string
+
+from .outage import RedisOutage
+from .shared_sqlite import SharedSQLite, path_in_temp_dir
 
 log = logging.getLogger("liroo.ratelimits")
 T = TypeVar("T")
@@ -46,8 +44,8 @@ class InstanceStorage(Storage, MovingWindowSupport):
     def __init__(self, uri: str, wrap_exceptions: bool = False, **options: Any) -> None:
         super().__init__(uri, wrap_exceptions=wrap_exceptions)
         self.path = urllib.parse.urlparse(uri).path
-        self._local = threading.local()
-        db = self._connect()
+        self._db = SharedSQLite(self.path)
+        db = self._db.connect()
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("CREATE TABLE IF NOT EXISTS hits (key TEXT NOT NULL, at REAL NOT NULL, expires REAL NOT NULL)")
         db.execute("CREATE INDEX IF NOT EXISTS hits_key ON hits (key, at)")
@@ -58,34 +56,15 @@ class InstanceStorage(Storage, MovingWindowSupport):
     @classmethod
     def uri_in_temp_dir(cls) -> str:
         """A fresh file's URI; made before gunicorn forks, so all workers share it (removed when the maker exits)."""
-        folder = tempfile.mkdtemp(prefix="liroo-ratelimit-")
-        maker = os.getpid()
-        atexit.register(lambda: os.getpid() == maker and shutil.rmtree(folder, ignore_errors=True))
-        return "liroo-instance://" + os.path.join(folder, "counts.sqlite3")
+        return "liroo-instance://" + path_in_temp_dir("liroo-ratelimit-", "counts.sqlite3")
 
     @property
     def base_exceptions(self) -> type[Exception]:
         return sqlite3.Error
 
-    def _connect(self) -> sqlite3.Connection:
-        # One connection per thread and process: SQLite connections must not cross a fork.
-        conn = getattr(self._local, "conn", None)
-        if conn is None or getattr(self._local, "pid", None) != os.getpid():
-            conn = sqlite3.connect(self.path, timeout=10, isolation_level=None, check_same_thread=False)
-            conn.execute("PRAGMA busy_timeout=10000")
-            self._local.conn, self._local.pid = conn, os.getpid()
-        return conn
-
     def _transaction(self, work: Callable[[sqlite3.Connection, float], T]) -> T:
-        db = self._connect()
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            result = work(db, time.time())
-            db.execute("COMMIT")
-            return result
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
+        with self._db.transaction() as db:
+            return work(db, time.time())
 
     # --- the moving window (what LIROO_RATE_LIMIT uses) -------------------------------------------
     def acquire_entry(self, key: str, limit: int, expiry: int, amount: int = 1) -> bool:
@@ -104,7 +83,7 @@ class InstanceStorage(Storage, MovingWindowSupport):
 
     def get_moving_window(self, key: str, limit: int, expiry: int) -> tuple[float, int]:
         now = time.time()
-        oldest, count = self._connect().execute(
+        oldest, count = self._db.connect().execute(
             "SELECT MIN(at), COUNT(*) FROM hits WHERE key = ? AND at > ?", (key, now - expiry)).fetchone()
         return (oldest if count else now), count
 
@@ -118,17 +97,17 @@ class InstanceStorage(Storage, MovingWindowSupport):
         return self._transaction(incr)
 
     def get(self, key: str) -> int:
-        row = self._connect().execute("SELECT value FROM counters WHERE key = ? AND expires > ?",
+        row = self._db.connect().execute("SELECT value FROM counters WHERE key = ? AND expires > ?",
                                       (key, time.time())).fetchone()
         return row[0] if row else 0
 
     def get_expiry(self, key: str) -> float:
-        row = self._connect().execute("SELECT expires FROM counters WHERE key = ?", (key,)).fetchone()
+        row = self._db.connect().execute("SELECT expires FROM counters WHERE key = ?", (key,)).fetchone()
         return row[0] if row else time.time()
 
     def check(self) -> bool:
         try:
-            self._connect().execute("SELECT 1").fetchone()
+            self._db.connect().execute("SELECT 1").fetchone()
             return True
         except sqlite3.Error:
             return False
@@ -160,33 +139,23 @@ class FallbackStorage(Storage, MovingWindowSupport):
         super().__init__(uri, wrap_exceptions=wrap_exceptions)
         self.redis = storage_from_string(redis_url, **redis_options)
         self.instance = InstanceStorage(instance_uri)
-        self.retry_s = retry_s
         self._unavailable = self.redis.base_exceptions
-        self._lock = threading.Lock()
-        self._down_until = 0.0
-        self._outage = False
+        self._outage = RedisOutage(retry_s, log, "Redis cannot be reached (%s): the rate limit counts on this "
+                                   "instance alone until it answers again",
+                                   "Redis answers again: the rate limit is counted for the whole service")
 
     @property
     def base_exceptions(self) -> tuple[type[Exception], ...]:
         return (sqlite3.Error,)
 
     def _call(self, name: str, *args: Any, **kwargs: Any) -> Any:
-        if time.monotonic() >= self._down_until:
+        if self._outage.may_try:
             try:
                 result = getattr(self.redis, name)(*args, **kwargs)
             except self._unavailable as exc:
-                with self._lock:
-                    self._down_until = time.monotonic() + self.retry_s
-                    first, self._outage = not self._outage, True
-                if first:
-                    log.warning("Redis cannot be reached (%s): the rate limit counts on this instance alone "
-                                "until it answers again", type(exc).__name__)
+                self._outage.failed(type(exc).__name__)
             else:
-                if self._outage:
-                    with self._lock:
-                        back, self._outage = self._outage, False
-                    if back:
-                        log.warning("Redis answers again: the rate limit is counted for the whole service")
+                self._outage.answered()
                 return result
         return getattr(self.instance, name)(*args, **kwargs)
 

@@ -1,4 +1,4 @@
-"""Who may call what: API keys for generation, an admin token for internals, rate limits, safe headers.
+"""Who may call what: API keys for generation, an admin token for internals, job ownership, safe headers.
 
 Everything is off unless configured, because the app sends no credentials
 today:
@@ -13,11 +13,9 @@ today:
   record their caller (a hash of the API key) when claimed; only that caller or
   the admin may read them. With keys off there is no caller to record: the
   unguessable request id is the capability, as before.
-- ``LIROO_RATE_LIMIT``: one budget for all generation routes per caller (the
-  key's hash with keys on, else the client address; ``X-Forwarded-For`` counts
-  only through ``LIROO_TRUSTED_PROXIES`` proxies), kept by Flask-Limiter for
-  the whole service in Redis when ``REDIS_URL`` is set, else for the instance
-  in a file all its workers share (liroo/ratelimits.py); 429 with ``Retry-After``.
+- ``LIROO_TRUSTED_PROXIES``: how many proxies' ``X-Forwarded-For`` entries are
+  believed for the client address (which the rate limit, liroo/limiter.py,
+  counts by when keys are off).
 - ``X-Content-Type-Options: nosniff`` on every response Flask answers.
 
 ``/health`` and the media files stay open: the app fetches pictures by URL.
@@ -27,18 +25,12 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-import math
-import time
 from dataclasses import dataclass
 
 from flask import Flask, g, request
-from flask_limiter import ApplicationLimit, Limiter, RateLimitExceeded
-from limits import parse_many
-from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from . import ratelimits
-from .errors import ApiError, error_response
+from .errors import ApiError
 from .requestid import valid_request_id
 from .services import services
 from .settings import Settings, SettingsError
@@ -48,7 +40,6 @@ log = logging.getLogger("liroo.security")
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 ADMIN_PATHS = frozenset({"/memory", "/metrics"})
 API_KEY_HEADER = "X-API-Key"
-RATE_LIMIT_SCOPE = "generation"
 
 
 def _digest(secret: str) -> bytes:
@@ -208,78 +199,15 @@ def _check_job_access(current: Caller, request_id: str) -> None:
     raise _unauthorized(current) if not current.presented else _forbidden()
 
 
-def refuse_cut_body(raw: bytes) -> None:
-    """413 for a chunked body that reached LIROO_MAX_BODY_BYTES.
-
-    With a Content-Length over the limit werkzeug refuses the request before
-    reading it; a chunked body (no length) is read only up to the limit and
-    then cut short without an error, which would reach the parser as broken
-    JSON. A chunked body of exactly the limit is refused too: it cannot be
-    told apart from a longer one without reading past the limit.
-    """
-    limit = request.max_content_length
-    if request.content_length is None and limit is not None and len(raw) >= limit:
-        raise RequestEntityTooLarge()
-
-
 def _nosniff(response):
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
     return response
 
 
-# --- rate limits ------------------------------------------------------------------------
-
-def _rate_limit_key() -> str:
-    current = caller()
-    if _keyring().keys_required and current.key_id:
-        return "key:" + current.key_id
-    return "addr:" + (request.remote_addr or "unknown")
-
-
-def make_limiter(settings: Settings) -> Limiter | None:
-    """A Flask-Limiter with one shared budget for all generation routes, or None when no limit is set."""
-    if not settings.rate_limit:
-        return None
-    try:
-        parse_many(settings.rate_limit)
-    except ValueError:
-        raise SettingsError(f"LIROO_RATE_LIMIT: expected e.g. '30 per minute', got {settings.rate_limit!r}") from None
-    storage_uri, storage_options = ratelimits.storage_settings(settings.redis_url)
-    return Limiter(
-        key_func=_rate_limit_key,
-        default_limits=[],
-        application_limits=[ApplicationLimit(settings.rate_limit, scope=RATE_LIMIT_SCOPE,
-                                             exempt_when=lambda: not is_generation_request())],
-        # moving-window: exact counts, no double burst at a window edge.
-        strategy="moving-window",
-        # The service's count in Redis, else the instance's (shared by its workers); see liroo/ratelimits.py.
-        storage_uri=storage_uri,
-        storage_options=storage_options,
-        key_prefix="liroo",
-        headers_enabled=False,   # Retry-After is set on the 429 below; other answers stay as they were
-        # Redis down: the storage itself falls back to the instance's count (not per-process memory).
-        in_memory_fallback_enabled=False,
-    )
-
-
-def _rate_limited(exc: RateLimitExceeded):
-    limiter: Limiter | None = services().limiter
-    retry_after = 1
-    current = limiter.current_limit if limiter is not None else None
-    if current is not None:
-        try:
-            retry_after = max(1, math.ceil(current.reset_at - time.time()))
-        except Exception:  # the window could not be read: the store is down; 1 s is a safe hint
-            log.warning("rate-limit window unreadable", exc_info=True)
-    return error_response(429, "rate_limited",
-                          f"Too many requests; please retry in {retry_after} seconds.",
-                          {"Retry-After": str(retry_after)}, retry_after_s=retry_after)
-
-
 # --- wiring -----------------------------------------------------------------------------
 
 def init_app(app: Flask) -> None:
-    """Install the guard, the rate limiter and the headers; call after ``requestid.init_app``.
+    """Install the guard and the headers; call after ``requestid.init_app`` and before ``limiter.init_app``.
 
     The guard runs before the limiter, so a request without a valid key is
     refused without spending anyone's budget.
@@ -290,19 +218,12 @@ def init_app(app: Flask) -> None:
     app.before_request(_guard)
     app.after_request(_nosniff)
 
-    svc.limiter = limiter = make_limiter(settings)
-    if limiter is not None:
-        limiter.init_app(app)
-        app.register_error_handler(RateLimitExceeded, _rate_limited)
-
     if settings.trusted_proxies > 0:
         # Only the last N X-Forwarded-For entries, added by our own proxies, are believed.
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trusted_proxies)  # type: ignore[method-assign]
 
-    log.info("security: API keys %s, admin token %s, rate limit %s",
+    log.info("security: API keys %s, admin token %s",
              f"on ({keyring.key_count})" if keyring.keys_required else "off",
-             "on" if keyring.admin_required else "off",
-             f"{settings.rate_limit} per {'key' if keyring.keys_required else 'client address'} "
-             f"({'redis, for the service' if settings.redis_url else 'for this instance'})" if limiter else "off")
+             "on" if keyring.admin_required else "off")
     if keyring.keys_required and not keyring.admin_required:
         log.warning("security: LIROO_API_KEYS is set but LIROO_ADMIN_TOKEN is not: /memory and /metrics are open")

@@ -49,6 +49,17 @@ def _choice(*allowed: str, optional: bool = False) -> Callable[[str], str | None
     return parse
 
 
+# Bit rates an MP3 stream can have (MPEG-1 and MPEG-2 layer III).
+MP3_BITRATES = (8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160, 192, 224, 256, 320)
+
+
+def _mp3_bitrate(raw: str) -> int:
+    value = int(raw)
+    if value not in MP3_BITRATES:
+        raise ValueError(f"expected an MP3 bit rate ({', '.join(map(str, MP3_BITRATES))}), got {raw!r}")
+    return value
+
+
 def _setting(env: str, default: Any, doc: str, parse: Callable[[str], Any] | None = None) -> Any:
     if parse is None:
         parse = {bool: _bool, int: int, float: float}.get(type(default), str)
@@ -109,6 +120,16 @@ class Settings:
     image_quality: int = _setting("LIROO_IMAGE_QUALITY", 85, "JPEG/WebP quality (1-95).")
     image_cache: bool = _setting("LIROO_IMAGE_CACHE", True, "on: a repeated picture request reuses the stored image.")
 
+    # --- speech ---------------------------------------------------------------
+    audio_format: str = _setting(
+        "LIROO_AUDIO_FORMAT", "mp3", "Stored speech format: mp3 (~5 kB per second of speech) or wav (~48 kB).",
+        _choice("mp3", "wav"))
+    audio_bitrate_kbps: int = _setting("LIROO_AUDIO_BITRATE_KBPS", 40, "MP3 bit rate of stored speech, kbit/s (constant).",
+                                      _mp3_bitrate)
+    speech_reserve_mb: float = _setting(
+        "LIROO_SPEECH_RESERVE_MB", 24.0, "Memory reserved for one speech chunk (~1,500 characters) while the model "
+        "reads it, until recent chunks show the real cost; also /generate_tts's cost at the door.")
+
     # --- storage --------------------------------------------------------------
     storage: str | None = _setting(
         "LIROO_STORAGE", None, "local or gcs. Unset: gcs when GCS_BUCKET_NAME is set, else local.",
@@ -151,6 +172,9 @@ class Settings:
         "LIROO_PANEL_CONCURRENCY", 0, "Optional cap on pictures made at once for one request, speech chunks likewise "
         "(0: no cap; memory reservations and the Gemini pacing decide).")
     max_input_chars: int = _setting("LIROO_MAX_INPUT_CHARS", 20_000, "Longest input text accepted (413 above it).")
+    max_long_text_chars: int = _setting(
+        "LIROO_MAX_LONG_TEXT_CHARS", 50_000, "Longest text where the app sends a whole story: /generate_tts's text "
+        "and /process dialogue context (413 above it).")
     job_ttl_s: int = _setting("LIROO_JOB_TTL_S", 3600, "How long a finished request's progress and result stay answerable.")
     derived_replay_s: float = _setting("LIROO_DERIVED_REPLAY_S", 120.0, "How long after it finished a request without an id is replayed to the same body and caller; later it runs afresh.")
     async_mode: bool | None = _setting(

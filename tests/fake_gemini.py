@@ -45,7 +45,7 @@ from typing import Any
 
 from PIL import Image, ImageDraw
 
-from liroo.providers.offline_text import fill_schema
+from liroo.providers.offline_schema import fill_schema
 
 OPERATIONS = ("text", "image", "speech")
 FAULT_KINDS = (

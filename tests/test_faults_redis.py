@@ -1,6 +1,6 @@
 """Redis unavailable: generation keeps working on one instance, progress degrades to in-process, logged.
 
-Decision (liroo/jobs.py, FallbackJobStore): with REDIS_URL set and Redis
+Decision (liroo/jobs/fallback.py, FallbackJobStore): with REDIS_URL set and Redis
 unreachable, jobs are claimed in the instance's local store, so requests are
 served, progress and idempotent retries work on this instance, and one
 WARNING says so; Redis is tried again at most every few seconds and new jobs

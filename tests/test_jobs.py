@@ -1,4 +1,9 @@
-"""Both job stores against the same contract: SQLite in a temp folder, and the real Redis on 127.0.0.1:6379."""
+"""Both job stores against the same contract: SQLite in a temp folder, and the real Redis on 127.0.0.1:6379.
+
+test_the_claim_rule runs the claim rule's truth table, read from the docstring of
+liroo.jobs.model.decide, against both stores: the Python rule (LocalJobStore) and the
+Lua one (RedisJobStore, on Redis db 11) must give the same answers.
+"""
 import os
 import threading
 import time
@@ -62,7 +67,7 @@ def test_an_abandoned_job_is_taken_over(store, monkeypatch):
     assert store.claim(rid, "/generate_image", "fp").outcome == "running"
     # The owner stops beating: pretend the clock moved past the stale line.
     real_time = time.time
-    monkeypatch.setattr(jobs.time, "time", lambda: real_time() + jobs.STALE_AFTER_S + 5)
+    monkeypatch.setattr(time, "time", lambda: real_time() + jobs.STALE_AFTER_S + 5)
     assert store.claim(rid, "/generate_image", "fp").outcome == "new"
 
 
@@ -101,12 +106,11 @@ def test_local_store_is_shared_across_fork(tmp_path):
     assert store.get(rid).step == "from child"
 
 
-def test_heartbeats_keep_a_job_fresh(store, monkeypatch):
-    monkeypatch.setattr(jobs, "HEARTBEAT_S", 0.05)
+def test_heartbeats_keep_a_job_fresh(store):
     rid = new_id()
     store.claim(rid, "/x", "fp")
     before = store.get(rid).heartbeat
-    beats = Heartbeats(store)
+    beats = Heartbeats(store, interval_s=0.05)
     beats.add(rid)
     from tests.servers import wait_for
     wait_for(lambda: store.get(rid).heartbeat > before, timeout=10, what="a heartbeat")
@@ -131,6 +135,44 @@ def test_a_success_is_replayed_only_within_the_replay_window(store, monkeypatch)
     store.finish(rid, SUCCEEDED, 200, {"ok": True})
     assert store.claim(rid, "/generate_comic", "fp", replay_s=10).outcome == "finished"
     later = time.time() + 11
-    monkeypatch.setattr(jobs.time, "time", lambda: later)
+    monkeypatch.setattr(time, "time", lambda: later)
     assert store.claim(rid, "/generate_comic", "fp").outcome == "finished"     # no window: kept for the TTL
     assert store.claim(rid, "/generate_comic", "fp", replay_s=10).outcome == "new"
+
+
+def claim_rule_rows():
+    """The rows of the truth table in liroo.jobs.model.decide's docstring."""
+    rows = [[cell.strip() for cell in line.strip().strip("|").split("|")]
+            for line in jobs.decide.__doc__.splitlines() if line.strip().startswith("|")]
+    header, body = rows[0], rows[1:]
+    assert header[:5] == ["stored", "status", "touched", "replay_s", "outcome"] and len(body) >= 10
+    return [pytest.param(*row[:5], id="-".join(row[:4]).replace(" ", "_")) for row in body]
+
+
+CLAIM_RULE_REDIS_URL = "redis://127.0.0.1:6379/11"
+
+
+@pytest.fixture(params=["local", "redis"])
+def either_store(request, tmp_path):
+    if request.param == "local":
+        yield LocalJobStore(str(tmp_path / "jobs.sqlite3"), ttl_s=60, running_ttl_s=120)
+        return
+    store = RedisJobStore(CLAIM_RULE_REDIS_URL, ttl_s=60, running_ttl_s=120)
+    yield store
+    for key in store._redis.scan_iter(match="*t-*"):
+        store._redis.delete(key)
+
+
+@pytest.mark.parametrize("stored, status, touched, replay_s, outcome", claim_rule_rows())
+def test_the_claim_rule(either_store, monkeypatch, stored, status, touched, replay_s, outcome):
+    store, rid, window = either_store, new_id(), None if replay_s == "none" else float(replay_s)
+    if stored != "none":
+        assert store.claim(rid, "/generate_comic", "fp", owner="key-a").outcome == "new"
+        if status != RUNNING:
+            store.finish(rid, status, 200 if status == SUCCEEDED else 502, {"ok": status == SUCCEEDED})
+    if touched == "old":   # the clock moves past both the stale line and the replay window
+        later = time.time() + max(jobs.STALE_AFTER_S, window or 0) + 5
+        monkeypatch.setattr(time, "time", lambda: later)
+    fingerprint = "another fp" if stored == "other body" else "fp"
+    owner = "key-b" if stored == "other owner" else "key-a"
+    assert store.claim(rid, "/generate_comic", fingerprint, owner=owner, replay_s=window).outcome == outcome

@@ -21,7 +21,7 @@ from liroo.providers.gemini import GeminiProvider
 from liroo.providers.offline import OfflineProvider
 from liroo.providers.schema import check_schema
 from tests.fake_gemini import FakeGemini
-from tests.test_providers import PROMPT, gemini_settings
+from tests.test_providers import PROMPT, STORY, gemini_settings
 
 HINTED_NAMES = ["title", "name", "question", "options", "correct_answer", "correct_answer_id", "id", "content",
                 "image_prompt", "image_url", "speaker", "tags", "order", "score", "explanation", "text", "value",
@@ -103,3 +103,22 @@ def test_self_referencing_models_stop_growing():
     while node.children:
         node, depth = node.children[0], depth + 1
     assert 1 <= depth <= 10
+
+
+class QuizOption(BaseModel):
+    id: str
+    text: str
+
+
+class QuizFirstTheAnswer(BaseModel):
+    correct_answer_id: str      # before the options it names: the filler writes the options first
+    question: str
+    options: list[QuizOption]
+
+
+def test_a_correct_id_written_before_the_options_names_the_right_option():
+    quiz = OfflineProvider().generate_structured(PROMPT, QuizFirstTheAnswer)
+    assert [name for name in quiz.model_dump()] == ["correct_answer_id", "question", "options"]
+    right = next(option for option in quiz.options if option.id == quiz.correct_answer_id)
+    blank = quiz.question.removeprefix("Fill in the blank: ")
+    assert "_____" in blank and blank.replace("_____", right.text, 1) in " ".join(STORY.split())

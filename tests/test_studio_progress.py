@@ -134,7 +134,7 @@ def test_a_lecture_shows_its_narration_in_progress(slow_pictures):
     partial = shown_while_running(slow_pictures, rid, "audio_files")   # clips come while pictures are drawn
     clip = partial["audio_files"][0]
     assert clip["type"] in {"title", "section_title", "section_script"} and clip["text"]
-    fetch(clip["url"], "audio/wav")
+    fetch(clip["url"], "audio/mpeg")
     lecture = contract.decode_lecture(finished(slow_pictures, rid))
     final = {(a["type"], a.get("section"), a["url"]) for a in lecture["audio_files"]}
     assert (clip["type"], clip.get("section"), clip["url"]) in final

@@ -22,8 +22,18 @@ def shed_fields(environ: dict) -> dict:
     return fields
 
 
-def costs_one_image(view: Callable) -> Callable:
-    """Mark a route that makes pictures: the governor's door admits it only with room for one
-    (LIROO_IMAGE_RESERVE_MB), so a request is refused at once rather than after it has queued."""
-    view.memory_cost = lambda settings: settings.image_reserve_mb
-    return view
+def declares_cost(cost_mb: Callable[[object], float]) -> Callable[[Callable], Callable]:
+    """Mark a route that does heavy work: the governor's door admits it only with room for
+    ``cost_mb(settings)``, so a request is refused at once rather than after it has queued."""
+    def mark(view: Callable) -> Callable:
+        view.memory_cost = cost_mb
+        return view
+    return mark
+
+
+# Routes that make pictures: room for one (LIROO_IMAGE_RESERVE_MB).
+costs_one_image = declares_cost(lambda settings: settings.image_reserve_mb)
+# /generate_tts: room for one speech chunk (LIROO_SPEECH_RESERVE_MB).
+costs_one_speech_chunk = declares_cost(lambda settings: settings.speech_reserve_mb)
+# /generate_lecture draws and narrates at the same time: room for a picture and a chunk.
+costs_picture_and_speech = declares_cost(lambda settings: settings.image_reserve_mb + settings.speech_reserve_mb)

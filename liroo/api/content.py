@@ -15,7 +15,7 @@ from ..generation.study import (Conversation, Learner, generate_dialogue, genera
                                 generate_flashcards, generate_slides, generate_study_page)
 from .models import LectureRequest, ProcessRequest, StoryRequest, TtsRequest
 from .runner import parse_body, run_generation
-from . import costs_one_image
+from . import costs_one_image, costs_one_speech_chunk, costs_picture_and_speech
 
 bp = Blueprint("content", __name__)
 
@@ -75,7 +75,7 @@ def process():
 
 
 @bp.post("/generate_lecture")
-@costs_one_image
+@costs_picture_and_speech
 def lecture():
     lecture_id = g.lecture_id = str(uuid.uuid4())   # g: for the answers made before the work starts
     body = parse_body(LectureRequest)
@@ -100,6 +100,7 @@ def _lecture_id_on_every_answer(response: Response) -> Response:
 
 
 @bp.post("/generate_tts")
+@costs_one_speech_chunk
 def tts():
     body = parse_body(TtsRequest)
     return run_generation("/generate_tts", body, lambda ctx: generate_tts(ctx, body.text, body.voice).body())

@@ -16,29 +16,37 @@ from ..providers.base import ASPECT_RATIOS, VOICE_ROLES
 from ..settings import Settings
 
 
-def _max_chars(info: ValidationInfo) -> int:
+def _max_chars(info: ValidationInfo, limit: str = "max_input_chars") -> int:
     settings = (info.context or {}).get("settings")
-    return (settings or Settings).max_input_chars  # the class attribute is the default
+    return getattr(settings or Settings, limit)  # the class attribute is the default
 
 
-def _text(value: str, info: ValidationInfo) -> str:
+def _text(value: str, info: ValidationInfo, limit: str = "max_input_chars") -> str:
     value = value.strip()
     if not value:
         raise PydanticCustomError("empty_text", f"The field '{info.field_name}' must not be empty.")
-    limit = _max_chars(info)
-    if len(value) > limit:
-        raise PydanticCustomError("text_too_long", f"The text is too long: at most {limit} characters are accepted.")
+    most = _max_chars(info, limit)
+    if len(value) > most:
+        raise PydanticCustomError("text_too_long", f"The text is too long: at most {most} characters are accepted.")
     return value
 
 
-def _optional_text(value: str | None, info: ValidationInfo) -> str | None:
+def _optional_text(value: str | None, info: ValidationInfo, limit: str = "max_input_chars") -> str | None:
     if value is None:
         return None
     value = value.strip()
-    if len(value) > _max_chars(info):
-        raise PydanticCustomError("text_too_long",
-                                  f"The text is too long: at most {_max_chars(info)} characters are accepted.")
+    most = _max_chars(info, limit)
+    if len(value) > most:
+        raise PydanticCustomError("text_too_long", f"The text is too long: at most {most} characters are accepted.")
     return value or None
+
+
+def _long_text(value: str, info: ValidationInfo) -> str:
+    return _text(value, info, "max_long_text_chars")
+
+
+def _optional_long_text(value: str | None, info: ValidationInfo) -> str | None:
+    return _optional_text(value, info, "max_long_text_chars")
 
 
 def _level(value: str) -> str:
@@ -58,6 +66,9 @@ def _style(value: str) -> str:
 
 InputText = Annotated[str, AfterValidator(_text)]
 OptionalText = Annotated[str | None, AfterValidator(_optional_text)]
+# Where the app sends a whole story or study page (narration, dialogue context): LIROO_MAX_LONG_TEXT_CHARS.
+LongText = Annotated[str, AfterValidator(_long_text)]
+OptionalLongText = Annotated[str | None, AfterValidator(_optional_long_text)]
 LevelName = Annotated[str, AfterValidator(_level), Field(json_schema_extra={"enum": list(LEVELS)})]
 StyleName = Annotated[str, AfterValidator(_style), Field(
     json_schema_extra={"examples": [display for display, _ in STYLES.values()] + list(STYLES)})]
@@ -152,8 +163,8 @@ class ProcessRequest(AppRequest):
     profile: Profile | None = None
     output_format: OutputFormat = Field(default=None, description="flashcards or slideshow; unset: the study page.")
     dialogue_mode: bool = False
-    selected_text_snippet: OptionalText = None
-    original_block_content: OptionalText = None
+    selected_text_snippet: OptionalLongText = None
+    original_block_content: OptionalLongText = None
     user_question: OptionalText = Field(default=None, description="Required in dialogue mode.")
     conversation_history: list[HistoryEntry] = Field(default_factory=list, max_length=200)
     explain_again_mode: bool = False
@@ -181,6 +192,6 @@ class LectureRequest(AppRequest):
 
 
 class TtsRequest(AppRequest):
-    text: InputText
+    text: LongText
     voice: VoiceName = "narrator"
     model: ShortText = Field(default=None, description="The model the app asks for; the answer names the one used.")

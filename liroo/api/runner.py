@@ -26,9 +26,10 @@ from ..jobs import FAILED, RUNNING, SUCCEEDED, WAIT_POLL_S, Claim, Heartbeats, w
 from ..clock import utc_timestamp
 from ..providers.base import ProviderError
 from ..requestid import HEADER, check_request_id
-from ..security import caller_id, refuse_cut_body
+from ..security import caller_id
 from ..services import services
 from ..storage import STORAGE_ERRNOS, STORAGE_HEALTH, StorageError
+from .body_size import refuse_cut_body
 
 log = logging.getLogger("liroo.api")
 M = TypeVar("M", bound=BaseModel)

@@ -11,7 +11,6 @@ so one comic's panels cannot keep another comic's out.
 from __future__ import annotations
 
 import threading
-from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable
@@ -20,10 +19,11 @@ from ..imaging import ImageRejected, estimate_decode_mb, inspect_image, output_e
 from ..providers.base import BadOutput
 from ..storage import IMMUTABLE_CACHE, cached_url, image_cache_key, image_cache_object, media_key
 from .context import Context, Finished
+from .costs import RecentCosts
 from .failures import failure_code, note_failure
 
 
-class ImageCosts:
+class ImageCosts(RecentCosts):
     """What recent pictures held in memory while the model answered, to size the reservation made before a call.
 
     While the SDK receives a picture it holds the HTTP body, the parsed JSON
@@ -34,21 +34,18 @@ class ImageCosts:
     which nothing is allocated) would keep other pictures out of memory that is
     really free. A step that grows goes before new steps, so it waits little.
     Until a picture has been seen, LIROO_IMAGE_RESERVE_MB is used (the door's
-    pledge for a request that makes pictures stays that figure).
+    pledge for a request that makes pictures stays that figure); after that the
+    floor no longer applies, since it would promise for the model's wait the
+    memory only the decode needs.
     """
 
     HOLD_FACTOR = 4
-    KEEP = 32
-
-    def __init__(self) -> None:
-        self._costs: deque[float] = deque(maxlen=self.KEEP)
 
     def record(self, response_mb: float) -> None:
-        self._costs.append(self.HOLD_FACTOR * response_mb)
+        self.record_mb(self.HOLD_FACTOR * response_mb)
 
-    def reserve_mb(self, floor_mb: float) -> float:
-        """LIROO_IMAGE_RESERVE_MB until a picture has been seen; then what recent pictures held."""
-        return max(self._costs) if self._costs else floor_mb
+    def reserve_mb(self, floor_mb: float, units: float = 1.0) -> float:
+        return max(self._per_unit) * units if self._per_unit else floor_mb * units
 
 
 IMAGE_COSTS = ImageCosts()

@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pydantic import BaseModel, Field
 
 from .results import AudioError, AudioFile, Lecture, LectureResult, LectureSection
+from ..audio import audio_extension
 from .context import Context
 from .failures import dominant_error
 from .images import ImageJob, make_images
@@ -90,9 +91,10 @@ def generate_lecture(ctx: Context, lecture_id: str, text: str, level: str, style
         raise dominant_error([c.error for c in clips if c.error is not None])
 
     audio_files, audio_errors = [], []
+    extension = audio_extension(ctx.settings.audio_format)
     for (kind, number), job, clip in zip(kinds, speech, clips):
         if clip.url:
-            name = f"{lecture_id}-{kind.replace('_', '-')}" + ("" if number is None else f"-{number}") + ".wav"
+            name = f"{lecture_id}-{kind.replace('_', '-')}" + ("" if number is None else f"-{number}") + f".{extension}"
             audio_files.append(AudioFile(type=kind, text=job.text, url=clip.url, filename=name, section=number))
         else:
             audio_errors.append(AudioError(type=kind, section=number, code=clip.error_code))

@@ -385,7 +385,7 @@ class TtsResult(Body):
     model: str = Field(description="The speech model that read the text.")
     text_length: int
     duration_s: float
-    content_type: Literal["audio/wav"] = "audio/wav"
+    content_type: Literal["audio/mpeg", "audio/wav"] = Field(description="The stored file's type (LIROO_AUDIO_FORMAT).")
     provider: str
 
 

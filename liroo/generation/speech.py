@@ -1,10 +1,13 @@
-"""Speech: long text read in provider-sized chunks, a few at a time, joined into one WAV per clip.
+"""Speech: long text read in provider-sized chunks, a few at a time, encoded into one file per clip.
 
 Every chunk of every clip of a request goes through one pool, all at once:
 each chunk's memory reservation and the provider's pacing decide how many
-really run (LIROO_PANEL_CONCURRENCY caps the pool when set). Each model call reserves
-memory from the governor for the audio it will hold (base64 in the answer,
-then PCM); the join reserves what the joined file needs.
+really run (LIROO_PANEL_CONCURRENCY caps the pool when set). Every heavy step
+reserves its memory from the governor before it allocates: each model call
+(sized by what recent chunks cost a character, ``SPEECH_COSTS``), each chunk's
+encoding (what it adds to the file) and the file's hand-over to storage. Chunks
+are fed to the encoder (``liroo.audio``: MP3 by default, LIROO_AUDIO_FORMAT) in
+order as they arrive, so a long narration is never held as one joined buffer.
 """
 from __future__ import annotations
 
@@ -16,25 +19,30 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable
 
-from .results import TtsResult
+from ..audio import AUDIO_FORMATS, AudioEncoder, UnsupportedAudio, audio_extension, encoded_bytes_per_s, make_encoder
 from ..providers.base import BadOutput
-from ..providers.wav import pcm_to_wav, read_pcm
+from ..providers.wav import read_pcm
 from ..storage import IMMUTABLE_CACHE, media_key
 from .context import Context, Finished
+from .costs import RecentCosts
 from .failures import failure_code, note_failure
 from .images import panel_workers
+from .results import TtsResult
 
 log = logging.getLogger("liroo.generation")
 
+MB = 1024 * 1024
 # Characters per model call: about a minute and a half of speech. Well inside what a
 # TTS model reads in one go, and a chunk that fails is cheap to redo; chunks of one
 # clip are made concurrently, so a long text also reads faster.
 MAX_CHUNK_CHARS = 1500
-# Memory to reserve while one chunk is made: 24 kHz 16-bit speech is ~48 kB/s and
-# ~15 characters a second, so ~3.2 kB of PCM a character; the base64 answer, its
-# decoded bytes and the WAV copy hold it about three times at once.
-RESERVE_BASE_MB = 4.0
-RESERVE_MB_PER_CHAR = 0.01
+# While a chunk's answer arrives the SDK holds the HTTP body (base64), its text, the
+# decoded bytes and then the samples read out of the WAV: about four times the audio.
+HOLD_FACTOR = 4
+MIN_RESERVE_MB = 1.0            # a title's few words still hold buffers
+ENCODER_SLACK_MB = 0.25         # LAME's own buffers, and a frame or two of lag
+# What recent chunks cost per character read aloud (24 kHz speech is ~3.2 kB of PCM a character).
+SPEECH_COSTS = RecentCosts()
 
 # The end of a sentence (or clause) and its closing quotes or brackets, before a space; or a blank line.
 _PAUSE = re.compile(r"[.!?…;:][\"'”’)\]]*(?=\s)|\n\s*\n")
@@ -105,44 +113,127 @@ def _fit(sentence: str, limit: int) -> list[str]:
     return pieces
 
 
-def join_wavs(parts: list[bytes]) -> tuple[bytes, float]:
-    """One WAV of the parts' frames in order, and its length in seconds; BadOutput if formats differ."""
-    frames: list[bytes] = []
-    shape = None
-    for number, data in enumerate(parts, 1):
-        try:
-            pcm, this = read_pcm(data)
-        except (wave.Error, EOFError) as exc:
-            raise BadOutput(f"speech chunk {number} is not a PCM WAV ({exc})") from None
-        frames.append(pcm)
-        if shape is None:
-            shape = this
-        elif this != shape:
-            raise BadOutput(f"speech chunk {number} is {this} (rate, channels, width), chunk 1 was {shape}")
-    if shape is None:
-        raise BadOutput("no speech to join")
-    rate, channels, width = shape
-    pcm = b"".join(frames)
-    return pcm_to_wav(pcm, rate, channels=channels, sample_width=width), len(pcm) / (channels * width) / rate
+class _ClipWriter:
+    """One clip's chunks fed to its encoder in order, as they arrive, then stored as one file.
+
+    A chunk that arrives before the ones ahead of it waits in ``pending``;
+    whichever thread brings the next chunk in order feeds it and every waiting
+    one behind it, so no thread blocks on another. Only the encoded output and
+    the chunks not yet encoded are alive: the narration's PCM is never joined
+    into one buffer. Encoding a chunk reserves what it adds to the output (the
+    format's bytes per second), and storing reserves the file's hand-over copy.
+    """
+
+    def __init__(self, ctx: Context, total: int) -> None:
+        self._ctx = ctx
+        self.total = total
+        self._lock = threading.Lock()
+        self._pending: dict[int, tuple[bytes, tuple[int, int, int]]] = {}
+        self._next = 0
+        self._feeding = False
+        self.failed = False
+        self._encoder: AudioEncoder | None = None
+        self._shape: tuple[int, int, int] | None = None
+        self._frames = 0
+
+    def add(self, part: int, pcm: bytes, shape: tuple[int, int, int]) -> bool:
+        """Hand over chunk ``part``; True for the call that fed the clip's last chunk.
+
+        Raises what encoding raised (BadOutput, MemoryPressure): the clip has then failed.
+        """
+        with self._lock:
+            if self.failed:
+                return False
+            self._pending[part] = (pcm, shape)
+            if self._feeding:
+                return False
+            self._feeding = True
+        del pcm
+        while True:
+            with self._lock:
+                item = self._pending.pop(self._next, None)
+                if item is None or self.failed:
+                    self._feeding = False
+                    if self.failed:
+                        self._encoder = None    # the clip failed while this thread was encoding
+                    return not self.failed and item is None and self._next == self.total
+            self._next += 1
+            try:
+                self._feed(*item)
+            except BaseException:
+                with self._lock:
+                    self.failed = True
+                    self._feeding = False
+                    self._encoder = None
+                raise
+            finally:
+                item = None                     # the chunk's samples are in the output now
+
+    def _feed(self, pcm: bytes, shape: tuple[int, int, int]) -> None:
+        settings = self._ctx.settings
+        rate, channels, width = shape
+        if self._encoder is None:
+            try:
+                self._encoder = make_encoder(settings.audio_format, rate, channels, width,
+                                             settings.audio_bitrate_kbps)
+            except UnsupportedAudio as exc:
+                raise BadOutput(str(exc)) from None
+            self._shape = shape
+        elif shape != self._shape:
+            raise BadOutput(f"speech chunk {self._next} is {shape} (rate, channels, width), chunk 1 was {self._shape}")
+        frames = len(pcm) // (channels * width)
+        per_s = encoded_bytes_per_s(settings.audio_format, rate, channels, settings.audio_bitrate_kbps)
+        with self._ctx.reserver.reserve(frames / rate * per_s / MB + ENCODER_SLACK_MB, wait_s=_wait_s(self._ctx)):
+            self._encoder.feed(pcm)
+        self._frames += frames
+
+    def store(self) -> tuple[str, float]:
+        """The encoded file stored; its URL and length in seconds. The writer is done."""
+        encoder, self._encoder = self._encoder, None
+        if encoder is None or not self._frames:
+            raise BadOutput("no speech to store")
+        fmt = self._ctx.settings.audio_format
+        # finish() hands the output over as one bytes object (a second copy while the first is dropped),
+        # and an upload may buffer it again.
+        with self._ctx.reserver.reserve(2 * encoder.encoded_bytes / MB + ENCODER_SLACK_MB, wait_s=_wait_s(self._ctx)):
+            data = encoder.finish()
+            del encoder
+            url = self._ctx.storage.put(media_key("audio", audio_extension(fmt)), data, AUDIO_FORMATS[fmt][1],
+                                        IMMUTABLE_CACHE, public_base=self._ctx.public_base)
+        return url, self._frames / self._shape[0]
+
+    def fail(self) -> None:
+        """The clip failed: drop its chunks; chunks that arrive later are dropped at once."""
+        with self._lock:
+            self.failed = True
+            self._pending = {}
+            if not self._feeding:           # else the encoding thread drops the encoder when it notices
+                self._encoder = None
 
 
 def _wait_s(ctx: Context) -> float:
     return max(min(ctx.settings.reservation_wait_s, ctx.remaining_s()), 0.0)
 
 
-def _speak_chunk(ctx: Context, text: str, voice: str):
+def _speak_chunk(ctx: Context, text: str, voice: str) -> tuple[bytes, tuple[int, int, int], str]:
+    """One chunk read aloud: its PCM, (rate, channels, width) and the model.
+
+    The reservation before the call is sized by what recent chunks cost a
+    character (LIROO_SPEECH_RESERVE_MB a chunk until then). It ends with the
+    call: the samples kept until they are encoded are allocated by then, so
+    every reading counts them (holding their reservation too would count them
+    twice and starve the chunks that others are waiting on).
+    """
     ctx.check_deadline()
-    with ctx.reserver.reserve(RESERVE_BASE_MB + RESERVE_MB_PER_CHAR * len(text), wait_s=_wait_s(ctx)):
-        return ctx.provider.generate_speech(text, voice)
-
-
-def _store(ctx: Context, parts: list[bytes]) -> tuple[str, float]:
-    size_mb = sum(len(p) for p in parts) / (1024 * 1024)
-    with ctx.reserver.reserve(RESERVE_BASE_MB + 2 * size_mb, wait_s=_wait_s(ctx)):   # the frames, then the file
-        data, duration = join_wavs(parts)   # also for one part: checks it is a PCM WAV and measures it
-        url = ctx.storage.put(media_key("audio", "wav"), data, "audio/wav", IMMUTABLE_CACHE,
-                              public_base=ctx.public_base)
-    return url, duration
+    floor_mb = max(MIN_RESERVE_MB, ctx.settings.speech_reserve_mb * len(text) / MAX_CHUNK_CHARS)
+    with ctx.reserver.reserve(SPEECH_COSTS.reserve_mb(floor_mb, len(text)), wait_s=_wait_s(ctx)):
+        result = ctx.provider.generate_speech(text, voice)
+        SPEECH_COSTS.record_mb(HOLD_FACTOR * len(result.data) / MB, len(text))
+        try:
+            pcm, shape = read_pcm(result.data)
+        except (wave.Error, EOFError) as exc:
+            raise BadOutput(f"speech is not a PCM WAV ({exc})") from None
+        return pcm, shape, result.model
 
 
 def _recording_step(done: int, total: int) -> str:
@@ -151,18 +242,17 @@ def _recording_step(done: int, total: int) -> str:
 
 def speak(ctx: Context, jobs: list[SpeechJob], step: Callable[[int, int], str] = _recording_step,
           finished: Finished | None = None) -> list[Clip]:
-    """Every job read aloud and stored as one WAV; one failure does not stop the others.
+    """Every job read aloud and stored as one file (LIROO_AUDIO_FORMAT); one failure does not stop the others.
 
-    Chunks of all jobs share one pool; a clip is joined and stored by the thread
-    that finishes its last chunk, and progress advances once per clip
-    (with ``finished(index, url)``, the clip as a partial result).
+    Chunks of all jobs share one pool; a clip's chunks are encoded in order as
+    they arrive, the clip is stored by the thread that encodes its last chunk,
+    and progress advances once per clip (with ``finished(index, url)``, the
+    clip as a partial result).
     """
     if not jobs:
         return []
     chunked = [split_for_speech(job.text) or [job.text] for job in jobs]
-    parts: list[list[bytes | None]] = [[None] * len(chunks) for chunks in chunked]
-    remaining = [len(chunks) for chunks in chunked]
-    failed = [False] * len(jobs)
+    writers = [_ClipWriter(ctx, len(chunks)) for chunks in chunked]
     models: list[str | None] = [None] * len(jobs)
     clips: list[Clip | None] = [None] * len(jobs)
     lock = threading.Lock()
@@ -178,35 +268,30 @@ def speak(ctx: Context, jobs: list[SpeechJob], step: Callable[[int, int], str] =
                              f"{jobs[index].label}: {'ready' if clip.url else clip.error_code}",
                              finished=finished(index, clip.url) if finished and clip.url else None)
 
-    def run(index: int, part: int) -> None:
+    def fail(index: int, exc: Exception) -> None:
+        note_failure(jobs[index].label, ctx.request_id, exc)
         with lock:
-            if failed[index]:                  # another chunk of this clip failed: skip the rest
-                return
-        try:
-            result = _speak_chunk(ctx, chunked[index][part], jobs[index].voice)
-        except Exception as exc:  # one chunk's failure, whatever it is, fails its clip only
-            note_failure(jobs[index].label, ctx.request_id, exc)
-            with lock:
-                first_failure, failed[index] = not failed[index], True
+            first_failure = clips[index] is None
             if first_failure:
-                finish(index, Clip(error=exc))
+                clips[index] = Clip(error=exc)
+        writers[index].fail()
+        if first_failure:
+            finish(index, clips[index])
+
+    def run(index: int, part: int) -> None:
+        writer = writers[index]
+        if writer.failed:                       # another chunk of this clip failed: skip the rest
             return
-        with lock:
-            if failed[index]:
-                return
-            parts[index][part] = result.data
-            models[index] = result.model
-            remaining[index] -= 1
-            complete = remaining[index] == 0
-        if complete:
-            try:
-                url, duration = _store(ctx, parts[index])
-                clip = Clip(url=url, model=models[index], duration_s=duration)
-            except Exception as exc:
-                note_failure(jobs[index].label, ctx.request_id, exc)
-                clip = Clip(error=exc)
-            parts[index] = []                   # the chunks' bytes are no longer needed
-            finish(index, clip)
+        try:
+            pcm, shape, model = _speak_chunk(ctx, chunked[index][part], jobs[index].voice)
+            models[index] = model
+            complete = writer.add(part, pcm, shape)
+            del pcm
+            if complete:
+                url, duration = writer.store()
+                finish(index, Clip(url=url, model=models[index], duration_s=duration))
+        except Exception as exc:  # one chunk's failure, whatever it is, fails its clip only
+            fail(index, exc)
 
     tasks = [(i, p) for i, chunks in enumerate(chunked) for p in range(len(chunks))]
     workers = panel_workers(ctx.settings.panel_concurrency, len(tasks))
@@ -216,7 +301,7 @@ def speak(ctx: Context, jobs: list[SpeechJob], step: Callable[[int, int], str] =
 
 
 def generate_tts(ctx: Context, text: str, voice: str) -> TtsResult:
-    """/generate_tts: ``text`` read by ``voice``, as one stored WAV."""
+    """/generate_tts: ``text`` read by ``voice``, as one stored file (MP3 by default)."""
     chunks = len(split_for_speech(text))
     ctx.progress.plan(2, "Reading aloud", f"{len(text)} characters in {chunks} part{'s' * (chunks != 1)}")
     clip = speak(ctx, [SpeechJob(text, voice, "speech")], step=lambda done, total: "Speech recorded")[0]
@@ -224,4 +309,5 @@ def generate_tts(ctx: Context, text: str, voice: str) -> TtsResult:
         raise clip.error
     ctx.progress.advance("Speech ready", f"{clip.duration_s:.1f} seconds")
     return TtsResult(audio_url=clip.url, voice=voice, model=clip.model or ctx.provider.tts_model,
-                     text_length=len(text), duration_s=round(clip.duration_s, 3), provider=ctx.provider.name)
+                     text_length=len(text), duration_s=round(clip.duration_s, 3),
+                     content_type=AUDIO_FORMATS[ctx.settings.audio_format][1], provider=ctx.provider.name)

@@ -1,10 +1,10 @@
 """The offline provider: deterministic, network-free, and honest about it.
 
 The default when no Gemini key is set, so a new user sees a real result: text
-built from the input itself (``offline_text``), pictures drawn with Pillow
-(``offline_art``), and playable speech (espeak-ng when installed, otherwise a
-clearly synthetic tone sequence whose length follows the text). Every result
-says ``provider="offline"``.
+built from the input itself (``offline_text`` reads it, ``offline_schema``
+fills the answer's schema), pictures drawn with Pillow (``offline_art``), and
+playable speech (espeak-ng when installed, otherwise a clearly synthetic tone
+sequence whose length follows the text). Every result says ``provider="offline"``.
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from pydantic import ValidationError
 
 from .base import VOICE_ROLES, BadOutput, ImageResult, SpeechResult, T, counted_call
 from .offline_art import illustrate
-from .offline_text import fill_schema
+from .offline_schema import fill_schema
 from .schema import check_schema
 from .wav import pcm_to_wav, read_pcm
 

@@ -1,55 +1,33 @@
-"""Structured output without a model: any JSON Schema filled from the input text itself.
-
-The offline provider (and the loopback Gemini in the tests) must answer any
-schema a generation author writes, so this works on the JSON Schema, not on
-known models: objects get every property, arrays a sensible length inside
-``minItems``/``maxItems``, strings sentences of the text fitted to
-``minLength``/``maxLength``, numbers a value inside their bounds, enums one of
-their values. It reads both dialects it meets: pydantic's JSON Schema
-(``$ref``/``$defs``, ``anyOf`` with null) and the OpenAPI subset the Gemini
-SDK sends (upper-case types, ``nullable``, snake_case keywords).
-
-Property names are hints that make the result read well: a list of objects
-shares the text's sentences among its items in order (panels, chapters,
-sections); a list of objects with a ``name``/``speaker``/``key`` field gets
-one item per person named in its sentences; ``title``-like fields get a few
-words, ``image_prompt`` a picture description, ``tags``/``keywords`` words of
-the text; an object with a ``question`` and ``options`` becomes a
-fill-in-the-blank question whose ``correct...`` field points at the right
-option. Deterministic: the same text and schema always give the same answer.
+"""English-text heuristics for the offline provider: what a prompt is about, read from its text.
 
 The source text is what the prompt wraps in ``<source>...</source>``; without
 tags, what follows the last line that mentions "text" and ends in ``:`` (such as
-``Student's text:`` or ``Original Text:``); else the whole prompt.
+``Student's text:`` or ``Original Text:``); else the whole prompt. From it:
+its sentences, the people and places it names (capitalised words), its content
+words (no stopwords) by frequency, and fill-in-the-blank questions
+(``Quiz``). Deterministic: the same text always gives the same facts.
+
+The JSON-schema walker that writes answers from these is offline_schema.py.
 """
 from __future__ import annotations
 
 import hashlib
 import re
-import uuid
 from collections import Counter
-from dataclasses import dataclass, replace
-from typing import Any
+from dataclasses import dataclass
 
 _SOURCE_TAG = re.compile(r"<source>(.*?)</source>", re.S | re.I)
 _SENTENCE_END = re.compile(r"(?<=[.!?…])[\"'”’)]*\s+|\n+")
-_WORD = re.compile(r"[A-Za-z][A-Za-z'-]*[A-Za-z]|[A-Za-z]")
+WORD = re.compile(r"[A-Za-z][A-Za-z'-]*[A-Za-z]|[A-Za-z]")
 _STOPWORDS = frozenset(
     "a an and are as at be been but by can could did do does for from had has have he her here him his how i if in "
     "into is it its just let may me more most my no not now of on one or our out over she so some such than that the "
     "their them then there these they this those through to too under up upon us very was we were what when where "
     "which while who whom why will with would you your also about after again all any because before being both "
     "each few only other own same should until once every".split())
-_FALLBACK_SENTENCE = "A quiet page waits for its story."
-_FALLBACK_NAMES = ("Narrator", "Reader", "Guide", "Friend")
-_FALLBACK_WORDS = ("river", "mountain", "library", "lantern", "garden", "journey")
-DEFAULT_LIST_LENGTH = 6     # items in a list of objects when the schema sets no maximum
-MAX_DEPTH = 8               # deeper than this, lists get their minimum length and optional fields null
-
-_NAME_HINTS = {"name", "speaker", "character", "key", "author", "person", "who"}
-_TITLE_HINTS = {"title", "heading", "headline", "theme", "topic", "label", "front", "term", "subject", "caption"}
-_LONG_TEXT_HINTS = {"content", "script", "body", "summary", "overview", "paragraph", "story", "narration"}
-_WORD_LIST_HINTS = {"tags", "keywords", "topics", "terms", "words", "vocabulary", "themes"}
+FALLBACK_SENTENCE = "A quiet page waits for its story."
+FALLBACK_NAMES = ("Narrator", "Reader", "Guide", "Friend")
+FALLBACK_WORDS = ("river", "mountain", "library", "lantern", "garden", "journey")
 
 
 def source_text(prompt: str) -> str:
@@ -71,57 +49,40 @@ def sentences(text: str) -> list[str]:
     found = []
     for piece in _SENTENCE_END.split(text):
         piece = re.sub(r"\s+", " ", piece).strip().lstrip("-*#>• ").strip()
-        if len(_WORD.findall(piece)) >= 2:
+        if len(WORD.findall(piece)) >= 2:
             found.append(piece)
     return found
 
 
-def fill_schema(schema: dict[str, Any], text: str) -> Any:
-    """A value satisfying ``schema``, written from ``text`` (a prompt, or the source text itself)."""
-    filler = _Filler(schema, source_text(text))
-    return filler.value(schema, "", _Context(_Window(filler.sentences)))
-
-
-class _Window:
-    """The sentences one item is written from, read in order and then again."""
-
-    def __init__(self, items: list[str]) -> None:
-        self.items = items
-        self.pos = 0
-
-    def take(self) -> str:
-        item = self.items[self.pos % len(self.items)]
-        self.pos += 1
-        return item
-
-    def split(self, n: int) -> list["_Window"]:
-        m = len(self.items)
-        if m >= n:
-            return [_Window(self.items[i * m // n:(i + 1) * m // n]) for i in range(n)]
-        return [_Window([self.items[(self.pos + i) % m]]) for i in range(n)]
-
-
 @dataclass(frozen=True)
-class _Context:
-    window: _Window
-    index: int = 0                  # the item's place in its list
-    parent: str = "item"            # the singular name of the list or object it belongs to
-    person: str | None = None       # the name this item is about
-    quiz: "_Quiz | None" = None
-    depth: int = 0                  # objects above this one (a self-referencing model stops growing)
+class Source:
+    """What a text offers to write from: sentences, names, and content words (first seen, and most frequent)."""
+    sentences: list[str]
+    names: list[str]
+    vocabulary: list[str]     # content words in the order first seen, once each
+    keywords: list[str]       # the same, most frequent (then longest) first
+
+    @classmethod
+    def of(cls, text: str) -> "Source":
+        found = sentences(text) or [FALLBACK_SENTENCE]
+        counts = Counter(w.lower() for s in found for w in content_words(s))
+        seen: set[str] = set()
+        vocabulary = [w for s in found for w in content_words(s) if not (w.lower() in seen or seen.add(w.lower()))]
+        return cls(found, names(found) or list(FALLBACK_NAMES), vocabulary,
+                   sorted(vocabulary, key=lambda w: (-counts[w.lower()], -len(w))))
 
 
-class _Quiz:
+class Quiz:
     """A fill-in-the-blank question from one sentence, with other words of the text as wrong answers."""
 
     def __init__(self, sentence: str, vocabulary: list[str], n_options: int, number: int) -> None:
-        candidates = _content_words(sentence) or _WORD.findall(sentence) or ["story"]
+        candidates = content_words(sentence) or WORD.findall(sentence) or ["story"]
         self.answer = max(candidates, key=len)
         self.sentence = sentence
         self.question = "Fill in the blank: " + re.sub(rf"\b{re.escape(self.answer)}\b", "_____", sentence, count=1)
-        in_sentence = {w.lower() for w in _WORD.findall(sentence)}
-        pool = [w for w in vocabulary if w.lower() not in in_sentence] + list(_FALLBACK_WORDS)
-        start = (number * 3) % max(1, len(pool) - len(_FALLBACK_WORDS))
+        in_sentence = {w.lower() for w in WORD.findall(sentence)}
+        pool = [w for w in vocabulary if w.lower() not in in_sentence] + list(FALLBACK_WORDS)
+        start = (number * 3) % max(1, len(pool) - len(FALLBACK_WORDS))
         wrong: list[str] = []
         for word in pool[start:] + pool[:start]:
             if word.lower() != self.answer.lower() and word.lower() not in {w.lower() for w in wrong}:
@@ -131,315 +92,26 @@ class _Quiz:
         n = max(1, n_options)
         self.correct_index = _stable_index(f"{number}:{sentence}", n)
         self.options = (wrong[:self.correct_index] + [self.answer] + wrong[self.correct_index:])[:n]
-        self.correct_id: Any = None   # the id of the right option, when options are objects with ids
 
 
-class _Filler:
-    def __init__(self, root: dict[str, Any], text: str) -> None:
-        self.defs = {**root.get("definitions", {}), **root.get("$defs", {})}
-        self.sentences = sentences(text) or [_FALLBACK_SENTENCE]
-        self.names = _names(self.sentences) or list(_FALLBACK_NAMES)
-        counts = Counter(w.lower() for s in self.sentences for w in _content_words(s))
-        seen: set[str] = set()
-        self.vocabulary = [w for s in self.sentences for w in _content_words(s)
-                           if not (w.lower() in seen or seen.add(w.lower()))]
-        self.keywords = sorted(self.vocabulary, key=lambda w: (-counts[w.lower()], -len(w)))
-        self.quizzes = 0
-        self.names_used = 0
-        self.padding = 0
-
-    # --- schema plumbing -------------------------------------------------
-    def resolve(self, schema: Any) -> dict[str, Any]:
-        """The schema with $ref followed, allOf merged and keywords in camelCase."""
-        node = {_snake_to_camel(k): v for k, v in (schema or {}).items()}
-        for _ in range(32):   # nested $ref chains
-            ref = node.pop("$ref", None)
-            if ref is None:
-                break
-            target = self.defs.get(ref.rsplit("/", 1)[-1], {})
-            node = {**{_snake_to_camel(k): v for k, v in target.items()}, **node}
-        for part in node.pop("allOf", None) or []:
-            for key, value in self.resolve(part).items():
-                node.setdefault(key, value)
-        return node
-
-    def non_null(self, node: dict[str, Any]) -> dict[str, Any]:
-        """The first non-null arm of an anyOf/oneOf, resolved; the node itself otherwise."""
-        arms = node.get("anyOf") or node.get("oneOf")
-        if not arms:
-            return node
-        for arm in arms:
-            resolved = self.resolve(arm)
-            if _type_of(resolved) != "null":
-                return self.non_null(resolved)
-        return {"type": "null"}
-
-    # --- values ----------------------------------------------------------
-    def value(self, schema: Any, name: str, ctx: _Context) -> Any:
-        node = self.resolve(schema)
-        words = _words(name)
-        arms = node.get("anyOf") or node.get("oneOf")
-        nullable = bool(node.get("nullable")) or bool(arms and any(
-            _type_of(self.resolve(a)) == "null" for a in arms))
-        if nullable and (_is_link(words) or ctx.depth >= MAX_DEPTH):
-            return None        # no links offline: the API fills them once media exists
-        node = self.non_null(node)
-        if "const" in node:
-            return node["const"]
-        if node.get("enum"):
-            return node["enum"][ctx.index % len(node["enum"])]
-        kind = _type_of(node)
-        if kind == "object":
-            return self.object(node, name, ctx)
-        if kind == "array":
-            return self.array(node, name, ctx)
-        if kind in ("integer", "number"):
-            return self.number(node, words, ctx, integer=kind == "integer")
-        if kind == "boolean":
-            return ctx.index % 2 == 0
-        if kind == "null":
-            return None
-        return self.string(node, words, ctx)   # strings, and untyped fields (text is the safest guess)
-
-    def object(self, node: dict[str, Any], name: str, ctx: _Context) -> dict[str, Any]:
-        properties: dict[str, Any] = node.get("properties") or {}
-        order = [key for key in node.get("propertyOrdering") or [] if key in properties]
-        order += [key for key in properties if key not in order]
-        quiz = self._quiz_for(properties, ctx) if ctx.quiz is None else ctx.quiz
-        inner = replace(ctx, quiz=quiz, parent=_singular(name) or ctx.parent, depth=ctx.depth + 1)
-        result: dict[str, Any] = {}
-        # Options first, so a "correct" field can point at the right one whatever the order.
-        for key in sorted(order, key=lambda k: not (quiz and _is_options(_words(k)))):
-            result[key] = self.value(properties[key], key, inner)
-        return {key: result[key] for key in order}
-
-    def _quiz_for(self, properties: dict[str, Any], ctx: _Context) -> _Quiz | None:
-        options_key = next((k for k in properties if _is_options(_words(k))), None)
-        if options_key is None or not any("question" in _words(k) for k in properties):
-            return None
-        self.quizzes += 1
-        options = self.non_null(self.resolve(properties[options_key]))
-        option = self.non_null(self.resolve(options.get("items")))
-        if _type_of(options) != "array" or not (_is_text(option) or _type_of(option) == "object"):
-            return None
-        n = _clamp(4, options.get("minItems"), options.get("maxItems"))
-        return _Quiz(ctx.window.take(), self.vocabulary, n, self.quizzes)
-
-    def array(self, node: dict[str, Any], name: str, ctx: _Context) -> list[Any]:
-        items = node.get("items") or {}
-        lo, hi = node.get("minItems"), node.get("maxItems")
-        item_node = self.non_null(self.resolve(items))
-        singular = _singular(name)
-        words = _words(name)
-        if ctx.depth >= MAX_DEPTH:
-            return [self.value(items, singular, replace(ctx, index=i)) for i in range(_int(lo) or 0)]
-        if node.get("prefixItems"):
-            return [self.value(p, singular, replace(ctx, index=i)) for i, p in enumerate(node["prefixItems"])]
-        if ctx.quiz is not None and _is_options(words) and (_is_text(item_node) or _type_of(item_node) == "object"):
-            return self._options(items, item_node, singular, ctx, lo, hi)
-        if _type_of(item_node) == "object":
-            properties = item_node.get("properties") or {}
-            if any(set(_words(k)) & _NAME_HINTS for k in properties):
-                return self._people(items, singular, ctx, lo, hi)
-            n = _clamp(len(ctx.window.items), lo, hi, default_max=DEFAULT_LIST_LENGTH)
-            return [self.value(items, singular, replace(ctx, window=part, index=i, quiz=None))
-                    for i, part in enumerate(ctx.window.split(n))]
-        if (set(words) & _WORD_LIST_HINTS and _type_of(item_node) in (None, "string") and not item_node.get("enum")
-                and "const" not in item_node):
-            n = _clamp(min(len(self.keywords), 5), lo, hi)
-            pool = self.keywords or list(_FALLBACK_WORDS)
-            return [self._fit(pool[i % len(pool)] if i < len(pool) else f"{pool[i % len(pool)]} {i + 1}",
-                              item_node, ctx) for i in range(n)]
-        n = _clamp(4 if _is_options(words) else min(len(ctx.window.items), 3), lo, hi)
-        values = [self.value(items, singular, replace(ctx, index=i)) for i in range(n)]
-        if node.get("uniqueItems"):
-            values = [f"{v} ({i + 1})" if isinstance(v, str) and v in values[:i] else v for i, v in enumerate(values)]
-        return values
-
-    def _people(self, items: Any, singular: str, ctx: _Context, lo: Any, hi: Any) -> list[Any]:
-        """One item per person named in the window (a cast, who says what in a panel)."""
-        named = [n for n in self.names if any(_mentions(s, n) for s in ctx.window.items)]
-        if not named:
-            named = [self.names[self.names_used % len(self.names)]]
-            self.names_used += 1
-        n = _clamp(len(named), lo, hi, default_max=DEFAULT_LIST_LENGTH)
-        result = []
-        for i in range(n):
-            person = named[i % len(named)]
-            about = [s for s in ctx.window.items if _mentions(s, person)] or ctx.window.items
-            result.append(self.value(items, singular, replace(ctx, window=_Window(about), index=i,
-                                                              person=person, quiz=None)))
-        return result
-
-    def _options(self, items: Any, item_node: dict[str, Any], singular: str, ctx: _Context,
-                 lo: Any, hi: Any) -> list[Any]:
-        quiz = ctx.quiz
-        n = _clamp(len(quiz.options), lo, hi)
-        texts = [quiz.options[i % len(quiz.options)] for i in range(n)]
-        if _type_of(item_node) != "object":
-            return [self._fit(text, item_node, ctx) for text in texts]
-        properties = {k: self.non_null(self.resolve(v)) for k, v in (item_node.get("properties") or {}).items()}
-        text_key = next((k for k, v in properties.items() if _is_text(v) and set(_words(k)) & {
-            "text", "label", "content", "value", "option", "answer", "title", "choice"}), None)
-        id_key = next((k for k in properties if _words(k)[-1:] == ["id"]), None)
-        flag_key = next((k for k, v in properties.items() if _type_of(v) == "boolean" and "correct" in _words(k)), None)
-        options = []
-        for i, text in enumerate(texts):
-            option = self.value(items, singular, replace(ctx, index=i, quiz=None))
-            if text_key:
-                option[text_key] = self._fit(text, properties[text_key], ctx)
-            if flag_key:
-                option[flag_key] = i == quiz.correct_index
-            if id_key and i == quiz.correct_index:
-                quiz.correct_id = option[id_key]
-            options.append(option)
-        return options
-
-    def string(self, node: dict[str, Any], words: list[str], ctx: _Context) -> str:
-        fmt = node.get("format")
-        if fmt in ("date-time", "date", "time", "uuid", "email", "uri"):
-            return _formatted(fmt, [ctx.parent, *words], ctx.index)
-        hints = set(words)
-        last = words[-1] if words else ""
-        quiz = ctx.quiz
-        if quiz is not None:
-            if "correct" in hints or last == "answer":
-                if last == "id" and quiz.correct_id is not None:
-                    return self._fit(str(quiz.correct_id), node, ctx)
-                return self._fit(quiz.answer, node, ctx)
-            if "question" in hints:
-                return self._fit(quiz.question, node, ctx)
-            if hints & {"explanation", "rationale", "reason", "feedback", "hint"}:
-                return self._fit(f"The text says: {quiz.sentence}", node, ctx)
-        if last == "id":
-            stem = words[-2] if len(words) > 1 else ctx.parent
-            return self._fit(f"{stem}-{ctx.index + 1}", node, ctx)
-        if _is_link(words):
-            return self._fit(f"offline:{ctx.parent}/{ctx.index + 1}", node, ctx)
-        if "prompt" in hints or ("image" in hints and hints & {"description", "idea"}):
-            return self._fit(f"An illustration of this moment: {ctx.window.take()}", node, ctx)
-        if "question" in hints:
-            topic = (_content_words(ctx.window.take()) or ["the story"])[0]
-            return self._fit(f"What does the text tell us about {topic}?", node, ctx)
-        if hints & _TITLE_HINTS:
-            return self._fit(_title(ctx.window.take()), node, ctx)
-        if hints & _NAME_HINTS:
-            person = ctx.person or self.names[ctx.index % len(self.names)]
-            return self._fit(person, node, ctx)
-        if hints & _LONG_TEXT_HINTS:
-            return self._fit(" ".join(ctx.window.take() for _ in range(min(3, len(ctx.window.items)))), node, ctx)
-        return self._fit(ctx.window.take(), node, ctx)
-
-    def _fit(self, text: str, node: dict[str, Any], ctx: _Context) -> str:
-        """``text`` within minLength/maxLength: longer with the text's next sentences, shorter at a word."""
-        lo, hi = _int(node.get("minLength")), _int(node.get("maxLength"))
-        for _ in range(1000):
-            if lo is None or len(text) >= lo:
-                break
-            more = next((s for s in ctx.window.items if s not in text), None)
-            if more is None:
-                more = self.sentences[self.padding % len(self.sentences)]
-                self.padding += 1
-            text = f"{text} {more}"
-        if hi is not None and len(text) > hi:
-            cut = text[:hi]
-            shorter = cut.rsplit(" ", 1)[0].rstrip(",;:") if " " in cut.strip() else cut
-            text = shorter if shorter and (lo is None or len(shorter) >= lo) else cut
-        return text
-
-    def number(self, node: dict[str, Any], words: list[str], ctx: _Context, *, integer: bool) -> int | float:
-        # Ids, orders, positions and counts alike: the item's place in its list, from 1.
-        value: float = ctx.index + 1
-        if ctx.quiz is not None and ("correct" in words or words[-1:] == ["answer"]):
-            value = ctx.quiz.correct_index
-        step = 1 if integer else 0.5
-        lo = _bound(node, "minimum", "exclusiveMinimum", +step)
-        hi = _bound(node, "maximum", "exclusiveMaximum", -step)
-        if lo is not None:
-            value = max(value, lo)
-        if hi is not None:
-            value = min(value, hi)
-        multiple = node.get("multipleOf")
-        if multiple:
-            multiple = float(multiple)
-            value = multiple * round(value / multiple)
-            if lo is not None and value < lo:
-                value += multiple
-            if hi is not None and value > hi:
-                value -= multiple
-        if not integer:
-            return float(value)
-        rounded = int(round(value))
-        return rounded + 1 if lo is not None and rounded < lo else rounded
-
-
-def _type_of(node: dict[str, Any]) -> str | None:
-    kind = node.get("type")
-    if isinstance(kind, list):
-        kind = next((k for k in kind if str(k).lower() != "null"), None)
-    if kind:
-        return str(kind).lower()
-    if "properties" in node:
-        return "object"
-    if "items" in node or "prefixItems" in node:
-        return "array"
-    return None
-
-
-def _bound(node: dict[str, Any], inclusive: str, exclusive: str, step: float) -> float | None:
-    value = node.get(inclusive)
-    bound = None if value is None else float(value)
-    strict = node.get(exclusive)
-    if isinstance(strict, bool):          # JSON Schema draft 4 / OpenAPI 3.0: a flag on the inclusive bound
-        return bound + step if strict and bound is not None else bound
-    if strict is not None:
-        moved = float(strict) + step
-        bound = moved if bound is None else (max(bound, moved) if step > 0 else min(bound, moved))
-    return bound
-
-
-def _words(name: str) -> list[str]:
-    """``correctAnswerID`` -> ["correct", "answer", "id"]."""
-    spaced = re.sub(r"([a-z0-9])([A-Z])", r"\1 \2", name)
-    spaced = re.sub(r"([A-Z]+)([A-Z][a-z])", r"\1 \2", spaced).replace("_", " ").replace("-", " ")
-    return [w.lower() for w in spaced.split()]
-
-
-def _singular(name: str) -> str:
-    words = _words(name)
-    if not words:
-        return ""
-    last = words[-1]
-    if last.endswith("ies"):
-        last = last[:-3] + "y"
-    elif last.endswith("s") and not last.endswith("ss"):
-        last = last[:-1]
-    return last
-
-
-def _snake_to_camel(key: str) -> str:
-    head, *rest = key.split("_")
-    return head + "".join(part[:1].upper() + part[1:] for part in rest) if rest and head else key
-
-
-def _title(sentence: str, max_words: int = 6) -> str:
-    words = _WORD.findall(sentence)[:max_words] or ["Untitled"]
+def title(sentence: str, max_words: int = 6) -> str:
+    words = WORD.findall(sentence)[:max_words] or ["Untitled"]
     text = " ".join(words)
     return text[:1].upper() + text[1:]
 
 
-def _content_words(sentence: str) -> list[str]:
-    return [w for w in _WORD.findall(sentence) if len(w) >= 4 and w.lower() not in _STOPWORDS]
+def content_words(sentence: str) -> list[str]:
+    return [w for w in WORD.findall(sentence) if len(w) >= 4 and w.lower() not in _STOPWORDS]
 
 
-def _names(all_sentences: list[str]) -> list[str]:
+def names(all_sentences: list[str]) -> list[str]:
     """The text's people and places: capitalised words seen mid-sentence, or capitalised every time and twice."""
     capitalised: Counter[str] = Counter()
     mid_sentence: set[str] = set()
     lower: set[str] = set()
     order: list[str] = []
     for sentence in all_sentences:
-        for position, word in enumerate(_WORD.findall(sentence)):
+        for position, word in enumerate(WORD.findall(sentence)):
             if word[0].isupper() and word.lower() not in _STOPWORDS and len(word) > 1:
                 capitalised[word] += 1
                 if position:
@@ -451,47 +123,9 @@ def _names(all_sentences: list[str]) -> list[str]:
     return [w for w in order if w.lower() not in lower and (w in mid_sentence or capitalised[w] >= 2)]
 
 
-def _mentions(sentence: str, name: str) -> bool:
+def mentions(sentence: str, name: str) -> bool:
     return re.search(rf"\b{re.escape(name)}\b", sentence) is not None
 
 
 def _stable_index(key: str, n: int) -> int:
     return int.from_bytes(hashlib.sha256(key.encode()).digest()[:4], "big") % n if n else 0
-
-
-def _is_text(node: dict[str, Any]) -> bool:
-    """A free string: no enum or const to keep to."""
-    return _type_of(node) == "string" and not node.get("enum") and "const" not in node and not node.get("format")
-
-
-def _is_options(words: list[str]) -> bool:
-    return bool(set(words) & {"options", "choices", "answers", "alternatives"})
-
-
-def _is_link(words: list[str]) -> bool:
-    return bool(set(words) & {"url", "uri", "link", "href"})
-
-
-def _int(value: Any) -> int | None:
-    return None if value is None else int(value)   # Gemini's schema may spell int64 as a string
-
-
-def _clamp(want: int, lo: Any, hi: Any, default_max: int | None = None) -> int:
-    low = _int(lo) or 0
-    high = _int(hi) if hi is not None else default_max
-    n = max(want, low, 1 if (high is None or high > 0) else 0)
-    return min(n, high) if high is not None else n
-
-
-def _formatted(fmt: str, words: list[str], index: int) -> str:
-    if fmt == "date-time":
-        return "2024-01-01T00:00:00Z"
-    if fmt == "date":
-        return "2024-01-01"
-    if fmt == "time":
-        return "12:00:00"
-    if fmt == "uuid":
-        return str(uuid.uuid5(uuid.NAMESPACE_URL, f"liroo-offline:{'-'.join(words)}:{index}"))
-    if fmt == "email":
-        return "reader@example.com"
-    return f"https://example.com/{'-'.join(words) or 'item'}/{index + 1}"

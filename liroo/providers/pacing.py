@@ -43,6 +43,7 @@ import time
 from contextlib import contextmanager
 from typing import Callable, Iterator, Protocol
 
+from ..outage import RedisOutage
 from .base import RateLimited
 
 log = logging.getLogger("liroo.providers.pacing")
@@ -202,10 +203,9 @@ class Pacer:
         self._wall = clock or time.time
         self._monotonic = clock or time.monotonic
         self._sleep = sleep
-        self.retry_s = retry_s
-        self._lock = threading.Lock()
-        self._down_until = 0.0
-        self._outage = False
+        self._outage = RedisOutage(retry_s, log, "Redis cannot be reached (%s): Gemini calls are paced by this "
+                                   "instance alone, at the full LIROO_GEMINI_RPM, until it answers again",
+                                   "Redis answers again: Gemini pacing is shared by the service again")
 
     @property
     def enabled(self) -> bool:
@@ -235,23 +235,14 @@ class Pacer:
     def _on_shared(self, call: Callable[[RedisState], float | None]) -> float | None:
         """``call(redis_state)``; None when there is no Redis or it cannot be reached (then the instance's budget)."""
         shared = self.shared
-        if shared is None or time.monotonic() < self._down_until:
+        if shared is None or not self._outage.may_try:
             return None
         try:
             result = call(shared)
         except shared.unavailable_errors as exc:
-            with self._lock:
-                self._down_until = time.monotonic() + self.retry_s
-                first, self._outage = not self._outage, True
-            if first:
-                log.warning("Redis cannot be reached (%s): Gemini calls are paced by this instance alone, "
-                            "at the full LIROO_GEMINI_RPM, until it answers again", type(exc).__name__)
+            self._outage.failed(type(exc).__name__)
             return None
-        if self._outage:
-            with self._lock:
-                back, self._outage = self._outage, False
-            if back:
-                log.warning("Redis answers again: Gemini pacing is shared by the service again")
+        self._outage.answered()
         return 0.0 if result is None else result
 
 

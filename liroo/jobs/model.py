@@ -1,0 +1,137 @@
+"""What a job is, what a claim answers, the interface every job store keeps, and the claim rule."""
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Iterable, Protocol
+
+RUNNING, SUCCEEDED, FAILED = "running", "succeeded", "failed"
+HEARTBEAT_S = 5.0        # how often an owner refreshes its running jobs
+STALE_AFTER_S = 30.0     # a running job not refreshed for this long is abandoned
+WAIT_POLL_S = 0.2        # how often a waiting retry looks at the job again
+
+# Names this instance among others sharing Redis (process ids repeat across containers).
+# Made at import, in gunicorn's master before it forks, so all its workers share it.
+INSTANCE = uuid.uuid4().hex[:12]
+
+
+def worker_tag(pid: int | None = None) -> str:
+    """The worker running a job: this instance and the worker's process id."""
+    return f"{INSTANCE}:{os.getpid() if pid is None else pid}"
+
+
+@dataclass
+class Job:
+    request_id: str
+    endpoint: str
+    fingerprint: str
+    status: str = RUNNING
+    step: str = "Starting"
+    step_number: int = 0
+    total_steps: int = 1
+    details: str = ""
+    created_at: float = field(default_factory=time.time)
+    updated_at: float = field(default_factory=time.time)
+    heartbeat: float = field(default_factory=time.time)
+    result_status: int | None = None
+    result_body: str | None = None     # the JSON the synchronous call answered
+    error_code: str | None = None
+    owner: str | None = None           # hash of the API key that claimed it; None when keys are off
+    worker: str | None = None          # worker_tag() of the process running it
+    partial: str | None = None         # JSON of the items a running job has finished (Progress.advance)
+
+    @property
+    def finished(self) -> bool:
+        return self.status in (SUCCEEDED, FAILED)
+
+    @property
+    def stale(self) -> bool:
+        return self.status == RUNNING and time.time() - self.heartbeat > STALE_AFTER_S
+
+    @property
+    def percentage(self) -> float:
+        if self.status == SUCCEEDED:
+            return 100.0
+        if self.total_steps <= 0:
+            return 0.0
+        return round(min(self.step_number / self.total_steps, 1.0) * 100, 1)
+
+    def partial_items(self) -> dict | None:
+        return json.loads(self.partial) if self.partial else None
+
+    def result(self) -> tuple[int, dict] | None:
+        if self.result_body is None or self.result_status is None:
+            return None
+        return self.result_status, json.loads(self.result_body)
+
+
+@dataclass(frozen=True)
+class Claim:
+    outcome: str      # "new" (run it), "running" (wait), "finished" (replay), "conflict"
+    job: Job
+
+
+class JobStore(Protocol):
+    """What the runner, progress, heartbeats and the master's hand-back call on a store."""
+
+    def claim(self, request_id: str, endpoint: str, fingerprint: str, owner: str | None = None,
+              replay_s: float | None = None) -> Claim: ...
+    def get(self, request_id: str) -> Job | None: ...
+    def running_on(self, worker: str) -> list[str]: ...
+    def progress(self, request_id: str, step: str, step_number: int, total_steps: int, details: str = "",
+                 partial: dict | None = None) -> None: ...
+    def heartbeat(self, request_ids: Iterable[str]) -> None: ...
+    def finish(self, request_id: str, status: str, result_status: int, result_body: dict,
+               error_code: str | None = None) -> None: ...
+
+
+def partial_change(partial: dict | None) -> dict:
+    """The ``partial`` field to write: only when there is something finished to show."""
+    return {"partial": json.dumps(partial, separators=(",", ":"))} if partial else {}
+
+
+def decide(current: Job | None, fingerprint: str, owner: str | None = None,
+           replay_s: float | None = None) -> str:
+    """The claim rule: what a claim of an id answers, given the job stored under it.
+
+    Both stores keep this one rule: LocalJobStore calls this function; RedisJobStore
+    runs it as one atomic Lua script (liroo/jobs/redis.py, CLAIM_LUA), which must
+    give the same answers. tests/test_jobs.py::test_the_claim_rule runs the table
+    below, read from this docstring, against both stores.
+
+    stored: the job under the id (``same``: same fingerprint and owner as the
+    claim; ``other body``: another fingerprint; ``other owner``: another API key).
+    touched: when its heartbeat (running) or its end (finished) was last written
+    (``old``: longer ago than both STALE_AFTER_S and the replay window).
+    replay_s: ``none`` replays a success while it is kept (an id the caller chose);
+    ``10`` only for 10 s after it finished (an id derived from the request).
+
+    | stored      | status    | touched | replay_s | outcome  | why                                          |
+    | none        | -         | -       | none     | new      | first claim: run it                          |
+    | same        | running   | now     | none     | running  | its owner is alive: wait for it              |
+    | same        | running   | old     | none     | new      | its owner died (stale heartbeat): take over  |
+    | same        | succeeded | now     | none     | finished | a retry: replay the stored answer            |
+    | same        | succeeded | old     | none     | finished | kept for LIROO_JOB_TTL_S: still replayed     |
+    | same        | succeeded | now     | 10       | finished | a blind retry within the window              |
+    | same        | succeeded | old     | 10       | new      | asked again later, on purpose: made afresh   |
+    | same        | failed    | now     | none     | new      | a failure is not replayed: a fresh try       |
+    | other body  | running   | now     | none     | conflict | the id is taken by another request           |
+    | other body  | succeeded | now     | none     | conflict | never replayed to another request            |
+    | other body  | failed    | old     | none     | conflict | the body decides before the status           |
+    | other owner | succeeded | now     | none     | conflict | another caller's id is never replayed        |
+    | other owner | running   | old     | none     | conflict | nor waited on, nor taken over                |
+    """
+    if current is None:
+        return "new"
+    if current.fingerprint != fingerprint or current.owner != owner:
+        return "conflict"   # another caller's id is never waited on nor replayed
+    if current.status == SUCCEEDED:
+        if replay_s is not None and time.time() - current.updated_at > replay_s:
+            return "new"    # asked again later, on purpose: made afresh
+        return "finished"
+    if current.status == FAILED or current.stale:
+        return "new"  # a failure is not replayed: a retry deserves a fresh try
+    return "running"

@@ -1,0 +1,139 @@
+"""RedisJobStore (``REDIS_URL``): every Cloud Run instance sees every job; the claim is one atomic Lua script.
+
+It is always used through FallbackJobStore (fallback.py), so that losing Redis
+degrades progress to this instance instead of failing generation.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict
+
+from .model import RUNNING, STALE_AFTER_S, SUCCEEDED, Claim, Job, partial_change, worker_tag
+
+# The claim rule of liroo.jobs.model.decide (its docstring holds the truth table, which
+# tests/test_jobs.py::test_the_claim_rule runs against both stores), in Lua so that reading
+# the job and taking it is one atomic step for every instance sharing Redis.
+# KEYS[1]: the job's hash; KEYS[2]: the set of the claiming worker's jobs.
+# ARGV: fingerprint, now, stale_after, new job's fields as JSON, ttl, owner ('' for none),
+# replay window in seconds ('' for none).
+CLAIM_LUA = """
+local fp = redis.call('HGET', KEYS[1], 'fingerprint')
+local take = false
+if not fp then
+  take = true
+elseif fp ~= ARGV[1] or (redis.call('HGET', KEYS[1], 'owner') or '') ~= ARGV[6] then
+  return {'conflict'}
+else
+  local status = redis.call('HGET', KEYS[1], 'status')
+  local beat = tonumber(redis.call('HGET', KEYS[1], 'heartbeat') or '0')
+  if status == 'succeeded' then
+    local finished = tonumber(redis.call('HGET', KEYS[1], 'updated_at') or '0')
+    if ARGV[7] == '' or finished >= tonumber(ARGV[2]) - tonumber(ARGV[7]) then return {'finished'} end
+    take = true
+  elseif status == 'failed' or (status == 'running' and beat < tonumber(ARGV[2]) - tonumber(ARGV[3])) then
+    take = true
+  else
+    return {'running'}
+  end
+end
+redis.call('DEL', KEYS[1])
+local fields = cjson.decode(ARGV[4])
+for k, v in pairs(fields) do redis.call('HSET', KEYS[1], k, v) end
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[5]))
+redis.call('SADD', KEYS[2], KEYS[1])
+redis.call('EXPIRE', KEYS[2], tonumber(ARGV[5]))
+return {'new'}
+"""
+
+_FIELDS = [f for f in Job.__dataclass_fields__]
+
+
+class RedisJobStore:
+    """Jobs in Redis hashes with a TTL, so that every instance answers progress, results and retries."""
+
+    PREFIX = "liroo:job:"
+    WORKER_PREFIX = "liroo:worker:"   # a set per worker_tag(): the keys of the jobs it claimed
+    _NUMBERS = {"step_number": int, "total_steps": int, "result_status": int,
+                "created_at": float, "updated_at": float, "heartbeat": float}
+
+    def __init__(self, url: str, ttl_s: int, running_ttl_s: float) -> None:
+        import redis  # only needed when REDIS_URL is set
+
+        self._redis = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=3, health_check_interval=30)
+        # What "Redis cannot be used" looks like: not only unreachable (connection errors, timeouts)
+        # but answering wrongly too: a read-only replica, maxmemory with noeviction, a port that
+        # speaks another protocol. Each is an outage for FallbackJobStore.
+        self.unavailable_errors = (redis.exceptions.RedisError,)
+        self.ttl_s = ttl_s
+        self.running_ttl_s = int(running_ttl_s)
+        self._claim = self._redis.register_script(CLAIM_LUA)
+
+    def _key(self, request_id: str) -> str:
+        return self.PREFIX + request_id
+
+    def ping(self) -> bool:
+        return self._redis.ping()
+
+    @staticmethod
+    def _to_hash(values: dict) -> dict[str, str]:
+        return {k: "" if v is None else str(v) for k, v in values.items()}
+
+    @classmethod
+    def _from_hash(cls, raw: dict) -> Job | None:
+        values = {k.decode(): v.decode() for k, v in raw.items()}
+        if "fingerprint" not in values:
+            return None
+        job = {}
+        for name in _FIELDS:
+            value = values.get(name, "")
+            if name in cls._NUMBERS:
+                job[name] = cls._NUMBERS[name](value) if value != "" else None
+            else:
+                job[name] = value if value != "" or name in ("step", "details") else None
+        return Job(**job)
+
+    def claim(self, request_id, endpoint, fingerprint, owner=None, replay_s=None):
+        """Claim an id by the rule in liroo.jobs.model.decide, run atomically in Redis (CLAIM_LUA)."""
+        job = Job(request_id, endpoint, fingerprint, owner=owner, worker=worker_tag())
+        outcome = self._claim(keys=[self._key(request_id), self.WORKER_PREFIX + job.worker],
+                              args=[fingerprint, repr(time.time()), STALE_AFTER_S,
+                                    json.dumps(self._to_hash(asdict(job))), self.running_ttl_s,
+                                    owner or "", "" if replay_s is None else repr(float(replay_s))])[0].decode()
+        return Claim(outcome, job if outcome == "new" else (self.get(request_id) or job))
+
+    def get(self, request_id):
+        return self._from_hash(self._redis.hgetall(self._key(request_id)))
+
+    def running_on(self, worker: str) -> list[str]:
+        found = []
+        for key in self._redis.smembers(self.WORKER_PREFIX + worker):
+            request_id = key.decode()[len(self.PREFIX):]
+            job = self.get(request_id)
+            if job is not None and job.status == RUNNING and job.worker == worker:
+                found.append(request_id)
+        return found
+
+    def _update(self, request_id: str, ttl: int, **changes) -> None:
+        now = time.time()
+        key = self._key(request_id)
+        with self._redis.pipeline() as pipe:
+            pipe.hset(key, mapping=self._to_hash({**changes, "updated_at": now, "heartbeat": now}))
+            pipe.expire(key, ttl)
+            pipe.execute()
+
+    def progress(self, request_id, step, step_number, total_steps, details="", partial=None):
+        self._update(request_id, self.running_ttl_s, step=step, step_number=step_number,
+                     total_steps=total_steps, details=details, **partial_change(partial))
+
+    def heartbeat(self, request_ids) -> None:
+        for request_id in request_ids:
+            self._update(request_id, self.running_ttl_s)
+
+    def finish(self, request_id, status, result_status, result_body, error_code=None):
+        worker = self._redis.hget(self._key(request_id), "worker")
+        self._update(request_id, self.ttl_s, status=status, result_status=result_status,
+                     result_body=json.dumps(result_body), error_code=error_code,
+                     step="Done" if status == SUCCEEDED else "Failed")
+        if worker:
+            self._redis.srem(self.WORKER_PREFIX + worker.decode(), self._key(request_id))
