@@ -83,7 +83,7 @@ def post_worker_init(worker):
 def worker_exit(server, worker):
     """In the exiting worker: let a retiring worker's background jobs finish; hand back the rest."""
     recycler = getattr(worker.app, "liroo_recycler", None)
-    runner = _services(worker).jobs
+    runner = _services(worker).runner
     if recycler is not None and recycler.retiring and not recycler.stopping:
         runner.wait_idle(settings.request_deadline_s, beat=worker.notify)
     runner.hand_back()
@@ -94,7 +94,7 @@ def child_exit(server, worker):
     from liroo import metrics
     _governor(server).policy.ledger.forget(worker.pid)
     # A worker killed outright ran no worker_exit: give its jobs back now (a retry runs at once).
-    _services(server).jobs.hand_back_dead_worker(worker.pid)
+    _services(server).runner.hand_back_dead_worker(worker.pid)
     metrics.mark_worker_dead(worker.pid)
     recycler = getattr(server.app, "liroo_recycler", None)
     if recycler is not None:

@@ -10,7 +10,9 @@ from .api import comics, content, openapi, progress
 from .api.runner import Runner
 from .governor import Governor, GovernorConfig, MemoryGovernorMiddleware, Unreserved
 from .jobs import make_job_store
+from .limiter import make_limiter
 from .providers import make_provider
+from .security import KeyRing
 from .services import Services
 from .settings import Settings
 from .storage import make_storage
@@ -46,12 +48,11 @@ def create_app(settings: Settings | None = None) -> Flask:
     governor = Governor(governor_config(settings))
     governor.subscribe(metrics.on_governor_event)
     governor.subscribe(logs.log_governor_event)
-    svc = Services(settings=settings, governor=governor,
-                   reserver=governor if settings.governor_enabled else Unreserved())
-    svc.provider = make_provider(settings)
-    app.extensions["liroo"] = svc
-    svc.storage = make_storage(settings)
-    svc.jobs = Runner(make_job_store(settings), max_async=settings.threads)
+    app.extensions["liroo"] = Services(
+        settings=settings, governor=governor, reserver=governor if settings.governor_enabled else Unreserved(),
+        provider=make_provider(settings), storage=make_storage(settings),
+        runner=Runner(make_job_store(settings), max_async=settings.threads),
+        keyring=KeyRing.from_settings(settings), limiter=make_limiter(settings))
 
     errors.register_error_handlers(app)
     requestid.init_app(app)

@@ -27,6 +27,7 @@ _HTTP_CODES = {
     413: ("payload_too_large", "The request body is too large."),
     414: ("uri_too_long", "The request address is too long."),
     415: ("unsupported_media_type", "Send the body as JSON (Content-Type: application/json)."),
+    416: ("range_not_satisfiable", "The requested byte range is not available in this file."),
     417: ("expectation_failed", "The request's Expect header cannot be met."),
     429: ("rate_limited", "Too many requests; slow down and retry later."),
     431: ("headers_too_large", "The request headers are too large."),

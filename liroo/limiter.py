@@ -80,8 +80,7 @@ def _rate_limited(exc: RateLimitExceeded):
 def init_app(app: Flask) -> None:
     """Install the rate limiter, if one is set; call after ``security.init_app``."""
     svc = app.extensions["liroo"]
-    settings = svc.settings
-    svc.limiter = limiter = make_limiter(settings)
+    settings, limiter = svc.settings, svc.limiter
     if limiter is not None:
         limiter.init_app(app)
         app.register_error_handler(RateLimitExceeded, _rate_limited)

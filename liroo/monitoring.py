@@ -53,7 +53,7 @@ def ready():
     """Cloud Run's startup probe: 503 while a configured Redis cannot be reached, so that an instance
     that would keep its jobs, budgets and limits to itself never takes traffic. (/health stays
     cheap and never asks Redis: the app calls it before every generation.)"""
-    store = services().jobs.store
+    store = services().runner.store
     redis_reachable = getattr(store, "redis_reachable", None)
     if redis_reachable is None:
         return jsonify({"status": "ready", "redis": "not configured", "timestamp": utc_timestamp()})

@@ -145,17 +145,12 @@ def caller() -> Caller:
 
 def caller_id() -> str | None:
     """What a job records as its owner: the caller's key hash, or None when keys are off."""
-    keyring = services().keyring
-    return caller().key_id if keyring is not None and keyring.keys_required else None
+    return caller().key_id if services().keyring.keys_required else None
 
 
 def is_generation_request() -> bool:
     """Every routed request with a state-changing method is generation (it spends model quota)."""
     return request.url_rule is not None and request.method not in SAFE_METHODS
-
-
-def _keyring() -> KeyRing:
-    return services().keyring
 
 
 def _unauthorized(who: Caller) -> ApiError:
@@ -174,7 +169,7 @@ def _guard() -> None:
     rule = request.url_rule
     if rule is None:        # 404/405: answered by the routing error as it is
         return
-    keyring = _keyring()
+    keyring = services().keyring
     credential, presented = presented_credential()
     g.liroo_caller = current = keyring.identify(credential, presented)
 
@@ -193,7 +188,7 @@ def _guard() -> None:
 def _check_job_access(current: Caller, request_id: str) -> None:
     if current.admin or not valid_request_id(request_id):
         return              # the view answers a malformed id with its own 400
-    job = services().jobs.store.get(request_id)
+    job = services().runner.store.get(request_id)
     if job is None or job.owner is None or job.owner == current.key_id:
         return              # unknown ids get the view's 404; unowned jobs: the id is the capability
     raise _unauthorized(current) if not current.presented else _forbidden()
@@ -213,8 +208,7 @@ def init_app(app: Flask) -> None:
     refused without spending anyone's budget.
     """
     svc = app.extensions["liroo"]
-    settings = svc.settings
-    svc.keyring = keyring = KeyRing.from_settings(settings)
+    settings, keyring = svc.settings, svc.keyring
     app.before_request(_guard)
     app.after_request(_nosniff)
 

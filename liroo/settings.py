@@ -81,6 +81,11 @@ class Settings:
         "LIROO_GRACEFUL_TIMEOUT_S", 8, "Seconds a stopping worker gets to finish in-flight requests (Cloud Run grants 10).")
     max_requests: int = _setting("LIROO_MAX_REQUESTS", 1000, "Requests after which a worker is recycled (0: never).")
     max_requests_jitter: int = _setting("LIROO_MAX_REQUESTS_JITTER", 100, "Random extra requests so workers do not recycle together.")
+    client_timeout_s: float = _setting(
+        "LIROO_CLIENT_TIMEOUT_S", 5.0, "Longest silence while a request arrives (line, headers, body); then the "
+        "connection is closed, with a JSON 408 once part of a request came.")
+    client_request_timeout_s: float = _setting(
+        "LIROO_CLIENT_REQUEST_TIMEOUT_S", 30.0, "Longest a whole request (line, headers and body) may take to arrive; then 408.")
     request_deadline_s: float = _setting(
         "LIROO_REQUEST_DEADLINE_S", 1800.0, "Longest a generation request may run before it fails with a timeout.")
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Iterator
 
 import pytest
+import requests
 
 from liroo import create_app
 from liroo.api.openapi import OPERATIONS
@@ -135,10 +136,19 @@ def body_cases(method: str, rule: str) -> Iterator[Case]:
                b"%x\r\n%s\r\n0\r\n\r\n" % (MAX_BODY + 10, b"x" * (MAX_BODY + 10)), (413,), "payload_too_large")
     yield Case("malformed chunk", method, target, [JSON, (b"Transfer-Encoding", b"chunked")],
                b"zz\r\n{}\r\n0\r\n\r\n", code="unreadable_body")
+    yield Case("compressed chunked body", method, target, [JSON, (b"Transfer-Encoding", b"gzip, chunked")],
+               b"2\r\n{}\r\n0\r\n\r\n", (501,), "not_implemented")
+    yield Case("JSON nested 5,000 deep", method, target, [JSON],
+               b'{"text": ' + b"[" * 5000 + b"]" * 5000 + b"}", code="invalid_json")
+    yield Case("JSON array nested 50,000 deep", method, target, [JSON], b"[" * 50_000, code="invalid_json")
 
     model = op.request if op else None
     if model is None:
         return
+    for name, value in example.items():
+        if isinstance(value, str):   # a lone UTF-16 surrogate (JSON "\ud800") is not text
+            yield Case(f"{name} with a lone surrogate", method, target, [JSON],
+                       dumps({**example, name: "\ud800 " + value}), (422,), "invalid_text")
     for name in example:
         for wrong in (12345, [[1]], {"nested": {"deep": True}}):
             if name == "profile" and isinstance(wrong, dict):
@@ -164,7 +174,7 @@ def body_cases(method: str, rule: str) -> Iterator[Case]:
     if "request_id" in fields:
         for hostile in HOSTILE_IDS:
             yield Case(f"request_id={hostile[:20]!r}", method, target, [JSON],
-                       dumps({**example, "request_id": hostile}), (422,), "invalid_field")
+                       dumps({**example, "request_id": hostile}), code="invalid_request_id")   # as the header
     yield Case("unknown fields only", method, target, [JSON], dumps({"surprise": True}), (400,), "missing_field")
 
 
@@ -289,3 +299,64 @@ def test_an_oversized_body_is_refused_before_it_is_read(app, server):
                           content_length=200 * 1024 * 1024, timeout=20)
         assert answer.status == 413, path
         assert contract.decode_error(answer.json())["code"] == "payload_too_large"
+
+
+def test_a_malformed_request_line_is_refused_without_logging_its_query(server):
+    """The query string may carry a key: gunicorn's line about the refusal must not quote it."""
+    for line in (b"GET /health?key=SECRETQUERY1 HTTP/1.1 x", b"GET /health?key=SECRETQUERY1",
+                 b"GET /health?key=SECRETQUERY1\x01 HTTP/1.1"):
+        with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+            sock.sendall(line + b"\r\nHost: 127.0.0.1\r\n\r\n")
+            response = http.client.HTTPResponse(sock)
+            response.begin()
+            assert response.status == 400, line
+            assert contract.decode_error(json.loads(response.read()))["code"] == "bad_request"
+    assert "Invalid request from" in server.log()
+    assert "SECRETQUERY1" not in server.log()
+
+
+def test_a_range_outside_the_file_is_a_documented_416(server):
+    url = requests.post(server.url("/generate_image"), json={"prompt": "A lighthouse"}, timeout=60).json()["url"]
+    path = url.split(str(server.port), 1)[1].encode()
+    answer = exchange(server, "GET", path, [(b"Range", b"bytes=99999999-")])
+    assert answer.status == 416
+    assert contract.decode_error(answer.json())["code"] == "range_not_satisfiable"
+
+
+def test_deeply_nested_json_is_one_log_line_not_a_traceback(server):
+    before = server.log()
+    answer = exchange(server, "POST", b"/generate_image", [JSON], b"[" * 5_000 + b"]" * 5_000)
+    assert answer.status == 400 and answer.json()["code"] == "invalid_json"
+    new = server.log()[len(before):]
+    assert "nested too deeply" in new and "Traceback" not in new
+
+
+def test_text_that_is_not_unicode_is_refused_before_any_model_call(fake_gemini):
+    """A lone surrogate in any text field, on every generation route and every /process mode,
+    through the Gemini provider: 422 `invalid_text`, and the loopback Gemini hears nothing."""
+    from tests.fake_gemini import gemini_env
+
+    bad = "\ud800 volcanoes"
+    bodies = [
+        ("/generate_image", {"prompt": bad}),
+        ("/generate_image", {"prompt": "A lighthouse", "context": bad}),
+        ("/generate_comic", {"text": bad, "level": "beginner", "image_style": "Comic Book"}),
+        ("/generate_story", {"text": bad, "level": "moderate", "genre": "fantasy"}),
+        ("/generate_lecture", {"text": bad}),
+        ("/generate_tts", {"text": bad, "voice": "narrator"}),
+        ("/process", {"input_text": bad, "level": "beginner"}),
+        ("/process", {"input_text": "Volcanoes.", "profile": {"topicsOfInterest": ["rocks", bad]}}),
+        ("/process", {"input_text": bad, "output_format": "flashcards"}),
+        ("/process", {"input_text": bad, "output_format": "slideshow"}),
+        ("/process", {"dialogue_mode": True, "user_question": bad, "selected_text_snippet": "Volcanoes."}),
+        ("/process", {"dialogue_mode": True, "user_question": "Why?",
+                      "conversation_history": [{"sender": "user", "text": bad}]}),
+        ("/process", {"explain_again_mode": True, "original_paragraph_text": bad}),
+    ]
+    with GunicornServer(gemini_env(fake_gemini)) as server:
+        for path, body in bodies:
+            answer = exchange(server, "POST", path.encode(), [JSON], dumps(body))
+            assert answer.status == 422, (path, body, answer.body)
+            assert contract.decode_error(answer.json())["code"] == "invalid_text", (path, body)
+        assert "Traceback" not in server.log()
+    assert fake_gemini.requests() == []

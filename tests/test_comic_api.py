@@ -55,7 +55,7 @@ def test_raw_style_values_and_levels_are_accepted(server):
     ({"text": "Plants", "image_style": "Cubism"}, 422, "unknown_style"),
     ({"text": "x" * 20_001}, 413, "text_too_long"),
     ({"text": 42}, 422, "invalid_field"),
-    ({"text": "Plants", "request_id": "../../etc"}, 422, "invalid_field"),
+    ({"text": "Plants", "request_id": "../../etc"}, 400, "invalid_request_id"),   # as a bad X-Request-ID
 ])
 def test_bad_comic_requests(server, body, status, code):
     response = post(server, "/generate_comic", body)

@@ -6,6 +6,7 @@ from flask import Blueprint
 from ..generation.comic import generate_comic
 from ..generation.images import ImageJob, make_image
 from ..generation.options import NO_TEXT_IN_PICTURE, style_phrase
+from ..generation.results import ImageResult
 from .models import ComicRequest, ImageRequest
 from .runner import parse_body, run_generation
 from . import costs_one_image
@@ -17,8 +18,7 @@ bp = Blueprint("comics", __name__)
 @costs_one_image
 def comic():
     body = parse_body(ComicRequest)
-    return run_generation("/generate_comic", body,
-                          lambda ctx: generate_comic(ctx, body.text, body.level, body.image_style))
+    return run_generation(body, lambda ctx: generate_comic(ctx, body.text, body.level, body.image_style).body())
 
 
 @bp.post("/generate_image")
@@ -35,6 +35,6 @@ def image():
         url = make_image(ctx, ImageJob(prompt=prompt, cache_parts=(body.image_style, body.level),
                                        aspect_ratio=body.aspect_ratio, label="image"))
         ctx.progress.advance("Picture ready")
-        return {"url": url, "image_url": url, "provider": ctx.provider.name}
+        return ImageResult(url=url, image_url=url, provider=ctx.provider.name).body()
 
-    return run_generation("/generate_image", body, work)
+    return run_generation(body, work)

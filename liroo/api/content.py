@@ -28,7 +28,7 @@ def story():
                         main_character=body.main_character)
     if not brief.text:
         raise ApiError(422, "empty_text", "The story prompt has no original text to tell a story from.", field="text")
-    return run_generation("/generate_story", body, lambda ctx: generate_story(ctx, brief).body())
+    return run_generation(body, lambda ctx: generate_story(ctx, brief).body())
 
 
 _MODE_NAMES = {"dialogue": "dialogue mode", "explain_again": "explain-again mode", "flashcards": "flashcards",
@@ -71,7 +71,7 @@ def process():
             return generate_slides(ctx, body.input_text, learner).body()
         return generate_study_page(ctx, body.input_text, learner, body.image_style).body()
 
-    return run_generation("/process", body, work)
+    return run_generation(body, work)
 
 
 @bp.post("/generate_lecture")
@@ -80,7 +80,7 @@ def lecture():
     lecture_id = g.lecture_id = str(uuid.uuid4())   # g: for the answers made before the work starts
     body = parse_body(LectureRequest)
     return run_generation(
-        "/generate_lecture", body,
+        body,
         lambda ctx: generate_lecture(ctx, lecture_id, body.text, body.level, body.image_style).body(),
         error_extra={"lecture_id": lecture_id})
 
@@ -103,4 +103,4 @@ def _lecture_id_on_every_answer(response: Response) -> Response:
 @costs_one_speech_chunk
 def tts():
     body = parse_body(TtsRequest)
-    return run_generation("/generate_tts", body, lambda ctx: generate_tts(ctx, body.text, body.voice).body())
+    return run_generation(body, lambda ctx: generate_tts(ctx, body.text, body.voice).body())

@@ -6,14 +6,35 @@ turns into the error's ``code``.
 """
 from __future__ import annotations
 
-from typing import Annotated, Literal
+import re
+from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
 
 from ..generation.options import LEVELS, STYLES, level_key, style_key
 from ..providers.base import ASPECT_RATIOS, VOICE_ROLES
+from ..requestid import valid_request_id
 from ..settings import Settings
+
+
+# A JSON string may spell a lone UTF-16 surrogate ("\ud800"); Python keeps it in a str that
+# cannot be encoded, which fails far from here (a prompt, a file name, a log line).
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _refuse_surrogates(value: Any, info: ValidationInfo) -> Any:
+    """Every string in ``value`` (lists included) must be valid Unicode text."""
+    strings = value if isinstance(value, list) else [value]
+    if any(isinstance(s, str) and _SURROGATE.search(s) for s in strings):
+        raise PydanticCustomError("invalid_text", f"The field '{info.field_name}' is not valid Unicode text.")
+    return value
+
+
+class TextModel(BaseModel):
+    """A request model whose every string field is checked for lone surrogates before anything else."""
+
+    _valid_unicode = field_validator("*", mode="before")(_refuse_surrogates)
 
 
 def _max_chars(info: ValidationInfo, limit: str = "max_input_chars") -> int:
@@ -64,6 +85,13 @@ def _style(value: str) -> str:
     return key
 
 
+def _request_id(value: str | None) -> str | None:
+    # One answer for a bad id, in the body or in the X-Request-ID header (liroo/requestid.py): 400.
+    if value is not None and not valid_request_id(value):
+        raise PydanticCustomError("invalid_request_id", "A request id must be 8 to 128 letters, digits, '-' or '_'.")
+    return value
+
+
 InputText = Annotated[str, AfterValidator(_text)]
 OptionalText = Annotated[str | None, AfterValidator(_optional_text)]
 # Where the app sends a whole story or study page (narration, dialogue context): LIROO_MAX_LONG_TEXT_CHARS.
@@ -72,11 +100,12 @@ OptionalLongText = Annotated[str | None, AfterValidator(_optional_long_text)]
 LevelName = Annotated[str, AfterValidator(_level), Field(json_schema_extra={"enum": list(LEVELS)})]
 StyleName = Annotated[str, AfterValidator(_style), Field(
     json_schema_extra={"examples": [display for display, _ in STYLES.values()] + list(STYLES)})]
-RequestId = Annotated[str | None, Field(default=None, pattern=r"^[A-Za-z0-9_-]{8,128}$",
-                                        description="Optional caller-chosen id (same as the X-Request-ID header).")]
+RequestId = Annotated[str | None, AfterValidator(_request_id), Field(
+    default=None, json_schema_extra={"pattern": r"^[A-Za-z0-9_-]{8,128}$"},
+    description="Optional caller-chosen id (same as the X-Request-ID header).")]
 
 
-class AppRequest(BaseModel):
+class AppRequest(TextModel):
     # The app may add fields over time; unknown ones are ignored rather than refused.
     model_config = ConfigDict(extra="ignore", str_strip_whitespace=False)
 
@@ -139,7 +168,7 @@ class StoryRequest(AppRequest):
     main_character: ShortText = Field(default=None, description="Wins over the prompt's main-character sentence.")
 
 
-class Profile(BaseModel):
+class Profile(TextModel):
     model_config = ConfigDict(extra="ignore")
 
     studentLevel: ShortText = None  # noqa: N815 (the app's key)
@@ -147,7 +176,7 @@ class Profile(BaseModel):
         default_factory=list, max_length=30)
 
 
-class HistoryEntry(BaseModel):
+class HistoryEntry(TextModel):
     model_config = ConfigDict(extra="ignore")
 
     sender: Literal["user", "ai"]

@@ -3,8 +3,8 @@
 The paths come from ``app.url_map`` (so no route can be missed: one without
 an entry in OPERATIONS still appears, marked ``x-undocumented``, and a test
 fails on it); the schemas come from the request models (``models.py``,
-validation mode) and the response models (``responses.py``, serialization
-mode) through ``pydantic.json_schema.models_json_schema``.
+validation mode) and the response models (``liroo/generation/results.py``,
+serialization mode) through ``pydantic.json_schema.models_json_schema``.
 """
 from __future__ import annotations
 

@@ -27,6 +27,7 @@ from ..clock import utc_timestamp
 from ..providers.base import ProviderError
 from ..requestid import HEADER, check_request_id
 from ..security import caller_id
+from ..server import INTERRUPTED_ANSWER, ClientTimeout
 from ..services import services
 from ..storage import STORAGE_ERRNOS, STORAGE_HEALTH, StorageError
 from .body_size import refuse_cut_body
@@ -37,7 +38,7 @@ M = TypeVar("M", bound=BaseModel)
 # Pydantic error types that mean "a field is missing" rather than "a field is wrong".
 _MISSING = {"missing"}
 # Custom error types raised by our validators, with their HTTP status.
-_CUSTOM_STATUS = {"text_too_long": 413}
+_CUSTOM_STATUS = {"text_too_long": 413, "invalid_text": 422, "invalid_request_id": 400}
 
 
 def parse_body(model: type[M]) -> M:
@@ -48,6 +49,9 @@ def parse_body(model: type[M]) -> M:
         raw = request.get_data(cache=True)
     except HTTPException:
         raise       # werkzeug's own answers: 413 over LIROO_MAX_BODY_BYTES, 400 for a client gone mid-body
+    except ClientTimeout:
+        log.info("request body did not arrive in time (request %s)", g.request_id)
+        raise ApiError(408, "request_timeout", "The request took too long to arrive.") from None
     except Exception as exc:
         # The server's body reader refused the framing (gunicorn raises its ParseException
         # subclasses for a malformed chunk) or the connection broke: the client's fault, not a 500.
@@ -58,6 +62,12 @@ def parse_body(model: type[M]) -> M:
         data = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
         raise ApiError(400, "invalid_json", "The body is not valid JSON.") from None
+    except RecursionError:
+        # json recurses once per nesting level and gives up near the interpreter's recursion
+        # limit (about 1,000 levels): the depth is bounded there, and no request of the
+        # contract nests more than a few levels.
+        log.info("request body nested too deeply to parse (request %s)", g.request_id)
+        raise ApiError(400, "invalid_json", "The body is not valid JSON: it is nested too deeply.") from None
     if not isinstance(data, dict):
         raise ApiError(400, "invalid_json", "The body must be a JSON object.")
     try:
@@ -164,8 +174,7 @@ class Runner:
         in the grace period is given back rather than silently dropped.
         """
         for request_id in self.heartbeats.running() if request_ids is None else request_ids:
-            body = {"success": False, "error": "The server restarted while working on this; please retry.",
-                    "code": "interrupted", "request_id": request_id, "timestamp": utc_timestamp()}
+            body = interrupted_body(request_id)
             try:
                 self.store.finish(request_id, FAILED, 503, body, error_code="interrupted")
             except Exception:
@@ -214,6 +223,12 @@ class Runner:
             self._idle.set()
 
 
+def interrupted_body(request_id: str, **extra) -> dict:
+    """The answer for work a stopping worker gives back (recorded, and sent to a waiting client)."""
+    return {"success": False, "error": "The server restarted while working on this; please retry.",
+            "code": "interrupted", "request_id": request_id, "timestamp": utc_timestamp(), **extra}
+
+
 def _as_api_error(exc: Exception, request_id: str) -> ApiError:
     if isinstance(exc, ApiError):
         return exc
@@ -246,11 +261,15 @@ def _respond(status: int, body: dict, replay: bool = False) -> Response:
     return response
 
 
-def run_generation(endpoint: str, payload: BaseModel, work: Callable[[Context], dict],
+def run_generation(payload: BaseModel, work: Callable[[Context], dict],
                    *, error_extra: dict | None = None) -> Response:
-    """Claim the request's id and answer: run it, wait for the first attempt, or replay its result."""
+    """Claim the request's id and answer: run it, wait for the first attempt, or replay its result.
+
+    The route (its rule, e.g. ``/generate_comic``) is part of the idempotency fingerprint and the job's record.
+    """
     svc = services()
-    runner: Runner = svc.jobs
+    runner = svc.runner
+    endpoint = request.url_rule.rule
     fp = fingerprint(endpoint, payload)
     request_id, derived = _request_id(endpoint, payload, fp)
     url_base()     # a Host no media URL can be made from is refused before any work
@@ -282,6 +301,8 @@ def run_generation(endpoint: str, payload: BaseModel, work: Callable[[Context], 
         response.headers["Preference-Applied"] = "respond-async"
         return response
 
+    # Sent by the worker (liroo/server.py) if it stops before this request is answered.
+    request.environ[INTERRUPTED_ANSWER] = interrupted_body(request_id, **error_extra)
     status, body = runner.execute(endpoint, request_id, work, ctx, error_extra)
     return _respond(status, body)
 

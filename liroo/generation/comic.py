@@ -7,6 +7,7 @@ from .context import Context
 from .failures import dominant_error
 from .images import ImageJob, make_images
 from .options import LEVEL_GUIDANCE, NO_TEXT_IN_PICTURE, style_name, style_phrase
+from .results import Comic, ComicPanel, ComicResult
 
 MIN_PANELS = 3
 
@@ -21,7 +22,7 @@ class DialogueLine(BaseModel):
     line: str = Field(description="What they say, in the reader's level of language.")
 
 
-class Panel(BaseModel):
+class ComicPanelScript(BaseModel):
     scene: str = Field(description="What happens in this panel, in one or two sentences.")
     image_prompt: str = Field(description="A visual description of the panel for an illustrator: setting, "
                                           "characters by name, action, framing. No text in the picture.")
@@ -32,7 +33,7 @@ class ComicScript(BaseModel):
     comic_title: str
     theme: str = Field(description="The lesson or idea the comic teaches, in one sentence.")
     characters: list[Character] = Field(min_length=1, max_length=6)
-    panels: list[Panel] = Field(min_length=MIN_PANELS)
+    panels: list[ComicPanelScript] = Field(min_length=MIN_PANELS)
 
 
 def panel_count(text: str, max_panels: int) -> int:
@@ -51,7 +52,7 @@ def script_prompt(text: str, level: str, style: str, panels: int) -> str:
     )
 
 
-def panel_image_prompt(script: ComicScript, panel: Panel, style: str) -> str:
+def panel_image_prompt(script: ComicScript, panel: ComicPanelScript, style: str) -> str:
     cast = "; ".join(f"{c.name}: {c.description}" for c in script.characters)
     return (f"{panel.image_prompt}\nCharacters (keep their look consistent): {cast}.\n"
             f"Style: {style_phrase(style)}. {NO_TEXT_IN_PICTURE}")
@@ -65,8 +66,7 @@ def _dialogue_dict(lines: list[DialogueLine]) -> dict[str, str]:
     return dialogue
 
 
-def generate_comic(ctx: Context, text: str, level: str, style: str) -> dict:
-    """The contract's response body for /generate_comic."""
+def generate_comic(ctx: Context, text: str, level: str, style: str) -> ComicResult:
     settings = ctx.settings
     wanted = panel_count(text, settings.max_panels)
     ctx.progress.plan(wanted + 2, "Writing the comic script", f"{wanted} panels planned")
@@ -85,23 +85,13 @@ def generate_comic(ctx: Context, text: str, level: str, style: str) -> dict:
     if drawn * 2 < len(panels):
         raise dominant_error([o.error for o in outcomes if o.error is not None])
 
-    panel_layout = []
-    for number, (panel, outcome) in enumerate(zip(panels, outcomes), 1):
-        entry = {"panel_id": number, "scene": panel.scene, "image_prompt": panel.image_prompt,
-                 "dialogue": _dialogue_dict(panel.dialogue)}
-        if outcome.url:
-            entry["image_url"] = outcome.url
-        else:
-            entry["image_error"] = outcome.error_code
-        panel_layout.append(entry)
+    comic = Comic(
+        comic_title=script.comic_title,
+        theme=script.theme,
+        character_style_guide={c.name: c.description for c in script.characters},
+        panel_layout=[ComicPanel(panel_id=number, scene=panel.scene, image_prompt=panel.image_prompt,
+                                 dialogue=_dialogue_dict(panel.dialogue), image_url=outcome.url,
+                                 image_error=outcome.error_code)
+                      for number, (panel, outcome) in enumerate(zip(panels, outcomes), 1)])
     ctx.progress.advance("Comic ready", f"{drawn} of {len(panels)} panels drawn")
-    return {
-        "success": True,
-        "comic": {
-            "comic_title": script.comic_title,
-            "theme": script.theme,
-            "character_style_guide": {c.name: c.description for c in script.characters},
-            "panel_layout": panel_layout,
-        },
-        "provider": ctx.provider.name,
-    }
+    return ComicResult(success=True, comic=comic, provider=ctx.provider.name)

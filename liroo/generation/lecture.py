@@ -23,7 +23,7 @@ from .speech import SpeechJob, speak
 MIN_SECTIONS, MAX_SECTIONS = 3, 5
 
 
-class SectionScript(BaseModel):
+class LectureSectionScript(BaseModel):
     title: str
     script: str = Field(description="What the lecturer says in this section: spoken prose, no lists or markup.")
     image_prompt: str = Field(description="A picture that supports this section, for an illustrator. "
@@ -32,7 +32,7 @@ class SectionScript(BaseModel):
 
 class LectureScript(BaseModel):
     title: str
-    sections: list[SectionScript] = Field(min_length=MIN_SECTIONS, json_schema_extra={"maxItems": MAX_SECTIONS})
+    sections: list[LectureSectionScript] = Field(min_length=MIN_SECTIONS, json_schema_extra={"maxItems": MAX_SECTIONS})
 
 
 def section_count(text: str) -> int:

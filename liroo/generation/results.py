@@ -3,11 +3,21 @@
 
 Pure data (no Flask), so the generation modules may build these too. A
 ``...Result`` is what a generation returns; the runner stamps ``request_id``
-and ``timestamp`` on it, which is what the ``...Response`` beside it
-documents. Keys are the client's (camelCase in stories and blocks). A field
-made with ``omitted()`` is left out of the JSON when it has no value (the app
-reads "absent", not null); ``Chapter.imageUrl`` is the one the app wants as
-an explicit null.
+and ``timestamp`` on it (``RunnerStamp``), which is what the ``...Response``
+beside it documents. Keys are the client's (camelCase in stories and blocks).
+A field made with ``omitted()`` is left out of the JSON when it has no value
+(the app reads "absent", not null); ``Chapter.imageUrl`` is the one the app
+wants as an explicit null.
+
+Naming: the models here are the API's answer, named as the app's contract
+names them. What the model writes (the structured output) is defined beside
+each generation, and where the answer carries one of its items over as one
+of its own, the script's is named after the answer's with ``Script``:
+``ComicScript`` -> ``Comic``, ``ComicPanelScript`` -> ``ComicPanel``,
+``StoryScript`` -> ``Story``, ``ChapterScript`` -> ``Chapter``,
+``LectureScript`` -> ``Lecture``, ``LectureSectionScript`` ->
+``LectureSection``, ``FlashcardScript`` -> ``Flashcard``, ``SlideScript`` ->
+``Slide``.
 """
 from __future__ import annotations
 
@@ -16,7 +26,8 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field
 
-Level = Literal["beginner", "moderate", "intermediate"]
+# The reading level a story was written for (not the governor's memory Level).
+ReadingLevel = Literal["beginner", "moderate", "intermediate"]
 
 
 def _absent_rather_than_null(schema: dict[str, Any]) -> None:
@@ -50,15 +61,15 @@ def _always_sent_unless_omitted(schema: dict[str, Any], model: type[BaseModel]) 
         schema.pop("required", None)
 
 
-class Out(BaseModel):
-    """Base of every response model."""
+class ResponseModel(BaseModel):
+    """Base of every model of a response: a whole body or a part nested in one."""
 
     # Validating a real response (tests) must accept the extra keys the app ignores.
     model_config = ConfigDict(extra="ignore", json_schema_serialization_defaults_required=True,
                               json_schema_extra=_always_sent_unless_omitted)
 
 
-class Body(Out):
+class ResponseBody(ResponseModel):
     """A whole response body."""
 
     def body(self) -> dict[str, Any]:
@@ -66,8 +77,8 @@ class Body(Out):
         return self.model_dump(mode="json")
 
 
-class Stamped(Out):
-    """Added to every generation answer by the runner."""
+class RunnerStamp(ResponseModel):
+    """The fields the runner adds to every generation answer."""
 
     request_id: str = Field(description="The caller's X-Request-ID (or body request_id), else a new id.")
     timestamp: str = Field(description="ISO-8601 UTC time of the answer.")
@@ -75,7 +86,7 @@ class Stamped(Out):
 
 # --- errors and bookkeeping ----------------------------------------------------------------------------
 
-class ErrorResponse(Body):
+class ErrorResponse(ResponseBody):
     """Every error: a sentence for people and a stable code for programs."""
 
     model_config = ConfigDict(extra="allow")
@@ -93,7 +104,7 @@ class LectureErrorResponse(ErrorResponse):
     lecture_id: str = Field(description="Present on every /generate_lecture answer, errors included.")
 
 
-class AsyncAccepted(Body):
+class AsyncAccepted(ResponseBody):
     """202 for ``Prefer: respond-async``: poll /progress, then fetch the result from /jobs."""
 
     request_id: str
@@ -102,14 +113,14 @@ class AsyncAccepted(Body):
     progress: str
 
 
-class IndexResponse(Body):
+class IndexResponse(ResponseBody):
     service: str
     status: str
     health: str
     openapi: str
 
 
-class HealthResponse(Body):
+class HealthResponse(ResponseBody):
     status: Literal["healthy", "degraded"]
     message: str
     memory_usage_mb: float
@@ -119,13 +130,13 @@ class HealthResponse(Body):
     storage_error: str | None = omitted("Present while storage is failing: when and why the last media write failed.")
 
 
-class ReadyResponse(Body):
+class ReadyResponse(ResponseBody):
     status: Literal["ready"]
     redis: Literal["ok", "not configured"] = Field(description="Whether REDIS_URL is set and answers.")
     timestamp: str
 
 
-class MemoryResponse(Body):
+class MemoryResponse(ResponseBody):
     model_config = ConfigDict(extra="allow")
 
     memory_usage_mb: float
@@ -141,7 +152,7 @@ class MemoryResponse(Body):
     governor: dict[str, Any]
 
 
-class ProgressResponse(Body):
+class ProgressResponse(ResponseBody):
     success: bool
     status: Literal["running", "succeeded", "failed"]
     step: str
@@ -165,9 +176,9 @@ class JobResponse(ProgressResponse):
     result: dict[str, Any] | None = omitted("The finished request's body, as the synchronous call answers it.")
 
 
-# --- comics and images (built by liroo.generation.comic; documented here) --------------------------------
+# --- comics and images ----------------------------------------------------------------------------------
 
-class ComicPanel(Out):
+class ComicPanel(ResponseModel):
     panel_id: int
     scene: str
     image_prompt: str
@@ -176,28 +187,37 @@ class ComicPanel(Out):
     image_error: str | None = omitted("Why this panel has no picture.")
 
 
-class Comic(Out):
+class Comic(ResponseModel):
     comic_title: str
     theme: str
     character_style_guide: dict[str, str]
     panel_layout: list[ComicPanel]
 
 
-class ComicResponse(Stamped, Body):
+class ComicResult(ResponseBody):
     success: bool
     comic: Comic
     provider: str
 
 
-class ImageResponse(Stamped, Body):
+class ImageResult(ResponseBody):
     url: str
     image_url: str
     provider: str
 
 
+# The stamp's fields come first in these two documents (and success has no default), as they always have.
+class ComicResponse(ComicResult, RunnerStamp):
+    pass
+
+
+class ImageResponse(ImageResult, RunnerStamp):
+    pass
+
+
 # --- stories ---------------------------------------------------------------------------------------------
 
-class Chapter(Out):
+class Chapter(ResponseModel):
     id: str = Field(default_factory=new_id)
     title: str
     content: str
@@ -206,17 +226,17 @@ class Chapter(Out):
     imageError: str | None = omitted("Why the picture is missing.")  # noqa: N815
 
 
-class MainCharacter(Out):
+class MainCharacter(ResponseModel):
     name: str
     description: str
     personality: str
     imageUrl: str | None = omitted()  # noqa: N815
 
 
-class Story(Out):
+class Story(ResponseModel):
     title: str
     content: str = Field(description="An overview of the story.")
-    level: Level
+    level: ReadingLevel
     chapters: list[Chapter]
     imageStyle: str = Field(description="The style's display name, e.g. 'Studio Ghibli'.")  # noqa: N815
     genre: str | None = omitted()
@@ -224,19 +244,19 @@ class Story(Out):
     coverImageUrl: str | None = omitted()  # noqa: N815
 
 
-class StoryResult(Body):
+class StoryResult(ResponseBody):
     success: bool = True
     story: Story
     provider: str
 
 
-class StoryResponse(Stamped, StoryResult):
+class StoryResponse(RunnerStamp, StoryResult):
     pass
 
 
 # --- /process ----------------------------------------------------------------------------------------------
 
-class _Block(Out):
+class _Block(ResponseModel):
     id: str = Field(default_factory=new_id, json_schema_extra={"format": "uuid"})
     content: str
 
@@ -259,7 +279,7 @@ class QuizHeadingBlock(_Block):
     type: Literal["quizHeading"] = "quizHeading"
 
 
-class AnswerOption(Out):
+class AnswerOption(ResponseModel):
     id: str = Field(default_factory=new_id, json_schema_extra={"format": "uuid"})
     text: str
 
@@ -275,70 +295,70 @@ Block = Annotated[Union[HeadingBlock, ParagraphBlock, ImageBlock, QuizHeadingBlo
                   Field(discriminator="type")]
 
 
-class BlocksResult(Body):
+class BlocksResult(ResponseBody):
     success: bool = True
     blocks: list[Block]
     provider: str
     image_errors: list[str] | None = omitted("Codes of pictures that could not be made (their blocks are left out).")
 
 
-class DialogueResult(Body):
+class DialogueResult(ResponseBody):
     success: bool = True
     dialogue_response: str
     provider: str
 
 
-class ExplainAgainResult(Body):
+class ExplainAgainResult(ResponseBody):
     success: bool = True
     re_explained_paragraph: str
     provider: str
 
 
-class Flashcard(Out):
+class Flashcard(ResponseModel):
     front: str
     back: str
 
 
-class FlashcardsResult(Body):
+class FlashcardsResult(ResponseBody):
     success: bool = True
     flashcards: list[Flashcard]
     provider: str
 
 
-class Slide(Out):
+class Slide(ResponseModel):
     title: str
     content: list[str]
 
 
-class SlidesResult(Body):
+class SlidesResult(ResponseBody):
     success: bool = True
     slides: list[Slide]
     provider: str
 
 
-class BlocksResponse(Stamped, BlocksResult):
+class BlocksResponse(RunnerStamp, BlocksResult):
     pass
 
 
-class DialogueResponse(Stamped, DialogueResult):
+class DialogueResponse(RunnerStamp, DialogueResult):
     pass
 
 
-class ExplainAgainResponse(Stamped, ExplainAgainResult):
+class ExplainAgainResponse(RunnerStamp, ExplainAgainResult):
     pass
 
 
-class FlashcardsResponse(Stamped, FlashcardsResult):
+class FlashcardsResponse(RunnerStamp, FlashcardsResult):
     pass
 
 
-class SlidesResponse(Stamped, SlidesResult):
+class SlidesResponse(RunnerStamp, SlidesResult):
     pass
 
 
 # --- lectures and speech --------------------------------------------------------------------------------------
 
-class LectureSection(Out):
+class LectureSection(ResponseModel):
     title: str
     script: str
     image_prompt: str
@@ -346,12 +366,12 @@ class LectureSection(Out):
     image_error: str | None = omitted("Why this section has no picture.")
 
 
-class Lecture(Out):
+class Lecture(ResponseModel):
     title: str
     sections: list[LectureSection]
 
 
-class AudioFile(Out):
+class AudioFile(ResponseModel):
     type: Literal["title", "section_title", "section_script"]
     text: str
     url: str
@@ -359,13 +379,13 @@ class AudioFile(Out):
     section: int | None = omitted("The section's number, counted from 1 (the app reads lecture.sections[section - 1]); absent for the title.")
 
 
-class AudioError(Out):
+class AudioError(ResponseModel):
     type: Literal["title", "section_title", "section_script"]
     section: int | None = omitted()
     code: str
 
 
-class LectureResult(Body):
+class LectureResult(ResponseBody):
     success: bool = True
     lecture_id: str
     lecture: Lecture
@@ -374,11 +394,11 @@ class LectureResult(Body):
     provider: str
 
 
-class LectureResponse(Stamped, LectureResult):
+class LectureResponse(RunnerStamp, LectureResult):
     pass
 
 
-class TtsResult(Body):
+class TtsResult(ResponseBody):
     success: bool = True
     audio_url: str
     voice: Literal["narrator", "character"]
@@ -389,5 +409,5 @@ class TtsResult(Body):
     provider: str
 
 
-class TtsResponse(Stamped, TtsResult):
+class TtsResponse(RunnerStamp, TtsResult):
     pass

@@ -131,7 +131,7 @@ class StoryCharacter(BaseModel):
     personality: str = Field(description="Two or three traits, in a short sentence.")
 
 
-class StoryChapterScript(BaseModel):
+class ChapterScript(BaseModel):
     title: str
     content: str = Field(description="The chapter's text: two to four paragraphs at the reader's level.")
     image_prompt: str = Field(description="One key moment of the chapter for an illustrator: setting, characters "
@@ -144,7 +144,7 @@ class StoryScript(BaseModel):
     main_character: StoryCharacter
     supporting_characters: list[StoryCharacter] = Field(default_factory=list, json_schema_extra={"maxItems": 3})
     # maxItems guides the model; more chapters than MAX_CHAPTERS are cut rather than refused.
-    chapters: list[StoryChapterScript] = Field(min_length=MIN_CHAPTERS, json_schema_extra={"maxItems": MAX_CHAPTERS})
+    chapters: list[ChapterScript] = Field(min_length=MIN_CHAPTERS, json_schema_extra={"maxItems": MAX_CHAPTERS})
     cover_image_prompt: str = Field(description="The story's cover picture for an illustrator, with the main "
                                                 "character. No text in the picture.")
 

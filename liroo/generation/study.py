@@ -140,13 +140,13 @@ class ReExplanation(BaseModel):
     paragraph: str = Field(description="The paragraph explained again, differently.")
 
 
-class Card(BaseModel):
+class FlashcardScript(BaseModel):
     front: str = Field(description="A short question, term or cue.")
     back: str = Field(description="The answer or definition.")
 
 
 class FlashcardSet(BaseModel):
-    cards: list[Card] = Field(min_length=3, json_schema_extra={"maxItems": 12})
+    cards: list[FlashcardScript] = Field(min_length=3, json_schema_extra={"maxItems": 12})
 
 
 class SlideScript(BaseModel):
