@@ -91,7 +91,7 @@ def worker_exit(server, worker) -> None:
 def child_exit(server, worker) -> None:
     from . import metrics
     services = _services(server)
-    services.governor.policy.ledger.forget(worker.pid)
+    services.governor.forget_worker(worker.pid)
     services.runner.hand_back_dead_worker(worker.pid)
     metrics.mark_worker_dead(worker.pid)
     if _recycler is not None:

@@ -27,7 +27,7 @@ from typing import Iterable
 from flask import g, has_request_context, request
 from gunicorn.glogging import Logger as _GunicornBaseLogger
 
-from .governor import GovernorEvent
+from .governor import EventKind, GovernorEvent
 from .security import read_api_keys
 from .settings import Settings, SettingsError
 
@@ -201,20 +201,21 @@ class TextFormatter(logging.Formatter):
 
 _governor_log = logging.getLogger("liroo.governor.events")
 # What each governor action means to an operator, and how loudly to say it.
-_EVENT_LEVELS = {"shed": logging.WARNING, "refused": logging.WARNING, "cleanup": logging.INFO, "queued": logging.INFO}
+_EVENT_LEVELS = {EventKind.SHED: logging.WARNING, EventKind.REFUSED: logging.WARNING,
+                 EventKind.CLEANUP: logging.INFO, EventKind.QUEUED: logging.INFO}
 _EVENT_TITLES = {
-    "shed": "request shed with 503: memory at the hard limit",
-    "refused": "memory reservation refused",
-    "queued": "request waited at the door for memory",
-    "cleanup": "memory cleanup ran",
-    "recycle": "retiring worker",
-    "rss": "worker RSS reading",
+    EventKind.SHED: "request shed with 503: memory at the hard limit",
+    EventKind.REFUSED: "memory reservation refused",
+    EventKind.QUEUED: "request waited at the door for memory",
+    EventKind.CLEANUP: "memory cleanup ran",
+    EventKind.RECYCLE: "retiring worker",
+    EventKind.RSS: "worker RSS reading",
 }
 
 
 def log_governor_event(event: GovernorEvent) -> None:
     """A governor listener: each action with its figures (RSS readings at DEBUG only)."""
-    if event.kind == "recycle":
+    if event.kind == EventKind.RECYCLE:
         # A planned recycle (max_requests) is routine; one for memory is a warning.
         level = logging.INFO if event.figures.get("reason") == "max_requests" else logging.WARNING
     else:

@@ -11,11 +11,12 @@ reservations) are read when scraped rather than stored on every request.
 from __future__ import annotations
 
 import os
+from typing import Callable
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 from prometheus_client.core import GaugeMetricFamily
 
-from .governor import Governor, GovernorEvent
+from .governor import EventKind, Governor, GovernorEvent
 from .governor.probe import MB
 
 REQUESTS = Counter("liroo_http_requests_total", "HTTP requests answered", ["route", "method", "status"])
@@ -34,25 +35,32 @@ IMAGE_CACHE = Counter("liroo_image_cache_total", "Image cache lookups", ["result
 PROVIDER_CALLS = Counter("liroo_provider_calls_total", "Model calls", ["operation", "outcome"])
 
 
+def _queued(figures: dict) -> None:
+    if figures.get("queue_full"):
+        DOOR_FULL.inc()
+    else:
+        DOOR_WAITS.labels("admitted" if figures.get("admitted") else "shed").observe(figures.get("waited_s", 0.0))
+
+
+def _cleanup(figures: dict) -> None:
+    CLEANUPS.labels(figures.get("kind", "full"), figures.get("reason", "threshold")).inc()
+    RECLAIMED.inc(max(figures.get("reclaimed_mb", 0.0), 0.0) * MB)
+
+
+# What each kind of governor event does to the counters (one entry per EventKind).
+_ON_EVENT: dict[EventKind, Callable[[dict], None]] = {
+    EventKind.SHED: lambda figures: SHED.inc(),
+    EventKind.REFUSED: lambda figures: REFUSED.inc(),
+    EventKind.QUEUED: _queued,
+    EventKind.CLEANUP: _cleanup,
+    EventKind.RECYCLE: lambda figures: RECYCLES.labels(figures.get("reason", "rss")).inc(),
+    EventKind.RSS: lambda figures: WORKER_RSS.set(figures.get("rss_mb", 0.0) * MB),
+}
+
+
 def on_governor_event(event: GovernorEvent) -> None:
     """Turn the governor's actions into counters."""
-    figures = event.figures
-    if event.kind == "shed":
-        SHED.inc()
-    elif event.kind == "refused":
-        REFUSED.inc()
-    elif event.kind == "queued":
-        if figures.get("queue_full"):
-            DOOR_FULL.inc()
-        else:
-            DOOR_WAITS.labels("admitted" if figures.get("admitted") else "shed").observe(figures.get("waited_s", 0.0))
-    elif event.kind == "cleanup":
-        CLEANUPS.labels(figures.get("kind", "full"), figures.get("reason", "threshold")).inc()
-        RECLAIMED.inc(max(figures.get("reclaimed_mb", 0.0), 0.0) * MB)
-    elif event.kind == "recycle":
-        RECYCLES.labels(figures.get("reason", "rss")).inc()
-    elif event.kind == "rss":
-        WORKER_RSS.set(figures.get("rss_mb", 0.0) * MB)
+    _ON_EVENT[event.kind](event.figures)
 
 
 class _ContainerMemoryCollector:
@@ -63,7 +71,7 @@ class _ContainerMemoryCollector:
 
     def collect(self):
         g = self.governor
-        used = g.probe.used_bytes()
+        used = g.used_bytes()
         yield GaugeMetricFamily("liroo_memory_used_bytes",
                                 f"Memory the governor acts on ({g.probe.source})", value=used)
         limit = g.probe.limit_bytes
@@ -77,9 +85,9 @@ class _ContainerMemoryCollector:
         yield GaugeMetricFamily("liroo_memory_level", "0 normal, 1 warning, 2 cleanup, 3 critical",
                                 value=int(g.level(used / MB)))
         yield GaugeMetricFamily("liroo_memory_reserved_bytes", "Outstanding memory reservations, all workers",
-                                value=g.policy.ledger.total_bytes())
+                                value=g.reserved_bytes())
         yield GaugeMetricFamily("liroo_admission_queue_length", "Requests waiting at the door for memory, all workers",
-                                value=g.policy.door.length())
+                                value=g.queue_length())
 
 
 def render(governor: Governor) -> bytes:

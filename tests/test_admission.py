@@ -50,48 +50,47 @@ def test_memory_a_reservation_holds_is_counted_once_with_real_allocations(tmp_pa
     base = probe.used_bytes() / MB
     # Room for the reservation and 72 MB more, whatever this process already uses.
     governor = Governor(GovernorConfig(limit_mb=base + size + 72), probe=probe)
-    policy = governor.policy
     with governor.reserve(size) as reservation:
         # Promised, not yet allocated: the promise counts, so 100 MB more does not fit.
-        assert policy.admits(40) and not policy.admits(100)
+        assert governor.admits(40) and not governor.admits(100)
         block = allocate(size)
         grown = probe.used_bytes() / MB - base
         assert grown >= size * 0.95, f"the allocation did not show in RSS ({grown:.0f} MB)"
         # Allocated and still promised: counted twice (the old accounting), 40 MB no longer fits...
-        assert not policy.admits(40)
+        assert not governor.admits(40)
         reservation.hold(size)
         # ...until the holder says it holds it: counted once, in the reading.
-        assert policy.outstanding_mb() == 0 and reservation.unspent == 0
-        assert policy.admits(40), "40 MB truly fits and is refused: memory counted twice"
-        assert not policy.admits(100), "100 MB does not fit and is admitted: memory not counted at all"
+        assert governor.outstanding_mb() == 0 and reservation.unspent == 0
+        assert governor.admits(40), "40 MB truly fits and is refused: memory counted twice"
+        assert not governor.admits(100), "100 MB does not fit and is admitted: memory not counted at all"
         decision = governor.admit(40)      # the door agrees, and pledges the 40 MB
-        assert decision.admitted and policy.outstanding_mb() == 40
+        assert decision.admitted and governor.outstanding_mb() == 40
         decision.pledge.release()
         del block
-    assert policy.outstanding_mb() == 0
+    assert governor.outstanding_mb() == 0
 
 
 def test_hold_then_shrink_and_grow_keep_the_ledger_exact(cgroup):
     governor = make_governor(cgroup)
     with governor.reserve(300) as reservation:
         reservation.hold(100)
-        assert governor.policy.outstanding_mb() == 200
+        assert governor.outstanding_mb() == 200
         reservation.shrink_to(50)          # it now holds 50 (all of it in hand), nothing promised
-        assert governor.policy.outstanding_mb() == 0 and reservation.nbytes == 50 * MB
+        assert governor.outstanding_mb() == 0 and reservation.nbytes == 50 * MB
         reservation.grow_to(250)           # 200 more promised for the next step
-        assert governor.policy.outstanding_mb() == 200
-    assert governor.policy.outstanding_mb() == 0
+        assert governor.outstanding_mb() == 200
+    assert governor.outstanding_mb() == 0
 
 
 def test_a_pledge_made_at_the_door_is_taken_over_by_the_first_reservation(cgroup):
     governor = make_governor(cgroup)
     decision = governor.admit(100)
-    assert decision.admitted and governor.policy.outstanding_mb() == 100
+    assert decision.admitted and governor.outstanding_mb() == 100
     with governor.reserve(150):
-        assert governor.policy.outstanding_mb() == 150   # not 250: the pledge became part of it
+        assert governor.outstanding_mb() == 150   # not 250: the pledge became part of it
         decision.pledge.release()                       # nothing left of it to give back
-        assert governor.policy.outstanding_mb() == 150
-    assert governor.policy.outstanding_mb() == 0
+        assert governor.outstanding_mb() == 150
+    assert governor.outstanding_mb() == 0
 
 
 # --- the door's line ---------------------------------------------------------------------
@@ -121,7 +120,7 @@ def test_a_request_that_does_not_fit_waits_then_runs_when_memory_frees(cgroup):
     app = MemoryGovernorMiddleware(hello_app, governor, route_costs_mb={"/heavy": 100})
     cgroup.set_used(700)                                 # 700 + 100 > 750
     thread, result = in_thread(call, app, "/heavy")
-    wait_for(lambda: governor.policy.door.length() == 1, timeout=10, what="the request to queue")
+    wait_for(lambda: governor.queue_length() == 1, timeout=10, what="the request to queue")
     assert governor.snapshot()["admission"]["queue_length"] == 1 and "value" not in result
     assert call(app, "/health")[0] == "200 OK"           # monitoring never waits
     cgroup.set_used(300)
@@ -129,7 +128,7 @@ def test_a_request_that_does_not_fit_waits_then_runs_when_memory_frees(cgroup):
     assert result["value"][0] == "200 OK"
     admission = governor.snapshot()["admission"]
     assert admission["queued"] == 1 and admission["admitted_after_wait"] == 1 and admission["queue_length"] == 0
-    assert governor.shed_count == 0 and governor.policy.outstanding_mb() == 0   # the pledge went with the request
+    assert governor.shed_count == 0 and governor.outstanding_mb() == 0   # the pledge went with the request
 
 
 def test_a_request_is_refused_after_its_wait(cgroup):
@@ -140,7 +139,7 @@ def test_a_request_is_refused_after_its_wait(cgroup):
     assert status.startswith("503") and headers["Retry-After"] == "5"
     admission = governor.snapshot()["admission"]
     assert admission["shed_after_wait"] == 1 and admission["longest_wait_s"] >= 0.3
-    assert governor.policy.door.length() == 0
+    assert governor.queue_length() == 0
 
 
 def test_over_the_hard_limit_by_the_reading_a_request_is_refused_without_waiting(cgroup):
@@ -157,7 +156,7 @@ def test_a_full_line_refuses_at_once_and_monitoring_still_answers(cgroup):
                                    exempt_prefixes=("/progress/",))
     cgroup.set_used(700)
     waiting, result = in_thread(call, app, "/heavy")
-    wait_for(lambda: governor.policy.door.length() == 1, timeout=10, what="the first request to queue")
+    wait_for(lambda: governor.queue_length() == 1, timeout=10, what="the first request to queue")
     status, headers, _ = call(app, "/heavy")
     assert status.startswith("503") and headers["Retry-After"] == "5"
     assert governor.snapshot()["admission"]["shed_queue_full"] == 1
@@ -174,12 +173,12 @@ def test_the_line_is_first_come_first_served(cgroup):
     app = MemoryGovernorMiddleware(gate, governor, route_costs_mb={"/heavy": 100})
     cgroup.set_used(700)
     first, first_result = in_thread(call, app, "/heavy")
-    wait_for(lambda: governor.policy.door.length() == 1, timeout=10, what="the first request to queue")
+    wait_for(lambda: governor.queue_length() == 1, timeout=10, what="the first request to queue")
     second, second_result = in_thread(call, app, "/heavy")
-    wait_for(lambda: governor.policy.door.length() == 2, timeout=10, what="the second request to queue")
+    wait_for(lambda: governor.queue_length() == 2, timeout=10, what="the second request to queue")
     cgroup.set_used(600)                   # room for one (600 + 100 < 750), not two (its pledge counts)
     assert gate.entered.acquire(timeout=10)
-    assert governor.policy.door.length() == 1 and not gate.entered.acquire(timeout=0.3)
+    assert governor.queue_length() == 1 and not gate.entered.acquire(timeout=0.3)
     gate.open.set()                        # the first ends, its pledge goes: the second runs
     first.join(30)
     second.join(30)
@@ -199,7 +198,7 @@ def test_the_line_is_shared_by_forked_workers(cgroup):
         finally:
             os._exit(0)
     try:
-        wait_for(lambda: governor.policy.door.length() == 1, timeout=10, what="the child's request to queue")
+        wait_for(lambda: governor.queue_length() == 1, timeout=10, what="the child's request to queue")
         assert not governor.admit(100).admitted and governor.door_shed_full == 1   # the line (of 1) is full
     finally:
         cgroup.set_used(100)
@@ -223,9 +222,9 @@ def test_a_request_holding_nothing_goes_before_one_holding_several(cgroup):
             order.append(group)
 
     a3, _ = in_thread(picture, "A")
-    wait_for(lambda: governor.policy.waiting == 1, timeout=10, what="A's third picture to wait")
+    wait_for(lambda: governor.waiting_reservations() == 1, timeout=10, what="A's third picture to wait")
     b1, _ = in_thread(picture, "B")
-    wait_for(lambda: governor.policy.waiting == 2, timeout=10, what="B's first picture to wait")
+    wait_for(lambda: governor.waiting_reservations() == 2, timeout=10, what="B's first picture to wait")
     blocker.__exit__(None, None, None)         # room for one: B (holding none) before A (holding two)
     b1.join(30)
     a1.__exit__(None, None, None)
@@ -244,9 +243,9 @@ def test_reservations_of_a_busy_request_let_the_door_go_first(cgroup):
     blocker.__enter__()                           # 100 + 600 used: nothing more fits
     order = []
     a_more, _ = in_thread(lambda: governor.reserve(200, wait_s=30, group="A").__enter__() and order.append("A"))
-    wait_for(lambda: governor.policy.waiting == 1, timeout=10, what="A's next picture to wait")
+    wait_for(lambda: governor.waiting_reservations() == 1, timeout=10, what="A's next picture to wait")
     door, result = in_thread(lambda: (governor.admit(200), order.append("door"))[0])
-    wait_for(lambda: governor.policy.door.length() == 1, timeout=10, what="the newcomer to queue")
+    wait_for(lambda: governor.queue_length() == 1, timeout=10, what="the newcomer to queue")
     blocker.__exit__(None, None, None)            # room for one of them: the newcomer at the door
     door.join(30)
     assert result["value"].admitted and order == ["door"]

@@ -66,16 +66,16 @@ def test_governor_reads_limit_from_cgroup(cgroup):
 def test_reserve_admits_within_limit_and_releases(cgroup):
     governor = make_governor(cgroup)  # limit 750, used 100
     with governor.reserve(300) as r1:
-        assert governor.policy.outstanding_mb() == 300
+        assert governor.outstanding_mb() == 300
         with governor.reserve(300):
-            assert governor.policy.outstanding_mb() == 600
+            assert governor.outstanding_mb() == 600
             with pytest.raises(MemoryPressure) as info:
                 with governor.reserve(100):
                     pass
             assert info.value.retry_after_s == 5 and info.value.limit_mb == 750
         r1.grow_to(320)
-        assert governor.policy.outstanding_mb() == 320
-    assert governor.policy.outstanding_mb() == 0
+        assert governor.outstanding_mb() == 320
+    assert governor.outstanding_mb() == 0
     assert governor.refused_reservations == 1
 
 
@@ -102,7 +102,7 @@ def test_waiting_reservation_gets_room_when_another_is_released(cgroup):
 
     thread = threading.Thread(target=waiter)
     thread.start()
-    wait_for(lambda: governor.policy.waiting == 1, timeout=10, what="the second reservation to wait")
+    wait_for(lambda: governor.waiting_reservations() == 1, timeout=10, what="the second reservation to wait")
     assert not got_it.is_set() and governor.snapshot()["waiting_reservations"] == 1
     first.__exit__(None, None, None)
     thread.join(30)

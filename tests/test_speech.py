@@ -125,7 +125,7 @@ def test_chunks_arriving_out_of_order_are_encoded_in_order_and_every_reservation
         frames = wav.readframes(wav.getnframes())
     seconds = [frames[i * 48_000:(i + 1) * 48_000] for i in range(6)]
     assert seconds == [i.to_bytes(2, "little") * 24_000 for i in range(6)]
-    assert governor.policy.outstanding_mb() == 0
+    assert governor.outstanding_mb() == 0
 
 
 def test_a_chunk_in_another_format_fails_its_clip_only_and_releases_its_reservations(tmp_path):
@@ -135,7 +135,7 @@ def test_a_chunk_in_another_format_fails_its_clip_only_and_releases_its_reservat
                             SpeechJob("Chunk 7 is fine.", "narrator", "good")])
     assert bad.url is None and bad.error_code == "provider_bad_output"
     assert good.error is None and good.url.endswith(".mp3")
-    assert governor.policy.outstanding_mb() == 0
+    assert governor.outstanding_mb() == 0
 
 
 def test_a_chunk_failing_while_others_are_encoded_leaves_no_reservation_behind(tmp_path):
@@ -144,7 +144,7 @@ def test_a_chunk_failing_while_others_are_encoded_leaves_no_reservation_behind(t
         ctx = make_ctx(tmp_path, UnevenSpeech(fail_for=failing), governor)
         clip, = speak(ctx, [SpeechJob(chunky_text(8), "narrator")])
         assert clip.error_code == "provider_bad_output" and clip.url is None
-        assert governor.policy.outstanding_mb() == 0, failing
+        assert governor.outstanding_mb() == 0, failing
     assert not list(tmp_path.rglob("*.mp3"))                  # nothing stored for a failed clip
 
 
@@ -154,7 +154,7 @@ def test_speech_waits_for_memory_and_fails_with_memory_pressure_when_none_comes(
     ctx = make_ctx(tmp_path, OfflineProvider(), governor, reservation_wait_s=0.2)
     clip, = speak(ctx, [SpeechJob(narration(3000), "narrator")])
     assert clip.error_code == "memory_pressure"
-    assert governor.refused_reservations >= 1 and governor.policy.outstanding_mb() == 0
+    assert governor.refused_reservations >= 1 and governor.outstanding_mb() == 0
 
 
 def test_chunk_reservations_learn_from_recent_chunks(tmp_path):
@@ -163,9 +163,9 @@ def test_chunk_reservations_learn_from_recent_chunks(tmp_path):
     reserved = []
     real_reserve = governor.reserve
 
-    def watching(mb, wait_s=0.0):
+    def watching(mb, wait_s=0.0, group=None):
         reserved.append(mb)
-        return real_reserve(mb, wait_s)
+        return real_reserve(mb, wait_s, group)
     governor.reserve = watching
     SPEECH_COSTS._per_unit.clear()
     speak(ctx, [SpeechJob(narration(1400), "narrator")])
@@ -175,6 +175,23 @@ def test_chunk_reservations_learn_from_recent_chunks(tmp_path):
     # The first chunk had only the (tiny) floor; the next one reserves what the first really held.
     assert first == pytest.approx(1.0)              # MIN_RESERVE_MB
     assert later > 4 * 1400 * 0.0015                 # HOLD_FACTOR x at least ~1.5 kB of PCM a character
+
+
+def test_every_speech_reservation_takes_turns_as_its_request(tmp_path):
+    # The fairness group is the request: one lecture's chunks share turns with other
+    # requests, not with every speech chunk of the worker (images do the same).
+    governor = Governor(GovernorConfig(limit_mb=100_000))
+    ctx = make_ctx(tmp_path, OfflineProvider(), governor)
+    groups = []
+    real_reserve = governor.reserve
+
+    def watching(mb, wait_s=0.0, group=None):
+        groups.append(group)
+        return real_reserve(mb, wait_s, group)
+    governor.reserve = watching
+    clip, = speak(ctx, [SpeechJob(narration(3000), "narrator")])
+    assert clip.error_code is None and len(groups) >= 3
+    assert set(groups) == {ctx.request_id}
 
 
 def test_narration_stored_in_cloud_storage_is_served_as_mp3(tmp_path, monkeypatch):

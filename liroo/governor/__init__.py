@@ -12,14 +12,15 @@ WSGI app can use it:
     with governor.reserve(200, wait_s=30):
         ...heavy work...
 """
-from .core import Governor, GovernorConfig, GovernorEvent, MemoryReserver, Unreserved
+from .core import Governor, GovernorConfig, MemoryReserver, Unreserved
+from .events import EventKind, GovernorEvent
 from .middleware import MemoryGovernorMiddleware
 from .policy import Level, MemoryPressure, Reservation, Thresholds
 from .probe import MemoryProbe, find_cgroup
 from .workers import WorkerRecycler, freeze_heap
 
 __all__ = [
-    "Governor", "GovernorConfig", "GovernorEvent", "MemoryReserver", "Unreserved",
+    "Governor", "GovernorConfig", "EventKind", "GovernorEvent", "MemoryReserver", "Unreserved",
     "MemoryGovernorMiddleware", "Level", "MemoryPressure", "Reservation", "Thresholds",
     "MemoryProbe", "find_cgroup", "WorkerRecycler", "freeze_heap",
 ]

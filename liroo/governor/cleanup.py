@@ -14,7 +14,8 @@ import threading
 import time
 from dataclasses import dataclass
 
-from .probe import MemoryProbe
+from .events import EventKind, Events
+from .probe import MB, MemoryProbe
 
 
 _M_MMAP_THRESHOLD = -3   # mallopt parameter number in glibc's malloc.h
@@ -70,8 +71,9 @@ class CleanupResult:
 class Cleaner:
     """Runs cleanups, at most one at a time and one per interval; counts what they reclaim."""
 
-    def __init__(self, probe: MemoryProbe, min_interval_s: float = 1.0) -> None:
+    def __init__(self, probe: MemoryProbe, min_interval_s: float = 1.0, events: Events | None = None) -> None:
         self.probe = probe
+        self.events = events or Events()
         self.min_interval_s = min_interval_s
         self._malloc_trim = _load_malloc_trim()
         self._lock = threading.Lock()
@@ -86,8 +88,8 @@ class Cleaner:
     def due(self) -> bool:
         return time.monotonic() - self._last >= self.min_interval_s
 
-    def run(self, full: bool = True) -> CleanupResult | None:
-        """Clean up unless another thread is doing it or the last run was too recent."""
+    def run(self, full: bool = True, reason: str = "threshold") -> CleanupResult | None:
+        """Clean up unless another thread is doing it or the last run was too recent; report what it did."""
         if not self.due() or not self._lock.acquire(blocking=False):
             return None
         try:
@@ -103,6 +105,10 @@ class Cleaner:
             result = CleanupResult("full" if full else "trim", before, after, collected, self._last - start)
             self.runs += 1
             self.reclaimed_bytes += result.reclaimed_bytes
-            return result
         finally:
             self._lock.release()
+        self.events.emit(EventKind.CLEANUP, reason=reason, kind=result.kind,
+                         reclaimed_mb=round(result.reclaimed_bytes / MB, 1),
+                         rss_before_mb=round(result.rss_before / MB, 1), rss_after_mb=round(result.rss_after / MB, 1),
+                         collected=result.collected, ms=round(result.seconds * 1000, 2))
+        return result

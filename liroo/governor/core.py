@@ -2,19 +2,17 @@
 reservations, cleanups and counters, and tells listeners what it did."""
 from __future__ import annotations
 
-import logging
 import os
 import threading
 import time
 import weakref
-from dataclasses import dataclass, field
-from typing import Callable, ContextManager, Protocol
+from dataclasses import dataclass
+from typing import ContextManager, Protocol
 
 from .cleanup import Cleaner, CleanupResult, pin_mmap_threshold
-from .policy import DoorDecision, Level, MemoryPolicy, MemoryPressure, ReservationLedger, Reservation, Thresholds
+from .events import EventKind, Events, GovernorEvent, Listener
+from .policy import DoorDecision, Level, MemoryPolicy, ReservationLedger, Reservation, Thresholds
 from .probe import MB, MemoryProbe
-
-log = logging.getLogger("liroo.governor")
 
 
 @dataclass(frozen=True)
@@ -34,13 +32,6 @@ class GovernorConfig:
     admission_queue: int = 32             # most requests waiting in the line, all workers together
 
 
-@dataclass(frozen=True)
-class GovernorEvent:
-    kind: str                       # "shed", "queued" (a wait at the door ended), "cleanup", "refused"
-                                    # (a reservation), "recycle" or "rss" (a reading)
-    figures: dict = field(default_factory=dict)
-
-
 class MemoryReserver(Protocol):
     """What generation needs from the governor: memory for a heavy step, or MemoryPressure."""
 
@@ -48,21 +39,30 @@ class MemoryReserver(Protocol):
 
 
 class Governor:
-    """Readings, thresholds, reservations, cleanup and counters for one service."""
+    """Readings, thresholds, reservations, cleanup and counters for one service.
+
+    Its parts (probe, policy, cleaner) report what they do as events
+    (``EventKind``); the governor counts them for ``snapshot`` as the first
+    listener, and its users (the middleware, the recycler, the app) go through
+    the methods below rather than through its parts.
+    """
 
     def __init__(self, config: GovernorConfig | None = None, probe: MemoryProbe | None = None) -> None:
         self.config = config or GovernorConfig()
         self.probe = probe or MemoryProbe()
         self.thresholds = Thresholds.derive(
             self.probe.limit_bytes, self.config.limit_mb, self.config.cleanup_mb, self.config.warning_mb)
-        self.cleaner = Cleaner(self.probe, self.config.cleanup_min_interval_s)
+        self.events = Events()
+        self.events.subscribe(self._count_event)
+        self.cleaner = Cleaner(self.probe, self.config.cleanup_min_interval_s, self.events)
         self.mmap_threshold_pinned = pin_mmap_threshold(self.config.mmap_threshold_kb)
         self.policy = MemoryPolicy(self.probe, self.thresholds, self.config.retry_after_s,
-                                   ReservationLedger(), cleanup=self._cleanup_for_room,
-                                   on_refused=self._on_refused)
+                                   ReservationLedger(), cleaner=self.cleaner, events=self.events)
         self._warning_bytes = self.thresholds.warning_mb * MB
+        self.limit_bytes = self.thresholds.limit_mb * MB
+        # The probe's own bound method, so the middleware's one reading per request costs no extra call.
+        self.used_bytes = self.probe.used_bytes
         self.recycle_mb = self.config.recycle_mb if self.config.recycle_mb is not None else self.thresholds.limit_mb / 2
-        self._listeners: list[Callable[[GovernorEvent], None]] = []
         self._count_lock = threading.Lock()
         self.started_at = time.monotonic()
         self.pid = os.getpid()
@@ -93,21 +93,41 @@ class Governor:
         with self._count_lock:
             self.requests_served += 1
 
-    # --- listeners -----------------------------------------------------------
-    def subscribe(self, listener: Callable[[GovernorEvent], None]) -> None:
-        self._listeners.append(listener)
+    # --- events and counters ----------------------------------------------------
+    def subscribe(self, listener: Listener) -> None:
+        self.events.subscribe(listener)
 
-    def emit(self, kind: str, /, **figures) -> None:
-        event = GovernorEvent(kind, figures)
-        for listener in self._listeners:
-            try:
-                listener(event)
-            except Exception:  # a broken listener must not break admission
-                log.exception("governor listener failed")
+    def _count_event(self, event: GovernorEvent) -> None:
+        # The first listener: the counters /memory shows follow the events. (The door's
+        # figures are counted in admit, from the unrounded wait.)
+        kind = event.kind
+        if kind is EventKind.SHED:
+            with self._count_lock:
+                self.shed_count += 1
+        elif kind is EventKind.REFUSED:
+            with self._count_lock:
+                self.refused_reservations += 1
+        elif kind is EventKind.RECYCLE:
+            with self._count_lock:
+                self.recycles += 1
 
-    def count(self, name: str) -> None:
-        with self._count_lock:
-            setattr(self, name, getattr(self, name) + 1)
+    def shed(self, path: str, cost_mb: float, request_id: str, waited_s: float = 0.0) -> float:
+        """Count and report a request refused with 503; returns the reading (MB) to show the client."""
+        used = self.used_mb()
+        self.events.emit(EventKind.SHED, path=path, used_mb=round(used, 1),
+                         limit_mb=round(self.thresholds.limit_mb, 1), cost_mb=cost_mb, request_id=request_id,
+                         waited_s=round(waited_s, 3))
+        return used
+
+    def retiring(self, reason: str, **figures) -> None:
+        """Count and report that this worker is retiring (the recycler's decision)."""
+        self.events.emit(EventKind.RECYCLE, reason=reason, pid=self.pid, **figures)
+
+    def read_rss_mb(self) -> float:
+        """This process's RSS in MB, reported to listeners (the recycler's periodic reading)."""
+        rss_mb = self.probe.rss_bytes() / MB
+        self.events.emit(EventKind.RSS, rss_mb=round(rss_mb, 1))
+        return rss_mb
 
     # --- the small interface for heavy work -----------------------------------
     def reserve(self, mb: float, wait_s: float = 0.0, group: str | None = None) -> ContextManager[Reservation]:
@@ -115,6 +135,18 @@ class Governor:
 
         ``group`` (a request id) shares turns fairly with other requests while memory is short."""
         return self.policy.reserve(mb, wait_s, group)
+
+    def outstanding_mb(self) -> float:
+        """Memory promised and not yet allocated, every worker together."""
+        return self.reserved_bytes() / MB
+
+    def waiting_reservations(self) -> int:
+        """Heavy steps of this process waiting for room now."""
+        return self.policy.waiting
+
+    def forget_worker(self, pid: int) -> None:
+        """Drop a dead worker's promises (called by the master when a worker exits)."""
+        self.policy.ledger.forget(pid)
 
     # --- the door ------------------------------------------------------------------
     def admit(self, cost_mb: float) -> DoorDecision:
@@ -132,34 +164,32 @@ class Governor:
                         self.door_admitted_after_wait += 1
                     else:
                         self.door_shed_after_wait += 1
-            self.emit("queued", admitted=decision.admitted, waited_s=round(decision.waited_s, 3),
-                      queue_full=decision.queue_full, cost_mb=cost_mb)
+            self.events.emit(EventKind.QUEUED, admitted=decision.admitted, waited_s=round(decision.waited_s, 3),
+                             queue_full=decision.queue_full, cost_mb=cost_mb)
         return decision
 
-    def _on_refused(self, pressure: MemoryPressure) -> None:
-        self.count("refused_reservations")
-        self.emit("refused", wanted_mb=round(pressure.wanted_mb, 1), used_mb=round(pressure.used_mb, 1),
-                  limit_mb=round(pressure.limit_mb, 1), outstanding_mb=round(self.policy.outstanding_mb(), 1))
+    def admits(self, cost_mb: float = 0.0) -> bool:
+        """Would work costing ``cost_mb`` stay under the hard limit now? (a fresh reading; reserves nothing)"""
+        return self.policy.admits(cost_mb)
+
+    def queue_length(self) -> int:
+        """Requests waiting at the door now, every worker together."""
+        return self.policy.door.length()
 
     # --- readings --------------------------------------------------------------
     def used_mb(self) -> float:
-        return self.probe.used_bytes() / MB
+        return self.used_bytes() / MB
+
+    def reserved_bytes(self) -> int:
+        """The ledger's total: promises of every worker not yet allocated."""
+        return self.policy.ledger.total_bytes()
 
     def level(self, used_mb: float | None = None) -> Level:
         return self.thresholds.level(self.used_mb() if used_mb is None else used_mb)
 
     # --- cleanup -----------------------------------------------------------------
-    def _cleanup_for_room(self) -> None:
-        self.cleanup(full=True, reason="room")
-
     def cleanup(self, full: bool, reason: str) -> CleanupResult | None:
-        result = self.cleaner.run(full=full)
-        if result is not None:
-            self.emit("cleanup", reason=reason, kind=result.kind,
-                      reclaimed_mb=round(result.reclaimed_bytes / MB, 1),
-                      rss_before_mb=round(result.rss_before / MB, 1), rss_after_mb=round(result.rss_after / MB, 1),
-                      collected=result.collected, ms=round(result.seconds * 1000, 2))
-        return result
+        return self.cleaner.run(full=full, reason=reason)
 
     def after_response(self) -> None:
         """Clean up after a response when memory is high: trim at warning, gc + trim at the cleanup line.
@@ -191,10 +221,10 @@ class Governor:
             "refused_reservations": self.refused_reservations,
             "cleanups": self.cleaner.runs,
             "reclaimed_mb": round(self.cleaner.reclaimed_bytes / MB, 2),
-            "outstanding_reservations_mb": round(self.policy.outstanding_mb(), 2),
-            "waiting_reservations": self.policy.waiting,
+            "outstanding_reservations_mb": round(self.outstanding_mb(), 2),
+            "waiting_reservations": self.waiting_reservations(),
             "admission": {
-                "queue_length": self.policy.door.length(),      # every worker
+                "queue_length": self.queue_length(),      # every worker
                 "queue_max": self.config.admission_queue,
                 "wait_max_s": self.config.admission_wait_s,
                 "waiting_here": self.policy.door_waiting,       # this worker, as the rest below

@@ -6,7 +6,6 @@ import uuid
 from typing import Callable, Iterable, Mapping
 
 from .core import Governor
-from .probe import MB
 
 # Bodies of shed requests are read and dropped up to this size so that closing
 # the connection does not reset it under the client before it reads the 503.
@@ -51,7 +50,7 @@ class MemoryGovernorMiddleware:
         self.route_costs_mb = dict(route_costs_mb or {})
         self.request_id = request_id or (lambda environ: uuid.uuid4().hex)
         self.extra_fields = extra_fields  # fields the app's clients expect on every error body
-        self._limit_bytes = governor.thresholds.limit_mb * MB
+        self._limit_bytes = governor.limit_bytes
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
         governor = self.governor
@@ -64,10 +63,10 @@ class MemoryGovernorMiddleware:
                 if not decision.admitted:
                     return self._shed(environ, start_response, cost, decision.waited_s)
                 after = _releasing(decision.pledge, after)
-            elif governor.probe.used_bytes() >= self._limit_bytes:
-                if not governor.policy.admits(0.0):
+            elif governor.used_bytes() >= self._limit_bytes:
+                if not governor.admits(0.0):
                     governor.cleanup(full=True, reason="shed")
-                    if not governor.policy.admits(0.0):
+                    if not governor.admits(0.0):
                         return self._shed(environ, start_response, 0.0)
         governor.count_request()
         try:
@@ -79,13 +78,9 @@ class MemoryGovernorMiddleware:
     def _shed(self, environ: dict, start_response: Callable, cost_mb: float,
               waited_s: float = 0.0) -> Iterable[bytes]:
         governor = self.governor
-        used = governor.used_mb()
         retry = governor.config.retry_after_s
-        governor.count("shed_count")
         request_id = self.request_id(environ)
-        governor.emit("shed", path=environ.get("PATH_INFO", ""), used_mb=round(used, 1),
-                      limit_mb=round(governor.thresholds.limit_mb, 1), cost_mb=cost_mb, request_id=request_id,
-                      waited_s=round(waited_s, 3))
+        used = governor.shed(environ.get("PATH_INFO", ""), cost_mb, request_id, waited_s)
         _drain(environ)
         payload = {
             "error": f"The service is short of memory right now; please retry in {retry} seconds.",

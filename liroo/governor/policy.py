@@ -41,6 +41,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
+from .cleanup import Cleaner
+from .events import EventKind, Events
 from .probe import MB, MemoryProbe
 
 # The operations guide's fixed thresholds, used when no cgroup limit is visible.
@@ -312,14 +314,14 @@ class Reservation:
         """
         target = min(max(int(mb * MB), 0), self.nbytes)
         if target > self.held:
-            self._policy._release(target - self.held)
+            self._policy.release(target - self.held)
             self.held = target
 
     def grow_to(self, mb: float, wait_s: float = 0.0) -> None:
         """Make the reservation at least ``mb``, waiting up to ``wait_s`` for room; raises MemoryPressure."""
         extra = int(mb * MB) - self.nbytes
         if extra > 0:
-            self._policy._acquire(extra, wait_s, growing=True)
+            self._policy.acquire(extra, wait_s, growing=True)
             self.nbytes += extra
 
     def shrink_to(self, mb: float) -> None:
@@ -335,12 +337,12 @@ class Reservation:
         new_held = min(self.held, new)
         surplus = self.unspent - (new - new_held)
         if surplus > 0:
-            self._policy._release(surplus)
+            self._policy.release(surplus)
         self.nbytes, self.held = new, new_held
 
     def release(self) -> None:
         if self.unspent:
-            self._policy._release(self.unspent)
+            self._policy.release(self.unspent)
         self.nbytes = self.held = 0
 
 
@@ -354,7 +356,7 @@ class Pledge:
         self.nbytes = nbytes
 
     def release(self) -> None:
-        self._policy._drop_pledge(self)
+        self._policy.drop_pledge(self)
 
 
 @dataclass
@@ -375,16 +377,16 @@ class MemoryPolicy:
 
     def __init__(self, probe: MemoryProbe, thresholds: Thresholds, retry_after_s: int = 5,
                  ledger: ReservationLedger | None = None,
-                 cleanup: Callable[[], object] | None = None,
-                 on_refused: Callable[[MemoryPressure], None] | None = None,
+                 cleaner: Cleaner | None = None,
+                 events: Events | None = None,
                  door: AdmissionQueue | None = None) -> None:
         self.probe = probe
         self.thresholds = thresholds
         self.retry_after_s = retry_after_s
         self.ledger = ledger or ReservationLedger()
         self.door = door or AdmissionQueue()
-        self._cleanup = cleanup  # called once before refusing a reservation
-        self._on_refused = on_refused
+        self.cleaner = cleaner  # runs once before refusing a reservation or queueing at the door
+        self.events = events or Events()
         self._released = threading.Condition()
         self.waiting = 0  # heavy steps of this process waiting for room now
         # Fair turns among this process's waiting reservations: the request
@@ -426,8 +428,8 @@ class MemoryPolicy:
         nbytes = int(cost_mb * MB)
         if self.door.length() == 0 and (pledge := self._try_pledge(nbytes)):
             return DoorDecision(True, pledge=pledge)
-        if self._cleanup is not None:
-            self._cleanup()
+        if self.cleaner is not None:
+            self.cleaner.run(full=True, reason="room")
             if self.door.length() == 0 and (pledge := self._try_pledge(nbytes)):
                 return DoorDecision(True, pledge=pledge)
         if wait_s <= 0 or queue_max <= 0:
@@ -485,13 +487,14 @@ class MemoryPolicy:
                     self._pledges.pop(0)
         return taken
 
-    def _drop_pledge(self, pledge: Pledge) -> None:
+    def drop_pledge(self, pledge: Pledge) -> None:
+        """Give back what is left of ``pledge`` (its request ended). For Pledge."""
         with self._pledge_lock:
             left, pledge.nbytes = pledge.nbytes, 0
             if pledge in self._pledges:
                 self._pledges.remove(pledge)
         if left:
-            self._release(left)
+            self.release(left)
 
     # --- reservations for heavy steps ----------------------------------------------
     @contextmanager
@@ -503,7 +506,7 @@ class MemoryPolicy:
         not come in time.
         """
         nbytes = int(mb * MB)
-        self._acquire(nbytes, wait_s, group=group)
+        self.acquire(nbytes, wait_s, group=group)
         reservation = Reservation(self, nbytes, group)
         with self._released:
             self._holding[group] = self._holding.get(group, 0) + 1
@@ -556,7 +559,9 @@ class MemoryPolicy:
             return False
         return holding == 0 or holding <= self.ledger.min_rank()
 
-    def _acquire(self, nbytes: int, wait_s: float, group: str | None = None, growing: bool = False) -> None:
+    def acquire(self, nbytes: int, wait_s: float, group: str | None = None, growing: bool = False) -> None:
+        """Count ``nbytes`` more in the ledger for this process (taken from its pledges first),
+        waiting up to ``wait_s`` for room and its turn; raises MemoryPressure. For Reservation."""
         converted = self._convert_pledges(nbytes)
         if converted >= nbytes:
             return
@@ -564,7 +569,7 @@ class MemoryPolicy:
             self._acquire_room(nbytes - converted, wait_s, group, growing)
         except BaseException:
             if converted:
-                self._release(converted)
+                self.release(converted)
             raise
 
     def _acquire_room(self, nbytes: int, wait_s: float, group: str | None, growing: bool) -> None:
@@ -578,8 +583,8 @@ class MemoryPolicy:
 
         if turn(None) and self.ledger.try_add(nbytes, self._fits(nbytes)):
             return
-        if self._cleanup is not None:
-            self._cleanup()
+        if self.cleaner is not None:
+            self.cleaner.run(full=True, reason="room")
             if turn(None) and self.ledger.try_add(nbytes, self._fits(nbytes)):
                 return
         deadline = time.monotonic() + wait_s
@@ -597,8 +602,9 @@ class MemoryPolicy:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     pressure = self.pressure(nbytes / MB)
-                    if self._on_refused is not None:
-                        self._on_refused(pressure)
+                    self.events.emit(EventKind.REFUSED, wanted_mb=round(pressure.wanted_mb, 1),
+                                     used_mb=round(pressure.used_mb, 1), limit_mb=round(pressure.limit_mb, 1),
+                                     outstanding_mb=round(self.outstanding_mb(), 1))
                     raise pressure
                 # Releases in this process wake us at once; other workers' releases
                 # and memory falling are seen at the next look, 50 ms later at most.
@@ -611,7 +617,8 @@ class MemoryPolicy:
                     self._publish_rank()
                 self._released.notify_all()
 
-    def _release(self, nbytes: int) -> None:
+    def release(self, nbytes: int) -> None:
+        """Stop counting ``nbytes`` of this process's promises and wake its waiters. For Reservation and Pledge."""
         self.ledger.remove(nbytes)
         with self._released:
             self._released.notify_all()

@@ -31,7 +31,6 @@ import threading
 import time
 
 from .core import Governor
-from .probe import MB
 
 # A SIGTERMed worker exits this much before the master's grace runs out, so that
 # its exit hook (handing back unfinished work) runs before any SIGKILL.
@@ -109,8 +108,7 @@ class WorkerRecycler:
         # Jitter the first check so that workers started together do not check together.
         wake.wait(self.interval_s * random.uniform(0.5, 1.0))
         while getattr(worker, "alive", False) and not self.stopping:
-            rss_mb = self.governor.probe.rss_bytes() / MB
-            self.governor.emit("rss", rss_mb=round(rss_mb, 1))
+            rss_mb = self.governor.read_rss_mb()
             strikes = strikes + 1 if rss_mb > self.limit_mb else 0
             age = time.monotonic() - self.governor.started_at
             reason = None
@@ -128,9 +126,8 @@ class WorkerRecycler:
         """Start a replacement, stop accepting, let in-flight work finish, exit."""
         self.retiring = True
         os.pwrite(self._token.fileno(), str(os.getpid()).encode().ljust(16), 0)
-        self.governor.count("recycles")
-        # Logged once, by the governor's listener (the app's: liroo/logs.py), with these figures.
-        self.governor.emit("recycle", reason=reason, pid=self.governor.pid, **figures)
+        # Counted by the governor and logged once, by its listener (the app's: liroo/logs.py), with these figures.
+        self.governor.retiring(reason, **figures)
         worker.cfg.set("graceful_timeout", int(self.drain_s))
         try:
             os.kill(worker.ppid, signal.SIGTTIN)   # the master starts one more worker now
