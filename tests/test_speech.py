@@ -157,21 +157,27 @@ def test_speech_waits_for_memory_and_fails_with_memory_pressure_when_none_comes(
     assert governor.refused_reservations >= 1 and governor.outstanding_mb() == 0
 
 
-def test_chunk_reservations_learn_from_recent_chunks(tmp_path):
-    governor = Governor(GovernorConfig(limit_mb=100_000))
-    ctx = make_ctx(tmp_path, OfflineProvider(), governor, speech_reserve_mb=0.001)
+def watch_reservations(governor: Governor) -> list[tuple[float, str | None]]:
+    """(mb, group) of every reservation the governor is asked for, as they come."""
     reserved = []
     real_reserve = governor.reserve
 
     def watching(mb, wait_s=0.0, group=None):
-        reserved.append(mb)
+        reserved.append((mb, group))
         return real_reserve(mb, wait_s, group)
     governor.reserve = watching
+    return reserved
+
+
+def test_chunk_reservations_learn_from_recent_chunks(tmp_path):
+    governor = Governor(GovernorConfig(limit_mb=100_000))
+    ctx = make_ctx(tmp_path, OfflineProvider(), governor, speech_reserve_mb=0.001)
+    reserved = watch_reservations(governor)
     SPEECH_COSTS._per_unit.clear()
     speak(ctx, [SpeechJob(narration(1400), "narrator")])
     speak(ctx, [SpeechJob(narration(1400), "narrator")])
     assert len(reserved) == 6                        # per one-chunk narration: the model call, the encoding, the store
-    first, later = reserved[0], reserved[3]
+    (first, _), (later, _) = reserved[0], reserved[3]
     # The first chunk had only the (tiny) floor; the next one reserves what the first really held.
     assert first == pytest.approx(1.0)              # MIN_RESERVE_MB
     assert later > 4 * 1400 * 0.0015                 # HOLD_FACTOR x at least ~1.5 kB of PCM a character
@@ -182,16 +188,10 @@ def test_every_speech_reservation_takes_turns_as_its_request(tmp_path):
     # requests, not with every speech chunk of the worker (images do the same).
     governor = Governor(GovernorConfig(limit_mb=100_000))
     ctx = make_ctx(tmp_path, OfflineProvider(), governor)
-    groups = []
-    real_reserve = governor.reserve
-
-    def watching(mb, wait_s=0.0, group=None):
-        groups.append(group)
-        return real_reserve(mb, wait_s, group)
-    governor.reserve = watching
+    reserved = watch_reservations(governor)
     clip, = speak(ctx, [SpeechJob(narration(3000), "narrator")])
-    assert clip.error_code is None and len(groups) >= 3
-    assert set(groups) == {ctx.request_id}
+    assert clip.error_code is None and len(reserved) >= 3
+    assert {group for _, group in reserved} == {ctx.request_id}
 
 
 def test_narration_stored_in_cloud_storage_is_served_as_mp3(tmp_path, monkeypatch):
