@@ -118,7 +118,8 @@ def burst(server: GunicornServer, requests_n: int, outcome: Outcome, request=IMA
                 outcome.refusals_without_retry_after += 1
 
 
-def run(governed: bool, fake: FakeGemini, limit_bytes: int, requests_n: int, request=IMAGE_REQUEST) -> Outcome:
+def limited_group(limit_bytes: int):
+    """A new memory cgroup of ``limit_bytes`` and a preexec_fn that puts the child in it (root needed)."""
     plan = run_limited.plan(limit_bytes)
     if plan.version is None:
         raise RuntimeError(f"no memory cgroup can be made here: {plan.reason}")
@@ -129,6 +130,11 @@ def run(governed: bool, fake: FakeGemini, limit_bytes: int, requests_n: int, req
         with open(procs, "w") as fh:
             fh.write(str(os.getpid()))
 
+    return plan, join_group
+
+
+def run(governed: bool, fake: FakeGemini, limit_bytes: int, requests_n: int, request=IMAGE_REQUEST) -> Outcome:
+    plan, join_group = limited_group(limit_bytes)
     env = {"GENAI_API_KEY": "survival", "LIROO_GEMINI_BASE_URL": fake.url, "LIROO_GEMINI_RPM": "0",
            "LIROO_GEMINI_RETRY_ATTEMPTS": "1", "LIROO_IMAGE_CACHE": "off", "LIROO_LOG_LEVEL": "WARNING",
            "LIROO_GOVERNOR": "on" if governed else "off", "LIROO_RESERVATION_WAIT_S": "120"}

@@ -17,7 +17,7 @@ import requests
 from liroo import create_app
 from liroo.audio import Mp3Encoder, WavEncoder, make_encoder
 from liroo.generation.context import Context, Progress
-from liroo.generation.speech import SPEECH_COSTS, SpeechJob, speak
+from liroo.generation.speech import CHUNKS_AHEAD, SPEECH_COSTS, SpeechJob, speak
 from liroo.governor import Governor, GovernorConfig
 from liroo.providers.base import BadOutput, SpeechResult
 from liroo.providers.offline import MS_PER_CHAR, OfflineProvider
@@ -101,7 +101,7 @@ class UnevenSpeech:
 
 
 def make_ctx(tmp_path, provider, governor, **settings):
-    return Context(settings=Settings.from_env({}, base_url="http://media.test", panel_concurrency=4, **settings),
+    return Context(settings=Settings.from_env({}, **{"base_url": "http://media.test", "panel_concurrency": 4, **settings}),
                    provider=provider, storage=LocalStorage(str(tmp_path), "http://media.test"), reserver=governor,
                    progress=Progress(None, "speech-test"), request_id="speech-test", public_base=None,
                    deadline=time.monotonic() + 60)
@@ -126,6 +126,39 @@ def test_chunks_arriving_out_of_order_are_encoded_in_order_and_every_reservation
     seconds = [frames[i * 48_000:(i + 1) * 48_000] for i in range(6)]
     assert seconds == [i.to_bytes(2, "little") * 24_000 for i in range(6)]
     assert governor.policy.outstanding_mb() == 0
+
+
+class LookAheadSpeech(UnevenSpeech):
+    """Records, as each chunk's call starts, how far it is ahead of the first chunk not yet returned."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._lock = threading.Lock()
+        self.returned: set[int] = set()
+        self.ahead: list[int] = []
+
+    def generate_speech(self, text, voice):
+        number = int(re.search(r"Chunk (\d+)", text).group(1))
+        with self._lock:
+            first_missing = next(i for i in range(10_000) if i not in self.returned)
+            self.ahead.append(number - first_missing)
+        try:
+            return super().generate_speech(text, voice)
+        finally:
+            with self._lock:
+                self.returned.add(number)
+
+
+def test_a_clips_chunks_are_made_at_most_a_few_ahead_of_its_encoder(tmp_path):
+    """With no cap on concurrency, a chunk starts only within CHUNKS_AHEAD of the one the encoder needs,
+    so a burst of long narrations cannot fill memory with samples that wait for an earlier chunk."""
+    provider = LookAheadSpeech()
+    ctx = make_ctx(tmp_path, provider, Governor(GovernorConfig(limit_mb=100_000)), audio_format="wav",
+                   panel_concurrency=0)
+    clip, = speak(ctx, [SpeechJob(chunky_text(12), "narrator")])
+    assert clip.error is None and clip.duration_s == pytest.approx(12.0)
+    assert len(provider.ahead) == 12
+    assert max(provider.ahead) < CHUNKS_AHEAD
 
 
 def test_a_chunk_in_another_format_fails_its_clip_only_and_releases_its_reservations(tmp_path):
