@@ -28,16 +28,23 @@ def v2_group(root, rel, current, maxv, inactive):
     base = f"sys/fs/cgroup/{rel}".rstrip("/")
     write(root, f"{base}/memory.current", f"{current}\n")
     write(root, f"{base}/memory.max", f"{maxv}\n")
-    write(root, f"{base}/memory.stat", f"anon 1000\nfile 2000\nactive_file 5\ninactive_file {inactive}\nslab 7\n")
+    write(
+        root,
+        f"{base}/memory.stat",
+        f"anon 1000\nfile 2000\nactive_file 5\ninactive_file {inactive}\nslab 7\n",
+    )
 
 
 def v1_group(root, rel, usage, limit, inactive, hier=None):
     base = f"sys/fs/cgroup/memory/{rel}".rstrip("/")
     write(root, f"{base}/memory.usage_in_bytes", f"{usage}\n")
     write(root, f"{base}/memory.limit_in_bytes", f"{limit}\n")
-    write(root, f"{base}/memory.stat",
-          f"cache 10\nrss 20\ninactive_file 1\nhierarchical_memory_limit {hier if hier is not None else limit}\n"
-          f"total_cache 10\ntotal_rss 20\ntotal_inactive_file {inactive}\n")
+    write(
+        root,
+        f"{base}/memory.stat",
+        f"cache 10\nrss 20\ninactive_file 1\nhierarchical_memory_limit {hier if hier is not None else limit}\n"
+        f"total_cache 10\ntotal_rss 20\ntotal_inactive_file {inactive}\n",
+    )
 
 
 class FakeCgroupV2:

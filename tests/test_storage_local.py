@@ -12,13 +12,23 @@ from prometheus_client import REGISTRY
 
 from liroo import create_app
 from liroo.settings import Settings
-from liroo.storage import (IMMUTABLE_CACHE, STORAGE_HEALTH, LocalStorage, StorageError, cached_url, image_cache_key,
-                           image_cache_object, make_storage, media_key)
+from liroo.storage import (
+    IMMUTABLE_CACHE,
+    STORAGE_HEALTH,
+    LocalStorage,
+    StorageError,
+    cached_url,
+    image_cache_key,
+    image_cache_object,
+    make_storage,
+    media_key,
+)
 
 JPEG = b"\xff\xd8\xff\xe0" + b"not really a jpeg, but bytes are bytes" + b"\xff\xd9"
 
 
 # --- the storage ---------------------------------------------------------------------
+
 
 def test_put_exists_url(tmp_path):
     storage = LocalStorage(str(tmp_path / "media"))
@@ -34,18 +44,34 @@ def test_put_exists_url(tmp_path):
 def test_base_url_wins_over_the_request_host(tmp_path):
     storage = LocalStorage(str(tmp_path), base_url="https://api.liroo.app/")
     key = media_key("images", "png")
-    assert storage.put(key, b"png", "image/png", public_base="http://internal:8080/") == \
-        f"https://api.liroo.app/media/{key}"
+    assert (
+        storage.put(key, b"png", "image/png", public_base="http://internal:8080/")
+        == f"https://api.liroo.app/media/{key}"
+    )
 
 
 def test_without_a_base_the_url_is_the_media_path(tmp_path):
-    storage = LocalStorage(str(tmp_path))     # answers make it absolute per request (liroo.media.render_urls)
+    storage = LocalStorage(
+        str(tmp_path)
+    )  # answers make it absolute per request (liroo.media.render_urls)
     key = media_key("images", "jpg")
     assert storage.url(key) == f"/media/{key}"
 
 
-@pytest.mark.parametrize("key", ["../escape.jpg", "/etc/passwd", "images/../../x.jpg", "images\\x.jpg",
-                                 "images//x.jpg", ".hidden.jpg", "images/.tmp-abc", "a\0b.jpg", ""])
+@pytest.mark.parametrize(
+    "key",
+    [
+        "../escape.jpg",
+        "/etc/passwd",
+        "images/../../x.jpg",
+        "images\\x.jpg",
+        "images//x.jpg",
+        ".hidden.jpg",
+        "images/.tmp-abc",
+        "a\0b.jpg",
+        "",
+    ],
+)
 def test_bad_keys_are_refused(tmp_path, key):
     storage = LocalStorage(str(tmp_path / "media"))
     with pytest.raises(StorageError):
@@ -60,11 +86,13 @@ def test_write_replaces_atomically(tmp_path):
     key = "images/cache/" + "ab" * 32 + ".jpg"
     storage.put(key, b"first version", "image/jpeg", public_base="http://h/")
     path = tmp_path / key
-    with open(path, "rb") as reader:                 # a reader in the middle of serving the old file
+    with open(path, "rb") as reader:  # a reader in the middle of serving the old file
         storage.put(key, b"second version", "image/jpeg", public_base="http://h/")
-        assert reader.read() == b"first version"     # a new file was renamed over it, not rewritten in place
+        assert (
+            reader.read() == b"first version"
+        )  # a new file was renamed over it, not rewritten in place
     assert path.read_bytes() == b"second version"
-    assert os.listdir(path.parent) == [path.name]    # no temporary file left behind
+    assert os.listdir(path.parent) == [path.name]  # no temporary file left behind
     assert (path.stat().st_mode & 0o777) == 0o644
 
 
@@ -75,16 +103,18 @@ def test_failed_write_leaves_nothing(tmp_path, monkeypatch):
     def broken_replace(src, dst):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(os, "replace", broken_replace)   # a real full disk: tests/test_faults_disk.py
+    monkeypatch.setattr(
+        os, "replace", broken_replace
+    )  # a real full disk: tests/test_faults_disk.py
     with pytest.raises(StorageError, match="No space left on device"):
         storage.put(key, JPEG, "image/jpeg", public_base="http://h/")
     assert not storage.exists(key)
     folder = (tmp_path / key).parent
     assert list(folder.iterdir()) == []
-    assert STORAGE_HEALTH.problem() is not None      # /health would say so
+    assert STORAGE_HEALTH.problem() is not None  # /health would say so
     monkeypatch.undo()
     storage.put(key, JPEG, "image/jpeg", public_base="http://h/")
-    assert STORAGE_HEALTH.problem() is None          # and a write that works clears it
+    assert STORAGE_HEALTH.problem() is None  # and a write that works clears it
 
 
 def test_media_keys_group_by_kind_and_date_and_never_collide():
@@ -108,13 +138,19 @@ def test_make_storage_is_local_by_default(tmp_path):
 
 # --- the image cache key ----------------------------------------------------------------
 
+
 def test_image_cache_key_is_stable_and_normalized():
-    key = image_cache_key("A fox in the snow", "Studio Ghibli", "beginner", "1:1", "gemini-2.5-flash-image")
+    key = image_cache_key(
+        "A fox in the snow", "Studio Ghibli", "beginner", "1:1", "gemini-2.5-flash-image"
+    )
     assert re.fullmatch(r"[0-9a-f]{64}", key)
-    assert key == image_cache_key("  A fox \n in the   snow ", "studio ghibli", "Beginner", "1:1",
-                                  "Gemini-2.5-Flash-Image")
+    assert key == image_cache_key(
+        "  A fox \n in the   snow ", "studio ghibli", "Beginner", "1:1", "Gemini-2.5-Flash-Image"
+    )
     # Unicode forms: "é" precomposed and as e + combining accent are the same prompt.
-    assert image_cache_key("caf\u00e9", None, None, None, "m") == image_cache_key("cafe\u0301", None, None, None, "m")
+    assert image_cache_key("caf\u00e9", None, None, None, "m") == image_cache_key(
+        "cafe\u0301", None, None, None, "m"
+    )
 
 
 @pytest.mark.parametrize("field", range(5))
@@ -126,8 +162,12 @@ def test_image_cache_key_changes_with_every_input(field):
 
 
 def test_image_cache_key_fields_cannot_run_into_each_other():
-    assert image_cache_key("fox", "ab", "c", None, "m") != image_cache_key("fox", "a", "bc", None, "m")
-    assert image_cache_key("fox a", "b", None, None, "m") != image_cache_key("fox", "a b", None, None, "m")
+    assert image_cache_key("fox", "ab", "c", None, "m") != image_cache_key(
+        "fox", "a", "bc", None, "m"
+    )
+    assert image_cache_key("fox a", "b", None, None, "m") != image_cache_key(
+        "fox", "a b", None, None, "m"
+    )
 
 
 def test_cached_url_finds_the_stored_picture_and_counts(tmp_path):
@@ -135,7 +175,9 @@ def test_cached_url_finds_the_stored_picture_and_counts(tmp_path):
         return REGISTRY.get_sample_value("liroo_image_cache_total", {"result": result}) or 0.0
 
     storage = LocalStorage(str(tmp_path), base_url="https://api.liroo.app")
-    key = image_cache_object(image_cache_key("A fox", "Studio Ghibli", "beginner", "1:1", "m"), "jpg")
+    key = image_cache_object(
+        image_cache_key("A fox", "Studio Ghibli", "beginner", "1:1", "m"), "jpg"
+    )
     hits, misses = count("hit"), count("miss")
     assert cached_url(storage, key) is None
     assert (count("hit"), count("miss")) == (hits, misses + 1)
@@ -152,6 +194,7 @@ def test_media_route_exists_only_for_local_storage():
 
 
 # --- /media on a real gunicorn ------------------------------------------------------------
+
 
 def raw_get(server, path: str, headers: dict | None = None) -> tuple[int, dict, bytes]:
     """GET exactly ``path``: http.client sends it as written (requests would normalize ``..``)."""
@@ -182,9 +225,11 @@ def media_server(start_server, tmp_path):
 
 def test_media_is_served_with_type_cache_headers_and_etag(media_server):
     server, storage, _, _ = media_server
-    files = {media_key("images", "jpg"): ("image/jpeg", JPEG),
-             media_key("images", "webp"): ("image/webp", b"RIFF....WEBPVP8 "),
-             media_key("images", "png"): ("image/png", b"\x89PNG\r\n\x1a\n...")}
+    files = {
+        media_key("images", "jpg"): ("image/jpeg", JPEG),
+        media_key("images", "webp"): ("image/webp", b"RIFF....WEBPVP8 "),
+        media_key("images", "png"): ("image/png", b"\x89PNG\r\n\x1a\n..."),
+    }
     for key, (content_type, data) in files.items():
         url = storage.put(key, data, content_type, public_base=server.base_url)
         assert url == server.url(f"/media/{key}")
