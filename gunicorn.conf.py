@@ -46,7 +46,6 @@ loglevel = settings.log_level.lower()
 # Cloud Run (or LIROO_LOG_FORMAT=json), text locally. Configured now so that
 # the master's first lines have the same shape.
 from liroo.logs import configure_logging  # noqa: E402
-
 configure_logging(settings)
 logger_class = "liroo.logs.GunicornLogger"
 # Cloud Run's front end is the only peer that sets these headers.
