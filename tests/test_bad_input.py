@@ -501,19 +501,23 @@ def test_an_oversized_body_is_refused_before_it_is_read(app, server):
         assert contract.decode_error(answer.json())["code"] == "payload_too_large"
 
 
-def test_a_malformed_request_line_is_refused_without_logging_its_query(server):
-    """The query string may carry a key: gunicorn's line about the refusal must not quote it."""
-    for line in (
+@pytest.mark.parametrize(
+    "line",
+    [
         b"GET /health?key=SECRETQUERY1 HTTP/1.1 x",
         b"GET /health?key=SECRETQUERY1",
         b"GET /health?key=SECRETQUERY1\x01 HTTP/1.1",
-    ):
-        with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
-            sock.sendall(line + b"\r\nHost: 127.0.0.1\r\n\r\n")
-            response = http.client.HTTPResponse(sock)
-            response.begin()
-            assert response.status == 400, line
-            assert contract.decode_error(json.loads(response.read()))["code"] == "bad_request"
+    ],
+    ids=["junk-after-version", "no-version", "control-byte"],
+)
+def test_a_malformed_request_line_is_refused_without_logging_its_query(server, line):
+    """The query string may carry a key: gunicorn's line about the refusal must not quote it."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+        sock.sendall(line + b"\r\nHost: 127.0.0.1\r\n\r\n")
+        response = http.client.HTTPResponse(sock)
+        response.begin()
+        assert response.status == 400, line
+        assert contract.decode_error(json.loads(response.read()))["code"] == "bad_request"
     assert "Invalid request from" in server.log()
     assert "SECRETQUERY1" not in server.log()
 
@@ -536,41 +540,77 @@ def test_deeply_nested_json_is_one_log_line_not_a_traceback(server):
     assert "nested too deeply" in new and "Traceback" not in new
 
 
-def test_text_that_is_not_unicode_is_refused_before_any_model_call(fake_gemini):
-    """A lone surrogate in any text field, on every generation route and every /process mode,
-    through the Gemini provider: 422 `invalid_text`, and the loopback Gemini hears nothing."""
+BAD_TEXT = "\ud800 volcanoes"  # a lone surrogate: not Unicode text
+NOT_UNICODE_BODIES = [
+    pytest.param("/generate_image", {"prompt": BAD_TEXT}, id="image-prompt"),
+    pytest.param(
+        "/generate_image", {"prompt": "A lighthouse", "context": BAD_TEXT}, id="image-context"
+    ),
+    pytest.param(
+        "/generate_comic",
+        {"text": BAD_TEXT, "level": "beginner", "image_style": "Comic Book"},
+        id="comic-text",
+    ),
+    pytest.param(
+        "/generate_story",
+        {"text": BAD_TEXT, "level": "moderate", "genre": "fantasy"},
+        id="story-text",
+    ),
+    pytest.param("/generate_lecture", {"text": BAD_TEXT}, id="lecture-text"),
+    pytest.param("/generate_tts", {"text": BAD_TEXT, "voice": "narrator"}, id="tts-text"),
+    pytest.param("/process", {"input_text": BAD_TEXT, "level": "beginner"}, id="process-text"),
+    pytest.param(
+        "/process",
+        {"input_text": "Volcanoes.", "profile": {"topicsOfInterest": ["rocks", BAD_TEXT]}},
+        id="process-interests",
+    ),
+    pytest.param(
+        "/process",
+        {"input_text": BAD_TEXT, "output_format": "flashcards"},
+        id="process-flashcards",
+    ),
+    pytest.param(
+        "/process", {"input_text": BAD_TEXT, "output_format": "slideshow"}, id="process-slideshow"
+    ),
+    pytest.param(
+        "/process",
+        {"dialogue_mode": True, "user_question": BAD_TEXT, "selected_text_snippet": "Volcanoes."},
+        id="dialogue-question",
+    ),
+    pytest.param(
+        "/process",
+        {
+            "dialogue_mode": True,
+            "user_question": "Why?",
+            "conversation_history": [{"sender": "user", "text": BAD_TEXT}],
+        },
+        id="dialogue-history",
+    ),
+    pytest.param(
+        "/process",
+        {"explain_again_mode": True, "original_paragraph_text": BAD_TEXT},
+        id="explain-again",
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def gemini_server(module_fake_gemini):
     from tests.fake_gemini import gemini_env
 
-    bad = "\ud800 volcanoes"
-    bodies = [
-        ("/generate_image", {"prompt": bad}),
-        ("/generate_image", {"prompt": "A lighthouse", "context": bad}),
-        ("/generate_comic", {"text": bad, "level": "beginner", "image_style": "Comic Book"}),
-        ("/generate_story", {"text": bad, "level": "moderate", "genre": "fantasy"}),
-        ("/generate_lecture", {"text": bad}),
-        ("/generate_tts", {"text": bad, "voice": "narrator"}),
-        ("/process", {"input_text": bad, "level": "beginner"}),
-        ("/process", {"input_text": "Volcanoes.", "profile": {"topicsOfInterest": ["rocks", bad]}}),
-        ("/process", {"input_text": bad, "output_format": "flashcards"}),
-        ("/process", {"input_text": bad, "output_format": "slideshow"}),
-        (
-            "/process",
-            {"dialogue_mode": True, "user_question": bad, "selected_text_snippet": "Volcanoes."},
-        ),
-        (
-            "/process",
-            {
-                "dialogue_mode": True,
-                "user_question": "Why?",
-                "conversation_history": [{"sender": "user", "text": bad}],
-            },
-        ),
-        ("/process", {"explain_again_mode": True, "original_paragraph_text": bad}),
-    ]
-    with GunicornServer(gemini_env(fake_gemini)) as server:
-        for path, body in bodies:
-            answer = exchange(server, "POST", path.encode(), [JSON], dumps(body))
-            assert answer.status == 422, (path, body, answer.body)
-            assert contract.decode_error(answer.json())["code"] == "invalid_text", (path, body)
-        assert "Traceback" not in server.log()
-    assert fake_gemini.requests() == []
+    with GunicornServer(gemini_env(module_fake_gemini)) as server:
+        yield server
+
+
+@pytest.mark.parametrize("path, body", NOT_UNICODE_BODIES)
+def test_text_that_is_not_unicode_is_refused_before_any_model_call(
+    module_fake_gemini, gemini_server, path, body
+):
+    """A lone surrogate in any text field, on every generation route and every /process mode,
+    through the Gemini provider: 422 `invalid_text`, and the loopback Gemini hears nothing."""
+    module_fake_gemini.reset()
+    answer = exchange(gemini_server, "POST", path.encode(), [JSON], dumps(body))
+    assert answer.status == 422, (path, body, answer.body)
+    assert contract.decode_error(answer.json())["code"] == "invalid_text", (path, body)
+    assert "Traceback" not in gemini_server.log()
+    assert module_fake_gemini.requests() == []

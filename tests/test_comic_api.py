@@ -41,15 +41,15 @@ def test_the_apps_comic_request_decodes(server):
         assert picture.content[:2] == b"\xff\xd8"
 
 
-def test_raw_style_values_and_levels_are_accepted(server):
-    for style in ("comic_book", "STUDIO GHIBLI", "pixel_art", "3D Render"):
-        response = post(
-            server,
-            "/generate_image",
-            {"prompt": "a lighthouse at dusk", "image_style": style, "level": "Intermediate"},
-        )
-        assert response.status_code == 200, (style, response.text)
-        contract.decode_image(response.json())
+@pytest.mark.parametrize("style", ["comic_book", "STUDIO GHIBLI", "pixel_art", "3D Render"])
+def test_raw_style_values_and_levels_are_accepted(server, style):
+    response = post(
+        server,
+        "/generate_image",
+        {"prompt": "a lighthouse at dusk", "image_style": style, "level": "Intermediate"},
+    )
+    assert response.status_code == 200, (style, response.text)
+    contract.decode_image(response.json())
 
 
 @pytest.mark.parametrize(
@@ -75,44 +75,31 @@ def test_bad_comic_requests(server, body, status, code):
     assert error["code"] == code
 
 
-def test_bad_bodies(server):
-    url = server.url("/generate_comic")
-    cases = [
-        (
-            requests.post(
-                url, data="{not json", headers={"Content-Type": "application/json"}, timeout=10
-            ),
-            400,
-        ),
-        (
-            requests.post(
-                url, data="[1, 2]", headers={"Content-Type": "application/json"}, timeout=10
-            ),
-            400,
-        ),
-        (
-            requests.post(
-                url,
-                data="text=hi",
-                headers={"Content-Type": "application/x-www-form-urlencoded"},
-                timeout=10,
-            ),
+JSON_TYPE = {"Content-Type": "application/json"}
+
+
+@pytest.mark.parametrize(
+    "method, data, headers, status",
+    [
+        pytest.param("POST", "{not json", JSON_TYPE, 400, id="not-json"),
+        pytest.param("POST", "[1, 2]", JSON_TYPE, 400, id="not-an-object"),
+        pytest.param(
+            "POST",
+            "text=hi",
+            {"Content-Type": "application/x-www-form-urlencoded"},
             415,
+            id="form-encoded",
         ),
-        (
-            requests.post(
-                url,
-                data=b'{"text": "\xff\xfe"}',
-                headers={"Content-Type": "application/json"},
-                timeout=10,
-            ),
-            400,
-        ),
-        (requests.get(url, timeout=10), 405),
-    ]
-    for response, status in cases:
-        assert response.status_code == status, response.text
-        contract.decode_error(response.json())
+        pytest.param("POST", b'{"text": "\xff\xfe"}', JSON_TYPE, 400, id="not-utf8"),
+        pytest.param("GET", None, {}, 405, id="wrong-method"),
+    ],
+)
+def test_bad_bodies(server, method, data, headers, status):
+    response = requests.request(
+        method, server.url("/generate_comic"), data=data, headers=headers, timeout=10
+    )
+    assert response.status_code == status, response.text
+    contract.decode_error(response.json())
 
 
 def test_caller_ids_are_used_and_bad_ones_refused(server):

@@ -470,11 +470,11 @@ def test_long_speech_is_joined_into_one_file(server):
     assert seconds >= 0.5 * len(text) * MS_PER_CHAR / 1000
 
 
-def test_the_apps_tts_request_and_the_character_voice(server):
-    for voice in ("narrator", "Character"):
-        response = post(server, "/generate_tts", {**APP_TTS, "voice": voice})
-        assert response.status_code == 200, response.text
-        assert contract.decode_tts(response.json())["voice"] == voice.lower()
+@pytest.mark.parametrize("voice", ["narrator", "Character"])
+def test_the_apps_tts_request_and_the_character_voice(server, voice):
+    response = post(server, "/generate_tts", {**APP_TTS, "voice": voice})
+    assert response.status_code == 200, response.text
+    assert contract.decode_tts(response.json())["voice"] == voice.lower()
 
 
 @pytest.mark.parametrize(

@@ -131,8 +131,9 @@ def dockerignore_excludes(path: str) -> bool:
     return excluded
 
 
-def test_dockerignore_keeps_tests_benches_media_and_virtualenvs_out():
-    for path in (
+@pytest.mark.parametrize(
+    "path",
+    [
         "tests/test_deploy.py",
         "bench/governor_overhead.py",
         "media/a.jpg",
@@ -141,8 +142,13 @@ def test_dockerignore_keeps_tests_benches_media_and_virtualenvs_out():
         ".git/HEAD",
         "docs/operations.md",
         "liroo/__pycache__/logs.cpython-311.pyc",
-    ):
-        assert dockerignore_excludes(path), path
+    ],
+)
+def test_dockerignore_keeps_tests_benches_media_and_virtualenvs_out(path):
+    assert dockerignore_excludes(path), path
+
+
+def test_dockerignore_keeps_every_copied_source_in():
     sources = [
         args.split()[0]
         for name, args in dockerfile_stages()[0] + dockerfile_stages()[-1]
@@ -395,14 +401,17 @@ def test_without_redis_several_instances_are_refused_and_the_reason_is_said():
     assert "--single-instance-state" in refused.stderr
     assert not printed_commands(refused.stdout), "nothing is built or deployed"
 
-    for accepted in (
-        ("--no-redis", "--max-instances", "1"),
-        ("--no-redis", "--single-instance-state"),
-    ):
-        deploy = deploy_flags(*accepted)
-        assert "REDIS_URL" not in deploy["--set-secrets"]
-        assert "--network" not in deploy and "--vpc-egress" not in deploy
-        assert deploy["--startup-probe"].startswith("httpGet.path=/ready")
+
+@pytest.mark.parametrize(
+    "accepted",
+    [("--no-redis", "--max-instances", "1"), ("--no-redis", "--single-instance-state")],
+    ids=["max-instances-1", "single-instance-state"],
+)
+def test_without_redis_one_instance_deploys_without_a_network(accepted):
+    deploy = deploy_flags(*accepted)
+    assert "REDIS_URL" not in deploy["--set-secrets"]
+    assert "--network" not in deploy and "--vpc-egress" not in deploy
+    assert deploy["--startup-probe"].startswith("httpGet.path=/ready")
 
 
 def test_async_work_is_deployed_only_with_cpu_always_allocated():

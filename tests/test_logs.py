@@ -50,8 +50,15 @@ def test_trace_header_is_parsed_with_the_span_in_hex():
     assert logs.parse_trace_context(TRACE_HEADER) == (TRACE_ID, SPAN_HEX, True)
     assert logs.parse_trace_context(f"{TRACE_ID.upper()};o=0") == (TRACE_ID, None, False)
     assert logs.parse_trace_context(TRACE_ID) == (TRACE_ID, None, False)
-    for bad in (None, "", "not-a-trace", f"{TRACE_ID}/abc;o=1", TRACE_ID[:-1], f"{TRACE_ID} extra"):
-        assert logs.parse_trace_context(bad) is None
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [None, "", "not-a-trace", f"{TRACE_ID}/abc;o=1", TRACE_ID[:-1], f"{TRACE_ID} extra"],
+    ids=["none", "empty", "not-a-trace", "span-not-a-number", "short-trace", "trailing-text"],
+)
+def test_a_bad_trace_header_is_no_trace(bad):
+    assert logs.parse_trace_context(bad) is None
 
 
 def test_json_line_has_cloud_logging_fields():

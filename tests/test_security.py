@@ -139,25 +139,30 @@ def open_server():
 # --------------------------------------------------------
 
 
-def test_every_configured_key_is_compared_with_compare_digest():
-    keys = ["first-key-0001", "second-key-0002", "third-key-0003"]
-    ring = KeyRing(keys, admin_token="admin-token-0004")
-    digests = {hashlib.sha256(k.encode()).digest() for k in keys + ["admin-token-0004"]}
-    for presented, accepted in (
-        ("first-key-0001", True),
-        ("third-key-0003", True),
-        ("not-a-key", False),
-    ):
-        # Observation only: the real compare_digest runs (wraps=), the spy records its calls.
-        with patch("liroo.security.hmac.compare_digest", wraps=hmac.compare_digest) as spy:
-            caller = ring.identify(presented, presented=True)
-        assert caller.authenticated is accepted and caller.admin is False
-        assert spy.call_count == len(keys) + 1, "every key and the token, even after a match"
-        assert {call.args[1] for call in spy.call_args_list} == digests
-        assert all(
-            call.args[0] == hashlib.sha256(presented.encode()).digest()
-            for call in spy.call_args_list
-        )
+RING_KEYS = ["first-key-0001", "second-key-0002", "third-key-0003"]
+
+
+@pytest.mark.parametrize(
+    "presented, accepted",
+    [("first-key-0001", True), ("third-key-0003", True), ("not-a-key", False)],
+)
+def test_every_configured_key_is_compared_with_compare_digest(presented, accepted):
+    ring = KeyRing(RING_KEYS, admin_token="admin-token-0004")
+    digests = {hashlib.sha256(k.encode()).digest() for k in RING_KEYS + ["admin-token-0004"]}
+    # Observation only: the real compare_digest runs (wraps=), the spy records its calls.
+    with patch("liroo.security.hmac.compare_digest", wraps=hmac.compare_digest) as spy:
+        caller = ring.identify(presented, presented=True)
+    assert caller.authenticated is accepted and caller.admin is False
+    assert spy.call_count == len(RING_KEYS) + 1, "every key and the token, even after a match"
+    assert {call.args[1] for call in spy.call_args_list} == digests
+    assert all(
+        call.args[0] == hashlib.sha256(presented.encode()).digest()
+        for call in spy.call_args_list
+    )
+
+
+def test_the_admin_token_is_admin_and_no_key_is_the_same_as_an_empty_one():
+    ring = KeyRing(RING_KEYS, admin_token="admin-token-0004")
     assert ring.identify("admin-token-0004", presented=True).admin is True
     assert ring.identify(None, presented=False) == ring.identify("", presented=False)
 
@@ -237,35 +242,40 @@ def test_every_generation_route_needs_a_key(secured, generation_routes):
             assert response.status_code != 401, (method, path, response.text)
 
 
-def test_a_valid_key_generates(secured):
-    for headers in (bearer(KEY_A), {"X-API-Key": KEY_B}):
-        response = requests.post(
-            secured.url("/generate_image"),
-            json={"prompt": "a lighthouse at dusk"},
-            headers=headers,
-            timeout=60,
+@pytest.mark.parametrize(
+    "headers", [bearer(KEY_A), {"X-API-Key": KEY_B}], ids=["bearer", "x-api-key"]
+)
+def test_a_valid_key_generates(secured, headers):
+    response = requests.post(
+        secured.url("/generate_image"),
+        json={"prompt": "a lighthouse at dusk"},
+        headers=headers,
+        timeout=60,
+    )
+    assert response.status_code == 200, response.text
+    contract.decode_image(response.json())
+
+
+@pytest.mark.parametrize("path", ["/memory", "/metrics"])
+def test_internals_need_the_admin_token(secured, path):
+    missing = requests.get(secured.url(path), timeout=10)
+    check_error(missing, 401, "unauthorized")
+    assert missing.headers["WWW-Authenticate"].startswith("Bearer")
+    for headers in (
+        bearer(KEY_A),
+        {"X-API-Key": KEY_B},
+        bearer(WRONG),
+        {"X-API-Key": ADMIN + "x"},
+    ):
+        check_error(
+            requests.get(secured.url(path), headers=headers, timeout=10), 403, "forbidden"
         )
+    for headers in (bearer(ADMIN), {"X-API-Key": ADMIN}):
+        response = requests.get(secured.url(path), headers=headers, timeout=10)
         assert response.status_code == 200, response.text
-        contract.decode_image(response.json())
 
 
-def test_internals_need_the_admin_token(secured):
-    for path in ("/memory", "/metrics"):
-        missing = requests.get(secured.url(path), timeout=10)
-        check_error(missing, 401, "unauthorized")
-        assert missing.headers["WWW-Authenticate"].startswith("Bearer")
-        for headers in (
-            bearer(KEY_A),
-            {"X-API-Key": KEY_B},
-            bearer(WRONG),
-            {"X-API-Key": ADMIN + "x"},
-        ):
-            check_error(
-                requests.get(secured.url(path), headers=headers, timeout=10), 403, "forbidden"
-            )
-        for headers in (bearer(ADMIN), {"X-API-Key": ADMIN}):
-            response = requests.get(secured.url(path), headers=headers, timeout=10)
-            assert response.status_code == 200, response.text
+def test_health_needs_no_token(secured):
     health = requests.get(secured.url("/health"), timeout=10)
     assert health.status_code == 200 and health.json()["status"] == "healthy"
 
@@ -656,7 +666,9 @@ TRAVERSALS = [
 ]
 
 
-def test_media_serves_only_files_inside_its_folder(open_server):
+@pytest.fixture(scope="module")
+def planted_media(open_server):
+    """The media folder with a real picture, a hidden file, and links out to a secret beside it."""
     media = open_server.media_dir
     os.makedirs(os.path.join(media, "images"), exist_ok=True)
     with open(os.path.join(media, "images", "ok.jpg"), "wb") as fh:
@@ -668,28 +680,35 @@ def test_media_serves_only_files_inside_its_folder(open_server):
         fh.write(b"TOP-SECRET outside")
     os.symlink(secret, os.path.join(media, "images", "evil.jpg"))  # a planted file link
     os.symlink(os.path.dirname(media), os.path.join(media, "up"))  # a planted folder link
+    return open_server
 
-    def get(path: str):
-        # http.client sends the path byte for byte; requests/urllib3 would normalise dot segments.
-        conn = http.client.HTTPConnection("127.0.0.1", open_server.port, timeout=10)
-        conn.putrequest("GET", path, skip_accept_encoding=True)
-        conn.endheaders()
-        response = conn.getresponse()
-        body = response.read()
-        conn.close()
-        return response, body
 
-    response, body = get("/media/images/ok.jpg")
+def get_raw(server, path: str):
+    # http.client sends the path byte for byte; requests/urllib3 would normalise dot segments.
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    conn.putrequest("GET", path, skip_accept_encoding=True)
+    conn.endheaders()
+    response = conn.getresponse()
+    body = response.read()
+    conn.close()
+    return response, body
+
+
+def test_media_serves_files_inside_its_folder(planted_media):
+    response, body = get_raw(planted_media, "/media/images/ok.jpg")
     assert response.status == 200 and body == b"\xff\xd8real picture"
     assert response.getheader("X-Content-Type-Options") == "nosniff"
     assert response.getheader("Content-Type") == "image/jpeg"
-    for path in TRAVERSALS:
-        response, body = get(path)
-        assert response.status == 404, (path, response.status, body)
-        assert b"TOP-SECRET" not in body and b"real picture" not in body, path
-        error = contract.decode_error(json.loads(body))
-        assert error["code"] == "not_found" and error["request_id"], path
-        assert response.getheader("X-Content-Type-Options") == "nosniff"
+
+
+@pytest.mark.parametrize("path", TRAVERSALS)
+def test_media_serves_only_files_inside_its_folder(planted_media, path):
+    response, body = get_raw(planted_media, path)
+    assert response.status == 404, (path, response.status, body)
+    assert b"TOP-SECRET" not in body and b"real picture" not in body, path
+    error = contract.decode_error(json.loads(body))
+    assert error["code"] == "not_found" and error["request_id"], path
+    assert response.getheader("X-Content-Type-Options") == "nosniff"
 
 
 # --- errors and logs

@@ -163,13 +163,17 @@ def test_a_chunk_in_another_format_fails_its_clip_only_and_releases_its_reservat
     assert governor.policy.outstanding_mb() == 0
 
 
-def test_a_chunk_failing_while_others_are_encoded_leaves_no_reservation_behind(tmp_path):
+@pytest.mark.parametrize(
+    "failing",
+    ["Chunk 0 ", "Chunk 2 ", "Chunk 4 ", "Chunk 7 "],
+    ids=["chunk-0", "chunk-2", "chunk-4", "chunk-7-last"],
+)
+def test_a_chunk_failing_while_others_are_encoded_leaves_no_reservation_behind(tmp_path, failing):
     governor = Governor(GovernorConfig(limit_mb=100_000))
-    for failing in ("Chunk 0 ", "Chunk 2 ", "Chunk 4 ", "Chunk 7 "):
-        ctx = make_ctx(tmp_path, UnevenSpeech(fail_for=failing), governor)
-        (clip,) = speak(ctx, [SpeechJob(chunky_text(8), "narrator")])
-        assert clip.error_code == "provider_bad_output" and clip.url is None
-        assert governor.policy.outstanding_mb() == 0, failing
+    ctx = make_ctx(tmp_path, UnevenSpeech(fail_for=failing), governor)
+    (clip,) = speak(ctx, [SpeechJob(chunky_text(8), "narrator")])
+    assert clip.error_code == "provider_bad_output" and clip.url is None
+    assert governor.policy.outstanding_mb() == 0, failing
     assert not list(tmp_path.rglob("*.mp3"))  # nothing stored for a failed clip
 
 
