@@ -44,7 +44,8 @@ from tests.servers import GunicornServer  # noqa: E402
 
 
 def _run_limited():
-    """scripts/run-limited as a module: one implementation of cgroup set-up for the script and this bench."""
+    """scripts/run-limited as a module: one implementation of cgroup set-up for the script and this
+    bench."""
     path = str(ROOT / "scripts" / "run-limited")
     loader = importlib.machinery.SourceFileLoader("run_limited", path)
     spec = importlib.util.spec_from_loader("run_limited", loader)

@@ -18,9 +18,11 @@ needs_ffprobe = pytest.mark.skipif(
 
 
 def probe(data: bytes) -> dict:
-    """ffprobe's reading of an audio file: {"format": ..., "codec": ..., "duration_s": ..., "sample_rate": ...}.
+    """ffprobe's reading of an audio file: {"format": ..., "codec": ..., "duration_s": ...,
+    "sample_rate": ...}.
 
-    The whole file is decoded (-count_packets) so a broken stream fails here rather than in a player.
+    The whole file is decoded (-count_packets) so a broken stream fails here rather than in a
+    player.
     """
     with tempfile.NamedTemporaryFile() as f:
         f.write(data)

@@ -112,7 +112,8 @@ class RecordedRequest:
         return self.body.get("generationConfig") or self.body.get("generation_config") or {}
 
     def config_value(self, *path: str) -> Any:
-        """A generationConfig value, whichever spelling the SDK used (it sends some keys in snake_case)."""
+        """A generationConfig value, whichever spelling the SDK used (it sends some keys in
+        snake_case)."""
         node: Any = self.config
         for key in path:
             if not isinstance(node, dict):

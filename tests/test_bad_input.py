@@ -1,4 +1,5 @@
-"""Bad input on every endpoint of a real gunicorn server: always a JSON 4xx with ``error`` and ``code``.
+"""Bad input on every endpoint of a real gunicorn server: always a JSON 4xx with ``error`` and
+``code``.
 
 (One exception by design: a read given a malformed X-Request-ID ignores it and
 answers under an id of its own, so that /health always answers.)
@@ -483,8 +484,8 @@ def test_every_endpoint_answers_bad_input_with_a_json_4xx(app, server):
 
 
 def test_an_oversized_body_is_refused_before_it_is_read(app, server):
-    """A Content-Length far over the limit, and only the first kilobyte sent: the 413 comes
-    without waiting for the rest (which never comes: waiting for it would hit the socket timeout)."""
+    """A Content-Length far over the limit, and only the first kilobyte sent: the 413 comes without
+    waiting for the rest (which never comes: waiting for it would hit the socket timeout)."""
     posts = [rule for method, rule, _ in routes(app) if method == "POST"]
     assert posts
     for path in posts:

@@ -1,4 +1,5 @@
-"""What the Cloud Run deployment relies on: the startup probe's /ready, and async work only where it runs.
+"""What the Cloud Run deployment relies on: the startup probe's /ready, and async work only where it
+runs.
 
 Real gunicorn on loopback with the offline provider; Redis at 127.0.0.1:6379
 (db 12), and a port where nothing listens for a Redis that cannot be reached.

@@ -259,7 +259,8 @@ def test_cloudbuild_substitutions_are_all_defined_and_used_and_no_key_is_inline(
 
 
 def fake_gcloud(folder: Path, project: str = "demo-proj") -> Path:
-    """A stand-in gcloud (the real one cannot deploy from here): records its arguments, answers two questions."""
+    """A stand-in gcloud (the real one cannot deploy from here): records its arguments, answers two
+    questions."""
     log = folder / "gcloud-calls.jsonl"
     script = folder / "gcloud"
     script.write_text(f"""#!{sys.executable}

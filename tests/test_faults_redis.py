@@ -1,4 +1,5 @@
-"""Redis unavailable: generation keeps working on one instance, progress degrades to in-process, logged.
+"""Redis unavailable: generation keeps working on one instance, progress degrades to in-process,
+logged.
 
 Decision (liroo/jobs/fallback.py, FallbackJobStore): with REDIS_URL set and Redis
 unreachable, jobs are claimed in the instance's local store, so requests are
@@ -258,7 +259,8 @@ def test_the_rate_limit_falls_back_to_the_instances_count_without_redis(start_se
 
 
 class GarbageServer:
-    """A TCP server on a loopback port that answers every connection with bytes that are not RESP."""
+    """A TCP server on a loopback port that answers every connection with bytes that are not RESP.
+    """
 
     def __init__(self) -> None:
         import socketserver

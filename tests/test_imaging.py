@@ -38,7 +38,8 @@ def decoded(result) -> Image.Image:
 
 
 def png_with_header(width: int, height: int) -> bytes:
-    """A PNG whose IHDR claims ``width`` x ``height`` with one tiny IDAT: a decompression bomb's header."""
+    """A PNG whose IHDR claims ``width`` x ``height`` with one tiny IDAT: a decompression bomb's
+    header."""
 
     def chunk(kind: bytes, body: bytes) -> bytes:
         return (

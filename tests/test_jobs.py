@@ -1,4 +1,5 @@
-"""Both job stores against the same contract: SQLite in a temp folder, and the real Redis on 127.0.0.1:6379.
+"""Both job stores against the same contract: SQLite in a temp folder, and the real Redis on
+127.0.0.1:6379.
 
 test_the_claim_rule runs the claim rule's truth table, read from the docstring of
 liroo.jobs.model.decide, against both stores: the Python rule (LocalJobStore) and the

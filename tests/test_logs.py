@@ -1,5 +1,5 @@
-"""Logs: JSON lines for Cloud Logging (trace, request id, access lines, governor actions), text locally,
-secrets masked. The server tests read what a real gunicorn wrote."""
+"""Logs: JSON lines for Cloud Logging (trace, request id, access lines, governor actions), text
+locally, secrets masked. The server tests read what a real gunicorn wrote."""
 
 from __future__ import annotations
 

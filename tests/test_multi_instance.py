@@ -47,7 +47,8 @@ INSTANCES = 3
 
 
 class HAProxy:
-    """HAProxy in the foreground on a free loopback port, round-robin over ``servers``, each health-checked."""
+    """HAProxy in the foreground on a free loopback port, round-robin over ``servers``, each
+    health-checked."""
 
     def __init__(self, servers: list[GunicornServer]) -> None:
         self.port = free_port()
@@ -274,7 +275,8 @@ def test_a_gemini_429_on_one_instance_holds_back_the_others_for_its_retry_after(
 
 
 def test_the_rate_limit_lets_exactly_its_count_through_across_instances(module_fake_gemini):
-    """Two instances (two workers each) sharing Redis db 13: "3 per minute", 8 at once -> exactly 3 served."""
+    """Two instances (two workers each) sharing Redis db 13: "3 per minute", 8 at once -> exactly 3
+    served."""
     redis.Redis.from_url(RATE_LIMIT_REDIS).flushdb()
     instances = [
         GunicornServer(

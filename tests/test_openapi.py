@@ -139,7 +139,8 @@ def served(server):
 
 
 def check(served, path, method, response):
-    """Raise if ``response`` does not match what the document says of ``method path`` at its status."""
+    """Raise if ``response`` does not match what the document says of ``method path`` at its status.
+    """
     operation = served[path][method]
     assert str(response.status_code) in operation.definition.raw["responses"], (
         path,

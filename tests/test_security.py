@@ -69,7 +69,8 @@ def check_error(response, status: int, code: str) -> dict:
 def raw_exchange(
     port: int, data: bytes, *chunks: bytes, timeout: float = 15
 ) -> http.client.HTTPResponse:
-    """Write bytes as they are (headers, part of a body) and read the one response that comes back."""
+    """Write bytes as they are (headers, part of a body) and read the one response that comes back.
+    """
     sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
     sock.sendall(data)
     for chunk in chunks:
@@ -117,7 +118,8 @@ def generation_routes(routes):
 
 @pytest.fixture(scope="module")
 def secured(tmp_path_factory):
-    """Keys (one from the environment, one from a file), the admin token and a generous rate limit."""
+    """Keys (one from the environment, one from a file), the admin token and a generous rate limit.
+    """
     folder = tmp_path_factory.mktemp("keys")
     env = {
         "LIROO_API_KEYS": KEY_A,
@@ -812,7 +814,8 @@ def test_errors_leak_nothing_and_secrets_never_reach_the_logs(start_server, tmp_
 
 
 def test_every_error_is_json_with_a_request_id(secured, routes):
-    """Wrong methods, bad bodies, bad ids and unknown paths on every route: JSON, a code, an id, no leak."""
+    """Wrong methods, bad bodies, bad ids and unknown paths on every route: JSON, a code, an id, no
+    leak."""
     responses = []
     for path, methods, arguments in routes:
         url = path

@@ -1,4 +1,5 @@
-"""Settings: read once from the environment, refused when wrong, and all documented in the README."""
+"""Settings: read once from the environment, refused when wrong, and all documented in the README.
+"""
 
 import dataclasses
 import subprocess

@@ -1,4 +1,5 @@
-"""A stopping worker answers what it cannot finish, on real gunicorn with the loopback Gemini made slow."""
+"""A stopping worker answers what it cannot finish, on real gunicorn with the loopback Gemini made
+slow."""
 
 import concurrent.futures
 import signal

@@ -108,7 +108,8 @@ def test_a_stalled_request_gets_a_json_408_and_is_closed(strict_server, stall):
 
 
 def test_a_request_trickling_in_is_cut_at_the_whole_request_bound(strict_server):
-    """A byte every 0.3 s never trips the silence timeout (1 s); the 3 s bound on the whole request does."""
+    """A byte every 0.3 s never trips the silence timeout (1 s); the 3 s bound on the whole request
+    does."""
     with connect(strict_server.port) as sock:
         stop = threading.Event()
 

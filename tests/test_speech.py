@@ -208,7 +208,8 @@ def test_chunk_reservations_learn_from_recent_chunks(tmp_path):
 
 
 def test_narration_stored_in_cloud_storage_is_served_as_mp3(tmp_path, monkeypatch):
-    """speak() with the real google-cloud-storage client against gcp-storage-emulator on loopback."""
+    """speak() with the real google-cloud-storage client against gcp-storage-emulator on loopback.
+    """
     from gcp_storage_emulator.server import create_server
 
     from liroo.storage.gcs import GcsStorage

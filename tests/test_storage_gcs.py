@@ -416,7 +416,8 @@ def test_transient_errors_are_retried(proxy):
 
 
 def test_a_lost_response_is_retried_without_a_duplicate(proxy):
-    """The upload succeeds but its answer is lost: the retry meets 412 (create-only) and that is success."""
+    """The upload succeeds but its answer is lost: the retry meets 412 (create-only) and that is
+    success."""
     storage = GcsStorage(BUCKET, url_mode="public", retry=FAST_RETRY)
     key = media_key("images", "jpg")
     proxy.fail("POST", r"/upload/storage/v1/b/liroo-test/o", status=503, after_forwarding=True)

@@ -1,4 +1,5 @@
-"""The studio page in a real headless Chromium against real gunicorn (tests/studio_browser.py drives it).
+"""The studio page in a real headless Chromium against real gunicorn (tests/studio_browser.py drives
+it).
 
 Skipped, with the reason shown, where Debian's chromium or Playwright's package is missing.
 The comic, study page and lecture run on the offline provider, whose pictures are made
