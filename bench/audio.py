@@ -1,4 +1,5 @@
-"""Stored speech, WAV against MP3, side by side in one run: bytes per second of audio and encode time.
+"""Stored speech, WAV against MP3, side by side in one run: bytes per second of audio and encode
+time.
 
 The audio is the offline provider's reading of a ~10-minute narration
 (espeak-ng when installed, else its tones), cut into the chunks speech is
@@ -6,8 +7,9 @@ made in and fed to each encoder (liroo/audio.py) chunk by chunk, as a
 narration is. WAV was the old format; MP3 (LAME via lameenc, 40 kbit/s
 constant) is the default. Encode time is the CPU a minute of audio costs.
 
-Last line: ``size_ratio=… wav_bytes_per_s=… mp3_bytes_per_s=… wav_encode_ms_per_min=… mp3_encode_ms_per_min=…``
-(size_ratio: WAV bytes over MP3 bytes for the same audio; goal >= 8, about a tenth as the old backend served).
+Last line: ``size_ratio=… wav_bytes_per_s=… mp3_bytes_per_s=… wav_encode_ms_per_min=…
+mp3_encode_ms_per_min=…`` (size_ratio: WAV bytes over MP3 bytes for the same audio; goal >= 8,
+about a tenth as the old backend served).
 """
 
 from __future__ import annotations

@@ -49,7 +49,8 @@ SIZES = (1024, 1024, 1024, 1024, 2048, 2048, 2048, 2048)
 # --- model-like pictures ------------------------------------------------------
 
 def make_picture(seed: int, side: int) -> Image.Image:
-    """An illustration-like RGBA picture: sky gradient, glow, inked shapes, shading, grain, soft alpha edge."""
+    """An illustration-like RGBA picture: sky gradient, glow, inked shapes, shading, grain, soft
+    alpha edge."""
     rnd = random.Random(seed)
     palette = [tuple(rnd.randrange(256) for _ in range(3)) for _ in range(8)]
 

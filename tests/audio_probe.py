@@ -1,4 +1,5 @@
-"""Reading produced audio with a real decoder: ffprobe (Debian's ffmpeg), skipped visibly when absent."""
+"""Reading produced audio with a real decoder: ffprobe (Debian's ffmpeg), skipped visibly when
+absent."""
 
 from __future__ import annotations
 
@@ -60,8 +61,9 @@ def probe(data: bytes) -> dict:
 def audio_seconds(
     data: bytes, content_type: str, bitrate_kbps: int = Settings().audio_bitrate_kbps
 ) -> float:
-    """The length of stored speech: read by ffprobe where installed; else a WAV's frames, or an MP3's size
-    at its constant bit rate once its first bytes are checked to be an MPEG audio frame."""
+    """The length of stored speech: read by ffprobe where installed; else a WAV's frames, or an
+    MP3's size at its constant bit rate once its first bytes are checked to be an MPEG audio
+    frame."""
     if FFPROBE is not None:
         reading = probe(data)
         assert reading["format"] == {"audio/mpeg": "mp3", "audio/wav": "wav"}[content_type], reading

@@ -355,7 +355,8 @@ class FakeGemini:
 
 
 def gemini_env(fake: "FakeGemini", **extra: Any) -> dict[str, str]:
-    """Settings that point the app at ``fake`` through the real SDK: quick retries, no pacing, no image cache."""
+    """Settings that point the app at ``fake`` through the real SDK: quick retries, no pacing, no
+    image cache."""
     env = {
         "GENAI_API_KEY": "test-key",
         "LIROO_GEMINI_BASE_URL": fake.url,
@@ -425,7 +426,8 @@ def _error(
 
 @functools.lru_cache(maxsize=64)
 def _prompt_png(prompt: str, size: tuple[int, int], mode: str) -> str:
-    """Base64 PNG: a background and a few blocks whose colours and places come from the prompt's hash."""
+    """Base64 PNG: a background and a few blocks whose colours and places come from the prompt's
+    hash."""
     digest = hashlib.sha256(prompt.encode()).digest()
     image = Image.new(mode, size, tuple(digest[:3]) + ((255,) if mode == "RGBA" else ()))
     draw = ImageDraw.Draw(image)

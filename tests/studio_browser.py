@@ -1,4 +1,5 @@
-"""The studio page driven in a real headless Chromium, for the browser tests and ``make screenshot``.
+"""The studio page driven in a real headless Chromium, for the browser tests and ``make
+screenshot``.
 
 Chromium is Debian's ``chromium`` package (``.ci/run`` installs it); Playwright's
 Python package drives it through ``executable_path`` (``playwright install`` is

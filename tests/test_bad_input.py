@@ -90,7 +90,8 @@ def exchange(
     content_length: int | None = None,
     timeout: float = 30,
 ) -> Answer:
-    """Send one request exactly as given and read the answer (the body may stop short of its length)."""
+    """Send one request exactly as given and read the answer (the body may stop short of its
+    length)."""
     head = [
         method.encode() + b" " + target + b" HTTP/1.1",
         b"Host: 127.0.0.1",

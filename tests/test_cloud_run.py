@@ -31,7 +31,8 @@ def test_async_is_off_on_cloud_run_unless_enabled():
 
 
 def test_with_async_off_respond_async_is_answered_synchronously_never_202(start_server):
-    """On Cloud Run with request-based billing, work after a 202 would starve: the whole answer comes at once."""
+    """On Cloud Run with request-based billing, work after a 202 would starve: the whole answer
+    comes at once."""
     server = start_server({"K_SERVICE": "liroo-backend"})
     request_id = "sync-" + uuid.uuid4().hex
     response = requests.post(

@@ -1,4 +1,5 @@
-"""/generate_comic, /generate_image, /progress and /jobs on a real gunicorn with the offline provider."""
+"""/generate_comic, /generate_image, /progress and /jobs on a real gunicorn with the offline
+provider."""
 
 import uuid
 

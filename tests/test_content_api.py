@@ -1,5 +1,6 @@
-"""/generate_story, /process, /generate_lecture and /generate_tts on a real gunicorn with the offline provider,
-plus the pure parts (the app's story prompt, speech chunking, prompts) tested directly."""
+"""/generate_story, /process, /generate_lecture and /generate_tts on a real gunicorn with the
+offline provider, plus the pure parts (the app's story prompt, speech chunking, prompts) tested
+directly."""
 
 import uuid
 
@@ -214,7 +215,8 @@ def server(offline_server):
 
 
 def post(server, path, body, **headers):
-    """A fresh generation each call: a new id, so the same body is not answered from an earlier test."""
+    """A fresh generation each call: a new id, so the same body is not answered from an earlier
+    test."""
     headers.setdefault("X-Request-ID", "t-" + uuid.uuid4().hex)
     return requests.post(server.url(path), json=body, headers=headers, timeout=120)
 

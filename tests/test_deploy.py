@@ -1,4 +1,5 @@
-"""The deployment files agree with each other, with the guide, and with how the service really starts.
+"""The deployment files agree with each other, with the guide, and with how the service really
+starts.
 
 What cannot run here is replaced, and only that: there is no Docker daemon, so
 the image's CMD runs with the image's ENV outside a container; Cloud Run

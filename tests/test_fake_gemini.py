@@ -1,4 +1,5 @@
-"""The loopback Gemini itself, spoken to over plain HTTP (the provider tests drive it through the SDK)."""
+"""The loopback Gemini itself, spoken to over plain HTTP (the provider tests drive it through the
+SDK)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Provider faults through the real google-genai SDK, against the loopback Gemini, on one real gunicorn server.
+"""Provider faults through the real google-genai SDK, against the loopback Gemini, on one real
+gunicorn server.
 
 Each test queues faults in the fake (tests/fake_gemini.py) and checks what
 the app answers: the right status and ``code`` or a success after retries

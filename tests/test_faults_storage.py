@@ -37,7 +37,8 @@ UPLOAD = "/upload/storage/v1/b/"
 
 
 class Emulator:
-    """gcp-storage-emulator as a separate process on a fixed port, data kept on disk across restarts."""
+    """gcp-storage-emulator as a separate process on a fixed port, data kept on disk across
+    restarts."""
 
     def __init__(self, data_dir: str) -> None:
         self.port = free_port()
@@ -223,8 +224,8 @@ def test_a_short_outage_is_ridden_out_by_the_retries(start_server, storage):
 
 
 def comic_while_storage_dies(server, emulator, proxy, body, stored):
-    """A comic whose first ``stored`` panels reach storage, then the emulator is killed under the next:
-    (request id, response)."""
+    """A comic whose first ``stored`` panels reach storage, then the emulator is killed under the
+    next: (request id, response)."""
     rid = "gcs-comic-" + uuid.uuid4().hex
     proxy.close_gate(let_through=stored)
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
@@ -240,8 +241,9 @@ def comic_while_storage_dies(server, emulator, proxy, body, stored):
 
 
 def test_a_comic_keeps_only_the_panels_that_were_stored(start_server, storage):
-    """Half the panels are stored, then storage dies: the comic succeeds with exactly those pictures,
-    each of which fetches whole; the others say why they are missing instead of pointing nowhere."""
+    """Half the panels are stored, then storage dies: the comic succeeds with exactly those
+    pictures, each of which fetches whole; the others say why they are missing instead of
+    pointing nowhere."""
     emulator, proxy = storage
     server = start_server({**gcs_env(proxy, deadline_s=1.5), "LIROO_MAX_PANELS": "6"})
     _, response = comic_while_storage_dies(

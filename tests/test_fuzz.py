@@ -53,7 +53,8 @@ def schema(server):
 
 
 def fuzz(server, operation, mode) -> tuple[list[str], int]:
-    """Run the generated cases of one operation; return the failures' reports and the number of calls."""
+    """Run the generated cases of one operation; return the failures' reports and the number of
+    calls."""
     failures, calls = [], []
 
     @settings(

@@ -1,4 +1,5 @@
-"""The image pipeline on real Pillow: refusals before decoding, RGB within the side limit, no metadata."""
+"""The image pipeline on real Pillow: refusals before decoding, RGB within the side limit, no
+metadata."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""/openapi.json: a valid OpenAPI 3.1 document listing every route, whose schemas real answers satisfy.
+"""/openapi.json: a valid OpenAPI 3.1 document listing every route, whose schemas real answers
+satisfy.
 
 Validity is checked with the OpenAPI 3.1 meta-schema schemathesis ships (and
 by loading the document with schemathesis); real answers of a gunicorn

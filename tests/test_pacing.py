@@ -1,4 +1,5 @@
-"""Gemini pacing: one budget per model for the service (Redis), else for the instance (shared memory).
+"""Gemini pacing: one budget per model for the service (Redis), else for the instance (shared
+memory).
 
 Real parts: forked processes sharing the instance's memory, the Redis at
 127.0.0.1:6379 (db 12, this file's own) standing for two instances' shared
@@ -129,7 +130,8 @@ def test_models_have_their_own_budgets_and_zero_means_unpaced():
 
 
 def test_forked_workers_share_the_instances_budget():
-    """Made before the fork, as gunicorn's preloaded app makes it: a child's calls spend the parent's budget."""
+    """Made before the fork, as gunicorn's preloaded app makes it: a child's calls spend the
+    parent's budget."""
     clock = FakeClock()
     paced = pacer(60, 3, clock)
     pid = os.fork()

@@ -1,5 +1,6 @@
-"""Security against real gunicorn: API keys, the admin token, job owners, rate limits (the instance's
-shared count and Redis), the body limit, /media traversal, error bodies and secrets in logs.
+"""Security against real gunicorn: API keys, the admin token, job owners, rate limits (the
+instance's shared count and Redis), the body limit, /media traversal, error bodies and secrets in
+logs.
 
 Routes are taken from the app's own url map, so endpoints added later are checked too.
 """
@@ -463,11 +464,12 @@ def test_client_addresses_trust_only_the_configured_proxies(start_server, truste
 
 
 def test_the_workers_of_one_instance_share_one_count(start_server):
-    """Two workers, "3 per minute", 8 requests at once: exactly 3 get through (per-worker memory let 5 through).
+    """Two workers, "3 per minute", 8 requests at once: exactly 3 get through (per-worker memory let
+    5 through).
 
     The kernel decides which worker accepts each connection; the JSON access log says which one
-    did (its pid, by request id). A burst that one worker took alone proves nothing, so bursts are
-    sent, each under a fresh API key (a fresh count), until one is shared by both workers.
+    did (its pid, by request id). A burst that one worker took alone proves nothing, so bursts
+    are sent, each under a fresh API key (a fresh count), until one is shared by both workers.
     """
     keys = [f"burst-key-{n}-{uuid.uuid4().hex}" for n in range(8)]
     server = start_server(
@@ -516,7 +518,8 @@ def test_the_workers_of_one_instance_share_one_count(start_server):
 
 
 def test_the_instance_count_is_one_file_every_forked_worker_shares():
-    """Made in gunicorn's master before the fork, as the preloaded app makes it: a child's hits count for all."""
+    """Made in gunicorn's master before the fork, as the preloaded app makes it: a child's hits
+    count for all."""
     from limits import parse_many
     from limits.strategies import MovingWindowRateLimiter
 
@@ -718,8 +721,8 @@ def test_media_serves_only_files_inside_its_folder(planted_media, path):
 
 
 def app_with_a_failing_route():
-    """The production app plus routes that fail with details (a path, the Gemini key) in the exception:
-    gunicorn loads it as ``tests.test_security:app_with_a_failing_route()``."""
+    """The production app plus routes that fail with details (a path, the Gemini key) in the
+    exception: gunicorn loads it as ``tests.test_security:app_with_a_failing_route()``."""
     from flask import Blueprint
 
     app = create_app()

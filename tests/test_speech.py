@@ -1,8 +1,9 @@
-"""Speech: encoded as MP3 (or WAV) chunk by chunk, every heavy step reserved, long narrations admitted.
+"""Speech: encoded as MP3 (or WAV) chunk by chunk, every heavy step reserved, long narrations
+admitted.
 
-The encoders and ``speak`` run in-process with the real offline provider (espeak-ng when installed, else
-its tones), the real governor and local storage; the routes run on a real gunicorn. Produced audio is
-read by a real decoder (ffprobe) where it is installed.
+The encoders and ``speak`` run in-process with the real offline provider (espeak-ng when
+installed, else its tones), the real governor and local storage; the routes run on a real
+gunicorn. Produced audio is read by a real decoder (ffprobe) where it is installed.
 """
 
 import io
@@ -371,10 +372,11 @@ def test_narration_with_no_room_for_its_first_chunk_is_shed_at_the_door(start_se
 
 
 def test_concurrent_long_narrations_are_reserved_and_queue_for_memory_not_pile_up(start_server):
-    """Ten 12,000-character narrations at once, with room for one or two chunks' reservations under the limit:
-    each chunk reserves its memory before the model call (seen in /memory while they run), never more than fits
-    at once; the others wait for room (or, at the door, are refused with 503 memory_pressure + Retry-After);
-    narrations finish, nothing is a 500, and every reservation is given back."""
+    """Ten 12,000-character narrations at once, with room for one or two chunks' reservations under
+    the limit: each chunk reserves its memory before the model call (seen in /memory while they
+    run), never more than fits at once; the others wait for room (or, at the door, are refused
+    with 503 memory_pressure + Retry-After); narrations finish, nothing is a 500, and every
+    reservation is given back."""
     # Threads to spare, so /memory is answered while narrations run.
     server = start_server(
         {"MEMORY_LIMIT_MB": "800", "LIROO_SPEECH_RESERVE_MB": "300", "LIROO_THREADS": "16"}

@@ -1,4 +1,5 @@
-"""Google Cloud Storage: the real google-cloud-storage client against gcp-storage-emulator on loopback.
+"""Google Cloud Storage: the real google-cloud-storage client against gcp-storage-emulator on
+loopback.
 
 Between the client and the emulator sits a small loopback proxy (FaultProxy)
 that records every request and can answer with an error, so transient
@@ -233,7 +234,8 @@ def key_credentials(private_key, email="liroo-signer@liroo-test.iam.gserviceacco
 
 
 def verify_v4_signature(url: str, public_key) -> dict:
-    """Check a V4 signed URL as GCS would, from the URL alone (canonical request rebuilt per the spec).
+    """Check a V4 signed URL as GCS would, from the URL alone (canonical request rebuilt per the
+    spec).
 
     The emulator serves signed URLs without checking signatures, so this is
     where the signature is actually verified. Raises InvalidSignature if wrong.

@@ -1,6 +1,6 @@
-"""The studio page as served: HTML for browsers, the JSON description for everyone else, a strict CSP,
-nothing inline, its files served from here, the form filled from the link, and nothing shown that the
-admin token guards. (The page at work in a real browser: test_studio_browser.py.)"""
+"""The studio page as served: HTML for browsers, the JSON description for everyone else, a strict
+CSP, nothing inline, its files served from here, the form filled from the link, and nothing shown
+that the admin token guards. (The page at work in a real browser: test_studio_browser.py.)"""
 
 import re
 from html.parser import HTMLParser
