@@ -44,7 +44,8 @@ def main() -> None:
     seconds = sum(len(pcm) for pcm, _ in chunks) / (rate * channels * width)
     bitrate = Settings().audio_bitrate_kbps
     print(
-        f"{len(TEXT)} characters read by {provider.tts_model}: {seconds:.0f} s of audio at {rate} Hz, "
+        f"{len(TEXT)} characters read by {provider.tts_model}: {seconds:.0f} s of audio at {rate} "
+        "Hz, "
         f"{len(chunks)} chunks"
     )
     figures = {}
@@ -59,11 +60,13 @@ def main() -> None:
             best = min(best, time.process_time() - started)
         figures[fmt] = (len(data) / seconds, best * 1000 / (seconds / 60))
         print(
-            f"{fmt}: {len(data) / 1e6:.2f} MB, {figures[fmt][0] / 1000:.1f} kB per second of audio, "
+            f"{fmt}: {len(data) / 1e6:.2f} MB, {figures[fmt][0] / 1000:.1f} kB per second of "
+            "audio, "
             f"{figures[fmt][1]:.1f} ms of CPU per minute of audio (best of {ROUNDS})"
         )
     print(
-        f"size_ratio={figures['wav'][0] / figures['mp3'][0]:.2f} wav_bytes_per_s={figures['wav'][0]:.0f} "
+        f"size_ratio={figures['wav'][0] / figures['mp3'][0]:.2f} "
+        f"wav_bytes_per_s={figures['wav'][0]:.0f} "
         f"mp3_bytes_per_s={figures['mp3'][0]:.0f} wav_encode_ms_per_min={figures['wav'][1]:.2f} "
         f"mp3_encode_ms_per_min={figures['mp3'][1]:.2f}"
     )

@@ -85,7 +85,8 @@ def measure(name: str, server: GunicornServer, fake: FakeGemini, path: str) -> t
     drawn = sum(1 for p in panels if p.get("image_url"))
     peak = worker_peak_mb(server)
     print(
-        f"{name:5s}: {seconds:6.2f} s, {drawn}/{len(panels)} panels drawn, {len(fake.requests('image'))} image calls, "
+        f"{name:5s}: {seconds:6.2f} s, {drawn}/{len(panels)} panels drawn, "
+        f"{len(fake.requests('image'))} image calls, "
         f"worker peak RSS {peak:.1f} MB"
     )
     return seconds, peak

@@ -81,7 +81,8 @@ def main():
     args = parser.parse_args()
     load = load_wrk if shutil.which("wrk") else load_python
     print(
-        f"load generator: {'wrk' if load is load_wrk else 'python'}; {args.rounds} rounds x {args.seconds}s each"
+        f"load generator: {'wrk' if load is load_wrk else 'python'}; {args.rounds} rounds x "
+        f"{args.seconds}s each"
     )
 
     common = {
@@ -139,14 +140,17 @@ def main():
     med = {name: {k: statistics.median(v) for k, v in r.items()} for name, r in results.items()}
     for name in modes:
         print(
-            f"{name:5s}: median {med[name]['rps']:8.0f} req/s, {med[name]['cpu_us']:7.1f} us worker CPU per request"
+            f"{name:5s}: median {med[name]['rps']:8.0f} req/s, {med[name]['cpu_us']:7.1f} us "
+            "worker CPU per request"
         )
     cpu_overhead = med["ours"]["cpu_us"] / med["none"]["cpu_us"] - 1
     rps_overhead = 1 - med["ours"]["rps"] / med["none"]["rps"]
     print(
-        f"rps_none={med['none']['rps']:.0f} rps_ours={med['ours']['rps']:.0f} rps_guide={med['guide']['rps']:.0f} "
+        f"rps_none={med['none']['rps']:.0f} rps_ours={med['ours']['rps']:.0f} "
+        f"rps_guide={med['guide']['rps']:.0f} "
         f"cpu_us_none={med['none']['cpu_us']:.1f} cpu_us_ours={med['ours']['cpu_us']:.1f} "
-        f"cpu_us_guide={med['guide']['cpu_us']:.1f} cpu_overhead={cpu_overhead:.2%} rps_overhead={rps_overhead:.2%} "
+        f"cpu_us_guide={med['guide']['cpu_us']:.1f} cpu_overhead={cpu_overhead:.2%} "
+        f"rps_overhead={rps_overhead:.2%} "
         f"guide_vs_ours_rps={med['ours']['rps'] / med['guide']['rps']:.2f}"
     )
 

@@ -290,7 +290,8 @@ def main() -> None:
 
         if not all(r["exact_peak"] for rs in results.values() for r in rs):
             print(
-                "note: /proc/self/clear_refs unavailable; peak figures are ru_maxrss deltas (less exact)"
+                "note: /proc/self/clear_refs unavailable; peak figures are ru_maxrss deltas (less "
+                "exact)"
             )
 
         def ratios(fmt: str) -> dict[str, float]:

@@ -66,7 +66,8 @@ KINDS = [kind for weight, kind in MIX for _ in range(weight)]
 def text_for(i: int) -> str:
     topic = TOPICS[i % len(TOPICS)]
     return (
-        f"Lesson {i} is about {topic}. Students observe {topic} closely and write down what changes. "
+        f"Lesson {i} is about {topic}. Students observe {topic} closely and write down what "
+        "changes. "
         f"Then they compare notes with a partner about {topic} and draw one careful picture of it."
     )
 
@@ -199,7 +200,8 @@ def report(run: Run) -> str:
     for pid, warm in sorted(run.warm_rss.items()):
         end = run.end_rss.get(pid, float("nan"))
         lines.append(
-            f"  worker {pid}: {warm:.1f} MB after warm-up -> {end:.1f} MB at the end ({end - warm:+.1f} MB)"
+            f"  worker {pid}: {warm:.1f} MB after warm-up -> {end:.1f} MB at the end "
+            f"({end - warm:+.1f} MB)"
         )
     lines.append(
         "  max worker RSS by requests done: " + ", ".join(f"{n}: {mb:.1f}" for n, mb in run.samples)

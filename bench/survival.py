@@ -172,7 +172,8 @@ def report(outcome: Outcome, scenario: str = "pictures") -> str:
     return (
         f"{name}: {outcome.served}/{outcome.total} served, {outcome.refused} refused (503), "
         f"{outcome.other} other statuses, {outcome.dropped} dropped connections, "
-        f"{outcome.oom_kills} OOM kills, {outcome.seconds:.1f} s; limit learned {outcome.learned_limit_mb} MB "
+        f"{outcome.oom_kills} OOM kills, {outcome.seconds:.1f} s; limit learned "
+        f"{outcome.learned_limit_mb} MB "
         f"({outcome.source})"
     )
 

@@ -21,7 +21,8 @@ def _is(value, kind, where):
     else:
         ok = isinstance(value, kind)
     assert ok, (
-        f"{where}: expected {getattr(kind, '__name__', kind)}, got {type(value).__name__}: {value!r}"
+        f"{where}: expected {getattr(kind, '__name__', kind)}, got {type(value).__name__}: "
+        f"{value!r}"
     )
 
 

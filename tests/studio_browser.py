@@ -36,7 +36,8 @@ TIMEOUT_MS = 90_000
 SCREENSHOT_COLOURS = 96
 
 COMIC_TEXT = (
-    "Volcanoes form where magma rises through cracks in the Earth's crust. When the pressure builds, "
+    "Volcanoes form where magma rises through cracks in the Earth's crust. When the pressure "
+    "builds, "
     "the magma erupts as lava, ash and gas. Over many eruptions, layers of lava and ash pile up "
     "into a mountain."
 )

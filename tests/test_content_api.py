@@ -17,9 +17,11 @@ from tests.audio_probe import audio_seconds
 from tests.servers import wait_for
 
 STUDENT_TEXT = (
-    "Volcanoes form where magma rises through cracks in the Earth's crust. Lava cools into new rock. "
+    "Volcanoes form where magma rises through cracks in the Earth's crust. Lava cools into new "
+    "rock. "
     "Some volcanoes stay quiet for centuries before they erupt again. Scientists watch them with "
-    "seismometers and satellites. Iceland has many active volcanoes because it sits on a plate boundary."
+    "seismometers and satellites. Iceland has many active volcanoes because it sits on a plate "
+    "boundary."
 )
 
 

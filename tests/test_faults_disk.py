@@ -28,7 +28,8 @@ def tiny_disk():
     if mounted.returncode != 0:
         os.rmdir(folder)
         pytest.skip(
-            f"cannot mount a 2 MB tmpfs here (needs root): {mounted.stderr.strip() or mounted.returncode}"
+            "cannot mount a 2 MB tmpfs here (needs root): "
+            f"{mounted.stderr.strip() or mounted.returncode}"
         )
     try:
         yield folder

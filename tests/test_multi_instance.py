@@ -247,7 +247,8 @@ def test_two_comics_at_once_on_different_instances_keep_within_the_shared_budget
         for j in range(i + BURST, len(times)):
             needed = (j - i + 1 - BURST) * interval
             assert times[j] - times[i] >= needed - slack, (
-                f"calls {i}..{j} came {times[j] - times[i]:.2f}s apart; the budget allows no less than {needed}s"
+                f"calls {i}..{j} came {times[j] - times[i]:.2f}s apart; the budget allows no less "
+                f"than {needed}s"
             )
 
 

@@ -295,7 +295,8 @@ def test_a_50000_character_narration_is_one_mp3_of_the_texts_length(server):
     # About 5 kB a second (40 kbit/s), not WAV's 44-48 kB.
     assert len(audio.content) < 6_000 * reading["duration_s"]
     print(
-        f"50,000 characters: {reading['duration_s']:.0f} s of audio, {len(audio.content) / 1e6:.1f} MB, "
+        f"50,000 characters: {reading['duration_s']:.0f} s of audio, "
+        f"{len(audio.content) / 1e6:.1f} MB, "
         f"answered in {time.monotonic() - started:.1f} s"
     )
 

@@ -30,13 +30,16 @@ pytestmark = pytest.mark.skipif(
 )
 
 STUDY_TEXT = (
-    "Plants make their own food by photosynthesis. Their leaves take in sunlight, water from the roots "
-    "and carbon dioxide from the air, and turn them into sugar. Oxygen is given off as a by-product, "
+    "Plants make their own food by photosynthesis. Their leaves take in sunlight, water from the "
+    "roots "
+    "and carbon dioxide from the air, and turn them into sugar. Oxygen is given off as a "
+    "by-product, "
     "which animals breathe."
 )
 LECTURE_TEXT = (
     "The water cycle moves water around the Earth. The sun heats oceans and lakes, and water "
-    "evaporates into vapour. The vapour cools and condenses into clouds, then falls as rain or snow."
+    "evaporates into vapour. The vapour cools and condenses into clouds, then falls as rain or "
+    "snow."
 )
 
 

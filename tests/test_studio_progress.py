@@ -23,7 +23,8 @@ from tests.servers import GunicornServer, wait_for
 
 REDIS_URL = "redis://127.0.0.1:6379/15"   # this module's own db
 TEXT = (
-    "Bees visit flowers to drink nectar. Pollen sticks to their hairy bodies and rubs off on the next "
+    "Bees visit flowers to drink nectar. Pollen sticks to their hairy bodies and rubs off on the "
+    "next "
     "flower, so the plant can make seeds and fruit. Without bees many fruits would not grow."
 )
 
