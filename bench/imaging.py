@@ -265,7 +265,8 @@ def main() -> None:
 
         base_env = {k: v for k, v in os.environ.items() if not k.startswith("LIROO_IMAGE_FORMAT")}
         print(
-            f"{'picture':<22}{'pipeline':<11}{'ms':>8}{'bytes':>10}{'peak MB':>9}{'est MB':>8}{'psnr dB':>9}"
+            f"{'picture':<22}{'pipeline':<11}{'ms':>8}{'bytes':>10}"
+            f"{'peak MB':>9}{'est MB':>8}{'psnr dB':>9}"
         )
         results: dict[str, list[dict]] = {"guide": []}
         for fmt in formats:
@@ -284,7 +285,8 @@ def main() -> None:
             for label, r, similarity in rows:
                 print(
                     f"{path.name:<22}{label:<11}{r['seconds'] * 1000:>8.1f}{r['bytes']:>10}"
-                    f"{r['peak_mb']:>9.1f}{r['estimate_mb'] if label != 'guide png' else float('nan'):>8.1f}"
+                    f"{r['peak_mb']:>9.1f}"
+                    f"{r['estimate_mb'] if label != 'guide png' else float('nan'):>8.1f}"
                     f"{similarity if similarity is not None else float('nan'):>9.2f}"
                 )
 

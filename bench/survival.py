@@ -17,8 +17,8 @@ cgroup. Then the same burst runs with LIROO_GOVERNOR=off, to show that the
 burst really kills an ungoverned server.
 
 One line of figures per scenario, and for the last line the pictures' and the speech's:
-``oom_kills=… dropped=… served_ratio=… ungoverned_oom_kills=… speech_oom_kills=… speech_served_ratio=…
-speech_ungoverned_oom_kills=…``.
+``oom_kills=… dropped=… served_ratio=… ungoverned_oom_kills=… speech_oom_kills=…
+speech_served_ratio=… speech_ungoverned_oom_kills=…``.
 """
 
 from __future__ import annotations

@@ -48,13 +48,15 @@ FIRST_SIGHT_JS = """() => {
   const state = document.getElementById('run').dataset.state;
   if (state === 'done' || state === 'failed') return state;
   const img = document.querySelector('#result .panel img');
-  if (state === 'running' && img && img.complete && img.naturalWidth > 0 && img.getBoundingClientRect().height > 0)
+  if (state === 'running' && img && img.complete && img.naturalWidth > 0
+      && img.getBoundingClientRect().height > 0)
     return 'panel-while-running';
   return false;
 }"""
 ALL_PICTURES_LOADED_JS = """() => {
   const imgs = Array.from(document.querySelectorAll('#result img'));
-  return imgs.length > 0 && imgs.every((img) => img.complete && img.naturalWidth > 0) ? imgs.length : false;
+  const loaded = imgs.every((img) => img.complete && img.naturalWidth > 0);
+  return imgs.length > 0 && loaded ? imgs.length : false;
 }"""
 
 

@@ -10,8 +10,9 @@ from tests import contract
 from tests.servers import wait_for
 
 APP_COMIC = {
-    "text": "Photosynthesis is how plants make their food. Leaves take in sunlight. Roots drink water. "
-    "Air gives carbon dioxide. Chlorophyll makes leaves green. Oxygen goes back into the air.",
+    "text": "Photosynthesis is how plants make their food. Leaves take in sunlight. "
+    "Roots drink water. Air gives carbon dioxide. Chlorophyll makes leaves green. "
+    "Oxygen goes back into the air.",
     "level": "beginner",
     "image_style": "Comic Book",
     "user_token": "device-token-abc",

@@ -378,7 +378,7 @@ def deploy_flags(*args: str) -> dict[str, str | None]:
     return flags(printed_commands(result.stdout)[1])
 
 
-def test_the_deployment_reaches_memorystore_through_direct_vpc_egress_with_redis_url_from_secret_manager():
+def test_the_deployment_reaches_memorystore_by_direct_vpc_egress_and_its_redis_url_by_secret():
     deploy = deploy_flags()
     assert deploy["--network"] == "default" and deploy["--subnet"] == "default"
     assert (

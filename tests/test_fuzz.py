@@ -76,7 +76,8 @@ def fuzz(server, operation, mode) -> tuple[list[str], int]:
     try:
         run()
     except Unsatisfiable:
-        pass  # no parameters and no body: there is nothing to break (negative mode of GET /health...)
+        # No parameters and no body: there is nothing to break (negative mode of GET /health...).
+        pass
     return failures, len(calls)
 
 

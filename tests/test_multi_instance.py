@@ -66,7 +66,8 @@ class HAProxy:
                     "    timeout client 180s",
                     "    timeout server 180s",
                     "    retries 3",
-                    "    option redispatch",  # a refused connection (a dead instance) is sent to another
+                    # A refused connection (a dead instance) is sent to another.
+                    "    option redispatch",
                     "frontend liroo",
                     f"    bind 127.0.0.1:{self.port}",
                     "    default_backend instances",
@@ -242,7 +243,8 @@ def test_two_comics_at_once_on_different_instances_keep_within_the_shared_budget
     times = [r.received_at for r in images]
     assert len(times) >= 6
     interval = 60 / RPM
-    slack = 0.75  # a call's trip to the fake may be delayed on a busy machine; unpaced, 6 calls come at once
+    # A call's trip to the fake may be delayed on a busy machine; unpaced, 6 calls come at once.
+    slack = 0.75
     for i in range(len(times)):  # any n calls in a row span at least (n - burst) intervals
         for j in range(i + BURST, len(times)):
             needed = (j - i + 1 - BURST) * interval

@@ -510,7 +510,9 @@ def test_the_workers_of_one_instance_share_one_count(start_server):
             check_error(refused, 429, "rate_limited")
             assert int(refused.headers["Retry-After"]) >= 1
         pids = wait_for(
-            lambda ids=ids: len(served_by(set(ids))) >= 1 and served_by(set(ids)), 10, what="access lines"
+            lambda ids=ids: len(served_by(set(ids))) >= 1 and served_by(set(ids)),
+            10,
+            what="access lines",
         )
         if len(pids) == 2:
             return  # both workers answered this burst, and still only 3 got through

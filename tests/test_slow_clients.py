@@ -28,7 +28,8 @@ STALLS = {
     "a chunked body that never ends": b"POST /generate_image HTTP/1.1\r\nHost: 127.0.0.1\r\n"
     + JSON_HEAD
     + b'Transfer-Encoding: chunked\r\n\r\n5\r\n{"pro\r\n',
-    "a body shorter than its Content-Length": b"POST /generate_image HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+    "a body shorter than its Content-Length": b"POST /generate_image HTTP/1.1\r\n"
+    b"Host: 127.0.0.1\r\n"
     + JSON_HEAD
     + b'Content-Length: 1000\r\n\r\n{"prompt": "a',
 }
