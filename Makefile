@@ -36,8 +36,8 @@ test: dev-venv redis
 	$(BIN)/ruff check .
 	MALLOC_ARENA_MAX=2 $(BIN)/python -m pytest -q
 
-# Every benchmark: ours and the baseline side by side, ratios on the last line (~15 min;
-# survival needs root for its cgroup).
+# Every benchmark: ours and the baseline side by side, ratios on the last line (~35 min;
+# survival and capacity need root for their cgroups).
 bench: dev-venv
 	$(BIN)/python bench/governor_overhead.py
 	$(BIN)/python bench/imaging.py
@@ -45,6 +45,8 @@ bench: dev-venv
 	$(BIN)/python bench/comic_latency.py
 	$(BIN)/python bench/survival.py
 	$(BIN)/python bench/soak.py
+	$(BIN)/python bench/capacity.py
+	$(BIN)/python bench/capacity.py --cloud-run
 
 # docs/studio.png: the studio with a finished comic, made in headless Chromium by the browser
 # test's own code (tests/studio_browser.py) against a real server on the offline provider.

@@ -1,4 +1,4 @@
-"""gunicorn settings, from the same Settings as the app, and the governor's hooks.
+"""gunicorn settings, from the same Settings as the app; the hooks are liroo/gunicorn_hooks.py's.
 
 Threaded workers (gthread): generation spends most of its time waiting on the
 model, so threads are cheap concurrency; two workers so a recycle never leaves
@@ -7,17 +7,14 @@ workers share those pages; the memory governor's reservation ledger is created
 there too, so every worker sees every other worker's reservations.
 """
 import os
-import shutil
 import tempfile
 
 # prometheus-client picks its multiprocess mode when it is first imported, so
 # the folder must be set before anything of Liroo's (which imports it) is; a
 # fresh folder per master keeps stale figures of an earlier run out.
+_own_metrics_dir = None
 if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="liroo-metrics-")
-    _own_metrics_dir = True
-else:
-    _own_metrics_dir = False
+    _own_metrics_dir = os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="liroo-metrics-")
 
 from liroo.settings import Settings  # noqa: E402  (after the metrics folder is set)
 
@@ -52,55 +49,8 @@ logger_class = "liroo.logs.GunicornLogger"
 forwarded_allow_ips = "*"
 
 
-def _services(server):
-    return server.app.wsgi().extensions["liroo"]
+# The server hooks: what each does, when and in which process, is said in that module.
+from liroo.gunicorn_hooks import (  # noqa: E402,F401  (gunicorn finds hooks by name here)
+    child_exit, on_exit_removing, on_starting, post_worker_init, when_ready, worker_exit)
 
-
-def _governor(server):
-    return _services(server).governor
-
-
-def when_ready(server):
-    from liroo.governor import freeze_heap
-    freeze_heap()
-
-
-def on_starting(server):
-    # Made in the master, before any fork, so all workers share one recycle token.
-    if settings.governor_enabled:
-        from liroo.governor import WorkerRecycler
-        server.app.liroo_recycler = WorkerRecycler(
-            _governor(server), configured_workers=settings.workers, max_requests=settings.max_requests,
-            max_requests_jitter=settings.max_requests_jitter, drain_s=settings.request_deadline_s)
-
-
-def post_worker_init(worker):
-    recycler = getattr(worker.app, "liroo_recycler", None)
-    if recycler is not None:
-        recycler.attach(worker)
-
-
-def worker_exit(server, worker):
-    """In the exiting worker: let a retiring worker's background jobs finish; hand back the rest."""
-    recycler = getattr(worker.app, "liroo_recycler", None)
-    runner = _services(worker).runner
-    if recycler is not None and recycler.retiring and not recycler.stopping:
-        runner.wait_idle(settings.request_deadline_s, beat=worker.notify)
-    runner.hand_back()
-
-
-def child_exit(server, worker):
-    """In the master, once a worker is gone."""
-    from liroo import metrics
-    _governor(server).policy.ledger.forget(worker.pid)
-    # A worker killed outright ran no worker_exit: give its jobs back now (a retry runs at once).
-    _services(server).runner.hand_back_dead_worker(worker.pid)
-    metrics.mark_worker_dead(worker.pid)
-    recycler = getattr(server.app, "liroo_recycler", None)
-    if recycler is not None:
-        recycler.restore_count(server, worker.pid)
-
-
-def on_exit(server):
-    if _own_metrics_dir:
-        shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
+on_exit = on_exit_removing(_own_metrics_dir)

@@ -32,6 +32,8 @@ def governor_config(settings: Settings) -> GovernorConfig:
         recycle_min_age_s=settings.recycle_min_age_s,
         recycle_check_interval_s=settings.recycle_check_interval_s,
         mmap_threshold_kb=settings.mmap_threshold_kb if settings.governor_enabled else 0,
+        admission_wait_s=settings.admission_wait_s,
+        admission_queue=settings.admission_queue,
     )
 
 

@@ -2,6 +2,18 @@
 
 No HTML pages, no exception text, no stack traces: the exception goes to the
 log with the request id, the client gets a sentence and a code.
+
+One place for each part of an error answer:
+
+- ``api_error_for``: the one table from an exception to (status, code,
+  sentence, headers), for Flask's handlers and for a generation's recorded
+  failure (liroo/api/runner.py) alike;
+- ``error_body``: the one builder of an error body, used by Flask's answers,
+  the recorded generation failures and the worker's own pages (liroo/server.py).
+  The governor's 503 (liroo/governor/middleware.py) builds its own, since the
+  governor imports nothing from the app; tests/test_errors.py checks the two agree;
+- the fields a route's answers must always carry (``lecture_id``) come from
+  liroo/api's ``answer_fields``, added here and by the runner, nowhere else.
 """
 from __future__ import annotations
 
@@ -10,8 +22,12 @@ import logging
 from flask import Flask, Response, g, jsonify
 from werkzeug.exceptions import HTTPException
 
+from .api import answer_fields
+from .generation.context import DeadlineExceeded
 from .governor import MemoryPressure
 from .providers.base import ProviderError, RateLimited
+from .services import services
+from .storage import STORAGE_ERRNOS, STORAGE_HEALTH, StorageError
 
 log = logging.getLogger("liroo.errors")
 
@@ -54,13 +70,21 @@ class ApiError(Exception):
         self.extra = extra
 
 
+# The answer for work a stopping worker gives back (the runner records it, the worker sends it).
+INTERRUPTED = ("interrupted", "The server restarted while working on this; please retry.")
+
+
+def error_body(code: str, message: str, fields: dict | None = None) -> dict:
+    """Every error body of the service: the sentence, the stable code, then ``fields`` (request_id, ...)."""
+    return {"error": message, "code": code, **(fields or {})}
+
+
 def error_response(status: int, code: str, message: str, headers: dict | None = None, **extra) -> Response:
-    body = {"error": message, "code": code}
+    fields = {}
     request_id = getattr(g, "request_id", None)
     if request_id:
-        body["request_id"] = request_id
-    body.update(extra)
-    response = jsonify(body)
+        fields["request_id"] = request_id
+    response = jsonify(error_body(code, message, {**fields, **answer_fields(), **extra}))
     response.status_code = status
     for name, value in (headers or {}).items():
         response.headers[name] = value
@@ -86,33 +110,62 @@ def provider_error(exc: ProviderError) -> ApiError:
     return ApiError(exc.status, exc.code, exc.message, headers=headers)
 
 
+def http_error(exc: HTTPException) -> ApiError:
+    status = exc.code or 500
+    code, message = http_error_code(status)
+    headers = {}
+    if status == 405 and exc.valid_methods:  # type: ignore[attr-defined]
+        headers["Allow"] = ", ".join(exc.valid_methods)  # type: ignore[attr-defined]
+    retry_after = getattr(exc, "retry_after", None)
+    if retry_after:
+        headers["Retry-After"] = str(retry_after)
+    return ApiError(status, code, message, headers=headers)
+
+
+def storage_error(exc: StorageError | OSError, request_id: str) -> ApiError:
+    if not isinstance(exc, StorageError):
+        STORAGE_HEALTH.failed(exc.errno)     # a full or failing disk met outside the storage's own writes
+        exc = StorageError(exc.strerror or "storage failed")
+    log.warning("storage failed (request %s): %s", request_id, exc)
+    retry = services().settings.retry_after_s
+    return ApiError(503, "storage_unavailable", "Storing the result failed; please retry shortly.",
+                    headers={"Retry-After": str(retry)})
+
+
+def _is_storage_failure(exc: Exception) -> bool:
+    return isinstance(exc, StorageError) or (isinstance(exc, OSError) and exc.errno in STORAGE_ERRNOS)
+
+
+# The one table from an exception to what the client sees: (matches, ApiError maker), first match wins.
+_EXCEPTION_TABLE: tuple = (
+    (lambda exc: isinstance(exc, ApiError), lambda exc, request_id: exc),
+    (lambda exc: isinstance(exc, MemoryPressure), lambda exc, request_id: memory_pressure_error(exc)),
+    (lambda exc: isinstance(exc, ProviderError), lambda exc, request_id: provider_error(exc)),
+    (_is_storage_failure, storage_error),
+    (lambda exc: isinstance(exc, DeadlineExceeded),
+     lambda exc, request_id: ApiError(504, "deadline_exceeded", "This took longer than allowed; please try again.")),
+    (lambda exc: isinstance(exc, HTTPException), lambda exc, request_id: http_error(exc)),
+)
+
+
+def api_error_for(exc: BaseException, request_id: str | None = None, *, unexpected: str = "unhandled error") -> ApiError:
+    """What the client sees for ``exc``: its status, code, sentence and headers.
+
+    Anything the table does not know is a 500 ``internal_error``, logged with
+    its traceback as "<unexpected> (request <id>)".
+    """
+    if request_id is None:
+        request_id = getattr(g, "request_id", "-")
+    for matches, make in _EXCEPTION_TABLE:
+        if matches(exc):
+            return make(exc, request_id)
+    log.error("%s (request %s)", unexpected, request_id, exc_info=exc)
+    code, message = _HTTP_CODES[500]
+    return ApiError(500, code, message)
+
+
 def register_error_handlers(app: Flask) -> None:
-    @app.errorhandler(ApiError)
-    def _api_error(exc: ApiError):
-        return error_response(exc.status, exc.code, exc.message, exc.headers, **exc.extra)
-
-    @app.errorhandler(MemoryPressure)
-    def _memory_pressure(exc: MemoryPressure):
-        return _api_error(memory_pressure_error(exc))
-
-    @app.errorhandler(ProviderError)
-    def _provider_error(exc: ProviderError):
-        return _api_error(provider_error(exc))
-
-    @app.errorhandler(HTTPException)
-    def _http_error(exc: HTTPException):
-        status = exc.code or 500
-        code, message = http_error_code(status)
-        headers = {}
-        if status == 405 and exc.valid_methods:  # type: ignore[attr-defined]
-            headers["Allow"] = ", ".join(exc.valid_methods)  # type: ignore[attr-defined]
-        retry_after = getattr(exc, "retry_after", None)
-        if retry_after:
-            headers["Retry-After"] = str(retry_after)
-        return error_response(status, code, message, headers)
-
     @app.errorhandler(Exception)
-    def _unexpected(exc: Exception):
-        log.exception("unhandled error (request %s)", getattr(g, "request_id", "-"))
-        code, message = _HTTP_CODES[500]
-        return error_response(500, code, message)
+    def _any_error(exc: Exception):
+        error = api_error_for(exc)
+        return error_response(error.status, error.code, error.message, error.headers, **error.extra)

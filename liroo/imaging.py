@@ -156,7 +156,13 @@ def process_image(data: bytes, *, max_side: int, fmt: str, quality: int, max_pix
             im = _replace(im, im.transpose(transpose))
         im.info.clear()   # no EXIF, XMP, ICC or text chunks reach the output
         out = io.BytesIO()
-        im.save(out, pil_format, **options(quality))
+        try:
+            im.save(out, pil_format, **options(quality))
+        except OSError:
+            # Pillow sizes JPEG's optimize buffer at one byte a pixel; a grainy (noise-like)
+            # picture at 4:4:4 needs more and fails. Without optimize libjpeg streams its output.
+            out = io.BytesIO()
+            im.save(out, pil_format, **{**options(quality), "optimize": False})
         return ProcessedImage(out.getvalue(), mime_type, extension, im.width, im.height)
     finally:
         im.close()

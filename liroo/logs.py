@@ -201,12 +201,13 @@ class TextFormatter(logging.Formatter):
 
 _governor_log = logging.getLogger("liroo.governor.events")
 # What each governor action means to an operator, and how loudly to say it.
-_EVENT_LEVELS = {"shed": logging.WARNING, "refused": logging.WARNING, "cleanup": logging.INFO}
+_EVENT_LEVELS = {"shed": logging.WARNING, "refused": logging.WARNING, "cleanup": logging.INFO, "queued": logging.INFO}
 _EVENT_TITLES = {
     "shed": "request shed with 503: memory at the hard limit",
     "refused": "memory reservation refused",
+    "queued": "request waited at the door for memory",
     "cleanup": "memory cleanup ran",
-    "recycle": "worker recycle",
+    "recycle": "retiring worker",
     "rss": "worker RSS reading",
 }
 

@@ -27,6 +27,9 @@ CLEANUPS = Counter("liroo_memory_cleanups_total", "Cleanups run", ["kind", "reas
 RECLAIMED = Counter("liroo_memory_reclaimed_bytes_total", "Bytes of RSS given back by cleanups")
 RECYCLES = Counter("liroo_worker_recycles_total", "Worker recycles", ["reason"])
 WORKER_RSS = Gauge("liroo_worker_rss_bytes", "Resident memory of each live worker", multiprocess_mode="liveall")
+DOOR_WAITS = Histogram("liroo_admission_wait_seconds", "Waits in the door's line for memory, by outcome",
+                       ["outcome"], buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 3, 5, 10, 30))
+DOOR_FULL = Counter("liroo_admission_queue_full_total", "Requests refused at once because the door's line was full")
 IMAGE_CACHE = Counter("liroo_image_cache_total", "Image cache lookups", ["result"])
 PROVIDER_CALLS = Counter("liroo_provider_calls_total", "Model calls", ["operation", "outcome"])
 
@@ -38,6 +41,11 @@ def on_governor_event(event: GovernorEvent) -> None:
         SHED.inc()
     elif event.kind == "refused":
         REFUSED.inc()
+    elif event.kind == "queued":
+        if figures.get("queue_full"):
+            DOOR_FULL.inc()
+        else:
+            DOOR_WAITS.labels("admitted" if figures.get("admitted") else "shed").observe(figures.get("waited_s", 0.0))
     elif event.kind == "cleanup":
         CLEANUPS.labels(figures.get("kind", "full"), figures.get("reason", "threshold")).inc()
         RECLAIMED.inc(max(figures.get("reclaimed_mb", 0.0), 0.0) * MB)
@@ -70,6 +78,8 @@ class _ContainerMemoryCollector:
                                 value=int(g.level(used / MB)))
         yield GaugeMetricFamily("liroo_memory_reserved_bytes", "Outstanding memory reservations, all workers",
                                 value=g.policy.ledger.total_bytes())
+        yield GaugeMetricFamily("liroo_admission_queue_length", "Requests waiting at the door for memory, all workers",
+                                value=g.policy.door.length())
 
 
 def render(governor: Governor) -> bytes:

@@ -10,6 +10,7 @@ from . import metrics
 from .governor import Level
 from .governor.probe import MB
 from .clock import utc_timestamp
+from .errors import error_body
 from .services import services
 from .storage import STORAGE_HEALTH
 
@@ -59,8 +60,9 @@ def ready():
         return jsonify({"status": "ready", "redis": "not configured", "timestamp": utc_timestamp()})
     if redis_reachable():
         return jsonify({"status": "ready", "redis": "ok", "timestamp": utc_timestamp()})
-    response = jsonify({"status": "unready", "redis": "unreachable", "code": "redis_unavailable",
-                        "error": "Redis (REDIS_URL) cannot be reached; this instance is not ready.",
+    response = jsonify({"status": "unready", "redis": "unreachable",
+                        **error_body("redis_unavailable",
+                                     "Redis (REDIS_URL) cannot be reached; this instance is not ready."),
                         "timestamp": utc_timestamp()})
     response.status_code = 503
     response.headers["Retry-After"] = "1"

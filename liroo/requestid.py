@@ -2,11 +2,19 @@
 
 The app retries a POST with the same body; an id it chose lets it poll
 progress while the request runs and lets a retry find the first attempt.
+
+``g.request_id`` is written here only. Each request gets its id before any
+view runs (the header's, else a new UUID, so that even an early error carries
+one); a generation without the header decides its id once, when its body has
+been read (``generation_request_id``: the body's ``request_id``, else one
+derived from the request), and that id replaces the placeholder UUID.
 """
 from __future__ import annotations
 
+import hashlib
 import re
 import uuid
+from typing import Callable
 
 from flask import Flask, g, request
 
@@ -32,6 +40,24 @@ def request_id_from_environ(environ: dict) -> str:
     """For the governor's 503s, which are answered before Flask sees the request."""
     value = environ.get("HTTP_X_REQUEST_ID")
     return value if valid_request_id(value) else uuid.uuid4().hex
+
+
+def generation_request_id(body_id: object, derivation_seed: Callable[[], str]) -> tuple[str, bool]:
+    """A generation's id: the header's, else the body field's, else derived; returns (id, derived).
+
+    The app retries a failed or timed-out POST with the same body and no id:
+    an id derived from ``derivation_seed()`` (the body, the device's token and
+    the caller) lets such a retry find the first attempt (join it while it
+    runs, or get its stored answer for LIROO_DERIVED_REPLAY_S after it
+    finished) instead of paying for the work again.
+    """
+    if request.headers.get(HEADER) is not None:
+        return g.request_id, False
+    if body_id is not None:
+        g.request_id = check_request_id(body_id)
+        return g.request_id, False
+    g.request_id = "auto-" + hashlib.sha256(derivation_seed().encode()).hexdigest()[:40]
+    return g.request_id, True
 
 
 def init_app(app: Flask) -> None:

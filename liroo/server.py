@@ -36,7 +36,7 @@ gunicorn.conf.py names this class as worker_class.
 first, 503 ``interrupted`` with ``Retry-After`` (the body the app left in
 ``environ[INTERRUPTED_ANSWER]``, the generation's own error shape), as long as
 the app has not begun its answer; the job itself is handed back by
-gunicorn.conf.py's ``worker_exit``.
+liroo/gunicorn_hooks.py's ``worker_exit``.
 """
 from __future__ import annotations
 
@@ -56,7 +56,7 @@ from gunicorn.http.unreader import SocketUnreader
 from gunicorn import util
 from gunicorn.workers.gthread import STOP_KEEPALIVE_LINGER, TConn, ThreadWorker
 
-from .errors import http_error_code
+from .errors import INTERRUPTED, error_body, http_error_code
 from .settings import Settings
 
 # One recv() of a request still arriving; the kernel keeps the rest.
@@ -86,8 +86,7 @@ class ClientTimeout(ParseException):
 def json_error_page(status: int, reason: str, body: dict | None = None, headers: str = "") -> bytes:
     """A whole HTTP/1.1 error response with the service's JSON error body; the connection closes after it."""
     if body is None:
-        code, message = http_error_code(status)
-        body = {"error": message, "code": code}
+        body = error_body(*http_error_code(status))
     data = json.dumps(body).encode()
     head = (f"HTTP/1.1 {status} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
             f"Content-Length: {len(data)}\r\nX-Content-Type-Options: nosniff\r\n{headers}\r\n")
@@ -140,8 +139,7 @@ class JsonErrorWorker(ThreadWorker):
         with self.in_app_lock:
             cut_short, self.in_app = self.in_app, {}
         for conn, environ in cut_short.items():
-            body = environ.get(INTERRUPTED_ANSWER) or {
-                "error": "The server restarted while working on this; please retry.", "code": "interrupted"}
+            body = environ.get(INTERRUPTED_ANSWER) or error_body(*INTERRUPTED)
             body = {**body, "retry_after_s": self.retry_after_s}
             self.log.info("Stopping with a request in the app: answered 503 interrupted (%s)",
                           body.get("request_id", "-"))

@@ -109,6 +109,12 @@ class Settings:
         "the process at once (glibc; 0: glibc's moving threshold).")
     reservation_wait_s: float = _setting(
         "LIROO_RESERVATION_WAIT_S", 60.0, "How long a heavy step (an image) waits for memory before it fails with 503.")
+    admission_wait_s: float = _setting(
+        "LIROO_ADMISSION_WAIT_S", 15.0, "How long a request that makes pictures waits at the door for memory "
+        "(in one FIFO line for all workers) before it is refused with 503 (0: refuse at once). The app's own "
+        "back-off after two 503s is 12 s, so a wait up to about that costs a student less than a refusal.")
+    admission_queue: int = _setting(
+        "LIROO_ADMISSION_QUEUE", 32, "Most requests waiting at the door, all workers together; more are refused at once.")
     image_reserve_mb: float = _setting(
         "LIROO_IMAGE_RESERVE_MB", 48.0, "Memory reserved for one image while the model makes it (its decode is reserved from the header).")
 
@@ -167,7 +173,9 @@ class Settings:
 
     # --- generation -----------------------------------------------------------
     max_panels: int = _setting("LIROO_MAX_PANELS", 8, "Most panels in a comic (at least 3 are made).")
-    panel_concurrency: int = _setting("LIROO_PANEL_CONCURRENCY", 3, "Pictures made at once for one request; speech chunks likewise (a lecture runs both at once).")
+    panel_concurrency: int = _setting(
+        "LIROO_PANEL_CONCURRENCY", 0, "Optional cap on pictures made at once for one request, speech chunks likewise "
+        "(0: no cap; memory reservations and the Gemini pacing decide).")
     max_input_chars: int = _setting("LIROO_MAX_INPUT_CHARS", 20_000, "Longest input text accepted (413 above it).")
     max_long_text_chars: int = _setting(
         "LIROO_MAX_LONG_TEXT_CHARS", 50_000, "Longest text where the app sends a whole story: /generate_tts's text "

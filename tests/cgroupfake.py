@@ -62,6 +62,7 @@ class FakeCgroupV2:
         v2_group(self.root, "", current=int(used_mb * MB), maxv=int(limit_mb * MB), inactive=0)
 
     def set_used(self, mb):
+        # One fixed-width write in place, never an empty file: a probe reading at that
+        # moment would fall back to RSS and a test would see a wrong figure.
         with open(os.path.join(self.root, "sys/fs/cgroup/memory.current"), "r+") as fh:
-            fh.truncate(0)
-            fh.write(f"{int(mb * MB)}\n")
+            fh.write(f"{int(mb * MB):<20}\n")

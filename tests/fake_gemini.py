@@ -32,6 +32,7 @@ import io
 import json
 import math
 import os
+import random
 import re
 import signal
 import sys
@@ -136,7 +137,7 @@ class FakeGemini:
         image_size: tuple[int, int] = (1024, 1024),
         image_mode: str = "RGB",
         image_noise: bool = False,
-        latency: dict[str, float] | None = None,
+        latency: dict[str, float | tuple[float, float]] | None = None,
         hang_s: float = 30.0,
     ) -> None:
         self.api_key = api_key  # when set, any other key gets Google's 400 API_KEY_INVALID
@@ -144,7 +145,7 @@ class FakeGemini:
         self.image_mode = image_mode
         self.image_noise = image_noise
         self.hang_s = hang_s
-        self._latency: dict[str, float] = dict(latency or {})
+        self._latency: dict[str, float | tuple[float, float]] = dict(latency or {})
         self._lock = threading.Lock()
         self._faults: list[Fault] = []
         self._answers: list[str] = []
@@ -185,9 +186,15 @@ class FakeGemini:
 
     # --- what tests set --------------------------------------------------------
     def set_latency(
-        self, seconds: float, *, operation: str | None = None, model: str | None = None
+        self,
+        seconds: float | tuple[float, float],
+        *,
+        operation: str | None = None,
+        model: str | None = None,
     ) -> None:
-        """Delay answers: for one model, one operation, or (neither given) every request."""
+        """Delay answers: for one model, one operation, or (neither given) every request.
+
+        A (low, high) pair draws each delay uniformly between the two."""
         with self._lock:
             self._latency[model or operation or "*"] = seconds
 
@@ -234,6 +241,8 @@ class FakeGemini:
             latency = self._latency.get(
                 request.model, self._latency.get(request.operation, self._latency.get("*", 0.0))
             )
+            if isinstance(latency, tuple):
+                latency = random.uniform(*latency)
             fault = next(
                 (f for f in self._faults if f.operation in (None, request.operation)), None
             )

@@ -70,15 +70,19 @@ def script_with(panels):
     }
 
 
-def test_panel_cap_and_bounded_concurrency(start_server, fake_gemini):
+@pytest.mark.parametrize("cap, in_flight", [(None, 8), ("3", 3)])
+def test_panel_cap_and_concurrency_from_memory(start_server, fake_gemini, cap, in_flight):
+    """With memory to spare (and no pacing) every panel is drawn at once; LIROO_PANEL_CONCURRENCY
+    caps it when set."""
     fake_gemini.set_latency(0.3, operation="image")
     fake_gemini.answer(script_with(12))  # the model proposes more than the cap
-    server = start_server(gemini_env(fake_gemini))
+    extra = {"LIROO_PANEL_CONCURRENCY": cap} if cap else {}
+    server = start_server(gemini_env(fake_gemini, **extra))
     response = post(server, {**APP_COMIC, "text": LONG_TEXT})
     assert response.status_code == 200, response.text
     assert len(response.json()["comic"]["panel_layout"]) == 8
     assert len(fake_gemini.requests("image")) == 8
-    assert fake_gemini.max_in_flight == 3  # LIROO_PANEL_CONCURRENCY
+    assert fake_gemini.max_in_flight == in_flight
     first = response.json()["comic"]["panel_layout"][0]
     assert first["dialogue"] == {"Ria": "Look 1! Wow."}  # lines of one speaker are joined, not lost
     assert response.json()["comic"]["character_style_guide"] == {

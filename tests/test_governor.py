@@ -228,7 +228,7 @@ def test_middleware_sheds_above_the_limit_but_never_health(cgroup):
 
 
 def test_middleware_accounts_for_declared_route_cost(cgroup):
-    governor = make_governor(cgroup)
+    governor = make_governor(cgroup, admission_wait_s=0)  # no wait at the door: refused at once
     app = MemoryGovernorMiddleware(hello_app, governor, route_costs_mb={"/heavy": 400})
     cgroup.set_used(400)  # 400 + 400 > 750, but a cheap route still passes
     assert call(app, "/heavy")[0].startswith("503")

@@ -1,4 +1,5 @@
 """The governor in front of the real app under real gunicorn: shedding, monitoring, recycling."""
+import re
 import requests
 
 from tests import contract
@@ -85,5 +86,11 @@ def test_rss_recycling_fails_no_request(start_server):
     with SteadyLoad(server) as load:
         wait_for(recycled_three_times, timeout=90, interval=0.1, what="three worker recycles")
     assert "retiring worker" in server.log()
+    # Each recycle is logged once, naming the worker.
+    recycle_lines = [line for line in server.log().splitlines()
+                     if "retiring worker" in line or "governor recycle" in line]
+    retired = [re.search(r"\bpid=(\d+)", line) for line in recycle_lines]
+    assert all(retired), recycle_lines
+    assert len({m.group(1) for m in retired}) == len(retired), recycle_lines
     assert not load.failures, load.failures[:5]
     assert load.answered > 50

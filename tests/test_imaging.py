@@ -286,6 +286,18 @@ def test_rejection_codes_are_the_documented_ones():
             process(data)
         codes.add(err.value.code)
     assert codes == {"image_too_small", "not_an_image", "image_too_large"}
-    assert (
-        imaging.MIN_IMAGE_BYTES <= 26
-    )  # below the smallest valid WebP, so no real image is "too small"
+    # Below the smallest valid WebP, so no real image is "too small".
+    assert imaging.MIN_IMAGE_BYTES <= 26
+
+
+def test_a_grainy_picture_is_encoded_not_refused():
+    """Noise-like pixels need more than Pillow's one-byte-a-pixel buffer for an optimized JPEG."""
+    import os
+
+    noise = Image.frombytes("RGB", (512, 512), os.urandom(512 * 512 * 3))
+    buffer = io.BytesIO()
+    noise.save(buffer, "PNG", compress_level=1)
+    processed = process_image(
+        buffer.getvalue(), max_side=1024, fmt="jpeg", quality=85, max_pixels=40_000_000
+    )
+    assert processed.data[:2] == b"\xff\xd8" and (processed.width, processed.height) == (512, 512)

@@ -4,22 +4,46 @@ from __future__ import annotations
 import uuid
 from typing import Callable
 
+from flask import g, request
+
 from ..clock import utc_timestamp
 
 LECTURE_PATH = "/generate_lecture"
+
+
+def route_fields(path: str, lecture_id: str | None = None) -> dict:
+    """The fields the app's decoders require on every answer of the route at ``path``, errors included.
+
+    The one place they are named: a LectureResponse always needs ``lecture_id``
+    (the id its result carries, else a fresh one).
+    """
+    if path == LECTURE_PATH:
+        return {"lecture_id": lecture_id or str(uuid.uuid4())}
+    return {}
+
+
+def answer_fields() -> dict:
+    """``route_fields`` of the request being served (of its matched route), the same on each of its answers.
+
+    Added to every error body (errors.error_response), a generation's recorded
+    failures and its 202 (api/runner.py).
+    """
+    rule = request.url_rule
+    if rule is None or rule.rule != LECTURE_PATH:
+        return {}
+    if "lecture_id" not in g:
+        g.lecture_id = str(uuid.uuid4())
+    return route_fields(rule.rule, g.lecture_id)
 
 
 def shed_fields(environ: dict) -> dict:
     """What the app's decoders require on every error body of a generation route.
 
     Used for the governor's 503s, which are answered before Flask sees the
-    request: ComicResponse needs ``success`` and ``timestamp``, and a
-    LectureResponse always needs ``lecture_id``.
+    request: ComicResponse needs ``success`` and ``timestamp``, and the
+    route's own fields (``route_fields``).
     """
-    fields = {"success": False, "timestamp": utc_timestamp()}
-    if environ.get("PATH_INFO") == LECTURE_PATH:
-        fields["lecture_id"] = str(uuid.uuid4())
-    return fields
+    return {"success": False, "timestamp": utc_timestamp(), **route_fields(environ.get("PATH_INFO", ""))}
 
 
 def declares_cost(cost_mb: Callable[[object], float]) -> Callable[[Callable], Callable]:

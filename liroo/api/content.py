@@ -1,10 +1,7 @@
 """POST /generate_story, /process (five modes), /generate_lecture and /generate_tts."""
 from __future__ import annotations
 
-import json
-import uuid
-
-from flask import Blueprint, Response, g, request
+from flask import Blueprint
 
 from ..errors import ApiError
 from ..generation.lecture import generate_lecture
@@ -15,7 +12,7 @@ from ..generation.study import (Conversation, Learner, generate_dialogue, genera
                                 generate_flashcards, generate_slides, generate_study_page)
 from .models import LectureRequest, ProcessRequest, StoryRequest, TtsRequest
 from .runner import parse_body, run_generation
-from . import costs_one_image, costs_one_speech_chunk, costs_picture_and_speech
+from . import answer_fields, costs_one_image, costs_one_speech_chunk, costs_picture_and_speech
 
 bp = Blueprint("content", __name__)
 
@@ -77,26 +74,11 @@ def process():
 @bp.post("/generate_lecture")
 @costs_picture_and_speech
 def lecture():
-    lecture_id = g.lecture_id = str(uuid.uuid4())   # g: for the answers made before the work starts
+    # The id every answer of this request carries, errors and the 202 included (api.answer_fields).
+    lecture_id = answer_fields()["lecture_id"]
     body = parse_body(LectureRequest)
     return run_generation(
-        body,
-        lambda ctx: generate_lecture(ctx, lecture_id, body.text, body.level, body.image_style).body(),
-        error_extra={"lecture_id": lecture_id})
-
-
-@bp.after_request
-def _lecture_id_on_every_answer(response: Response) -> Response:
-    """The app requires lecture_id on every /generate_lecture answer, errors included: also on the
-    4xx raised before the work starts (validation, body size, idempotency conflicts) and on the 202
-    of async mode (the id its result will carry)."""
-    if request.endpoint != "content.lecture" or not response.is_json:
-        return response
-    body = response.get_json(silent=True)
-    if isinstance(body, dict) and "lecture_id" not in body:
-        body["lecture_id"] = getattr(g, "lecture_id", None) or str(uuid.uuid4())
-        response.set_data(json.dumps(body))
-    return response
+        body, lambda ctx: generate_lecture(ctx, lecture_id, body.text, body.level, body.image_style).body())
 
 
 @bp.post("/generate_tts")

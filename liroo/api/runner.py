@@ -18,18 +18,16 @@ from flask import Response, current_app, g, jsonify, request
 from pydantic import BaseModel, ValidationError
 from werkzeug.exceptions import HTTPException
 
-from ..errors import ApiError, memory_pressure_error, provider_error
-from ..generation.context import Context, DeadlineExceeded, Progress
-from ..governor import MemoryPressure
+from ..errors import INTERRUPTED, ApiError, api_error_for, error_body
+from ..generation.context import Context, Progress
 from ..media import render_urls, url_base
 from ..jobs import FAILED, RUNNING, SUCCEEDED, WAIT_POLL_S, Claim, Heartbeats, worker_tag
 from ..clock import utc_timestamp
-from ..providers.base import ProviderError
-from ..requestid import HEADER, check_request_id
+from ..requestid import generation_request_id
 from ..security import caller_id
 from ..server import INTERRUPTED_ANSWER, ClientTimeout
 from ..services import services
-from ..storage import STORAGE_ERRNOS, STORAGE_HEALTH, StorageError
+from . import answer_fields
 from .body_size import refuse_cut_body
 
 log = logging.getLogger("liroo.api")
@@ -93,28 +91,15 @@ def fingerprint(endpoint: str, payload: BaseModel) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def _request_id(endpoint: str, payload: BaseModel, fp: str) -> tuple[str, bool]:
-    """The caller's id (header, else body field); without one, an id derived from the request itself.
-
-    Returns (id, derived). The app retries a failed or timed-out POST with the
-    same body and no id: keyed by the body, the device's token and the caller
-    (its key, else its address after LIROO_TRUSTED_PROXIES), such a retry
-    finds the first attempt (joins it while it runs, or gets its stored answer
-    for LIROO_DERIVED_REPLAY_S after it finished) instead of paying for the
-    work again.
-    """
-    if request.headers.get(HEADER) is not None:
-        return g.request_id, False
-    body_id = getattr(payload, "request_id", None)
-    if body_id is not None:
-        g.request_id = check_request_id(body_id)
-        return g.request_id, False
-    token = getattr(payload, "user_token", None) or ""
-    # One caller's retry never finds another's job: with keys off the caller is its address.
-    who = caller_id() or "addr:" + (request.remote_addr or "")
-    seed = f"{fp}:{token}:{who}"
-    g.request_id = "auto-" + hashlib.sha256(seed.encode()).hexdigest()[:40]
-    return g.request_id, True
+def _request_id(payload: BaseModel, fp: str) -> tuple[str, bool]:
+    """The generation's id (see requestid.generation_request_id); a derived one is keyed by the body,
+    the device's token and the caller (its key, else its address after LIROO_TRUSTED_PROXIES)."""
+    def seed() -> str:
+        token = getattr(payload, "user_token", None) or ""
+        # One caller's retry never finds another's job: with keys off the caller is its address.
+        who = caller_id() or "addr:" + (request.remote_addr or "")
+        return f"{fp}:{token}:{who}"
+    return generation_request_id(getattr(payload, "request_id", None), seed)
 
 
 class Runner:
@@ -205,12 +190,8 @@ class Runner:
                 body = work(ctx)
                 status, state, code = 200, SUCCEEDED, None
             except Exception as exc:  # every failure becomes a recorded error body
-                api_error = _as_api_error(exc, request_id)
-                status, state, code = api_error.status, FAILED, api_error.code
-                body = {"success": False, "error": api_error.message, "code": api_error.code,
-                        **api_error.extra, **error_extra}
-                if api_error.headers.get("Retry-After"):
-                    body.setdefault("retry_after_s", int(api_error.headers["Retry-After"]))
+                status, body = failure_answer(exc, request_id, error_extra)
+                state, code = FAILED, body["code"]
             body.setdefault("request_id", request_id)
             body.setdefault("timestamp", utc_timestamp())
             try:
@@ -223,31 +204,24 @@ class Runner:
             self._idle.set()
 
 
+def generation_error_body(code: str, message: str, request_id: str, **extra) -> dict:
+    """A generation's error body: the service's error body with the fields ComicResponse needs."""
+    return {"success": False, **error_body(code, message, {**extra, "request_id": request_id,
+                                                           "timestamp": utc_timestamp()})}
+
+
+def failure_answer(exc: Exception, request_id: str, error_extra: dict) -> tuple[int, dict]:
+    """The (status, body) recorded for a generation that raised ``exc`` (errors.api_error_for's table)."""
+    api_error = api_error_for(exc, request_id, unexpected="generation failed")
+    body = generation_error_body(api_error.code, api_error.message, request_id, **api_error.extra, **error_extra)
+    if api_error.headers.get("Retry-After"):
+        body.setdefault("retry_after_s", int(api_error.headers["Retry-After"]))
+    return api_error.status, body
+
+
 def interrupted_body(request_id: str, **extra) -> dict:
     """The answer for work a stopping worker gives back (recorded, and sent to a waiting client)."""
-    return {"success": False, "error": "The server restarted while working on this; please retry.",
-            "code": "interrupted", "request_id": request_id, "timestamp": utc_timestamp(), **extra}
-
-
-def _as_api_error(exc: Exception, request_id: str) -> ApiError:
-    if isinstance(exc, ApiError):
-        return exc
-    if isinstance(exc, MemoryPressure):
-        return memory_pressure_error(exc)
-    if isinstance(exc, ProviderError):
-        return provider_error(exc)
-    if isinstance(exc, OSError) and exc.errno in STORAGE_ERRNOS:
-        STORAGE_HEALTH.failed(exc.errno)     # a full or failing disk met outside the storage's own writes
-        exc = StorageError(exc.strerror or "storage failed")
-    if isinstance(exc, StorageError):
-        log.warning("storage failed (request %s): %s", request_id, exc)
-        retry = services().settings.retry_after_s
-        return ApiError(503, "storage_unavailable", "Storing the result failed; please retry shortly.",
-                        headers={"Retry-After": str(retry)})
-    if isinstance(exc, DeadlineExceeded):
-        return ApiError(504, "deadline_exceeded", "This took longer than allowed; please try again.")
-    log.error("generation failed (request %s)", request_id, exc_info=exc)
-    return ApiError(500, "internal_error", "Something went wrong on our side; please try again.")
+    return generation_error_body(*INTERRUPTED, request_id, **extra)
 
 
 def _respond(status: int, body: dict, replay: bool = False) -> Response:
@@ -261,8 +235,7 @@ def _respond(status: int, body: dict, replay: bool = False) -> Response:
     return response
 
 
-def run_generation(payload: BaseModel, work: Callable[[Context], dict],
-                   *, error_extra: dict | None = None) -> Response:
+def run_generation(payload: BaseModel, work: Callable[[Context], dict]) -> Response:
     """Claim the request's id and answer: run it, wait for the first attempt, or replay its result.
 
     The route (its rule, e.g. ``/generate_comic``) is part of the idempotency fingerprint and the job's record.
@@ -271,7 +244,7 @@ def run_generation(payload: BaseModel, work: Callable[[Context], dict],
     runner = svc.runner
     endpoint = request.url_rule.rule
     fp = fingerprint(endpoint, payload)
-    request_id, derived = _request_id(endpoint, payload, fp)
+    request_id, derived = _request_id(payload, fp)
     url_base()     # a Host no media URL can be made from is refused before any work
     deadline = time.monotonic() + svc.settings.request_deadline_s
     replay_s = svc.settings.derived_replay_s if derived else None
@@ -284,18 +257,19 @@ def run_generation(payload: BaseModel, work: Callable[[Context], dict],
         settings=svc.settings, provider=svc.provider, storage=svc.storage, reserver=svc.reserver,
         progress=Progress(runner.store, request_id), request_id=request_id,
         public_base=svc.settings.base_url, deadline=deadline)
-    error_extra = dict(error_extra or {})
+    error_extra = answer_fields()    # the route's own fields, on its recorded failures too
 
     # With async off (Cloud Run's default: its CPU is throttled once a response is sent), the
     # preference is ignored, as RFC 7240 allows: the request is answered the synchronous way.
     if svc.settings.async_enabled and "respond-async" in request.headers.get("Prefer", "").lower():
         if not runner.submit(endpoint, request_id, work, ctx, error_extra):
-            body = {"success": False, "error": "Too much work is queued here; please retry shortly.",
-                    "code": "busy", "request_id": request_id, "timestamp": utc_timestamp(), **error_extra}
+            body = generation_error_body("busy", "Too much work is queued here; please retry shortly.",
+                                         request_id, **error_extra)
             runner.store.finish(request_id, FAILED, 503, body, error_code="busy")
             return _respond(503, {**body, "retry_after_s": svc.settings.retry_after_s})
         response = jsonify({"request_id": request_id, "status": "running",
-                            "location": f"/jobs/{request_id}", "progress": f"/progress/{request_id}"})
+                            "location": f"/jobs/{request_id}", "progress": f"/progress/{request_id}",
+                            **answer_fields()})
         response.status_code = 202
         response.headers["Location"] = f"/jobs/{request_id}"
         response.headers["Preference-Applied"] = "respond-async"

@@ -1,10 +1,12 @@
-"""Making pictures: cache, memory reservation, model, safe pipeline, storage; a few at a time.
+"""Making pictures: cache, memory reservation, model, safe pipeline, storage; as many at once as fit.
 
 Each picture reserves memory from the governor before it calls the model (for
 the response it will hold), grows the reservation to the decode estimate read
 from the image header before decoding, and releases it once the result is
 stored. When memory is short a picture waits for room (other pictures
-finishing) rather than failing, up to LIROO_RESERVATION_WAIT_S.
+finishing) rather than failing, up to LIROO_RESERVATION_WAIT_S; waiting
+pictures of different requests take turns (the governor's reservation groups),
+so one comic's panels cannot keep another comic's out.
 """
 from __future__ import annotations
 
@@ -22,20 +24,28 @@ from .failures import failure_code, note_failure
 
 
 class ImageCosts(RecentCosts):
-    """What recent pictures cost in memory, to size the reservation made before a model call.
+    """What recent pictures held in memory while the model answered, to size the reservation made before a call.
 
     While the SDK receives a picture it holds the HTTP body, the parsed JSON
-    and the decoded bytes at once (about four times the image's size); then the
-    bytes and the decode (estimated from the header) are alive together. The
-    reservation before the call covers the larger of the two for the largest
-    recent picture, so that after warm-up a picture rarely has to grow its
-    reservation. Until a picture has been seen, LIROO_IMAGE_RESERVE_MB is used.
+    and the decoded bytes at once (about four times the image's size). The
+    reservation before the call covers that for the largest recent picture;
+    the decode is reserved only once the answer is in (its size read from the
+    header), because promising it for the whole model call (seconds, during
+    which nothing is allocated) would keep other pictures out of memory that is
+    really free. A step that grows goes before new steps, so it waits little.
+    Until a picture has been seen, LIROO_IMAGE_RESERVE_MB is used (the door's
+    pledge for a request that makes pictures stays that figure); after that the
+    floor no longer applies, since it would promise for the model's wait the
+    memory only the decode needs.
     """
 
     HOLD_FACTOR = 4
 
-    def record(self, response_mb: float, decode_mb: float) -> None:
-        self.record_mb(max(self.HOLD_FACTOR * response_mb, response_mb + decode_mb))
+    def record(self, response_mb: float) -> None:
+        self.record_mb(self.HOLD_FACTOR * response_mb)
+
+    def reserve_mb(self, floor_mb: float, units: float = 1.0) -> float:
+        return max(self._per_unit) * units if self._per_unit else floor_mb * units
 
 
 IMAGE_COSTS = ImageCosts()
@@ -75,15 +85,17 @@ def make_image(ctx: Context, job: ImageJob) -> str:
             return url
     ctx.check_deadline()
     wait_s = max(min(settings.reservation_wait_s, ctx.remaining_s()), 0.0)
-    with ctx.reserver.reserve(IMAGE_COSTS.reserve_mb(settings.image_reserve_mb), wait_s=wait_s) as reservation:
+    with ctx.reserver.reserve(IMAGE_COSTS.reserve_mb(settings.image_reserve_mb), wait_s=wait_s,
+                              group=ctx.request_id) as reservation:
         result = provider.generate_image(job.prompt, job.aspect_ratio)
         response_mb = len(result.data) / (1024 * 1024)
         try:
             info = inspect_image(result.data, settings.max_image_pixels)
             decode_mb = estimate_decode_mb(info, settings.max_image_side)
-            IMAGE_COSTS.record(response_mb, decode_mb)
+            IMAGE_COSTS.record(response_mb)
             # Hold only the bytes while waiting for the decode's room (no hold-and-wait), then grow.
             reservation.shrink_to(response_mb)
+            reservation.hold(response_mb)   # the answer is in hand: the reading counts it from now on, not the ledger
             reservation.grow_to(response_mb + decode_mb,
                                 wait_s=max(min(settings.reservation_wait_s, ctx.remaining_s()), 0.0))
             processed = process_image(result.data, max_side=settings.max_image_side, fmt=settings.image_format,
@@ -97,7 +109,8 @@ def make_image(ctx: Context, job: ImageJob) -> str:
 
 def make_images(ctx: Context, jobs: list[ImageJob], step: Callable[[int, int], str],
                 finished: Finished | None = None) -> list[ImageOutcome]:
-    """All pictures, at most LIROO_PANEL_CONCURRENCY at once; one failure does not stop the others.
+    """All pictures at once, each under its memory reservation and the provider's pacing (which decide how
+    many really run); LIROO_PANEL_CONCURRENCY caps them when set. One failure does not stop the others.
 
     ``finished`` describes a picture made, for progress to show before the request ends.
     """
@@ -121,6 +134,11 @@ def make_images(ctx: Context, jobs: list[ImageJob], step: Callable[[int, int], s
 
     if not jobs:
         return []
-    workers = max(1, min(ctx.settings.panel_concurrency, total))
+    workers = panel_workers(ctx.settings.panel_concurrency, total)
     with ThreadPoolExecutor(workers, thread_name_prefix="liroo-image") as pool:
         return list(pool.map(run, range(total)))
+
+
+def panel_workers(cap: int, tasks: int) -> int:
+    """Threads for ``tasks`` steps of one request: one each, or LIROO_PANEL_CONCURRENCY when set (> 0)."""
+    return max(1, min(cap, tasks) if cap > 0 else tasks)

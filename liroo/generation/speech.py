@@ -1,13 +1,13 @@
 """Speech: long text read in provider-sized chunks, a few at a time, encoded into one file per clip.
 
-Every chunk of every clip of a request goes through one bounded pool
-(LIROO_PANEL_CONCURRENCY), so a lecture's narration is made concurrently
-without multiplying the model calls in flight. Every heavy step reserves its
-memory from the governor before it allocates: each model call (sized by what
-recent chunks cost a character, ``SPEECH_COSTS``), each chunk's encoding (what
-it adds to the file) and the file's hand-over to storage. Chunks are fed to the
-encoder (``liroo.audio``: MP3 by default, LIROO_AUDIO_FORMAT) in order as they
-arrive, so a long narration is never held as one joined buffer.
+Every chunk of every clip of a request goes through one pool, all at once:
+each chunk's memory reservation and the provider's pacing decide how many
+really run (LIROO_PANEL_CONCURRENCY caps the pool when set). Every heavy step
+reserves its memory from the governor before it allocates: each model call
+(sized by what recent chunks cost a character, ``SPEECH_COSTS``), each chunk's
+encoding (what it adds to the file) and the file's hand-over to storage. Chunks
+are fed to the encoder (``liroo.audio``: MP3 by default, LIROO_AUDIO_FORMAT) in
+order as they arrive, so a long narration is never held as one joined buffer.
 """
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ from ..storage import IMMUTABLE_CACHE, media_key
 from .context import Context, Finished
 from .costs import RecentCosts
 from .failures import failure_code, note_failure
+from .images import panel_workers
 from .results import TtsResult
 
 log = logging.getLogger("liroo.generation")
@@ -293,7 +294,7 @@ def speak(ctx: Context, jobs: list[SpeechJob], step: Callable[[int, int], str] =
             fail(index, exc)
 
     tasks = [(i, p) for i, chunks in enumerate(chunked) for p in range(len(chunks))]
-    workers = max(1, min(ctx.settings.panel_concurrency, len(tasks)))
+    workers = panel_workers(ctx.settings.panel_concurrency, len(tasks))
     with ThreadPoolExecutor(workers, thread_name_prefix="liroo-speech") as pool:
         list(pool.map(lambda task: run(*task), tasks))
     return [clip or Clip(error=BadOutput("no speech")) for clip in clips]

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Callable, ContextManager, Protocol
 
 from .cleanup import Cleaner, CleanupResult, pin_mmap_threshold
-from .policy import Level, MemoryPolicy, MemoryPressure, ReservationLedger, Reservation, Thresholds
+from .policy import DoorDecision, Level, MemoryPolicy, MemoryPressure, ReservationLedger, Reservation, Thresholds
 from .probe import MB, MemoryProbe
 
 log = logging.getLogger("liroo.governor")
@@ -30,18 +30,21 @@ class GovernorConfig:
     recycle_min_age_s: float = 10.0
     recycle_check_interval_s: float = 5.0
     mmap_threshold_kb: int = 128          # 0: leave glibc's moving threshold alone (see cleanup.pin_mmap_threshold)
+    admission_wait_s: float = 15.0        # longest a costed request waits in the door's line (0: refuse at once)
+    admission_queue: int = 32             # most requests waiting in the line, all workers together
 
 
 @dataclass(frozen=True)
 class GovernorEvent:
-    kind: str                       # "shed", "cleanup", "refused" (a reservation), "recycle" or "rss" (a reading)
+    kind: str                       # "shed", "queued" (a wait at the door ended), "cleanup", "refused"
+                                    # (a reservation), "recycle" or "rss" (a reading)
     figures: dict = field(default_factory=dict)
 
 
 class MemoryReserver(Protocol):
     """What generation needs from the governor: memory for a heavy step, or MemoryPressure."""
 
-    def reserve(self, mb: float, wait_s: float = 0.0) -> ContextManager[Reservation]: ...
+    def reserve(self, mb: float, wait_s: float = 0.0, group: str | None = None) -> ContextManager[Reservation]: ...
 
 
 class Governor:
@@ -67,6 +70,7 @@ class Governor:
         self.shed_count = 0
         self.refused_reservations = 0
         self.recycles = 0
+        self._reset_door_counters()
         if hasattr(os, "register_at_fork"):
             # A weak reference, so the hook does not keep a discarded governor (and its files) alive.
             ref = weakref.ref(self)
@@ -78,6 +82,11 @@ class Governor:
         self.pid = os.getpid()
         self.requests_served = self.shed_count = self.refused_reservations = self.recycles = 0
         self.cleaner.runs = self.cleaner.reclaimed_bytes = 0
+        self._reset_door_counters()
+
+    def _reset_door_counters(self) -> None:
+        self.door_queued = self.door_admitted_after_wait = self.door_shed_after_wait = self.door_shed_full = 0
+        self.door_wait_s_total = self.door_wait_s_max = 0.0
 
     def count_request(self) -> None:
         # Under a lock: "+= 1" from 20 threads loses counts, and max_requests recycling reads this.
@@ -101,9 +110,31 @@ class Governor:
             setattr(self, name, getattr(self, name) + 1)
 
     # --- the small interface for heavy work -----------------------------------
-    def reserve(self, mb: float, wait_s: float = 0.0) -> ContextManager[Reservation]:
-        """Hold ``mb`` for a heavy step, waiting up to ``wait_s``; raises MemoryPressure."""
-        return self.policy.reserve(mb, wait_s)
+    def reserve(self, mb: float, wait_s: float = 0.0, group: str | None = None) -> ContextManager[Reservation]:
+        """Hold ``mb`` for a heavy step, waiting up to ``wait_s``; raises MemoryPressure.
+
+        ``group`` (a request id) shares turns fairly with other requests while memory is short."""
+        return self.policy.reserve(mb, wait_s, group)
+
+    # --- the door ------------------------------------------------------------------
+    def admit(self, cost_mb: float) -> DoorDecision:
+        """Admit a request costing ``cost_mb``, waiting in the door's line if it does not fit now."""
+        decision = self.policy.admit(cost_mb, self.config.admission_wait_s, self.config.admission_queue)
+        if decision.queued or decision.queue_full:
+            with self._count_lock:
+                if decision.queue_full:
+                    self.door_shed_full += 1
+                else:
+                    self.door_queued += 1
+                    self.door_wait_s_total += decision.waited_s
+                    self.door_wait_s_max = max(self.door_wait_s_max, decision.waited_s)
+                    if decision.admitted:
+                        self.door_admitted_after_wait += 1
+                    else:
+                        self.door_shed_after_wait += 1
+            self.emit("queued", admitted=decision.admitted, waited_s=round(decision.waited_s, 3),
+                      queue_full=decision.queue_full, cost_mb=cost_mb)
+        return decision
 
     def _on_refused(self, pressure: MemoryPressure) -> None:
         self.count("refused_reservations")
@@ -162,6 +193,18 @@ class Governor:
             "reclaimed_mb": round(self.cleaner.reclaimed_bytes / MB, 2),
             "outstanding_reservations_mb": round(self.policy.outstanding_mb(), 2),
             "waiting_reservations": self.policy.waiting,
+            "admission": {
+                "queue_length": self.policy.door.length(),      # every worker
+                "queue_max": self.config.admission_queue,
+                "wait_max_s": self.config.admission_wait_s,
+                "waiting_here": self.policy.door_waiting,       # this worker, as the rest below
+                "queued": self.door_queued,
+                "admitted_after_wait": self.door_admitted_after_wait,
+                "shed_after_wait": self.door_shed_after_wait,
+                "shed_queue_full": self.door_shed_full,
+                "wait_seconds_total": round(self.door_wait_s_total, 3),
+                "longest_wait_s": round(self.door_wait_s_max, 3),
+            },
             "recycles": self.recycles,
             "recycle_rss_mb": round(self.recycle_mb, 1),
             "malloc_trim": self.cleaner.can_trim,
@@ -172,7 +215,7 @@ class Governor:
 class Unreserved:
     """A reserver that always says yes: used when the governor is switched off."""
 
-    def reserve(self, mb: float, wait_s: float = 0.0) -> ContextManager[Reservation]:
+    def reserve(self, mb: float, wait_s: float = 0.0, group: str | None = None) -> ContextManager[Reservation]:
         from contextlib import nullcontext
         return nullcontext(_NullReservation())
 
@@ -180,6 +223,9 @@ class Unreserved:
 class _NullReservation:
     nbytes = 0
     mb = 0.0
+
+    def hold(self, mb: float) -> None:
+        return None
 
     def grow_to(self, mb: float, wait_s: float = 0.0) -> None:
         return None

@@ -13,24 +13,34 @@ from .probe import MB
 _DRAIN_LIMIT = 1024 * 1024
 
 
+# Paths never shed nor queued: health and monitoring, so operators can always
+# see why the service is refusing work. Prefixes cover paths with an id in them.
+EXEMPT_PATHS = ("/health", "/memory", "/metrics")
+EXEMPT_PREFIXES: tuple[str, ...] = ()
+
+
 class MemoryGovernorMiddleware:
     """Sheds requests with ``503`` + ``Retry-After`` when memory is at the hard limit.
 
-    Before each request it takes one reading (about a microsecond). At or above
-    the hard limit, or when the route's declared cost would cross it, it runs
-    one (rate-limited) cleanup, reads again, and if still over answers 503
-    itself without calling the app. After the response body is closed it lets
-    the governor clean up if memory is high.
+    Before an uncosted request it takes one reading (about a microsecond): at
+    or above the hard limit it runs one (rate-limited) cleanup, reads again,
+    and if still over answers 503 itself without calling the app. A route with
+    a declared cost is admitted when the cost fits (``used + unspent promises
+    + cost < limit``, see policy.py); when it does not, it waits its turn in
+    the door's FIFO line, shared by all workers, for up to the governor's
+    ``admission_wait_s`` while running work finishes, then runs or gets the
+    503. An admitted costed request holds a pledge of its cost until its own
+    reservations take it over or it ends. After the response body is closed it
+    lets the governor clean up if memory is high.
 
     Trusts: ``PATH_INFO`` to pick exempt paths and route costs, nothing else
-    from the request. Exempt paths (health and monitoring) are never shed, so
-    operators can always see why the service is refusing work; paths under an
-    exempt prefix (cheap reads keyed by an id, such as progress) neither.
+    from the request. Exempt paths are never shed nor queued, and neither are
+    paths under an exempt prefix (cheap reads keyed by an id, such as progress).
     """
 
     def __init__(self, app: Callable, governor: Governor,
-                 exempt_paths: Iterable[str] = ("/health", "/memory", "/metrics"),
-                 exempt_prefixes: Iterable[str] = (),
+                 exempt_paths: Iterable[str] = EXEMPT_PATHS,
+                 exempt_prefixes: Iterable[str] = EXEMPT_PREFIXES,
                  route_costs_mb: Mapping[str, float] | None = None,
                  request_id: Callable[[dict], str] | None = None,
                  extra_fields: Callable[[dict], dict] | None = None) -> None:
@@ -46,24 +56,36 @@ class MemoryGovernorMiddleware:
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
         governor = self.governor
         path = environ.get("PATH_INFO", "")
+        after = governor.after_response
         if path not in self.exempt_paths and not path.startswith(self.exempt_prefixes):
             cost = self.route_costs_mb.get(path, 0.0)
-            if cost or governor.probe.used_bytes() >= self._limit_bytes:
-                if not governor.policy.admits(cost):
+            if cost:
+                decision = governor.admit(cost)
+                if not decision.admitted:
+                    return self._shed(environ, start_response, cost, decision.waited_s)
+                after = _releasing(decision.pledge, after)
+            elif governor.probe.used_bytes() >= self._limit_bytes:
+                if not governor.policy.admits(0.0):
                     governor.cleanup(full=True, reason="shed")
-                    if not governor.policy.admits(cost):
-                        return self._shed(environ, start_response, cost)
+                    if not governor.policy.admits(0.0):
+                        return self._shed(environ, start_response, 0.0)
         governor.count_request()
-        return _ClosingIterable(self.app(environ, start_response), governor.after_response)
+        try:
+            return _ClosingIterable(self.app(environ, start_response), after)
+        except BaseException:
+            after()
+            raise
 
-    def _shed(self, environ: dict, start_response: Callable, cost_mb: float) -> Iterable[bytes]:
+    def _shed(self, environ: dict, start_response: Callable, cost_mb: float,
+              waited_s: float = 0.0) -> Iterable[bytes]:
         governor = self.governor
         used = governor.used_mb()
         retry = governor.config.retry_after_s
         governor.count("shed_count")
         request_id = self.request_id(environ)
         governor.emit("shed", path=environ.get("PATH_INFO", ""), used_mb=round(used, 1),
-                      limit_mb=round(governor.thresholds.limit_mb, 1), cost_mb=cost_mb, request_id=request_id)
+                      limit_mb=round(governor.thresholds.limit_mb, 1), cost_mb=cost_mb, request_id=request_id,
+                      waited_s=round(waited_s, 3))
         _drain(environ)
         payload = {
             "error": f"The service is short of memory right now; please retry in {retry} seconds.",
@@ -92,6 +114,13 @@ class MemoryGovernorMiddleware:
             ("X-Content-Type-Options", "nosniff"),
         ])
         return [body]
+
+
+def _releasing(pledge, after: Callable[[], None]) -> Callable[[], None]:
+    def release_then_after() -> None:
+        pledge.release()
+        after()
+    return release_then_after
 
 
 def _drain(environ: dict) -> None:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import fcntl
 import gc
-import logging
 import os
 import random
 import signal
@@ -33,8 +32,6 @@ import time
 
 from .core import Governor
 from .probe import MB
-
-log = logging.getLogger("liroo.governor")
 
 # A SIGTERMed worker exits this much before the master's grace runs out, so that
 # its exit hook (handing back unfinished work) runs before any SIGKILL.
@@ -56,7 +53,7 @@ class WorkerRecycler:
 
     Make it in the master before the workers fork (``on_starting``), call
     ``attach(worker)`` from ``post_worker_init`` and ``restore_count(server)``
-    from ``child_exit``.
+    from ``child_exit`` (the app's hooks: liroo/gunicorn_hooks.py).
     """
 
     def __init__(self, governor: Governor, *, configured_workers: int, max_requests: int = 0,
@@ -132,9 +129,8 @@ class WorkerRecycler:
         self.retiring = True
         os.pwrite(self._token.fileno(), str(os.getpid()).encode().ljust(16), 0)
         self.governor.count("recycles")
-        self.governor.emit("recycle", reason=reason, **figures)
-        log.warning("retiring worker %s (%s): %s", self.governor.pid, reason,
-                    ", ".join(f"{k}={v}" for k, v in figures.items()))
+        # Logged once, by the governor's listener (the app's: liroo/logs.py), with these figures.
+        self.governor.emit("recycle", reason=reason, pid=self.governor.pid, **figures)
         worker.cfg.set("graceful_timeout", int(self.drain_s))
         try:
             os.kill(worker.ppid, signal.SIGTTIN)   # the master starts one more worker now
