@@ -171,8 +171,9 @@ class LookAheadSpeech(UnevenSpeech):
 
 
 def test_a_clips_chunks_are_made_at_most_a_few_ahead_of_its_encoder(tmp_path):
-    """With no cap on concurrency, a chunk starts only within CHUNKS_AHEAD of the one the encoder
-    needs, so a burst of long narrations cannot fill memory with samples waiting for an earlier one."""
+    """With no cap on concurrency, a chunk starts only within CHUNKS_AHEAD of the one the
+    encoder needs, so a burst of long narrations cannot fill memory with samples waiting for
+    earlier ones."""
     provider = LookAheadSpeech()
     governor = Governor(GovernorConfig(limit_mb=100_000))
     ctx = make_ctx(tmp_path, provider, governor, audio_format="wav", panel_concurrency=0)
