@@ -1,5 +1,5 @@
 # make run: a local server on the embedded defaults (offline provider, local storage).
-# make test: the whole suite. Both set up .venv first.
+# make test: ruff check (ruff.toml), then the whole suite. Both set up .venv first.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -33,6 +33,7 @@ redis:
 	@scripts/ensure-redis
 
 test: dev-venv redis
+	$(BIN)/ruff check .
 	MALLOC_ARENA_MAX=2 $(BIN)/python -m pytest -q
 
 # Every benchmark: ours and the baseline side by side, ratios on the last line (~35 min;

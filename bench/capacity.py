@@ -47,7 +47,7 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.survival import run_limited  # noqa: E402  (one cgroup set-up for every bench)
+from bench.survival import limited_group, run_limited  # noqa: E402  (one cgroup set-up for every bench)
 from tests.fake_gemini import FakeGemini, _prompt_png  # noqa: E402
 from tests.servers import GunicornServer, wait_for  # noqa: E402
 
@@ -251,16 +251,7 @@ def server_env(config: Config, fake: FakeGemini, extra: dict[str, str]) -> dict[
 
 def run(config: Config, fake: FakeGemini, limit_bytes: int, clients: int, duration_s: float,
         extra_env: dict[str, str], kinds: tuple[Kind, ...] = KINDS, seed: int = 1) -> Result:
-    plan = run_limited.plan(limit_bytes)
-    if plan.version is None:
-        raise RuntimeError(f"no memory cgroup can be made here: {plan.reason}")
-    run_limited.create(plan)
-    procs = os.path.join(plan.group, "cgroup.procs")
-
-    def join_group():
-        with open(procs, "w") as fh:
-            fh.write(str(os.getpid()))
-
+    plan, join_group = limited_group(limit_bytes)
     result = Result(config, limit_bytes=limit_bytes)
     server = GunicornServer(server_env(config, fake, extra_env), preexec_fn=join_group)
     lock = threading.Lock()

@@ -23,15 +23,29 @@ import requests
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from tests.fake_gemini import FakeGemini  # noqa: E402
 from liroo.settings import Settings  # noqa: E402
+from tests.fake_gemini import FakeGemini  # noqa: E402
 from tests.servers import GunicornServer  # noqa: E402
 
-TEXT = " ".join(f"Step {i}: water carries sand and stones downhill, slowly cutting a deeper valley." for i in range(30))
-SCRIPT = {"comic_title": "How rivers carve valleys", "theme": "Slow forces shape the land.",
-          "characters": [{"name": "Ria", "description": "a girl in a yellow raincoat with a red backpack"}],
-          "panels": [{"scene": f"Scene {i}", "image_prompt": f"Ria watches the river, moment {i}",
-                      "dialogue": [{"speaker": "Ria", "line": f"Look at step {i}!"}]} for i in range(1, 9)]}
+TEXT = " ".join(
+    f"Step {i}: water carries sand and stones downhill, slowly cutting a deeper valley."
+    for i in range(30)
+)
+SCRIPT = {
+    "comic_title": "How rivers carve valleys",
+    "theme": "Slow forces shape the land.",
+    "characters": [
+        {"name": "Ria", "description": "a girl in a yellow raincoat with a red backpack"}
+    ],
+    "panels": [
+        {
+            "scene": f"Scene {i}",
+            "image_prompt": f"Ria watches the river, moment {i}",
+            "dialogue": [{"speaker": "Ria", "line": f"Look at step {i}!"}],
+        }
+        for i in range(1, 9)
+    ],
+}
 
 
 def worker_peak_mb(server: GunicornServer) -> float:
@@ -60,37 +74,60 @@ def measure(name: str, server: GunicornServer, fake: FakeGemini, path: str) -> t
     fake.answer(SCRIPT)
     reset_peaks(server)
     start = time.monotonic()
-    response = requests.post(server.url(path),
-                             json={"text": TEXT, "level": "moderate", "image_style": "Comic Book"}, timeout=600)
+    response = requests.post(
+        server.url(path),
+        json={"text": TEXT, "level": "moderate", "image_style": "Comic Book"},
+        timeout=600,
+    )
     seconds = time.monotonic() - start
     response.raise_for_status()
     panels = response.json()["comic"]["panel_layout"]
     drawn = sum(1 for p in panels if p.get("image_url"))
     peak = worker_peak_mb(server)
-    print(f"{name:5s}: {seconds:6.2f} s, {drawn}/{len(panels)} panels drawn, {len(fake.requests('image'))} image calls, "
-          f"worker peak RSS {peak:.1f} MB")
+    print(
+        f"{name:5s}: {seconds:6.2f} s, {drawn}/{len(panels)} panels drawn, "
+        f"{len(fake.requests('image'))} image calls, "
+        f"worker peak RSS {peak:.1f} MB"
+    )
     return seconds, peak
 
 
 def main() -> None:
     with FakeGemini() as fake:
-        env = {"GENAI_API_KEY": "bench", "LIROO_GEMINI_BASE_URL": fake.url,
-               "LIROO_IMAGE_CACHE": "off", "LIROO_LOG_LEVEL": "WARNING"}
+        env = {
+            "GENAI_API_KEY": "bench",
+            "LIROO_GEMINI_BASE_URL": fake.url,
+            "LIROO_IMAGE_CACHE": "off",
+            "LIROO_LOG_LEVEL": "WARNING",
+        }
         ours = GunicornServer(env)
-        guide = GunicornServer(env, command=[sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py",
-                                             "bench.guide_comic:app"])
-        for server in (ours, guide):   # the service's own defaults, not the test harness's
+        guide = GunicornServer(
+            env,
+            command=[
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "-c",
+                "gunicorn.conf.py",
+                "bench.guide_comic:app",
+            ],
+        )
+        for server in (ours, guide):  # the service's own defaults, not the test harness's
             for name in ("WEB_CONCURRENCY", "LIROO_THREADS"):
                 server.env.pop(name, None)
         with ours, guide:
             workers = len(ours.worker_pids())
             defaults = Settings.from_env({})
-            print(f"workers: {workers} per server (defaults WEB_CONCURRENCY={defaults.workers}, "
-                  f"LIROO_THREADS={defaults.threads}, LIROO_GEMINI_RPM={defaults.gemini_rpm})")
+            print(
+                f"workers: {workers} per server (defaults WEB_CONCURRENCY={defaults.workers}, "
+                f"LIROO_THREADS={defaults.threads}, LIROO_GEMINI_RPM={defaults.gemini_rpm})"
+            )
             ours_s, ours_peak = measure("ours", ours, fake, "/generate_comic")
             guide_s, guide_peak = measure("guide", guide, fake, "/generate_comic_guide")
-    print(f"speedup={guide_s / ours_s:.2f} peak_ratio={ours_peak / guide_peak:.2f} "
-          f"ours_s={ours_s:.2f} guide_s={guide_s:.2f} workers={workers}")
+    print(
+        f"speedup={guide_s / ours_s:.2f} peak_ratio={ours_peak / guide_peak:.2f} "
+        f"ours_s={ours_s:.2f} guide_s={guide_s:.2f} workers={workers}"
+    )
 
 
 if __name__ == "__main__":

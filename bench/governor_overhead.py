@@ -80,22 +80,42 @@ def main():
     parser.add_argument("--connections", type=int, default=16)
     args = parser.parse_args()
     load = load_wrk if shutil.which("wrk") else load_python
-    print(f"load generator: {'wrk' if load is load_wrk else 'python'}; {args.rounds} rounds x {args.seconds}s each")
+    print(
+        f"load generator: {'wrk' if load is load_wrk else 'python'}; {args.rounds} rounds x "
+        f"{args.seconds}s each"
+    )
 
-    common = {"WEB_CONCURRENCY": "2", "LIROO_THREADS": "8", "LIROO_LOG_LEVEL": "WARNING",
-              "LIROO_MAX_REQUESTS": "0"}  # no recycling mid-measurement
+    common = {
+        "WEB_CONCURRENCY": "2",
+        "LIROO_THREADS": "8",
+        "LIROO_LOG_LEVEL": "WARNING",
+        "LIROO_MAX_REQUESTS": "0",
+    }  # no recycling mid-measurement
     modes = {
-        "none": GunicornServer({**common, "LIROO_GOVERNOR": "off"}, args=("--access-logfile", "/dev/null")),
+        "none": GunicornServer(
+            {**common, "LIROO_GOVERNOR": "off"}, args=("--access-logfile", "/dev/null")
+        ),
         "ours": GunicornServer({**common}, args=("--access-logfile", "/dev/null")),
-        "guide": GunicornServer({**common, "LIROO_GOVERNOR": "off"}, args=("--access-logfile", "/dev/null"),
-                                command=[sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py",
-                                         "bench.guide_style:app", "--access-logfile", "/dev/null"]),
+        "guide": GunicornServer(
+            {**common, "LIROO_GOVERNOR": "off"},
+            args=("--access-logfile", "/dev/null"),
+            command=[
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "-c",
+                "gunicorn.conf.py",
+                "bench.guide_style:app",
+                "--access-logfile",
+                "/dev/null",
+            ],
+        ),
     }
     results = {name: {"rps": [], "cpu_us": []} for name in modes}
     try:
         for server in modes.values():
             server.start()
-        for name, server in modes.items():  # warm-up
+        for server in modes.values():  # warm-up
             load(server.url("/"), 1, args.connections)
         for round_no in range(args.rounds):
             order = list(modes) if round_no % 2 == 0 else list(reversed(modes))
@@ -109,20 +129,30 @@ def main():
                     print(f"warning: {name}: {bad} bad responses {errors}")
                 results[name]["rps"].append(done / elapsed)
                 results[name]["cpu_us"].append(cpu / done * 1e6)
-                print(f"round {round_no + 1} {name:5s}: {done / elapsed:8.0f} req/s  {cpu / done * 1e6:7.1f} us CPU/request")
+                print(
+                    f"round {round_no + 1} {name:5s}: {done / elapsed:8.0f} req/s  "
+                    f"{cpu / done * 1e6:7.1f} us CPU/request"
+                )
     finally:
         for server in modes.values():
             server.__exit__(None, None, None)
 
     med = {name: {k: statistics.median(v) for k, v in r.items()} for name, r in results.items()}
     for name in modes:
-        print(f"{name:5s}: median {med[name]['rps']:8.0f} req/s, {med[name]['cpu_us']:7.1f} us worker CPU per request")
+        print(
+            f"{name:5s}: median {med[name]['rps']:8.0f} req/s, {med[name]['cpu_us']:7.1f} us "
+            "worker CPU per request"
+        )
     cpu_overhead = med["ours"]["cpu_us"] / med["none"]["cpu_us"] - 1
     rps_overhead = 1 - med["ours"]["rps"] / med["none"]["rps"]
-    print(f"rps_none={med['none']['rps']:.0f} rps_ours={med['ours']['rps']:.0f} rps_guide={med['guide']['rps']:.0f} "
-          f"cpu_us_none={med['none']['cpu_us']:.1f} cpu_us_ours={med['ours']['cpu_us']:.1f} "
-          f"cpu_us_guide={med['guide']['cpu_us']:.1f} cpu_overhead={cpu_overhead:.2%} rps_overhead={rps_overhead:.2%} "
-          f"guide_vs_ours_rps={med['ours']['rps'] / med['guide']['rps']:.2f}")
+    print(
+        f"rps_none={med['none']['rps']:.0f} rps_ours={med['ours']['rps']:.0f} "
+        f"rps_guide={med['guide']['rps']:.0f} "
+        f"cpu_us_none={med['none']['cpu_us']:.1f} cpu_us_ours={med['ours']['cpu_us']:.1f} "
+        f"cpu_us_guide={med['guide']['cpu_us']:.1f} cpu_overhead={cpu_overhead:.2%} "
+        f"rps_overhead={rps_overhead:.2%} "
+        f"guide_vs_ours_rps={med['ours']['rps'] / med['guide']['rps']:.2f}"
+    )
 
 
 if __name__ == "__main__":

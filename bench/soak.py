@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
-import itertools
 import os
 import sys
 import time
@@ -33,35 +32,83 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from tests.servers import GunicornServer  # noqa: E402
 
 BOUND_MB = 10.0
-TOPICS = ["volcanoes", "rivers", "photosynthesis", "the moon", "bees", "glaciers", "electricity", "the heart",
-          "deserts", "tides", "bridges", "clouds", "fossils", "magnets", "rainforests", "the Romans"]
+TOPICS = [
+    "volcanoes",
+    "rivers",
+    "photosynthesis",
+    "the moon",
+    "bees",
+    "glaciers",
+    "electricity",
+    "the heart",
+    "deserts",
+    "tides",
+    "bridges",
+    "clouds",
+    "fossils",
+    "magnets",
+    "rainforests",
+    "the Romans",
+]
 # (weight, kind): about a third health checks, the rest real generation.
-MIX = [(30, "health"), (20, "image"), (10, "comic"), (10, "story"), (15, "study"), (5, "flashcards"), (10, "tts")]
+MIX = [
+    (30, "health"),
+    (20, "image"),
+    (10, "comic"),
+    (10, "story"),
+    (15, "study"),
+    (5, "flashcards"),
+    (10, "tts"),
+]
 KINDS = [kind for weight, kind in MIX for _ in range(weight)]
 
 
 def text_for(i: int) -> str:
     topic = TOPICS[i % len(TOPICS)]
-    return (f"Lesson {i} is about {topic}. Students observe {topic} closely and write down what changes. "
-            f"Then they compare notes with a partner about {topic} and draw one careful picture of it.")
+    return (
+        f"Lesson {i} is about {topic}. Students observe {topic} closely and write down what "
+        "changes. "
+        f"Then they compare notes with a partner about {topic} and draw one careful picture of it."
+    )
 
 
 def request_for(i: int) -> tuple[str, str, dict | None]:
-    kind = KINDS[(i * 37) % len(KINDS)]     # a fixed, well-mixed order
+    kind = KINDS[(i * 37) % len(KINDS)]  # a fixed, well-mixed order
     text = text_for(i)
     if kind == "health":
         return "GET", "/health", None
     if kind == "image":
-        return "POST", "/generate_image", {"prompt": f"A drawing of {TOPICS[i % len(TOPICS)]}, number {i}",
-                                           "image_style": "Watercolor"}
+        return (
+            "POST",
+            "/generate_image",
+            {
+                "prompt": f"A drawing of {TOPICS[i % len(TOPICS)]}, number {i}",
+                "image_style": "Watercolor",
+            },
+        )
     if kind == "comic":
-        return "POST", "/generate_comic", {"text": text, "level": "beginner", "image_style": "Comic Book"}
+        return (
+            "POST",
+            "/generate_comic",
+            {"text": text, "level": "beginner", "image_style": "Comic Book"},
+        )
     if kind == "story":
-        return "POST", "/generate_story", {"text": text, "level": "moderate", "image_style": "Studio Ghibli",
-                                           "genre": "adventure"}
+        return (
+            "POST",
+            "/generate_story",
+            {
+                "text": text,
+                "level": "moderate",
+                "image_style": "Studio Ghibli",
+                "genre": "adventure",
+            },
+        )
     if kind == "study":
-        return "POST", "/process", {"input_text": text, "level": "moderate",
-                                    "summarization_tier": "Detailed Explanation"}
+        return (
+            "POST",
+            "/process",
+            {"input_text": text, "level": "moderate", "summarization_tier": "Detailed Explanation"},
+        )
     if kind == "flashcards":
         return "POST", "/process", {"input_text": text, "output_format": "flashcards"}
     return "POST", "/generate_tts", {"text": text[:120], "voice": "narrator"}
@@ -80,7 +127,9 @@ class Run:
     name: str
     warm_rss: dict[int, float] = field(default_factory=dict)
     end_rss: dict[int, float] = field(default_factory=dict)
-    samples: list[tuple[int, float]] = field(default_factory=list)   # (requests done, max worker RSS)
+    samples: list[tuple[int, float]] = field(
+        default_factory=list
+    )  # (requests done, max worker RSS)
     requests: int = 0
     failures: list[str] = field(default_factory=list)
     seconds: float = 0.0
@@ -88,7 +137,11 @@ class Run:
 
     @property
     def growth(self) -> dict[int, float]:
-        return {pid: self.end_rss[pid] - rss for pid, rss in self.warm_rss.items() if pid in self.end_rss}
+        return {
+            pid: self.end_rss[pid] - rss
+            for pid, rss in self.warm_rss.items()
+            if pid in self.end_rss
+        }
 
     @property
     def growth_max(self) -> float:
@@ -100,8 +153,13 @@ def load(server: GunicornServer, indexes: range, concurrency: int, run: Run) -> 
         method, path, body = request_for(i)
         try:
             # A new connection per request, so that both workers' accept loops share the load.
-            response = requests.request(method, server.url(path), json=body, timeout=300,
-                                         headers={"X-Request-ID": f"soak-{run.name}-{i:08d}"})
+            response = requests.request(
+                method,
+                server.url(path),
+                json=body,
+                timeout=300,
+                headers={"X-Request-ID": f"soak-{run.name}-{i:08d}"},
+            )
             if response.status_code != 200:
                 run.failures.append(f"{path} {response.status_code} {response.text[:120]}")
         except requests.RequestException as exc:
@@ -112,7 +170,9 @@ def load(server: GunicornServer, indexes: range, concurrency: int, run: Run) -> 
         list(pool.map(one, indexes))
 
 
-def soak(name: str, env: dict, args: tuple[str, ...], total: int, warmup: int, concurrency: int) -> Run:
+def soak(
+    name: str, env: dict, args: tuple[str, ...], total: int, warmup: int, concurrency: int
+) -> Run:
     run = Run(name)
     base = {"LIROO_MAX_REQUESTS": "0", "LIROO_IMAGE_CACHE": "off", "LIROO_LOG_LEVEL": "WARNING"}
     command = [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", *args]
@@ -133,26 +193,37 @@ def soak(name: str, env: dict, args: tuple[str, ...], total: int, warmup: int, c
 
 
 def report(run: Run) -> str:
-    lines = [f"{run.name}: {run.requests} requests in {run.seconds:.0f} s, {len(run.failures)} failures"
-             + (", WORKERS REPLACED" if run.replaced_workers else "")]
+    lines = [
+        f"{run.name}: {run.requests} requests in {run.seconds:.0f} s, {len(run.failures)} failures"
+        + (", WORKERS REPLACED" if run.replaced_workers else "")
+    ]
     for pid, warm in sorted(run.warm_rss.items()):
         end = run.end_rss.get(pid, float("nan"))
-        lines.append(f"  worker {pid}: {warm:.1f} MB after warm-up -> {end:.1f} MB at the end ({end - warm:+.1f} MB)")
-    lines.append("  max worker RSS by requests done: " + ", ".join(f"{n}: {mb:.1f}" for n, mb in run.samples))
+        lines.append(
+            f"  worker {pid}: {warm:.1f} MB after warm-up -> {end:.1f} MB at the end "
+            f"({end - warm:+.1f} MB)"
+        )
+    lines.append(
+        "  max worker RSS by requests done: " + ", ".join(f"{n}: {mb:.1f}" for n, mb in run.samples)
+    )
     lines += [f"  failure: {f}" for f in run.failures[:5]]
     return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=3000, help="requests per server (default 3000)")
+    parser.add_argument(
+        "--requests", type=int, default=3000, help="requests per server (default 3000)"
+    )
     parser.add_argument("--warmup", type=int, default=300, help="requests before the first reading")
     parser.add_argument("--concurrency", type=int, default=6, help="concurrent clients")
     parser.add_argument("--only", choices=["ours", "guide"], help="run one side only")
     args = parser.parse_args()
     runs = {}
-    sides = {"ours": ({}, ("wsgi:app",)),
-             "guide": ({"LIROO_GOVERNOR": "off"}, ("bench.guide_style:app",))}
+    sides = {
+        "ours": ({}, ("wsgi:app",)),
+        "guide": ({"LIROO_GOVERNOR": "off"}, ("bench.guide_style:app",)),
+    }
     for name, (env, app) in sides.items():
         if args.only and name != args.only:
             continue
@@ -162,9 +233,11 @@ def main() -> None:
     total = sum(r.requests for r in runs.values())
     failures = sum(len(r.failures) for r in runs.values())
     verdict = "ok" if ours and ours.growth_max < BOUND_MB and not ours.replaced_workers else "LEAK"
-    print(f"ours_growth_mb_max={ours.growth_max if ours else float('nan'):.1f} "
-          f"guide_growth_mb_max={guide.growth_max if guide else float('nan'):.1f} "
-          f"bound_mb={BOUND_MB:.0f} requests={total} failures={failures} ours={verdict}")
+    print(
+        f"ours_growth_mb_max={ours.growth_max if ours else float('nan'):.1f} "
+        f"guide_growth_mb_max={guide.growth_max if guide else float('nan'):.1f} "
+        f"bound_mb={BOUND_MB:.0f} requests={total} failures={failures} ours={verdict}"
+    )
 
 
 if __name__ == "__main__":

@@ -17,9 +17,10 @@ cgroup. Then the same burst runs with LIROO_GOVERNOR=off, to show that the
 burst really kills an ungoverned server.
 
 One line of figures per scenario, and for the last line the pictures' and the speech's:
-``oom_kills=… dropped=… served_ratio=… ungoverned_oom_kills=… speech_oom_kills=… speech_served_ratio=…
-speech_ungoverned_oom_kills=…``.
+``oom_kills=… dropped=… served_ratio=… ungoverned_oom_kills=… speech_oom_kills=…
+speech_served_ratio=… speech_ungoverned_oom_kills=…``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,7 +44,8 @@ from tests.servers import GunicornServer  # noqa: E402
 
 
 def _run_limited():
-    """scripts/run-limited as a module: one implementation of cgroup set-up for the script and this bench."""
+    """scripts/run-limited as a module: one implementation of cgroup set-up for the script and this
+    bench."""
     path = str(ROOT / "scripts" / "run-limited")
     loader = importlib.machinery.SourceFileLoader("run_limited", path)
     spec = importlib.util.spec_from_loader("run_limited", loader)
@@ -60,7 +62,7 @@ run_limited = _run_limited()
 class Outcome:
     governed: bool
     statuses: list[int] = field(default_factory=list)
-    dropped: int = 0                 # connection errors: the server died under the request
+    dropped: int = 0  # connection errors: the server died under the request
     refusals_without_retry_after: int = 0
     oom_kills: int = 0
     seconds: float = 0.0
@@ -91,8 +93,11 @@ def cgroup_unavailable_reason(limit_bytes: int) -> str | None:
 
 # What each scenario's burst asks for: a huge picture, or a long narration.
 IMAGE_REQUEST = ("/generate_image", lambda i: {"prompt": "a huge detailed mountain landscape"})
-NARRATION = " ".join(f"Part {{i}}, sentence {n}: the river carried the small boat past the old mill and under "
-                     "the stone bridge." for n in range(220))[:20_000]
+NARRATION = " ".join(
+    f"Part {{i}}, sentence {n}: the river carried the small boat past the old mill and under "
+    "the stone bridge."
+    for n in range(220)
+)[:20_000]
 SPEECH_REQUEST = ("/generate_tts", lambda i: {"text": NARRATION.format(i=i), "voice": "narrator"})
 
 
@@ -101,9 +106,14 @@ def burst(server: GunicornServer, requests_n: int, outcome: Outcome, request=IMA
 
     def one(i: int):
         try:
-            # Its own id, or every request of the burst would be one job (the same body is one request).
-            response = requests.post(server.url(path), json=body(i),
-                                     headers={"X-Request-ID": f"burst-{uuid.uuid4().hex}"}, timeout=300)
+            # Its own id, or every request of the burst would be one job (the same body is one
+            # request).
+            response = requests.post(
+                server.url(path),
+                json=body(i),
+                headers={"X-Request-ID": f"burst-{uuid.uuid4().hex}"},
+                timeout=300,
+            )
             return response.status_code, response.headers.get("Retry-After")
         except requests.RequestException:
             return None, None
@@ -118,7 +128,8 @@ def burst(server: GunicornServer, requests_n: int, outcome: Outcome, request=IMA
                 outcome.refusals_without_retry_after += 1
 
 
-def run(governed: bool, fake: FakeGemini, limit_bytes: int, requests_n: int, request=IMAGE_REQUEST) -> Outcome:
+def limited_group(limit_bytes: int):
+    """A new memory cgroup of ``limit_bytes`` and a preexec_fn that puts a child in it (root)."""
     plan = run_limited.plan(limit_bytes)
     if plan.version is None:
         raise RuntimeError(f"no memory cgroup can be made here: {plan.reason}")
@@ -129,9 +140,23 @@ def run(governed: bool, fake: FakeGemini, limit_bytes: int, requests_n: int, req
         with open(procs, "w") as fh:
             fh.write(str(os.getpid()))
 
-    env = {"GENAI_API_KEY": "survival", "LIROO_GEMINI_BASE_URL": fake.url, "LIROO_GEMINI_RPM": "0",
-           "LIROO_GEMINI_RETRY_ATTEMPTS": "1", "LIROO_IMAGE_CACHE": "off", "LIROO_LOG_LEVEL": "WARNING",
-           "LIROO_GOVERNOR": "on" if governed else "off", "LIROO_RESERVATION_WAIT_S": "120"}
+    return plan, join_group
+
+
+def run(
+    governed: bool, fake: FakeGemini, limit_bytes: int, requests_n: int, request=IMAGE_REQUEST
+) -> Outcome:
+    plan, join_group = limited_group(limit_bytes)
+    env = {
+        "GENAI_API_KEY": "survival",
+        "LIROO_GEMINI_BASE_URL": fake.url,
+        "LIROO_GEMINI_RPM": "0",
+        "LIROO_GEMINI_RETRY_ATTEMPTS": "1",
+        "LIROO_IMAGE_CACHE": "off",
+        "LIROO_LOG_LEVEL": "WARNING",
+        "LIROO_GOVERNOR": "on" if governed else "off",
+        "LIROO_RESERVATION_WAIT_S": "120",
+    }
     outcome = Outcome(governed)
     server = GunicornServer(env, preexec_fn=join_group)
     try:
@@ -150,17 +175,22 @@ def run(governed: bool, fake: FakeGemini, limit_bytes: int, requests_n: int, req
 
 def report(outcome: Outcome, scenario: str = "pictures") -> str:
     name = f"{scenario}, " + ("governed  " if outcome.governed else "ungoverned")
-    return (f"{name}: {outcome.served}/{outcome.total} served, {outcome.refused} refused (503), "
-            f"{outcome.other} other statuses, {outcome.dropped} dropped connections, "
-            f"{outcome.oom_kills} OOM kills, {outcome.seconds:.1f} s; limit learned {outcome.learned_limit_mb} MB "
-            f"({outcome.source})")
+    return (
+        f"{name}: {outcome.served}/{outcome.total} served, {outcome.refused} refused (503), "
+        f"{outcome.other} other statuses, {outcome.dropped} dropped connections, "
+        f"{outcome.oom_kills} OOM kills, {outcome.seconds:.1f} s; limit learned "
+        f"{outcome.learned_limit_mb} MB "
+        f"({outcome.source})"
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mem", default="640m", help="the cgroup's memory limit (default 640m)")
     parser.add_argument("--requests", type=int, default=40, help="concurrent requests in the burst")
-    parser.add_argument("--image-side", type=int, default=4096, help="side of the RGBA pictures the fake sends")
+    parser.add_argument(
+        "--image-side", type=int, default=4096, help="side of the RGBA pictures the fake sends"
+    )
     parser.add_argument("--scenario", choices=("all", "pictures", "speech"), default="all")
     args = parser.parse_args()
     limit = run_limited.parse_size(args.mem)
@@ -171,22 +201,28 @@ def main() -> None:
             print(report(governed))
             ungoverned = run(False, fake, limit, args.requests)
             print(report(ungoverned))
-        figures.append(f"oom_kills={governed.oom_kills} dropped={governed.dropped} "
-                       f"served_ratio={governed.served / max(governed.total, 1):.2f} "
-                       f"refusals_without_retry_after={governed.refusals_without_retry_after} "
-                       f"ungoverned_oom_kills={ungoverned.oom_kills} ungoverned_dropped={ungoverned.dropped}")
+        figures.append(
+            f"oom_kills={governed.oom_kills} dropped={governed.dropped} "
+            f"served_ratio={governed.served / max(governed.total, 1):.2f} "
+            f"refusals_without_retry_after={governed.refusals_without_retry_after} "
+            f"ungoverned_oom_kills={ungoverned.oom_kills} ungoverned_dropped={ungoverned.dropped}"
+        )
     if args.scenario in ("all", "speech"):
         with FakeGemini() as fake:
-            fake.set_latency(0.5, operation="speech")   # chunks of many narrations in flight together
+            fake.set_latency(
+                0.5, operation="speech"
+            )  # chunks of many narrations in flight together
             speech = run(True, fake, limit, args.requests, SPEECH_REQUEST)
             print(report(speech, "speech"))
             speech_ungoverned = run(False, fake, limit, args.requests, SPEECH_REQUEST)
             print(report(speech_ungoverned, "speech"))
-        figures.append(f"speech_oom_kills={speech.oom_kills} speech_dropped={speech.dropped} "
-                       f"speech_served_ratio={speech.served / max(speech.total, 1):.2f} "
-                       f"speech_refusals_without_retry_after={speech.refusals_without_retry_after} "
-                       f"speech_ungoverned_oom_kills={speech_ungoverned.oom_kills} "
-                       f"speech_ungoverned_dropped={speech_ungoverned.dropped}")
+        figures.append(
+            f"speech_oom_kills={speech.oom_kills} speech_dropped={speech.dropped} "
+            f"speech_served_ratio={speech.served / max(speech.total, 1):.2f} "
+            f"speech_refusals_without_retry_after={speech.refusals_without_retry_after} "
+            f"speech_ungoverned_oom_kills={speech_ungoverned.oom_kills} "
+            f"speech_ungoverned_dropped={speech_ungoverned.dropped}"
+        )
     print(" ".join(figures))
 
 

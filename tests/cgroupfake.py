@@ -3,11 +3,16 @@ import os
 
 from liroo.governor.probe import MB
 
-V2_MOUNTINFO = "30 23 0:26 / /sys/fs/cgroup rw,nosuid,nodev,noexec,relatime shared:4 - cgroup2 cgroup2 rw,nsdelegate\n"
+V2_MOUNTINFO = (
+    "30 23 0:26 / /sys/fs/cgroup rw,nosuid,nodev,noexec,relatime shared:4 - cgroup2 cgroup2 "
+    "rw,nsdelegate\n"
+)
 V1_MOUNTINFO = (
     "30 23 0:26 / /sys/fs/cgroup rw,nosuid - tmpfs tmpfs rw,mode=755\n"
-    "35 30 0:31 / /sys/fs/cgroup/memory rw,nosuid,nodev,noexec,relatime shared:9 - cgroup cgroup rw,memory\n"
-    "36 30 0:32 / /sys/fs/cgroup/cpu rw,nosuid,nodev,noexec,relatime shared:10 - cgroup cgroup rw,cpu\n"
+    "35 30 0:31 / /sys/fs/cgroup/memory rw,nosuid,nodev,noexec,relatime shared:9 - cgroup cgroup "
+    "rw,memory\n"
+    "36 30 0:32 / /sys/fs/cgroup/cpu rw,nosuid,nodev,noexec,relatime shared:10 - cgroup cgroup "
+    "rw,cpu\n"
 )
 
 
@@ -28,16 +33,24 @@ def v2_group(root, rel, current, maxv, inactive):
     base = f"sys/fs/cgroup/{rel}".rstrip("/")
     write(root, f"{base}/memory.current", f"{current}\n")
     write(root, f"{base}/memory.max", f"{maxv}\n")
-    write(root, f"{base}/memory.stat", f"anon 1000\nfile 2000\nactive_file 5\ninactive_file {inactive}\nslab 7\n")
+    write(
+        root,
+        f"{base}/memory.stat",
+        f"anon 1000\nfile 2000\nactive_file 5\ninactive_file {inactive}\nslab 7\n",
+    )
 
 
 def v1_group(root, rel, usage, limit, inactive, hier=None):
     base = f"sys/fs/cgroup/memory/{rel}".rstrip("/")
     write(root, f"{base}/memory.usage_in_bytes", f"{usage}\n")
     write(root, f"{base}/memory.limit_in_bytes", f"{limit}\n")
-    write(root, f"{base}/memory.stat",
-          f"cache 10\nrss 20\ninactive_file 1\nhierarchical_memory_limit {hier if hier is not None else limit}\n"
-          f"total_cache 10\ntotal_rss 20\ntotal_inactive_file {inactive}\n")
+    write(
+        root,
+        f"{base}/memory.stat",
+        "cache 10\nrss 20\ninactive_file 1\nhierarchical_memory_limit "
+        f"{hier if hier is not None else limit}\n"
+        f"total_cache 10\ntotal_rss 20\ntotal_inactive_file {inactive}\n",
+    )
 
 
 class FakeCgroupV2:

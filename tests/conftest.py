@@ -20,7 +20,8 @@ def start_server():
 
 @pytest.fixture
 def fake_gemini():
-    """A loopback Gemini (tests/fake_gemini.py) for this test; point LIROO_GEMINI_BASE_URL at ``.url``."""
+    """A loopback Gemini (tests/fake_gemini.py) for this test; point LIROO_GEMINI_BASE_URL at
+    ``.url``."""
     from tests.fake_gemini import FakeGemini
 
     with FakeGemini() as fake:
@@ -29,7 +30,8 @@ def fake_gemini():
 
 @pytest.fixture(scope="module")
 def module_fake_gemini():
-    """One loopback Gemini for a whole test module, so one gunicorn can serve the module; reset it per test."""
+    """One loopback Gemini for a whole test module, so one gunicorn can serve the module; reset it
+    per test."""
     from tests.fake_gemini import FakeGemini
 
     with FakeGemini() as fake:
@@ -38,6 +40,7 @@ def module_fake_gemini():
 
 @pytest.fixture(scope="module")
 def offline_server():
-    """One real gunicorn on the embedded defaults (offline provider, local storage) for a whole module."""
+    """One real gunicorn on the embedded defaults (offline provider, local storage) for a whole
+    module."""
     with GunicornServer() as server:
         yield server

@@ -20,7 +20,10 @@ def _is(value, kind, where):
         ok = isinstance(value, int) and not isinstance(value, bool)
     else:
         ok = isinstance(value, kind)
-    assert ok, f"{where}: expected {getattr(kind, '__name__', kind)}, got {type(value).__name__}: {value!r}"
+    assert ok, (
+        f"{where}: expected {getattr(kind, '__name__', kind)}, got {type(value).__name__}: "
+        f"{value!r}"
+    )
 
 
 def required(obj, key, kind, where=""):
@@ -44,8 +47,12 @@ def iso8601(value, where):
 def decode_health(body):
     required(body, "status", str, "health")
     required(body, "message", str, "health")
-    for key, kind in (("memory_usage_mb", float), ("memory_warning", bool), ("memory_critical", bool),
-                      ("timestamp", str)):
+    for key, kind in (
+        ("memory_usage_mb", float),
+        ("memory_warning", bool),
+        ("memory_critical", bool),
+        ("timestamp", str),
+    ):
         required(body, key, kind, "health")
 
 
@@ -75,7 +82,9 @@ def decode_comic(body):
 
 
 def decode_image(body):
-    assert isinstance(body.get("url"), str) or isinstance(body.get("image_url"), str), "image: url missing"
+    assert isinstance(body.get("url"), str) or isinstance(body.get("image_url"), str), (
+        "image: url missing"
+    )
     return body
 
 
@@ -84,7 +93,9 @@ def decode_story(body):
     story = required(body, "story", dict, "story response")
     required(story, "title", str, "story")
     required(story, "content", str, "story")
-    assert required(story, "level", str, "story") in LEVELS, "story.level must be one of the three levels"
+    assert required(story, "level", str, "story") in LEVELS, (
+        "story.level must be one of the three levels"
+    )
     for i, chapter in enumerate(required(story, "chapters", list, "story")):
         where = f"story.chapters[{i}]"
         required(chapter, "id", str, where)
@@ -129,8 +140,9 @@ def decode_lecture(body):
         else:
             # The app does sections[section - 1]: 0 would index -1 and crash it.
             assert section is not None, f"{where}.section is missing"
-            assert sections is None or 1 <= section <= len(sections), \
+            assert sections is None or 1 <= section <= len(sections), (
                 f"{where}.section {section} is not in 1..{len(sections)}"
+            )
     return body
 
 
@@ -150,7 +162,9 @@ def decode_blocks(body):
             ids = [required(option, "id", str, f"{where}.options") for option in options]
             for option in options:
                 required(option, "text", str, f"{where}.options")
-            assert required(block, "correctAnswerID", str, where) in ids, f"{where}: correctAnswerID not an option"
+            assert required(block, "correctAnswerID", str, where) in ids, (
+                f"{where}: correctAnswerID not an option"
+            )
             required(block, "explanation", str, where)
     return body
 

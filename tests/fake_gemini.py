@@ -49,20 +49,29 @@ from liroo.providers.offline_schema import fill_schema
 
 OPERATIONS = ("text", "image", "speech")
 FAULT_KINDS = (
-    "http",                  # an HTTP error: status (429, 500, 503, 400...), optional retry_after seconds
-    "hang",                  # no answer until the client gives up (or the fake stops)
-    "malformed_body",        # 200 with a body that is not JSON
-    "truncated_json",        # 200, finishReason STOP, but the JSON text is cut in half
-    "max_tokens",            # 200, the JSON text cut and finishReason MAX_TOKENS
-    "blocked",               # a candidate with no content and finishReason `reason` (SAFETY...)
-    "prompt_blocked",        # no candidates, promptFeedback.blockReason `reason`
-    "no_candidates",         # 200 with no candidates at all
-    "empty_parts",           # a candidate whose content has no parts
-    "text_instead_of_image", # words where a picture was asked for
+    "http",  # an HTTP error: status (429, 500, 503, 400...), optional retry_after seconds
+    "hang",  # no answer until the client gives up (or the fake stops)
+    "malformed_body",  # 200 with a body that is not JSON
+    "truncated_json",  # 200, finishReason STOP, but the JSON text is cut in half
+    "max_tokens",  # 200, the JSON text cut and finishReason MAX_TOKENS
+    "blocked",  # a candidate with no content and finishReason `reason` (SAFETY...)
+    "prompt_blocked",  # no candidates, promptFeedback.blockReason `reason`
+    "no_candidates",  # 200 with no candidates at all
+    "empty_parts",  # a candidate whose content has no parts
+    "text_instead_of_image",  # words where a picture was asked for
 )
-_STATUS_NAMES = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "NOT_FOUND",
-                 408: "DEADLINE_EXCEEDED", 429: "RESOURCE_EXHAUSTED", 500: "INTERNAL", 502: "UNAVAILABLE",
-                 503: "UNAVAILABLE", 504: "DEADLINE_EXCEEDED"}
+_STATUS_NAMES = {
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    408: "DEADLINE_EXCEEDED",
+    429: "RESOURCE_EXHAUSTED",
+    500: "INTERNAL",
+    502: "UNAVAILABLE",
+    503: "UNAVAILABLE",
+    504: "DEADLINE_EXCEEDED",
+}
 _PATH = re.compile(r"^/(v1[a-z0-9]*)/models/([^/:?]+):generateContent(?:\?.*)?$")
 PCM_RATE = 24_000
 SPEECH_S_PER_CHAR = 0.05
@@ -74,7 +83,7 @@ class Fault:
     status: int = 500
     retry_after: float | None = None
     reason: str = "SAFETY"
-    operation: str | None = None          # only requests of this operation; None: the next request of any
+    operation: str | None = None  # only requests of this operation; None: the next request of any
 
     def __post_init__(self) -> None:
         if self.kind not in FAULT_KINDS:
@@ -87,21 +96,25 @@ class RecordedRequest:
     api_version: str
     model: str
     operation: str
-    headers: dict[str, str]               # lower-case names
+    headers: dict[str, str]  # lower-case names
     body: dict[str, Any]
     received_at: float = field(default_factory=time.monotonic)
 
     @property
     def prompt(self) -> str:
-        return "\n".join(part.get("text", "") for content in self.body.get("contents", [])
-                         for part in content.get("parts", []))
+        return "\n".join(
+            part.get("text", "")
+            for content in self.body.get("contents", [])
+            for part in content.get("parts", [])
+        )
 
     @property
     def config(self) -> dict[str, Any]:
         return self.body.get("generationConfig") or self.body.get("generation_config") or {}
 
     def config_value(self, *path: str) -> Any:
-        """A generationConfig value, whichever spelling the SDK used (it sends some keys in snake_case)."""
+        """A generationConfig value, whichever spelling the SDK used (it sends some keys in
+        snake_case)."""
         node: Any = self.config
         for key in path:
             if not isinstance(node, dict):
@@ -115,10 +128,19 @@ def _snake(key: str) -> str:
 
 
 class FakeGemini:
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, *, api_key: str | None = None,
-                 image_size: tuple[int, int] = (1024, 1024), image_mode: str = "RGB", image_noise: bool = False,
-                 latency: dict[str, float | tuple[float, float]] | None = None, hang_s: float = 30.0) -> None:
-        self.api_key = api_key            # when set, any other key gets Google's 400 API_KEY_INVALID
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        api_key: str | None = None,
+        image_size: tuple[int, int] = (1024, 1024),
+        image_mode: str = "RGB",
+        image_noise: bool = False,
+        latency: dict[str, float | tuple[float, float]] | None = None,
+        hang_s: float = 30.0,
+    ) -> None:
+        self.api_key = api_key  # when set, any other key gets Google's 400 API_KEY_INVALID
         self.image_size = image_size
         self.image_mode = image_mode
         self.image_noise = image_noise
@@ -142,13 +164,17 @@ class FakeGemini:
         return f"http://{host}:{port}"
 
     def start(self) -> "FakeGemini":
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name="fake-gemini", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name="fake-gemini",
+            daemon=True,
+        )
         self._thread.start()
         return self
 
     def stop(self) -> None:
-        self._stopping.set()              # releases hanging and sleeping handlers
+        self._stopping.set()  # releases hanging and sleeping handlers
         self._server.shutdown()
         self._server.server_close()
 
@@ -159,8 +185,13 @@ class FakeGemini:
         self.stop()
 
     # --- what tests set --------------------------------------------------------
-    def set_latency(self, seconds: float | tuple[float, float], *, operation: str | None = None,
-                    model: str | None = None) -> None:
+    def set_latency(
+        self,
+        seconds: float | tuple[float, float],
+        *,
+        operation: str | None = None,
+        model: str | None = None,
+    ) -> None:
         """Delay answers: for one model, one operation, or (neither given) every request.
 
         A (low, high) pair draws each delay uniformly between the two."""
@@ -185,10 +216,16 @@ class FakeGemini:
             self._latency.clear()
             self.max_in_flight = 0
 
-    def requests(self, operation: str | None = None, model: str | None = None) -> list[RecordedRequest]:
+    def requests(
+        self, operation: str | None = None, model: str | None = None
+    ) -> list[RecordedRequest]:
         with self._lock:
-            return [r for r in self._requests
-                    if (operation is None or r.operation == operation) and (model is None or r.model == model)]
+            return [
+                r
+                for r in self._requests
+                if (operation is None or r.operation == operation)
+                and (model is None or r.model == model)
+            ]
 
     @property
     def pending_faults(self) -> int:
@@ -201,13 +238,21 @@ class FakeGemini:
             self._requests.append(request)
             self._in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self._in_flight)
-            latency = self._latency.get(request.model, self._latency.get(request.operation, self._latency.get("*", 0.0)))
+            latency = self._latency.get(
+                request.model, self._latency.get(request.operation, self._latency.get("*", 0.0))
+            )
             if isinstance(latency, tuple):
                 latency = random.uniform(*latency)
-            fault = next((f for f in self._faults if f.operation in (None, request.operation)), None)
+            fault = next(
+                (f for f in self._faults if f.operation in (None, request.operation)), None
+            )
             if fault is not None:
                 self._faults.remove(fault)
-            answer = self._answers.pop(0) if request.operation == "text" and fault is None and self._answers else None
+            answer = (
+                self._answers.pop(0)
+                if request.operation == "text" and fault is None and self._answers
+                else None
+            )
         return latency, fault, answer
 
     def _done(self) -> None:
@@ -221,32 +266,62 @@ class FakeGemini:
             if latency:
                 self._stopping.wait(latency)
             if self.api_key is not None and request.headers.get("x-goog-api-key") != self.api_key:
-                return _error(400, "API key not valid. Please pass a valid API key.", reason="API_KEY_INVALID")
+                return _error(
+                    400, "API key not valid. Please pass a valid API key.", reason="API_KEY_INVALID"
+                )
             if fault is not None and fault.kind == "hang":
                 self._stopping.wait(self.hang_s)
                 return None
             if fault is not None and fault.kind == "http":
-                return _error(fault.status, f"fake fault {fault.status}", retry_after=fault.retry_after)
+                return _error(
+                    fault.status, f"fake fault {fault.status}", retry_after=fault.retry_after
+                )
             if fault is not None and fault.kind == "malformed_body":
-                return 200, {"Content-Type": "application/json"}, b'{"candidates": [{"content": {"parts": [{"te'
-            return 200, {"Content-Type": "application/json"}, json.dumps(self._body(request, fault, answer)).encode()
+                return (
+                    200,
+                    {"Content-Type": "application/json"},
+                    b'{"candidates": [{"content": {"parts": [{"te',
+                )
+            return (
+                200,
+                {"Content-Type": "application/json"},
+                json.dumps(self._body(request, fault, answer)).encode(),
+            )
         finally:
             self._done()
 
-    def _body(self, request: RecordedRequest, fault: Fault | None, answer: str | None) -> dict[str, Any]:
+    def _body(
+        self, request: RecordedRequest, fault: Fault | None, answer: str | None
+    ) -> dict[str, Any]:
         kind = fault.kind if fault else None
         if kind == "prompt_blocked":
-            return {"promptFeedback": {"blockReason": fault.reason}, "usageMetadata": _usage(request, 0)}
+            return {
+                "promptFeedback": {"blockReason": fault.reason},
+                "usageMetadata": _usage(request, 0),
+            }
         if kind == "no_candidates":
             return {"usageMetadata": _usage(request, 0), "modelVersion": request.model}
         if kind == "blocked":
-            return _answer(request, None, fault.reason,
-                           safetyRatings=[{"category": "HARM_CATEGORY_DANGEROUS_CONTENT", "probability": "HIGH",
-                                           "blocked": True}])
+            return _answer(
+                request,
+                None,
+                fault.reason,
+                safetyRatings=[
+                    {
+                        "category": "HARM_CATEGORY_DANGEROUS_CONTENT",
+                        "probability": "HIGH",
+                        "blocked": True,
+                    }
+                ],
+            )
         if kind == "empty_parts":
             return _answer(request, [], "STOP")
         if kind == "text_instead_of_image":
-            return _answer(request, [{"text": "I can describe this scene in words, but I will not draw it."}], "STOP")
+            return _answer(
+                request,
+                [{"text": "I can describe this scene in words, but I will not draw it."}],
+                "STOP",
+            )
         if request.operation == "text":
             text = answer if answer is not None else self._text(request)
             finish = "STOP"
@@ -256,14 +331,28 @@ class FakeGemini:
             return _answer(request, [{"text": text}], finish)
         if request.operation == "image":
             data = self._image(request.prompt)
-            return _answer(request, [{"inlineData": {"mimeType": "image/png", "data": data}}], "STOP")
+            return _answer(
+                request, [{"inlineData": {"mimeType": "image/png", "data": data}}], "STOP"
+            )
         pcm = _speech_pcm(request.prompt)
-        return _answer(request, [{"inlineData": {"mimeType": f"audio/L16;codec=pcm;rate={PCM_RATE}",
-                                                 "data": base64.b64encode(pcm).decode()}}], "STOP")
+        return _answer(
+            request,
+            [
+                {
+                    "inlineData": {
+                        "mimeType": f"audio/L16;codec=pcm;rate={PCM_RATE}",
+                        "data": base64.b64encode(pcm).decode(),
+                    }
+                }
+            ],
+            "STOP",
+        )
 
     @staticmethod
     def _text(request: RecordedRequest) -> str:
-        schema = (request.config_value("responseJsonSchema") or request.config_value("responseSchema"))
+        schema = request.config_value("responseJsonSchema") or request.config_value(
+            "responseSchema"
+        )
         if schema:
             return json.dumps(fill_schema(schema, request.prompt))
         return f"You said: {request.prompt[:200]}"
@@ -275,41 +364,70 @@ class FakeGemini:
 
 
 def gemini_env(fake: "FakeGemini", **extra: Any) -> dict[str, str]:
-    """Settings that point the app at ``fake`` through the real SDK: quick retries, no pacing, no image cache."""
-    env = {"GENAI_API_KEY": "test-key", "LIROO_GEMINI_BASE_URL": fake.url, "LIROO_GEMINI_RPM": "0",
-           "LIROO_GEMINI_RETRY_ATTEMPTS": "2", "LIROO_GEMINI_RETRY_INITIAL_S": "0.05",
-           "LIROO_GEMINI_TIMEOUT_S": "10", "LIROO_IMAGE_CACHE": "off"}
+    """Settings that point the app at ``fake`` through the real SDK: quick retries, no pacing, no
+    image cache."""
+    env = {
+        "GENAI_API_KEY": "test-key",
+        "LIROO_GEMINI_BASE_URL": fake.url,
+        "LIROO_GEMINI_RPM": "0",
+        "LIROO_GEMINI_RETRY_ATTEMPTS": "2",
+        "LIROO_GEMINI_RETRY_INITIAL_S": "0.05",
+        "LIROO_GEMINI_TIMEOUT_S": "10",
+        "LIROO_IMAGE_CACHE": "off",
+    }
     env.update({k: str(v) for k, v in extra.items()})
     return env
 
 
 # --- answers --------------------------------------------------------------------
 
-def _answer(request: RecordedRequest, parts: list | None, finish: str, **candidate: Any) -> dict[str, Any]:
+
+def _answer(
+    request: RecordedRequest, parts: list | None, finish: str, **candidate: Any
+) -> dict[str, Any]:
     entry: dict[str, Any] = {"finishReason": finish, "index": 0, **candidate}
     if parts is not None:
         entry["content"] = {"parts": parts, "role": "model"}
-    return {"candidates": [entry], "usageMetadata": _usage(request, 64), "modelVersion": request.model,
-            "responseId": hashlib.sha1(f"{time.monotonic_ns()}".encode()).hexdigest()[:16]}
+    return {
+        "candidates": [entry],
+        "usageMetadata": _usage(request, 64),
+        "modelVersion": request.model,
+        "responseId": hashlib.sha1(f"{time.monotonic_ns()}".encode()).hexdigest()[:16],
+    }
 
 
 def _usage(request: RecordedRequest, out_tokens: int) -> dict[str, int]:
     prompt_tokens = max(1, len(request.prompt) // 4)
-    return {"promptTokenCount": prompt_tokens, "candidatesTokenCount": out_tokens,
-            "totalTokenCount": prompt_tokens + out_tokens}
+    return {
+        "promptTokenCount": prompt_tokens,
+        "candidatesTokenCount": out_tokens,
+        "totalTokenCount": prompt_tokens + out_tokens,
+    }
 
 
-def _error(status: int, message: str, *, retry_after: float | None = None,
-           reason: str | None = None) -> tuple[int, dict[str, str], bytes]:
-    error: dict[str, Any] = {"code": status, "message": message, "status": _STATUS_NAMES.get(status, "UNKNOWN")}
+def _error(
+    status: int, message: str, *, retry_after: float | None = None, reason: str | None = None
+) -> tuple[int, dict[str, str], bytes]:
+    error: dict[str, Any] = {
+        "code": status,
+        "message": message,
+        "status": _STATUS_NAMES.get(status, "UNKNOWN"),
+    }
     headers = {"Content-Type": "application/json"}
     details = []
     if reason:
-        details.append({"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": reason,
-                        "domain": "googleapis.com"})
+        details.append(
+            {
+                "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                "reason": reason,
+                "domain": "googleapis.com",
+            }
+        )
     if retry_after is not None:
         headers["Retry-After"] = str(math.ceil(retry_after))
-        details.append({"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": f"{retry_after}s"})
+        details.append(
+            {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": f"{retry_after}s"}
+        )
     if details:
         error["details"] = details
     return status, headers, json.dumps({"error": error}).encode()
@@ -317,13 +435,14 @@ def _error(status: int, message: str, *, retry_after: float | None = None,
 
 @functools.lru_cache(maxsize=64)
 def _prompt_png(prompt: str, size: tuple[int, int], mode: str) -> str:
-    """Base64 PNG: a background and a few blocks whose colours and places come from the prompt's hash."""
+    """Base64 PNG: a background and a few blocks whose colours and places come from the prompt's
+    hash."""
     digest = hashlib.sha256(prompt.encode()).digest()
     image = Image.new(mode, size, tuple(digest[:3]) + ((255,) if mode == "RGBA" else ()))
     draw = ImageDraw.Draw(image)
     w, h = size
     for i in range(4):
-        b = digest[3 + i * 7: 10 + i * 7]
+        b = digest[3 + i * 7 : 10 + i * 7]
         x, y = b[0] * w // 256, b[1] * h // 256
         colour = tuple(b[2:5]) + ((255,) if mode == "RGBA" else ())
         draw.rectangle((x, y, x + w // 4, y + h // 4), fill=colour)
@@ -344,7 +463,9 @@ def _noise_png(size: tuple[int, int], mode: str) -> str:
 
 @functools.lru_cache(maxsize=1)
 def _tone_period() -> bytes:
-    samples = array("h", (int(8000 * math.sin(math.tau * i / 120)) for i in range(120)))  # 200 Hz at 24 kHz
+    samples = array(
+        "h", (int(8000 * math.sin(math.tau * i / 120)) for i in range(120))
+    )  # 200 Hz at 24 kHz
     if sys.byteorder == "big":
         samples.byteswap()
     return samples.tobytes()
@@ -357,9 +478,10 @@ def _speech_pcm(text: str) -> bytes:
 
 # --- HTTP plumbing --------------------------------------------------------------
 
+
 def _handler_for(fake: FakeGemini) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"     # keep-alive, as the SDK's connection pool expects
+        protocol_version = "HTTP/1.1"  # keep-alive, as the SDK's connection pool expects
 
         def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
             length = int(self.headers.get("Content-Length") or 0)
@@ -374,11 +496,21 @@ def _handler_for(fake: FakeGemini) -> type[BaseHTTPRequestHandler]:
                 self._send(*_error(400, "request body is not JSON"))
                 return
             config = body.get("generationConfig") or {}
-            modalities = [str(m).upper() for m in config.get("responseModalities") or config.get("response_modalities") or []]
-            operation = "image" if "IMAGE" in modalities else "speech" if "AUDIO" in modalities else "text"
-            request = RecordedRequest(path=self.path, api_version=match.group(1), model=match.group(2),
-                                      operation=operation, headers={k.lower(): v for k, v in self.headers.items()},
-                                      body=body)
+            modalities = [
+                str(m).upper()
+                for m in config.get("responseModalities") or config.get("response_modalities") or []
+            ]
+            operation = (
+                "image" if "IMAGE" in modalities else "speech" if "AUDIO" in modalities else "text"
+            )
+            request = RecordedRequest(
+                path=self.path,
+                api_version=match.group(1),
+                model=match.group(2),
+                operation=operation,
+                headers={k.lower(): v for k, v in self.headers.items()},
+                body=body,
+            )
             result = fake.respond(request)
             if result is None:
                 self.close_connection = True
@@ -394,7 +526,7 @@ def _handler_for(fake: FakeGemini) -> type[BaseHTTPRequestHandler]:
                 self.end_headers()
                 self.wfile.write(body)
             except (BrokenPipeError, ConnectionResetError):
-                self.close_connection = True   # the client gave up (its timeout) before we answered
+                self.close_connection = True  # the client gave up (its timeout) before we answered
 
         def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
             pass
@@ -403,7 +535,9 @@ def _handler_for(fake: FakeGemini) -> type[BaseHTTPRequestHandler]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="A loopback Gemini for benchmarks and manual runs.")
+    parser = argparse.ArgumentParser(
+        description="A loopback Gemini for benchmarks and manual runs."
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0: a free port (printed)")
     parser.add_argument("--text-latency", type=float, default=0.0)
@@ -411,13 +545,25 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tts-latency", type=float, default=0.0)
     parser.add_argument("--image-size", default="1024x1024", help="WIDTHxHEIGHT of every picture")
     parser.add_argument("--image-mode", default="RGB", choices=["RGB", "RGBA"])
-    parser.add_argument("--image-noise", action="store_true", help="incompressible pictures (memory tests)")
+    parser.add_argument(
+        "--image-noise", action="store_true", help="incompressible pictures (memory tests)"
+    )
     parser.add_argument("--api-key", default=None, help="accept only this x-goog-api-key")
     args = parser.parse_args(argv)
     width, height = (int(v) for v in args.image_size.lower().split("x"))
-    fake = FakeGemini(args.host, args.port, api_key=args.api_key, image_size=(width, height),
-                      image_mode=args.image_mode, image_noise=args.image_noise,
-                      latency={"text": args.text_latency, "image": args.image_latency, "speech": args.tts_latency})
+    fake = FakeGemini(
+        args.host,
+        args.port,
+        api_key=args.api_key,
+        image_size=(width, height),
+        image_mode=args.image_mode,
+        image_noise=args.image_noise,
+        latency={
+            "text": args.text_latency,
+            "image": args.image_latency,
+            "speech": args.tts_latency,
+        },
+    )
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=fake.stop).start())
     print(f"FAKE_GEMINI_URL={fake.url}", flush=True)
     try:

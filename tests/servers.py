@@ -16,8 +16,20 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 
 # Settings that must not leak from the developer's shell into a test server.
-_SCRUB_PREFIXES = ("LIROO_", "GENAI_", "GCS_", "MEMORY_", "FORCE_GC_", "REDIS_", "K_SERVICE", "BASE_URL",
-                   "PROMETHEUS_MULTIPROC_DIR", "WEB_CONCURRENCY", "STORAGE_EMULATOR_HOST", "GOOGLE_")
+_SCRUB_PREFIXES = (
+    "LIROO_",
+    "GENAI_",
+    "GCS_",
+    "MEMORY_",
+    "FORCE_GC_",
+    "REDIS_",
+    "K_SERVICE",
+    "BASE_URL",
+    "PROMETHEUS_MULTIPROC_DIR",
+    "WEB_CONCURRENCY",
+    "STORAGE_EMULATOR_HOST",
+    "GOOGLE_",
+)
 
 
 def free_port() -> int:
@@ -26,7 +38,9 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def wait_for(predicate: Callable[[], object], timeout: float, interval: float = 0.02, what: str = "condition"):
+def wait_for(
+    predicate: Callable[[], object], timeout: float, interval: float = 0.02, what: str = "condition"
+):
     """Poll ``predicate`` until it returns something truthy; fail after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     last_error = None
@@ -38,7 +52,9 @@ def wait_for(predicate: Callable[[], object], timeout: float, interval: float = 
         except Exception as exc:  # not ready yet
             last_error = exc
         time.sleep(interval)
-    raise TimeoutError(f"timed out after {timeout}s waiting for {what} (last error: {last_error!r})")
+    raise TimeoutError(
+        f"timed out after {timeout}s waiting for {what} (last error: {last_error!r})"
+    )
 
 
 def clean_env(**extra: str) -> dict[str, str]:
@@ -50,17 +66,35 @@ def clean_env(**extra: str) -> dict[str, str]:
 class GunicornServer:
     """``gunicorn -c gunicorn.conf.py wsgi:app`` on a free loopback port, as in production."""
 
-    def __init__(self, env: dict[str, str] | None = None, args: tuple[str, ...] = (),
-                 command: list[str] | None = None, preexec_fn=None) -> None:
+    def __init__(
+        self,
+        env: dict[str, str] | None = None,
+        args: tuple[str, ...] = (),
+        command: list[str] | None = None,
+        preexec_fn=None,
+    ) -> None:
         self.port = free_port()
         self._tmp = tempfile.TemporaryDirectory(prefix="liroo-test-")
         media = os.path.join(self._tmp.name, "media")
-        base = {"PORT": str(self.port), "LIROO_MEDIA_DIR": media, "WEB_CONCURRENCY": "2", "LIROO_THREADS": "8",
-                "MALLOC_ARENA_MAX": "2"}
+        base = {
+            "PORT": str(self.port),
+            "LIROO_MEDIA_DIR": media,
+            "WEB_CONCURRENCY": "2",
+            "LIROO_THREADS": "8",
+            "MALLOC_ARENA_MAX": "2",
+        }
         base.update(env or {})
         self.env = clean_env(**base)
         self.media_dir = self.env["LIROO_MEDIA_DIR"]
-        self.command = command or [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app", *args]
+        self.command = command or [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "-c",
+            "gunicorn.conf.py",
+            "wsgi:app",
+            *args,
+        ]
         self.log_path = os.path.join(self._tmp.name, "server.log")
         self._preexec_fn = preexec_fn
         self.proc: subprocess.Popen | None = None
@@ -74,13 +108,19 @@ class GunicornServer:
 
     def start(self, timeout: float = 60) -> "GunicornServer":
         self._log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(self.command, cwd=ROOT, env=self.env, stdout=self._log,
-                                     stderr=subprocess.STDOUT, preexec_fn=self._preexec_fn)
+        self.proc = subprocess.Popen(
+            self.command,
+            cwd=ROOT,
+            env=self.env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            preexec_fn=self._preexec_fn,
+        )
         try:
             wait_for(self._healthy, timeout, interval=0.05, what="gunicorn to answer /health")
-        except TimeoutError:
+        except TimeoutError as timeout_error:
             self.stop()
-            raise RuntimeError("server did not start:\n" + self.log())
+            raise RuntimeError("server did not start:\n" + self.log()) from timeout_error
         return self
 
     def _healthy(self) -> bool:

@@ -1,4 +1,5 @@
-"""The studio page driven in a real headless Chromium, for the browser tests and ``make screenshot``.
+"""The studio page driven in a real headless Chromium, for the browser tests and ``make
+screenshot``.
 
 Chromium is Debian's ``chromium`` package (``.ci/run`` installs it); Playwright's
 Python package drives it through ``executable_path`` (``playwright install`` is
@@ -9,6 +10,7 @@ never run: it downloads a browser build, which this project does not do).
 starts a real gunicorn on the offline provider, makes a comic in the page the
 way the browser test does (``finished_comic``) and saves the screenshot.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,28 +21,42 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 VIEWPORT = {"width": 1280, "height": 860}
 TIMEOUT_MS = 90_000
-SCREENSHOT_COLOURS = 96   # a palette PNG: the page is flat colours, so it stays sharp at a fraction of the size
+SCREENSHOT_COLOURS = 96
 
-COMIC_TEXT = ("Volcanoes form where magma rises through cracks in the Earth's crust. When the pressure builds, "
-              "the magma erupts as lava, ash and gas. Over many eruptions, layers of lava and ash pile up "
-              "into a mountain.")
+COMIC_TEXT = (
+    "Volcanoes form where magma rises through cracks in the Earth's crust. When the pressure "
+    "builds, "
+    "the magma erupts as lava, ash and gas. Over many eruptions, layers of lava and ash pile up "
+    "into a mountain."
+)
 
-# What the page shows first once a run started: a drawn panel while the request still runs, or the end.
+# What the page shows first once a run started: a drawn panel while the request still runs, or the
+# end.
 FIRST_SIGHT_JS = """() => {
   const state = document.getElementById('run').dataset.state;
   if (state === 'done' || state === 'failed') return state;
   const img = document.querySelector('#result .panel img');
-  if (state === 'running' && img && img.complete && img.naturalWidth > 0 && img.getBoundingClientRect().height > 0)
+  if (state === 'running' && img && img.complete && img.naturalWidth > 0
+      && img.getBoundingClientRect().height > 0)
     return 'panel-while-running';
   return false;
 }"""
 ALL_PICTURES_LOADED_JS = """() => {
   const imgs = Array.from(document.querySelectorAll('#result img'));
-  return imgs.length > 0 && imgs.every((img) => img.complete && img.naturalWidth > 0) ? imgs.length : false;
+  const loaded = imgs.every((img) => img.complete && img.naturalWidth > 0);
+  return imgs.length > 0 && loaded ? imgs.length : false;
 }"""
 
 
@@ -70,10 +86,13 @@ def chromium():
 @dataclass
 class Studio:
     """One page of the studio, with everything it complained about."""
+
     page: object
     base_url: str
     console_errors: list[str] = field(default_factory=list)
-    posts: list[dict] = field(default_factory=list)   # headers of every generation POST the page sent
+    posts: list[dict] = field(
+        default_factory=list
+    )  # headers of every generation POST the page sent
 
     def goto(self, path: str = "/") -> "Studio":
         self.page.goto(self.base_url + path)
@@ -81,13 +100,18 @@ class Studio:
 
     def make(self, mode: str, text: str) -> None:
         self.page.fill("#text", text)
-        self.page.check(f"input[name=mode][value={mode}]", force=True)   # the radio is styled as a pill
+        self.page.check(
+            f"input[name=mode][value={mode}]", force=True
+        )  # the radio is styled as a pill
         self.page.click("#generate")
 
     def wait_state(self, *states: str) -> str:
         handle = self.page.wait_for_function(
             "(states) => states.includes(document.getElementById('run').dataset.state) && "
-            "document.getElementById('run').dataset.state", arg=list(states), timeout=TIMEOUT_MS)
+            "document.getElementById('run').dataset.state",
+            arg=list(states),
+            timeout=TIMEOUT_MS,
+        )
         return handle.json_value()
 
     def request_id(self) -> str:
@@ -97,9 +121,14 @@ class Studio:
 def open_studio(browser, base_url: str, path: str = "/") -> Studio:
     page = browser.new_page(viewport=VIEWPORT)
     studio = Studio(page, base_url)
-    page.on("console", lambda message: message.type == "error" and studio.console_errors.append(message.text))
+    page.on(
+        "console",
+        lambda message: message.type == "error" and studio.console_errors.append(message.text),
+    )
     page.on("pageerror", lambda error: studio.console_errors.append(f"uncaught: {error}"))
-    page.on("request", lambda request: request.method == "POST" and studio.posts.append(request.headers))
+    page.on(
+        "request", lambda request: request.method == "POST" and studio.posts.append(request.headers)
+    )
     return studio.goto(path)
 
 
@@ -108,10 +137,17 @@ def finished_comic(studio: Studio, text: str = COMIC_TEXT) -> dict:
     studio.make("comic", text)
     first_sight = studio.page.wait_for_function(FIRST_SIGHT_JS, timeout=TIMEOUT_MS).json_value()
     final = studio.wait_state("done", "failed")
-    pictures = studio.page.wait_for_function(ALL_PICTURES_LOADED_JS, timeout=TIMEOUT_MS).json_value() \
-        if final == "done" else 0
-    return {"first_sight": first_sight, "final": final, "pictures": pictures,
-            "panels": studio.page.locator("#result .panel").count()}
+    pictures = (
+        studio.page.wait_for_function(ALL_PICTURES_LOADED_JS, timeout=TIMEOUT_MS).json_value()
+        if final == "done"
+        else 0
+    )
+    return {
+        "first_sight": first_sight,
+        "final": final,
+        "pictures": pictures,
+        "panels": studio.page.locator("#result .panel").count(),
+    }
 
 
 def save_screenshot(studio: Studio, path: str | Path) -> Path:
@@ -121,8 +157,9 @@ def save_screenshot(studio: Studio, path: str | Path) -> Path:
     path = Path(path)
     raw = studio.page.screenshot(full_page=True)
     with Image.open(io.BytesIO(raw)) as shot:
-        small = shot.convert("RGB").quantize(SCREENSHOT_COLOURS, method=Image.Quantize.MEDIANCUT,
-                                             dither=Image.Dither.NONE)
+        small = shot.convert("RGB").quantize(
+            SCREENSHOT_COLOURS, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
     small.save(path, optimize=True)
     return path

@@ -1,4 +1,5 @@
-"""Bad input on every endpoint of a real gunicorn server: always a JSON 4xx with ``error`` and ``code``.
+"""Bad input on every endpoint of a real gunicorn server: always a JSON 4xx with ``error`` and
+``code``.
 
 (One exception by design: a read given a malformed X-Request-ID ignores it and
 answers under an id of its own, so that /health always answers.)
@@ -15,6 +16,7 @@ control character in a header or the request line, an invalid header name,
 a request line or headers over its limits). Its answers are made JSON by
 the worker class (liroo/server.py), and are held to the same rules here.
 """
+
 from __future__ import annotations
 
 import http.client
@@ -33,13 +35,21 @@ from liroo.settings import Settings
 from tests import contract
 from tests.servers import GunicornServer
 
-MAX_BODY = 64 * 1024          # LIROO_MAX_BODY_BYTES of the server under test
-MAX_CHARS = 20_000            # LIROO_MAX_INPUT_CHARS (the default)
-MAX_LONG_CHARS = 50_000       # LIROO_MAX_LONG_TEXT_CHARS: /generate_tts's text
+MAX_BODY = 64 * 1024  # LIROO_MAX_BODY_BYTES of the server under test
+MAX_CHARS = 20_000  # LIROO_MAX_INPUT_CHARS (the default)
+MAX_LONG_CHARS = 50_000  # LIROO_MAX_LONG_TEXT_CHARS: /generate_tts's text
 SKIPPED_METHODS = {"HEAD", "OPTIONS"}
 HOSTILE_IDS = [
-    "../../etc/passwd", "..%2F..%2Fetc%2Fpasswd", "a" * 129, "a" * 5000, "short", "",
-    "abc def ghi", "abc;rm -rf /", "ééééééééé", "<script>x</script>",
+    "../../etc/passwd",
+    "..%2F..%2Fetc%2Fpasswd",
+    "a" * 129,
+    "a" * 5000,
+    "short",
+    "",
+    "abc def ghi",
+    "abc;rm -rf /",
+    "ééééééééé",
+    "<script>x</script>",
 ]
 # Raw bytes gunicorn itself refuses before the app sees them (answered as JSON by liroo/server.py).
 HOSTILE_HEADER_BYTES = [b"abc\x01defghi", b"abc\x00defghi", b"abc\x1bdefghi", b"abc\x7fdefghi"]
@@ -59,24 +69,41 @@ class Answer:
 class Case:
     name: str
     method: str
-    target: bytes                          # the raw request target
+    target: bytes  # the raw request target
     headers: list[tuple[bytes, bytes]] = field(default_factory=list)
     body: bytes = b""
     statuses: tuple[int, ...] = (400,)
     code: str | None = None
-    ignored_id: str | None = None          # a bad X-Request-ID a read ignores: any non-5xx, with an id of its own
+    ignored_id: str | None = None
 
 
 # --- raw HTTP ---------------------------------------------------------------------------------
 
-def exchange(server: GunicornServer, method: str, target: bytes, headers: list[tuple[bytes, bytes]],
-             body: bytes = b"", *, content_length: int | None = None, timeout: float = 30) -> Answer:
-    """Send one request exactly as given and read the answer (the body may stop short of its length)."""
-    head = [method.encode() + b" " + target + b" HTTP/1.1", b"Host: 127.0.0.1", b"Connection: close"]
+
+def exchange(
+    server: GunicornServer,
+    method: str,
+    target: bytes,
+    headers: list[tuple[bytes, bytes]],
+    body: bytes = b"",
+    *,
+    content_length: int | None = None,
+    timeout: float = 30,
+) -> Answer:
+    """Send one request exactly as given and read the answer (the body may stop short of its
+    length)."""
+    head = [
+        method.encode() + b" " + target + b" HTTP/1.1",
+        b"Host: 127.0.0.1",
+        b"Connection: close",
+    ]
     head += [name + b": " + value for name, value in headers]
     chunked = any(name.lower() == b"transfer-encoding" for name, _ in headers)
     if content_length is not None or (body and not chunked):
-        head.append(b"Content-Length: " + str(len(body) if content_length is None else content_length).encode())
+        head.append(
+            b"Content-Length: "
+            + str(len(body) if content_length is None else content_length).encode()
+        )
     with socket.create_connection(("127.0.0.1", server.port), timeout=timeout) as sock:
         sock.sendall(b"\r\n".join(head) + b"\r\n\r\n" + body)
         response = http.client.HTTPResponse(sock, method=method)
@@ -93,10 +120,15 @@ def dumps(value) -> bytes:
 
 # --- the table ----------------------------------------------------------------------------------
 
+
 def routes(app) -> list[tuple[str, str, tuple[str, ...]]]:
     """(method, rule, argument names) for every route the app serves."""
-    return sorted((method, rule.rule, tuple(rule.arguments)) for rule in app.url_map.iter_rules()
-                  if rule.endpoint != "static" for method in rule.methods - SKIPPED_METHODS)
+    return sorted(
+        (method, rule.rule, tuple(rule.arguments))
+        for rule in app.url_map.iter_rules()
+        if rule.endpoint != "static"
+        for method in rule.methods - SKIPPED_METHODS
+    )
 
 
 def concrete(rule: str, value: str = "abcdefgh12345678") -> bytes:
@@ -119,63 +151,169 @@ def body_cases(method: str, rule: str) -> Iterator[Case]:
     example = op.example if op and op.example else {"text": "Plants make food from light."}
     good = dumps(example)
 
-    yield Case("malformed JSON", method, target, [JSON], b'{"text": "unfinished', code="invalid_json")
+    yield Case(
+        "malformed JSON", method, target, [JSON], b'{"text": "unfinished', code="invalid_json"
+    )
     yield Case("empty body", method, target, [JSON], b"", code="invalid_json")
     yield Case("JSON array", method, target, [JSON], dumps([example]), code="invalid_json")
     yield Case("JSON string", method, target, [JSON], dumps("just text"), code="invalid_json")
-    yield Case("invalid UTF-8", method, target, [JSON], b'{"text": "\xff\xfe\xfd"}', code="invalid_json")
-    yield Case("text/plain", method, target, [(b"Content-Type", b"text/plain")], good, (415,),
-               "unsupported_media_type")
-    yield Case("form body", method, target, [(b"Content-Type", b"application/x-www-form-urlencoded")],
-               b"text=hello", (415,), "unsupported_media_type")
+    yield Case(
+        "invalid UTF-8", method, target, [JSON], b'{"text": "\xff\xfe\xfd"}', code="invalid_json"
+    )
+    yield Case(
+        "text/plain",
+        method,
+        target,
+        [(b"Content-Type", b"text/plain")],
+        good,
+        (415,),
+        "unsupported_media_type",
+    )
+    yield Case(
+        "form body",
+        method,
+        target,
+        [(b"Content-Type", b"application/x-www-form-urlencoded")],
+        b"text=hello",
+        (415,),
+        "unsupported_media_type",
+    )
     yield Case("no content type", method, target, [], good, (415,), "unsupported_media_type")
-    yield Case("body over LIROO_MAX_BODY_BYTES", method, target, [JSON],
-               dumps({**example, "user_token": "x" * MAX_BODY}), (413,), "payload_too_large")
-    yield Case("chunked body over LIROO_MAX_BODY_BYTES", method, target,
-               [JSON, (b"Transfer-Encoding", b"chunked")],
-               b"%x\r\n%s\r\n0\r\n\r\n" % (MAX_BODY + 10, b"x" * (MAX_BODY + 10)), (413,), "payload_too_large")
-    yield Case("malformed chunk", method, target, [JSON, (b"Transfer-Encoding", b"chunked")],
-               b"zz\r\n{}\r\n0\r\n\r\n", code="unreadable_body")
-    yield Case("compressed chunked body", method, target, [JSON, (b"Transfer-Encoding", b"gzip, chunked")],
-               b"2\r\n{}\r\n0\r\n\r\n", (501,), "not_implemented")
-    yield Case("JSON nested 5,000 deep", method, target, [JSON],
-               b'{"text": ' + b"[" * 5000 + b"]" * 5000 + b"}", code="invalid_json")
-    yield Case("JSON array nested 50,000 deep", method, target, [JSON], b"[" * 50_000, code="invalid_json")
+    yield Case(
+        "body over LIROO_MAX_BODY_BYTES",
+        method,
+        target,
+        [JSON],
+        dumps({**example, "user_token": "x" * MAX_BODY}),
+        (413,),
+        "payload_too_large",
+    )
+    yield Case(
+        "chunked body over LIROO_MAX_BODY_BYTES",
+        method,
+        target,
+        [JSON, (b"Transfer-Encoding", b"chunked")],
+        b"%x\r\n%s\r\n0\r\n\r\n" % (MAX_BODY + 10, b"x" * (MAX_BODY + 10)),
+        (413,),
+        "payload_too_large",
+    )
+    yield Case(
+        "malformed chunk",
+        method,
+        target,
+        [JSON, (b"Transfer-Encoding", b"chunked")],
+        b"zz\r\n{}\r\n0\r\n\r\n",
+        code="unreadable_body",
+    )
+    yield Case(
+        "compressed chunked body",
+        method,
+        target,
+        [JSON, (b"Transfer-Encoding", b"gzip, chunked")],
+        b"2\r\n{}\r\n0\r\n\r\n",
+        (501,),
+        "not_implemented",
+    )
+    yield Case(
+        "JSON nested 5,000 deep",
+        method,
+        target,
+        [JSON],
+        b'{"text": ' + b"[" * 5000 + b"]" * 5000 + b"}",
+        code="invalid_json",
+    )
+    yield Case(
+        "JSON array nested 50,000 deep", method, target, [JSON], b"[" * 50_000, code="invalid_json"
+    )
 
     model = op.request if op else None
     if model is None:
         return
     for name, value in example.items():
-        if isinstance(value, str):   # a lone UTF-16 surrogate (JSON "\ud800") is not text
-            yield Case(f"{name} with a lone surrogate", method, target, [JSON],
-                       dumps({**example, name: "\ud800 " + value}), (422,), "invalid_text")
+        if isinstance(value, str):  # a lone UTF-16 surrogate (JSON "\ud800") is not text
+            yield Case(
+                f"{name} with a lone surrogate",
+                method,
+                target,
+                [JSON],
+                dumps({**example, name: "\ud800 " + value}),
+                (422,),
+                "invalid_text",
+            )
     for name in example:
         for wrong in (12345, [[1]], {"nested": {"deep": True}}):
             if name == "profile" and isinstance(wrong, dict):
-                continue    # an object is the right type there (unknown keys are ignored)
-            yield Case(f"{name}={wrong!r}", method, target, [JSON], dumps({**example, name: wrong}), (422,),
-                       "invalid_field")
+                continue  # an object is the right type there (unknown keys are ignored)
+            yield Case(
+                f"{name}={wrong!r}",
+                method,
+                target,
+                [JSON],
+                dumps({**example, name: wrong}),
+                (422,),
+                "invalid_field",
+            )
     for name in main_text_fields(model, example):
         rest = {k: v for k, v in example.items() if k != name}
         yield Case(f"no {name}", method, target, [JSON], dumps(rest), code="missing_field")
         yield Case(f"null {name}", method, target, [JSON], dumps({**rest, name: None}), (400, 422))
         for blank in ("", "   \n\t "):
-            yield Case(f"blank {name}", method, target, [JSON], dumps({**example, name: blank}), (422,),
-                       "empty_text")
+            yield Case(
+                f"blank {name}",
+                method,
+                target,
+                [JSON],
+                dumps({**example, name: blank}),
+                (422,),
+                "empty_text",
+            )
         limit = MAX_LONG_CHARS if rule == "/generate_tts" else MAX_CHARS
-        yield Case(f"oversized {name}", method, target, [JSON], dumps({**example, name: "x" * (limit + 1)}),
-                   (413,), "text_too_long")
+        yield Case(
+            f"oversized {name}",
+            method,
+            target,
+            [JSON],
+            dumps({**example, name: "x" * (limit + 1)}),
+            (413,),
+            "text_too_long",
+        )
     fields = model.model_fields
-    for name, value, code in (("level", "expert", "unknown_level"), ("image_style", "Cubism", "unknown_style"),
-                              ("voice", "robot", "unknown_voice"), ("output_format", "poster", "unknown_output_format"),
-                              ("aspect_ratio", "7:7", "invalid_field")):
+    for name, value, code in (
+        ("level", "expert", "unknown_level"),
+        ("image_style", "Cubism", "unknown_style"),
+        ("voice", "robot", "unknown_voice"),
+        ("output_format", "poster", "unknown_output_format"),
+        ("aspect_ratio", "7:7", "invalid_field"),
+    ):
         if name in fields:
-            yield Case(f"{name}={value}", method, target, [JSON], dumps({**example, name: value}), (422,), code)
+            yield Case(
+                f"{name}={value}",
+                method,
+                target,
+                [JSON],
+                dumps({**example, name: value}),
+                (422,),
+                code,
+            )
     if "request_id" in fields:
         for hostile in HOSTILE_IDS:
-            yield Case(f"request_id={hostile[:20]!r}", method, target, [JSON],
-                       dumps({**example, "request_id": hostile}), code="invalid_request_id")   # as the header
-    yield Case("unknown fields only", method, target, [JSON], dumps({"surprise": True}), (400,), "missing_field")
+            yield Case(
+                f"request_id={hostile[:20]!r}",
+                method,
+                target,
+                [JSON],
+                dumps({**example, "request_id": hostile}),
+                code="invalid_request_id",
+            )  # as the header
+    yield Case(
+        "unknown fields only",
+        method,
+        target,
+        [JSON],
+        dumps({"surprise": True}),
+        (400,),
+        "missing_field",
+    )
 
 
 def header_cases(method: str, rule: str) -> Iterator[Case]:
@@ -187,17 +325,40 @@ def header_cases(method: str, rule: str) -> Iterator[Case]:
     for hostile in HOSTILE_IDS:
         if not hostile:
             continue
-        name, sent = f"X-Request-ID {hostile[:20]!r}", headers + [(b"X-Request-ID", hostile.encode("utf-8"))]
-        if method == "GET":   # reads (/health above all) answer anyway, under an id of their own
+        name, sent = (
+            f"X-Request-ID {hostile[:20]!r}",
+            headers + [(b"X-Request-ID", hostile.encode("utf-8"))],
+        )
+        if method == "GET":  # reads (/health above all) answer anyway, under an id of their own
             yield Case(name, method, target, sent, body, ignored_id=hostile)
-        else:                 # a generation's id names its job: a bad one is refused
+        else:  # a generation's id names its job: a bad one is refused
             yield Case(name, method, target, sent, body, code="invalid_request_id")
     for raw in HOSTILE_HEADER_BYTES:
-        yield Case(f"X-Request-ID {raw!r}", method, target, headers + [(b"X-Request-ID", raw)], body,
-                   code="bad_request")
-    yield Case("X-Request-ID of 10 kB", method, target, headers + [(b"X-Request-ID", b"a" * 10_000)], body,
-               (431,), "headers_too_large")
-    yield Case("invalid header name", method, target, headers + [(b"Bad Header", b"x")], body, code="bad_request")
+        yield Case(
+            f"X-Request-ID {raw!r}",
+            method,
+            target,
+            headers + [(b"X-Request-ID", raw)],
+            body,
+            code="bad_request",
+        )
+    yield Case(
+        "X-Request-ID of 10 kB",
+        method,
+        target,
+        headers + [(b"X-Request-ID", b"a" * 10_000)],
+        body,
+        (431,),
+        "headers_too_large",
+    )
+    yield Case(
+        "invalid header name",
+        method,
+        target,
+        headers + [(b"Bad Header", b"x")],
+        body,
+        code="bad_request",
+    )
 
 
 def path_cases(method: str, rule: str, arguments: tuple[str, ...]) -> Iterator[Case]:
@@ -205,20 +366,46 @@ def path_cases(method: str, rule: str, arguments: tuple[str, ...]) -> Iterator[C
     if not arguments:
         return
     statuses = (400, 404)
-    for hostile in [b"..%2F..%2Fetc%2Fpasswd", b"../../etc/passwd", b"%2e%2e%2f%2e%2e%2fetc", b"a" * 200,
-                    b"abc%00defghijk", b"abc%01defghijk", b"%ff%fe%fdabcdefgh", b"..", b"x" * 3000,
-                    b"abc%20def%20ghi", b"etc%5Cpasswd%5Cabcd"]:
-        yield Case(f"path {hostile[:24]!r}", method, concrete(rule, hostile.decode()).replace(b" ", b"%20"),
-                   statuses=statuses)
-    yield Case("path with a control character", method, concrete(rule, "abc\x01defghijk"), code="bad_request")
-    yield Case("path of 10 kB", method, concrete(rule, "a" * 10_000), statuses=(414,), code="uri_too_long")
+    for hostile in [
+        b"..%2F..%2Fetc%2Fpasswd",
+        b"../../etc/passwd",
+        b"%2e%2e%2f%2e%2e%2fetc",
+        b"a" * 200,
+        b"abc%00defghijk",
+        b"abc%01defghijk",
+        b"%ff%fe%fdabcdefgh",
+        b"..",
+        b"x" * 3000,
+        b"abc%20def%20ghi",
+        b"etc%5Cpasswd%5Cabcd",
+    ]:
+        yield Case(
+            f"path {hostile[:24]!r}",
+            method,
+            concrete(rule, hostile.decode()).replace(b" ", b"%20"),
+            statuses=statuses,
+        )
+    yield Case(
+        "path with a control character",
+        method,
+        concrete(rule, "abc\x01defghijk"),
+        code="bad_request",
+    )
+    yield Case(
+        "path of 10 kB", method, concrete(rule, "a" * 10_000), statuses=(414,), code="uri_too_long"
+    )
 
 
 def method_cases(method: str, rule: str, allowed: set[str]) -> Iterator[Case]:
     for other in ("GET", "POST", "PUT", "DELETE", "PATCH"):
         if other not in allowed:
-            yield Case(f"{other} instead of {method}", other, concrete(rule), statuses=(405,),
-                       code="method_not_allowed")
+            yield Case(
+                f"{other} instead of {method}",
+                other,
+                concrete(rule),
+                statuses=(405,),
+                code="method_not_allowed",
+            )
 
 
 def all_cases(app) -> list[tuple[str, Case]]:
@@ -235,11 +422,17 @@ def all_cases(app) -> list[tuple[str, Case]]:
         cases += [(where, case) for case in path_cases(method, rule, arguments)]
     for rule, methods in allowed.items():
         cases += [(rule, case) for case in method_cases(next(iter(sorted(methods))), rule, methods)]
-    cases += [("unknown route", Case("unknown route", "GET", b"/no/such/route", statuses=(404,), code="not_found"))]
+    cases += [
+        (
+            "unknown route",
+            Case("unknown route", "GET", b"/no/such/route", statuses=(404,), code="not_found"),
+        )
+    ]
     return cases
 
 
 # --- the tests --------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def app(tmp_path_factory):
@@ -277,46 +470,64 @@ def check(answer: Answer, case: Case) -> str | None:
 def test_every_endpoint_answers_bad_input_with_a_json_4xx(app, server):
     cases = all_cases(app)
     covered = {where for where, _ in cases}
-    assert {f"{m} {r}" for m, r, _ in routes(app)} <= covered     # every route has rows
+    assert {f"{m} {r}" for m, r, _ in routes(app)} <= covered  # every route has rows
     failures = []
     for where, case in cases:
         answer = exchange(server, case.method, case.target, case.headers, case.body)
         problem = check(answer, case)
         if problem:
             failures.append(f"{where} [{case.name}]: {problem}")
-    assert not failures, f"{len(failures)} of {len(cases)} answers break the rules:\n" + "\n".join(failures)
+    assert not failures, f"{len(failures)} of {len(cases)} answers break the rules:\n" + "\n".join(
+        failures
+    )
     log = server.log()
     assert "Traceback (most recent call last)" not in log and "unhandled error" not in log
 
 
 def test_an_oversized_body_is_refused_before_it_is_read(app, server):
-    """A Content-Length far over the limit, and only the first kilobyte sent: the 413 comes
-    without waiting for the rest (which never comes: waiting for it would hit the socket timeout)."""
+    """A Content-Length far over the limit, and only the first kilobyte sent: the 413 comes without
+    waiting for the rest (which never comes: waiting for it would hit the socket timeout)."""
     posts = [rule for method, rule, _ in routes(app) if method == "POST"]
     assert posts
     for path in posts:
-        answer = exchange(server, "POST", path.encode(), [JSON], b'{"text": "' + b"x" * 1024,
-                          content_length=200 * 1024 * 1024, timeout=20)
+        answer = exchange(
+            server,
+            "POST",
+            path.encode(),
+            [JSON],
+            b'{"text": "' + b"x" * 1024,
+            content_length=200 * 1024 * 1024,
+            timeout=20,
+        )
         assert answer.status == 413, path
         assert contract.decode_error(answer.json())["code"] == "payload_too_large"
 
 
-def test_a_malformed_request_line_is_refused_without_logging_its_query(server):
+@pytest.mark.parametrize(
+    "line",
+    [
+        b"GET /health?key=SECRETQUERY1 HTTP/1.1 x",
+        b"GET /health?key=SECRETQUERY1",
+        b"GET /health?key=SECRETQUERY1\x01 HTTP/1.1",
+    ],
+    ids=["junk-after-version", "no-version", "control-byte"],
+)
+def test_a_malformed_request_line_is_refused_without_logging_its_query(server, line):
     """The query string may carry a key: gunicorn's line about the refusal must not quote it."""
-    for line in (b"GET /health?key=SECRETQUERY1 HTTP/1.1 x", b"GET /health?key=SECRETQUERY1",
-                 b"GET /health?key=SECRETQUERY1\x01 HTTP/1.1"):
-        with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
-            sock.sendall(line + b"\r\nHost: 127.0.0.1\r\n\r\n")
-            response = http.client.HTTPResponse(sock)
-            response.begin()
-            assert response.status == 400, line
-            assert contract.decode_error(json.loads(response.read()))["code"] == "bad_request"
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+        sock.sendall(line + b"\r\nHost: 127.0.0.1\r\n\r\n")
+        response = http.client.HTTPResponse(sock)
+        response.begin()
+        assert response.status == 400, line
+        assert contract.decode_error(json.loads(response.read()))["code"] == "bad_request"
     assert "Invalid request from" in server.log()
     assert "SECRETQUERY1" not in server.log()
 
 
 def test_a_range_outside_the_file_is_a_documented_416(server):
-    url = requests.post(server.url("/generate_image"), json={"prompt": "A lighthouse"}, timeout=60).json()["url"]
+    url = requests.post(
+        server.url("/generate_image"), json={"prompt": "A lighthouse"}, timeout=60
+    ).json()["url"]
     path = url.split(str(server.port), 1)[1].encode()
     answer = exchange(server, "GET", path, [(b"Range", b"bytes=99999999-")])
     assert answer.status == 416
@@ -327,36 +538,81 @@ def test_deeply_nested_json_is_one_log_line_not_a_traceback(server):
     before = server.log()
     answer = exchange(server, "POST", b"/generate_image", [JSON], b"[" * 5_000 + b"]" * 5_000)
     assert answer.status == 400 and answer.json()["code"] == "invalid_json"
-    new = server.log()[len(before):]
+    new = server.log()[len(before) :]
     assert "nested too deeply" in new and "Traceback" not in new
 
 
-def test_text_that_is_not_unicode_is_refused_before_any_model_call(fake_gemini):
-    """A lone surrogate in any text field, on every generation route and every /process mode,
-    through the Gemini provider: 422 `invalid_text`, and the loopback Gemini hears nothing."""
+BAD_TEXT = "\ud800 volcanoes"  # a lone surrogate: not Unicode text
+NOT_UNICODE_BODIES = [
+    pytest.param("/generate_image", {"prompt": BAD_TEXT}, id="image-prompt"),
+    pytest.param(
+        "/generate_image", {"prompt": "A lighthouse", "context": BAD_TEXT}, id="image-context"
+    ),
+    pytest.param(
+        "/generate_comic",
+        {"text": BAD_TEXT, "level": "beginner", "image_style": "Comic Book"},
+        id="comic-text",
+    ),
+    pytest.param(
+        "/generate_story",
+        {"text": BAD_TEXT, "level": "moderate", "genre": "fantasy"},
+        id="story-text",
+    ),
+    pytest.param("/generate_lecture", {"text": BAD_TEXT}, id="lecture-text"),
+    pytest.param("/generate_tts", {"text": BAD_TEXT, "voice": "narrator"}, id="tts-text"),
+    pytest.param("/process", {"input_text": BAD_TEXT, "level": "beginner"}, id="process-text"),
+    pytest.param(
+        "/process",
+        {"input_text": "Volcanoes.", "profile": {"topicsOfInterest": ["rocks", BAD_TEXT]}},
+        id="process-interests",
+    ),
+    pytest.param(
+        "/process",
+        {"input_text": BAD_TEXT, "output_format": "flashcards"},
+        id="process-flashcards",
+    ),
+    pytest.param(
+        "/process", {"input_text": BAD_TEXT, "output_format": "slideshow"}, id="process-slideshow"
+    ),
+    pytest.param(
+        "/process",
+        {"dialogue_mode": True, "user_question": BAD_TEXT, "selected_text_snippet": "Volcanoes."},
+        id="dialogue-question",
+    ),
+    pytest.param(
+        "/process",
+        {
+            "dialogue_mode": True,
+            "user_question": "Why?",
+            "conversation_history": [{"sender": "user", "text": BAD_TEXT}],
+        },
+        id="dialogue-history",
+    ),
+    pytest.param(
+        "/process",
+        {"explain_again_mode": True, "original_paragraph_text": BAD_TEXT},
+        id="explain-again",
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def gemini_server(module_fake_gemini):
     from tests.fake_gemini import gemini_env
 
-    bad = "\ud800 volcanoes"
-    bodies = [
-        ("/generate_image", {"prompt": bad}),
-        ("/generate_image", {"prompt": "A lighthouse", "context": bad}),
-        ("/generate_comic", {"text": bad, "level": "beginner", "image_style": "Comic Book"}),
-        ("/generate_story", {"text": bad, "level": "moderate", "genre": "fantasy"}),
-        ("/generate_lecture", {"text": bad}),
-        ("/generate_tts", {"text": bad, "voice": "narrator"}),
-        ("/process", {"input_text": bad, "level": "beginner"}),
-        ("/process", {"input_text": "Volcanoes.", "profile": {"topicsOfInterest": ["rocks", bad]}}),
-        ("/process", {"input_text": bad, "output_format": "flashcards"}),
-        ("/process", {"input_text": bad, "output_format": "slideshow"}),
-        ("/process", {"dialogue_mode": True, "user_question": bad, "selected_text_snippet": "Volcanoes."}),
-        ("/process", {"dialogue_mode": True, "user_question": "Why?",
-                      "conversation_history": [{"sender": "user", "text": bad}]}),
-        ("/process", {"explain_again_mode": True, "original_paragraph_text": bad}),
-    ]
-    with GunicornServer(gemini_env(fake_gemini)) as server:
-        for path, body in bodies:
-            answer = exchange(server, "POST", path.encode(), [JSON], dumps(body))
-            assert answer.status == 422, (path, body, answer.body)
-            assert contract.decode_error(answer.json())["code"] == "invalid_text", (path, body)
-        assert "Traceback" not in server.log()
-    assert fake_gemini.requests() == []
+    with GunicornServer(gemini_env(module_fake_gemini)) as server:
+        yield server
+
+
+@pytest.mark.parametrize("path, body", NOT_UNICODE_BODIES)
+def test_text_that_is_not_unicode_is_refused_before_any_model_call(
+    module_fake_gemini, gemini_server, path, body
+):
+    """A lone surrogate in any text field, on every generation route and every /process mode,
+    through the Gemini provider: 422 `invalid_text`, and the loopback Gemini hears nothing."""
+    module_fake_gemini.reset()
+    answer = exchange(gemini_server, "POST", path.encode(), [JSON], dumps(body))
+    assert answer.status == 422, (path, body, answer.body)
+    assert contract.decode_error(answer.json())["code"] == "invalid_text", (path, body)
+    assert "Traceback" not in gemini_server.log()
+    assert module_fake_gemini.requests() == []

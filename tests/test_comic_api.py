@@ -1,4 +1,6 @@
-"""/generate_comic, /generate_image, /progress and /jobs on a real gunicorn with the offline provider."""
+"""/generate_comic, /generate_image, /progress and /jobs on a real gunicorn with the offline
+provider."""
+
 import uuid
 
 import pytest
@@ -8,8 +10,9 @@ from tests import contract
 from tests.servers import wait_for
 
 APP_COMIC = {
-    "text": "Photosynthesis is how plants make their food. Leaves take in sunlight. Roots drink water. "
-            "Air gives carbon dioxide. Chlorophyll makes leaves green. Oxygen goes back into the air.",
+    "text": "Photosynthesis is how plants make their food. Leaves take in sunlight. "
+    "Roots drink water. Air gives carbon dioxide. Chlorophyll makes leaves green. "
+    "Oxygen goes back into the air.",
     "level": "beginner",
     "image_style": "Comic Book",
     "user_token": "device-token-abc",
@@ -40,23 +43,33 @@ def test_the_apps_comic_request_decodes(server):
         assert picture.content[:2] == b"\xff\xd8"
 
 
-def test_raw_style_values_and_levels_are_accepted(server):
-    for style in ("comic_book", "STUDIO GHIBLI", "pixel_art", "3D Render"):
-        response = post(server, "/generate_image", {"prompt": "a lighthouse at dusk", "image_style": style,
-                                                    "level": "Intermediate"})
-        assert response.status_code == 200, (style, response.text)
-        contract.decode_image(response.json())
+@pytest.mark.parametrize("style", ["comic_book", "STUDIO GHIBLI", "pixel_art", "3D Render"])
+def test_raw_style_values_and_levels_are_accepted(server, style):
+    response = post(
+        server,
+        "/generate_image",
+        {"prompt": "a lighthouse at dusk", "image_style": style, "level": "Intermediate"},
+    )
+    assert response.status_code == 200, (style, response.text)
+    contract.decode_image(response.json())
 
 
-@pytest.mark.parametrize("body, status, code", [
-    ({"level": "beginner", "image_style": "Comic Book"}, 400, "missing_field"),
-    ({"text": "   ", "level": "beginner"}, 422, "empty_text"),
-    ({"text": "Plants", "level": "expert"}, 422, "unknown_level"),
-    ({"text": "Plants", "image_style": "Cubism"}, 422, "unknown_style"),
-    ({"text": "x" * 20_001}, 413, "text_too_long"),
-    ({"text": 42}, 422, "invalid_field"),
-    ({"text": "Plants", "request_id": "../../etc"}, 400, "invalid_request_id"),   # as a bad X-Request-ID
-])
+@pytest.mark.parametrize(
+    "body, status, code",
+    [
+        ({"level": "beginner", "image_style": "Comic Book"}, 400, "missing_field"),
+        ({"text": "   ", "level": "beginner"}, 422, "empty_text"),
+        ({"text": "Plants", "level": "expert"}, 422, "unknown_level"),
+        ({"text": "Plants", "image_style": "Cubism"}, 422, "unknown_style"),
+        ({"text": "x" * 20_001}, 413, "text_too_long"),
+        ({"text": 42}, 422, "invalid_field"),
+        (
+            {"text": "Plants", "request_id": "../../etc"},
+            400,
+            "invalid_request_id",
+        ),  # as a bad X-Request-ID
+    ],
+)
 def test_bad_comic_requests(server, body, status, code):
     response = post(server, "/generate_comic", body)
     assert response.status_code == status, response.text
@@ -64,27 +77,40 @@ def test_bad_comic_requests(server, body, status, code):
     assert error["code"] == code
 
 
-def test_bad_bodies(server):
-    url = server.url("/generate_comic")
-    cases = [
-        (requests.post(url, data="{not json", headers={"Content-Type": "application/json"}, timeout=10), 400),
-        (requests.post(url, data="[1, 2]", headers={"Content-Type": "application/json"}, timeout=10), 400),
-        (requests.post(url, data="text=hi", headers={"Content-Type": "application/x-www-form-urlencoded"},
-                       timeout=10), 415),
-        (requests.post(url, data=b'{"text": "\xff\xfe"}', headers={"Content-Type": "application/json"},
-                       timeout=10), 400),
-        (requests.get(url, timeout=10), 405),
-    ]
-    for response, status in cases:
-        assert response.status_code == status, response.text
-        contract.decode_error(response.json())
+JSON_TYPE = {"Content-Type": "application/json"}
+
+
+@pytest.mark.parametrize(
+    "method, data, headers, status",
+    [
+        pytest.param("POST", "{not json", JSON_TYPE, 400, id="not-json"),
+        pytest.param("POST", "[1, 2]", JSON_TYPE, 400, id="not-an-object"),
+        pytest.param(
+            "POST",
+            "text=hi",
+            {"Content-Type": "application/x-www-form-urlencoded"},
+            415,
+            id="form-encoded",
+        ),
+        pytest.param("POST", b'{"text": "\xff\xfe"}', JSON_TYPE, 400, id="not-utf8"),
+        pytest.param("GET", None, {}, 405, id="wrong-method"),
+    ],
+)
+def test_bad_bodies(server, method, data, headers, status):
+    response = requests.request(
+        method, server.url("/generate_comic"), data=data, headers=headers, timeout=10
+    )
+    assert response.status_code == status, response.text
+    contract.decode_error(response.json())
 
 
 def test_caller_ids_are_used_and_bad_ones_refused(server):
     rid = "app-" + uuid.uuid4().hex
     response = post(server, "/generate_image", {"prompt": "a blue whale", "request_id": rid})
     assert response.json()["request_id"] == rid and response.headers["X-Request-ID"] == rid
-    bad = post(server, "/generate_image", {"prompt": "a blue whale"}, **{"X-Request-ID": "no/slashes/here"})
+    bad = post(
+        server, "/generate_image", {"prompt": "a blue whale"}, **{"X-Request-ID": "no/slashes/here"}
+    )
     assert bad.status_code == 400 and bad.json()["code"] == "invalid_request_id"
 
 
@@ -97,7 +123,10 @@ def test_progress_after_the_request_and_unknown_ids(server):
     assert body["status"] == "succeeded" and body["progress_percentage"] == 100
     assert body["step_number"] == body["total_steps"]
     missing = requests.get(server.url("/progress/" + uuid.uuid4().hex), timeout=10)
-    assert missing.status_code == 404 and contract.decode_error(missing.json())["code"] == "unknown_request"
+    assert (
+        missing.status_code == 404
+        and contract.decode_error(missing.json())["code"] == "unknown_request"
+    )
 
 
 def test_retry_with_the_same_id_replays_and_a_different_body_conflicts(server):
@@ -107,7 +136,12 @@ def test_retry_with_the_same_id_replays_and_a_different_body_conflicts(server):
     assert first.status_code == second.status_code == 200
     assert second.headers.get("X-Idempotent-Replay") == "true"
     assert second.json()["comic"] == first.json()["comic"]
-    other = post(server, "/generate_comic", {**APP_COMIC, "text": "Something else entirely."}, **{"X-Request-ID": rid})
+    other = post(
+        server,
+        "/generate_comic",
+        {**APP_COMIC, "text": "Something else entirely."},
+        **{"X-Request-ID": rid},
+    )
     assert other.status_code == 422 and other.json()["code"] == "idempotency_conflict"
 
 
@@ -134,6 +168,7 @@ def test_async_mode(server):
     def finished():
         job = requests.get(server.url(f"/jobs/{rid}"), timeout=10).json()
         return job if job["status"] != "running" else None
+
     job = wait_for(finished, timeout=60, interval=0.1, what="the async comic")
     assert job["status"] == "succeeded" and job["result_status"] == 200
     contract.decode_comic(job["result"])

@@ -13,13 +13,17 @@ from tests.fake_gemini import gemini_env
 from tests.servers import wait_for
 from tests.test_comic_api import APP_COMIC
 
-LONG_TEXT = " ".join(f"Sentence number {i} explains one more step of how rivers carve valleys over time."
-                     for i in range(40))   # long enough for the 8-panel cap
+LONG_TEXT = " ".join(
+    f"Sentence number {i} explains one more step of how rivers carve valleys over time."
+    for i in range(40)
+)  # long enough for the 8-panel cap
 
 
 def post(server, body, rid=None, **kw):
     headers = {"X-Request-ID": rid} if rid else {}
-    return requests.post(server.url("/generate_comic"), json=body, headers=headers, timeout=120, **kw)
+    return requests.post(
+        server.url("/generate_comic"), json=body, headers=headers, timeout=120, **kw
+    )
 
 
 def test_the_apps_request_through_gemini(start_server, fake_gemini):
@@ -35,7 +39,10 @@ def test_the_apps_request_through_gemini(start_server, fake_gemini):
     assert len(text_calls) == 1
     assert text_calls[0].headers["x-goog-api-key"] == "test-key"
     assert text_calls[0].config_value("responseMimeType") == "application/json"
-    assert "beginner" in text_calls[0].prompt.lower() and APP_COMIC["text"][:40] in text_calls[0].prompt
+    assert (
+        "beginner" in text_calls[0].prompt.lower()
+        and APP_COMIC["text"][:40] in text_calls[0].prompt
+    )
     image_calls = fake_gemini.requests("image")
     assert len(image_calls) == len(panels)
     for call in image_calls:
@@ -45,16 +52,28 @@ def test_the_apps_request_through_gemini(start_server, fake_gemini):
 
 
 def script_with(panels):
-    return {"comic_title": "Rivers", "theme": "Water shapes land.",
-            "characters": [{"name": "Ria", "description": "a girl in a yellow raincoat"}],
-            "panels": [{"scene": f"Scene {i}", "image_prompt": f"Ria at the river, moment {i}",
-                        "dialogue": [{"speaker": "Ria", "line": f"Look {i}!"}, {"speaker": "Ria", "line": "Wow."}]}
-                       for i in range(1, panels + 1)]}
+    return {
+        "comic_title": "Rivers",
+        "theme": "Water shapes land.",
+        "characters": [{"name": "Ria", "description": "a girl in a yellow raincoat"}],
+        "panels": [
+            {
+                "scene": f"Scene {i}",
+                "image_prompt": f"Ria at the river, moment {i}",
+                "dialogue": [
+                    {"speaker": "Ria", "line": f"Look {i}!"},
+                    {"speaker": "Ria", "line": "Wow."},
+                ],
+            }
+            for i in range(1, panels + 1)
+        ],
+    }
 
 
 @pytest.mark.parametrize("cap, in_flight", [(None, 8), ("3", 3)])
 def test_panel_cap_and_concurrency_from_memory(start_server, fake_gemini, cap, in_flight):
-    """With memory to spare (and no pacing) every panel is drawn at once; LIROO_PANEL_CONCURRENCY caps it when set."""
+    """With memory to spare (and no pacing) every panel is drawn at once; LIROO_PANEL_CONCURRENCY
+    caps it when set."""
     fake_gemini.set_latency(0.3, operation="image")
     fake_gemini.answer(script_with(12))  # the model proposes more than the cap
     extra = {"LIROO_PANEL_CONCURRENCY": cap} if cap else {}
@@ -66,7 +85,9 @@ def test_panel_cap_and_concurrency_from_memory(start_server, fake_gemini, cap, i
     assert fake_gemini.max_in_flight == in_flight
     first = response.json()["comic"]["panel_layout"][0]
     assert first["dialogue"] == {"Ria": "Look 1! Wow."}  # lines of one speaker are joined, not lost
-    assert response.json()["comic"]["character_style_guide"] == {"Ria": "a girl in a yellow raincoat"}
+    assert response.json()["comic"]["character_style_guide"] == {
+        "Ria": "a girl in a yellow raincoat"
+    }
 
 
 def test_a_script_with_too_few_panels_is_bad_output(start_server, fake_gemini):
@@ -87,18 +108,26 @@ def test_panels_wait_for_memory_instead_of_failing(start_server, fake_gemini):
     """
     latency = 0.1
     fake_gemini.set_latency(latency, operation="image")
-    server = start_server(gemini_env(fake_gemini, MEMORY_LIMIT_MB=3000, LIROO_IMAGE_RESERVE_MB=1800))
+    server = start_server(
+        gemini_env(fake_gemini, MEMORY_LIMIT_MB=3000, LIROO_IMAGE_RESERVE_MB=1800)
+    )
     response = post(server, APP_COMIC)
     assert response.status_code == 200, response.text
     panels = response.json()["comic"]["panel_layout"]
     assert all(p.get("image_url") for p in panels)
     first, second = sorted(r.received_at for r in fake_gemini.requests("image"))[:2]
-    assert second - first >= latency      # the second call waited for the first picture's answer
+    assert second - first >= latency  # the second call waited for the first picture's answer
 
 
 def test_no_room_at_all_is_a_503_after_the_deadline(start_server, fake_gemini):
-    server = start_server(gemini_env(fake_gemini, MEMORY_LIMIT_MB=3000, LIROO_IMAGE_RESERVE_MB=5000,
-                                     LIROO_RESERVATION_WAIT_S=0.3))
+    server = start_server(
+        gemini_env(
+            fake_gemini,
+            MEMORY_LIMIT_MB=3000,
+            LIROO_IMAGE_RESERVE_MB=5000,
+            LIROO_RESERVATION_WAIT_S=0.3,
+        )
+    )
     response = post(server, APP_COMIC)
     assert response.status_code == 503
     assert response.headers["Retry-After"]
@@ -125,9 +154,17 @@ def test_too_many_failed_panels_fail_the_comic(start_server, fake_gemini):
     response = post(server, APP_COMIC, rid)
     assert response.status_code == 502
     body = contract.decode_error(response.json())
-    assert body["success"] is False and body["code"] == "provider_unavailable" and body["request_id"] == rid
-    progress = contract.decode_progress(requests.get(server.url(f"/progress/{rid}"), timeout=10).json())
-    assert progress["status"] == "failed" and progress["success"] is False and progress["error_code"]
+    assert (
+        body["success"] is False
+        and body["code"] == "provider_unavailable"
+        and body["request_id"] == rid
+    )
+    progress = contract.decode_progress(
+        requests.get(server.url(f"/progress/{rid}"), timeout=10).json()
+    )
+    assert (
+        progress["status"] == "failed" and progress["success"] is False and progress["error_code"]
+    )
 
 
 def test_progress_is_live_and_a_retry_never_reaches_the_model(start_server, fake_gemini):
@@ -140,7 +177,10 @@ def test_progress_is_live_and_a_retry_never_reaches_the_model(start_server, fake
         def running_with_panels():
             body = requests.get(server.url(f"/progress/{rid}"), timeout=5).json()
             return body if body.get("status") == "running" and body["step_number"] >= 2 else None
-        live = contract.decode_progress(wait_for(running_with_panels, timeout=60, what="live progress"))
+
+        live = contract.decode_progress(
+            wait_for(running_with_panels, timeout=60, what="live progress")
+        )
         assert 0 < live["progress_percentage"] < 100 and "panel" in live["step"].lower()
         retry_while_running = pool.submit(post, server, APP_COMIC, rid)
         a, b = first.result(), retry_while_running.result()
@@ -173,14 +213,23 @@ def test_two_servers_share_jobs_through_redis(start_server, fake_gemini, redis_d
 
         def running_elsewhere():
             response = requests.get(other.url(f"/progress/{rid}"), timeout=5)
-            return response.json() if response.status_code == 200 and response.json()["status"] == "running" else None
-        contract.decode_progress(wait_for(running_elsewhere, timeout=60, what="progress on the other server"))
+            return (
+                response.json()
+                if response.status_code == 200 and response.json()["status"] == "running"
+                else None
+            )
+
+        contract.decode_progress(
+            wait_for(running_elsewhere, timeout=60, what="progress on the other server")
+        )
         result = doing.result()
     assert result.status_code == 200
     calls = len(fake_gemini.requests())
     replay = post(other, APP_COMIC, rid)  # the retry lands on the other instance
     assert replay.status_code == 200 and replay.headers.get("X-Idempotent-Replay") == "true"
     # The same comic; its local media URLs are made absolute with the asking request's own host.
-    assert replay.text.replace(other.base_url, worker.base_url) == result.text.replace(other.base_url, worker.base_url)
+    assert replay.text.replace(other.base_url, worker.base_url) == result.text.replace(
+        other.base_url, worker.base_url
+    )
     assert other.base_url + "/media/" in replay.text
     assert len(fake_gemini.requests()) == calls

@@ -1,5 +1,7 @@
-"""/generate_story, /process, /generate_lecture and /generate_tts on a real gunicorn with the offline provider,
-plus the pure parts (the app's story prompt, speech chunking, prompts) tested directly."""
+"""/generate_story, /process, /generate_lecture and /generate_tts on a real gunicorn with the
+offline provider, plus the pure parts (the app's story prompt, speech chunking, prompts) tested
+directly."""
+
 import uuid
 
 import pytest
@@ -14,63 +16,129 @@ from tests import contract
 from tests.audio_probe import audio_seconds
 from tests.servers import wait_for
 
-STUDENT_TEXT = ("Volcanoes form where magma rises through cracks in the Earth's crust. Lava cools into new rock. "
-                "Some volcanoes stay quiet for centuries before they erupt again. Scientists watch them with "
-                "seismometers and satellites. Iceland has many active volcanoes because it sits on a plate boundary.")
+STUDENT_TEXT = (
+    "Volcanoes form where magma rises through cracks in the Earth's crust. Lava cools into new "
+    "rock. "
+    "Some volcanoes stay quiet for centuries before they erupt again. Scientists watch them with "
+    "seismometers and satellites. Iceland has many active volcanoes because it sits on a plate "
+    "boundary."
+)
 
 
-def app_story_prompt(text=STUDENT_TEXT, genre="fantasy", style="Studio Ghibli", level="moderate", hero="Mira"):
+def app_story_prompt(
+    text=STUDENT_TEXT, genre="fantasy", style="Studio Ghibli", level="moderate", hero="Mira"
+):
     """The prompt exactly as the app builds it (../shared/client-contract.md)."""
     named = f"The main character of this story is {hero}.\n\n" if hero else ""
-    return (f"[Level: {level}]\nPlease convert the following text into an engaging {genre} story.\n"
-            f"Image Style to consider for tone and visuals: {style}.\nOriginal Text:\n{named}{text}")
+    return (
+        f"[Level: {level}]\nPlease convert the following text into an engaging {genre} story.\n"
+        f"Image Style to consider for tone and visuals: {style}.\nOriginal Text:\n{named}{text}"
+    )
 
 
-APP_STORY = {"text": app_story_prompt(), "level": "moderate", "image_style": "Studio Ghibli",
-             "user_token": "device-token-abc", "genre": "fantasy"}
-APP_PROCESS = {"input_text": STUDENT_TEXT, "level": "moderate", "summarization_tier": "Detailed Explanation",
-               "profile": {"studentLevel": "moderate", "topicsOfInterest": ["space", "football"]},
-               "user_token": "device-token-abc"}
-APP_LECTURE = {"text": STUDENT_TEXT, "level": "beginner", "image_style": "Watercolor", "user_token": "device-token-abc"}
-APP_TTS = {"text": "Volcanoes form where magma rises.", "voice": "narrator", "model": "gemini-2.5-flash-preview-tts"}
+APP_STORY = {
+    "text": app_story_prompt(),
+    "level": "moderate",
+    "image_style": "Studio Ghibli",
+    "user_token": "device-token-abc",
+    "genre": "fantasy",
+}
+APP_PROCESS = {
+    "input_text": STUDENT_TEXT,
+    "level": "moderate",
+    "summarization_tier": "Detailed Explanation",
+    "profile": {"studentLevel": "moderate", "topicsOfInterest": ["space", "football"]},
+    "user_token": "device-token-abc",
+}
+APP_LECTURE = {
+    "text": STUDENT_TEXT,
+    "level": "beginner",
+    "image_style": "Watercolor",
+    "user_token": "device-token-abc",
+}
+APP_TTS = {
+    "text": "Volcanoes form where magma rises.",
+    "voice": "narrator",
+    "model": "gemini-2.5-flash-preview-tts",
+}
 
 
-# --- the app's story prompt ---------------------------------------------------------------------------
+# --- the app's story prompt
+# ---------------------------------------------------------------------------
+
 
 def test_the_apps_story_prompt_is_read_into_its_parts():
     read = read_story_prompt(app_story_prompt())
-    assert (read.level, read.genre, read.style, read.main_character) == ("moderate", "Fantasy", "ghibli", "Mira")
+    assert (read.level, read.genre, read.style, read.main_character) == (
+        "moderate",
+        "Fantasy",
+        "ghibli",
+        "Mira",
+    )
     assert read.text == STUDENT_TEXT
 
 
 def test_story_prompt_without_a_main_character_and_with_two_word_values():
-    read = read_story_prompt(app_story_prompt(genre="science fiction", style="3D Render", level="intermediate",
-                                              hero=None))
+    read = read_story_prompt(
+        app_story_prompt(
+            genre="science fiction", style="3D Render", level="intermediate", hero=None
+        )
+    )
     assert (read.level, read.genre, read.style, read.main_character) == (
-        "intermediate", "Science Fiction", "3d_render", None)
+        "intermediate",
+        "Science Fiction",
+        "3d_render",
+        None,
+    )
     assert read.text == STUDENT_TEXT
 
 
 def test_story_prompt_tolerates_missing_parts_and_plain_text():
     assert read_story_prompt(STUDENT_TEXT).text == STUDENT_TEXT
     assert read_story_prompt(STUDENT_TEXT).genre is None
-    no_marker = read_story_prompt("[Level: beginner]\nImage Style to consider for tone and visuals: Pixel Art.\n"
-                                  "The main character of this story is Dr. Zed.\nA short text.")
+    no_marker = read_story_prompt(
+        "[Level: beginner]\nImage Style to consider for tone and visuals: Pixel Art.\n"
+        "The main character of this story is Dr. Zed.\nA short text."
+    )
     assert (no_marker.level, no_marker.style, no_marker.main_character, no_marker.text) == (
-        "beginner", "pixel_art", "Dr. Zed", "A short text.")
-    unknown = read_story_prompt("[Level: expert]\nPlease convert the following text into an engaging story.\n"
-                                "Image Style to consider for tone and visuals: Cubism.\nOriginal Text: inline words")
-    assert (unknown.level, unknown.genre, unknown.style, unknown.text) == (None, None, None, "inline words")
+        "beginner",
+        "pixel_art",
+        "Dr. Zed",
+        "A short text.",
+    )
+    unknown = read_story_prompt(
+        "[Level: expert]\nPlease convert the following text into an engaging story.\n"
+        "Image Style to consider for tone and visuals: Cubism.\nOriginal Text: inline words"
+    )
+    assert (unknown.level, unknown.genre, unknown.style, unknown.text) == (
+        None,
+        None,
+        None,
+        "inline words",
+    )
 
 
 def test_fields_sent_directly_win_over_the_prompt():
-    brief = story_brief(app_story_prompt(), level="beginner", style="pixel_art", genre="mystery",
-                        main_character="  Captain   Reyes ")
+    brief = story_brief(
+        app_story_prompt(),
+        level="beginner",
+        style="pixel_art",
+        genre="mystery",
+        main_character="  Captain   Reyes ",
+    )
     assert (brief.level, brief.style, brief.genre, brief.main_character) == (
-        "beginner", "pixel_art", "Mystery", "Captain Reyes")
+        "beginner",
+        "pixel_art",
+        "Mystery",
+        "Captain Reyes",
+    )
     from_prompt = story_brief(app_story_prompt())
-    assert (from_prompt.level, from_prompt.style, from_prompt.genre, from_prompt.main_character) == (
-        "moderate", "ghibli", "Fantasy", "Mira")
+    assert (
+        from_prompt.level,
+        from_prompt.style,
+        from_prompt.genre,
+        from_prompt.main_character,
+    ) == ("moderate", "ghibli", "Fantasy", "Mira")
     prompt = story_prompt(from_prompt, 3)
     for expected in ("fantasy", "Mira", "Studio Ghibli", "exactly 3 chapters", STUDENT_TEXT):
         assert expected in prompt
@@ -79,17 +147,33 @@ def test_fields_sent_directly_win_over_the_prompt():
 def test_level_and_interests_shape_the_study_prompts():
     learner = Learner(level="beginner", interests=["dinosaurs"], tier="Detailed Explanation")
     prompt = study_page_prompt(STUDENT_TEXT, learner)
-    assert "beginner" in prompt and "dinosaurs" in prompt and "8-10 years" in prompt and STUDENT_TEXT in prompt
-    talk = Conversation(question="Why is Iceland hot?", snippet="plate boundary", block=STUDENT_TEXT,
-                        history=[("user", "What is magma?"), ("ai", "Melted rock under the ground.")])
+    assert (
+        "beginner" in prompt
+        and "dinosaurs" in prompt
+        and "8-10 years" in prompt
+        and STUDENT_TEXT in prompt
+    )
+    talk = Conversation(
+        question="Why is Iceland hot?",
+        snippet="plate boundary",
+        block=STUDENT_TEXT,
+        history=[("user", "What is magma?"), ("ai", "Melted rock under the ground.")],
+    )
     dialogue = dialogue_prompt(talk, learner)
-    for expected in ("Why is Iceland hot?", "plate boundary", "What is magma?", "Melted rock", "dinosaurs"):
+    for expected in (
+        "Why is Iceland hot?",
+        "plate boundary",
+        "What is magma?",
+        "Melted rock",
+        "dinosaurs",
+    ):
         assert expected in dialogue
 
 
 def test_process_modes_are_chosen_by_fields():
     def mode(**fields):
         return ProcessRequest.model_validate(fields).mode
+
     assert mode(input_text="x") == "blocks"
     assert mode(input_text="x", output_format="blocks") == "blocks"
     assert mode(input_text="x", output_format="Flashcards") == "flashcards"
@@ -98,15 +182,17 @@ def test_process_modes_are_chosen_by_fields():
     assert mode(explain_again_mode=True) == "explain_again"
 
 
-# --- speech: chunks and joins -------------------------------------------------------------------------------
+# --- speech: chunks and joins
+# -------------------------------------------------------------------------------
+
 
 def test_long_text_is_cut_at_sentence_ends_within_the_limit():
     sentences = [f"Sentence number {i} tells a little more about volcanoes." for i in range(120)]
     text = " ".join(sentences)
     chunks = split_for_speech(text)
     assert len(chunks) > 1 and all(len(chunk) <= MAX_CHUNK_CHARS for chunk in chunks)
-    assert all(chunk.endswith(".") for chunk in chunks)          # every cut falls at a sentence end
-    assert " ".join(chunks) == text                               # nothing lost, nothing added
+    assert all(chunk.endswith(".") for chunk in chunks)  # every cut falls at a sentence end
+    assert " ".join(chunks) == text  # nothing lost, nothing added
 
 
 def test_a_sentence_longer_than_a_chunk_is_cut_at_spaces():
@@ -115,10 +201,15 @@ def test_a_sentence_longer_than_a_chunk_is_cut_at_spaces():
     assert all(len(chunk) <= 500 for chunk in chunks)
     assert "".join(chunks).replace(" ", "") == text.replace(" ", "")
     assert split_for_speech("   ") == []
-    assert split_for_speech('He said "Go now." Then he left.', limit=20) == ['He said "Go now."', "Then he left."]
+    assert split_for_speech('He said "Go now." Then he left.', limit=20) == [
+        'He said "Go now."',
+        "Then he left.",
+    ]
 
 
-# --- the endpoints on gunicorn ---------------------------------------------------------------------------------
+# --- the endpoints on gunicorn
+# ---------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def server(offline_server):
@@ -126,7 +217,8 @@ def server(offline_server):
 
 
 def post(server, path, body, **headers):
-    """A fresh generation each call: a new id, so the same body is not answered from an earlier test."""
+    """A fresh generation each call: a new id, so the same body is not answered from an earlier
+    test."""
     headers.setdefault("X-Request-ID", "t-" + uuid.uuid4().hex)
     return requests.post(server.url(path), json=body, headers=headers, timeout=120)
 
@@ -142,7 +234,11 @@ def test_the_apps_story_request_decodes(server):
     assert response.status_code == 200, response.text
     body = contract.decode_story(response.json())
     story = body["story"]
-    assert story["level"] == "moderate" and story["imageStyle"] == "Studio Ghibli" and story["genre"] == "Fantasy"
+    assert (
+        story["level"] == "moderate"
+        and story["imageStyle"] == "Studio Ghibli"
+        and story["genre"] == "Fantasy"
+    )
     assert story["mainCharacters"][0]["name"] == "Mira"
     chapters = story["chapters"]
     assert 2 <= len(chapters) <= 5
@@ -153,23 +249,38 @@ def test_the_apps_story_request_decodes(server):
 
 
 def test_a_plain_story_request_with_direct_fields(server):
-    response = post(server, "/generate_story", {"text": STUDENT_TEXT, "genre": "mystery",
-                                                "main_character": "Captain Reyes", "image_style": "pixel_art",
-                                                "level": "Intermediate"})
+    response = post(
+        server,
+        "/generate_story",
+        {
+            "text": STUDENT_TEXT,
+            "genre": "mystery",
+            "main_character": "Captain Reyes",
+            "image_style": "pixel_art",
+            "level": "Intermediate",
+        },
+    )
     assert response.status_code == 200, response.text
     story = contract.decode_story(response.json())["story"]
-    assert (story["genre"], story["imageStyle"], story["level"]) == ("Mystery", "Pixel Art", "intermediate")
+    assert (story["genre"], story["imageStyle"], story["level"]) == (
+        "Mystery",
+        "Pixel Art",
+        "intermediate",
+    )
     assert story["mainCharacters"][0]["name"] == "Captain Reyes"
 
 
-@pytest.mark.parametrize("body, status, code", [
-    ({"level": "moderate"}, 400, "missing_field"),
-    ({"text": "[Level: moderate]\nOriginal Text:\n\n"}, 422, "empty_text"),
-    ({"text": STUDENT_TEXT, "level": "expert"}, 422, "unknown_level"),
-    ({"text": STUDENT_TEXT, "image_style": "Cubism"}, 422, "unknown_style"),
-    ({"text": STUDENT_TEXT, "genre": "x" * 500}, 422, "invalid_field"),
-    ({"text": "x" * 20_001}, 413, "text_too_long"),
-])
+@pytest.mark.parametrize(
+    "body, status, code",
+    [
+        ({"level": "moderate"}, 400, "missing_field"),
+        ({"text": "[Level: moderate]\nOriginal Text:\n\n"}, 422, "empty_text"),
+        ({"text": STUDENT_TEXT, "level": "expert"}, 422, "unknown_level"),
+        ({"text": STUDENT_TEXT, "image_style": "Cubism"}, 422, "unknown_style"),
+        ({"text": STUDENT_TEXT, "genre": "x" * 500}, 422, "invalid_field"),
+        ({"text": "x" * 20_001}, 413, "text_too_long"),
+    ],
+)
 def test_bad_story_requests(server, body, status, code):
     response = post(server, "/generate_story", body)
     assert response.status_code == status, response.text
@@ -197,16 +308,32 @@ def test_the_apps_study_page_decodes(server):
             assert block["alt"] and fetch(block["url"], "image/jpeg")[:2] == b"\xff\xd8"
 
 
-@pytest.mark.parametrize("extra, decode, key", [
-    ({"dialogue_mode": True, "selected_text_snippet": "plate boundary", "original_block_content": STUDENT_TEXT,
-      "user_question": "Why does Iceland have volcanoes?",
-      "conversation_history": [{"sender": "user", "text": "What is lava?"}, {"sender": "ai", "text": "Hot rock."}]},
-     contract.decode_dialogue, "dialogue_response"),
-    ({"explain_again_mode": True, "original_paragraph_text": STUDENT_TEXT}, contract.decode_explain_again,
-     "re_explained_paragraph"),
-    ({"output_format": "flashcards"}, contract.decode_flashcards, "flashcards"),
-    ({"output_format": "slideshow"}, contract.decode_slides, "slides"),
-])
+@pytest.mark.parametrize(
+    "extra, decode, key",
+    [
+        (
+            {
+                "dialogue_mode": True,
+                "selected_text_snippet": "plate boundary",
+                "original_block_content": STUDENT_TEXT,
+                "user_question": "Why does Iceland have volcanoes?",
+                "conversation_history": [
+                    {"sender": "user", "text": "What is lava?"},
+                    {"sender": "ai", "text": "Hot rock."},
+                ],
+            },
+            contract.decode_dialogue,
+            "dialogue_response",
+        ),
+        (
+            {"explain_again_mode": True, "original_paragraph_text": STUDENT_TEXT},
+            contract.decode_explain_again,
+            "re_explained_paragraph",
+        ),
+        ({"output_format": "flashcards"}, contract.decode_flashcards, "flashcards"),
+        ({"output_format": "slideshow"}, contract.decode_slides, "slides"),
+    ],
+)
 def test_the_other_process_modes_decode(server, extra, decode, key):
     body = {**APP_PROCESS, **extra}
     if extra.get("dialogue_mode") or extra.get("explain_again_mode"):
@@ -217,18 +344,32 @@ def test_the_other_process_modes_decode(server, extra, decode, key):
     assert answer[key] and "blocks" not in answer
 
 
-@pytest.mark.parametrize("body, status, code", [
-    ({"level": "moderate"}, 400, "missing_field"),
-    ({"input_text": "   "}, 422, "empty_text"),
-    ({"output_format": "flashcards"}, 400, "missing_field"),
-    ({"dialogue_mode": True, "selected_text_snippet": "lava"}, 400, "missing_field"),
-    ({"explain_again_mode": True, "original_paragraph_text": ""}, 422, "empty_text"),
-    ({"input_text": STUDENT_TEXT, "output_format": "poster"}, 422, "unknown_output_format"),
-    ({"input_text": STUDENT_TEXT, "level": "expert"}, 422, "unknown_level"),
-    ({"dialogue_mode": True, "user_question": "Why?", "conversation_history": [{"sender": "bot", "text": "hi"}]},
-     422, "invalid_field"),
-    ({"input_text": STUDENT_TEXT, "profile": {"topicsOfInterest": "space"}}, 422, "invalid_field"),
-])
+@pytest.mark.parametrize(
+    "body, status, code",
+    [
+        ({"level": "moderate"}, 400, "missing_field"),
+        ({"input_text": "   "}, 422, "empty_text"),
+        ({"output_format": "flashcards"}, 400, "missing_field"),
+        ({"dialogue_mode": True, "selected_text_snippet": "lava"}, 400, "missing_field"),
+        ({"explain_again_mode": True, "original_paragraph_text": ""}, 422, "empty_text"),
+        ({"input_text": STUDENT_TEXT, "output_format": "poster"}, 422, "unknown_output_format"),
+        ({"input_text": STUDENT_TEXT, "level": "expert"}, 422, "unknown_level"),
+        (
+            {
+                "dialogue_mode": True,
+                "user_question": "Why?",
+                "conversation_history": [{"sender": "bot", "text": "hi"}],
+            },
+            422,
+            "invalid_field",
+        ),
+        (
+            {"input_text": STUDENT_TEXT, "profile": {"topicsOfInterest": "space"}},
+            422,
+            "invalid_field",
+        ),
+    ],
+)
 def test_bad_process_requests(server, body, status, code):
     response = post(server, "/process", body)
     assert response.status_code == status, response.text
@@ -243,14 +384,18 @@ def test_the_apps_lecture_request_decodes_and_its_narration_plays(server):
     sections = body["lecture"]["sections"]
     assert 3 <= len(sections) <= 5
     audio = body["audio_files"]
-    assert [a["type"] for a in audio] == ["title"] + ["section_title", "section_script"] * len(sections)
+    assert [a["type"] for a in audio] == ["title"] + ["section_title", "section_script"] * len(
+        sections
+    )
     assert "section" not in audio[0]
-    assert [a["section"] for a in audio[1:]] == [n for n in range(1, len(sections) + 1) for _ in range(2)]
-    for entry in audio[1:]:   # as the app reads it: currentSectionIndex = section - 1
+    assert [a["section"] for a in audio[1:]] == [
+        n for n in range(1, len(sections) + 1) for _ in range(2)
+    ]
+    for entry in audio[1:]:  # as the app reads it: currentSectionIndex = section - 1
         section = sections[entry["section"] - 1]
         assert entry["text"] == section["title" if entry["type"] == "section_title" else "script"]
     assert audio[0]["text"] == body["lecture"]["title"]
-    for entry, section in zip(audio[2::2], sections):
+    for entry, section in zip(audio[2::2], sections, strict=True):
         assert entry["text"] == section["script"]
     assert len({a["filename"] for a in audio}) == len(audio)
     for entry in audio:
@@ -260,14 +405,24 @@ def test_the_apps_lecture_request_decodes_and_its_narration_plays(server):
         assert fetch(section["image_url"], "image/jpeg")[:2] == b"\xff\xd8"
 
 
-@pytest.mark.parametrize("kwargs, status, code", [
-    ({"json": {"level": "beginner"}}, 400, "missing_field"),
-    ({"json": {"text": "  ", "level": "beginner"}}, 422, "empty_text"),
-    ({"json": {"text": STUDENT_TEXT, "image_style": "Cubism"}}, 422, "unknown_style"),
-    ({"data": "{not json", "headers": {"Content-Type": "application/json"}}, 400, "invalid_json"),
-    ({"data": "text=hi", "headers": {"Content-Type": "application/x-www-form-urlencoded"}}, 415,
-     "unsupported_media_type"),
-])
+@pytest.mark.parametrize(
+    "kwargs, status, code",
+    [
+        ({"json": {"level": "beginner"}}, 400, "missing_field"),
+        ({"json": {"text": "  ", "level": "beginner"}}, 422, "empty_text"),
+        ({"json": {"text": STUDENT_TEXT, "image_style": "Cubism"}}, 422, "unknown_style"),
+        (
+            {"data": "{not json", "headers": {"Content-Type": "application/json"}},
+            400,
+            "invalid_json",
+        ),
+        (
+            {"data": "text=hi", "headers": {"Content-Type": "application/x-www-form-urlencoded"}},
+            415,
+            "unsupported_media_type",
+        ),
+    ],
+)
 def test_lecture_errors_carry_a_lecture_id(server, kwargs, status, code):
     response = requests.post(server.url("/generate_lecture"), timeout=30, **kwargs)
     assert response.status_code == status, response.text
@@ -283,7 +438,9 @@ def test_a_lecture_retried_with_its_id_is_replayed_not_regenerated(server):
     assert second.headers.get("X-Idempotent-Replay") == "true"
     assert second.json()["lecture_id"] == first.json()["lecture_id"]
     assert second.json()["audio_files"] == first.json()["audio_files"]
-    progress = contract.decode_progress(requests.get(server.url(f"/progress/{rid}"), timeout=10).json())
+    progress = contract.decode_progress(
+        requests.get(server.url(f"/progress/{rid}"), timeout=10).json()
+    )
     assert progress["status"] == "succeeded" and progress["step_number"] == progress["total_steps"]
 
 
@@ -295,13 +452,16 @@ def test_async_story(server):
     def finished():
         job = requests.get(server.url(f"/jobs/{rid}"), timeout=10).json()
         return job if job["status"] != "running" else None
+
     job = wait_for(finished, timeout=120, interval=0.1, what="the async story")
     assert job["status"] == "succeeded" and job["result_status"] == 200
     assert contract.decode_story(job["result"])["request_id"] == rid
 
 
 def test_long_speech_is_joined_into_one_file(server):
-    text = " ".join(f"Part {i} of a long reading about volcanoes and the rocks they make." for i in range(60))
+    text = " ".join(
+        f"Part {i} of a long reading about volcanoes and the rocks they make." for i in range(60)
+    )
     assert len(split_for_speech(text)) >= 3
     response = post(server, "/generate_tts", {**APP_TTS, "text": text})
     assert response.status_code == 200, response.text
@@ -314,20 +474,23 @@ def test_long_speech_is_joined_into_one_file(server):
     assert seconds >= 0.5 * len(text) * MS_PER_CHAR / 1000
 
 
-def test_the_apps_tts_request_and_the_character_voice(server):
-    for voice in ("narrator", "Character"):
-        response = post(server, "/generate_tts", {**APP_TTS, "voice": voice})
-        assert response.status_code == 200, response.text
-        assert contract.decode_tts(response.json())["voice"] == voice.lower()
+@pytest.mark.parametrize("voice", ["narrator", "Character"])
+def test_the_apps_tts_request_and_the_character_voice(server, voice):
+    response = post(server, "/generate_tts", {**APP_TTS, "voice": voice})
+    assert response.status_code == 200, response.text
+    assert contract.decode_tts(response.json())["voice"] == voice.lower()
 
 
-@pytest.mark.parametrize("body, status, code", [
-    ({"voice": "narrator"}, 400, "missing_field"),
-    ({"text": "", "voice": "narrator"}, 422, "empty_text"),
-    ({"text": "Hello there.", "voice": "robot"}, 422, "unknown_voice"),
-    ({"text": "x" * 50_001, "voice": "narrator"}, 413, "text_too_long"),
-    ({"text": ["a", "list"], "voice": "narrator"}, 422, "invalid_field"),
-])
+@pytest.mark.parametrize(
+    "body, status, code",
+    [
+        ({"voice": "narrator"}, 400, "missing_field"),
+        ({"text": "", "voice": "narrator"}, 422, "empty_text"),
+        ({"text": "Hello there.", "voice": "robot"}, 422, "unknown_voice"),
+        ({"text": "x" * 50_001, "voice": "narrator"}, 413, "text_too_long"),
+        ({"text": ["a", "list"], "voice": "narrator"}, 422, "invalid_field"),
+    ],
+)
 def test_bad_tts_requests(server, body, status, code):
     response = post(server, "/generate_tts", body)
     assert response.status_code == status, response.text

@@ -5,14 +5,24 @@ pointing at tests/fake_gemini.py, which records every request: the tests
 assert what reached the model (genre, main character, style, level, the
 student's interests) and that every answer decodes with the app's rules.
 """
+import itertools
+
 import pytest
 
 from liroo.generation.speech import MAX_CHUNK_CHARS, split_for_speech
 from tests import contract
 from tests.audio_probe import FFPROBE, audio_seconds, probe
 from tests.fake_gemini import PCM_RATE, SPEECH_S_PER_CHAR, gemini_env
-from tests.test_content_api import (APP_LECTURE, APP_PROCESS, APP_STORY, APP_TTS, STUDENT_TEXT, app_story_prompt,
-                                    fetch, post)
+from tests.test_content_api import (
+    APP_LECTURE,
+    APP_PROCESS,
+    APP_STORY,
+    APP_TTS,
+    STUDENT_TEXT,
+    app_story_prompt,
+    fetch,
+    post,
+)
 
 SPEECH_LATENCY_S = 0.8
 TTS_MODEL = "gemini-2.5-flash-preview-tts"
@@ -26,6 +36,7 @@ def fake(module_fake_gemini):
 @pytest.fixture(scope="module")
 def server(fake):
     from tests.servers import GunicornServer
+
     with GunicornServer(env=gemini_env(fake, LIROO_TTS_MODEL=TTS_MODEL)) as srv:
         yield srv
 
@@ -47,7 +58,7 @@ def test_the_apps_story_prompt_reaches_the_model(server, fake):
     for expected in ("fantasy", "Mira", "Studio Ghibli", "moderate", STUDENT_TEXT):
         assert expected in text_call.prompt
     pictures = fake.requests("image")
-    assert len(pictures) == len(story["chapters"]) + 1          # the cover and every chapter
+    assert len(pictures) == len(story["chapters"]) + 1  # the cover and every chapter
     for picture in pictures:
         assert "Mira" in picture.prompt and "Studio Ghibli" in picture.prompt
     for chapter in story["chapters"]:
@@ -55,26 +66,36 @@ def test_the_apps_story_prompt_reaches_the_model(server, fake):
 
 
 def test_direct_story_fields_reach_the_model(server, fake):
-    body = {"text": app_story_prompt(genre="fantasy", style="Studio Ghibli", hero="Mira"), "genre": "mystery",
-            "main_character": "Captain Reyes", "image_style": "Pixel Art", "level": "beginner"}
+    body = {
+        "text": app_story_prompt(genre="fantasy", style="Studio Ghibli", hero="Mira"),
+        "genre": "mystery",
+        "main_character": "Captain Reyes",
+        "image_style": "Pixel Art",
+        "level": "beginner",
+    }
     response = post(server, "/generate_story", body)
     assert response.status_code == 200, response.text
     contract.decode_story(response.json())
     (text_call,) = fake.requests("text")
-    assert "mystery" in text_call.prompt and "Captain Reyes" in text_call.prompt and "Pixel Art" in text_call.prompt
+    assert (
+        "mystery" in text_call.prompt
+        and "Captain Reyes" in text_call.prompt
+        and "Pixel Art" in text_call.prompt
+    )
     assert "fantasy" not in text_call.prompt and "Mira" not in text_call.prompt
-    assert "8-10 years" in text_call.prompt                       # the beginner level's guidance
+    assert "8-10 years" in text_call.prompt  # the beginner level's guidance
     for picture in fake.requests("image"):
         assert "Captain Reyes" in picture.prompt and "Pixel Art" in picture.prompt
 
 
 def test_a_failed_chapter_picture_is_null_not_a_placeholder(server, fake):
-    fake.fail("http", status=400, operation="image")             # 400 is not retried: one picture fails
+    fake.fail("http", status=400, operation="image")  # 400 is not retried: one picture fails
     response = post(server, "/generate_story", APP_STORY)
     assert response.status_code == 200, response.text
     story = contract.decode_story(response.json())["story"]
-    missing = [c for c in story["chapters"] if c["imageUrl"] is None] + \
-              ([{"cover": True}] if "coverImageUrl" not in story else [])
+    missing = [c for c in story["chapters"] if c["imageUrl"] is None] + (
+        [{"cover": True}] if "coverImageUrl" not in story else []
+    )
     assert len(missing) == 1
     for chapter in story["chapters"]:
         assert (chapter["imageUrl"] is None) == ("imageError" in chapter)
@@ -107,16 +128,35 @@ def test_failed_study_pictures_are_left_out(server, fake):
     assert body["image_errors"] and set(body["image_errors"]) == {"provider_unavailable"}
 
 
-@pytest.mark.parametrize("extra, decode, expected_in_prompt", [
-    ({"dialogue_mode": True, "selected_text_snippet": "plate boundary", "original_block_content": STUDENT_TEXT,
-      "user_question": "Why does Iceland have volcanoes?",
-      "conversation_history": [{"sender": "user", "text": "What is lava?"}, {"sender": "ai", "text": "Hot rock."}]},
-     contract.decode_dialogue, ["Why does Iceland have volcanoes?", "plate boundary", "What is lava?", "Hot rock."]),
-    ({"explain_again_mode": True, "original_paragraph_text": "Magma is melted rock under the crust."},
-     contract.decode_explain_again, ["Magma is melted rock under the crust."]),
-    ({"output_format": "flashcards"}, contract.decode_flashcards, [STUDENT_TEXT]),
-    ({"output_format": "slideshow"}, contract.decode_slides, [STUDENT_TEXT]),
-])
+@pytest.mark.parametrize(
+    "extra, decode, expected_in_prompt",
+    [
+        (
+            {
+                "dialogue_mode": True,
+                "selected_text_snippet": "plate boundary",
+                "original_block_content": STUDENT_TEXT,
+                "user_question": "Why does Iceland have volcanoes?",
+                "conversation_history": [
+                    {"sender": "user", "text": "What is lava?"},
+                    {"sender": "ai", "text": "Hot rock."},
+                ],
+            },
+            contract.decode_dialogue,
+            ["Why does Iceland have volcanoes?", "plate boundary", "What is lava?", "Hot rock."],
+        ),
+        (
+            {
+                "explain_again_mode": True,
+                "original_paragraph_text": "Magma is melted rock under the crust.",
+            },
+            contract.decode_explain_again,
+            ["Magma is melted rock under the crust."],
+        ),
+        ({"output_format": "flashcards"}, contract.decode_flashcards, [STUDENT_TEXT]),
+        ({"output_format": "slideshow"}, contract.decode_slides, [STUDENT_TEXT]),
+    ],
+)
 def test_the_other_process_modes(server, fake, extra, decode, expected_in_prompt):
     response = post(server, "/process", {**APP_PROCESS, **extra})
     assert response.status_code == 200, response.text
@@ -136,9 +176,10 @@ def test_lecture_narration_is_made_concurrently(server, fake):
     assert len(speech) == len(body["audio_files"]) == 1 + 2 * len(body["lecture"]["sections"])
     assert {r.model for r in speech} == {TTS_MODEL}
     # Each answer takes SPEECH_LATENCY_S: a call received before the previous one could have been
-    # answered proves two were in flight at once (one at a time, they would be at least that far apart).
+    # answered proves two were in flight at once (one at a time, they would be at least that far
+    # apart).
     arrivals = sorted(r.received_at for r in speech)
-    assert min(b - a for a, b in zip(arrivals, arrivals[1:])) < SPEECH_LATENCY_S / 2
+    assert min(b - a for a, b in itertools.pairwise(arrivals)) < SPEECH_LATENCY_S / 2
     (text_call,) = fake.requests("text")
     assert "beginner" in text_call.prompt and STUDENT_TEXT in text_call.prompt
     for picture in fake.requests("image"):
@@ -155,21 +196,32 @@ def test_a_failed_lecture_still_names_its_lecture_id(server, fake):
     response = post(server, "/generate_lecture", APP_LECTURE)
     assert response.status_code == 502, response.text
     body = contract.decode_lecture(contract.decode_error(response.json()))
-    assert body["lecture_id"] and body["code"] == "provider_unavailable" and body["success"] is False
+    assert (
+        body["lecture_id"] and body["code"] == "provider_unavailable" and body["success"] is False
+    )
 
 
 def test_long_tts_is_read_in_chunks_and_joined(server, fake):
-    text = " ".join(f"Sentence {i} explains how hot rock rises and cools into new land." for i in range(80))
+    text = " ".join(
+        f"Sentence {i} explains how hot rock rises and cools into new land." for i in range(80)
+    )
     chunks = split_for_speech(text)
     response = post(server, "/generate_tts", {**APP_TTS, "text": text, "voice": "character"})
     assert response.status_code == 200, response.text
     body = contract.decode_tts(response.json())
-    assert body["model"] == TTS_MODEL and body["voice"] == "character" and body["text_length"] == len(text)
+    assert (
+        body["model"] == TTS_MODEL
+        and body["voice"] == "character"
+        and body["text_length"] == len(text)
+    )
     speech = fake.requests("speech")
     assert sorted(r.prompt for r in speech) == sorted(chunks) and len(chunks) >= 3
     assert all(len(r.prompt) <= MAX_CHUNK_CHARS for r in speech)
-    voices = {r.config_value("speechConfig", "voiceConfig", "prebuiltVoiceConfig", "voiceName") for r in speech}
-    assert voices == {"Puck"}                                     # the character voice, for every chunk
+    voices = {
+        r.config_value("speechConfig", "voiceConfig", "prebuiltVoiceConfig", "voiceName")
+        for r in speech
+    }
+    assert voices == {"Puck"}  # the character voice, for every chunk
     seconds = audio_seconds(fetch(body["audio_url"], "audio/mpeg"), "audio/mpeg")
     assert seconds == pytest.approx(sum(len(c) * SPEECH_S_PER_CHAR for c in chunks), rel=0.02)
 

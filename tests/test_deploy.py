@@ -1,4 +1,5 @@
-"""The deployment files agree with each other, with the guide, and with how the service really starts.
+"""The deployment files agree with each other, with the guide, and with how the service really
+starts.
 
 What cannot run here is replaced, and only that: there is no Docker daemon, so
 the image's CMD runs with the image's ENV outside a container; Cloud Run
@@ -6,6 +7,7 @@ cannot be reached, so the deploy script meets a stand-in ``gcloud`` that
 records its arguments. The memory-limit tests use a real cgroup where this
 process may make one, else the fallback the script announces.
 """
+
 from __future__ import annotations
 
 import json
@@ -24,11 +26,20 @@ import yaml
 from tests.servers import ROOT, GunicornServer, wait_for
 
 IMAGE = "${_REGION}-docker.pkg.dev/$PROJECT_ID/${_REPOSITORY}/liroo-backend:$COMMIT_SHA"
-GUIDE_FLAGS = {"--memory": "4Gi", "--cpu": "2", "--concurrency": "40", "--max-instances": "5",
-               "--min-instances": "0", "--timeout": "3600", "--execution-environment": "gen2", "--cpu-boost": None}
+GUIDE_FLAGS = {
+    "--memory": "4Gi",
+    "--cpu": "2",
+    "--concurrency": "40",
+    "--max-instances": "5",
+    "--min-instances": "0",
+    "--timeout": "3600",
+    "--execution-environment": "gen2",
+    "--cpu-boost": None,
+}
 
 
 # --- Dockerfile ---------------------------------------------------------------------
+
 
 def dockerfile_stages() -> list[list[tuple[str, str]]]:
     """[(INSTRUCTION, arguments)] per build stage, continuation lines joined, comments dropped."""
@@ -72,7 +83,9 @@ def test_image_base_user_env_and_command():
     users = [args for name, args in final if name == "USER"]
     assert users and users[-1].split(":")[0] not in ("root", "0")
     last_user = max(i for i, (name, _) in enumerate(final) if name == "USER")
-    assert all(name not in ("RUN", "COPY") for name, _ in final[last_user:]), "nothing runs as root after USER"
+    assert all(name not in ("RUN", "COPY") for name, _ in final[last_user:]), (
+        "nothing runs as root after USER"
+    )
     env = image_env()
     assert env["PYTHONUNBUFFERED"] == "1"
     assert env["MALLOC_ARENA_MAX"] == "2"
@@ -84,8 +97,12 @@ def test_dependencies_install_before_the_source_and_build_tools_stay_behind():
     stages = dockerfile_stages()
     deps, final = stages[0], stages[-1]
     copies = [args for name, args in deps if name == "COPY"]
-    installs = [i for i, (name, args) in enumerate(deps) if name == "RUN" and "pip install -r" in args]
-    assert copies and all("requirements.txt" in args for args in copies), "only requirements.txt in the deps stage"
+    installs = [
+        i for i, (name, args) in enumerate(deps) if name == "RUN" and "pip install -r" in args
+    ]
+    assert copies and all("requirements.txt" in args for args in copies), (
+        "only requirements.txt in the deps stage"
+    )
     assert installs
     final_copies = [args for name, args in final if name == "COPY"]
     assert final_copies[0].startswith("--from="), "the installed virtualenv comes first"
@@ -103,19 +120,41 @@ def dockerignore_excludes(path: str) -> bool:
             continue
         negate = pattern.startswith("!")
         pattern = pattern.lstrip("!").strip("/")
-        regex = re.escape(pattern).replace(r"\*\*/", "(?:.*/)?").replace(r"\*\*", ".*").replace(r"\*", "[^/]*")
+        regex = (
+            re.escape(pattern)
+            .replace(r"\*\*/", "(?:.*/)?")
+            .replace(r"\*\*", ".*")
+            .replace(r"\*", "[^/]*")
+        )
         parts = path.split("/")
         if any(re.fullmatch(regex, "/".join(parts[:n])) for n in range(1, len(parts) + 1)):
             excluded = not negate
     return excluded
 
 
-def test_dockerignore_keeps_tests_benches_media_and_virtualenvs_out():
-    for path in ("tests/test_deploy.py", "bench/governor_overhead.py", "media/a.jpg", ".venv/bin/python",
-                 "venv/bin/python", ".git/HEAD", "docs/operations.md", "liroo/__pycache__/logs.cpython-311.pyc"):
-        assert dockerignore_excludes(path), path
-    sources = [args.split()[0] for name, args in dockerfile_stages()[0] + dockerfile_stages()[-1]
-               if name == "COPY" and not args.startswith("--from")]
+@pytest.mark.parametrize(
+    "path",
+    [
+        "tests/test_deploy.py",
+        "bench/governor_overhead.py",
+        "media/a.jpg",
+        ".venv/bin/python",
+        "venv/bin/python",
+        ".git/HEAD",
+        "docs/operations.md",
+        "liroo/__pycache__/logs.cpython-311.pyc",
+    ],
+)
+def test_dockerignore_keeps_tests_benches_media_and_virtualenvs_out(path):
+    assert dockerignore_excludes(path), path
+
+
+def test_dockerignore_keeps_every_copied_source_in():
+    sources = [
+        args.split()[0]
+        for name, args in dockerfile_stages()[0] + dockerfile_stages()[-1]
+        if name == "COPY" and not args.startswith("--from")
+    ]
     for source in sources:
         for path in [source] + [str(p.relative_to(ROOT)) for p in (ROOT / source).rglob("*.py")]:
             assert not dockerignore_excludes(path), path
@@ -123,7 +162,11 @@ def test_dockerignore_keeps_tests_benches_media_and_virtualenvs_out():
 
 def test_the_image_command_and_environment_start_the_service():
     env = image_env()
-    env["PATH"] = env["PATH"].replace("/opt/venv/bin", str(ROOT / ".venv" / "bin")).replace("$PATH", os.environ["PATH"])
+    env["PATH"] = (
+        env["PATH"]
+        .replace("/opt/venv/bin", str(ROOT / ".venv" / "bin"))
+        .replace("$PATH", os.environ["PATH"])
+    )
     command = image_cmd()
     command[0] = shutil.which(command[0], path=env["PATH"])
     server = GunicornServer(env=env, command=command)
@@ -134,12 +177,23 @@ def test_the_image_command_and_environment_start_the_service():
     with server:
         body = requests.get(server.url("/health"), timeout=5).json()
         assert body["status"] == "healthy"
-        assert len(wait_for(lambda: len(server.worker_pids()) == 2 and server.worker_pids(), 20,
-                            what="two workers")) == 2
-        assert "Using worker: liroo.server.JsonErrorWorker" in server.log()   # gthread, with JSON errors
+        assert (
+            len(
+                wait_for(
+                    lambda: len(server.worker_pids()) == 2 and server.worker_pids(),
+                    20,
+                    what="two workers",
+                )
+            )
+            == 2
+        )
+        assert (
+            "Using worker: liroo.server.JsonErrorWorker" in server.log()
+        )  # gthread, with JSON errors
 
 
 # --- cloudbuild.yaml ---------------------------------------------------------------
+
 
 def cloudbuild() -> dict:
     return yaml.safe_load((ROOT / "cloudbuild.yaml").read_text())
@@ -174,19 +228,28 @@ def test_cloudbuild_builds_pushes_and_deploys_with_the_guide_settings():
     for name, value in GUIDE_FLAGS.items():
         assert deploy[name] == value, name
     env = dict(pair.split("=", 1) for pair in deploy["--set-env-vars"].split(","))
-    assert env == {"GCS_BUCKET_NAME": "${_GCS_BUCKET_NAME}", "BASE_URL": "${_BASE_URL}",
-                   "LIROO_TRUSTED_PROXIES": "1", "GOOGLE_CLOUD_PROJECT": "$PROJECT_ID", "LIROO_ASYNC": "off"}
+    assert env == {
+        "GCS_BUCKET_NAME": "${_GCS_BUCKET_NAME}",
+        "BASE_URL": "${_BASE_URL}",
+        "LIROO_TRUSTED_PROXIES": "1",
+        "GOOGLE_CLOUD_PROJECT": "$PROJECT_ID",
+        "LIROO_ASYNC": "off",
+    }
     secrets = deploy["--set-secrets"].split(",")
     assert "GENAI_API_KEY=${_GENAI_SECRET}:latest" in secrets
     assert "REDIS_URL=${_REDIS_SECRET}:latest" in secrets
-    assert all(re.fullmatch(r"[A-Z_]+=[\w${}-]+:(latest|\d+)", s) for s in secrets), "references, never values"
+    assert all(re.fullmatch(r"[A-Z_]+=[\w${}-]+:(latest|\d+)", s) for s in secrets), (
+        "references, never values"
+    )
 
 
 def test_cloudbuild_substitutions_are_all_defined_and_used_and_no_key_is_inline():
     text = (ROOT / "cloudbuild.yaml").read_text()
     config = cloudbuild()
     defined = set(config["substitutions"])
-    used = set(re.findall(r"\$\{(_[A-Z0-9_]+)\}", yaml.safe_dump(config["steps"]) + str(config["images"])))
+    used = set(
+        re.findall(r"\$\{(_[A-Z0-9_]+)\}", yaml.safe_dump(config["steps"]) + str(config["images"]))
+    )
     assert used == defined
     assert config["options"]["dynamicSubstitutions"] is True  # the bucket default uses $PROJECT_ID
     assert not re.search(r"AIza[0-9A-Za-z_-]{20,}", text)
@@ -195,8 +258,10 @@ def test_cloudbuild_substitutions_are_all_defined_and_used_and_no_key_is_inline(
 
 # --- deploy-cloud-run.sh -----------------------------------------------------------------
 
+
 def fake_gcloud(folder: Path, project: str = "demo-proj") -> Path:
-    """A stand-in gcloud (the real one cannot deploy from here): records its arguments, answers two questions."""
+    """A stand-in gcloud (the real one cannot deploy from here): records its arguments, answers two
+    questions."""
     log = folder / "gcloud-calls.jsonl"
     script = folder / "gcloud"
     script.write_text(f"""#!{sys.executable}
@@ -216,8 +281,14 @@ def run_script(*args: str, path: str | None = None) -> subprocess.CompletedProce
     env = {k: v for k, v in os.environ.items() if not k.startswith("CLOUDSDK_")}
     if path is not None:
         env["PATH"] = path
-    return subprocess.run(["/bin/bash", str(ROOT / "deploy-cloud-run.sh"), *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        ["/bin/bash", str(ROOT / "deploy-cloud-run.sh"), *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def printed_commands(stdout: str) -> list[list[str]]:
@@ -226,8 +297,10 @@ def printed_commands(stdout: str) -> list[list[str]]:
 
 def resolve(args: list[str], values: dict[str, str]) -> list[str]:
     """cloudbuild.yaml's args with its substitutions filled in."""
+
     def sub(text: str) -> str:
         return re.sub(r"\$\{?([A-Z_][A-Z0-9_]*)\}?", lambda m: values[m.group(1)], text)
+
     return [sub(a) for a in args]
 
 
@@ -238,8 +311,11 @@ def test_dry_run_prints_the_commands_and_runs_nothing(tmp_path):
     assert "would check that gcloud is installed" in result.stdout
     assert "gcloud config get-value project" in result.stdout
     commands = printed_commands(result.stdout)
-    assert [c[:3] for c in commands] == [["gcloud", "builds", "submit"], ["gcloud", "run", "deploy"],
-                                         ["gcloud", "run", "services"]]
+    assert [c[:3] for c in commands] == [
+        ["gcloud", "builds", "submit"],
+        ["gcloud", "run", "deploy"],
+        ["gcloud", "run", "services"],
+    ]
     deploy = flags(commands[1])
     for name, value in GUIDE_FLAGS.items():
         assert deploy[name] == value, name
@@ -260,18 +336,41 @@ def test_script_defaults_match_cloudbuild():
 
 
 def test_script_options_reach_the_deploy_command_as_cloudbuild_substitutions_do():
-    options = {"--project": "p2", "--region": "europe-west1", "--service": "liroo-staging", "--repository": "r2",
-               "--tag": "t2", "--bucket": "b2", "--base-url": "https://liroo.example.com", "--genai-secret": "s2",
-               "--redis-secret": "r-url", "--network": "vpc2", "--subnet": "sub2"}
+    options = {
+        "--project": "p2",
+        "--region": "europe-west1",
+        "--service": "liroo-staging",
+        "--repository": "r2",
+        "--tag": "t2",
+        "--bucket": "b2",
+        "--base-url": "https://liroo.example.com",
+        "--genai-secret": "s2",
+        "--redis-secret": "r-url",
+        "--network": "vpc2",
+        "--subnet": "sub2",
+    }
     result = run_script("--dry-run", *[x for pair in options.items() for x in pair])
     assert result.returncode == 0, result.stderr
-    values = {"PROJECT_ID": "p2", "COMMIT_SHA": "t2", "_REGION": "europe-west1", "_SERVICE": "liroo-staging",
-              "_REPOSITORY": "r2", "_GCS_BUCKET_NAME": "b2", "_BASE_URL": "https://liroo.example.com",
-              "_GENAI_SECRET": "s2", "_REDIS_SECRET": "r-url", "_NETWORK": "vpc2", "_SUBNET": "sub2"}
-    assert sorted(printed_commands(result.stdout)[1][1:]) == sorted(resolve(deploy_args(cloudbuild()), values))
+    values = {
+        "PROJECT_ID": "p2",
+        "COMMIT_SHA": "t2",
+        "_REGION": "europe-west1",
+        "_SERVICE": "liroo-staging",
+        "_REPOSITORY": "r2",
+        "_GCS_BUCKET_NAME": "b2",
+        "_BASE_URL": "https://liroo.example.com",
+        "_GENAI_SECRET": "s2",
+        "_REDIS_SECRET": "r-url",
+        "_NETWORK": "vpc2",
+        "_SUBNET": "sub2",
+    }
+    assert sorted(printed_commands(result.stdout)[1][1:]) == sorted(
+        resolve(deploy_args(cloudbuild()), values)
+    )
 
 
 # --- many instances: Redis, the startup probe, async work ------------------------------------
+
 
 def deploy_flags(*args: str) -> dict[str, str | None]:
     result = run_script("--dry-run", "--project", "demo-proj", "--tag", "abc123", *args)
@@ -279,29 +378,42 @@ def deploy_flags(*args: str) -> dict[str, str | None]:
     return flags(printed_commands(result.stdout)[1])
 
 
-def test_the_deployment_reaches_memorystore_through_direct_vpc_egress_with_redis_url_from_secret_manager():
+def test_the_deployment_reaches_memorystore_by_direct_vpc_egress_and_its_redis_url_by_secret():
     deploy = deploy_flags()
     assert deploy["--network"] == "default" and deploy["--subnet"] == "default"
-    assert deploy["--vpc-egress"] == "private-ranges-only"      # Gemini and Cloud Storage still leave directly
+    assert (
+        deploy["--vpc-egress"] == "private-ranges-only"
+    )  # Gemini and Cloud Storage still leave directly
     assert "REDIS_URL=liroo-redis-url:latest" in deploy["--set-secrets"].split(",")
-    assert "REDIS_URL" not in deploy["--set-env-vars"], "a reference to a secret, never the URL itself"
+    assert "REDIS_URL" not in deploy["--set-env-vars"], (
+        "a reference to a secret, never the URL itself"
+    )
     probe = dict(part.split("=", 1) for part in deploy["--startup-probe"].split(","))
-    assert probe["httpGet.path"] == "/ready"                  # fails while the configured Redis cannot be reached
+    assert probe["httpGet.path"] == "/ready"  # fails while the configured Redis cannot be reached
     assert int(probe["periodSeconds"]) * int(probe["failureThreshold"]) <= 240
 
 
 def test_without_redis_several_instances_are_refused_and_the_reason_is_said():
     refused = run_script("--dry-run", "--project", "demo-proj", "--no-redis")
     assert refused.returncode != 0
-    assert "without Redis each instance keeps its own jobs, progress, rate limits and Gemini budget" in refused.stderr
+    assert (
+        "without Redis each instance keeps its own jobs, progress, rate limits and Gemini budget"
+        in refused.stderr
+    )
     assert "--single-instance-state" in refused.stderr
     assert not printed_commands(refused.stdout), "nothing is built or deployed"
 
-    for accepted in (("--no-redis", "--max-instances", "1"), ("--no-redis", "--single-instance-state")):
-        deploy = deploy_flags(*accepted)
-        assert "REDIS_URL" not in deploy["--set-secrets"]
-        assert "--network" not in deploy and "--vpc-egress" not in deploy
-        assert deploy["--startup-probe"].startswith("httpGet.path=/ready")
+
+@pytest.mark.parametrize(
+    "accepted",
+    [("--no-redis", "--max-instances", "1"), ("--no-redis", "--single-instance-state")],
+    ids=["max-instances-1", "single-instance-state"],
+)
+def test_without_redis_one_instance_deploys_without_a_network(accepted):
+    deploy = deploy_flags(*accepted)
+    assert "REDIS_URL" not in deploy["--set-secrets"]
+    assert "--network" not in deploy and "--vpc-egress" not in deploy
+    assert deploy["--startup-probe"].startswith("httpGet.path=/ready")
 
 
 def test_async_work_is_deployed_only_with_cpu_always_allocated():
@@ -336,7 +448,9 @@ def test_without_gcloud_or_a_project_it_stops_before_doing_anything(tmp_path):
     no_project = run_script(path=f"{tmp_path}:{os.environ['PATH']}")
     assert no_project.returncode != 0
     assert "no project" in no_project.stderr
-    assert [json.loads(line) for line in calls.read_text().splitlines()] == [["config", "get-value", "project"]]
+    assert [json.loads(line) for line in calls.read_text().splitlines()] == [
+        ["config", "get-value", "project"]
+    ]
 
 
 def test_unknown_options_are_refused():
@@ -351,14 +465,25 @@ RUN_LIMITED = [sys.executable, str(ROOT / "scripts" / "run-limited")]
 
 
 def test_make_run_limited_calls_the_script_with_the_limit():
-    out = subprocess.run(["make", "-n", "run-limited", "MEM=768m"], cwd=ROOT, capture_output=True, text=True,
-                         check=True).stdout
+    out = subprocess.run(
+        ["make", "-n", "run-limited", "MEM=768m"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert "scripts/run-limited --mem 768m" in out
 
 
 def limited_plan(mem: str) -> str:
-    result = subprocess.run([*RUN_LIMITED, "--mem", mem, "--dry-run"], cwd=ROOT, capture_output=True, text=True,
-                            check=True, env={k: v for k, v in os.environ.items() if k != "MEMORY_LIMIT_MB"})
+    result = subprocess.run(
+        [*RUN_LIMITED, "--mem", mem, "--dry-run"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+        env={k: v for k, v in os.environ.items() if k != "MEMORY_LIMIT_MB"},
+    )
     return result.stderr
 
 
@@ -399,9 +524,21 @@ def test_run_limited_serves_under_the_limit_and_cleans_up():
 def test_run_limited_limit_is_enforced_by_the_kernel():
     if not cgroup_group(limited_plan("48m")):
         pytest.skip("this machine does not let us create a memory cgroup")
-    result = subprocess.run([*RUN_LIMITED, "--mem", "48m", "--", sys.executable, "-c",
-                             "data = b'x' * (256 << 20); print('survived')"],
-                            cwd=ROOT, capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [
+            *RUN_LIMITED,
+            "--mem",
+            "48m",
+            "--",
+            sys.executable,
+            "-c",
+            "data = b'x' * (256 << 20); print('survived')",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 137
     assert "survived" not in result.stdout
     assert "OOM killer ended" in result.stderr

@@ -75,25 +75,46 @@ def test_a_failure_reads_the_same_in_a_view_and_in_a_generation(app, name):
 
 
 def test_a_full_disk_is_storage_unavailable_wherever_it_is_met(app):
-    status, body, headers = flask_answer(app, OSError(errno.ENOSPC, "No space left on device"), "/health")
+    status, body, headers = flask_answer(
+        app, OSError(errno.ENOSPC, "No space left on device"), "/health"
+    )
     assert (status, body["code"]) == (503, "storage_unavailable") and headers["Retry-After"]
-    assert "lecture_id" not in body     # a route's own fields only on its own answers
+    assert "lecture_id" not in body  # a route's own fields only on its own answers
 
 
 def test_the_governors_503_has_the_shape_of_the_apps(app, tmp_path):
-    """The governor imports nothing of the app, so it builds its 503 itself: same fields, same words."""
-    cgroup = FakeCgroupV2(tmp_path, limit_mb=1000, used_mb=800)    # the hard limit is 750 MB
+    """The governor imports nothing of the app, so it builds its 503 itself: same fields, same
+    words."""
+    cgroup = FakeCgroupV2(tmp_path, limit_mb=1000, used_mb=800)  # the hard limit is 750 MB
     governor = Governor(GovernorConfig(), probe=MemoryProbe(cgroup.root))
-    door = MemoryGovernorMiddleware(lambda environ, start_response: [b""], governor,
-                                    request_id=lambda environ: REQUEST_ID, extra_fields=api.shed_fields)
+    door = MemoryGovernorMiddleware(
+        lambda environ, start_response: [b""],
+        governor,
+        request_id=lambda environ: REQUEST_ID,
+        extra_fields=api.shed_fields,
+    )
     answered = {}
-    environ = {"REQUEST_METHOD": "POST", "PATH_INFO": "/generate_lecture", "wsgi.input": None,
-               "CONTENT_LENGTH": "0"}
-    shed = json.loads(b"".join(door(environ, lambda status, headers: answered.update(status=status))))
+    environ = {
+        "REQUEST_METHOD": "POST",
+        "PATH_INFO": "/generate_lecture",
+        "wsgi.input": None,
+        "CONTENT_LENGTH": "0",
+    }
+    shed = json.loads(
+        b"".join(door(environ, lambda status, headers: answered.update(status=status)))
+    )
     assert answered["status"].startswith("503")
 
     pressure = MemoryPressure(800.0, 750.0, governor.config.retry_after_s)
     _, recorded = generation_answer(app, pressure)
     assert set(shed) == set(recorded)
-    for field in ("error", "code", "memory_usage_mb", "memory_limit_mb", "retry_after_s", "request_id", "success"):
+    for field in (
+        "error",
+        "code",
+        "memory_usage_mb",
+        "memory_limit_mb",
+        "retry_after_s",
+        "request_id",
+        "success",
+    ):
         assert shed[field] == recorded[field], field

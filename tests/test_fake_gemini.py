@@ -1,4 +1,6 @@
-"""The loopback Gemini itself, spoken to over plain HTTP (the provider tests drive it through the SDK)."""
+"""The loopback Gemini itself, spoken to over plain HTTP (the provider tests drive it through the
+SDK)."""
+
 from __future__ import annotations
 
 import base64
@@ -26,10 +28,19 @@ class Deck(BaseModel):
     cards: list[Card] = Field(min_length=2, max_length=4)
 
 
-def post(fake: FakeGemini, model: str, prompt: str, config: dict | None = None, version: str = "v1") -> requests.Response:
-    body = {"contents": [{"role": "user", "parts": [{"text": prompt}]}], "generationConfig": config or {}}
-    return requests.post(f"{fake.url}/{version}/models/{model}:generateContent", json=body,
-                         headers={"x-goog-api-key": "k"}, timeout=10)
+def post(
+    fake: FakeGemini, model: str, prompt: str, config: dict | None = None, version: str = "v1"
+) -> requests.Response:
+    body = {
+        "contents": [{"role": "user", "parts": [{"text": prompt}]}],
+        "generationConfig": config or {},
+    }
+    return requests.post(
+        f"{fake.url}/{version}/models/{model}:generateContent",
+        json=body,
+        headers={"x-goog-api-key": "k"},
+        timeout=10,
+    )
 
 
 def inline_data(response: requests.Response) -> tuple[str, bytes]:
@@ -45,20 +56,35 @@ def test_unknown_paths_get_a_json_404_and_any_v1_version_is_served(fake_gemini):
 
 
 def test_text_answers_satisfy_a_json_schema_with_refs(fake_gemini):
-    config = {"responseMimeType": "application/json", "responseJsonSchema": Deck.model_json_schema()}
-    response = post(fake_gemini, "gemini-2.5-flash", "Text:\nThe sun is a star. The moon orbits the earth.", config)
+    config = {
+        "responseMimeType": "application/json",
+        "responseJsonSchema": Deck.model_json_schema(),
+    }
+    response = post(
+        fake_gemini,
+        "gemini-2.5-flash",
+        "Text:\nThe sun is a star. The moon orbits the earth.",
+        config,
+    )
     text = response.json()["candidates"][0]["content"]["parts"][0]["text"]
     deck = Deck.model_validate_json(text)
     assert "sun" in deck.cards[0].back.lower()
-    request, = fake_gemini.requests()
-    assert (request.model, request.operation, request.headers["x-goog-api-key"]) == ("gemini-2.5-flash", "text", "k")
+    (request,) = fake_gemini.requests()
+    assert (request.model, request.operation, request.headers["x-goog-api-key"]) == (
+        "gemini-2.5-flash",
+        "text",
+        "k",
+    )
 
 
 def test_queued_answers_and_faults_are_served_in_order_and_by_operation(fake_gemini):
     fake_gemini.answer({"exact": True})
     fake_gemini.fail("http", status=503, retry_after=2, operation="image")
-    assert post(fake_gemini, "m", "hi").json()["candidates"][0]["content"]["parts"][0]["text"] == '{"exact": true}'
-    assert fake_gemini.pending_faults == 1                       # a text request does not take an image fault
+    assert (
+        post(fake_gemini, "m", "hi").json()["candidates"][0]["content"]["parts"][0]["text"]
+        == '{"exact": true}'
+    )
+    assert fake_gemini.pending_faults == 1  # a text request does not take an image fault
     failed = post(fake_gemini, "m", "a picture", {"responseModalities": ["IMAGE"]})
     assert failed.status_code == 503 and failed.headers["Retry-After"] == "2"
     assert failed.json()["error"]["details"][0]["retryDelay"] == "2s"
@@ -109,14 +135,24 @@ def test_blocked_and_empty_answers_have_gemini_shapes(fake_gemini):
 
 
 def test_runs_alone_for_benchmarks():
-    proc = subprocess.Popen([sys.executable, "-m", "tests.fake_gemini", "--port", "0", "--image-size", "64x32"],
-                            cwd=ROOT, env=clean_env(), stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.fake_gemini", "--port", "0", "--image-size", "64x32"],
+        cwd=ROOT,
+        env=clean_env(),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         line = proc.stdout.readline().strip()
         assert line.startswith("FAKE_GEMINI_URL=http://127.0.0.1:")
         url = line.split("=", 1)[1]
-        body = {"contents": [{"parts": [{"text": "a tiny picture"}]}], "generationConfig": {"responseModalities": ["IMAGE"]}}
-        answer = requests.post(f"{url}/v1/models/img:generateContent", data=json.dumps(body), timeout=10)
+        body = {
+            "contents": [{"parts": [{"text": "a tiny picture"}]}],
+            "generationConfig": {"responseModalities": ["IMAGE"]},
+        }
+        answer = requests.post(
+            f"{url}/v1/models/img:generateContent", data=json.dumps(body), timeout=10
+        )
         _, data = inline_data(answer)
         assert Image.open(io.BytesIO(data)).size == (64, 32)
     finally:

@@ -1,4 +1,5 @@
-"""Provider faults through the real google-genai SDK, against the loopback Gemini, on one real gunicorn server.
+"""Provider faults through the real google-genai SDK, against the loopback Gemini, on one real
+gunicorn server.
 
 Each test queues faults in the fake (tests/fake_gemini.py) and checks what
 the app answers: the right status and ``code`` or a success after retries
@@ -8,6 +9,7 @@ when the model never answers, ``/progress/<id>`` showing ``failed`` with an
 exit in the log). Storage and Redis faults are in test_faults_storage.py and
 test_faults_redis.py.
 """
+
 from __future__ import annotations
 
 import uuid
@@ -16,15 +18,21 @@ import pytest
 import requests
 
 from tests import contract
+from tests.fake_gemini import gemini_env
 from tests.servers import GunicornServer, wait_for
 from tests.test_comic_api import APP_COMIC
-from tests.fake_gemini import gemini_env
 from tests.test_comic_gemini import LONG_TEXT, script_with
 from tests.test_content_api import APP_TTS
 
 ATTEMPTS = 3
-CLIENT_TIMEOUT_S = 120   # the test's own patience: a request still open after this has hung
-WORKER_DEATHS = ("Worker exiting", "exited with code", "WORKER TIMEOUT", "was sent SIGKILL", "Traceback")
+CLIENT_TIMEOUT_S = 120  # the test's own patience: a request still open after this has hung
+WORKER_DEATHS = (
+    "Worker exiting",
+    "exited with code",
+    "WORKER TIMEOUT",
+    "was sent SIGKILL",
+    "Traceback",
+)
 
 
 @pytest.fixture(scope="module")
@@ -34,11 +42,18 @@ def fake(module_fake_gemini):
 
 @pytest.fixture(scope="module")
 def server(fake):
-    env = gemini_env(fake, LIROO_GEMINI_RETRY_ATTEMPTS=ATTEMPTS, LIROO_GEMINI_RETRY_MAX_S=0.2,
-                     LIROO_GEMINI_TIMEOUT_S=2)
+    env = gemini_env(
+        fake,
+        LIROO_GEMINI_RETRY_ATTEMPTS=ATTEMPTS,
+        LIROO_GEMINI_RETRY_MAX_S=0.2,
+        LIROO_GEMINI_TIMEOUT_S=2,
+    )
     with GunicornServer(env) as srv:
-        srv.steady_workers = wait_for(lambda: len(srv.worker_pids()) == 2 and set(srv.worker_pids()),
-                                      timeout=30, what="both workers")
+        srv.steady_workers = wait_for(
+            lambda: len(srv.worker_pids()) == 2 and set(srv.worker_pids()),
+            timeout=30,
+            what="both workers",
+        )
         yield srv
 
 
@@ -53,8 +68,9 @@ def no_worker_dies(fake, server):
 
 def call(server, path, body, request_id=None):
     request_id = request_id or f"fault-{uuid.uuid4().hex}"
-    response = requests.post(server.url(path), json=body, headers={"X-Request-ID": request_id},
-                             timeout=CLIENT_TIMEOUT_S)
+    response = requests.post(
+        server.url(path), json=body, headers={"X-Request-ID": request_id}, timeout=CLIENT_TIMEOUT_S
+    )
     return request_id, response
 
 
@@ -62,7 +78,9 @@ def assert_failed(server, request_id, response, status, code):
     assert response.status_code == status, response.text
     body = contract.decode_error(response.json())
     assert body["code"] == code and body["request_id"] == request_id
-    progress = contract.decode_progress(requests.get(server.url(f"/progress/{request_id}"), timeout=10).json())
+    progress = contract.decode_progress(
+        requests.get(server.url(f"/progress/{request_id}"), timeout=10).json()
+    )
     assert progress["status"] == "failed" and progress["success"] is False
     assert progress["error_code"] == code and progress["error"] == body["error"]
     return body
@@ -73,16 +91,22 @@ def comic(server, **extra):
 
 
 def image(server):
-    return call(server, "/generate_image", {"prompt": "A lighthouse at dusk", "image_style": "Watercolor"})
+    return call(
+        server, "/generate_image", {"prompt": "A lighthouse at dusk", "image_style": "Watercolor"}
+    )
 
 
-# --- rate limits, server errors and timeouts: retried, then a clear answer ---------------------------
+# --- rate limits, server errors and timeouts: retried, then a clear answer
+# ---------------------------
+
 
 def test_a_429_storm_longer_than_the_retries_is_a_503_with_retry_after(server, fake):
     fake.fail("http", times=ATTEMPTS, status=429, retry_after=7, operation="text")
     rid, response = comic(server)
     body = assert_failed(server, rid, response, 503, "provider_rate_limited")
-    assert response.headers["Retry-After"] == "7" and body["retry_after_s"] == 7   # Gemini's own hint
+    assert (
+        response.headers["Retry-After"] == "7" and body["retry_after_s"] == 7
+    )  # Gemini's own hint
     assert len(fake.requests("text")) == ATTEMPTS and fake.requests("image") == []
 
 
@@ -91,7 +115,7 @@ def test_fewer_429s_than_attempts_succeed_after_retries(server, fake):
     rid, response = comic(server)
     assert response.status_code == 200, response.text
     assert contract.decode_comic(response.json())["success"] is True
-    assert len(fake.requests("text")) == ATTEMPTS          # two refusals, then the answer
+    assert len(fake.requests("text")) == ATTEMPTS  # two refusals, then the answer
     assert requests.get(server.url(f"/progress/{rid}"), timeout=10).json()["status"] == "succeeded"
 
 
@@ -131,34 +155,42 @@ def test_one_slow_answer_is_retried(server, fake):
     assert len(fake.requests("image")) == 2
 
 
-# --- answers that are not results ------------------------------------------------------------------
+# --- answers that are not results
+# ------------------------------------------------------------------
 
-@pytest.mark.parametrize("kind, status, code", [
-    ("malformed_body", 502, "provider_bad_output"),
-    ("truncated_json", 502, "provider_bad_output"),
-    ("max_tokens", 502, "provider_bad_output"),
-    ("empty_parts", 502, "provider_bad_output"),
-    ("text_instead_of_image", 502, "provider_bad_output"),   # prose where JSON was asked for
-    ("blocked", 422, "content_blocked"),
-    ("prompt_blocked", 422, "content_blocked"),
-    ("no_candidates", 422, "content_blocked"),
-])
+
+@pytest.mark.parametrize(
+    "kind, status, code",
+    [
+        ("malformed_body", 502, "provider_bad_output"),
+        ("truncated_json", 502, "provider_bad_output"),
+        ("max_tokens", 502, "provider_bad_output"),
+        ("empty_parts", 502, "provider_bad_output"),
+        ("text_instead_of_image", 502, "provider_bad_output"),  # prose where JSON was asked for
+        ("blocked", 422, "content_blocked"),
+        ("prompt_blocked", 422, "content_blocked"),
+        ("no_candidates", 422, "content_blocked"),
+    ],
+)
 def test_unusable_text_answers(server, fake, kind, status, code):
     fake.fail(kind, operation="text")
     rid, response = comic(server)
     body = assert_failed(server, rid, response, status, code)
     assert "comic" not in body
-    assert len(fake.requests("text")) == 1 and fake.requests("image") == []   # no retry, no pictures
+    assert len(fake.requests("text")) == 1 and fake.requests("image") == []  # no retry, no pictures
 
 
-@pytest.mark.parametrize("kind, status, code", [
-    ("malformed_body", 502, "provider_bad_output"),
-    ("empty_parts", 502, "provider_bad_output"),
-    ("text_instead_of_image", 502, "provider_bad_output"),
-    ("blocked", 422, "content_blocked"),
-    ("prompt_blocked", 422, "content_blocked"),
-    ("no_candidates", 422, "content_blocked"),
-])
+@pytest.mark.parametrize(
+    "kind, status, code",
+    [
+        ("malformed_body", 502, "provider_bad_output"),
+        ("empty_parts", 502, "provider_bad_output"),
+        ("text_instead_of_image", 502, "provider_bad_output"),
+        ("blocked", 422, "content_blocked"),
+        ("prompt_blocked", 422, "content_blocked"),
+        ("no_candidates", 422, "content_blocked"),
+    ],
+)
 def test_unusable_image_answers(server, fake, kind, status, code):
     fake.fail(kind, operation="image")
     rid, response = image(server)
@@ -167,11 +199,14 @@ def test_unusable_image_answers(server, fake, kind, status, code):
     assert len(fake.requests("image")) == 1
 
 
-@pytest.mark.parametrize("kind, status, code", [
-    ("malformed_body", 502, "provider_bad_output"),
-    ("empty_parts", 502, "provider_bad_output"),
-    ("blocked", 422, "content_blocked"),
-])
+@pytest.mark.parametrize(
+    "kind, status, code",
+    [
+        ("malformed_body", 502, "provider_bad_output"),
+        ("empty_parts", 502, "provider_bad_output"),
+        ("blocked", 422, "content_blocked"),
+    ],
+)
 def test_unusable_speech_answers(server, fake, kind, status, code):
     fake.fail(kind, operation="speech")
     rid, response = call(server, "/generate_tts", APP_TTS)
@@ -179,10 +214,14 @@ def test_unusable_speech_answers(server, fake, kind, status, code):
     assert "audio_url" not in body
 
 
-# --- a comic with some pictures missing ------------------------------------------------------------
+# --- a comic with some pictures missing
+# ------------------------------------------------------------
+
 
 @pytest.mark.parametrize("failed_panels, succeeds", [(4, True), (5, False)])
-def test_a_comic_keeps_success_only_with_at_least_half_its_pictures(server, fake, failed_panels, succeeds):
+def test_a_comic_keeps_success_only_with_at_least_half_its_pictures(
+    server, fake, failed_panels, succeeds
+):
     fake.answer(script_with(8))
     fake.fail("text_instead_of_image", times=failed_panels, operation="image")
     rid, response = comic(server, text=LONG_TEXT)
@@ -202,7 +241,7 @@ def test_a_comic_keeps_success_only_with_at_least_half_its_pictures(server, fake
 def test_a_429_storm_on_every_panel_is_a_503(server, fake):
     fake.answer(script_with(3))
     fake.fail("http", times=3 * ATTEMPTS, status=429, retry_after=3, operation="image")
-    rid, response = comic(server)      # three panels, each refused on every attempt
+    rid, response = comic(server)  # three panels, each refused on every attempt
     assert_failed(server, rid, response, 503, "provider_rate_limited")
     assert response.headers["Retry-After"] == "3"
     assert len(fake.requests("image")) == 3 * ATTEMPTS

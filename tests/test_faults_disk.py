@@ -27,7 +27,10 @@ def tiny_disk():
                              capture_output=True, text=True)
     if mounted.returncode != 0:
         os.rmdir(folder)
-        pytest.skip(f"cannot mount a 2 MB tmpfs here (needs root): {mounted.stderr.strip() or mounted.returncode}")
+        pytest.skip(
+            "cannot mount a 2 MB tmpfs here (needs root): "
+            f"{mounted.stderr.strip() or mounted.returncode}"
+        )
     try:
         yield folder
     finally:
@@ -44,7 +47,7 @@ def fill(folder: str) -> str:
                 f.write(b"\0" * 65536)
         except OSError as exc:
             assert exc.errno == errno.ENOSPC
-    with open(path, "ab", buffering=0) as f:   # and the last few bytes
+    with open(path, "ab", buffering=0) as f:  # and the last few bytes
         try:
             while True:
                 f.write(b"\0")
@@ -63,14 +66,20 @@ def health(server) -> dict:
 
 def test_a_full_disk_is_503_storage_unavailable_and_health_shows_it(start_server, tiny_disk):
     media = os.path.join(tiny_disk, "media")
-    server = start_server({"LIROO_MEDIA_DIR": media, "LIROO_IMAGE_CACHE": "off", "LIROO_RETRY_AFTER_S": "9"})
+    server = start_server(
+        {"LIROO_MEDIA_DIR": media, "LIROO_IMAGE_CACHE": "off", "LIROO_RETRY_AFTER_S": "9"}
+    )
     assert health(server)["status"] == "healthy"
     os.makedirs(media, exist_ok=True)
     filler = fill(tiny_disk)
 
     request_id = "disk-" + uuid.uuid4().hex
-    image = requests.post(server.url("/generate_image"), json={"prompt": "a lighthouse at dawn"},
-                          headers={"X-Request-ID": request_id}, timeout=60)
+    image = requests.post(
+        server.url("/generate_image"),
+        json={"prompt": "a lighthouse at dawn"},
+        headers={"X-Request-ID": request_id},
+        timeout=60,
+    )
     assert image.status_code == 503, image.text
     assert image.headers["Retry-After"] == "9"
     assert contract.decode_error(image.json())["code"] == "storage_unavailable"
@@ -88,10 +97,17 @@ def test_a_full_disk_is_503_storage_unavailable_and_health_shows_it(start_server
         assert "No space left on device" in seen["storage_error"] and seen["message"]
         assert seen["memory_critical"] is False
 
-    os.unlink(filler)                       # the operator frees space: the retry works, health recovers
-    retry = requests.post(server.url("/generate_image"), json={"prompt": "a lighthouse at dawn"},
-                          headers={"X-Request-ID": request_id}, timeout=60)
+    os.unlink(filler)  # the operator frees space: the retry works, health recovers
+    retry = requests.post(
+        server.url("/generate_image"),
+        json={"prompt": "a lighthouse at dawn"},
+        headers={"X-Request-ID": request_id},
+        timeout=60,
+    )
     assert retry.status_code == 200, retry.text
-    wait_for(lambda: all(health(server)["status"] == "healthy" for _ in range(4)), timeout=30,
-             what="/health to clear on every worker")
+    wait_for(
+        lambda: all(health(server)["status"] == "healthy" for _ in range(4)),
+        timeout=30,
+        what="/health to clear on every worker",
+    )
     assert "Traceback" not in server.log() and "internal_error" not in server.log()

@@ -1,4 +1,5 @@
-"""Redis unavailable: generation keeps working on one instance, progress degrades to in-process, logged.
+"""Redis unavailable: generation keeps working on one instance, progress degrades to in-process,
+logged.
 
 Decision (liroo/jobs/fallback.py, FallbackJobStore): with REDIS_URL set and Redis
 unreachable, jobs are claimed in the instance's local store, so requests are
@@ -11,6 +12,7 @@ Real parts only: gunicorn servers on loopback, and redis-server processes this
 file starts on free ports and kills mid-test (a server pointed at a port where
 nothing listens stands for a Redis that is gone from the start).
 """
+
 from __future__ import annotations
 
 import logging
@@ -37,14 +39,26 @@ class RedisProcess:
     def __init__(self, port: int | None = None, *args: str) -> None:
         self.port = port or free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.args = args     # more redis-server options, e.g. ("--replicaof", "127.0.0.1", "6390")
+        self.args = args  # more redis-server options, e.g. ("--replicaof", "127.0.0.1", "6390")
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> "RedisProcess":
         self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             *self.args],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                *self.args,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         client = self.client()
         wait_for(client.ping, timeout=20, what=f"redis-server on port {self.port}")
         client.close()
@@ -71,7 +85,9 @@ def rid(prefix: str) -> str:
 
 
 def post(server, path, body, request_id, **headers):
-    return requests.post(server.url(path), json=body, headers={"X-Request-ID": request_id, **headers}, timeout=120)
+    return requests.post(
+        server.url(path), json=body, headers={"X-Request-ID": request_id, **headers}, timeout=120
+    )
 
 
 def progress(server, request_id):
@@ -82,19 +98,23 @@ def flashcards(server, request_id):
     return post(server, "/process", {**APP_PROCESS, "output_format": "flashcards"}, request_id)
 
 
-# --- the store itself ----------------------------------------------------------------------------------
+# --- the store itself
+# ----------------------------------------------------------------------------------
+
 
 def test_the_store_degrades_moves_running_jobs_and_recovers(redis_process, tmp_path, caplog):
-    store = FallbackJobStore(RedisJobStore(redis_process.url, ttl_s=60, running_ttl_s=120),
-                             LocalJobStore(str(tmp_path / "jobs.sqlite3"), ttl_s=60, running_ttl_s=120),
-                             retry_s=0.0)   # try Redis again on every call, so the test needs no waiting
+    store = FallbackJobStore(
+        RedisJobStore(redis_process.url, ttl_s=60, running_ttl_s=120),
+        LocalJobStore(str(tmp_path / "jobs.sqlite3"), ttl_s=60, running_ttl_s=120),
+        retry_s=0.0,
+    )  # try Redis again on every call, so the test needs no waiting
     shared = redis_process.client()
     caplog.set_level(logging.INFO, logger="liroo.jobs")
 
     before = rid("before")
     assert store.claim(before, "/generate_comic", "fp").outcome == "new"
     store.progress(before, "Drawing panel 1 of 3", 1, 5)
-    assert shared.exists(f"liroo:job:{before}")      # a normal job lives in Redis
+    assert shared.exists(f"liroo:job:{before}")  # a normal job lives in Redis
 
     redis_process.kill()
     # The running job's next update moves it to the local store, with its progress.
@@ -104,23 +124,27 @@ def test_the_store_degrades_moves_running_jobs_and_recovers(redis_process, tmp_p
     store.heartbeat([before])
     store.finish(before, SUCCEEDED, 200, {"success": True})
     assert store.get(before).result() == (200, {"success": True})
-    assert store.claim(before, "/generate_comic", "fp").outcome == "finished"    # a retry is replayed
+    assert store.claim(before, "/generate_comic", "fp").outcome == "finished"  # a retry is replayed
 
     during = rid("during")
     assert store.claim(during, "/generate_image", "fp").outcome == "new"
     assert store.claim(during, "/generate_image", "fp").outcome == "running"
     assert store.claim(during, "/generate_image", "other").outcome == "conflict"
-    store.finish(during, FAILED, 502, {"error": "x", "code": "provider_unavailable"}, "provider_unavailable")
+    store.finish(
+        during, FAILED, 502, {"error": "x", "code": "provider_unavailable"}, "provider_unavailable"
+    )
     assert store.get(during).error_code == "provider_unavailable"
-    outage_warnings = [r for r in caplog.records if r.levelno == logging.WARNING and OUTAGE in r.getMessage()]
-    assert len(outage_warnings) == 1      # once per outage, not once per call
+    outage_warnings = [
+        r for r in caplog.records if r.levelno == logging.WARNING and OUTAGE in r.getMessage()
+    ]
+    assert len(outage_warnings) == 1  # once per outage, not once per call
 
-    redis_process.start()                 # the same port, empty (no persistence)
+    redis_process.start()  # the same port, empty (no persistence)
     shared = redis_process.client()
     after = rid("after")
     assert store.claim(after, "/generate_tts", "fp").outcome == "new"
-    assert shared.exists(f"liroo:job:{after}")        # new jobs are shared again
-    assert store.get(during).status == FAILED         # jobs of the outage stay answerable here
+    assert shared.exists(f"liroo:job:{after}")  # new jobs are shared again
+    assert store.get(during).status == FAILED  # jobs of the outage stay answerable here
     assert store.get(before).status == SUCCEEDED
     assert any(RECOVERY in r.getMessage() for r in caplog.records)
 
@@ -133,18 +157,24 @@ def test_while_down_redis_is_tried_at_most_every_retry_interval(tmp_path):
             calls.append(request_id)
             return super().get(request_id)
 
-    store = FallbackJobStore(CountingRedis(f"redis://127.0.0.1:{free_port()}/0", ttl_s=60, running_ttl_s=120),
-                             LocalJobStore(str(tmp_path / "jobs.sqlite3"), ttl_s=60, running_ttl_s=120),
-                             retry_s=3600)
+    store = FallbackJobStore(
+        CountingRedis(f"redis://127.0.0.1:{free_port()}/0", ttl_s=60, running_ttl_s=120),
+        LocalJobStore(str(tmp_path / "jobs.sqlite3"), ttl_s=60, running_ttl_s=120),
+        retry_s=3600,
+    )
     for _ in range(5):
         assert store.get(rid("unknown")) is None
     assert len(calls) == 1 and not store.redis_available
 
 
-# --- real servers --------------------------------------------------------------------------------------
+# --- real servers
+# --------------------------------------------------------------------------------------
+
 
 def test_a_server_whose_redis_is_gone_still_serves_and_answers_progress(start_server):
-    server = start_server({"REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"})   # nothing listens there
+    server = start_server(
+        {"REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}
+    )  # nothing listens there
     comic_id = rid("noredis")
     response = post(server, "/generate_comic", APP_COMIC, comic_id)
     assert response.status_code == 200, response.text
@@ -152,8 +182,13 @@ def test_a_server_whose_redis_is_gone_still_serves_and_answers_progress(start_se
     assert body["success"] is True and body["request_id"] == comic_id
     done = contract.decode_progress(progress(server, comic_id).json())
     assert done["status"] == "succeeded" and done["progress_percentage"] == 100
-    retry = post(server, "/generate_comic", APP_COMIC, comic_id)     # idempotency still holds on this instance
-    assert retry.headers.get("X-Idempotent-Replay") == "true" and retry.json()["comic"] == body["comic"]
+    retry = post(
+        server, "/generate_comic", APP_COMIC, comic_id
+    )  # idempotency still holds on this instance
+    assert (
+        retry.headers.get("X-Idempotent-Replay") == "true"
+        and retry.json()["comic"] == body["comic"]
+    )
     assert OUTAGE in server.log()
     assert "Traceback" not in server.log()
 
@@ -173,7 +208,9 @@ def test_redis_killed_mid_run_degrades_then_recovers(start_server, redis_process
     assert response.status_code == 200, response.text
     assert contract.decode_comic(response.json())["success"] is True
     assert contract.decode_progress(progress(server, during).json())["status"] == "succeeded"
-    assert progress(server, before).status_code == 404   # held by Redis, which is gone: the degradation
+    assert (
+        progress(server, before).status_code == 404
+    )  # held by Redis, which is gone: the degradation
     assert OUTAGE in server.log()
 
     redis_process.start()
@@ -184,18 +221,30 @@ def test_redis_killed_mid_run_degrades_then_recovers(start_server, redis_process
         probe = rid("probe")
         assert flashcards(server, probe).status_code == 200
         return shared.exists(f"liroo:job:{probe}") and RECOVERY in server.log()
+
     wait_for(new_jobs_reach_redis, timeout=60, interval=0.5, what="new jobs to go back to Redis")
     assert contract.decode_progress(progress(server, during).json())["status"] == "succeeded"
     assert "Traceback" not in server.log()
 
 
 def test_the_rate_limit_falls_back_to_the_instances_count_without_redis(start_server):
-    server = start_server({"REDIS_URL": f"redis://127.0.0.1:{free_port()}/0", "LIROO_RATE_LIMIT": "2 per minute",
-                           "WEB_CONCURRENCY": "2"})   # two workers, one count: the instance's
+    server = start_server(
+        {
+            "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
+            "LIROO_RATE_LIMIT": "2 per minute",
+            "WEB_CONCURRENCY": "2",
+        }
+    )  # two workers, one count: the instance's
 
-    def fresh(request_id):   # a new connection each time, so both workers are asked
-        return post(server, "/process", {**APP_PROCESS, "output_format": "flashcards"}, request_id,
-                    Connection="close")
+    def fresh(request_id):  # a new connection each time, so both workers are asked
+        return post(
+            server,
+            "/process",
+            {**APP_PROCESS, "output_format": "flashcards"},
+            request_id,
+            Connection="close",
+        )
+
     statuses = [fresh(rid("limit")).status_code for _ in range(4)]
     assert statuses == [200, 200, 429, 429], statuses
     refused = fresh(rid("limit"))
@@ -205,10 +254,13 @@ def test_the_rate_limit_falls_back_to_the_instances_count_without_redis(start_se
     assert "Traceback" not in server.log()
 
 
-# --- a Redis that answers, but wrongly ------------------------------------------------------------------
+# --- a Redis that answers, but wrongly
+# ------------------------------------------------------------------
+
 
 class GarbageServer:
-    """A TCP server on a loopback port that answers every connection with bytes that are not RESP."""
+    """A TCP server on a loopback port that answers every connection with bytes that are not RESP.
+    """
 
     def __init__(self) -> None:
         import socketserver
@@ -218,7 +270,9 @@ class GarbageServer:
             def handle(self) -> None:
                 try:
                     while self.request.recv(65536):
-                        self.request.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+                        self.request.sendall(
+                            b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n"
+                        )
                 except OSError:
                     pass
 
@@ -238,10 +292,12 @@ class GarbageServer:
 
 def read_only_replica():
     primary = RedisProcess().start()
-    replica = RedisProcess(None, "--replicaof", "127.0.0.1", str(primary.port), "--replica-read-only", "yes").start()
+    replica = RedisProcess(
+        None, "--replicaof", "127.0.0.1", str(primary.port), "--replica-read-only", "yes"
+    ).start()
     probe = replica.client()
     with pytest.raises(redis.exceptions.ReadOnlyError):
-        probe.set("liroo:probe", "1")       # the fault is real: writes are refused
+        probe.set("liroo:probe", "1")  # the fault is real: writes are refused
     probe.close()
     return replica, [replica, primary]
 
@@ -249,7 +305,9 @@ def read_only_replica():
 def full_redis():
     full = RedisProcess(None, "--maxmemory", "1mb", "--maxmemory-policy", "noeviction").start()
     client = full.client()
-    with pytest.raises(redis.exceptions.OutOfMemoryError):   # fill it: writes are refused from now on
+    with pytest.raises(
+        redis.exceptions.OutOfMemoryError
+    ):  # fill it: writes are refused from now on
         for i in range(10_000):
             client.set(f"filler:{i}", "x" * 1024)
     client.close()
@@ -261,8 +319,11 @@ def garbage_port():
     return garbage, [garbage]
 
 
-@pytest.mark.parametrize("make_fault", [read_only_replica, full_redis, garbage_port],
-                         ids=["read-only replica", "maxmemory noeviction", "not Redis"])
+@pytest.mark.parametrize(
+    "make_fault",
+    [read_only_replica, full_redis, garbage_port],
+    ids=["read-only replica", "maxmemory noeviction", "not Redis"],
+)
 def test_a_redis_that_answers_wrongly_falls_back_like_an_outage(start_server, make_fault):
     fault, processes = make_fault()
     try:
@@ -273,18 +334,21 @@ def test_a_redis_that_answers_wrongly_falls_back_like_an_outage(start_server, ma
         body = contract.decode_comic(response.json())
         assert body["success"] is True
         # Nothing silently lost: progress and the stored result answer from this instance.
-        for _ in range(3):   # on whichever worker the poll lands
+        for _ in range(3):  # on whichever worker the poll lands
             view = progress(server, comic_id)
             assert view.status_code == 200, view.text
             assert contract.decode_progress(view.json())["status"] == "succeeded"
         retry = post(server, "/generate_comic", APP_COMIC, comic_id)
-        assert retry.headers.get("X-Idempotent-Replay") == "true" and retry.json()["comic"] == body["comic"]
+        assert (
+            retry.headers.get("X-Idempotent-Replay") == "true"
+            and retry.json()["comic"] == body["comic"]
+        )
         for _ in range(4):
             assert flashcards(server, rid("more")).status_code == 200
         log = server.log()
         assert OUTAGE in log
         outages = log.count(OUTAGE)
-        assert 1 <= outages <= 2, log        # once per worker (two), not once per call
+        assert 1 <= outages <= 2, log  # once per worker (two), not once per call
         assert "Traceback" not in log and "internal_error" not in log
     finally:
         for process in processes:

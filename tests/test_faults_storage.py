@@ -37,7 +37,8 @@ UPLOAD = "/upload/storage/v1/b/"
 
 
 class Emulator:
-    """gcp-storage-emulator as a separate process on a fixed port, data kept on disk across restarts."""
+    """gcp-storage-emulator as a separate process on a fixed port, data kept on disk across
+    restarts."""
 
     def __init__(self, data_dir: str) -> None:
         self.port = free_port()
@@ -47,11 +48,29 @@ class Emulator:
 
     def start(self) -> "Emulator":
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gcp_storage_emulator", "--data-dir", self.data_dir, "start", "--host", "127.0.0.1",
-             "--port", str(self.port), "--default-bucket", BUCKET, "--quiet"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_for(lambda: requests.get(f"{self.url}/storage/v1/b/{BUCKET}", timeout=2).status_code == 200,
-                 timeout=30, what="the storage emulator")
+            [
+                sys.executable,
+                "-m",
+                "gcp_storage_emulator",
+                "--data-dir",
+                self.data_dir,
+                "start",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--default-bucket",
+                BUCKET,
+                "--quiet",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_for(
+            lambda: requests.get(f"{self.url}/storage/v1/b/{BUCKET}", timeout=2).status_code == 200,
+            timeout=30,
+            what="the storage emulator",
+        )
         return self
 
     def kill(self) -> None:
@@ -87,7 +106,7 @@ class GatedProxy(FaultProxy):
                 self.gate.wait(60)
         try:
             super()._handle(handler)
-        except OSError:     # the emulator is down: no answer at all
+        except OSError:  # the emulator is down: no answer at all
             self.requests.append((handler.command, handler.path, 0))
             handler.close_connection = True
 
@@ -106,37 +125,51 @@ def storage(tmp_path):
 
 
 def gcs_env(proxy: GatedProxy, deadline_s: float) -> dict:
-    return {"STORAGE_EMULATOR_HOST": proxy.url, "GCS_BUCKET_NAME": BUCKET, "LIROO_STORAGE": "gcs",
-            "LIROO_GCS_URL_MODE": "public", "LIROO_GCS_RETRY_DEADLINE_S": str(deadline_s),
-            "LIROO_IMAGE_CACHE": "off"}
+    return {
+        "STORAGE_EMULATOR_HOST": proxy.url,
+        "GCS_BUCKET_NAME": BUCKET,
+        "LIROO_STORAGE": "gcs",
+        "LIROO_GCS_URL_MODE": "public",
+        "LIROO_GCS_RETRY_DEADLINE_S": str(deadline_s),
+        "LIROO_IMAGE_CACHE": "off",
+    }
 
 
 def workers(server) -> set[int]:
-    return wait_for(lambda: len(server.worker_pids()) == 2 and set(server.worker_pids()), timeout=30,
-                    what="both workers")
+    return wait_for(
+        lambda: len(server.worker_pids()) == 2 and set(server.worker_pids()),
+        timeout=30,
+        what="both workers",
+    )
 
 
 def post(server, path, body, request_id):
-    return requests.post(server.url(path), json=body, headers={"X-Request-ID": request_id}, timeout=120)
+    return requests.post(
+        server.url(path), json=body, headers={"X-Request-ID": request_id}, timeout=120
+    )
 
 
 def assert_whole_picture(url: str) -> None:
     response = requests.get(url, timeout=10)
     assert response.status_code == 200, url
     with Image.open(io.BytesIO(response.content)) as picture:
-        picture.load()      # raises on a truncated file
+        picture.load()  # raises on a truncated file
 
 
-def test_an_outage_longer_than_the_deadline_is_a_clear_503_and_the_retry_succeeds(start_server, storage):
+def test_an_outage_longer_than_the_deadline_is_a_clear_503_and_the_retry_succeeds(
+    start_server, storage
+):
     emulator, proxy = storage
     server = start_server(gcs_env(proxy, deadline_s=1.5))
     pids = workers(server)
     rid = "gcs-" + uuid.uuid4().hex
     proxy.close_gate()
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        pending = pool.submit(post, server, "/generate_image", {"prompt": "A lighthouse at dusk"}, rid)
+        pending = pool.submit(
+            post, server, "/generate_image", {"prompt": "A lighthouse at dusk"}, rid
+        )
         wait_for(lambda: proxy.held >= 1, timeout=60, what="the upload to reach storage")
-        emulator.kill()                       # storage dies while the request is uploading
+        emulator.kill()  # storage dies while the request is uploading
         proxy.gate.set()
         response = pending.result()
     assert response.status_code == 503, response.text
@@ -144,16 +177,20 @@ def test_an_outage_longer_than_the_deadline_is_a_clear_503_and_the_retry_succeed
     body = contract.decode_error(response.json())
     assert body["code"] == "storage_unavailable" and body["request_id"] == rid
     assert "url" not in body and "image_url" not in body
-    assert len(proxy.upload_statuses()) >= 2 and set(proxy.upload_statuses()) == {0}   # it retried, then gave up
-    state = contract.decode_progress(requests.get(server.url(f"/progress/{rid}"), timeout=10).json())
+    assert len(proxy.upload_statuses()) >= 2 and set(proxy.upload_statuses()) == {
+        0
+    }  # it retried, then gave up
+    state = contract.decode_progress(
+        requests.get(server.url(f"/progress/{rid}"), timeout=10).json()
+    )
     assert state["status"] == "failed" and state["error_code"] == "storage_unavailable"
 
-    emulator.start()                          # storage is back: the app's retry (same id) runs afresh
+    emulator.start()  # storage is back: the app's retry (same id) runs afresh
     retry = post(server, "/generate_image", {"prompt": "A lighthouse at dusk"}, rid)
     assert retry.status_code == 200, retry.text
     assert_whole_picture(contract.decode_image(retry.json())["url"])
     assert proxy.upload_statuses()[-1] == 200
-    assert workers(server) == pids       # no worker died on the way
+    assert workers(server) == pids  # no worker died on the way
 
 
 def test_a_short_outage_is_ridden_out_by_the_retries(start_server, storage):
@@ -161,40 +198,57 @@ def test_a_short_outage_is_ridden_out_by_the_retries(start_server, storage):
     server = start_server(gcs_env(proxy, deadline_s=60))
     proxy.close_gate()
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        pending = pool.submit(post, server, "/generate_image", {"prompt": "A fox in the snow"},
-                              "gcs-" + uuid.uuid4().hex)
+        pending = pool.submit(
+            post,
+            server,
+            "/generate_image",
+            {"prompt": "A fox in the snow"},
+            "gcs-" + uuid.uuid4().hex,
+        )
         wait_for(lambda: proxy.held >= 1, timeout=60, what="the upload to reach storage")
         emulator.kill()
         proxy.gate.set()
-        wait_for(lambda: proxy.upload_statuses().count(0) >= 2, timeout=60, what="two failed upload attempts")
+        wait_for(
+            lambda: proxy.upload_statuses().count(0) >= 2,
+            timeout=60,
+            what="two failed upload attempts",
+        )
         emulator.start()
         response = pending.result()
     assert response.status_code == 200, response.text
     statuses = proxy.upload_statuses()
-    assert statuses[-1] == 200 and set(statuses[:-1]) == {0}       # the same upload, retried until it landed
+    assert statuses[-1] == 200 and set(statuses[:-1]) == {
+        0
+    }  # the same upload, retried until it landed
     assert_whole_picture(response.json()["url"])
 
 
 def comic_while_storage_dies(server, emulator, proxy, body, stored):
-    """A comic whose first ``stored`` panels reach storage, then the emulator is killed under the next:
-    (request id, response)."""
+    """A comic whose first ``stored`` panels reach storage, then the emulator is killed under the
+    next: (request id, response)."""
     rid = "gcs-comic-" + uuid.uuid4().hex
     proxy.close_gate(let_through=stored)
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         pending = pool.submit(post, server, "/generate_comic", body, rid)
-        wait_for(lambda: proxy.held >= 1 and proxy.upload_statuses().count(200) == stored, timeout=60,
-                 what=f"{stored} panels stored and the next at the door")
+        wait_for(
+            lambda: proxy.held >= 1 and proxy.upload_statuses().count(200) == stored,
+            timeout=60,
+            what=f"{stored} panels stored and the next at the door",
+        )
         emulator.kill()
         proxy.gate.set()
         return rid, pending.result()
 
 
 def test_a_comic_keeps_only_the_panels_that_were_stored(start_server, storage):
-    """Half the panels are stored, then storage dies: the comic succeeds with exactly those pictures,
-    each of which fetches whole; the others say why they are missing instead of pointing nowhere."""
+    """Half the panels are stored, then storage dies: the comic succeeds with exactly those
+    pictures, each of which fetches whole; the others say why they are missing instead of
+    pointing nowhere."""
     emulator, proxy = storage
     server = start_server({**gcs_env(proxy, deadline_s=1.5), "LIROO_MAX_PANELS": "6"})
-    _, response = comic_while_storage_dies(server, emulator, proxy, {**APP_COMIC, "text": LONG_TEXT}, stored=3)
+    _, response = comic_while_storage_dies(
+        server, emulator, proxy, {**APP_COMIC, "text": LONG_TEXT}, stored=3
+    )
     assert response.status_code == 200, response.text
     panels = contract.decode_comic(response.json())["comic"]["panel_layout"]
     assert len(panels) == 6
@@ -213,6 +267,8 @@ def test_a_comic_with_too_few_stored_panels_fails_clearly(start_server, storage)
     rid, response = comic_while_storage_dies(server, emulator, proxy, APP_COMIC, stored=1)
     assert response.status_code == 503, response.text
     body = contract.decode_comic(contract.decode_error(response.json()))
-    assert body["success"] is False and body["code"] == "storage_unavailable" and "comic" not in body
+    assert (
+        body["success"] is False and body["code"] == "storage_unavailable" and "comic" not in body
+    )
     state = requests.get(server.url(f"/progress/{rid}"), timeout=10).json()
     assert state["status"] == "failed" and state["error_code"] == "storage_unavailable"

@@ -17,16 +17,28 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
-from schemathesis.specs.openapi.checks import (content_type_conformance, negative_data_rejection,
-                                               response_headers_conformance, response_schema_conformance,
-                                               status_code_conformance)
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    negative_data_rejection,
+    response_headers_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
 
 from tests.servers import GunicornServer
 
 FUZZ_EXAMPLES = 75
-CONFORMANCE = [not_a_server_error, status_code_conformance, content_type_conformance,
-               response_headers_conformance, response_schema_conformance]
-CHECKS = {GenerationMode.POSITIVE: CONFORMANCE, GenerationMode.NEGATIVE: CONFORMANCE + [negative_data_rejection]}
+CONFORMANCE = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+]
+CHECKS = {
+    GenerationMode.POSITIVE: CONFORMANCE,
+    GenerationMode.NEGATIVE: CONFORMANCE + [negative_data_rejection],
+}
 
 
 @pytest.fixture(scope="module")
@@ -41,27 +53,37 @@ def schema(server):
 
 
 def fuzz(server, operation, mode) -> tuple[list[str], int]:
-    """Run the generated cases of one operation; return the failures' reports and the number of calls."""
+    """Run the generated cases of one operation; return the failures' reports and the number of
+    calls."""
     failures, calls = [], []
 
-    @settings(max_examples=FUZZ_EXAMPLES, deadline=None, database=None, derandomize=True,
-              phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=FUZZ_EXAMPLES,
+        deadline=None,
+        database=None,
+        derandomize=True,
+        phases=[Phase.explicit, Phase.generate],
+        suppress_health_check=list(HealthCheck),
+    )
     @given(case=operation.as_strategy(generation_mode=mode))
     def run(case):
         calls.append(case)
         try:
             case.call_and_validate(base_url=server.base_url, timeout=120, checks=CHECKS[mode])
-        except Exception as exc:     # collected, so that one run reports every operation's failures
+        except Exception as exc:  # collected, so that one run reports every operation's failures
             failures.append(f"{operation.method.upper()} {operation.path} ({mode.value}):\n{exc}")
 
     try:
         run()
     except Unsatisfiable:
-        pass     # no parameters and no body: there is nothing to break (negative mode of GET /health...)
+        # No parameters and no body: there is nothing to break (negative mode of GET /health...).
+        pass
     return failures, len(calls)
 
 
-@pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE], ids=lambda m: m.value)
+@pytest.mark.parametrize(
+    "mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE], ids=lambda m: m.value
+)
 def test_the_server_keeps_to_its_document_under_fuzzing(server, schema, mode):
     operations = [result.ok() for result in schema.get_all_operations()]
     assert len(operations) >= 13
@@ -70,6 +92,6 @@ def test_the_server_keeps_to_its_document_under_fuzzing(server, schema, mode):
         found, made = fuzz(server, operation, mode)
         failures += found
         calls += made
-    assert calls >= FUZZ_EXAMPLES * 6     # the generation endpoints alone
+    assert calls >= FUZZ_EXAMPLES * 6  # the generation endpoints alone
     assert not failures, f"{len(failures)} failures:\n\n" + "\n\n".join(failures[:10])
     assert "Traceback (most recent call last)" not in server.log()

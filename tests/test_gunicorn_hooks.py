@@ -1,4 +1,6 @@
-"""gunicorn.conf.py holds settings; every server hook it gives gunicorn is liroo/gunicorn_hooks.py's, documented there."""
+"""gunicorn.conf.py holds settings; every server hook it gives gunicorn is
+liroo/gunicorn_hooks.py's, documented there."""
+
 import json
 import subprocess
 import sys
@@ -12,7 +14,8 @@ HOOKS = ("on_starting", "when_ready", "post_worker_init", "worker_exit", "child_
 
 
 def configured_hooks() -> dict:
-    """gunicorn's own reading of gunicorn.conf.py (in a fresh interpreter: the file sets process-wide state)."""
+    """gunicorn's own reading of gunicorn.conf.py (in a fresh interpreter: the file sets
+    process-wide state)."""
     script = (
         "import json, sys\n"
         "from gunicorn.app.base import Application\n"
@@ -21,9 +24,16 @@ def configured_hooks() -> dict:
         "    def load(self): return None\n"
         "sys.argv = ['gunicorn', '-c', 'gunicorn.conf.py']\n"
         "cfg = App().cfg\n"
-        f"print(json.dumps({{name: getattr(cfg, name).__module__ for name in {HOOKS!r}}}))\n")
-    out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60,
-                         check=True).stdout
+        f"print(json.dumps({{name: getattr(cfg, name).__module__ for name in {HOOKS!r}}}))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 

@@ -1,9 +1,11 @@
-"""Both job stores against the same contract: SQLite in a temp folder, and the real Redis on 127.0.0.1:6379.
+"""Both job stores against the same contract: SQLite in a temp folder, and the real Redis on
+127.0.0.1:6379.
 
 test_the_claim_rule runs the claim rule's truth table, read from the docstring of
 liroo.jobs.model.decide, against both stores: the Python rule (LocalJobStore) and the
 Lua one (RedisJobStore, on Redis db 11) must give the same answers.
 """
+
 import os
 import threading
 import time
@@ -42,7 +44,12 @@ def test_progress_and_result_are_kept(store):
     store.claim(rid, "/generate_comic", "fp")
     store.progress(rid, "Drawing panel 2 of 4", 3, 6, "panel 2")
     job = store.get(rid)
-    assert (job.step, job.step_number, job.total_steps, job.details) == ("Drawing panel 2 of 4", 3, 6, "panel 2")
+    assert (job.step, job.step_number, job.total_steps, job.details) == (
+        "Drawing panel 2 of 4",
+        3,
+        6,
+        "panel 2",
+    )
     assert job.percentage == 50.0
     store.finish(rid, SUCCEEDED, 200, {"success": True, "comic": {"comic_title": "T"}})
     job = store.get(rid)
@@ -55,7 +62,13 @@ def test_progress_and_result_are_kept(store):
 def test_a_failed_job_is_retried_not_replayed(store):
     rid = new_id()
     store.claim(rid, "/generate_image", "fp")
-    store.finish(rid, FAILED, 502, {"error": "x", "code": "provider_unavailable"}, error_code="provider_unavailable")
+    store.finish(
+        rid,
+        FAILED,
+        502,
+        {"error": "x", "code": "provider_unavailable"},
+        error_code="provider_unavailable",
+    )
     assert store.get(rid).error_code == "provider_unavailable"
     assert store.claim(rid, "/generate_image", "fp").outcome == "new"
     assert store.get(rid).status == RUNNING
@@ -113,6 +126,7 @@ def test_heartbeats_keep_a_job_fresh(store):
     beats = Heartbeats(store, interval_s=0.05)
     beats.add(rid)
     from tests.servers import wait_for
+
     wait_for(lambda: store.get(rid).heartbeat > before, timeout=10, what="a heartbeat")
     beats.discard(rid)
 
@@ -136,14 +150,19 @@ def test_a_success_is_replayed_only_within_the_replay_window(store, monkeypatch)
     assert store.claim(rid, "/generate_comic", "fp", replay_s=10).outcome == "finished"
     later = time.time() + 11
     monkeypatch.setattr(time, "time", lambda: later)
-    assert store.claim(rid, "/generate_comic", "fp").outcome == "finished"     # no window: kept for the TTL
+    assert (
+        store.claim(rid, "/generate_comic", "fp").outcome == "finished"
+    )  # no window: kept for the TTL
     assert store.claim(rid, "/generate_comic", "fp", replay_s=10).outcome == "new"
 
 
 def claim_rule_rows():
     """The rows of the truth table in liroo.jobs.model.decide's docstring."""
-    rows = [[cell.strip() for cell in line.strip().strip("|").split("|")]
-            for line in jobs.decide.__doc__.splitlines() if line.strip().startswith("|")]
+    rows = [
+        [cell.strip() for cell in line.strip().strip("|").split("|")]
+        for line in jobs.decide.__doc__.splitlines()
+        if line.strip().startswith("|")
+    ]
     header, body = rows[0], rows[1:]
     assert header[:5] == ["stored", "status", "touched", "replay_s", "outcome"] and len(body) >= 10
     return [pytest.param(*row[:5], id="-".join(row[:4]).replace(" ", "_")) for row in body]
@@ -169,10 +188,15 @@ def test_the_claim_rule(either_store, monkeypatch, stored, status, touched, repl
     if stored != "none":
         assert store.claim(rid, "/generate_comic", "fp", owner="key-a").outcome == "new"
         if status != RUNNING:
-            store.finish(rid, status, 200 if status == SUCCEEDED else 502, {"ok": status == SUCCEEDED})
-    if touched == "old":   # the clock moves past both the stale line and the replay window
+            store.finish(
+                rid, status, 200 if status == SUCCEEDED else 502, {"ok": status == SUCCEEDED}
+            )
+    if touched == "old":  # the clock moves past both the stale line and the replay window
         later = time.time() + max(jobs.STALE_AFTER_S, window or 0) + 5
         monkeypatch.setattr(time, "time", lambda: later)
     fingerprint = "another fp" if stored == "other body" else "fp"
     owner = "key-b" if stored == "other owner" else "key-a"
-    assert store.claim(rid, "/generate_comic", fingerprint, owner=owner, replay_s=window).outcome == outcome
+    assert (
+        store.claim(rid, "/generate_comic", fingerprint, owner=owner, replay_s=window).outcome
+        == outcome
+    )

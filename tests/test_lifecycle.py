@@ -7,8 +7,8 @@ import uuid
 import redis
 import requests
 
-from tests.servers import GunicornServer, SteadyLoad, wait_for
 from tests.fake_gemini import gemini_env
+from tests.servers import GunicornServer, SteadyLoad, wait_for
 
 
 def slow_image(server, rid, timeout=120):
@@ -34,7 +34,9 @@ def test_a_long_request_survives_its_workers_recycling(start_server, fake_gemini
         wait_for(in_flight(fake_gemini), timeout=30, what="the slow request to reach the model")
         wait_for(lambda: "retiring worker" in server.log(), timeout=30, what="the worker to retire")
         # A replacement is already accepting while the old worker drains.
-        wait_for(lambda: set(server.worker_pids()) - original, timeout=30, what="a replacement worker")
+        wait_for(
+            lambda: set(server.worker_pids()) - original, timeout=30, what="a replacement worker"
+        )
         assert requests.get(server.url("/"), timeout=10).status_code == 200
         response = slow.result()
     assert response.status_code == 200, response.text
@@ -42,8 +44,13 @@ def test_a_long_request_survives_its_workers_recycling(start_server, fake_gemini
 
 
 def test_request_count_recycling_under_steady_load_fails_nothing(start_server):
-    server = start_server({"LIROO_MAX_REQUESTS": "40", "LIROO_MAX_REQUESTS_JITTER": "10",
-                           "LIROO_RECYCLE_CHECK_INTERVAL_S": "0.1"})
+    server = start_server(
+        {
+            "LIROO_MAX_REQUESTS": "40",
+            "LIROO_MAX_REQUESTS_JITTER": "10",
+            "LIROO_RECYCLE_CHECK_INTERVAL_S": "0.1",
+        }
+    )
     seen = set(server.worker_pids())
 
     def three_recycles():

@@ -1,8 +1,10 @@
-"""Security against real gunicorn: API keys, the admin token, job owners, rate limits (the instance's
-shared count and Redis), the body limit, /media traversal, error bodies and secrets in logs.
+"""Security against real gunicorn: API keys, the admin token, job owners, rate limits (the
+instance's shared count and Redis), the body limit, /media traversal, error bodies and secrets in
+logs.
 
 Routes are taken from the app's own url map, so endpoints added later are checked too.
 """
+
 from __future__ import annotations
 
 import concurrent.futures
@@ -32,13 +34,13 @@ from tests.servers import ROOT, GunicornServer, wait_for
 from tests.test_comic_api import APP_COMIC
 
 KEY_A = "key-a-" + uuid.uuid4().hex
-KEY_B = "key-b-" + uuid.uuid4().hex      # served from LIROO_API_KEYS_FILE
+KEY_B = "key-b-" + uuid.uuid4().hex  # served from LIROO_API_KEYS_FILE
 ADMIN = "admin-" + uuid.uuid4().hex
 GENAI = "AIzaTEST-" + uuid.uuid4().hex
-WRONG = "wrong-" + uuid.uuid4().hex       # never configured: must never be logged either
-REDIS_URL = "redis://127.0.0.1:6379/9"    # a db of its own; only keys this module made are deleted
+WRONG = "wrong-" + uuid.uuid4().hex  # never configured: must never be logged either
+REDIS_URL = "redis://127.0.0.1:6379/9"  # a db of its own; only keys this module made are deleted
 
-SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}   # every other method a route takes is generation
+SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}  # every other method a route takes is generation
 LEAKS = ("Traceback", 'File "', "RuntimeError", "/work/", "site-packages", "secret/path")
 
 
@@ -65,14 +67,17 @@ def check_error(response, status: int, code: str) -> dict:
     return body
 
 
-def raw_exchange(port: int, data: bytes, *chunks: bytes, timeout: float = 15) -> http.client.HTTPResponse:
-    """Write bytes as they are (headers, part of a body) and read the one response that comes back."""
+def raw_exchange(
+    port: int, data: bytes, *chunks: bytes, timeout: float = 15
+) -> http.client.HTTPResponse:
+    """Write bytes as they are (headers, part of a body) and read the one response that comes back.
+    """
     sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
     sock.sendall(data)
     for chunk in chunks:
         sock.sendall(chunk)
     response = http.client.HTTPResponse(sock)
-    response.begin()                  # waits at most `timeout` for the server's answer
+    response.begin()  # waits at most `timeout` for the server's answer
     response.body = response.read()
     sock.close()
     return response
@@ -93,7 +98,9 @@ def routes(tmp_path_factory):
     app = create_app(Settings(media_dir=str(tmp_path_factory.mktemp("media"))))
     root.handlers[:] = handlers
     root.setLevel(level)
-    return [(rule.rule, set(rule.methods), list(rule.arguments)) for rule in app.url_map.iter_rules()]
+    return [
+        (rule.rule, set(rule.methods), list(rule.arguments)) for rule in app.url_map.iter_rules()
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -112,10 +119,15 @@ def generation_routes(routes):
 
 @pytest.fixture(scope="module")
 def secured(tmp_path_factory):
-    """Keys (one from the environment, one from a file), the admin token and a generous rate limit."""
+    """Keys (one from the environment, one from a file), the admin token and a generous rate limit.
+    """
     folder = tmp_path_factory.mktemp("keys")
-    env = {"LIROO_API_KEYS": KEY_A, "LIROO_API_KEYS_FILE": keys_file(str(folder)), "LIROO_ADMIN_TOKEN": ADMIN,
-           "LIROO_RATE_LIMIT": "500 per minute"}
+    env = {
+        "LIROO_API_KEYS": KEY_A,
+        "LIROO_API_KEYS_FILE": keys_file(str(folder)),
+        "LIROO_ADMIN_TOKEN": ADMIN,
+        "LIROO_RATE_LIMIT": "500 per minute",
+    }
     with GunicornServer(env=env) as server:
         yield server
 
@@ -126,20 +138,34 @@ def open_server():
         yield server
 
 
-# --- keys: constant-time comparison and configuration --------------------------------------------------------
+# --- keys: constant-time comparison and configuration
+# --------------------------------------------------------
 
-def test_every_configured_key_is_compared_with_compare_digest():
-    keys = ["first-key-0001", "second-key-0002", "third-key-0003"]
-    ring = KeyRing(keys, admin_token="admin-token-0004")
-    digests = {hashlib.sha256(k.encode()).digest() for k in keys + ["admin-token-0004"]}
-    for presented, accepted in (("first-key-0001", True), ("third-key-0003", True), ("not-a-key", False)):
-        # Observation only: the real compare_digest runs (wraps=), the spy records its calls.
-        with patch("liroo.security.hmac.compare_digest", wraps=hmac.compare_digest) as spy:
-            caller = ring.identify(presented, presented=True)
-        assert caller.authenticated is accepted and caller.admin is False
-        assert spy.call_count == len(keys) + 1, "every key and the token, even after a match"
-        assert {call.args[1] for call in spy.call_args_list} == digests
-        assert all(call.args[0] == hashlib.sha256(presented.encode()).digest() for call in spy.call_args_list)
+
+RING_KEYS = ["first-key-0001", "second-key-0002", "third-key-0003"]
+
+
+@pytest.mark.parametrize(
+    "presented, accepted",
+    [("first-key-0001", True), ("third-key-0003", True), ("not-a-key", False)],
+)
+def test_every_configured_key_is_compared_with_compare_digest(presented, accepted):
+    ring = KeyRing(RING_KEYS, admin_token="admin-token-0004")
+    digests = {hashlib.sha256(k.encode()).digest() for k in RING_KEYS + ["admin-token-0004"]}
+    # Observation only: the real compare_digest runs (wraps=), the spy records its calls.
+    with patch("liroo.security.hmac.compare_digest", wraps=hmac.compare_digest) as spy:
+        caller = ring.identify(presented, presented=True)
+    assert caller.authenticated is accepted and caller.admin is False
+    assert spy.call_count == len(RING_KEYS) + 1, "every key and the token, even after a match"
+    assert {call.args[1] for call in spy.call_args_list} == digests
+    assert all(
+        call.args[0] == hashlib.sha256(presented.encode()).digest()
+        for call in spy.call_args_list
+    )
+
+
+def test_the_admin_token_is_admin_and_no_key_is_the_same_as_an_empty_one():
+    ring = KeyRing(RING_KEYS, admin_token="admin-token-0004")
     assert ring.identify("admin-token-0004", presented=True).admin is True
     assert ring.identify(None, presented=False) == ring.identify("", presented=False)
 
@@ -158,7 +184,9 @@ def refused_start(env: dict) -> str:
     """Run gunicorn with ``env`` until it exits; it must exit with an error. Returns its output."""
     server = GunicornServer(env=env)
     try:
-        done = subprocess.run(server.command, cwd=ROOT, env=server.env, capture_output=True, text=True, timeout=60)
+        done = subprocess.run(
+            server.command, cwd=ROOT, env=server.env, capture_output=True, text=True, timeout=60
+        )
     finally:
         server.__exit__(None, None, None)
     assert done.returncode != 0
@@ -167,11 +195,17 @@ def refused_start(env: dict) -> str:
 
 def test_a_server_with_an_unreadable_key_file_or_a_bad_limit_refuses_to_start(tmp_path):
     missing = str(tmp_path / "missing.txt")
-    assert f"LIROO_API_KEYS_FILE: cannot read {missing}" in refused_start({"LIROO_API_KEYS_FILE": missing})
-    assert "LIROO_RATE_LIMIT: expected e.g. '30 per minute'" in refused_start({"LIROO_RATE_LIMIT": "lots"})
+    assert f"LIROO_API_KEYS_FILE: cannot read {missing}" in refused_start(
+        {"LIROO_API_KEYS_FILE": missing}
+    )
+    assert "LIROO_RATE_LIMIT: expected e.g. '30 per minute'" in refused_start(
+        {"LIROO_RATE_LIMIT": "lots"}
+    )
 
 
-# --- with keys, token and limits: nothing reaches generation or internals without them -----------------------
+# --- with keys, token and limits: nothing reaches generation or internals without them
+# -----------------------
+
 
 def test_every_generation_route_needs_a_key(secured, generation_routes):
     admin = bearer(ADMIN)
@@ -180,43 +214,71 @@ def test_every_generation_route_needs_a_key(secured, generation_routes):
             ({}, False),
             ({"X-API-Key": WRONG}, True),
             (bearer(WRONG), True),
-            ({"Authorization": "Basic " + "a2V5LWE6cGFzcw=="}, True),   # another scheme is not a key
+            ({"Authorization": "Basic " + "a2V5LWE6cGFzcw=="}, True),  # another scheme is not a key
             ({"Authorization": f"Token {KEY_A}"}, True),
             ({"Authorization": "Bearer "}, True),
         ]
         for headers, presented in attempts:
             request_id = rid("noauth")
-            response = requests.request(method, secured.url(path), json={"text": "Plants make food."},
-                                        headers={**headers, "X-Request-ID": request_id}, timeout=30)
+            response = requests.request(
+                method,
+                secured.url(path),
+                json={"text": "Plants make food."},
+                headers={**headers, "X-Request-ID": request_id},
+                timeout=30,
+            )
             check_error(response, 401, "unauthorized")
             challenge = response.headers["WWW-Authenticate"]
-            assert challenge.startswith("Bearer") and ('error="invalid_token"' in challenge) is presented
+            assert (
+                challenge.startswith("Bearer")
+                and ('error="invalid_token"' in challenge) is presented
+            )
             # Nothing was claimed, so nothing ran.
-            progress = requests.get(secured.url(f"/progress/{request_id}"), headers=admin, timeout=10)
+            progress = requests.get(
+                secured.url(f"/progress/{request_id}"), headers=admin, timeout=10
+            )
             check_error(progress, 404, "unknown_request")
         for headers in (bearer(KEY_A), {"X-API-Key": KEY_B}, {"authorization": f"bearer {KEY_A}"}):
-            response = requests.request(method, secured.url(path), json={}, headers=headers, timeout=60)
+            response = requests.request(
+                method, secured.url(path), json={}, headers=headers, timeout=60
+            )
             assert response.status_code != 401, (method, path, response.text)
 
 
-def test_a_valid_key_generates(secured):
-    for headers in (bearer(KEY_A), {"X-API-Key": KEY_B}):
-        response = requests.post(secured.url("/generate_image"), json={"prompt": "a lighthouse at dusk"},
-                                 headers=headers, timeout=60)
+@pytest.mark.parametrize(
+    "headers", [bearer(KEY_A), {"X-API-Key": KEY_B}], ids=["bearer", "x-api-key"]
+)
+def test_a_valid_key_generates(secured, headers):
+    response = requests.post(
+        secured.url("/generate_image"),
+        json={"prompt": "a lighthouse at dusk"},
+        headers=headers,
+        timeout=60,
+    )
+    assert response.status_code == 200, response.text
+    contract.decode_image(response.json())
+
+
+@pytest.mark.parametrize("path", ["/memory", "/metrics"])
+def test_internals_need_the_admin_token(secured, path):
+    missing = requests.get(secured.url(path), timeout=10)
+    check_error(missing, 401, "unauthorized")
+    assert missing.headers["WWW-Authenticate"].startswith("Bearer")
+    for headers in (
+        bearer(KEY_A),
+        {"X-API-Key": KEY_B},
+        bearer(WRONG),
+        {"X-API-Key": ADMIN + "x"},
+    ):
+        check_error(
+            requests.get(secured.url(path), headers=headers, timeout=10), 403, "forbidden"
+        )
+    for headers in (bearer(ADMIN), {"X-API-Key": ADMIN}):
+        response = requests.get(secured.url(path), headers=headers, timeout=10)
         assert response.status_code == 200, response.text
-        contract.decode_image(response.json())
 
 
-def test_internals_need_the_admin_token(secured):
-    for path in ("/memory", "/metrics"):
-        missing = requests.get(secured.url(path), timeout=10)
-        check_error(missing, 401, "unauthorized")
-        assert missing.headers["WWW-Authenticate"].startswith("Bearer")
-        for headers in (bearer(KEY_A), {"X-API-Key": KEY_B}, bearer(WRONG), {"X-API-Key": ADMIN + "x"}):
-            check_error(requests.get(secured.url(path), headers=headers, timeout=10), 403, "forbidden")
-        for headers in (bearer(ADMIN), {"X-API-Key": ADMIN}):
-            response = requests.get(secured.url(path), headers=headers, timeout=10)
-            assert response.status_code == 200, response.text
+def test_health_needs_no_token(secured):
     health = requests.get(secured.url("/health"), timeout=10)
     assert health.status_code == 200 and health.json()["status"] == "healthy"
 
@@ -224,29 +286,48 @@ def test_internals_need_the_admin_token(secured):
 def test_jobs_are_read_only_by_their_caller_or_the_admin(secured):
     request_id = rid("owned")
     body = {"prompt": "a red kite over hills"}
-    first = requests.post(secured.url("/generate_image"), json=body,
-                          headers={**bearer(KEY_A), "X-Request-ID": request_id}, timeout=60)
+    first = requests.post(
+        secured.url("/generate_image"),
+        json=body,
+        headers={**bearer(KEY_A), "X-Request-ID": request_id},
+        timeout=60,
+    )
     assert first.status_code == 200, first.text
     for path in (f"/progress/{request_id}", f"/jobs/{request_id}"):
         for headers in (bearer(KEY_A), {"X-API-Key": KEY_A}, bearer(ADMIN)):
             response = requests.get(secured.url(path), headers=headers, timeout=10)
             assert response.status_code == 200 and response.json()["request_id"] == request_id
         check_error(requests.get(secured.url(path), timeout=10), 401, "unauthorized")
-        check_error(requests.get(secured.url(path), headers=bearer(KEY_B), timeout=10), 403, "forbidden")
-        check_error(requests.get(secured.url(path), headers=bearer(WRONG), timeout=10), 403, "forbidden")
+        check_error(
+            requests.get(secured.url(path), headers=bearer(KEY_B), timeout=10), 403, "forbidden"
+        )
+        check_error(
+            requests.get(secured.url(path), headers=bearer(WRONG), timeout=10), 403, "forbidden"
+        )
     # Another caller's retry with the same id is neither waited on nor replayed.
-    other = requests.post(secured.url("/generate_image"), json=body,
-                          headers={**bearer(KEY_B), "X-Request-ID": request_id}, timeout=60)
+    other = requests.post(
+        secured.url("/generate_image"),
+        json=body,
+        headers={**bearer(KEY_B), "X-Request-ID": request_id},
+        timeout=60,
+    )
     check_error(other, 422, "idempotency_conflict")
-    again = requests.post(secured.url("/generate_image"), json=body,
-                          headers={**bearer(KEY_A), "X-Request-ID": request_id}, timeout=60)
+    again = requests.post(
+        secured.url("/generate_image"),
+        json=body,
+        headers={**bearer(KEY_A), "X-Request-ID": request_id},
+        timeout=60,
+    )
     assert again.status_code == 200 and again.headers.get("X-Idempotent-Replay") == "true"
 
 
 @pytest.mark.parametrize("store_kind", ["local", "redis"])
 def test_both_job_stores_record_the_owner(store_kind, tmp_path):
-    store = (LocalJobStore(str(tmp_path / "jobs.sqlite3"), ttl_s=60, running_ttl_s=120) if store_kind == "local"
-             else RedisJobStore(REDIS_URL, ttl_s=60, running_ttl_s=120))
+    store = (
+        LocalJobStore(str(tmp_path / "jobs.sqlite3"), ttl_s=60, running_ttl_s=120)
+        if store_kind == "local"
+        else RedisJobStore(REDIS_URL, ttl_s=60, running_ttl_s=120)
+    )
     owned, unowned = rid("own"), rid("free")
     try:
         assert store.claim(owned, "/generate_image", "fp", owner="caller-a").outcome == "new"
@@ -259,15 +340,23 @@ def test_both_job_stores_record_the_owner(store_kind, tmp_path):
         assert store.claim(unowned, "/generate_image", "fp", owner="caller-a").outcome == "conflict"
     finally:
         if store_kind == "redis":
-            redis.Redis.from_url(REDIS_URL).delete(*(RedisJobStore.PREFIX + r for r in (owned, unowned)))
+            redis.Redis.from_url(REDIS_URL).delete(
+                *(RedisJobStore.PREFIX + r for r in (owned, unowned))
+            )
 
 
-# --- without configuration: the app's requests work unchanged -----------------------------------------------
+# --- without configuration: the app's requests work unchanged
+# -----------------------------------------------
+
 
 def test_without_configuration_the_apps_requests_work_unchanged(open_server):
     request_id = rid("app")
-    response = requests.post(open_server.url("/generate_comic"), json=APP_COMIC,
-                             headers={"Content-Type": "application/json", "X-Request-ID": request_id}, timeout=120)
+    response = requests.post(
+        open_server.url("/generate_comic"),
+        json=APP_COMIC,
+        headers={"Content-Type": "application/json", "X-Request-ID": request_id},
+        timeout=120,
+    )
     assert response.status_code == 200, response.text
     assert "WWW-Authenticate" not in response.headers
     body = contract.decode_comic(response.json())
@@ -283,30 +372,60 @@ def test_without_configuration_the_apps_requests_work_unchanged(open_server):
     missing = requests.get(open_server.url("/no/such/thing"), timeout=10)
     for answer in (response, progress, picture, health, memory, metrics, missing):
         assert answer.headers["X-Content-Type-Options"] == "nosniff", answer.url
-    assert picture.status_code == health.status_code == memory.status_code == metrics.status_code == 200
+    assert (
+        picture.status_code
+        == health.status_code
+        == memory.status_code
+        == metrics.status_code
+        == 200
+    )
     check_error(missing, 404, "not_found")
 
 
-# --- rate limits ----------------------------------------------------------------------------------------------
+# --- rate limits
+# ----------------------------------------------------------------------------------------------
+
 
 def test_the_rate_limit_is_one_budget_per_key_with_retry_after(start_server, tmp_path):
-    server = start_server({"LIROO_API_KEYS": f"{KEY_A},{KEY_B}", "LIROO_RATE_LIMIT": "3 per minute",
-                           "WEB_CONCURRENCY": "1"})
+    server = start_server(
+        {
+            "LIROO_API_KEYS": f"{KEY_A},{KEY_B}",
+            "LIROO_RATE_LIMIT": "3 per minute",
+            "WEB_CONCURRENCY": "1",
+        }
+    )
     image = {"prompt": "a lighthouse at dusk"}
-    assert requests.post(server.url("/generate_image"), json=image, headers=bearer(KEY_A), timeout=60).ok
+    assert requests.post(
+        server.url("/generate_image"), json=image, headers=bearer(KEY_A), timeout=60
+    ).ok
     # Every generation route draws on the same budget, refused bodies included.
-    refused = requests.post(server.url("/generate_comic"), json={}, headers=bearer(KEY_A), timeout=60)
+    refused = requests.post(
+        server.url("/generate_comic"), json={}, headers=bearer(KEY_A), timeout=60
+    )
     assert refused.status_code == 400
-    assert requests.post(server.url("/generate_image"), json=image, headers={"X-API-Key": KEY_A}, timeout=60).ok
-    limited = requests.post(server.url("/generate_image"), json=image, headers=bearer(KEY_A), timeout=60)
+    assert requests.post(
+        server.url("/generate_image"), json=image, headers={"X-API-Key": KEY_A}, timeout=60
+    ).ok
+    limited = requests.post(
+        server.url("/generate_image"), json=image, headers=bearer(KEY_A), timeout=60
+    )
     body = check_error(limited, 429, "rate_limited")
     retry_after = int(limited.headers["Retry-After"])
     assert 1 <= retry_after <= 61 and body["retry_after_s"] == retry_after
-    check_error(requests.post(server.url("/generate_comic"), json=APP_COMIC, headers=bearer(KEY_A), timeout=60),
-                429, "rate_limited")
+    check_error(
+        requests.post(
+            server.url("/generate_comic"), json=APP_COMIC, headers=bearer(KEY_A), timeout=60
+        ),
+        429,
+        "rate_limited",
+    )
     # Another key has its own budget; callers without a key are refused before spending any.
-    assert requests.post(server.url("/generate_image"), json=image, headers=bearer(KEY_B), timeout=60).ok
-    check_error(requests.post(server.url("/generate_image"), json=image, timeout=60), 401, "unauthorized")
+    assert requests.post(
+        server.url("/generate_image"), json=image, headers=bearer(KEY_B), timeout=60
+    ).ok
+    check_error(
+        requests.post(server.url("/generate_image"), json=image, timeout=60), 401, "unauthorized"
+    )
     # Only generation is limited.
     for _ in range(5):
         assert requests.get(server.url("/health"), timeout=10).status_code == 200
@@ -315,36 +434,62 @@ def test_the_rate_limit_is_one_budget_per_key_with_retry_after(start_server, tmp
 
 @pytest.mark.parametrize("trusted", [0, 1])
 def test_client_addresses_trust_only_the_configured_proxies(start_server, trusted):
-    server = start_server({"LIROO_RATE_LIMIT": "2 per minute", "LIROO_TRUSTED_PROXIES": str(trusted),
-                           "WEB_CONCURRENCY": "1"})
+    server = start_server(
+        {
+            "LIROO_RATE_LIMIT": "2 per minute",
+            "LIROO_TRUSTED_PROXIES": str(trusted),
+            "WEB_CONCURRENCY": "1",
+        }
+    )
 
     def post(forwarded_for: str) -> requests.Response:
-        return requests.post(server.url("/generate_image"), json={"prompt": "a small boat"},
-                             headers={"X-Forwarded-For": forwarded_for}, timeout=60)
+        return requests.post(
+            server.url("/generate_image"),
+            json={"prompt": "a small boat"},
+            headers={"X-Forwarded-For": forwarded_for},
+            timeout=60,
+        )
 
     assert post("203.0.113.1").ok and post("203.0.113.1").ok
     check_error(post("203.0.113.1"), 429, "rate_limited")
     if trusted:
-        assert post("203.0.113.2").ok                            # another client, as our proxy reports it
-        check_error(post("198.51.100.9, 203.0.113.1"), 429, "rate_limited")   # a forged first hop changes nothing
+        assert post("203.0.113.2").ok  # another client, as our proxy reports it
+        check_error(
+            post("198.51.100.9, 203.0.113.1"), 429, "rate_limited"
+        )  # a forged first hop changes nothing
     else:
-        check_error(post("203.0.113.2"), 429, "rate_limited")   # the header is ignored: same peer, same budget
+        check_error(
+            post("203.0.113.2"), 429, "rate_limited"
+        )  # the header is ignored: same peer, same budget
 
 
 def test_the_workers_of_one_instance_share_one_count(start_server):
-    """Two workers, "3 per minute", 8 requests at once: exactly 3 get through (per-worker memory let 5 through).
+    """Two workers, "3 per minute", 8 requests at once: exactly 3 get through (per-worker memory let
+    5 through).
 
     The kernel decides which worker accepts each connection; the JSON access log says which one
-    did (its pid, by request id). A burst that one worker took alone proves nothing, so bursts are
-    sent, each under a fresh API key (a fresh count), until one is shared by both workers.
+    did (its pid, by request id). A burst that one worker took alone proves nothing, so bursts
+    are sent, each under a fresh API key (a fresh count), until one is shared by both workers.
     """
     keys = [f"burst-key-{n}-{uuid.uuid4().hex}" for n in range(8)]
-    server = start_server({"LIROO_RATE_LIMIT": "3 per minute", "WEB_CONCURRENCY": "2", "LIROO_LOG_FORMAT": "json",
-                           "LIROO_API_KEYS": ",".join(keys)})
+    server = start_server(
+        {
+            "LIROO_RATE_LIMIT": "3 per minute",
+            "WEB_CONCURRENCY": "2",
+            "LIROO_LOG_FORMAT": "json",
+            "LIROO_API_KEYS": ",".join(keys),
+        }
+    )
 
-    def post(key, request_id):   # a fresh connection each, so both workers may take a share of the burst
-        return requests.post(server.url("/generate_image"), json={"prompt": "a small boat"}, timeout=60,
-                             headers={"Connection": "close", "X-Request-ID": request_id, **bearer(key)})
+    def post(
+        key, request_id
+    ):  # a fresh connection each, so both workers may take a share of the burst
+        return requests.post(
+            server.url("/generate_image"),
+            json={"prompt": "a small boat"},
+            timeout=60,
+            headers={"Connection": "close", "X-Request-ID": request_id, **bearer(key)},
+        )
 
     def served_by(request_ids) -> set[int]:
         pids = set()
@@ -358,20 +503,25 @@ def test_the_workers_of_one_instance_share_one_count(start_server):
     for key in keys:
         ids = [rid("burst") for _ in range(8)]
         with concurrent.futures.ThreadPoolExecutor(8) as pool:
-            responses = list(pool.map(lambda request_id: post(key, request_id), ids))
+            responses = list(pool.map(lambda request_id, key=key: post(key, request_id), ids))
         statuses = sorted(r.status_code for r in responses)
         assert statuses == [200] * 3 + [429] * 5, statuses
         for refused in (r for r in responses if r.status_code == 429):
             check_error(refused, 429, "rate_limited")
             assert int(refused.headers["Retry-After"]) >= 1
-        pids = wait_for(lambda: len(served_by(set(ids))) >= 1 and served_by(set(ids)), 10, what="access lines")
+        pids = wait_for(
+            lambda ids=ids: len(served_by(set(ids))) >= 1 and served_by(set(ids)),
+            10,
+            what="access lines",
+        )
         if len(pids) == 2:
-            return   # both workers answered this burst, and still only 3 got through
+            return  # both workers answered this burst, and still only 3 got through
     pytest.fail("no burst was shared by both workers; the kernel gave every one to a single worker")
 
 
 def test_the_instance_count_is_one_file_every_forked_worker_shares():
-    """Made in gunicorn's master before the fork, as the preloaded app makes it: a child's hits count for all."""
+    """Made in gunicorn's master before the fork, as the preloaded app makes it: a child's hits
+    count for all."""
     from limits import parse_many
     from limits.strategies import MovingWindowRateLimiter
 
@@ -380,7 +530,7 @@ def test_the_instance_count_is_one_file_every_forked_worker_shares():
     item = parse_many("2 per minute")[0]
     assert limiter.hit(item, "someone")
     pid = os.fork()
-    if pid == 0:   # the "other worker": takes the last hit
+    if pid == 0:  # the "other worker": takes the last hit
         os._exit(0 if limiter.hit(item, "someone") else 1)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
@@ -390,8 +540,13 @@ def test_the_instance_count_is_one_file_every_forked_worker_shares():
 
 
 def test_the_rate_limit_is_shared_through_redis(start_server):
-    key = "key-redis-" + uuid.uuid4().hex     # a bucket no other run shares
-    env = {"LIROO_API_KEYS": key, "LIROO_RATE_LIMIT": "4 per minute", "REDIS_URL": REDIS_URL, "WEB_CONCURRENCY": "2"}
+    key = "key-redis-" + uuid.uuid4().hex  # a bucket no other run shares
+    env = {
+        "LIROO_API_KEYS": key,
+        "LIROO_RATE_LIMIT": "4 per minute",
+        "REDIS_URL": REDIS_URL,
+        "WEB_CONCURRENCY": "2",
+    }
     first, second = start_server(env), start_server(env)
     client = redis.Redis.from_url(REDIS_URL)
     ids = []
@@ -399,9 +554,12 @@ def test_the_rate_limit_is_shared_through_redis(start_server):
         statuses = []
         for server in (first, second, first, second, first, second):
             ids.append(rid("redis"))
-            response = requests.post(server.url("/generate_image"), json={"prompt": "a quiet harbour"},
-                                     headers={**bearer(key), "X-Request-ID": ids[-1], "Connection": "close"},
-                                     timeout=60)
+            response = requests.post(
+                server.url("/generate_image"),
+                json={"prompt": "a quiet harbour"},
+                headers={**bearer(key), "X-Request-ID": ids[-1], "Connection": "close"},
+                timeout=60,
+            )
             statuses.append(response.status_code)
             if response.status_code == 429:
                 check_error(response, 429, "rate_limited")
@@ -409,11 +567,15 @@ def test_the_rate_limit_is_shared_through_redis(start_server):
         assert statuses == [200, 200, 200, 200, 429, 429]
         assert list(client.scan_iter(match=f"*{key_id(key)}*")), "the counts live in Redis"
     finally:
-        mine = list(client.scan_iter(match=f"*{key_id(key)}*")) + [RedisJobStore.PREFIX + i for i in ids]
+        mine = list(client.scan_iter(match=f"*{key_id(key)}*")) + [
+            RedisJobStore.PREFIX + i for i in ids
+        ]
         client.delete(*mine)
 
 
-# --- body limit -----------------------------------------------------------------------------------------------
+# --- body limit
+# -----------------------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def small_body_server():
@@ -422,101 +584,156 @@ def small_body_server():
 
 
 def _post_head(path: str, *headers: str) -> bytes:
-    lines = [f"POST {path} HTTP/1.1", "Host: 127.0.0.1", "Content-Type: application/json", *headers, "", ""]
+    lines = [
+        f"POST {path} HTTP/1.1",
+        "Host: 127.0.0.1",
+        "Content-Type: application/json",
+        *headers,
+        "",
+        "",
+    ]
     return "\r\n".join(lines).encode()
 
 
 def test_a_body_over_the_limit_is_refused_before_it_is_read(small_body_server):
     port = small_body_server.port
     # 50 MB announced, 64 bytes sent: the answer comes without the rest.
-    response = raw_exchange(port, _post_head("/generate_image", f"Authorization: Bearer {KEY_A}",
-                                             "Content-Length: 50000000"), b'{"prompt": "' + b"a" * 52)
+    response = raw_exchange(
+        port,
+        _post_head("/generate_image", f"Authorization: Bearer {KEY_A}", "Content-Length: 50000000"),
+        b'{"prompt": "' + b"a" * 52,
+    )
     assert response.status == 413
     body = contract.decode_error(json.loads(response.body))
-    assert body["code"] == "payload_too_large" and body["request_id"] == response.getheader("X-Request-ID")
+    assert body["code"] == "payload_too_large" and body["request_id"] == response.getheader(
+        "X-Request-ID"
+    )
     # Without a key the request is refused even earlier, before the limit is looked at.
     response = raw_exchange(port, _post_head("/generate_image", "Content-Length: 50000000"), b"{")
     assert response.status == 401 and json.loads(response.body)["code"] == "unauthorized"
 
 
 def test_a_chunked_body_over_the_limit_is_refused_too(small_body_server):
-    head = _post_head("/generate_image", f"Authorization: Bearer {KEY_A}", "Transfer-Encoding: chunked")
+    head = _post_head(
+        "/generate_image", f"Authorization: Bearer {KEY_A}", "Transfer-Encoding: chunked"
+    )
     chunk = b" " * 3000
     # 6000 bytes in two chunks and no final chunk: the server answers without waiting for the end.
-    response = raw_exchange(small_body_server.port, head, b"%x\r\n%s\r\n" % (len(chunk), chunk),
-                            b"%x\r\n%s\r\n" % (len(chunk), chunk))
+    response = raw_exchange(
+        small_body_server.port,
+        head,
+        b"%x\r\n%s\r\n" % (len(chunk), chunk),
+        b"%x\r\n%s\r\n" % (len(chunk), chunk),
+    )
     assert response.status == 413
     assert contract.decode_error(json.loads(response.body))["code"] == "payload_too_large"
     # A chunked body within the limit is read as usual.
     small = json.dumps({"prompt": "a small boat"}).encode()
-    ok = requests.post(small_body_server.url("/generate_image"), data=iter([small[:10], small[10:]]),
-                       headers={**bearer(KEY_A), "Content-Type": "application/json"}, timeout=60)
+    ok = requests.post(
+        small_body_server.url("/generate_image"),
+        data=iter([small[:10], small[10:]]),
+        headers={**bearer(KEY_A), "Content-Type": "application/json"},
+        timeout=60,
+    )
     assert ok.status_code == 200, ok.text
     assert ok.request.headers.get("Transfer-Encoding") == "chunked"
 
 
-# --- /media: only what the storage wrote --------------------------------------------------------------------
+# --- /media: only what the storage wrote
+# --------------------------------------------------------------------
 
 TRAVERSALS = [
-    "/media/../secret.jpg", "/media/images/../../secret.jpg", "/media/..%2Fsecret.jpg", "/media/..%2fsecret.jpg",
-    "/media/%2e%2e/secret.jpg", "/media/%2E%2E%2Fsecret.jpg", "/media/.%2e/secret.jpg",
-    "/media/images%2F..%2F..%2Fsecret.jpg", "/media/..%5Csecret.jpg", "/media/..%5csecret.jpg",
-    "/media/images/..\\..\\secret.jpg", "/media/..%252Fsecret.jpg", "/media/%252e%252e%252fsecret.jpg",
-    "/media/%c0%ae%c0%ae/secret.jpg", "/media//etc/passwd", "/media/%2Fetc%2Fpasswd", "/media/%2fetc/passwd",
-    "/media/C:%5Csecret.jpg", "/media/images/ok.jpg%00.png", "/media/images/ok.jpg%00", "/media/%00",
-    "/media/images/evil.jpg", "/media/up/secret.jpg", "/media/images/./ok.jpg", "/media/.hidden.jpg",
-    "/media/~/secret.jpg", "//media/../secret.jpg",
+    "/media/../secret.jpg",
+    "/media/images/../../secret.jpg",
+    "/media/..%2Fsecret.jpg",
+    "/media/..%2fsecret.jpg",
+    "/media/%2e%2e/secret.jpg",
+    "/media/%2E%2E%2Fsecret.jpg",
+    "/media/.%2e/secret.jpg",
+    "/media/images%2F..%2F..%2Fsecret.jpg",
+    "/media/..%5Csecret.jpg",
+    "/media/..%5csecret.jpg",
+    "/media/images/..\\..\\secret.jpg",
+    "/media/..%252Fsecret.jpg",
+    "/media/%252e%252e%252fsecret.jpg",
+    "/media/%c0%ae%c0%ae/secret.jpg",
+    "/media//etc/passwd",
+    "/media/%2Fetc%2Fpasswd",
+    "/media/%2fetc/passwd",
+    "/media/C:%5Csecret.jpg",
+    "/media/images/ok.jpg%00.png",
+    "/media/images/ok.jpg%00",
+    "/media/%00",
+    "/media/images/evil.jpg",
+    "/media/up/secret.jpg",
+    "/media/images/./ok.jpg",
+    "/media/.hidden.jpg",
+    "/media/~/secret.jpg",
+    "//media/../secret.jpg",
 ]
 
 
-def test_media_serves_only_files_inside_its_folder(open_server):
+@pytest.fixture(scope="module")
+def planted_media(open_server):
+    """The media folder with a real picture, a hidden file, and links out to a secret beside it."""
     media = open_server.media_dir
     os.makedirs(os.path.join(media, "images"), exist_ok=True)
     with open(os.path.join(media, "images", "ok.jpg"), "wb") as fh:
         fh.write(b"\xff\xd8real picture")
     with open(os.path.join(media, ".hidden.jpg"), "wb") as fh:
         fh.write(b"TOP-SECRET hidden")
-    secret = os.path.join(os.path.dirname(media), "secret.jpg")   # beside the media folder
+    secret = os.path.join(os.path.dirname(media), "secret.jpg")  # beside the media folder
     with open(secret, "wb") as fh:
         fh.write(b"TOP-SECRET outside")
-    os.symlink(secret, os.path.join(media, "images", "evil.jpg"))             # a planted file link
-    os.symlink(os.path.dirname(media), os.path.join(media, "up"))             # a planted folder link
+    os.symlink(secret, os.path.join(media, "images", "evil.jpg"))  # a planted file link
+    os.symlink(os.path.dirname(media), os.path.join(media, "up"))  # a planted folder link
+    return open_server
 
-    def get(path: str):
-        # http.client sends the path byte for byte; requests/urllib3 would normalise dot segments.
-        conn = http.client.HTTPConnection("127.0.0.1", open_server.port, timeout=10)
-        conn.putrequest("GET", path, skip_accept_encoding=True)
-        conn.endheaders()
-        response = conn.getresponse()
-        body = response.read()
-        conn.close()
-        return response, body
 
-    response, body = get("/media/images/ok.jpg")
+def get_raw(server, path: str):
+    # http.client sends the path byte for byte; requests/urllib3 would normalise dot segments.
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    conn.putrequest("GET", path, skip_accept_encoding=True)
+    conn.endheaders()
+    response = conn.getresponse()
+    body = response.read()
+    conn.close()
+    return response, body
+
+
+def test_media_serves_files_inside_its_folder(planted_media):
+    response, body = get_raw(planted_media, "/media/images/ok.jpg")
     assert response.status == 200 and body == b"\xff\xd8real picture"
     assert response.getheader("X-Content-Type-Options") == "nosniff"
     assert response.getheader("Content-Type") == "image/jpeg"
-    for path in TRAVERSALS:
-        response, body = get(path)
-        assert response.status == 404, (path, response.status, body)
-        assert b"TOP-SECRET" not in body and b"real picture" not in body, path
-        error = contract.decode_error(json.loads(body))
-        assert error["code"] == "not_found" and error["request_id"], path
-        assert response.getheader("X-Content-Type-Options") == "nosniff"
 
 
-# --- errors and logs --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("path", TRAVERSALS)
+def test_media_serves_only_files_inside_its_folder(planted_media, path):
+    response, body = get_raw(planted_media, path)
+    assert response.status == 404, (path, response.status, body)
+    assert b"TOP-SECRET" not in body and b"real picture" not in body, path
+    error = contract.decode_error(json.loads(body))
+    assert error["code"] == "not_found" and error["request_id"], path
+    assert response.getheader("X-Content-Type-Options") == "nosniff"
+
+
+# --- errors and logs
+# --------------------------------------------------------------------------------------------
+
 
 def app_with_a_failing_route():
-    """The production app plus routes that fail with details (a path, the Gemini key) in the exception:
-    gunicorn loads it as ``tests.test_security:app_with_a_failing_route()``."""
+    """The production app plus routes that fail with details (a path, the Gemini key) in the
+    exception: gunicorn loads it as ``tests.test_security:app_with_a_failing_route()``."""
     from flask import Blueprint
 
     app = create_app()
     failing = Blueprint("failing", __name__)
 
     def fail():
-        raise RuntimeError(f"cannot open /work/secret/path.txt with key {os.environ.get('GENAI_API_KEY')}")
+        raise RuntimeError(
+            f"cannot open /work/secret/path.txt with key {os.environ.get('GENAI_API_KEY')}"
+        )
 
     failing.get("/test/boom")(fail)
     failing.post("/test/boom", endpoint="boom_post")(fail)
@@ -524,14 +741,28 @@ def app_with_a_failing_route():
     return app
 
 
-FAILING_APP = [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "tests.test_security:app_with_a_failing_route()"]
+FAILING_APP = [
+    sys.executable,
+    "-m",
+    "gunicorn",
+    "-c",
+    "gunicorn.conf.py",
+    "tests.test_security:app_with_a_failing_route()",
+]
 
 
 @pytest.mark.parametrize("log_format", ["json", "text"])
 def test_errors_leak_nothing_and_secrets_never_reach_the_logs(start_server, tmp_path, log_format):
-    env = {"LIROO_API_KEYS": KEY_A, "LIROO_API_KEYS_FILE": keys_file(str(tmp_path)), "LIROO_ADMIN_TOKEN": ADMIN,
-           "GENAI_API_KEY": GENAI, "LIROO_PROVIDER": "offline", "LIROO_LOG_LEVEL": "DEBUG",
-           "LIROO_LOG_FORMAT": log_format, "LIROO_RATE_LIMIT": "100 per minute"}
+    env = {
+        "LIROO_API_KEYS": KEY_A,
+        "LIROO_API_KEYS_FILE": keys_file(str(tmp_path)),
+        "LIROO_ADMIN_TOKEN": ADMIN,
+        "GENAI_API_KEY": GENAI,
+        "LIROO_PROVIDER": "offline",
+        "LIROO_LOG_LEVEL": "DEBUG",
+        "LIROO_LOG_FORMAT": log_format,
+        "LIROO_RATE_LIMIT": "100 per minute",
+    }
     server = start_server(env, command=FAILING_APP)
     url = server.url
 
@@ -540,25 +771,44 @@ def test_errors_leak_nothing_and_secrets_never_reach_the_logs(start_server, tmp_
     assert set(body) == {"error", "code", "request_id"}
     for leak in LEAKS + (GENAI,):
         assert leak not in crashed.text
-    crashed_post = requests.post(url("/test/boom"), json={"text": GENAI}, headers=bearer(KEY_A), timeout=10)
+    crashed_post = requests.post(
+        url("/test/boom"), json={"text": GENAI}, headers=bearer(KEY_A), timeout=10
+    )
     check_error(crashed_post, 500, "internal_error")
 
     # Secrets in every place a client can put them, right and wrong.
     sent = [
-        requests.post(url("/generate_image"), json={"prompt": f"a fox {GENAI}"}, headers=bearer(KEY_A), timeout=60),
-        requests.post(url("/generate_image"), json={"prompt": "a fox"}, headers={"X-API-Key": KEY_B}, timeout=60),
-        requests.post(url("/generate_image"), json={"prompt": "a fox"}, headers=bearer(WRONG), timeout=60),
+        requests.post(
+            url("/generate_image"),
+            json={"prompt": f"a fox {GENAI}"},
+            headers=bearer(KEY_A),
+            timeout=60,
+        ),
+        requests.post(
+            url("/generate_image"),
+            json={"prompt": "a fox"},
+            headers={"X-API-Key": KEY_B},
+            timeout=60,
+        ),
+        requests.post(
+            url("/generate_image"), json={"prompt": "a fox"}, headers=bearer(WRONG), timeout=60
+        ),
         requests.post(url(f"/generate_image?key={KEY_A}&token={ADMIN}"), json={}, timeout=60),
         requests.get(url("/metrics"), headers=bearer(ADMIN), timeout=10),
         requests.get(url("/memory"), headers={"X-API-Key": WRONG}, timeout=10),
-        requests.get(url(f"/progress/{rid()}"), headers={"X-API-Key": ADMIN, "X-Goog-Api-Key": GENAI}, timeout=10),
+        requests.get(
+            url(f"/progress/{rid()}"),
+            headers={"X-API-Key": ADMIN, "X-Goog-Api-Key": GENAI},
+            timeout=10,
+        ),
         requests.get(url(f"/no/such/{KEY_B}"), timeout=10),
     ]
     assert [r.status_code for r in sent] == [200, 200, 401, 401, 200, 403, 404, 404]
     last = sent[-1].headers["X-Request-ID"]
     wait_for(lambda: last in server.log(), timeout=20, what="the last access line")
     log = server.log()
-    # The failure is in the log for the operator, with its request id and its traceback, the key masked.
+    # The failure is in the log for the operator, with its request id and its traceback, the key
+    # masked.
     assert "Traceback" in log and "cannot open /work/secret/path.txt" in log and "[redacted]" in log
     assert crashed.headers["X-Request-ID"] in log
     for request in sent:
@@ -569,7 +819,8 @@ def test_errors_leak_nothing_and_secrets_never_reach_the_logs(start_server, tmp_
 
 
 def test_every_error_is_json_with_a_request_id(secured, routes):
-    """Wrong methods, bad bodies, bad ids and unknown paths on every route: JSON, a code, an id, no leak."""
+    """Wrong methods, bad bodies, bad ids and unknown paths on every route: JSON, a code, an id, no
+    leak."""
     responses = []
     for path, methods, arguments in routes:
         url = path
@@ -577,13 +828,24 @@ def test_every_error_is_json_with_a_request_id(secured, routes):
             url = url.replace(f"<{name}>", "bad id!").replace(f"<path:{name}>", "..%2Fx")
         for method in ("GET", "POST", "PUT", "DELETE", "PATCH"):
             headers = bearer(ADMIN) if method in SAFE_METHODS else {}
-            responses.append(requests.request(method, secured.url(url), headers=headers, timeout=30))
+            responses.append(
+                requests.request(method, secured.url(url), headers=headers, timeout=30)
+            )
         if methods - SAFE_METHODS:
-            for headers, data in ((bearer(KEY_A), b"{not json"), (bearer(KEY_A), b"[1]"),
-                                  ({**bearer(KEY_A), "Content-Type": "text/plain"}, b"hello"),
-                                  ({**bearer(KEY_A), "X-Request-ID": "../../etc"}, b"{}")):
-                responses.append(requests.post(secured.url(url), data=data,
-                                               headers={"Content-Type": "application/json", **headers}, timeout=30))
+            for headers, data in (
+                (bearer(KEY_A), b"{not json"),
+                (bearer(KEY_A), b"[1]"),
+                ({**bearer(KEY_A), "Content-Type": "text/plain"}, b"hello"),
+                ({**bearer(KEY_A), "X-Request-ID": "../../etc"}, b"{}"),
+            ):
+                responses.append(
+                    requests.post(
+                        secured.url(url),
+                        data=data,
+                        headers={"Content-Type": "application/json", **headers},
+                        timeout=30,
+                    )
+                )
     responses.append(requests.get(secured.url("/%ff%fe"), timeout=10))
     errors = [r for r in responses if r.status_code >= 400]
     assert len(errors) > len(routes), "the sweep must produce errors"

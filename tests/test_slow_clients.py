@@ -25,10 +25,13 @@ IMAGE_BODY = b'{"prompt": "A lighthouse at dusk"}'
 STALLS = {
     "one byte of the request line": b"G",
     "half a head (slowloris)": b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ",
-    "a chunked body that never ends": b"POST /generate_image HTTP/1.1\r\nHost: 127.0.0.1\r\n" + JSON_HEAD
-                                      + b"Transfer-Encoding: chunked\r\n\r\n5\r\n{\"pro\r\n",
-    "a body shorter than its Content-Length": b"POST /generate_image HTTP/1.1\r\nHost: 127.0.0.1\r\n" + JSON_HEAD
-                                              + b"Content-Length: 1000\r\n\r\n{\"prompt\": \"a",
+    "a chunked body that never ends": b"POST /generate_image HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+    + JSON_HEAD
+    + b'Transfer-Encoding: chunked\r\n\r\n5\r\n{"pro\r\n',
+    "a body shorter than its Content-Length": b"POST /generate_image HTTP/1.1\r\n"
+    b"Host: 127.0.0.1\r\n"
+    + JSON_HEAD
+    + b'Content-Length: 1000\r\n\r\n{"prompt": "a',
 }
 
 
@@ -56,13 +59,17 @@ def parse(raw: bytes) -> tuple[int, dict]:
 @pytest.fixture(scope="module")
 def patient_server():
     """Stalled requests stay open long enough for the test to probe around them."""
-    with GunicornServer({"LIROO_CLIENT_TIMEOUT_S": "60", "LIROO_CLIENT_REQUEST_TIMEOUT_S": "120"}) as server:
+    with GunicornServer(
+        {"LIROO_CLIENT_TIMEOUT_S": "60", "LIROO_CLIENT_REQUEST_TIMEOUT_S": "120"}
+    ) as server:
         yield server
 
 
 @pytest.fixture(scope="module")
 def strict_server():
-    with GunicornServer({"LIROO_CLIENT_TIMEOUT_S": "1", "LIROO_CLIENT_REQUEST_TIMEOUT_S": "3"}) as server:
+    with GunicornServer(
+        {"LIROO_CLIENT_TIMEOUT_S": "1", "LIROO_CLIENT_REQUEST_TIMEOUT_S": "3"}
+    ) as server:
         yield server
 
 
@@ -79,9 +86,11 @@ def test_health_answers_while_100_stalled_requests_are_open(patient_server):
         for _ in range(20):
             response = requests.get(patient_server.url("/health"), timeout=5)
             assert response.status_code == 200
-        response = requests.post(patient_server.url("/generate_image"), json={"prompt": "A lighthouse"}, timeout=30)
+        response = requests.post(
+            patient_server.url("/generate_image"), json={"prompt": "A lighthouse"}, timeout=30
+        )
         assert response.status_code == 200, response.text
-        for sock in stalled:     # and none of them was answered or closed meanwhile
+        for sock in stalled:  # and none of them was answered or closed meanwhile
             sock.setblocking(False)
             with pytest.raises(BlockingIOError):
                 sock.recv(1)
@@ -100,12 +109,15 @@ def test_a_stalled_request_gets_a_json_408_and_is_closed(strict_server, stall):
 
 
 def test_a_request_trickling_in_is_cut_at_the_whole_request_bound(strict_server):
-    """A byte every 0.3 s never trips the silence timeout (1 s); the 3 s bound on the whole request does."""
+    """A byte every 0.3 s never trips the silence timeout (1 s); the 3 s bound on the whole request
+    does."""
     with connect(strict_server.port) as sock:
         stop = threading.Event()
 
         def trickle():
-            for byte in b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n" + b"X-Padding: " + b"a" * 1000:
+            for byte in (
+                b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n" + b"X-Padding: " + b"a" * 1000
+            ):
                 if stop.wait(0.3):
                     return
                 try:
@@ -129,28 +141,37 @@ def test_a_silent_connection_is_closed_without_an_answer(strict_server):
 
 
 def test_a_request_in_slow_pieces_within_the_timeouts_is_served(strict_server):
-    head = (b"POST /generate_image HTTP/1.1\r\nHost: 127.0.0.1\r\n" + JSON_HEAD
-            + b"Connection: close\r\nContent-Length: %d\r\n\r\n" % len(IMAGE_BODY))
+    head = (
+        b"POST /generate_image HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        + JSON_HEAD
+        + b"Connection: close\r\nContent-Length: %d\r\n\r\n" % len(IMAGE_BODY)
+    )
     with connect(strict_server.port) as sock:
         for piece in (head[:10], head[10:], IMAGE_BODY[:5], IMAGE_BODY[5:]):
             sock.sendall(piece)
-            threading.Event().wait(0.3)      # a slow client, not a synchronisation
+            threading.Event().wait(0.3)  # a slow client, not a synchronisation
         raw = read_all(sock)
     status, body = parse(raw)
     assert status == 200 and body["url"]
 
 
 def test_keep_alive_pipelining_and_expect_continue_still_work(strict_server):
-    with requests.Session() as session:   # several requests on one kept-alive connection
+    with requests.Session() as session:  # several requests on one kept-alive connection
         for _ in range(3):
             assert session.get(strict_server.url("/health"), timeout=10).status_code == 200
-    with connect(strict_server.port) as sock:   # two requests sent at once
-        sock.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
-                     b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+    with connect(strict_server.port) as sock:  # two requests sent at once
+        sock.sendall(
+            b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+            b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+        )
         assert read_all(sock).count(b"HTTP/1.1 200 OK") == 2
-    with connect(strict_server.port) as sock:   # the body only after "100 Continue"
-        sock.sendall(b"POST /generate_image HTTP/1.1\r\nHost: 127.0.0.1\r\n" + JSON_HEAD
-                     + b"Expect: 100-continue\r\nConnection: close\r\nContent-Length: %d\r\n\r\n" % len(IMAGE_BODY))
+    with connect(strict_server.port) as sock:  # the body only after "100 Continue"
+        sock.sendall(
+            b"POST /generate_image HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            + JSON_HEAD
+            + b"Expect: 100-continue\r\nConnection: close\r\nContent-Length: %d\r\n\r\n"
+            % len(IMAGE_BODY)
+        )
         assert sock.recv(100).startswith(b"HTTP/1.1 100 Continue\r\n\r\n")
         sock.sendall(IMAGE_BODY)
         raw = read_all(sock)
@@ -162,9 +183,12 @@ def test_keep_alive_pipelining_and_expect_continue_still_work(strict_server):
 def test_a_chunked_body_is_served_once_it_ends(strict_server):
     body = b'{"prompt": "A chunked lighthouse"}'
     with connect(strict_server.port) as sock:
-        sock.sendall(b"POST /generate_image HTTP/1.1\r\nHost: 127.0.0.1\r\n" + JSON_HEAD
-                     + b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
-                     + b"%x;ext=1\r\n%s\r\n%x\r\n%s\r\n" % (10, body[:10], len(body) - 10, body[10:]))
+        sock.sendall(
+            b"POST /generate_image HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            + JSON_HEAD
+            + b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+            + b"%x;ext=1\r\n%s\r\n%x\r\n%s\r\n" % (10, body[:10], len(body) - 10, body[10:])
+        )
         threading.Event().wait(0.3)
         sock.sendall(b"0\r\nX-Trailer: yes\r\n\r\n")
         status, answer = parse(read_all(sock))
@@ -176,16 +200,30 @@ def test_bodies_past_the_workers_budget_wait_and_are_then_served():
     arriving (8 threads x 64 kB). The largest wait unread; /health still answers; once the
     clients send the rest, every one is served."""
     body = b'{"prompt": "' + b"a" * (48_000 - 14) + b'"}'
-    with GunicornServer({"LIROO_MAX_BODY_BYTES": str(64 * 1024), "LIROO_CLIENT_TIMEOUT_S": "60",
-                         "LIROO_CLIENT_REQUEST_TIMEOUT_S": "120", "LIROO_MAX_INPUT_CHARS": "50000"}) as server:
+    with GunicornServer(
+        {
+            "LIROO_MAX_BODY_BYTES": str(64 * 1024),
+            "LIROO_CLIENT_TIMEOUT_S": "60",
+            "LIROO_CLIENT_REQUEST_TIMEOUT_S": "120",
+            "LIROO_MAX_INPUT_CHARS": "50000",
+        }
+    ) as server:
         socks = []
         try:
             for _ in range(40):
                 sock = connect(server.port, timeout=60)
-                sock.sendall(b"POST /generate_image HTTP/1.1\r\nHost: 127.0.0.1\r\n" + JSON_HEAD
-                             + b"Connection: close\r\nContent-Length: %d\r\n\r\n" % len(body) + body[:40_000])
+                sock.sendall(
+                    b"POST /generate_image HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                    + JSON_HEAD
+                    + b"Connection: close\r\nContent-Length: %d\r\n\r\n" % len(body)
+                    + body[:40_000]
+                )
                 socks.append(sock)
-            wait_for(lambda: "Large requests still arriving" in server.log(), timeout=30, what="a worker to reach its budget")
+            wait_for(
+                lambda: "Large requests still arriving" in server.log(),
+                timeout=30,
+                what="a worker to reach its budget",
+            )
             assert requests.get(server.url("/health"), timeout=5).status_code == 200
             for sock in socks:
                 sock.sendall(body[40_000:])
@@ -208,7 +246,7 @@ def test_clients_that_never_close_after_their_answer_do_not_stall_the_worker(pat
             idle.append(sock)
         for _ in range(10):
             assert requests.get(patient_server.url("/health"), timeout=5).status_code == 200
-        for sock in idle:    # each was answered, and its end closed by the server
+        for sock in idle:  # each was answered, and its end closed by the server
             assert b"HTTP/1.1 200 OK" in read_all(sock)
     finally:
         for sock in idle:

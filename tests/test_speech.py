@@ -1,9 +1,11 @@
-"""Speech: encoded as MP3 (or WAV) chunk by chunk, every heavy step reserved, long narrations admitted.
+"""Speech: encoded as MP3 (or WAV) chunk by chunk, every heavy step reserved, long narrations
+admitted.
 
-The encoders and ``speak`` run in-process with the real offline provider (espeak-ng when installed, else
-its tones), the real governor and local storage; the routes run on a real gunicorn. Produced audio is
-read by a real decoder (ffprobe) where it is installed.
+The encoders and ``speak`` run in-process with the real offline provider (espeak-ng when
+installed, else its tones), the real governor and local storage; the routes run on a real
+gunicorn. Produced audio is read by a real decoder (ffprobe) where it is installed.
 """
+
 import io
 import re
 import threading
@@ -17,7 +19,7 @@ import requests
 from liroo import create_app
 from liroo.audio import Mp3Encoder, WavEncoder, make_encoder
 from liroo.generation.context import Context, Progress
-from liroo.generation.speech import SPEECH_COSTS, SpeechJob, speak
+from liroo.generation.speech import CHUNKS_AHEAD, SPEECH_COSTS, SpeechJob, speak
 from liroo.governor import Governor, GovernorConfig
 from liroo.providers.base import BadOutput, SpeechResult
 from liroo.providers.offline import MS_PER_CHAR, OfflineProvider
@@ -28,7 +30,7 @@ from tests import contract
 from tests.audio_probe import needs_ffprobe, probe
 
 SENTENCE = "The river carried the small boat past the old mill and under the stone bridge. "
-ESPEAK_WPM = 175     # espeak-ng's default rate
+ESPEAK_WPM = 175  # espeak-ng's default rate
 
 
 def narration(chars: int, tag: str = "") -> str:
@@ -49,7 +51,9 @@ def tone(seconds: float, rate: int = 24_000) -> bytes:
     return (b"\x00\x10\x00\xf0" * int(seconds * rate / 2))[: int(seconds * rate) * 2]
 
 
-# --- the encoders ---------------------------------------------------------------------------------------------
+# --- the encoders
+# ---------------------------------------------------------------------------------------------
+
 
 @needs_ffprobe
 def test_mp3_fed_in_pieces_is_one_stream_of_the_whole_length():
@@ -59,10 +63,14 @@ def test_mp3_fed_in_pieces_is_one_stream_of_the_whole_length():
         encoder.feed(tone(1.5))
     data = encoder.finish()
     reading = probe(data)
-    assert (reading["format"], reading["codec"], reading["sample_rate"], reading["channels"]) == ("mp3", "mp3",
-                                                                                                  24_000, 1)
+    assert (reading["format"], reading["codec"], reading["sample_rate"], reading["channels"]) == (
+        "mp3",
+        "mp3",
+        24_000,
+        1,
+    )
     assert reading["duration_s"] == pytest.approx(4.5, abs=0.1)
-    assert len(data) == pytest.approx(4.5 * 48_000 / 8, rel=0.05)      # constant 48 kbit/s
+    assert len(data) == pytest.approx(4.5 * 48_000 / 8, rel=0.05)  # constant 48 kbit/s
 
 
 def test_wav_fed_in_pieces_holds_every_frame_in_order():
@@ -76,7 +84,9 @@ def test_wav_fed_in_pieces_holds_every_frame_in_order():
         assert wav.readframes(wav.getnframes()) == first + second
 
 
-# --- speak(): in order, reserved, released ------------------------------------------------------------------------
+# --- speak(): in order, reserved, released
+# ------------------------------------------------------------------------
+
 
 class UnevenSpeech:
     """A provider whose chunks come back out of order and, on request, in a different format.
@@ -84,6 +94,7 @@ class UnevenSpeech:
     A stand-in for a model whose answers arrive in any order and may be malformed; the real offline
     provider cannot be made to do either.
     """
+
     name, tts_model = "uneven", "uneven-tts"
 
     def __init__(self, odd_rate_for: str | None = None, fail_for: str | None = None) -> None:
@@ -92,19 +103,27 @@ class UnevenSpeech:
 
     def generate_speech(self, text, voice):
         number = int(re.search(r"Chunk (\d+)", text).group(1))
-        time.sleep(0.02 * (5 - number % 5))        # later chunks finish first
+        time.sleep(0.02 * (5 - number % 5))  # later chunks finish first
         if self.fail_for and self.fail_for in text:
             raise BadOutput("no audio in the answer")
         rate = 16_000 if self.odd_rate_for and self.odd_rate_for in text else 24_000
-        pcm = number.to_bytes(2, "little") * rate      # one second of the chunk's own number
+        pcm = number.to_bytes(2, "little") * rate  # one second of the chunk's own number
         return SpeechResult(pcm_to_wav(pcm, rate), "audio/wav", self.name, self.tts_model)
 
 
 def make_ctx(tmp_path, provider, governor, **settings):
-    return Context(settings=Settings.from_env({}, base_url="http://media.test", panel_concurrency=4, **settings),
-                   provider=provider, storage=LocalStorage(str(tmp_path), "http://media.test"), reserver=governor,
-                   progress=Progress(None, "speech-test"), request_id="speech-test", public_base=None,
-                   deadline=time.monotonic() + 60)
+    return Context(
+        settings=Settings.from_env(
+            {}, **{"base_url": "http://media.test", "panel_concurrency": 4, **settings}
+        ),
+        provider=provider,
+        storage=LocalStorage(str(tmp_path), "http://media.test"),
+        reserver=governor,
+        progress=Progress(None, "speech-test"),
+        request_id="speech-test",
+        public_base=None,
+        deadline=time.monotonic() + 60,
+    )
 
 
 def stored(tmp_path, url):
@@ -119,40 +138,85 @@ def chunky_text(chunks: int) -> str:
 def test_chunks_arriving_out_of_order_are_encoded_in_order_and_every_reservation_released(tmp_path):
     governor = Governor(GovernorConfig(limit_mb=100_000))
     ctx = make_ctx(tmp_path, UnevenSpeech(), governor, audio_format="wav")
-    clip, = speak(ctx, [SpeechJob(chunky_text(6), "narrator")])
-    assert clip.error is None and clip.url.endswith(".wav") and clip.duration_s == pytest.approx(6.0)
+    (clip,) = speak(ctx, [SpeechJob(chunky_text(6), "narrator")])
+    assert (
+        clip.error is None and clip.url.endswith(".wav") and clip.duration_s == pytest.approx(6.0)
+    )
     with wave.open(io.BytesIO(stored(tmp_path, clip.url))) as wav:
         frames = wav.readframes(wav.getnframes())
-    seconds = [frames[i * 48_000:(i + 1) * 48_000] for i in range(6)]
+    seconds = [frames[i * 48_000 : (i + 1) * 48_000] for i in range(6)]
     assert seconds == [i.to_bytes(2, "little") * 24_000 for i in range(6)]
     assert governor.outstanding_mb() == 0
+
+
+class LookAheadSpeech(UnevenSpeech):
+    """Records, as each chunk's call starts, how far it is ahead of the first one not returned."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._lock = threading.Lock()
+        self.returned: set[int] = set()
+        self.ahead: list[int] = []
+
+    def generate_speech(self, text, voice):
+        number = int(re.search(r"Chunk (\d+)", text).group(1))
+        with self._lock:
+            first_missing = next(i for i in range(10_000) if i not in self.returned)
+            self.ahead.append(number - first_missing)
+        try:
+            return super().generate_speech(text, voice)
+        finally:
+            with self._lock:
+                self.returned.add(number)
+
+
+def test_a_clips_chunks_are_made_at_most_a_few_ahead_of_its_encoder(tmp_path):
+    """With no cap on concurrency, a chunk starts only within CHUNKS_AHEAD of the one the
+    encoder needs, so a burst of long narrations cannot fill memory with samples waiting for
+    earlier ones."""
+    provider = LookAheadSpeech()
+    governor = Governor(GovernorConfig(limit_mb=100_000))
+    ctx = make_ctx(tmp_path, provider, governor, audio_format="wav", panel_concurrency=0)
+    clip, = speak(ctx, [SpeechJob(chunky_text(12), "narrator")])
+    assert clip.error is None and clip.duration_s == pytest.approx(12.0)
+    assert len(provider.ahead) == 12
+    assert max(provider.ahead) < CHUNKS_AHEAD
 
 
 def test_a_chunk_in_another_format_fails_its_clip_only_and_releases_its_reservations(tmp_path):
     governor = Governor(GovernorConfig(limit_mb=100_000))
     ctx = make_ctx(tmp_path, UnevenSpeech(odd_rate_for="Chunk 3 "), governor)
-    bad, good = speak(ctx, [SpeechJob(chunky_text(5), "narrator", "bad"),
-                            SpeechJob("Chunk 7 is fine.", "narrator", "good")])
+    bad, good = speak(
+        ctx,
+        [
+            SpeechJob(chunky_text(5), "narrator", "bad"),
+            SpeechJob("Chunk 7 is fine.", "narrator", "good"),
+        ],
+    )
     assert bad.url is None and bad.error_code == "provider_bad_output"
     assert good.error is None and good.url.endswith(".mp3")
     assert governor.outstanding_mb() == 0
 
 
-def test_a_chunk_failing_while_others_are_encoded_leaves_no_reservation_behind(tmp_path):
+@pytest.mark.parametrize(
+    "failing",
+    ["Chunk 0 ", "Chunk 2 ", "Chunk 4 ", "Chunk 7 "],
+    ids=["chunk-0", "chunk-2", "chunk-4", "chunk-7-last"],
+)
+def test_a_chunk_failing_while_others_are_encoded_leaves_no_reservation_behind(tmp_path, failing):
     governor = Governor(GovernorConfig(limit_mb=100_000))
-    for failing in ("Chunk 0 ", "Chunk 2 ", "Chunk 4 ", "Chunk 7 "):
-        ctx = make_ctx(tmp_path, UnevenSpeech(fail_for=failing), governor)
-        clip, = speak(ctx, [SpeechJob(chunky_text(8), "narrator")])
-        assert clip.error_code == "provider_bad_output" and clip.url is None
-        assert governor.outstanding_mb() == 0, failing
-    assert not list(tmp_path.rglob("*.mp3"))                  # nothing stored for a failed clip
+    ctx = make_ctx(tmp_path, UnevenSpeech(fail_for=failing), governor)
+    (clip,) = speak(ctx, [SpeechJob(chunky_text(8), "narrator")])
+    assert clip.error_code == "provider_bad_output" and clip.url is None
+    assert governor.outstanding_mb() == 0, failing
+    assert not list(tmp_path.rglob("*.mp3"))  # nothing stored for a failed clip
 
 
 def test_speech_waits_for_memory_and_fails_with_memory_pressure_when_none_comes(tmp_path):
     # A hard limit just above what the process uses: no chunk's reservation fits.
     governor = Governor(GovernorConfig(limit_mb=1))
     ctx = make_ctx(tmp_path, OfflineProvider(), governor, reservation_wait_s=0.2)
-    clip, = speak(ctx, [SpeechJob(narration(3000), "narrator")])
+    (clip,) = speak(ctx, [SpeechJob(narration(3000), "narrator")])
     assert clip.error_code == "memory_pressure"
     assert governor.refused_reservations >= 1 and governor.outstanding_mb() == 0
 
@@ -165,6 +229,7 @@ def watch_reservations(governor: Governor) -> list[tuple[float, str | None]]:
     def watching(mb, wait_s=0.0, group=None):
         reserved.append((mb, group))
         return real_reserve(mb, wait_s, group)
+
     governor.reserve = watching
     return reserved
 
@@ -176,11 +241,11 @@ def test_chunk_reservations_learn_from_recent_chunks(tmp_path):
     SPEECH_COSTS._per_unit.clear()
     speak(ctx, [SpeechJob(narration(1400), "narrator")])
     speak(ctx, [SpeechJob(narration(1400), "narrator")])
-    assert len(reserved) == 6                        # per one-chunk narration: the model call, the encoding, the store
+    assert len(reserved) == 6  # per one-chunk narration: the model call, the encoding, the store
     (first, _), (later, _) = reserved[0], reserved[3]
     # The first chunk had only the (tiny) floor; the next one reserves what the first really held.
-    assert first == pytest.approx(1.0)              # MIN_RESERVE_MB
-    assert later > 4 * 1400 * 0.0015                 # HOLD_FACTOR x at least ~1.5 kB of PCM a character
+    assert first == pytest.approx(1.0)  # MIN_RESERVE_MB
+    assert later > 4 * 1400 * 0.0015  # HOLD_FACTOR x at least ~1.5 kB of PCM a character
 
 
 def test_every_speech_reservation_takes_turns_as_its_request(tmp_path):
@@ -189,13 +254,14 @@ def test_every_speech_reservation_takes_turns_as_its_request(tmp_path):
     governor = Governor(GovernorConfig(limit_mb=100_000))
     ctx = make_ctx(tmp_path, OfflineProvider(), governor)
     reserved = watch_reservations(governor)
-    clip, = speak(ctx, [SpeechJob(narration(3000), "narrator")])
+    (clip,) = speak(ctx, [SpeechJob(narration(3000), "narrator")])
     assert clip.error_code is None and len(reserved) >= 3
     assert {group for _, group in reserved} == {ctx.request_id}
 
 
 def test_narration_stored_in_cloud_storage_is_served_as_mp3(tmp_path, monkeypatch):
-    """speak() with the real google-cloud-storage client against gcp-storage-emulator on loopback."""
+    """speak() with the real google-cloud-storage client against gcp-storage-emulator on loopback.
+    """
     from gcp_storage_emulator.server import create_server
 
     from liroo.storage.gcs import GcsStorage
@@ -209,25 +275,31 @@ def test_narration_stored_in_cloud_storage_is_served_as_mp3(tmp_path, monkeypatc
         governor = Governor(GovernorConfig(limit_mb=100_000))
         ctx = make_ctx(tmp_path, OfflineProvider(), governor)
         ctx.storage = GcsStorage("liroo-speech", url_mode="public")
-        clip, = speak(ctx, [SpeechJob(narration(2_000), "narrator")])
+        (clip,) = speak(ctx, [SpeechJob(narration(2_000), "narrator")])
         assert clip.error is None and clip.url.endswith(".mp3")
         response = requests.get(clip.url, timeout=30)
         assert response.status_code == 200 and response.headers["Content-Type"] == "audio/mpeg"
-        assert response.content[0] == 0xFF and response.content[1] & 0xE0 == 0xE0     # an MPEG audio frame
+        assert (
+            response.content[0] == 0xFF and response.content[1] & 0xE0 == 0xE0
+        )  # an MPEG audio frame
     finally:
         emulator.stop()
 
 
 def test_the_speech_routes_declare_their_cost_at_the_door(tmp_path):
-    settings = Settings.from_env({}, media_dir=str(tmp_path), image_reserve_mb=40, speech_reserve_mb=30)
+    settings = Settings.from_env(
+        {}, media_dir=str(tmp_path), image_reserve_mb=40, speech_reserve_mb=30
+    )
     app = create_app(settings)
     costs = app.wsgi_app.route_costs_mb
     assert costs["/generate_tts"] == 30
-    assert costs["/generate_lecture"] == 70          # it draws and narrates at the same time
+    assert costs["/generate_lecture"] == 70  # it draws and narrates at the same time
     assert costs["/generate_story"] == costs["/generate_comic"] == 40
 
 
-# --- the routes on gunicorn ------------------------------------------------------------------------------------
+# --- the routes on gunicorn
+# ------------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def server(offline_server):
@@ -235,8 +307,12 @@ def server(offline_server):
 
 
 def post(server, path, body, timeout=120):
-    return requests.post(server.url(path), json=body, headers={"X-Request-ID": "s-" + uuid.uuid4().hex},
-                         timeout=timeout)
+    return requests.post(
+        server.url(path),
+        json=body,
+        headers={"X-Request-ID": "s-" + uuid.uuid4().hex},
+        timeout=timeout,
+    )
 
 
 def fetch(url):
@@ -250,8 +326,12 @@ def test_a_50000_character_narration_is_one_mp3_of_the_texts_length(server):
     text = narration(50_000)
     assert len(text) > 49_900
     started = time.monotonic()
-    response = post(server, "/generate_tts", {"text": text, "voice": "narrator",
-                                              "model": "gemini-2.5-flash-preview-tts"}, timeout=60)   # the app's timeout
+    response = post(
+        server,
+        "/generate_tts",
+        {"text": text, "voice": "narrator", "model": "gemini-2.5-flash-preview-tts"},
+        timeout=60,
+    )  # the app's timeout
     assert response.status_code == 200, response.text
     body = contract.decode_tts(response.json())
     assert body["text_length"] == len(text) and body["content_type"] == "audio/mpeg"
@@ -265,8 +345,11 @@ def test_a_50000_character_narration_is_one_mp3_of_the_texts_length(server):
     assert at_least <= reading["duration_s"] <= at_most, (reading, body["model"])
     # About 5 kB a second (40 kbit/s), not WAV's 44-48 kB.
     assert len(audio.content) < 6_000 * reading["duration_s"]
-    print(f"50,000 characters: {reading['duration_s']:.0f} s of audio, {len(audio.content) / 1e6:.1f} MB, "
-          f"answered in {time.monotonic() - started:.1f} s")
+    print(
+        f"50,000 characters: {reading['duration_s']:.0f} s of audio, "
+        f"{len(audio.content) / 1e6:.1f} MB, "
+        f"answered in {time.monotonic() - started:.1f} s"
+    )
 
 
 def test_texts_over_the_long_limit_are_refused_and_dialogue_takes_a_whole_story(server):
@@ -274,9 +357,17 @@ def test_texts_over_the_long_limit_are_refused_and_dialogue_takes_a_whole_story(
     assert too_long.status_code == 413
     assert contract.decode_error(too_long.json())["code"] == "text_too_long"
     story = narration(45_000)
-    dialogue = post(server, "/process", {"dialogue_mode": True, "user_question": "Where did the boat go?",
-                                         "selected_text_snippet": "the stone bridge",
-                                         "original_block_content": story, "level": "moderate"})
+    dialogue = post(
+        server,
+        "/process",
+        {
+            "dialogue_mode": True,
+            "user_question": "Where did the boat go?",
+            "selected_text_snippet": "the stone bridge",
+            "original_block_content": story,
+            "level": "moderate",
+        },
+    )
     assert dialogue.status_code == 200, dialogue.text
     assert dialogue.json()["dialogue_response"]
     # Other texts keep the general limit.
@@ -287,7 +378,9 @@ def test_texts_over_the_long_limit_are_refused_and_dialogue_takes_a_whole_story(
 def test_wav_stays_available(start_server):
     server = start_server({"LIROO_AUDIO_FORMAT": "wav"})
     text = narration(3_200)
-    body = contract.decode_tts(post(server, "/generate_tts", {"text": text, "voice": "character"}).json())
+    body = contract.decode_tts(
+        post(server, "/generate_tts", {"text": text, "voice": "character"}).json()
+    )
     assert body["audio_url"].endswith(".wav") and body["content_type"] == "audio/wav"
     audio = fetch(body["audio_url"])
     assert audio.headers["Content-Type"] == "audio/wav"
@@ -298,22 +391,32 @@ def test_wav_stays_available(start_server):
     assert at_least <= seconds <= at_most
     lecture = post(server, "/generate_lecture", {"text": "Volcanoes form where magma rises. " * 20})
     assert lecture.status_code == 200, lecture.text
-    assert all(a["filename"].endswith(".wav") and a["url"].endswith(".wav") for a in lecture.json()["audio_files"])
+    assert all(
+        a["filename"].endswith(".wav") and a["url"].endswith(".wav")
+        for a in lecture.json()["audio_files"]
+    )
 
 
 def metric(server, name):
-    lines = [line for line in requests.get(server.url("/metrics"), timeout=10).text.splitlines()
-             if line.startswith(name + " ")]
+    lines = [
+        line
+        for line in requests.get(server.url("/metrics"), timeout=10).text.splitlines()
+        if line.startswith(name + " ")
+    ]
     return float(lines[0].split()[1]) if lines else 0.0
 
 
 def test_narration_with_no_room_for_its_first_chunk_is_shed_at_the_door(start_server):
-    server = start_server({"LIROO_SPEECH_RESERVE_MB": "100000"})      # one chunk would need more than the limit
+    server = start_server(
+        {"LIROO_SPEECH_RESERVE_MB": "100000"}
+    )  # one chunk would need more than the limit
     response = post(server, "/generate_tts", {"text": narration(2_000), "voice": "narrator"})
     assert response.status_code == 503 and response.headers["Retry-After"]
     assert contract.decode_error(response.json())["code"] == "memory_pressure"
     assert metric(server, "liroo_memory_shed_total") == 1
-    assert metric(server, "liroo_memory_reservations_refused_total") == 0    # refused before any work started
+    assert (
+        metric(server, "liroo_memory_reservations_refused_total") == 0
+    )  # refused before any work started
     lecture = post(server, "/generate_lecture", {"text": "Volcanoes form where magma rises. " * 20})
     assert lecture.status_code == 503 and contract.decode_lecture(lecture.json())["lecture_id"]
     # Routes without speech are unaffected.
@@ -321,12 +424,15 @@ def test_narration_with_no_room_for_its_first_chunk_is_shed_at_the_door(start_se
 
 
 def test_concurrent_long_narrations_are_reserved_and_queue_for_memory_not_pile_up(start_server):
-    """Ten 12,000-character narrations at once, with room for one or two chunks' reservations under the limit:
-    each chunk reserves its memory before the model call (seen in /memory while they run), never more than fits
-    at once; the others wait for room (or, at the door, are refused with 503 memory_pressure + Retry-After);
-    narrations finish, nothing is a 500, and every reservation is given back."""
+    """Ten 12,000-character narrations at once, with room for one or two chunks' reservations under
+    the limit: each chunk reserves its memory before the model call (seen in /memory while they
+    run), never more than fits at once; the others wait for room (or, at the door, are refused
+    with 503 memory_pressure + Retry-After); narrations finish, nothing is a 500, and every
+    reservation is given back."""
     # Threads to spare, so /memory is answered while narrations run.
-    server = start_server({"MEMORY_LIMIT_MB": "800", "LIROO_SPEECH_RESERVE_MB": "300", "LIROO_THREADS": "16"})
+    server = start_server(
+        {"MEMORY_LIMIT_MB": "800", "LIROO_SPEECH_RESERVE_MB": "300", "LIROO_THREADS": "16"}
+    )
     watched = {"outstanding_mb": 0.0, "waiting": 0}
     done = threading.Event()
 
@@ -334,17 +440,23 @@ def test_concurrent_long_narrations_are_reserved_and_queue_for_memory_not_pile_u
         while not done.is_set():
             try:
                 governor = requests.get(server.url("/memory"), timeout=10).json()["governor"]
-            except requests.RequestException:    # a busy machine: look again
+            except requests.RequestException:  # a busy machine: look again
                 continue
-            watched["outstanding_mb"] = max(watched["outstanding_mb"], governor["outstanding_reservations_mb"])
+            watched["outstanding_mb"] = max(
+                watched["outstanding_mb"], governor["outstanding_reservations_mb"]
+            )
             watched["waiting"] = max(watched["waiting"], governor["waiting_reservations"])
             time.sleep(0.01)
 
     answers = []
 
     def narrate(i):
-        response = post(server, "/generate_tts", {"text": narration(12_000, tag=str(i)), "voice": "narrator"},
-                        timeout=300)
+        response = post(
+            server,
+            "/generate_tts",
+            {"text": narration(12_000, tag=str(i)), "voice": "narrator"},
+            timeout=300,
+        )
         answers.append((response.status_code, response.json(), response.headers.get("Retry-After")))
 
     watcher = threading.Thread(target=watch)
@@ -365,10 +477,13 @@ def test_concurrent_long_narrations_are_reserved_and_queue_for_memory_not_pile_u
             assert body["code"] == "memory_pressure" and retry_after
         else:
             assert body["audio_url"].endswith(".mp3")
-    # Chunks held reservations while they ran, never more than fit under the limit with what is in use.
+    # Chunks held reservations while they ran, never more than fit under the limit with what is in
+    # use.
     assert 300 <= watched["outstanding_mb"] < 800, watched
     # Other chunks waited for room, or requests were refused at the door: not all at once.
-    refused = metric(server, "liroo_memory_shed_total") + metric(server, "liroo_memory_reservations_refused_total")
+    refused = metric(server, "liroo_memory_shed_total") + metric(
+        server, "liroo_memory_reservations_refused_total"
+    )
     assert watched["waiting"] >= 1 or refused >= 1, watched
     memory = requests.get(server.url("/memory"), timeout=10).json()["governor"]
-    assert memory["outstanding_reservations_mb"] == 0        # every reservation given back
+    assert memory["outstanding_reservations_mb"] == 0  # every reservation given back

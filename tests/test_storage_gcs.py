@@ -1,4 +1,5 @@
-"""Google Cloud Storage: the real google-cloud-storage client against gcp-storage-emulator on loopback.
+"""Google Cloud Storage: the real google-cloud-storage client against gcp-storage-emulator on
+loopback.
 
 Between the client and the emulator sits a small loopback proxy (FaultProxy)
 that records every request and can answer with an error, so transient
@@ -7,6 +8,7 @@ failures and their retries are real HTTP exchanges. It also enforces
 ignores. Two things cannot run here and are replaced, each said where it is
 done: Cloud Run's metadata-server credentials and IAM's signBlob service.
 """
+
 from __future__ import annotations
 
 import base64
@@ -32,8 +34,15 @@ from google.cloud.storage.retry import DEFAULT_RETRY
 from google.oauth2 import service_account
 
 from liroo.settings import Settings, SettingsError
-from liroo.storage import (IMMUTABLE_CACHE, StorageError, cached_url, image_cache_key, image_cache_object,
-                           make_storage, media_key)
+from liroo.storage import (
+    IMMUTABLE_CACHE,
+    StorageError,
+    cached_url,
+    image_cache_key,
+    image_cache_object,
+    make_storage,
+    media_key,
+)
 from liroo.storage.gcs import GcsStorage
 from tests.servers import free_port
 
@@ -44,6 +53,7 @@ FAST_RETRY = DEFAULT_RETRY.with_delay(initial=0.01, maximum=0.05)
 
 
 # --- servers -----------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def emulator():
@@ -59,7 +69,7 @@ class FaultProxy:
 
     def __init__(self, upstream: str) -> None:
         self.upstream = urlsplit(upstream).netloc
-        self.requests: list[tuple[str, str, int]] = []   # (method, path with query, status answered)
+        self.requests: list[tuple[str, str, int]] = []  # (method, path with query, status answered)
         self._faults: list[dict] = []
         self._lock = threading.Lock()
         proxy = self
@@ -75,18 +85,37 @@ class FaultProxy:
 
         self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+        threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        ).start()
 
-    def fail(self, method: str, path_pattern: str, status: int = 503, times: int = 1,
-             after_forwarding: bool = False) -> None:
+    def fail(
+        self,
+        method: str,
+        path_pattern: str,
+        status: int = 503,
+        times: int = 1,
+        after_forwarding: bool = False,
+    ) -> None:
         """Answer the next ``times`` matching requests with ``status``; with ``after_forwarding``
         the request reaches the emulator first and only its response is lost."""
-        self._faults.append({"method": method, "pattern": re.compile(path_pattern), "status": status,
-                             "left": times, "after": after_forwarding})
+        self._faults.append(
+            {
+                "method": method,
+                "pattern": re.compile(path_pattern),
+                "status": status,
+                "left": times,
+                "after": after_forwarding,
+            }
+        )
 
     def calls(self, method: str, path_pattern: str) -> list[tuple[str, int]]:
         pattern = re.compile(path_pattern)
-        return [(path, status) for m, path, status in self.requests if m == method and pattern.search(path)]
+        return [
+            (path, status)
+            for m, path, status in self.requests
+            if m == method and pattern.search(path)
+        ]
 
     def close(self) -> None:
         self._server.shutdown()
@@ -105,23 +134,33 @@ class FaultProxy:
         body = handler.rfile.read(int(handler.headers.get("Content-Length") or 0))
         fault = self._take_fault(method, path)
         if fault and not fault["after"]:
-            return self._reply(handler, method, path, fault["status"], *self._gcs_error(fault["status"]))
+            return self._reply(
+                handler, method, path, fault["status"], *self._gcs_error(fault["status"])
+            )
         if method == "POST" and "ifGenerationMatch=0" in path and self._object_exists(path, body):
             return self._reply(handler, method, path, 412, *self._gcs_error(412))
         status, headers, data = self._forward(method, path, handler.headers, body)
         if fault:
-            return self._reply(handler, method, path, fault["status"], *self._gcs_error(fault["status"]))
+            return self._reply(
+                handler, method, path, fault["status"], *self._gcs_error(fault["status"])
+            )
         self._reply(handler, method, path, status, headers, data)
 
     def _forward(self, method, path, headers, body):
         conn = http.client.HTTPConnection(self.upstream, timeout=10)
         try:
-            forwarded = {k: v for k, v in headers.items() if k.lower() not in ("host", "connection")}
+            forwarded = {
+                k: v for k, v in headers.items() if k.lower() not in ("host", "connection")
+            }
             conn.request(method, path, body=body, headers=forwarded)
             response = conn.getresponse()
             data = response.read()
-            kept = [(k, v) for k, v in response.getheaders()
-                    if k.lower() not in ("connection", "transfer-encoding", "content-length", "server", "date")]
+            kept = [
+                (k, v)
+                for k, v in response.getheaders()
+                if k.lower()
+                not in ("connection", "transfer-encoding", "content-length", "server", "date")
+            ]
             return response.status, kept, data
         finally:
             conn.close()
@@ -130,14 +169,23 @@ class FaultProxy:
         # What GCS does for ifGenerationMatch=0 and the emulator does not: refuse to overwrite.
         bucket = re.search(r"/b/([^/?]+)/o", path).group(1)
         name = re.search(rb'"name":\s*"([^"]+)"', body).group(1).decode()
-        status, _, _ = self._forward("GET", f"/storage/v1/b/{bucket}/o/{quote(name, safe='')}", {}, b"")
+        status, _, _ = self._forward(
+            "GET", f"/storage/v1/b/{bucket}/o/{quote(name, safe='')}", {}, b""
+        )
         return status == 200
 
     @staticmethod
     def _gcs_error(status: int):
         reason = http.HTTPStatus(status).phrase
-        body = json.dumps({"error": {"code": status, "message": reason,
-                                     "errors": [{"message": reason, "reason": reason.lower()}]}}).encode()
+        body = json.dumps(
+            {
+                "error": {
+                    "code": status,
+                    "message": reason,
+                    "errors": [{"message": reason, "reason": reason.lower()}],
+                }
+            }
+        ).encode()
         return [("Content-Type", "application/json; charset=UTF-8")], body
 
     def _reply(self, handler, method, path, status, headers, data) -> None:
@@ -161,6 +209,7 @@ def proxy(emulator, monkeypatch):
 
 # --- signing keys and a V4 verifier ------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def signing_key():
     """A throwaway service-account key made for this test run."""
@@ -168,16 +217,25 @@ def signing_key():
 
 
 def key_credentials(private_key, email="liroo-signer@liroo-test.iam.gserviceaccount.com"):
-    pem = private_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                    serialization.NoEncryption()).decode()
-    return service_account.Credentials.from_service_account_info({
-        "type": "service_account", "project_id": "liroo-test", "private_key_id": "throwaway",
-        "private_key": pem, "client_email": email, "client_id": "1",
-        "token_uri": "https://oauth2.googleapis.com/token"})
+    pem = private_key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    return service_account.Credentials.from_service_account_info(
+        {
+            "type": "service_account",
+            "project_id": "liroo-test",
+            "private_key_id": "throwaway",
+            "private_key": pem,
+            "client_email": email,
+            "client_id": "1",
+            "token_uri": "https://oauth2.googleapis.com/token",
+        }
+    )
 
 
 def verify_v4_signature(url: str, public_key) -> dict:
-    """Check a V4 signed URL as GCS would, from the URL alone (canonical request rebuilt per the spec).
+    """Check a V4 signed URL as GCS would, from the URL alone (canonical request rebuilt per the
+    spec).
 
     The emulator serves signed URLs without checking signatures, so this is
     where the signature is actually verified. Raises InvalidSignature if wrong.
@@ -185,17 +243,27 @@ def verify_v4_signature(url: str, public_key) -> dict:
     parts = urlsplit(url)
     params = dict(parse_qsl(parts.query, keep_blank_values=True))
     signature = bytes.fromhex(params.pop("X-Goog-Signature"))
-    canonical_query = "&".join(f"{quote(k, safe='~')}={quote(v, safe='~')}" for k, v in sorted(params.items()))
-    canonical_request = "\n".join(["GET", parts.path, canonical_query, f"host:{parts.netloc}\n", "host",
-                                   "UNSIGNED-PAYLOAD"])
+    canonical_query = "&".join(
+        f"{quote(k, safe='~')}={quote(v, safe='~')}" for k, v in sorted(params.items())
+    )
+    canonical_request = "\n".join(
+        ["GET", parts.path, canonical_query, f"host:{parts.netloc}\n", "host", "UNSIGNED-PAYLOAD"]
+    )
     scope = params["X-Goog-Credential"].split("/", 1)[1]
-    string_to_sign = "\n".join(["GOOG4-RSA-SHA256", params["X-Goog-Date"], scope,
-                                hashlib.sha256(canonical_request.encode()).hexdigest()])
+    string_to_sign = "\n".join(
+        [
+            "GOOG4-RSA-SHA256",
+            params["X-Goog-Date"],
+            scope,
+            hashlib.sha256(canonical_request.encode()).hexdigest(),
+        ]
+    )
     public_key.verify(signature, string_to_sign.encode(), padding.PKCS1v15(), hashes.SHA256())
     return params
 
 
 # --- upload, exists, public URLs ----------------------------------------------------------
+
 
 def test_upload_exists_and_fetch_by_public_url(proxy):
     storage = GcsStorage(BUCKET, url_mode="public", retry=FAST_RETRY)
@@ -203,7 +271,9 @@ def test_upload_exists_and_fetch_by_public_url(proxy):
     assert not storage.exists(key)
 
     url = storage.put(key, JPEG, "image/jpeg", IMMUTABLE_CACHE)
-    assert url == f"{proxy.url}/{BUCKET}/{key}"      # in production: https://storage.googleapis.com/<bucket>/<key>
+    assert (
+        url == f"{proxy.url}/{BUCKET}/{key}"
+    )  # in production: https://storage.googleapis.com/<bucket>/<key>
     assert storage.exists(key)
     assert storage.url(key) == url
 
@@ -230,29 +300,42 @@ def test_keys_are_checked_before_any_request(proxy):
 
 # --- signed URLs -----------------------------------------------------------------------------
 
+
 def test_signed_url_with_a_service_account_key(proxy, signing_key):
     ttl = 3600
-    storage = GcsStorage(BUCKET, url_mode="signed", signed_url_ttl_s=ttl, retry=FAST_RETRY,
-                         signing_credentials=key_credentials(signing_key))
+    storage = GcsStorage(
+        BUCKET,
+        url_mode="signed",
+        signed_url_ttl_s=ttl,
+        retry=FAST_RETRY,
+        signing_credentials=key_credentials(signing_key),
+    )
     key = media_key("images", "webp")
     url = storage.put(key, b"RIFF....WEBPVP8 " + b"x" * 100, "image/webp")
 
     assert urlsplit(url).path == f"/{BUCKET}/{key}"
     params = verify_v4_signature(url, signing_key.public_key())
     assert params["X-Goog-Algorithm"] == "GOOG4-RSA-SHA256"
-    assert params["X-Goog-Credential"].startswith("liroo-signer@liroo-test.iam.gserviceaccount.com/")
+    assert params["X-Goog-Credential"].startswith(
+        "liroo-signer@liroo-test.iam.gserviceaccount.com/"
+    )
     assert params["X-Goog-Credential"].endswith("/auto/storage/goog4_request")
     assert params["X-Goog-Expires"] == str(ttl)
     assert params["X-Goog-SignedHeaders"] == "host"
-    signed_at = datetime.strptime(params["X-Goog-Date"], "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc)
+    signed_at = datetime.strptime(params["X-Goog-Date"], "%Y%m%dT%H%M%SZ").replace(
+        tzinfo=timezone.utc
+    )
     assert abs(datetime.now(timezone.utc) - signed_at) < timedelta(minutes=5)
 
     # The verifier is not a rubber stamp: another object's path, or another key, fails it.
     from cryptography.exceptions import InvalidSignature
+
     with pytest.raises(InvalidSignature):
         verify_v4_signature(url.replace(key, media_key("images", "webp")), signing_key.public_key())
     with pytest.raises(InvalidSignature):
-        verify_v4_signature(url, rsa.generate_private_key(public_exponent=65537, key_size=2048).public_key())
+        verify_v4_signature(
+            url, rsa.generate_private_key(public_exponent=65537, key_size=2048).public_key()
+        )
 
     # The emulator serves the signed URL (without checking the signature, see above).
     response = requests.get(url, timeout=10)
@@ -284,30 +367,38 @@ def test_signed_url_through_iam_sign_blob_without_a_key(proxy, signing_key, monk
         # IAM's signBlob (https://iamcredentials.googleapis.com) cannot be reached from here; this
         # answers as it would, signing with the throwaway key that plays the service account's.
         signed.append((access_token, service_account_email))
-        raw = signing_key.sign(message.encode() if isinstance(message, str) else message,
-                               padding.PKCS1v15(), hashes.SHA256())
+        raw = signing_key.sign(
+            message.encode() if isinstance(message, str) else message,
+            padding.PKCS1v15(),
+            hashes.SHA256(),
+        )
         return base64.b64encode(raw).decode()
 
     monkeypatch.setattr(_signing, "_sign_message", sign_blob)
     credentials = MetadataServerCredentials()
-    storage = GcsStorage(BUCKET, url_mode="signed", retry=FAST_RETRY, signing_credentials=credentials)
+    storage = GcsStorage(
+        BUCKET, url_mode="signed", retry=FAST_RETRY, signing_credentials=credentials
+    )
     key = media_key("images", "jpg")
     url = storage.put(key, JPEG, "image/jpeg")
 
     params = verify_v4_signature(url, signing_key.public_key())
     assert params["X-Goog-Credential"].startswith("liroo-run@liroo-test.iam.gserviceaccount.com/")
-    assert params["X-Goog-Expires"] == str(7 * 24 * 3600)          # the default: a week, the V4 maximum
+    assert params["X-Goog-Expires"] == str(7 * 24 * 3600)  # the default: a week, the V4 maximum
     assert signed == [("token-1", "liroo-run@liroo-test.iam.gserviceaccount.com")]
 
-    storage.url(key)                                                 # a valid token is reused
+    storage.url(key)  # a valid token is reused
     assert credentials.refreshes == 1
     credentials.expiry = datetime.now(timezone.utc).replace(tzinfo=None) - timedelta(minutes=1)
-    verify_v4_signature(storage.url(key), signing_key.public_key())  # an expired one is refreshed first
+    verify_v4_signature(
+        storage.url(key), signing_key.public_key()
+    )  # an expired one is refreshed first
     assert credentials.refreshes == 2 and signed[-1][0] == "token-2"
     assert requests.get(url, timeout=10).content == JPEG
 
 
 # --- retries and idempotency -----------------------------------------------------------------
+
 
 def test_transient_errors_are_retried(proxy):
     storage = GcsStorage(BUCKET, url_mode="public", retry=FAST_RETRY)
@@ -319,11 +410,16 @@ def test_transient_errors_are_retried(proxy):
 
     proxy.fail("GET", r"/storage/v1/b/liroo-test/o/", status=500, times=2)
     assert storage.exists(key)
-    assert [status for _, status in proxy.calls("GET", r"/storage/v1/b/liroo-test/o/")][-3:] == [500, 500, 200]
+    assert [status for _, status in proxy.calls("GET", r"/storage/v1/b/liroo-test/o/")][-3:] == [
+        500,
+        500,
+        200,
+    ]
 
 
 def test_a_lost_response_is_retried_without_a_duplicate(proxy):
-    """The upload succeeds but its answer is lost: the retry meets 412 (create-only) and that is success."""
+    """The upload succeeds but its answer is lost: the retry meets 412 (create-only) and that is
+    success."""
     storage = GcsStorage(BUCKET, url_mode="public", retry=FAST_RETRY)
     key = media_key("images", "jpg")
     proxy.fail("POST", r"/upload/storage/v1/b/liroo-test/o", status=503, after_forwarding=True)
@@ -334,7 +430,7 @@ def test_a_lost_response_is_retried_without_a_duplicate(proxy):
 
 def test_putting_an_existing_key_keeps_the_first_object(proxy):
     storage = GcsStorage(BUCKET, url_mode="public", retry=FAST_RETRY)
-    key = media_key("images", "jpg", digest="ab" * 32)      # a content-addressed (cache) key
+    key = media_key("images", "jpg", digest="ab" * 32)  # a content-addressed (cache) key
     first = storage.put(key, JPEG, "image/jpeg")
     second = storage.put(key, b"other bytes for the same name", "image/jpeg")
     assert first == second
@@ -347,14 +443,16 @@ def test_a_lasting_failure_is_raised(proxy):
     proxy.fail("POST", r"/upload/storage/v1/b/liroo-test/o", status=503, times=1000)
     with pytest.raises(StorageError) as err:
         storage.put(media_key("images", "jpg"), JPEG, "image/jpeg")
-    assert isinstance(err.value.__cause__, RetryError)               # the library gave up after retrying
+    assert isinstance(err.value.__cause__, RetryError)  # the library gave up after retrying
     assert "503" in str(err.value.__cause__.cause)
     assert len(proxy.calls("POST", r"/upload/")) >= 2
 
 
 def test_image_cache_works_with_cloud_storage(proxy):
     storage = GcsStorage(BUCKET, url_mode="public", retry=FAST_RETRY)
-    key = image_cache_object(image_cache_key("A fox in the snow", "Studio Ghibli", "beginner", "1:1", "m"), "jpg")
+    key = image_cache_object(
+        image_cache_key("A fox in the snow", "Studio Ghibli", "beginner", "1:1", "m"), "jpg"
+    )
     assert cached_url(storage, key) is None
     url = storage.put(key, JPEG, "image/jpeg")
     assert cached_url(storage, key) == url
@@ -362,6 +460,7 @@ def test_image_cache_works_with_cloud_storage(proxy):
 
 
 # --- settings --------------------------------------------------------------------------------
+
 
 def test_make_storage_picks_gcs_from_the_settings():
     storage = make_storage(Settings(gcs_bucket_name="liroo-media", gcs_url_mode="public"))

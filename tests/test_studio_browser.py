@@ -1,10 +1,12 @@
-"""The studio page in a real headless Chromium against real gunicorn (tests/studio_browser.py drives it).
+"""The studio page in a real headless Chromium against real gunicorn (tests/studio_browser.py drives
+it).
 
 Skipped, with the reason shown, where Debian's chromium or Playwright's package is missing.
 The comic, study page and lecture run on the offline provider, whose pictures are made
 slow on purpose (LIROO_OFFLINE_IMAGE_DELAY_S, one at a time) so that panels arriving
 before the end can be seen; the 503 comes from the loopback Gemini's 429s through the SDK.
 """
+
 from __future__ import annotations
 
 import re
@@ -14,21 +16,40 @@ import requests
 
 from tests.fake_gemini import gemini_env
 from tests.servers import GunicornServer
-from tests.studio_browser import (ALL_PICTURES_LOADED_JS, chromium, finished_comic, missing_browser, open_studio,
-                                  save_screenshot)
+from tests.studio_browser import (
+    ALL_PICTURES_LOADED_JS,
+    chromium,
+    finished_comic,
+    missing_browser,
+    open_studio,
+    save_screenshot,
+)
 
-pytestmark = pytest.mark.skipif(missing_browser() is not None, reason=f"no browser test: {missing_browser()}")
+pytestmark = pytest.mark.skipif(
+    missing_browser() is not None, reason=f"no browser test: {missing_browser()}"
+)
 
-STUDY_TEXT = ("Plants make their own food by photosynthesis. Their leaves take in sunlight, water from the roots "
-              "and carbon dioxide from the air, and turn them into sugar. Oxygen is given off as a by-product, "
-              "which animals breathe.")
-LECTURE_TEXT = ("The water cycle moves water around the Earth. The sun heats oceans and lakes, and water "
-                "evaporates into vapour. The vapour cools and condenses into clouds, then falls as rain or snow.")
+STUDY_TEXT = (
+    "Plants make their own food by photosynthesis. Their leaves take in sunlight, water from the "
+    "roots "
+    "and carbon dioxide from the air, and turn them into sugar. Oxygen is given off as a "
+    "by-product, "
+    "which animals breathe."
+)
+LECTURE_TEXT = (
+    "The water cycle moves water around the Earth. The sun heats oceans and lakes, and water "
+    "evaporates into vapour. The vapour cools and condenses into clouds, then falls as rain or "
+    "snow."
+)
 
 
 @pytest.fixture(scope="module")
 def offline():
-    env = {"LIROO_OFFLINE_IMAGE_DELAY_S": "0.8", "LIROO_PANEL_CONCURRENCY": "1", "LIROO_IMAGE_CACHE": "off"}
+    env = {
+        "LIROO_OFFLINE_IMAGE_DELAY_S": "0.8",
+        "LIROO_PANEL_CONCURRENCY": "1",
+        "LIROO_IMAGE_CACHE": "off",
+    }
     with GunicornServer(env) as server:
         yield server
 
@@ -45,23 +66,33 @@ def job(server, request_id, **headers):
     return view["result"]
 
 
-def test_a_comic_shows_each_panel_as_it_is_drawn_and_every_picture_loads(offline, browser, tmp_path):
+def test_a_comic_shows_each_panel_as_it_is_drawn_and_every_picture_loads(
+    offline, browser, tmp_path
+):
     studio = open_studio(browser, offline.base_url)
     seen = finished_comic(studio)
 
-    assert seen["first_sight"] == "panel-while-running"   # panel 1 was on screen before the request ended
+    assert (
+        seen["first_sight"] == "panel-while-running"
+    )  # panel 1 was on screen before the request ended
     assert seen["final"] == "done"
     comic = job(offline, studio.request_id())["comic"]
     assert seen["panels"] == len(comic["panel_layout"]) >= 3
-    assert seen["pictures"] == seen["panels"]              # every <img> complete with naturalWidth > 0
+    assert seen["pictures"] == seen["panels"]  # every <img> complete with naturalWidth > 0
     shown = studio.page.eval_on_selector_all("#result .panel img", "imgs => imgs.map(i => i.src)")
     assert shown == [panel["image_url"] for panel in comic["panel_layout"]]
     first = comic["panel_layout"][0]
-    assert next(iter(first["dialogue"].values())) in studio.page.inner_text("#result .panel >> nth=0")
+    assert next(iter(first["dialogue"].values())) in studio.page.inner_text(
+        "#result .panel >> nth=0"
+    )
 
     # The memory gauge reads /health against the lines the governor works with.
-    studio.page.wait_for_function("() => /^\\d+ MB$/.test(document.getElementById('memory-text').textContent)")
-    assert re.fullmatch(r"warning \d+ · cleanup \d+ · limit \d+ MB", studio.page.inner_text(".memory-lines"))
+    studio.page.wait_for_function(
+        "() => /^\\d+ MB$/.test(document.getElementById('memory-text').textContent)"
+    )
+    assert re.fullmatch(
+        r"warning \d+ · cleanup \d+ · limit \d+ MB", studio.page.inner_text(".memory-lines")
+    )
     assert studio.page.get_attribute("#memory", "data-state") == "normal"
     assert float(studio.page.eval_on_selector("#memory-meter", "m => m.value")) > 0
 
@@ -70,16 +101,23 @@ def test_a_comic_shows_each_panel_as_it_is_drawn_and_every_picture_loads(offline
     assert studio.console_errors == []
 
 
-def test_a_shared_link_fills_the_form_and_starts_a_study_page_whose_quiz_can_be_answered(offline, browser):
+def test_a_shared_link_fills_the_form_and_starts_a_study_page_whose_quiz_can_be_answered(
+    offline, browser
+):
     query = requests.models.RequestEncodingMixin._encode_params(
-        {"mode": "study", "level": "moderate", "text": STUDY_TEXT, "run": "1"})
+        {"mode": "study", "level": "moderate", "text": STUDY_TEXT, "run": "1"}
+    )
     studio = open_studio(browser, offline.base_url, "/?" + query)
     assert studio.page.is_checked("input[name=mode][value=study]")
     assert studio.page.input_value("#text") == STUDY_TEXT
     assert studio.wait_state("done", "failed") == "done"
     assert studio.posts and studio.posts[0]["x-request-id"] == studio.request_id()
 
-    questions = [b for b in job(offline, studio.request_id())["blocks"] if b["type"] == "multipleChoiceQuestion"]
+    questions = [
+        b
+        for b in job(offline, studio.request_id())["blocks"]
+        if b["type"] == "multipleChoiceQuestion"
+    ]
     assert questions and studio.page.locator("#result .question").count() == len(questions)
     right = questions[0]
     quiz = studio.page.locator("#result .question").nth(0)
@@ -88,7 +126,7 @@ def test_a_shared_link_fills_the_form_and_starts_a_study_page_whose_quiz_can_be_
     feedback = quiz.locator(".feedback")
     assert feedback.inner_text().startswith("Right!")
     assert right["explanation"] in feedback.inner_text()
-    assert quiz.locator("input:disabled").count() == len(right["options"])   # answered once
+    assert quiz.locator("input:disabled").count() == len(right["options"])  # answered once
     if len(questions) > 1:
         other = questions[1]
         wrong = next(o for o in other["options"] if o["id"] != other["correctAnswerID"])
@@ -106,30 +144,50 @@ def test_a_lecture_shows_its_sections_with_playable_audio(offline, browser):
     assert studio.wait_state("done", "failed") == "done"
     lecture = job(offline, studio.request_id())
     players = studio.page.locator("#result audio")
-    assert players.count() == len(lecture["audio_files"]) == 1 + 2 * len(lecture["lecture"]["sections"])
-    assert studio.page.locator("#result .lecture-section").count() == len(lecture["lecture"]["sections"])
+    assert (
+        players.count()
+        == len(lecture["audio_files"])
+        == 1 + 2 * len(lecture["lecture"]["sections"])
+    )
+    assert studio.page.locator("#result .lecture-section").count() == len(
+        lecture["lecture"]["sections"]
+    )
     studio.page.wait_for_function(
         "() => Array.from(document.querySelectorAll('#result audio'))"
-        ".every(a => !a.error && a.readyState >= 1 && a.duration > 0)", timeout=30_000)
+        ".every(a => !a.error && a.readyState >= 1 && a.duration > 0)",
+        timeout=30_000,
+    )
     studio.page.wait_for_function(ALL_PICTURES_LOADED_JS, timeout=30_000)
-    playing = studio.page.evaluate("async () => { const a = document.querySelector('#result audio'); "
-                                   "await a.play(); return !a.paused; }")
+    playing = studio.page.evaluate(
+        "async () => { const a = document.querySelector('#result audio'); "
+        "await a.play(); return !a.paused; }"
+    )
     assert playing
-    studio.page.wait_for_function("() => document.querySelector('#result audio').currentTime > 0", timeout=30_000)
+    studio.page.wait_for_function(
+        "() => document.querySelector('#result audio').currentTime > 0", timeout=30_000
+    )
     assert studio.console_errors == []
 
 
-def test_a_503_counts_its_retry_after_down_and_the_retry_reuses_the_request_id(fake_gemini, start_server, browser):
-    server = start_server(gemini_env(fake_gemini, LIROO_GEMINI_RETRY_ATTEMPTS=2, LIROO_GEMINI_RETRY_MAX_S=0.2))
-    fake_gemini.fail("http", times=2, status=429, retry_after=3, operation="text")   # every attempt
+def test_a_503_counts_its_retry_after_down_and_the_retry_reuses_the_request_id(
+    fake_gemini, start_server, browser
+):
+    server = start_server(
+        gemini_env(fake_gemini, LIROO_GEMINI_RETRY_ATTEMPTS=2, LIROO_GEMINI_RETRY_MAX_S=0.2)
+    )
+    fake_gemini.fail("http", times=2, status=429, retry_after=3, operation="text")  # every attempt
     studio = open_studio(browser, server.base_url)
     studio.make("comic", "Bees carry pollen from flower to flower, and so fruit can grow.")
     assert studio.wait_state("done", "failed") == "failed"
     assert "(provider_rate_limited)" in studio.page.inner_text("#error-text")
     countdown = studio.page.locator("#countdown")
     assert countdown.is_visible() and studio.page.is_disabled("#retry")
-    studio.page.wait_for_function("() => /retry in 1 s/.test(document.getElementById('countdown').textContent)")
-    studio.page.wait_for_function("() => !document.getElementById('retry').disabled", timeout=10_000)
+    studio.page.wait_for_function(
+        "() => /retry in 1 s/.test(document.getElementById('countdown').textContent)"
+    )
+    studio.page.wait_for_function(
+        "() => !document.getElementById('retry').disabled", timeout=10_000
+    )
     assert countdown.inner_text() == "You can try again now."
 
     studio.page.click("#retry")
@@ -141,13 +199,21 @@ def test_a_503_counts_its_retry_after_down_and_the_retry_reuses_the_request_id(f
     assert studio.console_errors == []
 
 
-def test_with_keys_and_an_admin_token_the_page_asks_for_a_key_and_nothing_it_may_not_show(start_server, browser):
-    server = start_server({"LIROO_API_KEYS": "studio-key-0001", "LIROO_ADMIN_TOKEN": "admin-token-0001"})
+def test_with_keys_and_an_admin_token_the_page_asks_for_a_key_and_nothing_it_may_not_show(
+    start_server, browser
+):
+    server = start_server(
+        {"LIROO_API_KEYS": "studio-key-0001", "LIROO_ADMIN_TOKEN": "admin-token-0001"}
+    )
     studio = open_studio(browser, server.base_url)
     fetched = []
     studio.page.on("request", lambda request: fetched.append(request.url))
-    assert studio.page.locator("#memory-meter, .memory-lines").count() == 0   # no lines: they are the admin's
-    studio.page.wait_for_function("() => /MB, normal/.test(document.getElementById('memory-text').textContent)")
+    assert (
+        studio.page.locator("#memory-meter, .memory-lines").count() == 0
+    )  # no lines: they are the admin's
+    studio.page.wait_for_function(
+        "() => /MB, normal/.test(document.getElementById('memory-text').textContent)"
+    )
 
     studio.make("comic", "Magnets pull on iron and steel.")
     assert studio.wait_state("done", "failed") == "failed"
@@ -155,8 +221,10 @@ def test_with_keys_and_an_admin_token_the_page_asks_for_a_key_and_nothing_it_may
     assert studio.page.evaluate("() => document.activeElement.id") == "api-key"
     studio.page.fill("#api-key", "studio-key-0001")
     studio.page.click("#retry")
-    assert studio.wait_state("done", "failed") == "done"              # its progress polls carried the key too
-    assert studio.page.evaluate("() => sessionStorage.getItem('liroo-api-key')") == "studio-key-0001"
+    assert studio.wait_state("done", "failed") == "done"  # its progress polls carried the key too
+    assert (
+        studio.page.evaluate("() => sessionStorage.getItem('liroo-api-key')") == "studio-key-0001"
+    )
     assert studio.page.evaluate("() => localStorage.length") == 0
     assert not [url for url in fetched if re.search(r"/(memory|metrics)\b", url)]
     # The only complaint is the browser's note of the refused first POST.

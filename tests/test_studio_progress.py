@@ -22,8 +22,11 @@ from tests.fake_gemini import gemini_env
 from tests.servers import GunicornServer, wait_for
 
 REDIS_URL = "redis://127.0.0.1:6379/15"   # this module's own db
-TEXT = ("Bees visit flowers to drink nectar. Pollen sticks to their hairy bodies and rubs off on the next "
-        "flower, so the plant can make seeds and fruit. Without bees many fruits would not grow.")
+TEXT = (
+    "Bees visit flowers to drink nectar. Pollen sticks to their hairy bodies and rubs off on the "
+    "next "
+    "flower, so the plant can make seeds and fruit. Without bees many fruits would not grow."
+)
 
 
 def new_id() -> str:
@@ -47,49 +50,71 @@ def store(request, tmp_path):
     return redis_store if request.param == "redis" else FallbackJobStore(redis_store, local)
 
 
-def test_a_running_job_keeps_its_finished_items_and_shows_them_until_it_ends(store, request_context):
+def test_a_running_job_keeps_its_finished_items_and_shows_them_until_it_ends(
+    store, request_context
+):
     rid = new_id()
     store.claim(rid, "/generate_comic", "fp")
-    assert "partial" not in job_view(store.get(rid), with_result=True)   # nothing finished yet
+    assert "partial" not in job_view(store.get(rid), with_result=True)  # nothing finished yet
 
     progress = Progress(store, rid)
     progress.plan(5, "Script written")
-    progress.advance("Drawing panel 1 of 3", "panel 2: ready", finished=("panels", {"panel_id": 2, "image_url": "u2"}))
-    progress.advance("Drawing panel 2 of 3", "panel 1: image_failed")   # a failed picture adds nothing
-    progress.advance("Drawing panel 3 of 3", "panel 1: ready", finished=("panels", {"panel_id": 1, "image_url": "u1"}))
+    progress.advance(
+        "Drawing panel 1 of 3",
+        "panel 2: ready",
+        finished=("panels", {"panel_id": 2, "image_url": "u2"}),
+    )
+    progress.advance(
+        "Drawing panel 2 of 3", "panel 1: image_failed"
+    )  # a failed picture adds nothing
+    progress.advance(
+        "Drawing panel 3 of 3",
+        "panel 1: ready",
+        finished=("panels", {"panel_id": 1, "image_url": "u1"}),
+    )
     expected = {"panels": [{"panel_id": 2, "image_url": "u2"}, {"panel_id": 1, "image_url": "u1"}]}
     assert store.get(rid).partial_items() == expected
     for with_result in (False, True):
         view = contract.decode_progress(job_view(store.get(rid), with_result=with_result))
         assert view["partial"] == expected and view["step_number"] == 3
 
-    store.progress(rid, "Comic ready", 5, 5, "")   # a step without items keeps the ones shown
+    store.progress(rid, "Comic ready", 5, 5, "")  # a step without items keeps the ones shown
     assert store.get(rid).partial_items() == expected
     store.finish(rid, SUCCEEDED, 200, {"success": True})
-    assert "partial" not in job_view(store.get(rid), with_result=True)   # the result says it all now
+    assert "partial" not in job_view(store.get(rid), with_result=True)  # the result says it all now
 
 
 @pytest.fixture(scope="module")
 def slow_pictures():
-    env = {"LIROO_OFFLINE_IMAGE_DELAY_S": "0.6", "LIROO_PANEL_CONCURRENCY": "1", "LIROO_IMAGE_CACHE": "off"}
+    env = {
+        "LIROO_OFFLINE_IMAGE_DELAY_S": "0.6",
+        "LIROO_PANEL_CONCURRENCY": "1",
+        "LIROO_IMAGE_CACHE": "off",
+    }
     with GunicornServer(env) as server:
         yield server
 
 
 def start_async(server, path, body) -> str:
     rid = new_id()
-    response = requests.post(server.url(path), json=body, timeout=30,
-                             headers={"X-Request-ID": rid, "Prefer": "respond-async"})
+    response = requests.post(
+        server.url(path),
+        json=body,
+        timeout=30,
+        headers={"X-Request-ID": rid, "Prefer": "respond-async"},
+    )
     assert response.status_code == 202, response.text
     return rid
 
 
 def shown_while_running(server, rid, kind):
     """The first /progress answer that shows a finished `kind` while the request still runs."""
+
     def look():
         view = requests.get(server.url(f"/progress/{rid}"), timeout=10).json()
         assert view["status"] == "running", f"ended before any {kind} was shown: {view}"
         return view if view.get("partial", {}).get(kind) else None
+
     view = contract.decode_progress(wait_for(look, timeout=60, what=f"a finished {kind}"))
     running_job = requests.get(server.url(f"/jobs/{rid}"), timeout=10).json()
     assert running_job["status"] == "running" and running_job["partial"][kind]
@@ -97,16 +122,30 @@ def shown_while_running(server, rid, kind):
 
 
 def finished(server, rid) -> dict:
-    view = wait_for(lambda: (v := requests.get(server.url(f"/jobs/{rid}"), timeout=10).json())["status"] != "running"
-                    and v, timeout=120, what="the request to end")
+    view = wait_for(
+        lambda: (
+            (v := requests.get(server.url(f"/jobs/{rid}"), timeout=10).json())["status"]
+            != "running"
+            and v
+        ),
+        timeout=120,
+        what="the request to end",
+    )
     assert view["status"] == "succeeded" and view["result_status"] == 200, view
-    assert "partial" not in view and "partial" not in requests.get(server.url(f"/progress/{rid}"), timeout=10).json()
+    assert (
+        "partial" not in view
+        and "partial" not in requests.get(server.url(f"/progress/{rid}"), timeout=10).json()
+    )
     return view["result"]
 
 
 def fetch(url: str, kind: str) -> None:
     response = requests.get(url, timeout=10)
-    assert response.status_code == 200 and response.headers["Content-Type"].startswith(kind) and response.content
+    assert (
+        response.status_code == 200
+        and response.headers["Content-Type"].startswith(kind)
+        and response.content
+    )
 
 
 def test_a_comic_shows_each_panel_in_progress_as_it_is_drawn(slow_pictures):
@@ -122,7 +161,7 @@ def test_a_comic_shows_each_panel_in_progress_as_it_is_drawn(slow_pictures):
 
 def test_a_story_shows_its_pictures_in_progress(slow_pictures):
     rid = start_async(slow_pictures, "/generate_story", {"text": TEXT, "level": "beginner"})
-    partial = shown_while_running(slow_pictures, rid, "cover")   # the cover is drawn first
+    partial = shown_while_running(slow_pictures, rid, "cover")  # the cover is drawn first
     fetch(partial["cover"][0]["imageUrl"], "image/")
     story = contract.decode_story(finished(slow_pictures, rid))["story"]
     assert story["coverImageUrl"] == partial["cover"][0]["imageUrl"]
@@ -131,7 +170,9 @@ def test_a_story_shows_its_pictures_in_progress(slow_pictures):
 
 def test_a_lecture_shows_its_narration_in_progress(slow_pictures):
     rid = start_async(slow_pictures, "/generate_lecture", {"text": TEXT, "level": "beginner"})
-    partial = shown_while_running(slow_pictures, rid, "audio_files")   # clips come while pictures are drawn
+    partial = shown_while_running(
+        slow_pictures, rid, "audio_files"
+    )  # clips come while pictures are drawn
     clip = partial["audio_files"][0]
     assert clip["type"] in {"title", "section_title", "section_script"} and clip["text"]
     fetch(clip["url"], "audio/mpeg")
@@ -142,11 +183,20 @@ def test_a_lecture_shows_its_narration_in_progress(slow_pictures):
 
 def test_an_async_job_whose_model_refuses_ends_as_a_503_with_retry_after(fake_gemini, start_server):
     """Async jobs run in a pool thread: recording their failure must work there as in a request."""
-    server = start_server(gemini_env(fake_gemini, LIROO_GEMINI_RETRY_ATTEMPTS=2, LIROO_GEMINI_RETRY_MAX_S=0.2))
+    server = start_server(
+        gemini_env(fake_gemini, LIROO_GEMINI_RETRY_ATTEMPTS=2, LIROO_GEMINI_RETRY_MAX_S=0.2)
+    )
     fake_gemini.fail("http", times=2, status=429, retry_after=4, operation="text")
     rid = start_async(server, "/generate_comic", {"text": TEXT})
-    view = wait_for(lambda: (v := requests.get(server.url(f"/jobs/{rid}"), timeout=10).json())["status"] != "running"
-                    and v, timeout=30, what="the job to end")
+    view = wait_for(
+        lambda: (
+            (v := requests.get(server.url(f"/jobs/{rid}"), timeout=10).json())["status"]
+            != "running"
+            and v
+        ),
+        timeout=30,
+        what="the job to end",
+    )
     assert view["status"] == FAILED and view["error_code"] == "provider_rate_limited"
     assert view["result_status"] == 503
     body = contract.decode_error(view["result"])

@@ -13,7 +13,9 @@ from tests.fake_gemini import FakeGemini
 
 LIMIT = survival.run_limited.parse_size("512m")
 _reason = survival.cgroup_unavailable_reason(LIMIT)
-pytestmark = pytest.mark.skipif(_reason is not None, reason=f"no memory cgroup can be made here: {_reason}")
+pytestmark = pytest.mark.skipif(
+    _reason is not None, reason=f"no memory cgroup can be made here: {_reason}"
+)
 
 
 def test_the_governor_survives_what_kills_the_ungoverned_server():
@@ -23,10 +25,14 @@ def test_the_governor_survives_what_kills_the_ungoverned_server():
     print(survival.report(governed))
     print(survival.report(ungoverned))
     assert governed.source == "cgroup_v1" or governed.source == "cgroup_v2"
-    assert governed.learned_limit_mb == pytest.approx(512 * 0.75)  # learned from the cgroup, not configured
+    assert governed.learned_limit_mb == pytest.approx(
+        512 * 0.75
+    )  # learned from the cgroup, not configured
     assert governed.oom_kills == 0
     assert governed.dropped == 0
     assert governed.refusals_without_retry_after == 0
     assert governed.other == 0
     assert governed.served >= 0.2 * governed.total
-    assert ungoverned.oom_kills >= 1, "the burst did not hurt the ungoverned server: the test has no teeth"
+    assert ungoverned.oom_kills >= 1, (
+        "the burst did not hurt the ungoverned server: the test has no teeth"
+    )

@@ -41,6 +41,13 @@ MAX_CHUNK_CHARS = 1500
 # decoded bytes and then the samples read out of the WAV: about four times the audio.
 HOLD_FACTOR = 4
 MIN_RESERVE_MB = 1.0            # a title's few words still hold buffers
+# Chunks of one clip that may be made ahead of the one its encoder needs next. The
+# encoder takes chunks in order, so a chunk made far ahead holds its samples until
+# the ones before it arrive: with no bound, a burst of long narrations fills memory
+# with such samples while each clip's next chunk waits for room (hold and wait).
+# Three keeps a clip's calls overlapping (as the old fixed pool of three did) and
+# its waiting samples to two chunks (~10 MB).
+CHUNKS_AHEAD = 3
 ENCODER_SLACK_MB = 0.25         # LAME's own buffers, and a frame or two of lag
 # What recent chunks cost per character read aloud (24 kHz speech is ~3.2 kB of PCM a character).
 SPEECH_COSTS = RecentCosts()
@@ -129,6 +136,7 @@ class _ClipWriter:
         self._ctx = ctx
         self.total = total
         self._lock = threading.Lock()
+        self._turn = threading.Condition(self._lock)     # woken when the encoder moves on or the clip fails
         self._pending: dict[int, tuple[bytes, tuple[int, int, int]]] = {}
         self._next = 0
         self._feeding = False
@@ -136,6 +144,17 @@ class _ClipWriter:
         self._encoder: AudioEncoder | None = None
         self._shape: tuple[int, int, int] | None = None
         self._frames = 0
+
+    def wait_turn(self, part: int) -> bool:
+        """Wait until chunk ``part`` is within CHUNKS_AHEAD of the encoder; False once the clip has failed.
+
+        Raises DeadlineExceeded when the request's deadline passes first.
+        """
+        with self._turn:
+            while not self.failed and part >= self._next + CHUNKS_AHEAD:
+                if not self._turn.wait(timeout=max(self._ctx.remaining_s(), 0.0) or 0.01):
+                    self._ctx.check_deadline()
+            return not self.failed
 
     def add(self, part: int, pcm: bytes, shape: tuple[int, int, int]) -> bool:
         """Hand over chunk ``part``; True for the call that fed the clip's last chunk.
@@ -158,7 +177,8 @@ class _ClipWriter:
                     if self.failed:
                         self._encoder = None    # the clip failed while this thread was encoding
                     return not self.failed and item is None and self._next == self.total
-            self._next += 1
+                self._next += 1
+                self._turn.notify_all()
             try:
                 self._feed(*item)
             except BaseException:
@@ -208,6 +228,7 @@ class _ClipWriter:
         with self._lock:
             self.failed = True
             self._pending = {}
+            self._turn.notify_all()
             if not self._feeding:           # else the encoding thread drops the encoder when it notices
                 self._encoder = None
 
@@ -284,9 +305,9 @@ def speak(ctx: Context, jobs: list[SpeechJob], step: Callable[[int, int], str] =
 
     def run(index: int, part: int) -> None:
         writer = writers[index]
-        if writer.failed:                       # another chunk of this clip failed: skip the rest
-            return
         try:
+            if not writer.wait_turn(part):      # another chunk of this clip failed: skip the rest
+                return
             pcm, shape, model = _speak_chunk(ctx, chunked[index][part], jobs[index].voice)
             models[index] = model
             complete = writer.add(part, pcm, shape)
