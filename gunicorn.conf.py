@@ -6,6 +6,7 @@ none accepting. The app is preloaded in the master and its heap frozen, so
 workers share those pages; the memory governor's reservation ledger is created
 there too, so every worker sees every other worker's reservations.
 """
+
 import os
 import tempfile
 
@@ -14,7 +15,9 @@ import tempfile
 # fresh folder per master keeps stale figures of an earlier run out.
 _own_metrics_dir = None
 if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-    _own_metrics_dir = os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="liroo-metrics-")
+    _own_metrics_dir = os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(
+        prefix="liroo-metrics-"
+    )
 
 from liroo.settings import Settings  # noqa: E402  (after the metrics folder is set)
 
@@ -32,7 +35,9 @@ keepalive = 5
 # gunicorn's own gives in-flight work only the short SIGTERM grace and leaves the
 # slot empty until the old worker exits. With the governor off, gunicorn's is used.
 max_requests = 0 if settings.governor_enabled else settings.max_requests
-max_requests_jitter = 0 if settings.governor_enabled or not settings.max_requests else settings.max_requests_jitter
+max_requests_jitter = (
+    0 if settings.governor_enabled or not settings.max_requests else settings.max_requests_jitter
+)
 preload_app = True
 control_socket_disable = True
 worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
@@ -43,6 +48,7 @@ loglevel = settings.log_level.lower()
 # Cloud Run (or LIROO_LOG_FORMAT=json), text locally. Configured now so that
 # the master's first lines have the same shape.
 from liroo.logs import configure_logging  # noqa: E402
+
 configure_logging(settings)
 logger_class = "liroo.logs.GunicornLogger"
 # Cloud Run's front end is the only peer that sets these headers.
@@ -51,6 +57,12 @@ forwarded_allow_ips = "*"
 
 # The server hooks: what each does, when and in which process, is said in that module.
 from liroo.gunicorn_hooks import (  # noqa: E402,F401  (gunicorn finds hooks by name here)
-    child_exit, on_exit_removing, on_starting, post_worker_init, when_ready, worker_exit)
+    child_exit,
+    on_exit_removing,
+    on_starting,
+    post_worker_init,
+    when_ready,
+    worker_exit,
+)
 
 on_exit = on_exit_removing(_own_metrics_dir)

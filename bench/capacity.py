@@ -29,6 +29,7 @@ p95_ratio<=1.2, utilisation>=0.8, shed_share<=0.1.
 limit, 2 workers x 20 threads, 40 clients, realistic model latencies with a
 few 429s and 500s, for 5 minutes.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -52,8 +53,10 @@ from tests.fake_gemini import FakeGemini, _prompt_png  # noqa: E402
 from tests.servers import GunicornServer, wait_for  # noqa: E402
 
 ATTEMPTS = 5
-TEXT = ("Rivers carry sand and stones downhill. Over thousands of years the water cuts deeper, and a valley "
-        "forms where the land was flat. ") * 6
+TEXT = (
+    "Rivers carry sand and stones downhill. Over thousands of years the water cuts deeper, and a valley "
+    "forms where the land was flat. "
+) * 6
 
 
 class BenchGemini(FakeGemini):
@@ -71,7 +74,9 @@ class BenchGemini(FakeGemini):
             return super()._image(prompt)
         variant = sum(prompt.encode()) % 4
         if variant not in self._drawn:
-            self._drawn[variant] = _prompt_png(f"variant {variant}", self.image_size, self.image_mode)
+            self._drawn[variant] = _prompt_png(
+                f"variant {variant}", self.image_size, self.image_mode
+            )
         return self._drawn[variant]
 
 
@@ -80,31 +85,44 @@ class Kind:
     name: str
     path: str
     weight: int
-    backoff_s: float          # the app waits attempt x this after a 503
-    timeout_s: float          # the app's own timeout for one attempt
+    backoff_s: float  # the app waits attempt x this after a 503
+    timeout_s: float  # the app's own timeout for one attempt
 
     def body(self, token: str) -> dict:
-        text = f"{TEXT} ({token})"        # one user request: its retries send the same body, as the app does
+        text = (
+            f"{TEXT} ({token})"  # one user request: its retries send the same body, as the app does
+        )
         if self.name == "picture":
-            return {"prompt": f"a river valley at dawn, wide view ({token})", "image_style": "Watercolor"}
+            return {
+                "prompt": f"a river valley at dawn, wide view ({token})",
+                "image_style": "Watercolor",
+            }
         if self.name == "story":
-            return {"text": ("[Level: moderate]\nPlease convert the following text into an engaging fantasy story.\n"
-                             f"Image Style to consider for tone and visuals: Studio Ghibli.\nOriginal Text:\n{text}"),
-                    "level": "moderate", "image_style": "Studio Ghibli", "genre": "fantasy"}
+            return {
+                "text": (
+                    "[Level: moderate]\nPlease convert the following text into an engaging fantasy story.\n"
+                    f"Image Style to consider for tone and visuals: Studio Ghibli.\nOriginal Text:\n{text}"
+                ),
+                "level": "moderate",
+                "image_style": "Studio Ghibli",
+                "genre": "fantasy",
+            }
         return {"text": text, "level": "moderate", "image_style": "Comic Book"}
 
 
-KINDS = (Kind("picture", "/generate_image", 6, 4.0, 300.0),
-         Kind("comic", "/generate_comic", 2, 4.0, 600.0),
-         Kind("story", "/generate_story", 2, 5.0, 300.0))
+KINDS = (
+    Kind("picture", "/generate_image", 6, 4.0, 300.0),
+    Kind("comic", "/generate_comic", 2, 4.0, 600.0),
+    Kind("story", "/generate_story", 2, 5.0, 300.0),
+)
 
 
 @dataclass(frozen=True)
 class Config:
     name: str
     governed: bool
-    threads: int = 20                   # per worker
-    panel_concurrency: int = 0          # 0: not capped
+    threads: int = 20  # per worker
+    panel_concurrency: int = 0  # 0: not capped
     workers: int = 2
 
 
@@ -114,9 +132,9 @@ class UserRequest:
     served: bool
     seconds: float
     attempts: int
-    refused: int          # 503s
-    dropped: int          # connection errors and timeouts
-    other: int            # any other status
+    refused: int  # 503s
+    dropped: int  # connection errors and timeouts
+    other: int  # any other status
 
 
 @dataclass
@@ -177,12 +195,14 @@ def user_request(server: GunicornServer, kind: Kind, stop_retrying: threading.Ev
             dropped += 1
         else:
             if response.status_code == 200:
-                return UserRequest(kind.name, True, time.monotonic() - start, attempt, refused, dropped, other)
+                return UserRequest(
+                    kind.name, True, time.monotonic() - start, attempt, refused, dropped, other
+                )
             if response.status_code == 503:
                 refused += 1
             else:
                 other += 1
-                break                       # the app shows an error: no retry
+                break  # the app shows an error: no retry
         if attempt < ATTEMPTS and not stop_retrying.wait(attempt * kind.backoff_s):
             continue
         if stop_retrying.is_set():
@@ -194,7 +214,9 @@ class WorkingSetSampler:
     """The cgroup's working set (usage minus inactive page cache, as the OOM killer and the governor see it)."""
 
     def __init__(self, plan) -> None:
-        self._usage = os.path.join(plan.group, "memory.current" if plan.version == 2 else "memory.usage_in_bytes")
+        self._usage = os.path.join(
+            plan.group, "memory.current" if plan.version == 2 else "memory.usage_in_bytes"
+        )
         self._stat = os.path.join(plan.group, "memory.stat")
         self._inactive_key = "inactive_file" if plan.version == 2 else "total_inactive_file"
         self.peak = 0
@@ -239,18 +261,32 @@ def worker_rss_mb(server: GunicornServer) -> list[float]:
 
 
 def server_env(config: Config, fake: FakeGemini, extra: dict[str, str]) -> dict[str, str]:
-    env = {"GENAI_API_KEY": "capacity", "LIROO_GEMINI_BASE_URL": fake.url, "LIROO_IMAGE_CACHE": "off",
-           "LIROO_LOG_LEVEL": "WARNING", "LIROO_GOVERNOR": "on" if config.governed else "off",
-           "WEB_CONCURRENCY": str(config.workers), "LIROO_THREADS": str(config.threads),
-           "LIROO_PANEL_CONCURRENCY": str(config.panel_concurrency),
-           # Long enough that the app's own timeouts, not the server's, end a slow request.
-           "LIROO_WORKER_TIMEOUT_S": "600"}
+    env = {
+        "GENAI_API_KEY": "capacity",
+        "LIROO_GEMINI_BASE_URL": fake.url,
+        "LIROO_IMAGE_CACHE": "off",
+        "LIROO_LOG_LEVEL": "WARNING",
+        "LIROO_GOVERNOR": "on" if config.governed else "off",
+        "WEB_CONCURRENCY": str(config.workers),
+        "LIROO_THREADS": str(config.threads),
+        "LIROO_PANEL_CONCURRENCY": str(config.panel_concurrency),
+        # Long enough that the app's own timeouts, not the server's, end a slow request.
+        "LIROO_WORKER_TIMEOUT_S": "600",
+    }
     env.update(extra)
     return env
 
 
-def run(config: Config, fake: FakeGemini, limit_bytes: int, clients: int, duration_s: float,
-        extra_env: dict[str, str], kinds: tuple[Kind, ...] = KINDS, seed: int = 1) -> Result:
+def run(
+    config: Config,
+    fake: FakeGemini,
+    limit_bytes: int,
+    clients: int,
+    duration_s: float,
+    extra_env: dict[str, str],
+    kinds: tuple[Kind, ...] = KINDS,
+    seed: int = 1,
+) -> Result:
     plan, join_group = limited_group(limit_bytes)
     result = Result(config, limit_bytes=limit_bytes)
     server = GunicornServer(server_env(config, fake, extra_env), preexec_fn=join_group)
@@ -259,7 +295,9 @@ def run(config: Config, fake: FakeGemini, limit_bytes: int, clients: int, durati
     weights = [k.weight for k in kinds]
 
     def client(number: int) -> None:
-        rng = random.Random(seed * 1000 + number)   # the same sequence of requests for every configuration
+        rng = random.Random(
+            seed * 1000 + number
+        )  # the same sequence of requests for every configuration
         while not stop_starting.is_set():
             kind = rng.choices(kinds, weights)[0]
             outcome = user_request(server, kind, stop_retrying)
@@ -268,14 +306,18 @@ def run(config: Config, fake: FakeGemini, limit_bytes: int, clients: int, durati
 
     try:
         server.start()
-        wait_for(lambda: len(server.worker_pids()) == config.workers, 60, what="every worker to start")
+        wait_for(
+            lambda: len(server.worker_pids()) == config.workers, 60, what="every worker to start"
+        )
         result.rss_start_mb = worker_rss_mb(server)
         with WorkingSetSampler(plan) as sampler:
             start = time.monotonic()
-            threads = [threading.Thread(target=client, args=(n,), daemon=True) for n in range(clients)]
+            threads = [
+                threading.Thread(target=client, args=(n,), daemon=True) for n in range(clients)
+            ]
             for thread in threads:
                 thread.start()
-            time.sleep(duration_s)   # the run's length: the clients run meanwhile
+            time.sleep(duration_s)  # the run's length: the clients run meanwhile
             stop_starting.set()
             # Let requests under way finish (their latency counts), but cut back-off sequences short.
             grace = time.monotonic() + max(kind.timeout_s for kind in kinds) / 4
@@ -298,23 +340,32 @@ def run(config: Config, fake: FakeGemini, limit_bytes: int, clients: int, durati
 
 def report(result: Result) -> str:
     served = len(result.served)
-    return (f"{result.config.name:6s}: {result.served_per_min:6.1f} served/min ({served}/{len(result.requests)} "
-            f"user requests in {result.seconds:.0f} s), p50 {result.latency(0.5):6.1f} s, "
-            f"p95 {result.latency(0.95):6.1f} s, {result.refused} x 503 of {result.attempts} attempts, "
-            f"{result.dropped} dropped, {result.other} other errors, {result.oom_kills} OOM kills, "
-            f"peak working set {result.peak_bytes / 2**20:.0f} MiB = {result.utilisation:.2f} of the hard limit; p95 by kind: "
-            + ", ".join(f"{kind.name} {result.latency(0.95, kind.name):.1f} s" for kind in KINDS))
+    return (
+        f"{result.config.name:6s}: {result.served_per_min:6.1f} served/min ({served}/{len(result.requests)} "
+        f"user requests in {result.seconds:.0f} s), p50 {result.latency(0.5):6.1f} s, "
+        f"p95 {result.latency(0.95):6.1f} s, {result.refused} x 503 of {result.attempts} attempts, "
+        f"{result.dropped} dropped, {result.other} other errors, {result.oom_kills} OOM kills, "
+        f"peak working set {result.peak_bytes / 2**20:.0f} MiB = {result.utilisation:.2f} of the hard limit; p95 by kind: "
+        + ", ".join(f"{kind.name} {result.latency(0.95, kind.name):.1f} s" for kind in KINDS)
+    )
 
 
 def capacity(args) -> None:
     limit = run_limited.parse_size(args.mem)
-    env = {"LIROO_GEMINI_RPM": "0", "LIROO_GEMINI_RETRY_ATTEMPTS": "1", "LIROO_MAX_PANELS": str(args.panels)}
+    env = {
+        "LIROO_GEMINI_RPM": "0",
+        "LIROO_GEMINI_RETRY_ATTEMPTS": "1",
+        "LIROO_MAX_PANELS": str(args.panels),
+    }
     configs = [Config("ours", True), Config("off", False)]
     configs += [Config(f"K={k}", False, threads=k, panel_concurrency=1) for k in args.k]
     if args.only:
         configs = [c for c in configs if c.name in args.only.split(",")]
-    with BenchGemini(image_size=(args.image_side, args.image_side), image_mode="RGBA",
-                    latency={"image": args.image_latency, "text": args.text_latency}) as fake:
+    with BenchGemini(
+        image_size=(args.image_side, args.image_side),
+        image_mode="RGBA",
+        latency={"image": args.image_latency, "text": args.text_latency},
+    ) as fake:
         results = []
         for config in configs:
             result = run(config, fake, limit, args.clients, args.duration, env)
@@ -328,8 +379,10 @@ def capacity(args) -> None:
     served_ratio = ours.served_per_min / best.served_per_min if best else float("inf")
     p95_ratio = ours.latency(0.95) / best.latency(0.95) if best else 0.0
     print(f"best fixed K without an OOM kill: {best.config.name if best else 'none'}")
-    print(f"served_ratio={served_ratio:.2f} p95_ratio={p95_ratio:.2f} utilisation={ours.utilisation:.2f} "
-          f"oom_kills={ours.oom_kills} shed_share={ours.refused / max(ours.attempts, 1):.3f}")
+    print(
+        f"served_ratio={served_ratio:.2f} p95_ratio={p95_ratio:.2f} utilisation={ours.utilisation:.2f} "
+        f"oom_kills={ours.oom_kills} shed_share={ours.refused / max(ours.attempts, 1):.3f}"
+    )
 
 
 class FaultInjector:
@@ -369,34 +422,65 @@ def cloud_run(args) -> None:
     """
     limit = run_limited.parse_size(args.mem or "4g")
     env = {"LIROO_GEMINI_RPM": "0", "LIROO_GEMINI_RETRY_INITIAL_S": "1"}
-    with BenchGemini(image_size=(1024, 1024), image_noise=True,
-                    latency={"image": (5.0, 15.0), "text": (3.0, 10.0), "speech": (3.0, 10.0)}) as fake:
+    with BenchGemini(
+        image_size=(1024, 1024),
+        image_noise=True,
+        latency={"image": (5.0, 15.0), "text": (3.0, 10.0), "speech": (3.0, 10.0)},
+    ) as fake:
         with FaultInjector(fake, args.fault_every) as faults:
-            result = run(Config("cloud", True), fake, limit, args.clients or 40, args.duration or 300, env)
+            result = run(
+                Config("cloud", True), fake, limit, args.clients or 40, args.duration or 300, env
+            )
     served = len(result.served)
     print(report(result))
     print(f"model faults injected: {faults.injected} (429 and 500, alternately)")
     print(f"worker RSS at the start: {result.rss_start_mb} MB; at the end: {result.rss_end_mb} MB")
-    print(f"served={served} requests={len(result.requests)} served_share={served / max(len(result.requests), 1):.3f} "
-          f"p95_s={result.latency(0.95):.1f} refused_503={result.refused} dropped={result.dropped} "
-          f"oom_kills={result.oom_kills}")
+    print(
+        f"served={served} requests={len(result.requests)} served_share={served / max(len(result.requests), 1):.3f} "
+        f"p95_s={result.latency(0.95):.1f} refused_503={result.refused} dropped={result.dropped} "
+        f"oom_kills={result.oom_kills}"
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cloud-run", action="store_true", help="the deployed shape instead (>= 5 minutes)")
-    parser.add_argument("--mem", default=None, help="the cgroup's memory limit (default 700m; --cloud-run: 4g)")
-    parser.add_argument("--clients", type=int, default=None, help="app-like clients (default 20; --cloud-run: 40)")
-    parser.add_argument("--duration", type=float, default=None,
-                        help="seconds each configuration runs (default 40; --cloud-run: 300); --long: 180")
-    parser.add_argument("--long", action="store_true", help="a longer, steadier run (180 s per configuration)")
-    parser.add_argument("--k", type=int, nargs="+", default=[1, 2, 3], help="fixed threads per worker to compare")
-    parser.add_argument("--only", default=None, help="comma-separated configurations to run (e.g. ours,K=3)")
+    parser.add_argument(
+        "--cloud-run", action="store_true", help="the deployed shape instead (>= 5 minutes)"
+    )
+    parser.add_argument(
+        "--mem", default=None, help="the cgroup's memory limit (default 700m; --cloud-run: 4g)"
+    )
+    parser.add_argument(
+        "--clients", type=int, default=None, help="app-like clients (default 20; --cloud-run: 40)"
+    )
+    parser.add_argument(
+        "--duration",
+        type=float,
+        default=None,
+        help="seconds each configuration runs (default 40; --cloud-run: 300); --long: 180",
+    )
+    parser.add_argument(
+        "--long", action="store_true", help="a longer, steadier run (180 s per configuration)"
+    )
+    parser.add_argument(
+        "--k", type=int, nargs="+", default=[1, 2, 3], help="fixed threads per worker to compare"
+    )
+    parser.add_argument(
+        "--only", default=None, help="comma-separated configurations to run (e.g. ours,K=3)"
+    )
     parser.add_argument("--panels", type=int, default=4, help="panels per comic (LIROO_MAX_PANELS)")
-    parser.add_argument("--image-side", type=int, default=3072, help="side of the RGBA pictures the model sends")
-    parser.add_argument("--image-latency", type=float, default=3.0, help="seconds the model takes per picture")
-    parser.add_argument("--text-latency", type=float, default=1.0, help="seconds the model takes per text")
-    parser.add_argument("--fault-every", type=float, default=20.0, help="--cloud-run: seconds between model faults")
+    parser.add_argument(
+        "--image-side", type=int, default=3072, help="side of the RGBA pictures the model sends"
+    )
+    parser.add_argument(
+        "--image-latency", type=float, default=3.0, help="seconds the model takes per picture"
+    )
+    parser.add_argument(
+        "--text-latency", type=float, default=1.0, help="seconds the model takes per text"
+    )
+    parser.add_argument(
+        "--fault-every", type=float, default=20.0, help="--cloud-run: seconds between model faults"
+    )
     args = parser.parse_args()
     if args.cloud_run:
         cloud_run(args)

@@ -1,4 +1,5 @@
 """Liroo's backend: a Flask app behind a memory governor."""
+
 from __future__ import annotations
 
 import logging
@@ -49,15 +50,20 @@ def create_app(settings: Settings | None = None) -> Flask:
     governor.subscribe(metrics.on_governor_event)
     governor.subscribe(logs.log_governor_event)
     app.extensions["liroo"] = Services(
-        settings=settings, governor=governor, reserver=governor if settings.governor_enabled else Unreserved(),
-        provider=make_provider(settings), storage=make_storage(settings),
+        settings=settings,
+        governor=governor,
+        reserver=governor if settings.governor_enabled else Unreserved(),
+        provider=make_provider(settings),
+        storage=make_storage(settings),
         runner=Runner(make_job_store(settings), max_async=settings.threads),
-        keyring=KeyRing.from_settings(settings), limiter=make_limiter(settings))
+        keyring=KeyRing.from_settings(settings),
+        limiter=make_limiter(settings),
+    )
 
     errors.register_error_handlers(app)
     requestid.init_app(app)
-    security.init_app(app)   # after request ids, so its 401/403 carry one
-    limiter.init_app(app)    # after the guard: a request without a valid key spends no budget
+    security.init_app(app)  # after request ids, so its 401/403 carry one
+    limiter.init_app(app)  # after the guard: a request without a valid key spends no budget
     metrics.init_app(app)
     app.register_blueprint(studio.bp)
     app.register_blueprint(monitoring.bp)
@@ -66,19 +72,25 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(content.bp)
     app.register_blueprint(openapi.bp)
     if settings.storage_backend == "local":
-        app.register_blueprint(media.bp)   # GCS serves its own URLs
+        app.register_blueprint(media.bp)  # GCS serves its own URLs
 
     if settings.governor_enabled:
         app.wsgi_app = MemoryGovernorMiddleware(
-            app.wsgi_app, governor,
+            app.wsgi_app,
+            governor,
             exempt_paths=("/health", "/ready", "/memory", "/metrics"),
             # The app stops polling after one failed poll: progress is a cheap read, never shed.
             exempt_prefixes=("/progress/", "/jobs/"),
             route_costs_mb=_route_costs(app, settings),
             request_id=requestid.request_id_from_environ,
-            extra_fields=api.shed_fields)
-    log.info("liroo ready: governor %s, limit %.0f MB (%s)",
-             "on" if settings.governor_enabled else "off", governor.thresholds.limit_mb, governor.probe.source)
+            extra_fields=api.shed_fields,
+        )
+    log.info(
+        "liroo ready: governor %s, limit %.0f MB (%s)",
+        "on" if settings.governor_enabled else "off",
+        governor.thresholds.limit_mb,
+        governor.probe.source,
+    )
     return app
 
 

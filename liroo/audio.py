@@ -11,6 +11,7 @@ frames arrive.
 Sizes: 24 kHz 16-bit mono speech is 48 kB a second as WAV; MP3 at 40 kbit/s is
 5 kB a second (``encoded_bytes_per_s``), which is what reservations are sized by.
 """
+
 from __future__ import annotations
 
 import io
@@ -23,7 +24,7 @@ import lameenc
 AUDIO_FORMATS = {"mp3": ("mp3", "audio/mpeg"), "wav": ("wav", "audio/wav")}
 # LAME's quality knob (0 best .. 9 fastest): 5 is within ~0.1 dB of 2 for speech at 2x the speed.
 MP3_QUALITY = 5
-SAMPLE_WIDTH = 2   # bytes per sample: both encoders take 16-bit PCM
+SAMPLE_WIDTH = 2  # bytes per sample: both encoders take 16-bit PCM
 
 
 class UnsupportedAudio(ValueError):
@@ -80,24 +81,28 @@ class WavEncoder:
         self._wav.setframerate(rate)
 
     def feed(self, pcm: bytes) -> None:
-        self._wav.writeframesraw(pcm)   # sizes are patched once, in finish()
+        self._wav.writeframesraw(pcm)  # sizes are patched once, in finish()
 
     @property
     def encoded_bytes(self) -> int:
         return self._buffer.tell()
 
     def finish(self) -> bytes:
-        self._wav.close()               # writes the true sizes into the header
+        self._wav.close()  # writes the true sizes into the header
         data = self._buffer.getvalue()
         self._buffer = io.BytesIO()
         return data
 
 
-def make_encoder(fmt: str, rate: int, channels: int, sample_width: int, bitrate_kbps: int) -> AudioEncoder:
+def make_encoder(
+    fmt: str, rate: int, channels: int, sample_width: int, bitrate_kbps: int
+) -> AudioEncoder:
     """An encoder for PCM of this shape in ``fmt`` ("mp3" or "wav"); UnsupportedAudio for other PCM."""
     if sample_width != SAMPLE_WIDTH or channels not in (1, 2):
-        raise UnsupportedAudio(f"speech must be 16-bit mono or stereo PCM, got {8 * sample_width}-bit, "
-                               f"{channels} channels")
+        raise UnsupportedAudio(
+            f"speech must be 16-bit mono or stereo PCM, got {8 * sample_width}-bit, "
+            f"{channels} channels"
+        )
     if fmt == "mp3":
         return Mp3Encoder(rate, channels, bitrate_kbps)
     if fmt == "wav":

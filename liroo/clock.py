@@ -1,4 +1,5 @@
 """Timestamps as the app reads them: ISO-8601 in UTC with milliseconds and a Z."""
+
 from __future__ import annotations
 
 import time

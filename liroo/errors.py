@@ -15,6 +15,7 @@ One place for each part of an error answer:
 - the fields a route's answers must always carry (``lecture_id``) come from
   liroo/api's ``answer_fields``, added here and by the runner, nowhere else.
 """
+
 from __future__ import annotations
 
 import logging
@@ -61,7 +62,9 @@ def http_error_code(status: int) -> tuple[str, str]:
 class ApiError(Exception):
     """An error the client should see: HTTP status, stable code, a sentence, optional extra fields."""
 
-    def __init__(self, status: int, code: str, message: str, *, headers: dict | None = None, **extra) -> None:
+    def __init__(
+        self, status: int, code: str, message: str, *, headers: dict | None = None, **extra
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
@@ -79,7 +82,9 @@ def error_body(code: str, message: str, fields: dict | None = None) -> dict:
     return {"error": message, "code": code, **(fields or {})}
 
 
-def error_response(status: int, code: str, message: str, headers: dict | None = None, **extra) -> Response:
+def error_response(
+    status: int, code: str, message: str, headers: dict | None = None, **extra
+) -> Response:
     fields = {}
     request_id = getattr(g, "request_id", None)
     if request_id:
@@ -93,17 +98,21 @@ def error_response(status: int, code: str, message: str, headers: dict | None = 
 
 def memory_pressure_error(exc: MemoryPressure) -> ApiError:
     return ApiError(
-        503, "memory_pressure",
+        503,
+        "memory_pressure",
         f"The service is short of memory right now; please retry in {exc.retry_after_s} seconds.",
         headers={"Retry-After": str(exc.retry_after_s)},
-        memory_usage_mb=round(exc.used_mb, 2), memory_limit_mb=round(exc.limit_mb, 2),
+        memory_usage_mb=round(exc.used_mb, 2),
+        memory_limit_mb=round(exc.limit_mb, 2),
         retry_after_s=exc.retry_after_s,
     )
 
 
 def provider_error(exc: ProviderError) -> ApiError:
     """The client's view of a provider failure: status, code and sentence; the detail stays in the log."""
-    log.warning("provider error %s: %s (request %s)", exc.code, exc.detail, getattr(g, "request_id", "-"))
+    log.warning(
+        "provider error %s: %s (request %s)", exc.code, exc.detail, getattr(g, "request_id", "-")
+    )
     headers = {}
     if isinstance(exc, RateLimited) or exc.retry_after_s:
         headers["Retry-After"] = str(exc.retry_after_s or 10)
@@ -124,31 +133,48 @@ def http_error(exc: HTTPException) -> ApiError:
 
 def storage_error(exc: StorageError | OSError, request_id: str) -> ApiError:
     if not isinstance(exc, StorageError):
-        STORAGE_HEALTH.failed(exc.errno)     # a full or failing disk met outside the storage's own writes
+        STORAGE_HEALTH.failed(
+            exc.errno
+        )  # a full or failing disk met outside the storage's own writes
         exc = StorageError(exc.strerror or "storage failed")
     log.warning("storage failed (request %s): %s", request_id, exc)
     retry = services().settings.retry_after_s
-    return ApiError(503, "storage_unavailable", "Storing the result failed; please retry shortly.",
-                    headers={"Retry-After": str(retry)})
+    return ApiError(
+        503,
+        "storage_unavailable",
+        "Storing the result failed; please retry shortly.",
+        headers={"Retry-After": str(retry)},
+    )
 
 
 def _is_storage_failure(exc: Exception) -> bool:
-    return isinstance(exc, StorageError) or (isinstance(exc, OSError) and exc.errno in STORAGE_ERRNOS)
+    return isinstance(exc, StorageError) or (
+        isinstance(exc, OSError) and exc.errno in STORAGE_ERRNOS
+    )
 
 
 # The one table from an exception to what the client sees: (matches, ApiError maker), first match wins.
 _EXCEPTION_TABLE: tuple = (
     (lambda exc: isinstance(exc, ApiError), lambda exc, request_id: exc),
-    (lambda exc: isinstance(exc, MemoryPressure), lambda exc, request_id: memory_pressure_error(exc)),
+    (
+        lambda exc: isinstance(exc, MemoryPressure),
+        lambda exc, request_id: memory_pressure_error(exc),
+    ),
     (lambda exc: isinstance(exc, ProviderError), lambda exc, request_id: provider_error(exc)),
     (_is_storage_failure, storage_error),
-    (lambda exc: isinstance(exc, DeadlineExceeded),
-     lambda exc, request_id: ApiError(504, "deadline_exceeded", "This took longer than allowed; please try again.")),
+    (
+        lambda exc: isinstance(exc, DeadlineExceeded),
+        lambda exc, request_id: ApiError(
+            504, "deadline_exceeded", "This took longer than allowed; please try again."
+        ),
+    ),
     (lambda exc: isinstance(exc, HTTPException), lambda exc, request_id: http_error(exc)),
 )
 
 
-def api_error_for(exc: BaseException, request_id: str | None = None, *, unexpected: str = "unhandled error") -> ApiError:
+def api_error_for(
+    exc: BaseException, request_id: str | None = None, *, unexpected: str = "unhandled error"
+) -> ApiError:
     """What the client sees for ``exc``: its status, code, sentence and headers.
 
     Anything the table does not know is a 500 ``internal_error``, logged with

@@ -41,6 +41,7 @@ on_exit(server)
 Each action is logged once: a recycle by the governor's event (liroo/logs.py,
 "retiring worker"), a dead worker's jobs by the runner.
 """
+
 from __future__ import annotations
 
 import os
@@ -68,8 +69,12 @@ def on_starting(server) -> None:
     settings = _settings(server)
     if settings.governor_enabled:
         _recycler = WorkerRecycler(
-            _services(server).governor, configured_workers=settings.workers, max_requests=settings.max_requests,
-            max_requests_jitter=settings.max_requests_jitter, drain_s=settings.request_deadline_s)
+            _services(server).governor,
+            configured_workers=settings.workers,
+            max_requests=settings.max_requests,
+            max_requests_jitter=settings.max_requests_jitter,
+            drain_s=settings.request_deadline_s,
+        )
 
 
 def when_ready(server) -> None:
@@ -90,6 +95,7 @@ def worker_exit(server, worker) -> None:
 
 def child_exit(server, worker) -> None:
     from . import metrics
+
     services = _services(server)
     services.governor.forget_worker(worker.pid)
     services.runner.hand_back_dead_worker(worker.pid)
@@ -100,7 +106,9 @@ def child_exit(server, worker) -> None:
 
 def on_exit_removing(metrics_dir: str | None) -> Callable:
     """The on_exit hook: removes ``metrics_dir`` (the folder gunicorn.conf.py made), if any."""
+
     def on_exit(server) -> None:
         if metrics_dir and os.path.isdir(metrics_dir):
             shutil.rmtree(metrics_dir, ignore_errors=True)
+
     return on_exit

@@ -9,6 +9,7 @@ it from the governor first. Then: decode (JPEGs already shrunk by libjpeg's
 (``reduce`` then Lanczos), drop all metadata, encode. Each intermediate image
 is closed as soon as the next one exists, so the peak stays near two frames.
 """
+
 from __future__ import annotations
 
 import io
@@ -39,7 +40,12 @@ WHITE = (255, 255, 255)
 # ~1.5 dB PSNR); optimize only tunes the Huffman tables (~4 ms, 5-10% smaller).
 # PNG skips optimize=True: twice the time for <1% fewer bytes.
 _ENCODERS = {
-    "jpeg": ("JPEG", "image/jpeg", "jpg", lambda q: {"quality": q, "optimize": True, "subsampling": 0}),
+    "jpeg": (
+        "JPEG",
+        "image/jpeg",
+        "jpg",
+        lambda q: {"quality": q, "optimize": True, "subsampling": 0},
+    ),
     "webp": ("WEBP", "image/webp", "webp", lambda q: {"quality": q, "method": 4}),
     "png": ("PNG", "image/png", "png", lambda q: {"compress_level": 6}),
 }
@@ -51,8 +57,12 @@ _MB = 1024 * 1024
 
 # EXIF Orientation -> the transpose that shows the picture upright (as ImageOps.exif_transpose).
 _EXIF_TRANSPOSE = {
-    2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
-    5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
     8: Image.Transpose.ROTATE_90,
 }
 
@@ -70,8 +80,8 @@ class ImageRejected(ValueError):
 class ImageInfo:
     width: int
     height: int
-    format: str   # "PNG", "JPEG" or "WEBP"
-    mode: str     # Pillow mode as stored in the file: "RGBA", "RGB", "P", "L", ...
+    format: str  # "PNG", "JPEG" or "WEBP"
+    mode: str  # Pillow mode as stored in the file: "RGBA", "RGB", "P", "L", ...
 
     @property
     def pixels(self) -> int:
@@ -82,7 +92,7 @@ class ImageInfo:
 class ProcessedImage:
     data: bytes
     mime_type: str
-    extension: str   # without the dot: "jpg", "webp" or "png"
+    extension: str  # without the dot: "jpg", "webp" or "png"
     width: int
     height: int
 
@@ -125,10 +135,12 @@ def estimate_decode_mb(info: ImageInfo, max_side: int = 1024) -> float:
         flatten = source + pixels * 4 if info.mode != "RGB" else source
     resize = pixels * 4 + out_w * height * 4 + output
     encode = 2 * output
-    return max(flatten, resize, encode) / _MB + 1.0   # +1 MB: decoder and codec state
+    return max(flatten, resize, encode) / _MB + 1.0  # +1 MB: decoder and codec state
 
 
-def process_image(data: bytes, *, max_side: int, fmt: str, quality: int, max_pixels: int) -> ProcessedImage:
+def process_image(
+    data: bytes, *, max_side: int, fmt: str, quality: int, max_pixels: int
+) -> ProcessedImage:
     """Untrusted image bytes -> an RGB image within ``max_side``, metadata-free, encoded as ``fmt``."""
     pil_format, mime_type, extension, options = _ENCODERS[fmt]
     im = _open(data, max_pixels)
@@ -137,7 +149,9 @@ def process_image(data: bytes, *, max_side: int, fmt: str, quality: int, max_pix
         box = None
         if im.format == "JPEG" and target != im.size:
             # libjpeg decodes straight to 1/2, 1/4 or 1/8 size: less work, a smaller frame.
-            drafted = im.draft("RGB", (int(target[0] * REDUCING_GAP), int(target[1] * REDUCING_GAP)))
+            drafted = im.draft(
+                "RGB", (int(target[0] * REDUCING_GAP), int(target[1] * REDUCING_GAP))
+            )
             box = drafted[1] if drafted else None
         try:
             with _bomb_warnings_as_errors():
@@ -148,13 +162,19 @@ def process_image(data: bytes, *, max_side: int, fmt: str, quality: int, max_pix
             im = _to_rgb(im)
         except MemoryError:
             raise
-        except Exception:  # Pillow raises many types for damaged data (OSError, SyntaxError, ValueError ...)
-            raise ImageRejected("not_an_image", "The image data is damaged or incomplete.") from None
+        except (
+            Exception
+        ):  # Pillow raises many types for damaged data (OSError, SyntaxError, ValueError ...)
+            raise ImageRejected(
+                "not_an_image", "The image data is damaged or incomplete."
+            ) from None
         if im.size != target or box is not None:
-            im = _replace(im, im.resize(target, Image.Resampling.LANCZOS, box=box, reducing_gap=REDUCING_GAP))
+            im = _replace(
+                im, im.resize(target, Image.Resampling.LANCZOS, box=box, reducing_gap=REDUCING_GAP)
+            )
         if transpose is not None:
             im = _replace(im, im.transpose(transpose))
-        im.info.clear()   # no EXIF, XMP, ICC or text chunks reach the output
+        im.info.clear()  # no EXIF, XMP, ICC or text chunks reach the output
         out = io.BytesIO()
         try:
             im.save(out, pil_format, **options(quality))
@@ -232,7 +252,7 @@ def _to_rgb(im: Image.Image) -> Image.Image:
         im = _replace(im, im.convert("RGBA"))
     if im.mode == "RGBA":
         canvas = Image.new("RGB", im.size, WHITE)
-        canvas.paste(im, mask=im)   # an RGBA mask means "use its alpha": no separate band copy
+        canvas.paste(im, mask=im)  # an RGBA mask means "use its alpha": no separate band copy
         return _replace(im, canvas)
     if im.mode != "RGB":
         return _replace(im, im.convert("RGB"))
@@ -247,6 +267,6 @@ def _replace(old: Image.Image, new: Image.Image) -> Image.Image:
 
 def _orientation(im: Image.Image) -> int | None:
     try:
-        return im.getexif().get(0x0112)   # Orientation
+        return im.getexif().get(0x0112)  # Orientation
     except Exception:  # a damaged EXIF block is metadata we drop anyway
         return None

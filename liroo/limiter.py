@@ -9,6 +9,7 @@ workers share (where the counts live: ratelimits.py); over it, 429 with
 first and a request without a valid key is refused without spending anyone's
 budget.
 """
+
 from __future__ import annotations
 
 import logging
@@ -44,20 +45,27 @@ def make_limiter(settings: Settings) -> Limiter | None:
     try:
         parse_many(settings.rate_limit)
     except ValueError:
-        raise SettingsError(f"LIROO_RATE_LIMIT: expected e.g. '30 per minute', got {settings.rate_limit!r}") from None
+        raise SettingsError(
+            f"LIROO_RATE_LIMIT: expected e.g. '30 per minute', got {settings.rate_limit!r}"
+        ) from None
     storage_uri, storage_options = ratelimits.storage_settings(settings.redis_url)
     return Limiter(
         key_func=_rate_limit_key,
         default_limits=[],
-        application_limits=[ApplicationLimit(settings.rate_limit, scope=RATE_LIMIT_SCOPE,
-                                             exempt_when=lambda: not is_generation_request())],
+        application_limits=[
+            ApplicationLimit(
+                settings.rate_limit,
+                scope=RATE_LIMIT_SCOPE,
+                exempt_when=lambda: not is_generation_request(),
+            )
+        ],
         # moving-window: exact counts, no double burst at a window edge.
         strategy="moving-window",
         # The service's count in Redis, else the instance's (shared by its workers); see liroo/ratelimits.py.
         storage_uri=storage_uri,
         storage_options=storage_options,
         key_prefix="liroo",
-        headers_enabled=False,   # Retry-After is set on the 429 below; other answers stay as they were
+        headers_enabled=False,  # Retry-After is set on the 429 below; other answers stay as they were
         # Redis down: the storage itself falls back to the instance's count (not per-process memory).
         in_memory_fallback_enabled=False,
     )
@@ -72,9 +80,13 @@ def _rate_limited(exc: RateLimitExceeded):
             retry_after = max(1, math.ceil(current.reset_at - time.time()))
         except Exception:  # the window could not be read: the store is down; 1 s is a safe hint
             log.warning("rate-limit window unreadable", exc_info=True)
-    return error_response(429, "rate_limited",
-                          f"Too many requests; please retry in {retry_after} seconds.",
-                          {"Retry-After": str(retry_after)}, retry_after_s=retry_after)
+    return error_response(
+        429,
+        "rate_limited",
+        f"Too many requests; please retry in {retry_after} seconds.",
+        {"Retry-After": str(retry_after)},
+        retry_after_s=retry_after,
+    )
 
 
 def init_app(app: Flask) -> None:
@@ -84,6 +96,10 @@ def init_app(app: Flask) -> None:
     if limiter is not None:
         limiter.init_app(app)
         app.register_error_handler(RateLimitExceeded, _rate_limited)
-    log.info("security: rate limit %s",
-             f"{settings.rate_limit} per {'key' if svc.keyring.keys_required else 'client address'} "
-             f"({'redis, for the service' if settings.redis_url else 'for this instance'})" if limiter else "off")
+    log.info(
+        "security: rate limit %s",
+        f"{settings.rate_limit} per {'key' if svc.keyring.keys_required else 'client address'} "
+        f"({'redis, for the service' if settings.redis_url else 'for this instance'})"
+        if limiter
+        else "off",
+    )

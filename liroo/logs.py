@@ -15,6 +15,7 @@ Secrets the service knows (the Gemini key, the admin token, API keys) are
 masked in every line, whatever logged them. Prompts and user text belong at
 DEBUG only.
 """
+
 from __future__ import annotations
 
 import json
@@ -40,15 +41,22 @@ _TRACE_CONTEXT = re.compile(r"([0-9a-fA-F]{32})(?:/(\d{1,20}))?(?:;o=([01]))?")
 # Libraries that log every HTTP call (URLs, retried error bodies) at INFO: heard
 # from WARNING up, unless DEBUG is asked for.
 _CHATTY_LIBRARIES = ("google_genai", "httpx", "httpx2", "httpcore", "httpcore2", "urllib3")
-_SEVERITY = {logging.DEBUG: "DEBUG", logging.INFO: "INFO", logging.WARNING: "WARNING",
-             logging.ERROR: "ERROR", logging.CRITICAL: "CRITICAL"}
+_SEVERITY = {
+    logging.DEBUG: "DEBUG",
+    logging.INFO: "INFO",
+    logging.WARNING: "WARNING",
+    logging.ERROR: "ERROR",
+    logging.CRITICAL: "CRITICAL",
+}
 
 
 def configure_logging(settings: Settings) -> logging.Handler:
     """Install the service's handler on the root logger (replacing an earlier one) and set the level."""
     level = settings.log_level.strip().upper()
     if level not in _SEVERITY.values():
-        raise SettingsError(f"LIROO_LOG_LEVEL: expected one of {', '.join(_SEVERITY.values())}, got {settings.log_level!r}")
+        raise SettingsError(
+            f"LIROO_LOG_LEVEL: expected one of {', '.join(_SEVERITY.values())}, got {settings.log_level!r}"
+        )
     root = logging.getLogger()
     for handler in list(root.handlers):
         if handler.get_name() == _HANDLER_NAME:
@@ -57,8 +65,11 @@ def configure_logging(settings: Settings) -> logging.Handler:
     handler.set_name(_HANDLER_NAME)
     handler.addFilter(RequestContextFilter())
     redactor = Redactor(secret_values(settings))
-    handler.setFormatter(JsonFormatter(settings.gcp_project, redactor) if settings.json_logs
-                         else TextFormatter(redactor))
+    handler.setFormatter(
+        JsonFormatter(settings.gcp_project, redactor)
+        if settings.json_logs
+        else TextFormatter(redactor)
+    )
     root.addHandler(handler)
     root.setLevel(level)
     for name in _CHATTY_LIBRARIES:
@@ -83,6 +94,7 @@ class _StdoutHandler(logging.StreamHandler):
 
 
 # --- secrets ---------------------------------------------------------------------
+
 
 def secret_values(settings: Settings) -> list[str]:
     """Every secret the settings know: the Gemini key, the admin token, the API keys."""
@@ -112,6 +124,7 @@ class Redactor:
 
 # --- request context ---------------------------------------------------------------
 
+
 class RequestContextFilter(logging.Filter):
     """Adds the request id and trace header to records logged inside a Flask request."""
 
@@ -136,12 +149,13 @@ def parse_trace_context(header: str | None) -> tuple[str, str | None, bool] | No
         return None
     trace_id, span, sampled = match.groups()
     span_id = None
-    if span is not None and 0 < int(span) < 2 ** 64:
+    if span is not None and 0 < int(span) < 2**64:
         span_id = f"{int(span):016x}"
     return trace_id.lower(), span_id, sampled == "1"
 
 
 # --- formatters --------------------------------------------------------------------
+
 
 class JsonFormatter(logging.Formatter):
     """One JSON object per record, in Cloud Logging's structured-logging shape."""
@@ -162,8 +176,9 @@ class JsonFormatter(logging.Formatter):
         entry = {
             "severity": _SEVERITY.get(record.levelno, "DEFAULT"),
             "message": message,
-            "time": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="microseconds")
-                    .replace("+00:00", "Z"),
+            "time": datetime.fromtimestamp(record.created, timezone.utc)
+            .isoformat(timespec="microseconds")
+            .replace("+00:00", "Z"),
             "logger": record.name,
             "pid": record.process,
         }
@@ -201,8 +216,12 @@ class TextFormatter(logging.Formatter):
 
 _governor_log = logging.getLogger("liroo.governor.events")
 # What each governor action means to an operator, and how loudly to say it.
-_EVENT_LEVELS = {EventKind.SHED: logging.WARNING, EventKind.REFUSED: logging.WARNING,
-                 EventKind.CLEANUP: logging.INFO, EventKind.QUEUED: logging.INFO}
+_EVENT_LEVELS = {
+    EventKind.SHED: logging.WARNING,
+    EventKind.REFUSED: logging.WARNING,
+    EventKind.CLEANUP: logging.INFO,
+    EventKind.QUEUED: logging.INFO,
+}
 _EVENT_TITLES = {
     EventKind.SHED: "request shed with 503: memory at the hard limit",
     EventKind.REFUSED: "memory reservation refused",
@@ -225,12 +244,21 @@ def log_governor_event(event: GovernorEvent) -> None:
     figures = dict(event.figures)
     request_id = figures.pop("request_id", None)
     details = " ".join(f"{key}={value}" for key, value in figures.items())
-    _governor_log.log(level, "governor %s: %s (%s)", event.kind, _EVENT_TITLES.get(event.kind, event.kind), details,
-                      extra={"json_fields": {"governor": {"event": event.kind, **figures}},
-                             "request_id": request_id})
+    _governor_log.log(
+        level,
+        "governor %s: %s (%s)",
+        event.kind,
+        _EVENT_TITLES.get(event.kind, event.kind),
+        details,
+        extra={
+            "json_fields": {"governor": {"event": event.kind, **figures}},
+            "request_id": request_id,
+        },
+    )
 
 
 # --- gunicorn ----------------------------------------------------------------------------
+
 
 class GunicornLogger(_GunicornBaseLogger):
     """gunicorn's logger, sending its error and access logs through the service's handler.
@@ -260,7 +288,9 @@ class GunicornLogger(_GunicornBaseLogger):
         except (TypeError, ValueError):
             pass
         headers = resp.headers.items() if hasattr(resp.headers, "items") else resp.headers
-        request_id = next((value for name, value in headers if name.lower() == "x-request-id"), None)
+        request_id = next(
+            (value for name, value in headers if name.lower() == "x-request-id"), None
+        )
         latency_s = request_time.total_seconds()
         method, path = environ.get("REQUEST_METHOD", "-"), environ.get("PATH_INFO", "-")
         user_agent = environ.get("HTTP_USER_AGENT")
@@ -276,10 +306,18 @@ class GunicornLogger(_GunicornBaseLogger):
         try:
             # repr-style escapes keep a crafted path or agent from starting a fake line in text logs.
             self.access_log.info(
-                '%s %s %s %.1fms "%s"', method, _one_line(path), status, latency_s * 1000,
+                '%s %s %s %.1fms "%s"',
+                method,
+                _one_line(path),
+                status,
+                latency_s * 1000,
                 _one_line(user_agent or "-"),
-                extra={"json_fields": {"httpRequest": http_request}, "request_id": request_id,
-                       "trace_header": environ.get("HTTP_X_CLOUD_TRACE_CONTEXT")})
+                extra={
+                    "json_fields": {"httpRequest": http_request},
+                    "request_id": request_id,
+                    "trace_header": environ.get("HTTP_X_CLOUD_TRACE_CONTEXT"),
+                },
+            )
         except Exception:  # an access line must never fail the request
             self.exception("access log failed")
 

@@ -8,29 +8,54 @@ Outside gunicorn the ordinary in-process registry is used.
 Figures that are the same for the whole container (its memory, thresholds,
 reservations) are read when scraped rather than stored on every request.
 """
+
 from __future__ import annotations
 
 import os
 from typing import Callable
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
+from prometheus_client import (
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
 from prometheus_client.core import GaugeMetricFamily
 
 from .governor import EventKind, Governor, GovernorEvent
 from .governor.probe import MB
 
-REQUESTS = Counter("liroo_http_requests_total", "HTTP requests answered", ["route", "method", "status"])
-LATENCY = Histogram("liroo_http_request_duration_seconds", "HTTP request latency", ["route"],
-                    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900))
+REQUESTS = Counter(
+    "liroo_http_requests_total", "HTTP requests answered", ["route", "method", "status"]
+)
+LATENCY = Histogram(
+    "liroo_http_request_duration_seconds",
+    "HTTP request latency",
+    ["route"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900),
+)
 SHED = Counter("liroo_memory_shed_total", "Requests refused with 503 for memory pressure")
-REFUSED = Counter("liroo_memory_reservations_refused_total", "Heavy steps refused for lack of memory")
+REFUSED = Counter(
+    "liroo_memory_reservations_refused_total", "Heavy steps refused for lack of memory"
+)
 CLEANUPS = Counter("liroo_memory_cleanups_total", "Cleanups run", ["kind", "reason"])
 RECLAIMED = Counter("liroo_memory_reclaimed_bytes_total", "Bytes of RSS given back by cleanups")
 RECYCLES = Counter("liroo_worker_recycles_total", "Worker recycles", ["reason"])
-WORKER_RSS = Gauge("liroo_worker_rss_bytes", "Resident memory of each live worker", multiprocess_mode="liveall")
-DOOR_WAITS = Histogram("liroo_admission_wait_seconds", "Waits in the door's line for memory, by outcome",
-                       ["outcome"], buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 3, 5, 10, 30))
-DOOR_FULL = Counter("liroo_admission_queue_full_total", "Requests refused at once because the door's line was full")
+WORKER_RSS = Gauge(
+    "liroo_worker_rss_bytes", "Resident memory of each live worker", multiprocess_mode="liveall"
+)
+DOOR_WAITS = Histogram(
+    "liroo_admission_wait_seconds",
+    "Waits in the door's line for memory, by outcome",
+    ["outcome"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 3, 5, 10, 30),
+)
+DOOR_FULL = Counter(
+    "liroo_admission_queue_full_total", "Requests refused at once because the door's line was full"
+)
 IMAGE_CACHE = Counter("liroo_image_cache_total", "Image cache lookups", ["result"])
 PROVIDER_CALLS = Counter("liroo_provider_calls_total", "Model calls", ["operation", "outcome"])
 
@@ -39,7 +64,9 @@ def _queued(figures: dict) -> None:
     if figures.get("queue_full"):
         DOOR_FULL.inc()
     else:
-        DOOR_WAITS.labels("admitted" if figures.get("admitted") else "shed").observe(figures.get("waited_s", 0.0))
+        DOOR_WAITS.labels("admitted" if figures.get("admitted") else "shed").observe(
+            figures.get("waited_s", 0.0)
+        )
 
 
 def _cleanup(figures: dict) -> None:
@@ -72,22 +99,36 @@ class _ContainerMemoryCollector:
     def collect(self):
         g = self.governor
         used = g.used_bytes()
-        yield GaugeMetricFamily("liroo_memory_used_bytes",
-                                f"Memory the governor acts on ({g.probe.source})", value=used)
+        yield GaugeMetricFamily(
+            "liroo_memory_used_bytes", f"Memory the governor acts on ({g.probe.source})", value=used
+        )
         limit = g.probe.limit_bytes
         if limit is not None:
-            yield GaugeMetricFamily("liroo_memory_cgroup_limit_bytes", "The container's memory limit", value=limit)
-        thresholds = GaugeMetricFamily("liroo_memory_threshold_bytes", "Governor thresholds", labels=["level"])
+            yield GaugeMetricFamily(
+                "liroo_memory_cgroup_limit_bytes", "The container's memory limit", value=limit
+            )
+        thresholds = GaugeMetricFamily(
+            "liroo_memory_threshold_bytes", "Governor thresholds", labels=["level"]
+        )
         thresholds.add_metric(["warning"], g.thresholds.warning_mb * MB)
         thresholds.add_metric(["cleanup"], g.thresholds.cleanup_mb * MB)
         thresholds.add_metric(["limit"], g.thresholds.limit_mb * MB)
         yield thresholds
-        yield GaugeMetricFamily("liroo_memory_level", "0 normal, 1 warning, 2 cleanup, 3 critical",
-                                value=int(g.level(used / MB)))
-        yield GaugeMetricFamily("liroo_memory_reserved_bytes", "Outstanding memory reservations, all workers",
-                                value=g.reserved_bytes())
-        yield GaugeMetricFamily("liroo_admission_queue_length", "Requests waiting at the door for memory, all workers",
-                                value=g.queue_length())
+        yield GaugeMetricFamily(
+            "liroo_memory_level",
+            "0 normal, 1 warning, 2 cleanup, 3 critical",
+            value=int(g.level(used / MB)),
+        )
+        yield GaugeMetricFamily(
+            "liroo_memory_reserved_bytes",
+            "Outstanding memory reservations, all workers",
+            value=g.reserved_bytes(),
+        )
+        yield GaugeMetricFamily(
+            "liroo_admission_queue_length",
+            "Requests waiting at the door for memory, all workers",
+            value=g.queue_length(),
+        )
 
 
 def render(governor: Governor) -> bytes:

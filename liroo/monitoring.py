@@ -1,4 +1,5 @@
 """/health, /memory and /metrics: cheap, never shed, no upstream calls; /ready for Cloud Run's startup probe."""
+
 from __future__ import annotations
 
 import os
@@ -20,7 +21,14 @@ bp = Blueprint("monitoring", __name__)
 @bp.get("/service")
 def service_description():
     """What this service is (also at / for clients that do not ask for HTML); cheap, and governed."""
-    return jsonify({"service": "liroo-backend", "status": "ok", "health": "/health", "openapi": "/openapi.json"})
+    return jsonify(
+        {
+            "service": "liroo-backend",
+            "status": "ok",
+            "health": "/health",
+            "openapi": "/openapi.json",
+        }
+    )
 
 
 @bp.get("/health")
@@ -29,7 +37,9 @@ def health():
     used = governor.used_mb()
     level = governor.level(used)
     critical = level >= Level.CRITICAL
-    storage_problem = STORAGE_HEALTH.problem()   # what real writes met lately: no probe, nothing slow
+    storage_problem = (
+        STORAGE_HEALTH.problem()
+    )  # what real writes met lately: no probe, nothing slow
     if critical:
         message = "Memory is at the hard limit; heavy requests are being refused for now."
     elif storage_problem:
@@ -60,10 +70,17 @@ def ready():
         return jsonify({"status": "ready", "redis": "not configured", "timestamp": utc_timestamp()})
     if redis_reachable():
         return jsonify({"status": "ready", "redis": "ok", "timestamp": utc_timestamp()})
-    response = jsonify({"status": "unready", "redis": "unreachable",
-                        **error_body("redis_unavailable",
-                                     "Redis (REDIS_URL) cannot be reached; this instance is not ready."),
-                        "timestamp": utc_timestamp()})
+    response = jsonify(
+        {
+            "status": "unready",
+            "redis": "unreachable",
+            **error_body(
+                "redis_unavailable",
+                "Redis (REDIS_URL) cannot be reached; this instance is not ready.",
+            ),
+            "timestamp": utc_timestamp(),
+        }
+    )
     response.status_code = 503
     response.headers["Retry-After"] = "1"
     return response
@@ -78,33 +95,41 @@ def memory():
     level = governor.level(used)
     status = {Level.NORMAL: "normal", Level.WARNING: "warning"}.get(level, "critical")
     cgroup = details.get("cgroup")
-    return jsonify({
-        "memory_usage_mb": round(used, 2),
-        "memory_warning_threshold_mb": round(governor.thresholds.warning_mb, 2),
-        "memory_limit_mb": round(governor.thresholds.limit_mb, 2),
-        "memory_status": status,
-        "memory_details": {
-            "rss_mb": round(details["rss_bytes"] / MB, 2),
-            "vms_mb": round(details["vms_bytes"] / MB, 2) if details.get("vms_bytes") is not None else None,
-            "percent": round(details["percent"], 2) if details.get("percent") is not None else None,
-        },
-        "psutil_available": details.get("psutil_available", False),
-        "timestamp": utc_timestamp(),
-        "source": governor.probe.source,
-        "cgroup": None if cgroup is None else {
-            "version": cgroup["version"],
-            "usage_mb": _mb(cgroup["usage_bytes"]),
-            "working_set_mb": _mb(cgroup["working_set_bytes"]),
-            "limit_mb": _mb(cgroup["limit_bytes"]),
-        },
-        "worker": {
-            "pid": os.getpid(),
-            "age_s": round(time.monotonic() - governor.started_at, 1),
-            "requests_served": governor.requests_served,
-            "rss_mb": round(details["rss_bytes"] / MB, 2),
-        },
-        "governor": {"enabled": svc.settings.governor_enabled, **governor.snapshot()},
-    })
+    return jsonify(
+        {
+            "memory_usage_mb": round(used, 2),
+            "memory_warning_threshold_mb": round(governor.thresholds.warning_mb, 2),
+            "memory_limit_mb": round(governor.thresholds.limit_mb, 2),
+            "memory_status": status,
+            "memory_details": {
+                "rss_mb": round(details["rss_bytes"] / MB, 2),
+                "vms_mb": round(details["vms_bytes"] / MB, 2)
+                if details.get("vms_bytes") is not None
+                else None,
+                "percent": round(details["percent"], 2)
+                if details.get("percent") is not None
+                else None,
+            },
+            "psutil_available": details.get("psutil_available", False),
+            "timestamp": utc_timestamp(),
+            "source": governor.probe.source,
+            "cgroup": None
+            if cgroup is None
+            else {
+                "version": cgroup["version"],
+                "usage_mb": _mb(cgroup["usage_bytes"]),
+                "working_set_mb": _mb(cgroup["working_set_bytes"]),
+                "limit_mb": _mb(cgroup["limit_bytes"]),
+            },
+            "worker": {
+                "pid": os.getpid(),
+                "age_s": round(time.monotonic() - governor.started_at, 1),
+                "requests_served": governor.requests_served,
+                "rss_mb": round(details["rss_bytes"] / MB, 2),
+            },
+            "governor": {"enabled": svc.settings.governor_enabled, **governor.snapshot()},
+        }
+    )
 
 
 def _mb(value: int | None) -> float | None:

@@ -5,6 +5,7 @@ and Gemini pacing (liroo/providers/pacing.py) each keep working on the instance
 alone while Redis is down; each tries Redis again at most every ``retry_s``
 seconds, and logs the outage once (WARNING) when it starts and once when it ends.
 """
+
 from __future__ import annotations
 
 import logging
@@ -18,10 +19,10 @@ class RedisOutage:
     def __init__(self, retry_s: float, log: logging.Logger, started: str, ended: str) -> None:
         self.retry_s = retry_s
         self._log = log
-        self._started = started      # a %-format of the log call's arguments given to failed()
+        self._started = started  # a %-format of the log call's arguments given to failed()
         self._ended = ended
         self._lock = threading.Lock()
-        self._down_until = 0.0       # time.monotonic() before which Redis is not tried
+        self._down_until = 0.0  # time.monotonic() before which Redis is not tried
         self._outage = False
 
     @property

@@ -17,6 +17,7 @@ Redis cannot be reached the instance's count is used (logged once per
 outage, Redis tried again at most every few seconds), rather than
 Flask-Limiter's own fallback, which is per-process memory.
 """
+
 from __future__ import annotations
 
 import logging
@@ -33,7 +34,7 @@ from .shared_sqlite import SharedSQLite, path_in_temp_dir
 log = logging.getLogger("liroo.ratelimits")
 T = TypeVar("T")
 
-REDIS_RETRY_S = 3.0   # while Redis is down, it is tried again at most this often
+REDIS_RETRY_S = 3.0  # while Redis is down, it is tried again at most this often
 
 
 class InstanceStorage(Storage, MovingWindowSupport):
@@ -47,11 +48,15 @@ class InstanceStorage(Storage, MovingWindowSupport):
         self._db = SharedSQLite(self.path)
         db = self._db.connect()
         db.execute("PRAGMA journal_mode=WAL")
-        db.execute("CREATE TABLE IF NOT EXISTS hits (key TEXT NOT NULL, at REAL NOT NULL, expires REAL NOT NULL)")
+        db.execute(
+            "CREATE TABLE IF NOT EXISTS hits (key TEXT NOT NULL, at REAL NOT NULL, expires REAL NOT NULL)"
+        )
         db.execute("CREATE INDEX IF NOT EXISTS hits_key ON hits (key, at)")
         db.execute("CREATE INDEX IF NOT EXISTS hits_expiry ON hits (expires)")
-        db.execute("CREATE TABLE IF NOT EXISTS counters (key TEXT PRIMARY KEY, value INTEGER NOT NULL, "
-                   "expires REAL NOT NULL)")
+        db.execute(
+            "CREATE TABLE IF NOT EXISTS counters (key TEXT PRIMARY KEY, value INTEGER NOT NULL, "
+            "expires REAL NOT NULL)"
+        )
 
     @classmethod
     def uri_in_temp_dir(cls) -> str:
@@ -73,36 +78,57 @@ class InstanceStorage(Storage, MovingWindowSupport):
 
         def acquire(db: sqlite3.Connection, now: float) -> bool:
             db.execute("DELETE FROM hits WHERE expires <= ?", (now,))
-            (count,) = db.execute("SELECT COUNT(*) FROM hits WHERE key = ? AND at > ?",
-                                  (key, now - expiry)).fetchone()
+            (count,) = db.execute(
+                "SELECT COUNT(*) FROM hits WHERE key = ? AND at > ?", (key, now - expiry)
+            ).fetchone()
             if count + amount > limit:
                 return False
-            db.executemany("INSERT INTO hits (key, at, expires) VALUES (?, ?, ?)", [(key, now, now + expiry)] * amount)
+            db.executemany(
+                "INSERT INTO hits (key, at, expires) VALUES (?, ?, ?)",
+                [(key, now, now + expiry)] * amount,
+            )
             return True
+
         return self._transaction(acquire)
 
     def get_moving_window(self, key: str, limit: int, expiry: int) -> tuple[float, int]:
         now = time.time()
-        oldest, count = self._db.connect().execute(
-            "SELECT MIN(at), COUNT(*) FROM hits WHERE key = ? AND at > ?", (key, now - expiry)).fetchone()
+        oldest, count = (
+            self._db.connect()
+            .execute(
+                "SELECT MIN(at), COUNT(*) FROM hits WHERE key = ? AND at > ?", (key, now - expiry)
+            )
+            .fetchone()
+        )
         return (oldest if count else now), count
 
     # --- fixed windows (limits' other strategies; part of its storage interface) -----------------------
     def incr(self, key: str, expiry: int, amount: int = 1) -> int:
         def incr(db: sqlite3.Connection, now: float) -> int:
             db.execute("DELETE FROM counters WHERE key = ? AND expires <= ?", (key, now))
-            db.execute("INSERT INTO counters (key, value, expires) VALUES (?, ?, ?) "
-                       "ON CONFLICT (key) DO UPDATE SET value = value + excluded.value", (key, amount, now + expiry))
+            db.execute(
+                "INSERT INTO counters (key, value, expires) VALUES (?, ?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = value + excluded.value",
+                (key, amount, now + expiry),
+            )
             return db.execute("SELECT value FROM counters WHERE key = ?", (key,)).fetchone()[0]
+
         return self._transaction(incr)
 
     def get(self, key: str) -> int:
-        row = self._db.connect().execute("SELECT value FROM counters WHERE key = ? AND expires > ?",
-                                      (key, time.time())).fetchone()
+        row = (
+            self._db.connect()
+            .execute("SELECT value FROM counters WHERE key = ? AND expires > ?", (key, time.time()))
+            .fetchone()
+        )
         return row[0] if row else 0
 
     def get_expiry(self, key: str) -> float:
-        row = self._db.connect().execute("SELECT expires FROM counters WHERE key = ?", (key,)).fetchone()
+        row = (
+            self._db.connect()
+            .execute("SELECT expires FROM counters WHERE key = ?", (key,))
+            .fetchone()
+        )
         return row[0] if row else time.time()
 
     def check(self) -> bool:
@@ -116,12 +142,14 @@ class InstanceStorage(Storage, MovingWindowSupport):
         def reset(db: sqlite3.Connection, now: float) -> int:
             removed = db.execute("DELETE FROM counters").rowcount
             return removed + db.execute("DELETE FROM hits").rowcount
+
         return self._transaction(reset)
 
     def clear(self, key: str) -> None:
         def clear(db: sqlite3.Connection, now: float) -> None:
             db.execute("DELETE FROM counters WHERE key = ?", (key,))
             db.execute("DELETE FROM hits WHERE key = ?", (key,))
+
         self._transaction(clear)
 
 
@@ -134,15 +162,27 @@ class FallbackStorage(Storage, MovingWindowSupport):
 
     STORAGE_SCHEME = ["liroo-fallback"]
 
-    def __init__(self, uri: str, wrap_exceptions: bool = False, *, redis_url: str, instance_uri: str,
-                 retry_s: float = REDIS_RETRY_S, **redis_options: Any) -> None:
+    def __init__(
+        self,
+        uri: str,
+        wrap_exceptions: bool = False,
+        *,
+        redis_url: str,
+        instance_uri: str,
+        retry_s: float = REDIS_RETRY_S,
+        **redis_options: Any,
+    ) -> None:
         super().__init__(uri, wrap_exceptions=wrap_exceptions)
         self.redis = storage_from_string(redis_url, **redis_options)
         self.instance = InstanceStorage(instance_uri)
         self._unavailable = self.redis.base_exceptions
-        self._outage = RedisOutage(retry_s, log, "Redis cannot be reached (%s): the rate limit counts on this "
-                                   "instance alone until it answers again",
-                                   "Redis answers again: the rate limit is counted for the whole service")
+        self._outage = RedisOutage(
+            retry_s,
+            log,
+            "Redis cannot be reached (%s): the rate limit counts on this "
+            "instance alone until it answers again",
+            "Redis answers again: the rate limit is counted for the whole service",
+        )
 
     @property
     def base_exceptions(self) -> tuple[type[Exception], ...]:
@@ -175,7 +215,7 @@ class FallbackStorage(Storage, MovingWindowSupport):
         return self._call("get_expiry", key)
 
     def check(self) -> bool:
-        return True   # one of the two always answers
+        return True  # one of the two always answers
 
     def reset(self) -> int | None:
         return self._call("reset")
@@ -189,5 +229,9 @@ def storage_settings(redis_url: str | None) -> tuple[str, dict[str, Any]]:
     instance_uri = InstanceStorage.uri_in_temp_dir()
     if not redis_url:
         return instance_uri, {}
-    return "liroo-fallback://", {"redis_url": redis_url, "instance_uri": instance_uri,
-                                 "socket_timeout": 3, "socket_connect_timeout": 2}
+    return "liroo-fallback://", {
+        "redis_url": redis_url,
+        "instance_uri": instance_uri,
+        "socket_timeout": 3,
+        "socket_connect_timeout": 2,
+    }

@@ -9,6 +9,7 @@ one); a generation without the header decides its id once, when its body has
 been read (``generation_request_id``: the body's ``request_id``, else one
 derived from the request), and that id replaces the placeholder UUID.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -31,8 +32,9 @@ def valid_request_id(value: object) -> bool:
 def check_request_id(value: object) -> str:
     """Return ``value`` if it is a usable id, else raise a 400."""
     if not valid_request_id(value):
-        raise ApiError(400, "invalid_request_id",
-                       "A request id must be 8 to 128 letters, digits, '-' or '_'.")
+        raise ApiError(
+            400, "invalid_request_id", "A request id must be 8 to 128 letters, digits, '-' or '_'."
+        )
     return value  # type: ignore[return-value]
 
 

@@ -20,6 +20,7 @@ today:
 
 ``/health`` and the media files stay open: the app fetches pictures by URL.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -50,8 +51,8 @@ def _digest(secret: str) -> bytes:
 class Caller:
     """Who sent this request, as far as its credential tells."""
 
-    presented: bool = False      # a credential header was sent (valid or not)
-    key_id: str | None = None    # hash of the API key (or admin token) that matched
+    presented: bool = False  # a credential header was sent (valid or not)
+    key_id: str | None = None  # hash of the API key (or admin token) that matched
     admin: bool = False
 
     @property
@@ -98,7 +99,9 @@ class KeyRing:
         matched = False
         for digest in self._key_digests:
             matched |= hmac.compare_digest(presented_digest, digest)
-        admin = self._admin_digest is not None and hmac.compare_digest(presented_digest, self._admin_digest)
+        admin = self._admin_digest is not None and hmac.compare_digest(
+            presented_digest, self._admin_digest
+        )
         # The digest names the caller in job records and rate-limit buckets: not the key itself.
         key_id = presented_digest.hex()[:32] if (matched or admin) else None
         return Caller(presented=True, key_id=key_id, admin=admin)
@@ -113,8 +116,9 @@ def read_api_keys(settings: Settings) -> list[str]:
                 file_keys = [line.strip() for line in fh]
         except (OSError, UnicodeDecodeError) as exc:
             # Refuse to start rather than run with generation open to all.
-            raise SettingsError(f"LIROO_API_KEYS_FILE: cannot read {settings.api_keys_file} "
-                                f"({type(exc).__name__})") from None
+            raise SettingsError(
+                f"LIROO_API_KEYS_FILE: cannot read {settings.api_keys_file} ({type(exc).__name__})"
+            ) from None
         if not any(file_keys):
             raise SettingsError(f"LIROO_API_KEYS_FILE: {settings.api_keys_file} holds no key")
         keys += file_keys
@@ -155,8 +159,11 @@ def is_generation_request() -> bool:
 
 def _unauthorized(who: Caller) -> ApiError:
     challenge = 'Bearer realm="liroo"' + (', error="invalid_token"' if who.presented else "")
-    message = ("The API key is not valid." if who.presented else
-               "An API key is required: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'.")
+    message = (
+        "The API key is not valid."
+        if who.presented
+        else "An API key is required: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'."
+    )
     return ApiError(401, "unauthorized", message, headers={"WWW-Authenticate": challenge})
 
 
@@ -167,7 +174,7 @@ def _forbidden() -> ApiError:
 def _guard() -> None:
     """before_request: decide from the route and the credential, before any body is read."""
     rule = request.url_rule
-    if rule is None:        # 404/405: answered by the routing error as it is
+    if rule is None:  # 404/405: answered by the routing error as it is
         return
     keyring = services().keyring
     credential, presented = presented_credential()
@@ -187,10 +194,10 @@ def _guard() -> None:
 
 def _check_job_access(current: Caller, request_id: str) -> None:
     if current.admin or not valid_request_id(request_id):
-        return              # the view answers a malformed id with its own 400
+        return  # the view answers a malformed id with its own 400
     job = services().runner.store.get(request_id)
     if job is None or job.owner is None or job.owner == current.key_id:
-        return              # unknown ids get the view's 404; unowned jobs: the id is the capability
+        return  # unknown ids get the view's 404; unowned jobs: the id is the capability
     raise _unauthorized(current) if not current.presented else _forbidden()
 
 
@@ -200,6 +207,7 @@ def _nosniff(response):
 
 
 # --- wiring -----------------------------------------------------------------------------
+
 
 def init_app(app: Flask) -> None:
     """Install the guard and the headers; call after ``requestid.init_app`` and before ``limiter.init_app``.
@@ -216,8 +224,12 @@ def init_app(app: Flask) -> None:
         # Only the last N X-Forwarded-For entries, added by our own proxies, are believed.
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trusted_proxies)  # type: ignore[method-assign]
 
-    log.info("security: API keys %s, admin token %s",
-             f"on ({keyring.key_count})" if keyring.keys_required else "off",
-             "on" if keyring.admin_required else "off")
+    log.info(
+        "security: API keys %s, admin token %s",
+        f"on ({keyring.key_count})" if keyring.keys_required else "off",
+        "on" if keyring.admin_required else "off",
+    )
     if keyring.keys_required and not keyring.admin_required:
-        log.warning("security: LIROO_API_KEYS is set but LIROO_ADMIN_TOKEN is not: /memory and /metrics are open")
+        log.warning(
+            "security: LIROO_API_KEYS is set but LIROO_ADMIN_TOKEN is not: /memory and /metrics are open"
+        )

@@ -38,6 +38,7 @@ first, 503 ``interrupted`` with ``Retry-After`` (the body the app left in
 the app has not begun its answer; the job itself is handed back by
 liroo/gunicorn_hooks.py's ``worker_exit``.
 """
+
 from __future__ import annotations
 
 import errno
@@ -70,7 +71,9 @@ _LINGER_BYTES = 64 * 1024
 # Seconds between two sweeps for requests that ran out of time.
 _SWEEP_INTERVAL_S = 0.25
 # The head fields that decide how the body is framed (RFC 9112 section 6).
-_FRAMING_FIELD = re.compile(rb"\r\n(content-length|transfer-encoding|expect):[ \t]*([^\r\n]*)", re.IGNORECASE)
+_FRAMING_FIELD = re.compile(
+    rb"\r\n(content-length|transfer-encoding|expect):[ \t]*([^\r\n]*)", re.IGNORECASE
+)
 _QUERY = re.compile(r"\?[^\s'\"]*")
 # The environ key where the app leaves the answer for a request cut short by a stop.
 INTERRUPTED_ANSWER = "liroo.interrupted_answer"
@@ -88,8 +91,10 @@ def json_error_page(status: int, reason: str, body: dict | None = None, headers:
     if body is None:
         body = error_body(*http_error_code(status))
     data = json.dumps(body).encode()
-    head = (f"HTTP/1.1 {status} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(data)}\r\nX-Content-Type-Options: nosniff\r\n{headers}\r\n")
+    head = (
+        f"HTTP/1.1 {status} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(data)}\r\nX-Content-Type-Options: nosniff\r\n{headers}\r\n"
+    )
     return head.encode("latin-1") + data
 
 
@@ -103,15 +108,19 @@ class JsonErrorWorker(ThreadWorker):
         # gunicorn's limits, read once (each cfg read is a Python-level lookup): 0 means unlimited.
         self.tls = self.cfg.is_ssl
         self.line_limit = self.cfg.limit_request_line or 8190
-        self.head_limit = self.line_limit + (self.cfg.limit_request_fields or 32768) * (
-            (self.cfg.limit_request_field_size or 8190) + 2) + 4
-        self.arrivals: dict = {}          # TConn -> _Arrival, requests still arriving
-        self.granted = 0                  # bytes the larger ones may hold (see _grant)
-        self.paused: list = []            # arrivals not read until the budget allows
+        self.head_limit = (
+            self.line_limit
+            + (self.cfg.limit_request_fields or 32768)
+            * ((self.cfg.limit_request_field_size or 8190) + 2)
+            + 4
+        )
+        self.arrivals: dict = {}  # TConn -> _Arrival, requests still arriving
+        self.granted = 0  # bytes the larger ones may hold (see _grant)
+        self.paused: list = []  # arrivals not read until the budget allows
         self.next_sweep = 0.0
-        self.lingering: dict = {}         # socket -> [deadline, bytes drained], closing after an answer
+        self.lingering: dict = {}  # socket -> [deadline, bytes drained], closing after an answer
         self.retry_after_s = settings.retry_after_s
-        self.in_app: dict = {}            # TConn -> environ, requests in the app with no answer begun
+        self.in_app: dict = {}  # TConn -> environ, requests in the app with no answer begun
         self.in_app_lock = threading.Lock()
         self.serving = threading.local()  # the connection of this thread's request
         super().init_process()
@@ -135,19 +144,23 @@ class JsonErrorWorker(ThreadWorker):
         self.wsgi = app_with_stop_answer
 
     def run(self) -> None:
-        super().run()               # returns when the stop's grace is over
+        super().run()  # returns when the stop's grace is over
         with self.in_app_lock:
             cut_short, self.in_app = self.in_app, {}
         for conn, environ in cut_short.items():
             body = environ.get(INTERRUPTED_ANSWER) or error_body(*INTERRUPTED)
             body = {**body, "retry_after_s": self.retry_after_s}
-            self.log.info("Stopping with a request in the app: answered 503 interrupted (%s)",
-                          body.get("request_id", "-"))
+            self.log.info(
+                "Stopping with a request in the app: answered 503 interrupted (%s)",
+                body.get("request_id", "-"),
+            )
             headers = f"Retry-After: {self.retry_after_s}\r\n"
-            if body.get("request_id"):   # a checked id (8-128 of [A-Za-z0-9_-]) or one the app made
+            if body.get("request_id"):  # a checked id (8-128 of [A-Za-z0-9_-]) or one the app made
                 headers += f"X-Request-ID: {body['request_id']}\r\n"
             try:
-                conn.sock.send(json_error_page(503, "Service Unavailable", body, headers), socket.MSG_DONTWAIT)
+                conn.sock.send(
+                    json_error_page(503, "Service Unavailable", body, headers), socket.MSG_DONTWAIT
+                )
                 conn.sock.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
@@ -174,7 +187,7 @@ class JsonErrorWorker(ThreadWorker):
         leftover = conn.parser.unreader.take_buffered() if conn.parser is not None else b""
         arrival = _Arrival(conn, leftover, self)
         self.arrivals[conn] = arrival
-        if conn.sock.gettimeout() != 0.0:   # no syscall when it is non-blocking already
+        if conn.sock.gettimeout() != 0.0:  # no syscall when it is non-blocking already
             conn.sock.setblocking(False)
         if leftover and arrival.complete():
             self._hand_over(arrival)
@@ -190,7 +203,10 @@ class JsonErrorWorker(ThreadWorker):
             if size <= 0:
                 if not self._grant(arrival):
                     if not self.paused:
-                        self.log.warning("Large requests still arriving hold %d bytes: the next wait", self.granted)
+                        self.log.warning(
+                            "Large requests still arriving hold %d bytes: the next wait",
+                            self.granted,
+                        )
                     self._watch(arrival, False)
                     self.paused.append(arrival)
                     return
@@ -201,7 +217,7 @@ class JsonErrorWorker(ThreadWorker):
             data = None
         except OSError:
             data = b""
-        if data == b"":         # the client went away
+        if data == b"":  # the client went away
             self._close(arrival)
             return
         if data:
@@ -229,7 +245,9 @@ class JsonErrorWorker(ThreadWorker):
 
     def _watch(self, arrival, on: bool) -> None:
         if on and not arrival.watched:
-            self.poller.register(arrival.conn.sock, selectors.EVENT_READ, partial(self._receive, arrival))
+            self.poller.register(
+                arrival.conn.sock, selectors.EVENT_READ, partial(self._receive, arrival)
+            )
         elif arrival.watched and not on:
             self.poller.unregister(arrival.conn.sock)
         arrival.watched = on
@@ -240,7 +258,9 @@ class JsonErrorWorker(ThreadWorker):
         if conn.parser is None:
             conn.parser = _DeadlineParser(self.cfg, conn.sock, conn.client)
         if isinstance(conn.parser, _DeadlineParser):
-            conn.parser.unreader.sock.reset(self.client_timeout_s, arrival.started + self.request_timeout_s)
+            conn.parser.unreader.sock.reset(
+                self.client_timeout_s, arrival.started + self.request_timeout_s
+            )
         conn.parser.unreader.unread(bytes(arrival.buf))
         if arrival.continue_sent:
             conn.continue_sent = True
@@ -253,7 +273,7 @@ class JsonErrorWorker(ThreadWorker):
         conn = arrival.conn
         if answer:
             try:
-                conn.sock.send(answer)   # small enough for the socket's buffer; best effort
+                conn.sock.send(answer)  # small enough for the socket's buffer; best effort
             except OSError:
                 pass
         self.nr_conns -= 1
@@ -315,12 +335,19 @@ class JsonErrorWorker(ThreadWorker):
             if not arrival.buf:
                 # Nothing sent yet: an idle connection, closed without an answer (a stopping
                 # worker closes it sooner, as gthread does with kept-alive ones).
-                limit = min(self.client_timeout_s, STOP_KEEPALIVE_LINGER) if not self.alive else self.client_timeout_s
+                limit = (
+                    min(self.client_timeout_s, STOP_KEEPALIVE_LINGER)
+                    if not self.alive
+                    else self.client_timeout_s
+                )
                 if quiet_s > limit:
                     self._close(arrival)
             elif quiet_s > self.client_timeout_s or now > arrival.started + self.request_timeout_s:
-                self.log.info("Request from ip=%s not received in time (%d bytes came): closed with 408",
-                              _ip(arrival.conn.client), len(arrival.buf))
+                self.log.info(
+                    "Request from ip=%s not received in time (%d bytes came): closed with 408",
+                    _ip(arrival.conn.client),
+                    len(arrival.buf),
+                )
                 self._close(arrival, json_error_page(408, "Request Timeout"))
 
     # --- in the thread ---------------------------------------------------------------------------
@@ -331,8 +358,12 @@ class JsonErrorWorker(ThreadWorker):
             # The loop already said "100 Continue" to get the body; gunicorn must not say it twice.
             req._expected_100_continue = False
             conn.continue_sent = False
-        codings = [c.strip(" \t").lower() for name, value in req.headers if name == "TRANSFER-ENCODING"
-                   for c in value.split(",")]
+        codings = [
+            c.strip(" \t").lower()
+            for name, value in req.headers
+            if name == "TRANSFER-ENCODING"
+            for c in value.split(",")
+        ]
         if any(c != "chunked" for c in codings):
             raise UnsupportedTransferCoding(", ".join(codings))
         return super().handle_request(req, conn)
@@ -360,7 +391,7 @@ class _Conn(TConn):
 
     def close(self, graceful: bool = False) -> None:
         if graceful:
-            self.worker.linger(self.sock)   # called in the loop (finish_request)
+            self.worker.linger(self.sock)  # called in the loop (finish_request)
         else:
             super().close()
 
@@ -374,9 +405,9 @@ class _Arrival:
         self.buf = bytearray(buf)
         self.started = self.last_byte = time.monotonic()
         self.continue_sent = False
-        self.watched = False               # registered with the worker's selector
-        self.grant = 0                     # bytes it may hold past _ALWAYS_READ_BYTES (see JsonErrorWorker._grant)
-        self.head_end: int | None = None   # offset of the body
+        self.watched = False  # registered with the worker's selector
+        self.grant = 0  # bytes it may hold past _ALWAYS_READ_BYTES (see JsonErrorWorker._grant)
+        self.head_end: int | None = None  # offset of the body
         self.body_length: int | None = None
         self.chunks: _ChunkScan | None = None
         self.scanned = 0
@@ -390,7 +421,10 @@ class _Arrival:
         if self.head_end is None and not self._head():
             return False
         if self.chunks is not None:
-            return self.chunks.complete(self.buf) or len(self.buf) - self.head_end > self.worker.max_body_bytes
+            return (
+                self.chunks.complete(self.buf)
+                or len(self.buf) - self.head_end > self.worker.max_body_bytes
+            )
         return len(self.buf) - self.head_end >= (self.body_length or 0)
 
     def _head(self) -> bool:
@@ -398,7 +432,9 @@ class _Arrival:
         end = self.buf.find(b"\r\n\r\n", max(0, self.scanned - 3))
         self.scanned = len(self.buf)
         if end < 0:
-            first_line_over = self.buf.find(b"\r\n") < 0 and len(self.buf) > self.worker.line_limit + 2
+            first_line_over = (
+                self.buf.find(b"\r\n") < 0 and len(self.buf) > self.worker.line_limit + 2
+            )
             head_over = len(self.buf) > self.worker.head_limit
             bare_lf = self.buf.count(b"\n") != self.buf.count(b"\r\n")
             # Each is refused by gunicorn from what is here: let it answer now.
@@ -422,7 +458,7 @@ class _Arrival:
         elif len(lengths) == 1 and lengths[0].isdigit():
             self.body_length = int(lengths[0])
             if self.body_length > self.worker.max_body_bytes:
-                self.body_length = 0     # the app refuses it by its length, without reading it
+                self.body_length = 0  # the app refuses it by its length, without reading it
                 expect = False
         # Anything else (another coding, several lengths...) is gunicorn's or the app's to
         # refuse from the head alone: no body is waited for.
@@ -448,7 +484,7 @@ class _ChunkScan:
 
     def __init__(self, start: int) -> None:
         self.pos = start
-        self.remaining = 0            # bytes of chunk data (and its CRLF) still to skip
+        self.remaining = 0  # bytes of chunk data (and its CRLF) still to skip
         self.in_trailer = False
 
     def complete(self, buf: bytearray) -> bool:
@@ -460,13 +496,13 @@ class _ChunkScan:
                 if self.remaining:
                     return False
             if self.in_trailer:
-                if buf[self.pos:self.pos + 2] == b"\r\n" or buf.find(b"\r\n\r\n", self.pos) >= 0:
+                if buf[self.pos : self.pos + 2] == b"\r\n" or buf.find(b"\r\n\r\n", self.pos) >= 0:
                     return True
                 return False
             eol = buf.find(b"\r\n", self.pos)
             if eol < 0:
-                return len(buf) - self.pos > 8192      # a size line that long is refused anyway
-            size = buf[self.pos:eol].split(b";", 1)[0].strip(b" \t")
+                return len(buf) - self.pos > 8192  # a size line that long is refused anyway
+            size = buf[self.pos : eol].split(b";", 1)[0].strip(b" \t")
             if not size or size.strip(b"0123456789abcdefABCDEF"):
                 return True
             self.pos = eol + 2
@@ -491,7 +527,7 @@ class _DeadlineSocket:
         if self.deadline is None:
             return self._sock.recv(size)
         wait = min(self.quiet_s, self.deadline - time.monotonic())
-        previous = self._sock.gettimeout()   # gunicorn's own drain may have set a shorter one
+        previous = self._sock.gettimeout()  # gunicorn's own drain may have set a shorter one
         if previous is not None:
             wait = min(wait, previous)
         if wait <= 0:
@@ -501,7 +537,7 @@ class _DeadlineSocket:
             return self._sock.recv(size)
         except socket.timeout:
             if previous is not None and previous <= wait:
-                raise                            # the caller's own timeout: its to handle
+                raise  # the caller's own timeout: its to handle
             raise ClientTimeout() from None
         finally:
             self._sock.settimeout(previous)
@@ -538,7 +574,7 @@ class _JsonErrorPage:
 
     def sendall(self, data: bytes) -> None:
         try:
-            status_line = data.split(b"\r\n", 1)[0].decode("latin-1")     # "HTTP/1.1 400 Bad Request"
+            status_line = data.split(b"\r\n", 1)[0].decode("latin-1")  # "HTTP/1.1 400 Bad Request"
             _, status, _ = status_line.split(" ", 2)
             # The standard reason: gunicorn's 501 for a transfer coding says "Bad Request".
             page = json_error_page(int(status), HTTPStatus(int(status)).phrase)

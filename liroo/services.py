@@ -1,4 +1,5 @@
 """The app's long-lived parts, built once by ``create_app`` and reached through ``services()``."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -9,7 +10,7 @@ from flask import current_app
 from .governor import Governor, MemoryReserver
 from .settings import Settings
 
-if TYPE_CHECKING:   # names for the fields only: these modules call services() themselves
+if TYPE_CHECKING:  # names for the fields only: these modules call services() themselves
     from flask_limiter import Limiter
 
     from .api.runner import Runner
@@ -21,13 +22,13 @@ if TYPE_CHECKING:   # names for the fields only: these modules call services() t
 @dataclass(frozen=True)
 class Services:
     settings: Settings
-    governor: Governor          # readings and counters (always present)
-    reserver: MemoryReserver    # the governor, or a yes-sayer when LIROO_GOVERNOR=off
+    governor: Governor  # readings and counters (always present)
+    reserver: MemoryReserver  # the governor, or a yes-sayer when LIROO_GOVERNOR=off
     provider: Provider
     storage: Storage
-    runner: Runner              # runs generations; its job store is runner.store
-    keyring: KeyRing            # API keys and admin token (empty when none are configured)
-    limiter: Limiter | None     # None without LIROO_RATE_LIMIT
+    runner: Runner  # runs generations; its job store is runner.store
+    keyring: KeyRing  # API keys and admin token (empty when none are configured)
+    limiter: Limiter | None  # None without LIROO_RATE_LIMIT
 
 
 def services() -> Services:

@@ -5,6 +5,7 @@ README's settings table lists the same (a test keeps the two in step). Names
 from the operations guide keep their names; the rest carry the ``LIROO_``
 prefix. ``None`` means "not set": the code that uses it derives a value.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -46,6 +47,7 @@ def _choice(*allowed: str, optional: bool = False) -> Callable[[str], str | None
         if value not in allowed:
             raise ValueError(f"expected one of {', '.join(allowed)}, got {raw!r}")
         return value
+
     return parse
 
 
@@ -56,7 +58,9 @@ MP3_BITRATES = (8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160, 192, 
 def _mp3_bitrate(raw: str) -> int:
     value = int(raw)
     if value not in MP3_BITRATES:
-        raise ValueError(f"expected an MP3 bit rate ({', '.join(map(str, MP3_BITRATES))}), got {raw!r}")
+        raise ValueError(
+            f"expected an MP3 bit rate ({', '.join(map(str, MP3_BITRATES))}), got {raw!r}"
+        )
     return value
 
 
@@ -71,141 +75,338 @@ class Settings:
     # --- server -------------------------------------------------------------
     port: int = _setting("PORT", 8080, "Port gunicorn listens on.")
     base_url: str | None = _setting(
-        "BASE_URL", None, "Public base URL for links to local media; unset: each answer's own request host (stored results keep paths).", _opt_str)
-    workers: int = _setting("WEB_CONCURRENCY", 2, "gunicorn worker processes (two, so a recycle never leaves none).")
+        "BASE_URL",
+        None,
+        "Public base URL for links to local media; unset: each answer's own request host (stored results keep paths).",
+        _opt_str,
+    )
+    workers: int = _setting(
+        "WEB_CONCURRENCY", 2, "gunicorn worker processes (two, so a recycle never leaves none)."
+    )
     threads: int = _setting(
-        "LIROO_THREADS", 20, "Threads per worker; workers x threads covers Cloud Run's --concurrency 40.")
+        "LIROO_THREADS",
+        20,
+        "Threads per worker; workers x threads covers Cloud Run's --concurrency 40.",
+    )
     worker_timeout_s: int = _setting(
-        "LIROO_WORKER_TIMEOUT_S", 120, "gunicorn heartbeat timeout: a worker silent this long is restarted.")
+        "LIROO_WORKER_TIMEOUT_S",
+        120,
+        "gunicorn heartbeat timeout: a worker silent this long is restarted.",
+    )
     graceful_timeout_s: int = _setting(
-        "LIROO_GRACEFUL_TIMEOUT_S", 8, "Seconds a stopping worker gets to finish in-flight requests (Cloud Run grants 10).")
-    max_requests: int = _setting("LIROO_MAX_REQUESTS", 1000, "Requests after which a worker is recycled (0: never).")
-    max_requests_jitter: int = _setting("LIROO_MAX_REQUESTS_JITTER", 100, "Random extra requests so workers do not recycle together.")
+        "LIROO_GRACEFUL_TIMEOUT_S",
+        8,
+        "Seconds a stopping worker gets to finish in-flight requests (Cloud Run grants 10).",
+    )
+    max_requests: int = _setting(
+        "LIROO_MAX_REQUESTS", 1000, "Requests after which a worker is recycled (0: never)."
+    )
+    max_requests_jitter: int = _setting(
+        "LIROO_MAX_REQUESTS_JITTER",
+        100,
+        "Random extra requests so workers do not recycle together.",
+    )
     client_timeout_s: float = _setting(
-        "LIROO_CLIENT_TIMEOUT_S", 5.0, "Longest silence while a request arrives (line, headers, body); then the "
-        "connection is closed, with a JSON 408 once part of a request came.")
+        "LIROO_CLIENT_TIMEOUT_S",
+        5.0,
+        "Longest silence while a request arrives (line, headers, body); then the "
+        "connection is closed, with a JSON 408 once part of a request came.",
+    )
     client_request_timeout_s: float = _setting(
-        "LIROO_CLIENT_REQUEST_TIMEOUT_S", 30.0, "Longest a whole request (line, headers and body) may take to arrive; then 408.")
+        "LIROO_CLIENT_REQUEST_TIMEOUT_S",
+        30.0,
+        "Longest a whole request (line, headers and body) may take to arrive; then 408.",
+    )
     request_deadline_s: float = _setting(
-        "LIROO_REQUEST_DEADLINE_S", 1800.0, "Longest a generation request may run before it fails with a timeout.")
+        "LIROO_REQUEST_DEADLINE_S",
+        1800.0,
+        "Longest a generation request may run before it fails with a timeout.",
+    )
 
     # --- memory governor -----------------------------------------------------
-    governor_enabled: bool = _setting("LIROO_GOVERNOR", True, "on: the memory governor wraps the app; off: unwrapped (benchmarks only).")
+    governor_enabled: bool = _setting(
+        "LIROO_GOVERNOR",
+        True,
+        "on: the memory governor wraps the app; off: unwrapped (benchmarks only).",
+    )
     memory_limit_mb: float | None = _setting(
-        "MEMORY_LIMIT_MB", None, "Hard limit: requests are shed with 503 above it. Unset: 75% of the cgroup limit, else 1500.", _opt_float)
+        "MEMORY_LIMIT_MB",
+        None,
+        "Hard limit: requests are shed with 503 above it. Unset: 75% of the cgroup limit, else 1500.",
+        _opt_float,
+    )
     force_gc_threshold_mb: float | None = _setting(
-        "FORCE_GC_THRESHOLD_MB", None, "Cleanup (gc + malloc_trim) after responses above it. Unset: 60% of the cgroup limit (80% of MEMORY_LIMIT_MB when that is set), else 1200.", _opt_float)
+        "FORCE_GC_THRESHOLD_MB",
+        None,
+        "Cleanup (gc + malloc_trim) after responses above it. Unset: 60% of the cgroup limit (80% of MEMORY_LIMIT_MB when that is set), else 1200.",
+        _opt_float,
+    )
     memory_warning_mb: float | None = _setting(
-        "MEMORY_WARNING_MB", None, "Warning level (cheap malloc_trim, reported in /health). Unset: 50% of the cgroup limit (2/3 of MEMORY_LIMIT_MB when that is set), else 1000.", _opt_float)
-    gc_min_interval_s: float = _setting("LIROO_GC_MIN_INTERVAL_S", 1.0, "Least time between two cleanups in one worker.")
-    retry_after_s: int = _setting("LIROO_RETRY_AFTER_S", 5, "Retry-After seconds on a 503 for memory pressure.")
+        "MEMORY_WARNING_MB",
+        None,
+        "Warning level (cheap malloc_trim, reported in /health). Unset: 50% of the cgroup limit (2/3 of MEMORY_LIMIT_MB when that is set), else 1000.",
+        _opt_float,
+    )
+    gc_min_interval_s: float = _setting(
+        "LIROO_GC_MIN_INTERVAL_S", 1.0, "Least time between two cleanups in one worker."
+    )
+    retry_after_s: int = _setting(
+        "LIROO_RETRY_AFTER_S", 5, "Retry-After seconds on a 503 for memory pressure."
+    )
     worker_recycle_mb: float | None = _setting(
-        "LIROO_WORKER_RECYCLE_MB", None, "A worker whose RSS stays above this is recycled gracefully. Unset: half the hard limit.", _opt_float)
-    recycle_strikes: int = _setting("LIROO_RECYCLE_STRIKES", 3, "Consecutive checks above LIROO_WORKER_RECYCLE_MB before a recycle.")
-    recycle_min_age_s: float = _setting("LIROO_RECYCLE_MIN_AGE_S", 10.0, "A worker younger than this is never recycled for memory.")
-    recycle_check_interval_s: float = _setting("LIROO_RECYCLE_CHECK_INTERVAL_S", 5.0, "Seconds between two RSS checks of a worker.")
+        "LIROO_WORKER_RECYCLE_MB",
+        None,
+        "A worker whose RSS stays above this is recycled gracefully. Unset: half the hard limit.",
+        _opt_float,
+    )
+    recycle_strikes: int = _setting(
+        "LIROO_RECYCLE_STRIKES",
+        3,
+        "Consecutive checks above LIROO_WORKER_RECYCLE_MB before a recycle.",
+    )
+    recycle_min_age_s: float = _setting(
+        "LIROO_RECYCLE_MIN_AGE_S", 10.0, "A worker younger than this is never recycled for memory."
+    )
+    recycle_check_interval_s: float = _setting(
+        "LIROO_RECYCLE_CHECK_INTERVAL_S", 5.0, "Seconds between two RSS checks of a worker."
+    )
     mmap_threshold_kb: int = _setting(
-        "LIROO_MMAP_THRESHOLD_KB", 128, "Allocations above this get their own mmap, so freed image buffers leave "
-        "the process at once (glibc; 0: glibc's moving threshold).")
+        "LIROO_MMAP_THRESHOLD_KB",
+        128,
+        "Allocations above this get their own mmap, so freed image buffers leave "
+        "the process at once (glibc; 0: glibc's moving threshold).",
+    )
     reservation_wait_s: float = _setting(
-        "LIROO_RESERVATION_WAIT_S", 60.0, "How long a heavy step (an image) waits for memory before it fails with 503.")
+        "LIROO_RESERVATION_WAIT_S",
+        60.0,
+        "How long a heavy step (an image) waits for memory before it fails with 503.",
+    )
     admission_wait_s: float = _setting(
-        "LIROO_ADMISSION_WAIT_S", 15.0, "How long a request that makes pictures waits at the door for memory "
+        "LIROO_ADMISSION_WAIT_S",
+        15.0,
+        "How long a request that makes pictures waits at the door for memory "
         "(in one FIFO line for all workers) before it is refused with 503 (0: refuse at once). The app's own "
-        "back-off after two 503s is 12 s, so a wait up to about that costs a student less than a refusal.")
+        "back-off after two 503s is 12 s, so a wait up to about that costs a student less than a refusal.",
+    )
     admission_queue: int = _setting(
-        "LIROO_ADMISSION_QUEUE", 32, "Most requests waiting at the door, all workers together; more are refused at once.")
+        "LIROO_ADMISSION_QUEUE",
+        32,
+        "Most requests waiting at the door, all workers together; more are refused at once.",
+    )
     image_reserve_mb: float = _setting(
-        "LIROO_IMAGE_RESERVE_MB", 48.0, "Memory reserved for one image while the model makes it (its decode is reserved from the header).")
+        "LIROO_IMAGE_RESERVE_MB",
+        48.0,
+        "Memory reserved for one image while the model makes it (its decode is reserved from the header).",
+    )
 
     # --- images ---------------------------------------------------------------
-    max_image_pixels: int = _setting("LIROO_MAX_IMAGE_PIXELS", 40_000_000, "Images with more pixels are refused before decoding.")
-    max_image_side: int = _setting("LIROO_MAX_IMAGE_SIDE", 1024, "Stored images fit within this many pixels a side.")
-    image_format: str = _setting("LIROO_IMAGE_FORMAT", "jpeg", "Stored image format: jpeg, webp or png.", _choice("jpeg", "webp", "png"))
+    max_image_pixels: int = _setting(
+        "LIROO_MAX_IMAGE_PIXELS", 40_000_000, "Images with more pixels are refused before decoding."
+    )
+    max_image_side: int = _setting(
+        "LIROO_MAX_IMAGE_SIDE", 1024, "Stored images fit within this many pixels a side."
+    )
+    image_format: str = _setting(
+        "LIROO_IMAGE_FORMAT",
+        "jpeg",
+        "Stored image format: jpeg, webp or png.",
+        _choice("jpeg", "webp", "png"),
+    )
     image_quality: int = _setting("LIROO_IMAGE_QUALITY", 85, "JPEG/WebP quality (1-95).")
-    image_cache: bool = _setting("LIROO_IMAGE_CACHE", True, "on: a repeated picture request reuses the stored image.")
+    image_cache: bool = _setting(
+        "LIROO_IMAGE_CACHE", True, "on: a repeated picture request reuses the stored image."
+    )
 
     # --- speech ---------------------------------------------------------------
     audio_format: str = _setting(
-        "LIROO_AUDIO_FORMAT", "mp3", "Stored speech format: mp3 (~5 kB per second of speech) or wav (~48 kB).",
-        _choice("mp3", "wav"))
-    audio_bitrate_kbps: int = _setting("LIROO_AUDIO_BITRATE_KBPS", 40, "MP3 bit rate of stored speech, kbit/s (constant).",
-                                      _mp3_bitrate)
+        "LIROO_AUDIO_FORMAT",
+        "mp3",
+        "Stored speech format: mp3 (~5 kB per second of speech) or wav (~48 kB).",
+        _choice("mp3", "wav"),
+    )
+    audio_bitrate_kbps: int = _setting(
+        "LIROO_AUDIO_BITRATE_KBPS",
+        40,
+        "MP3 bit rate of stored speech, kbit/s (constant).",
+        _mp3_bitrate,
+    )
     speech_reserve_mb: float = _setting(
-        "LIROO_SPEECH_RESERVE_MB", 24.0, "Memory reserved for one speech chunk (~1,500 characters) while the model "
-        "reads it, until recent chunks show the real cost; also /generate_tts's cost at the door.")
+        "LIROO_SPEECH_RESERVE_MB",
+        24.0,
+        "Memory reserved for one speech chunk (~1,500 characters) while the model "
+        "reads it, until recent chunks show the real cost; also /generate_tts's cost at the door.",
+    )
 
     # --- storage --------------------------------------------------------------
     storage: str | None = _setting(
-        "LIROO_STORAGE", None, "local or gcs. Unset: gcs when GCS_BUCKET_NAME is set, else local.",
-        _choice("local", "gcs", optional=True))
-    media_dir: str = _setting("LIROO_MEDIA_DIR", "./media", "Folder for local storage, served at /media/<key>.")
-    gcs_bucket_name: str | None = _setting("GCS_BUCKET_NAME", None, "Google Cloud Storage bucket for generated media.", _opt_str)
+        "LIROO_STORAGE",
+        None,
+        "local or gcs. Unset: gcs when GCS_BUCKET_NAME is set, else local.",
+        _choice("local", "gcs", optional=True),
+    )
+    media_dir: str = _setting(
+        "LIROO_MEDIA_DIR", "./media", "Folder for local storage, served at /media/<key>."
+    )
+    gcs_bucket_name: str | None = _setting(
+        "GCS_BUCKET_NAME", None, "Google Cloud Storage bucket for generated media.", _opt_str
+    )
     gcs_url_mode: str = _setting(
-        "LIROO_GCS_URL_MODE", "signed", "signed: V4 signed URLs; public: plain URLs for a public bucket.", _choice("signed", "public"))
-    signed_url_ttl_s: int = _setting("LIROO_SIGNED_URL_TTL_S", 7 * 24 * 3600, "Lifetime of a signed URL (7 days at most).")
+        "LIROO_GCS_URL_MODE",
+        "signed",
+        "signed: V4 signed URLs; public: plain URLs for a public bucket.",
+        _choice("signed", "public"),
+    )
+    signed_url_ttl_s: int = _setting(
+        "LIROO_SIGNED_URL_TTL_S", 7 * 24 * 3600, "Lifetime of a signed URL (7 days at most)."
+    )
     gcs_retry_deadline_s: float = _setting(
-        "LIROO_GCS_RETRY_DEADLINE_S", 30.0, "Longest a Cloud Storage call keeps retrying before the request fails "
-        "with 503 storage_unavailable (the library's own default is 120 s); also caps one attempt's timeout.")
+        "LIROO_GCS_RETRY_DEADLINE_S",
+        30.0,
+        "Longest a Cloud Storage call keeps retrying before the request fails "
+        "with 503 storage_unavailable (the library's own default is 120 s); also caps one attempt's timeout.",
+    )
 
     # --- model provider -------------------------------------------------------
     provider: str | None = _setting(
-        "LIROO_PROVIDER", None, "gemini or offline. Unset: gemini when GENAI_API_KEY is set, else offline.",
-        _choice("gemini", "offline", optional=True))
+        "LIROO_PROVIDER",
+        None,
+        "gemini or offline. Unset: gemini when GENAI_API_KEY is set, else offline.",
+        _choice("gemini", "offline", optional=True),
+    )
     genai_api_key: str | None = _setting("GENAI_API_KEY", None, "Gemini API key.", _opt_str)
     gemini_base_url: str | None = _setting(
-        "LIROO_GEMINI_BASE_URL", None, "Send Gemini calls here instead of Google (a proxy, or the test server).", _opt_str)
+        "LIROO_GEMINI_BASE_URL",
+        None,
+        "Send Gemini calls here instead of Google (a proxy, or the test server).",
+        _opt_str,
+    )
     text_model: str = _setting("LIROO_TEXT_MODEL", "gemini-2.5-flash", "Model for structured text.")
     image_model: str = _setting("LIROO_IMAGE_MODEL", "gemini-2.5-flash-image", "Model for images.")
-    tts_model: str = _setting("LIROO_TTS_MODEL", "gemini-2.5-flash-preview-tts", "Model for speech.")
+    tts_model: str = _setting(
+        "LIROO_TTS_MODEL", "gemini-2.5-flash-preview-tts", "Model for speech."
+    )
     gemini_rpm: int = _setting(
-        "LIROO_GEMINI_RPM", 60, "Requests per minute per model for the whole service (the project's quota): shared "
+        "LIROO_GEMINI_RPM",
+        60,
+        "Requests per minute per model for the whole service (the project's quota): shared "
         "through Redis by every instance when REDIS_URL is set, else by this instance's workers. Bursts of "
         "LIROO_MAX_PANELS (or a tenth of the figure if that is more; never more than the figure) go at once, so a "
-        "comic's pictures start together (0: unpaced).")
-    gemini_timeout_s: float = _setting("LIROO_GEMINI_TIMEOUT_S", 120.0, "Timeout of one Gemini HTTP call.")
-    gemini_retry_attempts: int = _setting("LIROO_GEMINI_RETRY_ATTEMPTS", 4, "Attempts per Gemini call, the first included.")
-    gemini_retry_initial_s: float = _setting("LIROO_GEMINI_RETRY_INITIAL_S", 1.0, "First retry delay; it doubles, with jitter.")
-    gemini_retry_max_s: float = _setting("LIROO_GEMINI_RETRY_MAX_S", 30.0, "Longest delay between two retries.")
+        "comic's pictures start together (0: unpaced).",
+    )
+    gemini_timeout_s: float = _setting(
+        "LIROO_GEMINI_TIMEOUT_S", 120.0, "Timeout of one Gemini HTTP call."
+    )
+    gemini_retry_attempts: int = _setting(
+        "LIROO_GEMINI_RETRY_ATTEMPTS", 4, "Attempts per Gemini call, the first included."
+    )
+    gemini_retry_initial_s: float = _setting(
+        "LIROO_GEMINI_RETRY_INITIAL_S", 1.0, "First retry delay; it doubles, with jitter."
+    )
+    gemini_retry_max_s: float = _setting(
+        "LIROO_GEMINI_RETRY_MAX_S", 30.0, "Longest delay between two retries."
+    )
     offline_image_delay_s: float = _setting(
-        "LIROO_OFFLINE_IMAGE_DELAY_S", 0.0, "Seconds the offline provider takes per picture, as a model would "
-        "(demos, and the browser tests that watch panels arrive one by one); 0: at once.")
+        "LIROO_OFFLINE_IMAGE_DELAY_S",
+        0.0,
+        "Seconds the offline provider takes per picture, as a model would "
+        "(demos, and the browser tests that watch panels arrive one by one); 0: at once.",
+    )
 
     # --- generation -----------------------------------------------------------
-    max_panels: int = _setting("LIROO_MAX_PANELS", 8, "Most panels in a comic (at least 3 are made).")
+    max_panels: int = _setting(
+        "LIROO_MAX_PANELS", 8, "Most panels in a comic (at least 3 are made)."
+    )
     panel_concurrency: int = _setting(
-        "LIROO_PANEL_CONCURRENCY", 0, "Optional cap on pictures made at once for one request, speech chunks likewise "
-        "(0: no cap; memory reservations and the Gemini pacing decide).")
-    max_input_chars: int = _setting("LIROO_MAX_INPUT_CHARS", 20_000, "Longest input text accepted (413 above it).")
+        "LIROO_PANEL_CONCURRENCY",
+        0,
+        "Optional cap on pictures made at once for one request, speech chunks likewise "
+        "(0: no cap; memory reservations and the Gemini pacing decide).",
+    )
+    max_input_chars: int = _setting(
+        "LIROO_MAX_INPUT_CHARS", 20_000, "Longest input text accepted (413 above it)."
+    )
     max_long_text_chars: int = _setting(
-        "LIROO_MAX_LONG_TEXT_CHARS", 50_000, "Longest text where the app sends a whole story: /generate_tts's text "
-        "and /process dialogue context (413 above it).")
-    job_ttl_s: int = _setting("LIROO_JOB_TTL_S", 3600, "How long a finished request's progress and result stay answerable.")
-    derived_replay_s: float = _setting("LIROO_DERIVED_REPLAY_S", 120.0, "How long after it finished a request without an id is replayed to the same body and caller; later it runs afresh.")
+        "LIROO_MAX_LONG_TEXT_CHARS",
+        50_000,
+        "Longest text where the app sends a whole story: /generate_tts's text "
+        "and /process dialogue context (413 above it).",
+    )
+    job_ttl_s: int = _setting(
+        "LIROO_JOB_TTL_S",
+        3600,
+        "How long a finished request's progress and result stay answerable.",
+    )
+    derived_replay_s: float = _setting(
+        "LIROO_DERIVED_REPLAY_S",
+        120.0,
+        "How long after it finished a request without an id is replayed to the same body and caller; later it runs afresh.",
+    )
     async_mode: bool | None = _setting(
-        "LIROO_ASYNC", None, "on: 'Prefer: respond-async' answers 202 and works in the background (on Cloud Run "
+        "LIROO_ASYNC",
+        None,
+        "on: 'Prefer: respond-async' answers 202 and works in the background (on Cloud Run "
         "only with CPU always allocated: deploy with --async); off: such requests are answered synchronously. "
-        "Unset: off on Cloud Run (K_SERVICE set), else on.", _opt_bool)
+        "Unset: off on Cloud Run (K_SERVICE set), else on.",
+        _opt_bool,
+    )
     redis_url: str | None = _setting(
-        "REDIS_URL", None, "Redis for jobs, progress, rate limits and Gemini pacing shared by all instances; unset: "
-        "shared by this instance's workers only.", _opt_str)
+        "REDIS_URL",
+        None,
+        "Redis for jobs, progress, rate limits and Gemini pacing shared by all instances; unset: "
+        "shared by this instance's workers only.",
+        _opt_str,
+    )
 
     # --- security ------------------------------------------------------------
-    api_keys: str | None = _setting("LIROO_API_KEYS", None, "Comma-separated keys; when set, generation requires one.", _opt_str)
-    api_keys_file: str | None = _setting("LIROO_API_KEYS_FILE", None, "File with one API key per line (instead of LIROO_API_KEYS).", _opt_str)
-    admin_token: str | None = _setting("LIROO_ADMIN_TOKEN", None, "When set, /memory, /metrics and other callers' /jobs and /progress require it.", _opt_str)
-    rate_limit: str | None = _setting("LIROO_RATE_LIMIT", None, "Rate limit for generation per key or client address, e.g. '30 per minute'; unset: none.", _opt_str)
-    trusted_proxies: int = _setting("LIROO_TRUSTED_PROXIES", 0, "Proxies in front whose X-Forwarded-For is trusted (Cloud Run: 1).")
-    max_body_bytes: int = _setting("LIROO_MAX_BODY_BYTES", 1024 * 1024, "Largest request body (413 above it).")
+    api_keys: str | None = _setting(
+        "LIROO_API_KEYS", None, "Comma-separated keys; when set, generation requires one.", _opt_str
+    )
+    api_keys_file: str | None = _setting(
+        "LIROO_API_KEYS_FILE",
+        None,
+        "File with one API key per line (instead of LIROO_API_KEYS).",
+        _opt_str,
+    )
+    admin_token: str | None = _setting(
+        "LIROO_ADMIN_TOKEN",
+        None,
+        "When set, /memory, /metrics and other callers' /jobs and /progress require it.",
+        _opt_str,
+    )
+    rate_limit: str | None = _setting(
+        "LIROO_RATE_LIMIT",
+        None,
+        "Rate limit for generation per key or client address, e.g. '30 per minute'; unset: none.",
+        _opt_str,
+    )
+    trusted_proxies: int = _setting(
+        "LIROO_TRUSTED_PROXIES",
+        0,
+        "Proxies in front whose X-Forwarded-For is trusted (Cloud Run: 1).",
+    )
+    max_body_bytes: int = _setting(
+        "LIROO_MAX_BODY_BYTES", 1024 * 1024, "Largest request body (413 above it)."
+    )
 
     # --- logging ---------------------------------------------------------------
     log_format: str | None = _setting(
-        "LIROO_LOG_FORMAT", None, "json or text. Unset: json on Cloud Run (K_SERVICE set), else text.",
-        _choice("json", "text", optional=True))
-    log_level: str = _setting("LIROO_LOG_LEVEL", "INFO", "Log level; prompts and user text only at DEBUG.")
-    cloud_run_service: str | None = _setting("K_SERVICE", None, "Set by Cloud Run; turns on JSON logs.", _opt_str)
+        "LIROO_LOG_FORMAT",
+        None,
+        "json or text. Unset: json on Cloud Run (K_SERVICE set), else text.",
+        _choice("json", "text", optional=True),
+    )
+    log_level: str = _setting(
+        "LIROO_LOG_LEVEL", "INFO", "Log level; prompts and user text only at DEBUG."
+    )
+    cloud_run_service: str | None = _setting(
+        "K_SERVICE", None, "Set by Cloud Run; turns on JSON logs.", _opt_str
+    )
     gcp_project: str | None = _setting(
-        "GOOGLE_CLOUD_PROJECT", None, "Project id for log trace links (logging.googleapis.com/trace).", _opt_str)
+        "GOOGLE_CLOUD_PROJECT",
+        None,
+        "Project id for log trace links (logging.googleapis.com/trace).",
+        _opt_str,
+    )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":

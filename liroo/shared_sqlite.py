@@ -4,6 +4,7 @@ The file is made before gunicorn forks, so every worker opens the same one;
 each thread of each process has its own connection (SQLite connections must
 not cross a fork), and a write is one short ``BEGIN IMMEDIATE`` transaction.
 """
+
 from __future__ import annotations
 
 import atexit
@@ -37,7 +38,9 @@ class SharedSQLite:
     def connect(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
         if conn is None or getattr(self._local, "pid", None) != os.getpid():
-            conn = sqlite3.connect(self.path, timeout=10, isolation_level=None, check_same_thread=False)
+            conn = sqlite3.connect(
+                self.path, timeout=10, isolation_level=None, check_same_thread=False
+            )
             conn.execute("PRAGMA busy_timeout=10000")
             self._local.conn, self._local.pid = conn, os.getpid()
         return conn

@@ -5,6 +5,7 @@ The accounting test uses the real probe (this process's RSS, read from
 files that the real probe reads (tests/cgroupfake.py), so a test can put the
 "container" at any level.
 """
+
 import os
 import threading
 
@@ -19,7 +20,7 @@ from tests.test_governor import call, hello_app
 
 @pytest.fixture
 def cgroup(tmp_path):
-    return FakeCgroupV2(tmp_path, limit_mb=1000, used_mb=100)   # hard limit 750
+    return FakeCgroupV2(tmp_path, limit_mb=1000, used_mb=100)  # hard limit 750
 
 
 def make_governor(cgroup, **config):
@@ -37,12 +38,13 @@ def rss_probe(tmp_path) -> MemoryProbe:
 
 def allocate(mb: int) -> bytearray:
     block = bytearray(mb * MB)
-    for offset in range(0, len(block), 4096):   # touch every page, so it is resident
+    for offset in range(0, len(block), 4096):  # touch every page, so it is resident
         block[offset] = 1
     return block
 
 
 # --- each byte counted once ----------------------------------------------------------
+
 
 def test_memory_a_reservation_holds_is_counted_once_with_real_allocations(tmp_path):
     probe = rss_probe(tmp_path)
@@ -62,8 +64,10 @@ def test_memory_a_reservation_holds_is_counted_once_with_real_allocations(tmp_pa
         # ...until the holder says it holds it: counted once, in the reading.
         assert governor.outstanding_mb() == 0 and reservation.unspent == 0
         assert governor.admits(40), "40 MB truly fits and is refused: memory counted twice"
-        assert not governor.admits(100), "100 MB does not fit and is admitted: memory not counted at all"
-        decision = governor.admit(40)      # the door agrees, and pledges the 40 MB
+        assert not governor.admits(100), (
+            "100 MB does not fit and is admitted: memory not counted at all"
+        )
+        decision = governor.admit(40)  # the door agrees, and pledges the 40 MB
         assert decision.admitted and governor.outstanding_mb() == 40
         decision.pledge.release()
         del block
@@ -75,9 +79,9 @@ def test_hold_then_shrink_and_grow_keep_the_ledger_exact(cgroup):
     with governor.reserve(300) as reservation:
         reservation.hold(100)
         assert governor.outstanding_mb() == 200
-        reservation.shrink_to(50)          # it now holds 50 (all of it in hand), nothing promised
+        reservation.shrink_to(50)  # it now holds 50 (all of it in hand), nothing promised
         assert governor.outstanding_mb() == 0 and reservation.nbytes == 50 * MB
-        reservation.grow_to(250)           # 200 more promised for the next step
+        reservation.grow_to(250)  # 200 more promised for the next step
         assert governor.outstanding_mb() == 200
     assert governor.outstanding_mb() == 0
 
@@ -87,13 +91,14 @@ def test_a_pledge_made_at_the_door_is_taken_over_by_the_first_reservation(cgroup
     decision = governor.admit(100)
     assert decision.admitted and governor.outstanding_mb() == 100
     with governor.reserve(150):
-        assert governor.outstanding_mb() == 150   # not 250: the pledge became part of it
-        decision.pledge.release()                       # nothing left of it to give back
+        assert governor.outstanding_mb() == 150  # not 250: the pledge became part of it
+        decision.pledge.release()  # nothing left of it to give back
         assert governor.outstanding_mb() == 150
     assert governor.outstanding_mb() == 0
 
 
 # --- the door's line ---------------------------------------------------------------------
+
 
 class Gate:
     """A WSGI app that answers only when let through, so a test controls how long requests run."""
@@ -118,17 +123,23 @@ def in_thread(fn, *args):
 def test_a_request_that_does_not_fit_waits_then_runs_when_memory_frees(cgroup):
     governor = make_governor(cgroup, admission_wait_s=30)
     app = MemoryGovernorMiddleware(hello_app, governor, route_costs_mb={"/heavy": 100})
-    cgroup.set_used(700)                                 # 700 + 100 > 750
+    cgroup.set_used(700)  # 700 + 100 > 750
     thread, result = in_thread(call, app, "/heavy")
     wait_for(lambda: governor.queue_length() == 1, timeout=10, what="the request to queue")
     assert governor.snapshot()["admission"]["queue_length"] == 1 and "value" not in result
-    assert call(app, "/health")[0] == "200 OK"           # monitoring never waits
+    assert call(app, "/health")[0] == "200 OK"  # monitoring never waits
     cgroup.set_used(300)
     thread.join(30)
     assert result["value"][0] == "200 OK"
     admission = governor.snapshot()["admission"]
-    assert admission["queued"] == 1 and admission["admitted_after_wait"] == 1 and admission["queue_length"] == 0
-    assert governor.shed_count == 0 and governor.outstanding_mb() == 0   # the pledge went with the request
+    assert (
+        admission["queued"] == 1
+        and admission["admitted_after_wait"] == 1
+        and admission["queue_length"] == 0
+    )
+    assert (
+        governor.shed_count == 0 and governor.outstanding_mb() == 0
+    )  # the pledge went with the request
 
 
 def test_a_request_is_refused_after_its_wait(cgroup):
@@ -145,15 +156,16 @@ def test_a_request_is_refused_after_its_wait(cgroup):
 def test_over_the_hard_limit_by_the_reading_a_request_is_refused_without_waiting(cgroup):
     governor = make_governor(cgroup, admission_wait_s=30)
     app = MemoryGovernorMiddleware(hello_app, governor, route_costs_mb={"/heavy": 100})
-    cgroup.set_used(800)                                 # no promise ending can make room
+    cgroup.set_used(800)  # no promise ending can make room
     assert call(app, "/heavy")[0].startswith("503")
     assert governor.snapshot()["admission"]["queued"] == 0 and governor.shed_count == 1
 
 
 def test_a_full_line_refuses_at_once_and_monitoring_still_answers(cgroup):
     governor = make_governor(cgroup, admission_wait_s=30, admission_queue=1)
-    app = MemoryGovernorMiddleware(hello_app, governor, route_costs_mb={"/heavy": 100},
-                                   exempt_prefixes=("/progress/",))
+    app = MemoryGovernorMiddleware(
+        hello_app, governor, route_costs_mb={"/heavy": 100}, exempt_prefixes=("/progress/",)
+    )
     cgroup.set_used(700)
     waiting, result = in_thread(call, app, "/heavy")
     wait_for(lambda: governor.queue_length() == 1, timeout=10, what="the first request to queue")
@@ -176,10 +188,10 @@ def test_the_line_is_first_come_first_served(cgroup):
     wait_for(lambda: governor.queue_length() == 1, timeout=10, what="the first request to queue")
     second, second_result = in_thread(call, app, "/heavy")
     wait_for(lambda: governor.queue_length() == 2, timeout=10, what="the second request to queue")
-    cgroup.set_used(600)                   # room for one (600 + 100 < 750), not two (its pledge counts)
+    cgroup.set_used(600)  # room for one (600 + 100 < 750), not two (its pledge counts)
     assert gate.entered.acquire(timeout=10)
     assert governor.queue_length() == 1 and not gate.entered.acquire(timeout=0.3)
-    gate.open.set()                        # the first ends, its pledge goes: the second runs
+    gate.open.set()  # the first ends, its pledge goes: the second runs
     first.join(30)
     second.join(30)
     assert first_result["value"][0] == second_result["value"][0] == "200 OK"
@@ -191,15 +203,19 @@ def test_the_line_is_shared_by_forked_workers(cgroup):
     cgroup.set_used(700)
     read_fd, write_fd = os.pipe()
     pid = os.fork()
-    if pid == 0:   # a "worker" whose request waits at the door until memory frees
+    if pid == 0:  # a "worker" whose request waits at the door until memory frees
         try:
             decision = governor.admit(100)
             os.write(write_fd, b"a" if decision.admitted else b"r")
         finally:
             os._exit(0)
     try:
-        wait_for(lambda: governor.queue_length() == 1, timeout=10, what="the child's request to queue")
-        assert not governor.admit(100).admitted and governor.door_shed_full == 1   # the line (of 1) is full
+        wait_for(
+            lambda: governor.queue_length() == 1, timeout=10, what="the child's request to queue"
+        )
+        assert (
+            not governor.admit(100).admitted and governor.door_shed_full == 1
+        )  # the line (of 1) is full
     finally:
         cgroup.set_used(100)
         assert os.read(read_fd, 1) == b"a"
@@ -208,9 +224,10 @@ def test_the_line_is_shared_by_forked_workers(cgroup):
 
 # --- fair turns between requests ------------------------------------------------------------
 
+
 def test_a_request_holding_nothing_goes_before_one_holding_several(cgroup):
     """Comic A holds two pictures and waits for more; comic B's first picture gets the next room."""
-    governor = make_governor(cgroup)           # limit 750, used 100: room for 3 x 200
+    governor = make_governor(cgroup)  # limit 750, used 100: room for 3 x 200
     order = []
     a1, a2 = governor.reserve(200, group="A"), governor.reserve(200, group="A")
     a1.__enter__(), a2.__enter__()
@@ -222,10 +239,14 @@ def test_a_request_holding_nothing_goes_before_one_holding_several(cgroup):
             order.append(group)
 
     a3, _ = in_thread(picture, "A")
-    wait_for(lambda: governor.waiting_reservations() == 1, timeout=10, what="A's third picture to wait")
+    wait_for(
+        lambda: governor.waiting_reservations() == 1, timeout=10, what="A's third picture to wait"
+    )
     b1, _ = in_thread(picture, "B")
-    wait_for(lambda: governor.waiting_reservations() == 2, timeout=10, what="B's first picture to wait")
-    blocker.__exit__(None, None, None)         # room for one: B (holding none) before A (holding two)
+    wait_for(
+        lambda: governor.waiting_reservations() == 2, timeout=10, what="B's first picture to wait"
+    )
+    blocker.__exit__(None, None, None)  # room for one: B (holding none) before A (holding two)
     b1.join(30)
     a1.__exit__(None, None, None)
     a3.join(30)
@@ -236,17 +257,23 @@ def test_a_request_holding_nothing_goes_before_one_holding_several(cgroup):
 def test_reservations_of_a_busy_request_let_the_door_go_first(cgroup):
     """While a request waits at the door, a request already drawing two pictures does not take the room."""
     governor = make_governor(cgroup, admission_wait_s=30)
-    drawing = [governor.reserve(150, group="A") for _ in range(2)]   # kept: a dropped one would release
+    drawing = [
+        governor.reserve(150, group="A") for _ in range(2)
+    ]  # kept: a dropped one would release
     for reservation in drawing:
         reservation.__enter__()
     blocker = governor.reserve(300, group="C")
-    blocker.__enter__()                           # 100 + 600 used: nothing more fits
+    blocker.__enter__()  # 100 + 600 used: nothing more fits
     order = []
-    a_more, _ = in_thread(lambda: governor.reserve(200, wait_s=30, group="A").__enter__() and order.append("A"))
-    wait_for(lambda: governor.waiting_reservations() == 1, timeout=10, what="A's next picture to wait")
+    a_more, _ = in_thread(
+        lambda: governor.reserve(200, wait_s=30, group="A").__enter__() and order.append("A")
+    )
+    wait_for(
+        lambda: governor.waiting_reservations() == 1, timeout=10, what="A's next picture to wait"
+    )
     door, result = in_thread(lambda: (governor.admit(200), order.append("door"))[0])
     wait_for(lambda: governor.queue_length() == 1, timeout=10, what="the newcomer to queue")
-    blocker.__exit__(None, None, None)            # room for one of them: the newcomer at the door
+    blocker.__exit__(None, None, None)  # room for one of them: the newcomer at the door
     door.join(30)
     assert result["value"].admitted and order == ["door"]
     result["value"].pledge.release()

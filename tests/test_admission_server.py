@@ -4,6 +4,7 @@ The workers read their own RSS (no cgroup limit here) against MEMORY_LIMIT_MB,
 and LIROO_IMAGE_RESERVE_MB is set so that only one or two pictures fit at
 once; the loopback Gemini answers pictures slowly, so requests overlap.
 """
+
 import threading
 import uuid
 
@@ -16,10 +17,19 @@ TEXT = "Water carries sand and stones downhill and slowly cuts a deeper valley. 
 
 
 def script(name: str) -> dict:
-    return {"comic_title": f"{name}'s river", "theme": "Slow forces shape the land.",
-            "characters": [{"name": name, "description": f"{name}, a child in a yellow raincoat"}],
-            "panels": [{"scene": f"Scene {i}", "image_prompt": f"comic-{name} panel {i} by the river",
-                        "dialogue": [{"speaker": name, "line": f"Look at step {i}!"}]} for i in range(1, 9)]}
+    return {
+        "comic_title": f"{name}'s river",
+        "theme": "Slow forces shape the land.",
+        "characters": [{"name": name, "description": f"{name}, a child in a yellow raincoat"}],
+        "panels": [
+            {
+                "scene": f"Scene {i}",
+                "image_prompt": f"comic-{name} panel {i} by the river",
+                "dialogue": [{"speaker": name, "line": f"Look at step {i}!"}],
+            }
+            for i in range(1, 9)
+        ],
+    }
 
 
 def post_in_thread(url: str, body: dict) -> tuple[threading.Thread, dict]:
@@ -27,30 +37,51 @@ def post_in_thread(url: str, body: dict) -> tuple[threading.Thread, dict]:
 
     def run():
         try:
-            result["response"] = requests.post(url, json=body, headers={"X-Request-ID": f"t-{uuid.uuid4().hex}"},
-                                               timeout=120)
-        except requests.RequestException as exc:   # recorded so the test fails with the reason
+            result["response"] = requests.post(
+                url, json=body, headers={"X-Request-ID": f"t-{uuid.uuid4().hex}"}, timeout=120
+            )
+        except requests.RequestException as exc:  # recorded so the test fails with the reason
             result["error"] = exc
+
     thread = threading.Thread(target=run)
     thread.start()
     return thread, result
 
 
 def queue_length(server) -> int:
-    return requests.get(server.url("/memory"), timeout=10).json()["governor"]["admission"]["queue_length"]
+    return requests.get(server.url("/memory"), timeout=10).json()["governor"]["admission"][
+        "queue_length"
+    ]
 
 
-def test_door_waits_then_serves_sheds_when_the_line_is_full_and_never_holds_monitoring(start_server, fake_gemini):
+def test_door_waits_then_serves_sheds_when_the_line_is_full_and_never_holds_monitoring(
+    start_server, fake_gemini
+):
     fake_gemini.set_latency(2.0, operation="image")
-    server = start_server(gemini_env(fake_gemini, MEMORY_LIMIT_MB=1000, LIROO_IMAGE_RESERVE_MB=600,
-                                     LIROO_ADMISSION_WAIT_S=60, LIROO_ADMISSION_QUEUE=1))
+    server = start_server(
+        gemini_env(
+            fake_gemini,
+            MEMORY_LIMIT_MB=1000,
+            LIROO_IMAGE_RESERVE_MB=600,
+            LIROO_ADMISSION_WAIT_S=60,
+            LIROO_ADMISSION_QUEUE=1,
+        )
+    )
     first, first_result = post_in_thread(server.url("/generate_image"), {"prompt": "a red kite"})
-    wait_for(lambda: len(fake_gemini.requests("image")) == 1, timeout=30, what="the first picture to start")
+    wait_for(
+        lambda: len(fake_gemini.requests("image")) == 1,
+        timeout=30,
+        what="the first picture to start",
+    )
     second, second_result = post_in_thread(server.url("/generate_image"), {"prompt": "a blue boat"})
-    wait_for(lambda: queue_length(server) == 1, timeout=30, what="the second request to wait at the door")
+    wait_for(
+        lambda: queue_length(server) == 1, timeout=30, what="the second request to wait at the door"
+    )
 
     # The line (of one) is full: a third is refused at once, as the app expects.
-    third = requests.post(server.url("/generate_image"), json={"prompt": "a green hill"}, timeout=30)
+    third = requests.post(
+        server.url("/generate_image"), json={"prompt": "a green hill"}, timeout=30
+    )
     assert third.status_code == 503 and third.headers["Retry-After"]
     assert third.json()["code"] == "memory_pressure"
     assert second.is_alive(), "the waiting request should still be waiting"
@@ -63,27 +94,41 @@ def test_door_waits_then_serves_sheds_when_the_line_is_full_and_never_holds_moni
     assert first_result["response"].status_code == 200, first_result
     assert second_result["response"].status_code == 200, second_result
     assert second_result["response"].json()["url"]
-    assert len(fake_gemini.requests("image")) == 2        # the refused one never reached the model
+    assert len(fake_gemini.requests("image")) == 2  # the refused one never reached the model
 
     metrics = requests.get(server.url("/metrics"), timeout=10).text
-    admitted = [line for line in metrics.splitlines()
-                if line.startswith('liroo_admission_wait_seconds_count{outcome="admitted"}')]
+    admitted = [
+        line
+        for line in metrics.splitlines()
+        if line.startswith('liroo_admission_wait_seconds_count{outcome="admitted"}')
+    ]
     assert admitted and float(admitted[0].split()[-1]) == 1
     assert "liroo_admission_queue_length 0.0" in metrics
-    full = [line for line in metrics.splitlines() if line.startswith("liroo_admission_queue_full_total ")]
+    full = [
+        line
+        for line in metrics.splitlines()
+        if line.startswith("liroo_admission_queue_full_total ")
+    ]
     assert full and float(full[0].split()[-1]) == 1
 
 
 def test_two_comics_both_progress_when_memory_fits_two_pictures(start_server):
     with FakeGemini(latency={"image": 1.0}) as fake:
-        server = start_server(gemini_env(fake, MEMORY_LIMIT_MB=1000, LIROO_IMAGE_RESERVE_MB=400,
-                                         LIROO_ADMISSION_WAIT_S=60))
+        server = start_server(
+            gemini_env(
+                fake, MEMORY_LIMIT_MB=1000, LIROO_IMAGE_RESERVE_MB=400, LIROO_ADMISSION_WAIT_S=60
+            )
+        )
         fake.answer(script("A"))
         fake.answer(script("B"))
         body = {"text": TEXT, "level": "moderate", "image_style": "Comic Book"}
         comic_a, result_a = post_in_thread(server.url("/generate_comic"), body)
-        wait_for(lambda: len(fake.requests("image")) >= 2, timeout=30, what="comic A's pictures to start")
-        comic_b, result_b = post_in_thread(server.url("/generate_comic"), {**body, "text": TEXT + " Again."})
+        wait_for(
+            lambda: len(fake.requests("image")) >= 2, timeout=30, what="comic A's pictures to start"
+        )
+        comic_b, result_b = post_in_thread(
+            server.url("/generate_comic"), {**body, "text": TEXT + " Again."}
+        )
         comic_a.join(120)
         comic_b.join(120)
         for result in (result_a, result_b):

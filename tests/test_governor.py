@@ -3,6 +3,7 @@
 Memory figures come from fake cgroup files that the real probe reads (see
 tests/cgroupfake.py), so a test can put the "container" at any level.
 """
+
 import json
 import os
 import shutil
@@ -13,8 +14,15 @@ import threading
 
 import pytest
 
-from liroo.governor import (Governor, GovernorConfig, Level, MemoryGovernorMiddleware, MemoryPressure,
-                            MemoryProbe, Thresholds)
+from liroo.governor import (
+    Governor,
+    GovernorConfig,
+    Level,
+    MemoryGovernorMiddleware,
+    MemoryPressure,
+    MemoryProbe,
+    Thresholds,
+)
 from liroo.governor.policy import ReservationLedger
 from tests.cgroupfake import FakeCgroupV2
 from tests.servers import ROOT, wait_for
@@ -31,6 +39,7 @@ def make_governor(cgroup, **config):
 
 # --- thresholds ---------------------------------------------------------------
 
+
 def test_thresholds_derive_from_cgroup_limit():
     t = Thresholds.derive(4096 * 1024 * 1024)
     assert (t.limit_mb, t.cleanup_mb, t.warning_mb) == (3072, 4096 * 0.6, 2048)
@@ -43,8 +52,16 @@ def test_thresholds_without_limit_use_the_guide():
 
 def test_explicit_thresholds_win():
     t = Thresholds.derive(4096 * 1024 * 1024, limit_mb=900, warning_mb=500)
-    assert (t.limit_mb, t.cleanup_mb, t.warning_mb) == (900, 720, 500)  # cleanup keeps 60/75 of the hard limit
-    assert t.level(899) == Level.CLEANUP and t.level(900) == Level.CRITICAL and t.level(10) == Level.NORMAL
+    assert (t.limit_mb, t.cleanup_mb, t.warning_mb) == (
+        900,
+        720,
+        500,
+    )  # cleanup keeps 60/75 of the hard limit
+    assert (
+        t.level(899) == Level.CLEANUP
+        and t.level(900) == Level.CRITICAL
+        and t.level(10) == Level.NORMAL
+    )
     assert t.level(600) == Level.WARNING
 
 
@@ -62,6 +79,7 @@ def test_governor_reads_limit_from_cgroup(cgroup):
 
 
 # --- reservations --------------------------------------------------------------
+
 
 def test_reserve_admits_within_limit_and_releases(cgroup):
     governor = make_governor(cgroup)  # limit 750, used 100
@@ -102,7 +120,11 @@ def test_waiting_reservation_gets_room_when_another_is_released(cgroup):
 
     thread = threading.Thread(target=waiter)
     thread.start()
-    wait_for(lambda: governor.waiting_reservations() == 1, timeout=10, what="the second reservation to wait")
+    wait_for(
+        lambda: governor.waiting_reservations() == 1,
+        timeout=10,
+        what="the second reservation to wait",
+    )
     assert not got_it.is_set() and governor.snapshot()["waiting_reservations"] == 1
     first.__exit__(None, None, None)
     thread.join(30)
@@ -155,6 +177,7 @@ def test_ledger_forgets_a_dead_worker():
 
 # --- cleanup ------------------------------------------------------------------
 
+
 def test_cleanup_is_rate_limited_and_counted(cgroup):
     governor = make_governor(cgroup, cleanup_min_interval_s=3600)
     events = []
@@ -180,13 +203,19 @@ def test_cleanup_gives_memory_back():
 
 # --- middleware ---------------------------------------------------------------
 
+
 def hello_app(environ, start_response):
     start_response("200 OK", [("Content-Type", "text/plain")])
     return [b"hello"]
 
 
 def call(app, path="/work", method="GET", headers=None):
-    environ = {"PATH_INFO": path, "REQUEST_METHOD": method, "wsgi.input": None, "CONTENT_LENGTH": ""}
+    environ = {
+        "PATH_INFO": path,
+        "REQUEST_METHOD": method,
+        "wsgi.input": None,
+        "CONTENT_LENGTH": "",
+    }
     environ.update(headers or {})
     captured = {}
 
@@ -220,7 +249,11 @@ def test_middleware_sheds_above_the_limit_but_never_health(cgroup):
     assert headers["Retry-After"] == "5" and headers["Connection"] == "close"
     payload = json.loads(body)
     assert payload["code"] == "memory_pressure" and payload["error"]
-    assert payload["memory_usage_mb"] == 800 and payload["memory_limit_mb"] == 750 and payload["retry_after_s"] == 5
+    assert (
+        payload["memory_usage_mb"] == 800
+        and payload["memory_limit_mb"] == 750
+        and payload["retry_after_s"] == 5
+    )
     assert governor.shed_count == 1
     assert [e.kind for e in events if e.kind == "shed"] == ["shed"]
     for path in ("/health", "/memory", "/metrics"):
@@ -267,5 +300,7 @@ def test_governor_package_stands_alone(tmp_path):
         assert not bad, bad
         print("ok")
     """)
-    out = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True
+    )
     assert out.stdout.strip() == "ok", out.stderr

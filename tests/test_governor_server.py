@@ -1,4 +1,5 @@
 """The governor in front of the real app under real gunicorn: shedding, monitoring, recycling."""
+
 import re
 import requests
 
@@ -14,13 +15,17 @@ def test_hard_limit_sheds_governed_paths_but_not_monitoring(start_server):
     assert response.headers["Connection"].lower() == "close"
     body = response.json()
     assert body["code"] == "memory_pressure" and body["error"]
-    assert body["retry_after_s"] == 7 and body["memory_limit_mb"] == 1 and body["memory_usage_mb"] > 1
+    assert (
+        body["retry_after_s"] == 7 and body["memory_limit_mb"] == 1 and body["memory_usage_mb"] > 1
+    )
     assert body["request_id"] == "req-12345678"
 
     assert response.headers["X-Content-Type-Options"] == "nosniff"
 
     # A shed generation request still decodes with the app's rules.
-    comic = requests.post(server.url("/generate_comic"), json={"text": "Plants", "level": "beginner"}, timeout=10)
+    comic = requests.post(
+        server.url("/generate_comic"), json={"text": "Plants", "level": "beginner"}, timeout=10
+    )
     assert comic.status_code == 503
     contract.decode_comic(contract.decode_error(comic.json()))
     assert comic.json()["success"] is False
@@ -35,7 +40,9 @@ def test_hard_limit_sheds_governed_paths_but_not_monitoring(start_server):
     assert memory.status_code == 200 and memory.json()["memory_status"] == "critical"
     metrics = requests.get(server.url("/metrics"), timeout=10)
     assert metrics.status_code == 200
-    shed = [line for line in metrics.text.splitlines() if line.startswith("liroo_memory_shed_total ")]
+    shed = [
+        line for line in metrics.text.splitlines() if line.startswith("liroo_memory_shed_total ")
+    ]
     assert shed and float(shed[0].split()[1]) >= 1
 
 
@@ -45,12 +52,29 @@ def test_normal_limits_shed_nothing(start_server):
         statuses = [session.get(server.url("/"), timeout=10).status_code for _ in range(50)]
     assert statuses == [200] * 50
     health = requests.get(server.url("/health"), timeout=10).json()
-    for key in ("status", "message", "memory_usage_mb", "memory_warning", "memory_critical", "timestamp"):
+    for key in (
+        "status",
+        "message",
+        "memory_usage_mb",
+        "memory_warning",
+        "memory_critical",
+        "timestamp",
+    ):
         assert key in health
     assert health["status"] == "healthy"
     memory = requests.get(server.url("/memory"), timeout=10).json()
-    for key in ("memory_usage_mb", "memory_warning_threshold_mb", "memory_limit_mb", "memory_status",
-                "memory_details", "psutil_available", "timestamp", "cgroup", "worker", "governor"):
+    for key in (
+        "memory_usage_mb",
+        "memory_warning_threshold_mb",
+        "memory_limit_mb",
+        "memory_status",
+        "memory_details",
+        "psutil_available",
+        "timestamp",
+        "cgroup",
+        "worker",
+        "governor",
+    ):
         assert key in memory
     assert set(memory["memory_details"]) == {"rss_mb", "vms_mb", "percent"}
     assert memory["memory_status"] == "normal"
@@ -64,18 +88,27 @@ def test_metrics_cover_every_worker(start_server):
         for _ in range(40):
             session.get(server.url("/"), timeout=10)
     text = requests.get(server.url("/metrics"), timeout=10).text
-    counted = sum(float(line.split()[-1]) for line in text.splitlines()
-                  if line.startswith('liroo_http_requests_total{') and 'route="/"' in line and 'status="200"' in line)
+    counted = sum(
+        float(line.split()[-1])
+        for line in text.splitlines()
+        if line.startswith("liroo_http_requests_total{")
+        and 'route="/"' in line
+        and 'status="200"' in line
+    )
     assert counted == 40  # whichever worker answered the scrape, all requests are counted
     assert "liroo_http_request_duration_seconds_bucket" in text
     assert "liroo_memory_threshold_bytes" in text
 
 
 def test_rss_recycling_fails_no_request(start_server):
-    server = start_server({
-        "LIROO_WORKER_RECYCLE_MB": "1", "LIROO_RECYCLE_CHECK_INTERVAL_S": "0.2",
-        "LIROO_RECYCLE_STRIKES": "2", "LIROO_RECYCLE_MIN_AGE_S": "1",
-    })
+    server = start_server(
+        {
+            "LIROO_WORKER_RECYCLE_MB": "1",
+            "LIROO_RECYCLE_CHECK_INTERVAL_S": "0.2",
+            "LIROO_RECYCLE_STRIKES": "2",
+            "LIROO_RECYCLE_MIN_AGE_S": "1",
+        }
+    )
     seen = set(server.worker_pids())
     first = len(seen)
 
@@ -87,8 +120,11 @@ def test_rss_recycling_fails_no_request(start_server):
         wait_for(recycled_three_times, timeout=90, interval=0.1, what="three worker recycles")
     assert "retiring worker" in server.log()
     # Each recycle is logged once, naming the worker.
-    recycle_lines = [line for line in server.log().splitlines()
-                     if "retiring worker" in line or "governor recycle" in line]
+    recycle_lines = [
+        line
+        for line in server.log().splitlines()
+        if "retiring worker" in line or "governor recycle" in line
+    ]
     retired = [re.search(r"\bpid=(\d+)", line) for line in recycle_lines]
     assert all(retired), recycle_lines
     assert len({m.group(1) for m in retired}) == len(retired), recycle_lines

@@ -1,10 +1,12 @@
 """The probe against fake cgroup trees in temporary folders: v2, v1, child groups, unlimited, missing."""
+
 import os
 
 import pytest
 
 from liroo.governor.probe import MB, MemoryProbe, find_cgroup
 from tests.cgroupfake import V1_MOUNTINFO, V2_MOUNTINFO, fake_proc, v1_group, v2_group, write
+
 
 def test_v2_working_set_and_limit(tmp_path):
     root = str(tmp_path)
@@ -43,7 +45,14 @@ def test_v1_uses_total_inactive_file_and_hierarchical_limit(tmp_path):
     root = str(tmp_path)
     fake_proc(root, "4:memory:/docker/abc\n1:cpu:/docker/abc\n0::/\n", V1_MOUNTINFO)
     # The group's own limit is unlimited, its parent's (hierarchical) is 3 GiB.
-    v1_group(root, "docker/abc", usage=1200 * MB, limit=9223372036854771712, inactive=200 * MB, hier=3072 * MB)
+    v1_group(
+        root,
+        "docker/abc",
+        usage=1200 * MB,
+        limit=9223372036854771712,
+        inactive=200 * MB,
+        hier=3072 * MB,
+    )
     probe = MemoryProbe(root)
     assert probe.source == "cgroup_v1"
     assert probe.limit_bytes == 3072 * MB

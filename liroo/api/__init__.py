@@ -1,4 +1,5 @@
 """Blueprints that speak HTTP for the app's contract."""
+
 from __future__ import annotations
 
 import uuid
@@ -43,15 +44,21 @@ def shed_fields(environ: dict) -> dict:
     request: ComicResponse needs ``success`` and ``timestamp``, and the
     route's own fields (``route_fields``).
     """
-    return {"success": False, "timestamp": utc_timestamp(), **route_fields(environ.get("PATH_INFO", ""))}
+    return {
+        "success": False,
+        "timestamp": utc_timestamp(),
+        **route_fields(environ.get("PATH_INFO", "")),
+    }
 
 
 def declares_cost(cost_mb: Callable[[object], float]) -> Callable[[Callable], Callable]:
     """Mark a route that does heavy work: the governor's door admits it only with room for
     ``cost_mb(settings)``, so a request is refused at once rather than after it has queued."""
+
     def mark(view: Callable) -> Callable:
         view.memory_cost = cost_mb
         return view
+
     return mark
 
 
@@ -60,4 +67,6 @@ costs_one_image = declares_cost(lambda settings: settings.image_reserve_mb)
 # /generate_tts: room for one speech chunk (LIROO_SPEECH_RESERVE_MB).
 costs_one_speech_chunk = declares_cost(lambda settings: settings.speech_reserve_mb)
 # /generate_lecture draws and narrates at the same time: room for a picture and a chunk.
-costs_picture_and_speech = declares_cost(lambda settings: settings.image_reserve_mb + settings.speech_reserve_mb)
+costs_picture_and_speech = declares_cost(
+    lambda settings: settings.image_reserve_mb + settings.speech_reserve_mb
+)

@@ -1,4 +1,5 @@
 """POST /generate_comic and POST /generate_image."""
+
 from __future__ import annotations
 
 from flask import Blueprint
@@ -18,7 +19,9 @@ bp = Blueprint("comics", __name__)
 @costs_one_image
 def comic():
     body = parse_body(ComicRequest)
-    return run_generation(body, lambda ctx: generate_comic(ctx, body.text, body.level, body.image_style).body())
+    return run_generation(
+        body, lambda ctx: generate_comic(ctx, body.text, body.level, body.image_style).body()
+    )
 
 
 @bp.post("/generate_image")
@@ -32,8 +35,15 @@ def image():
         if body.context:
             prompt += f"\nContext: {body.context}"
         prompt += f"\nStyle: {style_phrase(body.image_style)}. Suitable for a {body.level} reader. {NO_TEXT_IN_PICTURE}"
-        url = make_image(ctx, ImageJob(prompt=prompt, cache_parts=(body.image_style, body.level),
-                                       aspect_ratio=body.aspect_ratio, label="image"))
+        url = make_image(
+            ctx,
+            ImageJob(
+                prompt=prompt,
+                cache_parts=(body.image_style, body.level),
+                aspect_ratio=body.aspect_ratio,
+                label="image",
+            ),
+        )
         ctx.progress.advance("Picture ready")
         return ImageResult(url=url, image_url=url, provider=ctx.provider.name).body()
 

@@ -1,4 +1,5 @@
 """POST /generate_story, /process (five modes), /generate_lecture and /generate_tts."""
+
 from __future__ import annotations
 
 from flask import Blueprint
@@ -8,8 +9,15 @@ from ..generation.lecture import generate_lecture
 from ..generation.options import level_key
 from ..generation.speech import generate_tts
 from ..generation.story import generate_story, story_brief
-from ..generation.study import (Conversation, Learner, generate_dialogue, generate_explain_again,
-                                generate_flashcards, generate_slides, generate_study_page)
+from ..generation.study import (
+    Conversation,
+    Learner,
+    generate_dialogue,
+    generate_explain_again,
+    generate_flashcards,
+    generate_slides,
+    generate_study_page,
+)
 from .models import LectureRequest, ProcessRequest, StoryRequest, TtsRequest
 from .runner import parse_body, run_generation
 from . import answer_fields, costs_one_image, costs_one_speech_chunk, costs_picture_and_speech
@@ -21,15 +29,30 @@ bp = Blueprint("content", __name__)
 @costs_one_image
 def story():
     body = parse_body(StoryRequest)
-    brief = story_brief(body.text, level=body.level, style=body.image_style, genre=body.genre,
-                        main_character=body.main_character)
+    brief = story_brief(
+        body.text,
+        level=body.level,
+        style=body.image_style,
+        genre=body.genre,
+        main_character=body.main_character,
+    )
     if not brief.text:
-        raise ApiError(422, "empty_text", "The story prompt has no original text to tell a story from.", field="text")
+        raise ApiError(
+            422,
+            "empty_text",
+            "The story prompt has no original text to tell a story from.",
+            field="text",
+        )
     return run_generation(body, lambda ctx: generate_story(ctx, brief).body())
 
 
-_MODE_NAMES = {"dialogue": "dialogue mode", "explain_again": "explain-again mode", "flashcards": "flashcards",
-               "slideshow": "a slideshow", "blocks": "a study page"}
+_MODE_NAMES = {
+    "dialogue": "dialogue mode",
+    "explain_again": "explain-again mode",
+    "flashcards": "flashcards",
+    "slideshow": "a slideshow",
+    "blocks": "a study page",
+}
 
 
 def _learner(body: ProcessRequest) -> Learner:
@@ -38,9 +61,15 @@ def _learner(body: ProcessRequest) -> Learner:
     described = profile.studentLevel if profile else None
     profile_level = level_key(described) if described else None
     level = profile_level if profile_level and "level" not in body.model_fields_set else body.level
-    interests = [topic.strip() for topic in (profile.topicsOfInterest if profile else []) if topic.strip()]
-    return Learner(level=level, interests=interests, tier=body.summarization_tier,
-                   self_described_level=None if profile_level else described)
+    interests = [
+        topic.strip() for topic in (profile.topicsOfInterest if profile else []) if topic.strip()
+    ]
+    return Learner(
+        level=level,
+        interests=interests,
+        tier=body.summarization_tier,
+        self_described_level=None if profile_level else described,
+    )
 
 
 @bp.post("/process")
@@ -48,17 +77,26 @@ def process():
     body = parse_body(ProcessRequest)
     needed = body.required_field
     if getattr(body, needed) is None:
-        if needed in body.model_fields_set:   # sent, but blank
-            raise ApiError(422, "empty_text", f"The field '{needed}' must not be empty.", field=needed)
-        raise ApiError(400, "missing_field", f"The field '{needed}' is required for {_MODE_NAMES[body.mode]}.",
-                       field=needed)
+        if needed in body.model_fields_set:  # sent, but blank
+            raise ApiError(
+                422, "empty_text", f"The field '{needed}' must not be empty.", field=needed
+            )
+        raise ApiError(
+            400,
+            "missing_field",
+            f"The field '{needed}' is required for {_MODE_NAMES[body.mode]}.",
+            field=needed,
+        )
     learner = _learner(body)
 
     def work(ctx):
         if body.mode == "dialogue":
-            talk = Conversation(question=body.user_question, snippet=body.selected_text_snippet,
-                                block=body.original_block_content,
-                                history=[(turn.sender, turn.text) for turn in body.conversation_history])
+            talk = Conversation(
+                question=body.user_question,
+                snippet=body.selected_text_snippet,
+                block=body.original_block_content,
+                history=[(turn.sender, turn.text) for turn in body.conversation_history],
+            )
             return generate_dialogue(ctx, talk, learner).body()
         if body.mode == "explain_again":
             return generate_explain_again(ctx, body.original_paragraph_text, learner).body()
@@ -78,7 +116,11 @@ def lecture():
     lecture_id = answer_fields()["lecture_id"]
     body = parse_body(LectureRequest)
     return run_generation(
-        body, lambda ctx: generate_lecture(ctx, lecture_id, body.text, body.level, body.image_style).body())
+        body,
+        lambda ctx: generate_lecture(
+            ctx, lecture_id, body.text, body.level, body.image_style
+        ).body(),
+    )
 
 
 @bp.post("/generate_tts")

@@ -4,6 +4,7 @@ Validators raise ``PydanticCustomError`` with stable types (``empty_text``,
 ``text_too_long``, ``unknown_level``, ``unknown_style``...) that the runner
 turns into the error's ``code``.
 """
+
 from __future__ import annotations
 
 import re
@@ -27,7 +28,9 @@ def _refuse_surrogates(value: Any, info: ValidationInfo) -> Any:
     """Every string in ``value`` (lists included) must be valid Unicode text."""
     strings = value if isinstance(value, list) else [value]
     if any(isinstance(s, str) and _SURROGATE.search(s) for s in strings):
-        raise PydanticCustomError("invalid_text", f"The field '{info.field_name}' is not valid Unicode text.")
+        raise PydanticCustomError(
+            "invalid_text", f"The field '{info.field_name}' is not valid Unicode text."
+        )
     return value
 
 
@@ -48,17 +51,23 @@ def _text(value: str, info: ValidationInfo, limit: str = "max_input_chars") -> s
         raise PydanticCustomError("empty_text", f"The field '{info.field_name}' must not be empty.")
     most = _max_chars(info, limit)
     if len(value) > most:
-        raise PydanticCustomError("text_too_long", f"The text is too long: at most {most} characters are accepted.")
+        raise PydanticCustomError(
+            "text_too_long", f"The text is too long: at most {most} characters are accepted."
+        )
     return value
 
 
-def _optional_text(value: str | None, info: ValidationInfo, limit: str = "max_input_chars") -> str | None:
+def _optional_text(
+    value: str | None, info: ValidationInfo, limit: str = "max_input_chars"
+) -> str | None:
     if value is None:
         return None
     value = value.strip()
     most = _max_chars(info, limit)
     if len(value) > most:
-        raise PydanticCustomError("text_too_long", f"The text is too long: at most {most} characters are accepted.")
+        raise PydanticCustomError(
+            "text_too_long", f"The text is too long: at most {most} characters are accepted."
+        )
     return value or None
 
 
@@ -73,7 +82,9 @@ def _optional_long_text(value: str | None, info: ValidationInfo) -> str | None:
 def _level(value: str) -> str:
     key = level_key(value)
     if key is None:
-        raise PydanticCustomError("unknown_level", f"Unknown level; use one of: {', '.join(LEVELS)}.")
+        raise PydanticCustomError(
+            "unknown_level", f"Unknown level; use one of: {', '.join(LEVELS)}."
+        )
     return key
 
 
@@ -88,7 +99,9 @@ def _style(value: str) -> str:
 def _request_id(value: str | None) -> str | None:
     # One answer for a bad id, in the body or in the X-Request-ID header (liroo/requestid.py): 400.
     if value is not None and not valid_request_id(value):
-        raise PydanticCustomError("invalid_request_id", "A request id must be 8 to 128 letters, digits, '-' or '_'.")
+        raise PydanticCustomError(
+            "invalid_request_id", "A request id must be 8 to 128 letters, digits, '-' or '_'."
+        )
     return value
 
 
@@ -98,18 +111,31 @@ OptionalText = Annotated[str | None, AfterValidator(_optional_text)]
 LongText = Annotated[str, AfterValidator(_long_text)]
 OptionalLongText = Annotated[str | None, AfterValidator(_optional_long_text)]
 LevelName = Annotated[str, AfterValidator(_level), Field(json_schema_extra={"enum": list(LEVELS)})]
-StyleName = Annotated[str, AfterValidator(_style), Field(
-    json_schema_extra={"examples": [display for display, _ in STYLES.values()] + list(STYLES)})]
-RequestId = Annotated[str | None, AfterValidator(_request_id), Field(
-    default=None, json_schema_extra={"pattern": r"^[A-Za-z0-9_-]{8,128}$"},
-    description="Optional caller-chosen id (same as the X-Request-ID header).")]
+StyleName = Annotated[
+    str,
+    AfterValidator(_style),
+    Field(
+        json_schema_extra={"examples": [display for display, _ in STYLES.values()] + list(STYLES)}
+    ),
+]
+RequestId = Annotated[
+    str | None,
+    AfterValidator(_request_id),
+    Field(
+        default=None,
+        json_schema_extra={"pattern": r"^[A-Za-z0-9_-]{8,128}$"},
+        description="Optional caller-chosen id (same as the X-Request-ID header).",
+    ),
+]
 
 
 class AppRequest(TextModel):
     # The app may add fields over time; unknown ones are ignored rather than refused.
     model_config = ConfigDict(extra="ignore", str_strip_whitespace=False)
 
-    user_token: str | None = Field(default=None, max_length=4096, description="The app's device token; not used.")
+    user_token: str | None = Field(
+        default=None, max_length=4096, description="The app's device token; not used."
+    )
     request_id: RequestId = None
 
 
@@ -137,7 +163,9 @@ DEFAULT_OUTPUT_FORMATS = ("", "blocks", "default")
 def _voice(value: str) -> str:
     key = value.strip().lower()
     if key not in VOICE_ROLES:
-        raise PydanticCustomError("unknown_voice", f"Unknown voice; use one of: {', '.join(VOICE_ROLES)}.")
+        raise PydanticCustomError(
+            "unknown_voice", f"Unknown voice; use one of: {', '.join(VOICE_ROLES)}."
+        )
     return key
 
 
@@ -146,26 +174,41 @@ def _output_format(value: str | None) -> str | None:
     if key in DEFAULT_OUTPUT_FORMATS:
         return None
     if key not in OUTPUT_FORMATS:
-        raise PydanticCustomError("unknown_output_format",
-                                  f"Unknown output_format; use {' or '.join(OUTPUT_FORMATS)}, or leave it out.")
+        raise PydanticCustomError(
+            "unknown_output_format",
+            f"Unknown output_format; use {' or '.join(OUTPUT_FORMATS)}, or leave it out.",
+        )
     return key
 
 
-VoiceName = Annotated[str, AfterValidator(_voice), Field(json_schema_extra={"enum": list(VOICE_ROLES)})]
-OutputFormat = Annotated[str | None, AfterValidator(_output_format), Field(
-    json_schema_extra={"examples": list(OUTPUT_FORMATS)})]
+VoiceName = Annotated[
+    str, AfterValidator(_voice), Field(json_schema_extra={"enum": list(VOICE_ROLES)})
+]
+OutputFormat = Annotated[
+    str | None,
+    AfterValidator(_output_format),
+    Field(json_schema_extra={"examples": list(OUTPUT_FORMATS)}),
+]
 # A short label (a genre, a name) that goes into a prompt: one line, not a second text.
 ShortText = Annotated[str | None, Field(max_length=120), AfterValidator(_optional_text)]
 
 
 class StoryRequest(AppRequest):
-    text: InputText = Field(description="The app's story prompt (level line, genre and style sentences, "
-                                        "'Original Text:', optional main-character sentence, the student's text), "
-                                        "or just the student's text.")
-    level: LevelName | None = Field(default=None, description="Wins over the prompt's [Level: ...] line.")
-    image_style: StyleName | None = Field(default=None, description="Wins over the prompt's image style sentence.")
+    text: InputText = Field(
+        description="The app's story prompt (level line, genre and style sentences, "
+        "'Original Text:', optional main-character sentence, the student's text), "
+        "or just the student's text."
+    )
+    level: LevelName | None = Field(
+        default=None, description="Wins over the prompt's [Level: ...] line."
+    )
+    image_style: StyleName | None = Field(
+        default=None, description="Wins over the prompt's image style sentence."
+    )
     genre: ShortText = Field(default=None, description="Wins over the prompt's genre sentence.")
-    main_character: ShortText = Field(default=None, description="Wins over the prompt's main-character sentence.")
+    main_character: ShortText = Field(
+        default=None, description="Wins over the prompt's main-character sentence."
+    )
 
 
 class Profile(TextModel):
@@ -173,7 +216,8 @@ class Profile(TextModel):
 
     studentLevel: ShortText = None  # noqa: N815 (the app's key)
     topicsOfInterest: list[Annotated[str, Field(max_length=120)]] = Field(  # noqa: N815
-        default_factory=list, max_length=30)
+        default_factory=list, max_length=30
+    )
 
 
 class HistoryEntry(TextModel):
@@ -186,19 +230,29 @@ class HistoryEntry(TextModel):
 class ProcessRequest(AppRequest):
     """One endpoint, five modes: dialogue, explain again, flashcards, slideshow, or the study page."""
 
-    input_text: OptionalText = Field(default=None, description="Required for the study page, flashcards, slideshow.")
-    level: LevelName = Field(default="moderate", description="Unset: the profile's studentLevel if it is a level.")
+    input_text: OptionalText = Field(
+        default=None, description="Required for the study page, flashcards, slideshow."
+    )
+    level: LevelName = Field(
+        default="moderate", description="Unset: the profile's studentLevel if it is a level."
+    )
     summarization_tier: ShortText = Field(default=None, description="e.g. 'Detailed Explanation'.")
     profile: Profile | None = None
-    output_format: OutputFormat = Field(default=None, description="flashcards or slideshow; unset: the study page.")
+    output_format: OutputFormat = Field(
+        default=None, description="flashcards or slideshow; unset: the study page."
+    )
     dialogue_mode: bool = False
     selected_text_snippet: OptionalLongText = None
     original_block_content: OptionalLongText = None
     user_question: OptionalText = Field(default=None, description="Required in dialogue mode.")
     conversation_history: list[HistoryEntry] = Field(default_factory=list, max_length=200)
     explain_again_mode: bool = False
-    original_paragraph_text: OptionalText = Field(default=None, description="Required in explain-again mode.")
-    image_style: StyleName | None = Field(default=None, description="Optional style of the study page's pictures.")
+    original_paragraph_text: OptionalText = Field(
+        default=None, description="Required in explain-again mode."
+    )
+    image_style: StyleName | None = Field(
+        default=None, description="Optional style of the study page's pictures."
+    )
 
     @property
     def mode(self) -> str:
@@ -211,7 +265,9 @@ class ProcessRequest(AppRequest):
     @property
     def required_field(self) -> str:
         """The text field this mode cannot work without (checked by the view, which knows the mode)."""
-        return {"dialogue": "user_question", "explain_again": "original_paragraph_text"}.get(self.mode, "input_text")
+        return {"dialogue": "user_question", "explain_again": "original_paragraph_text"}.get(
+            self.mode, "input_text"
+        )
 
 
 class LectureRequest(AppRequest):
@@ -223,4 +279,6 @@ class LectureRequest(AppRequest):
 class TtsRequest(AppRequest):
     text: LongText
     voice: VoiceName = "narrator"
-    model: ShortText = Field(default=None, description="The model the app asks for; the answer names the one used.")
+    model: ShortText = Field(
+        default=None, description="The model the app asks for; the answer names the one used."
+    )

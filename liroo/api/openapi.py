@@ -6,6 +6,7 @@ fails on it); the schemas come from the request models (``models.py``,
 validation mode) and the response models (``liroo/generation/results.py``,
 serialization mode) through ``pydantic.json_schema.models_json_schema``.
 """
+
 from __future__ import annotations
 
 import re
@@ -51,21 +52,25 @@ class Operation:
     description: str = ""
     tag: str = "generation"
     request: type[BaseModel] | None = None
-    response: type[BaseModel] | None = None          # the 200 JSON body
-    content: dict[str, Any] | None = None            # a non-JSON 200 (metrics text, media files)
+    response: type[BaseModel] | None = None  # the 200 JSON body
+    content: dict[str, Any] | None = None  # a non-JSON 200 (metrics text, media files)
     errors: tuple[int, ...] = ()
     error_model: type[BaseModel] = r.ErrorResponse
-    generation: bool = False                         # request id, async mode, API key
+    generation: bool = False  # request id, async mode, API key
     admin: bool = False
-    variants: tuple[type[BaseModel], ...] = ()       # several possible 200 bodies (the modes of /process)
+    variants: tuple[
+        type[BaseModel], ...
+    ] = ()  # several possible 200 bodies (the modes of /process)
     example: dict[str, Any] | None = None
-    html: bool = False                               # also a text/html 200 for clients that prefer it
+    html: bool = False  # also a text/html 200 for clients that prefer it
 
 
-APP_STORY_PROMPT = ("[Level: moderate]\nPlease convert the following text into an engaging fantasy story.\n"
-                    "Image Style to consider for tone and visuals: Studio Ghibli.\nOriginal Text:\n"
-                    "The main character of this story is Mira.\n\n"
-                    "Volcanoes form where magma rises through cracks in the Earth's crust.")
+APP_STORY_PROMPT = (
+    "[Level: moderate]\nPlease convert the following text into an engaging fantasy story.\n"
+    "Image Style to consider for tone and visuals: Studio Ghibli.\nOriginal Text:\n"
+    "The main character of this story is Mira.\n\n"
+    "Volcanoes form where magma rises through cracks in the Earth's crust."
+)
 
 # Keyed by (method, Werkzeug rule) exactly as app.url_map spells them.
 OPERATIONS: dict[tuple[str, str], Operation] = {
@@ -73,83 +78,172 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         "The studio page, or what this service is",
         "A browser (preferring text/html) gets the studio: a page to make and look at comics, stories, lectures, "
         "study pages and speech. Other clients get the JSON of /service.",
-        tag="service", response=r.IndexResponse, html=True),
+        tag="service",
+        response=r.IndexResponse,
+        html=True,
+    ),
     ("GET", "/service"): Operation("What this service is", tag="service", response=r.IndexResponse),
     ("GET", "/studio/static/<path:filename>"): Operation(
-        "The studio page's script, stylesheet and icon", tag="service",
-        content={"text/javascript": {}, "text/css": {}, "image/svg+xml": {}}, errors=(404,)),
+        "The studio page's script, stylesheet and icon",
+        tag="service",
+        content={"text/javascript": {}, "text/css": {}, "image/svg+xml": {}},
+        errors=(404,),
+    ),
     ("GET", "/health"): Operation(
-        "Cheap health check", "No model call and no network: memory readings of this worker's governor.",
-        tag="service", response=r.HealthResponse, errors=(500,)),
+        "Cheap health check",
+        "No model call and no network: memory readings of this worker's governor.",
+        tag="service",
+        response=r.HealthResponse,
+        errors=(500,),
+    ),
     ("GET", "/ready"): Operation(
-        "Startup probe", "503 (code redis_unavailable) while a configured Redis cannot be reached; one PING each "
+        "Startup probe",
+        "503 (code redis_unavailable) while a configured Redis cannot be reached; one PING each "
         "time, so for Cloud Run's probe, not for clients (they call /health).",
-        tag="service", response=r.ReadyResponse, errors=(500, 503)),
+        tag="service",
+        response=r.ReadyResponse,
+        errors=(500, 503),
+    ),
     ("GET", "/memory"): Operation(
-        "Memory details", "Container (cgroup) and process readings, thresholds, governor counters.",
-        tag="service", response=r.MemoryResponse, errors=(401, 403, 500), admin=True),
+        "Memory details",
+        "Container (cgroup) and process readings, thresholds, governor counters.",
+        tag="service",
+        response=r.MemoryResponse,
+        errors=(401, 403, 500),
+        admin=True,
+    ),
     ("GET", "/metrics"): Operation(
-        "Prometheus metrics", tag="service", content={"text/plain": {"schema": {"type": "string"}}},
-        errors=(401, 403, 500), admin=True),
+        "Prometheus metrics",
+        tag="service",
+        content={"text/plain": {"schema": {"type": "string"}}},
+        errors=(401, 403, 500),
+        admin=True,
+    ),
     ("GET", "/openapi.json"): Operation(
-        "This document", tag="service", content={"application/json": {"schema": {"type": "object"}}}),
+        "This document", tag="service", content={"application/json": {"schema": {"type": "object"}}}
+    ),
     ("GET", "/progress/<request_id>"): Operation(
-        "Progress of a generation", "Answerable while it runs and for LIROO_JOB_TTL_S after it ends.",
-        tag="jobs", response=r.ProgressResponse, errors=(400, 403, 404, 500)),
+        "Progress of a generation",
+        "Answerable while it runs and for LIROO_JOB_TTL_S after it ends.",
+        tag="jobs",
+        response=r.ProgressResponse,
+        errors=(400, 403, 404, 500),
+    ),
     ("GET", "/jobs/<request_id>"): Operation(
-        "Progress and result of a generation", "With `Prefer: respond-async`, fetch the result here.",
-        tag="jobs", response=r.JobResponse, errors=(400, 403, 404, 500)),
+        "Progress and result of a generation",
+        "With `Prefer: respond-async`, fetch the result here.",
+        tag="jobs",
+        response=r.JobResponse,
+        errors=(400, 403, 404, 500),
+    ),
     ("GET", "/media/<path:key>"): Operation(
-        "A generated picture or narration file", "Local storage only (Cloud Storage serves its own URLs).",
-        tag="media", content={kind: {} for kind in MEDIA_TYPES}, errors=(404,)),
+        "A generated picture or narration file",
+        "Local storage only (Cloud Storage serves its own URLs).",
+        tag="media",
+        content={kind: {} for kind in MEDIA_TYPES},
+        errors=(404,),
+    ),
     ("POST", "/generate_comic"): Operation(
-        "An educational comic", "A script, then 3 to LIROO_MAX_PANELS panels drawn a few at a time.",
-        request=models.ComicRequest, response=r.ComicResponse, errors=GENERATION_ERRORS, generation=True,
-        example={"text": "Plants make food from sunlight, water and air.", "level": "beginner",
-                 "image_style": "Comic Book", "user_token": "device-token"}),
+        "An educational comic",
+        "A script, then 3 to LIROO_MAX_PANELS panels drawn a few at a time.",
+        request=models.ComicRequest,
+        response=r.ComicResponse,
+        errors=GENERATION_ERRORS,
+        generation=True,
+        example={
+            "text": "Plants make food from sunlight, water and air.",
+            "level": "beginner",
+            "image_style": "Comic Book",
+            "user_token": "device-token",
+        },
+    ),
     ("POST", "/generate_image"): Operation(
-        "One picture", request=models.ImageRequest, response=r.ImageResponse, errors=GENERATION_ERRORS,
-        generation=True, example={"prompt": "A lighthouse at dusk", "image_style": "Watercolor"}),
+        "One picture",
+        request=models.ImageRequest,
+        response=r.ImageResponse,
+        errors=GENERATION_ERRORS,
+        generation=True,
+        example={"prompt": "A lighthouse at dusk", "image_style": "Watercolor"},
+    ),
     ("POST", "/generate_story"): Operation(
         "An illustrated story",
         "`text` is the app's prompt (level, genre, image style, `Original Text:`, optional main character, "
         "then the student's text) or plain text; `level`, `image_style`, `genre` and `main_character` sent as "
         "fields win over the prompt. 2-5 chapters, each with a picture (`imageUrl` null if it failed).",
-        request=models.StoryRequest, response=r.StoryResponse, errors=GENERATION_ERRORS, generation=True,
-        example={"text": APP_STORY_PROMPT, "level": "moderate", "image_style": "Studio Ghibli",
-                 "user_token": "device-token", "genre": "fantasy"}),
+        request=models.StoryRequest,
+        response=r.StoryResponse,
+        errors=GENERATION_ERRORS,
+        generation=True,
+        example={
+            "text": APP_STORY_PROMPT,
+            "level": "moderate",
+            "image_style": "Studio Ghibli",
+            "user_token": "device-token",
+            "genre": "fantasy",
+        },
+    ),
     ("POST", "/process"): Operation(
         "A study page, or its dialogue, explain-again, flashcard or slideshow mode",
         "`dialogue_mode: true` (needs `user_question`) answers `{dialogue_response}`; `explain_again_mode: true` "
         "(needs `original_paragraph_text`) answers `{re_explained_paragraph}`; `output_format` `flashcards` or "
         "`slideshow` (need `input_text`) answer `{flashcards}` or `{slides}`; otherwise (needs `input_text`) "
         "the study page `{blocks}`.",
-        request=models.ProcessRequest, errors=GENERATION_ERRORS, generation=True,
-        variants=(r.BlocksResponse, r.DialogueResponse, r.ExplainAgainResponse, r.FlashcardsResponse,
-                  r.SlidesResponse),
-        example={"input_text": "Volcanoes form where magma rises through cracks in the crust.",
-                 "level": "moderate", "summarization_tier": "Detailed Explanation",
-                 "profile": {"studentLevel": "moderate", "topicsOfInterest": ["space", "football"]},
-                 "user_token": "device-token"}),
+        request=models.ProcessRequest,
+        errors=GENERATION_ERRORS,
+        generation=True,
+        variants=(
+            r.BlocksResponse,
+            r.DialogueResponse,
+            r.ExplainAgainResponse,
+            r.FlashcardsResponse,
+            r.SlidesResponse,
+        ),
+        example={
+            "input_text": "Volcanoes form where magma rises through cracks in the crust.",
+            "level": "moderate",
+            "summarization_tier": "Detailed Explanation",
+            "profile": {"studentLevel": "moderate", "topicsOfInterest": ["space", "football"]},
+            "user_token": "device-token",
+        },
+    ),
     ("POST", "/generate_lecture"): Operation(
         "A narrated lecture",
         "3-5 sections with pictures, and WAV narration of the title, each section title and each script. "
         "`lecture_id` is in every answer, errors included.",
-        request=models.LectureRequest, response=r.LectureResponse, errors=GENERATION_ERRORS,
-        error_model=r.LectureErrorResponse, generation=True,
-        example={"text": "Volcanoes form where magma rises through cracks in the crust.", "level": "beginner",
-                 "image_style": "Watercolor", "user_token": "device-token"}),
+        request=models.LectureRequest,
+        response=r.LectureResponse,
+        errors=GENERATION_ERRORS,
+        error_model=r.LectureErrorResponse,
+        generation=True,
+        example={
+            "text": "Volcanoes form where magma rises through cracks in the crust.",
+            "level": "beginner",
+            "image_style": "Watercolor",
+            "user_token": "device-token",
+        },
+    ),
     ("POST", "/generate_tts"): Operation(
-        "Text read aloud", "Long text is read in sentence-aligned parts, joined into one WAV.",
-        request=models.TtsRequest, response=r.TtsResponse, errors=GENERATION_ERRORS, generation=True,
-        example={"text": "Volcanoes form where magma rises.", "voice": "narrator",
-                 "model": "gemini-2.5-flash-preview-tts"}),
+        "Text read aloud",
+        "Long text is read in sentence-aligned parts, joined into one WAV.",
+        request=models.TtsRequest,
+        response=r.TtsResponse,
+        errors=GENERATION_ERRORS,
+        generation=True,
+        example={
+            "text": "Volcanoes form where magma rises.",
+            "voice": "narrator",
+            "model": "gemini-2.5-flash-preview-tts",
+        },
+    ),
 }
 
 REQUEST_MODELS = [op.request for op in OPERATIONS.values() if op.request]
-RESPONSE_MODELS = ([op.response for op in OPERATIONS.values() if op.response]
-                   + [model for op in OPERATIONS.values() for model in op.variants]
-                   + [op.error_model for op in OPERATIONS.values()] + [r.AsyncAccepted])
+RESPONSE_MODELS = (
+    [op.response for op in OPERATIONS.values() if op.response]
+    + [model for op in OPERATIONS.values() for model in op.variants]
+    + [op.error_model for op in OPERATIONS.values()]
+    + [r.AsyncAccepted]
+)
 
 
 def openapi_path(rule: str) -> str:
@@ -160,7 +254,9 @@ def openapi_path(rule: str) -> str:
 def build_document(app: Flask) -> dict[str, Any]:
     inputs = [(model, "validation") for model in dict.fromkeys(REQUEST_MODELS)]
     outputs = [(model, "serialization") for model in dict.fromkeys(RESPONSE_MODELS)]
-    refs, schemas = models_json_schema(inputs + outputs, ref_template="#/components/schemas/{model}")
+    refs, schemas = models_json_schema(
+        inputs + outputs, ref_template="#/components/schemas/{model}"
+    )
 
     def ref(model: type[BaseModel], mode: str = "serialization") -> dict[str, Any]:
         return refs[(model, mode)]
@@ -171,30 +267,47 @@ def build_document(app: Flask) -> dict[str, Any]:
             continue
         for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
             op = OPERATIONS.get((method, rule.rule))
-            entry = _operation(op, ref) if op else {
-                "summary": rule.endpoint, "x-undocumented": True,
-                "responses": {"default": {"description": "Not described yet."}}}
+            entry = (
+                _operation(op, ref)
+                if op
+                else {
+                    "summary": rule.endpoint,
+                    "x-undocumented": True,
+                    "responses": {"default": {"description": "Not described yet."}},
+                }
+            )
             entry["operationId"] = f"{rule.endpoint.replace('.', '_')}_{method.lower()}"
             if rule.arguments:
-                entry["parameters"] = [_path_parameter(name) for name in sorted(rule.arguments)] + \
-                    entry.get("parameters", [])
+                entry["parameters"] = [
+                    _path_parameter(name) for name in sorted(rule.arguments)
+                ] + entry.get("parameters", [])
             paths.setdefault(openapi_path(rule.rule), {})[method.lower()] = entry
 
     return {
         "openapi": "3.1.0",
-        "info": {"title": TITLE, "version": VERSION,
-                 "description": "Comics, stories, study pages, lectures and speech for the Liroo reading app, "
-                                "behind a memory governor. Every error is JSON with `error` (a sentence) and "
-                                "`code` (stable)."},
+        "info": {
+            "title": TITLE,
+            "version": VERSION,
+            "description": "Comics, stories, study pages, lectures and speech for the Liroo reading app, "
+            "behind a memory governor. Every error is JSON with `error` (a sentence) and "
+            "`code` (stable).",
+        },
         "paths": paths,
         "components": {
             "schemas": schemas.get("$defs", {}),
             "securitySchemes": {
-                "bearer": {"type": "http", "scheme": "bearer",
-                           "description": "An API key (only when LIROO_API_KEYS is set), or the admin token "
-                                          "for /memory and /metrics (only when LIROO_ADMIN_TOKEN is set)."},
-                "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key",
-                           "description": "The same API key, in its own header."},
+                "bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "An API key (only when LIROO_API_KEYS is set), or the admin token "
+                    "for /memory and /metrics (only when LIROO_ADMIN_TOKEN is set).",
+                },
+                "apiKey": {
+                    "type": "apiKey",
+                    "in": "header",
+                    "name": "X-API-Key",
+                    "description": "The same API key, in its own header.",
+                },
             },
         },
     }
@@ -227,16 +340,26 @@ def _operation(op: Operation, ref) -> dict[str, Any]:
     responses: dict[str, Any] = {"200": success}
     if op.generation:
         entry["parameters"] = [
-            {"name": REQUEST_ID_HEADER, "in": "header", "required": False,
-             "description": "Your id for this request: poll /progress/{id}; a retry with the same id and body "
-                            "gets the first answer instead of a second generation.",
-             "schema": {"type": "string", "pattern": r"^[A-Za-z0-9_-]{8,128}$"}},
-            {"name": "Prefer", "in": "header", "required": False,
-             "description": "`respond-async`: answer 202 at once; fetch the result from /jobs/{id}.",
-             "schema": {"type": "string", "examples": ["respond-async"]}},
+            {
+                "name": REQUEST_ID_HEADER,
+                "in": "header",
+                "required": False,
+                "description": "Your id for this request: poll /progress/{id}; a retry with the same id and body "
+                "gets the first answer instead of a second generation.",
+                "schema": {"type": "string", "pattern": r"^[A-Za-z0-9_-]{8,128}$"},
+            },
+            {
+                "name": "Prefer",
+                "in": "header",
+                "required": False,
+                "description": "`respond-async`: answer 202 at once; fetch the result from /jobs/{id}.",
+                "schema": {"type": "string", "examples": ["respond-async"]},
+            },
         ]
-        responses["202"] = {"description": "Accepted (with `Prefer: respond-async`).",
-                            "content": _json(ref(r.AsyncAccepted))}
+        responses["202"] = {
+            "description": "Accepted (with `Prefer: respond-async`).",
+            "content": _json(ref(r.AsyncAccepted)),
+        }
         entry["security"] = [{}, {"bearer": []}, {"apiKey": []}]
     if op.admin:
         entry["security"] = [{}, {"bearer": []}]
@@ -246,7 +369,10 @@ def _operation(op: Operation, ref) -> dict[str, Any]:
             body["example"] = op.example
         entry["requestBody"] = {"required": True, "content": {"application/json": body}}
     for status in op.errors:
-        responses[str(status)] = {"description": _STATUS_TEXT[status], "content": _json(ref(op.error_model))}
+        responses[str(status)] = {
+            "description": _STATUS_TEXT[status],
+            "content": _json(ref(op.error_model)),
+        }
     entry["responses"] = responses
     return entry
 
@@ -254,6 +380,6 @@ def _operation(op: Operation, ref) -> dict[str, Any]:
 @bp.get("/openapi.json")
 def openapi_document():
     document = current_app.extensions.get("liroo.openapi")
-    if document is None:   # routes are fixed once the app is built: make it once
+    if document is None:  # routes are fixed once the app is built: make it once
         document = current_app.extensions["liroo.openapi"] = build_document(current_app)
     return jsonify(document)

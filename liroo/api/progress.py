@@ -1,4 +1,5 @@
 """GET /progress/<id> (the app polls it every 2 s) and GET /jobs/<id> (async mode's result)."""
+
 from __future__ import annotations
 
 from flask import Blueprint, jsonify
@@ -13,10 +14,14 @@ bp = Blueprint("progress", __name__)
 
 def _job(request_id: str):
     if not valid_request_id(request_id):
-        raise ApiError(400, "invalid_request_id", "A request id must be 8 to 128 letters, digits, '-' or '_'.")
+        raise ApiError(
+            400, "invalid_request_id", "A request id must be 8 to 128 letters, digits, '-' or '_'."
+        )
     job = services().runner.store.get(request_id)
     if job is None:
-        raise ApiError(404, "unknown_request", "No request with this id is running or recently finished.")
+        raise ApiError(
+            404, "unknown_request", "No request with this id is running or recently finished."
+        )
     return job
 
 

@@ -4,6 +4,7 @@ Every generation endpoint goes through ``run_generation`` so that ids,
 progress, idempotent retries, async mode and error bodies work the same way
 everywhere.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -42,18 +43,22 @@ _CUSTOM_STATUS = {"text_too_long": 413, "invalid_text": 422, "invalid_request_id
 def parse_body(model: type[M]) -> M:
     """The request's JSON body validated by ``model``, or a clear 4xx."""
     if not request.is_json:
-        raise ApiError(415, "unsupported_media_type", "Send the body as JSON (Content-Type: application/json).")
+        raise ApiError(
+            415, "unsupported_media_type", "Send the body as JSON (Content-Type: application/json)."
+        )
     try:
         raw = request.get_data(cache=True)
     except HTTPException:
-        raise       # werkzeug's own answers: 413 over LIROO_MAX_BODY_BYTES, 400 for a client gone mid-body
+        raise  # werkzeug's own answers: 413 over LIROO_MAX_BODY_BYTES, 400 for a client gone mid-body
     except ClientTimeout:
         log.info("request body did not arrive in time (request %s)", g.request_id)
         raise ApiError(408, "request_timeout", "The request took too long to arrive.") from None
     except Exception as exc:
         # The server's body reader refused the framing (gunicorn raises its ParseException
         # subclasses for a malformed chunk) or the connection broke: the client's fault, not a 500.
-        log.info("request body could not be read (request %s): %s", g.request_id, type(exc).__name__)
+        log.info(
+            "request body could not be read (request %s): %s", g.request_id, type(exc).__name__
+        )
         raise ApiError(400, "unreadable_body", "The request body could not be read.") from None
     refuse_cut_body(raw)
     try:
@@ -65,7 +70,9 @@ def parse_body(model: type[M]) -> M:
         # limit (about 1,000 levels): the depth is bounded there, and no request of the
         # contract nests more than a few levels.
         log.info("request body nested too deeply to parse (request %s)", g.request_id)
-        raise ApiError(400, "invalid_json", "The body is not valid JSON: it is nested too deeply.") from None
+        raise ApiError(
+            400, "invalid_json", "The body is not valid JSON: it is nested too deeply."
+        ) from None
     if not isinstance(data, dict):
         raise ApiError(400, "invalid_json", "The body must be a JSON object.")
     try:
@@ -82,7 +89,9 @@ def validation_error(exc: ValidationError) -> ApiError:
         return ApiError(400, "missing_field", f"The field '{field}' is required.", field=field)
     if kind in _CUSTOM_STATUS or kind.startswith(("unknown_", "empty_")):
         return ApiError(_CUSTOM_STATUS.get(kind, 422), kind, first["msg"], field=field)
-    return ApiError(422, "invalid_field", f"The field '{field}' is not valid: {first['msg']}.", field=field)
+    return ApiError(
+        422, "invalid_field", f"The field '{field}' is not valid: {first['msg']}.", field=field
+    )
 
 
 def fingerprint(endpoint: str, payload: BaseModel) -> str:
@@ -94,11 +103,13 @@ def fingerprint(endpoint: str, payload: BaseModel) -> str:
 def _request_id(payload: BaseModel, fp: str) -> tuple[str, bool]:
     """The generation's id (see requestid.generation_request_id); a derived one is keyed by the body,
     the device's token and the caller (its key, else its address after LIROO_TRUSTED_PROXIES)."""
+
     def seed() -> str:
         token = getattr(payload, "user_token", None) or ""
         # One caller's retry never finds another's job: with keys off the caller is its address.
         who = caller_id() or "addr:" + (request.remote_addr or "")
         return f"{fp}:{token}:{who}"
+
     return generation_request_id(getattr(payload, "request_id", None), seed)
 
 
@@ -107,16 +118,22 @@ class Runner:
 
     def __init__(self, store, max_async: int) -> None:
         self.store = store
-        self.heartbeats = Heartbeats(store)   # also the set of this process's accepted jobs
+        self.heartbeats = Heartbeats(store)  # also the set of this process's accepted jobs
         self._max_async = max_async
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
         self._async_lock = threading.Lock()
-        self._async = 0                       # async jobs accepted and not yet finished
-        self._idle = threading.Event()        # set whenever a job ends
+        self._async = 0  # async jobs accepted and not yet finished
+        self._idle = threading.Event()  # set whenever a job ends
 
-    def submit(self, endpoint: str, request_id: str, work: Callable[[Context], dict],
-               ctx: Context, error_extra: dict) -> bool:
+    def submit(
+        self,
+        endpoint: str,
+        request_id: str,
+        work: Callable[[Context], dict],
+        ctx: Context,
+        error_extra: dict,
+    ) -> bool:
         """Queue an async job; False when this worker's queue is full."""
         with self._async_lock:
             if self._async >= self._max_async * 4:
@@ -125,7 +142,7 @@ class Runner:
         with self._pool_lock:
             if self._pool is None:  # made lazily, so each gunicorn worker has its own
                 self._pool = ThreadPoolExecutor(self._max_async, thread_name_prefix="liroo-async")
-        self.accept(request_id)     # beating from now on: a queued job is not an abandoned one
+        self.accept(request_id)  # beating from now on: a queued job is not an abandoned one
         app = current_app._get_current_object()
 
         def run() -> None:
@@ -137,6 +154,7 @@ class Runner:
             finally:
                 with self._async_lock:
                     self._async -= 1
+
         self._pool.submit(run)
         return True
 
@@ -178,11 +196,19 @@ class Runner:
             log.warning("could not look up the jobs of dead worker %d", pid, exc_info=True)
             return
         if orphans:
-            log.warning("worker %d died with %d running jobs: handed back as interrupted", pid, len(orphans))
+            log.warning(
+                "worker %d died with %d running jobs: handed back as interrupted", pid, len(orphans)
+            )
             self.hand_back(orphans)
 
-    def execute(self, endpoint: str, request_id: str, work: Callable[[Context], dict],
-                ctx: Context, error_extra: dict) -> tuple[int, dict]:
+    def execute(
+        self,
+        endpoint: str,
+        request_id: str,
+        work: Callable[[Context], dict],
+        ctx: Context,
+        error_extra: dict,
+    ) -> tuple[int, dict]:
         """Run ``work`` and record its outcome; returns (status, body)."""
         self.accept(request_id)
         try:
@@ -196,7 +222,9 @@ class Runner:
             body.setdefault("timestamp", utc_timestamp())
             try:
                 self.store.finish(request_id, state, status, body, error_code=code)
-            except Exception:  # the work is done and paid for: answer it even if it cannot be recorded
+            except (
+                Exception
+            ):  # the work is done and paid for: answer it even if it cannot be recorded
                 log.error("could not record the result of %s", request_id, exc_info=True)
             return status, body
         finally:
@@ -206,14 +234,20 @@ class Runner:
 
 def generation_error_body(code: str, message: str, request_id: str, **extra) -> dict:
     """A generation's error body: the service's error body with the fields ComicResponse needs."""
-    return {"success": False, **error_body(code, message, {**extra, "request_id": request_id,
-                                                           "timestamp": utc_timestamp()})}
+    return {
+        "success": False,
+        **error_body(
+            code, message, {**extra, "request_id": request_id, "timestamp": utc_timestamp()}
+        ),
+    }
 
 
 def failure_answer(exc: Exception, request_id: str, error_extra: dict) -> tuple[int, dict]:
     """The (status, body) recorded for a generation that raised ``exc`` (errors.api_error_for's table)."""
     api_error = api_error_for(exc, request_id, unexpected="generation failed")
-    body = generation_error_body(api_error.code, api_error.message, request_id, **api_error.extra, **error_extra)
+    body = generation_error_body(
+        api_error.code, api_error.message, request_id, **api_error.extra, **error_extra
+    )
     if api_error.headers.get("Retry-After"):
         body.setdefault("retry_after_s", int(api_error.headers["Retry-After"]))
     return api_error.status, body
@@ -245,7 +279,7 @@ def run_generation(payload: BaseModel, work: Callable[[Context], dict]) -> Respo
     endpoint = request.url_rule.rule
     fp = fingerprint(endpoint, payload)
     request_id, derived = _request_id(payload, fp)
-    url_base()     # a Host no media URL can be made from is refused before any work
+    url_base()  # a Host no media URL can be made from is refused before any work
     deadline = time.monotonic() + svc.settings.request_deadline_s
     replay_s = svc.settings.derived_replay_s if derived else None
     claim = _claim(runner.store, request_id, endpoint, fp, caller_id(), deadline, replay_s)
@@ -254,22 +288,38 @@ def run_generation(payload: BaseModel, work: Callable[[Context], dict]) -> Respo
         return _respond(status, body, replay=True)
 
     ctx = Context(
-        settings=svc.settings, provider=svc.provider, storage=svc.storage, reserver=svc.reserver,
-        progress=Progress(runner.store, request_id), request_id=request_id,
-        public_base=svc.settings.base_url, deadline=deadline)
-    error_extra = answer_fields()    # the route's own fields, on its recorded failures too
+        settings=svc.settings,
+        provider=svc.provider,
+        storage=svc.storage,
+        reserver=svc.reserver,
+        progress=Progress(runner.store, request_id),
+        request_id=request_id,
+        public_base=svc.settings.base_url,
+        deadline=deadline,
+    )
+    error_extra = answer_fields()  # the route's own fields, on its recorded failures too
 
     # With async off (Cloud Run's default: its CPU is throttled once a response is sent), the
     # preference is ignored, as RFC 7240 allows: the request is answered the synchronous way.
     if svc.settings.async_enabled and "respond-async" in request.headers.get("Prefer", "").lower():
         if not runner.submit(endpoint, request_id, work, ctx, error_extra):
-            body = generation_error_body("busy", "Too much work is queued here; please retry shortly.",
-                                         request_id, **error_extra)
+            body = generation_error_body(
+                "busy",
+                "Too much work is queued here; please retry shortly.",
+                request_id,
+                **error_extra,
+            )
             runner.store.finish(request_id, FAILED, 503, body, error_code="busy")
             return _respond(503, {**body, "retry_after_s": svc.settings.retry_after_s})
-        response = jsonify({"request_id": request_id, "status": "running",
-                            "location": f"/jobs/{request_id}", "progress": f"/progress/{request_id}",
-                            **answer_fields()})
+        response = jsonify(
+            {
+                "request_id": request_id,
+                "status": "running",
+                "location": f"/jobs/{request_id}",
+                "progress": f"/progress/{request_id}",
+                **answer_fields(),
+            }
+        )
         response.status_code = 202
         response.headers["Location"] = f"/jobs/{request_id}"
         response.headers["Preference-Applied"] = "respond-async"
@@ -281,8 +331,15 @@ def run_generation(payload: BaseModel, work: Callable[[Context], dict]) -> Respo
     return _respond(status, body)
 
 
-def _claim(store, request_id: str, endpoint: str, fp: str, owner: str | None, deadline: float,
-           replay_s: float | None = None) -> Claim:
+def _claim(
+    store,
+    request_id: str,
+    endpoint: str,
+    fp: str,
+    owner: str | None,
+    deadline: float,
+    replay_s: float | None = None,
+) -> Claim:
     """A claim that is ours to run ("new") or a finished result to replay.
 
     A retry of a request still at work waits for it; if that attempt fails or
@@ -292,8 +349,11 @@ def _claim(store, request_id: str, endpoint: str, fp: str, owner: str | None, de
     while True:
         claim = store.claim(request_id, endpoint, fp, owner, replay_s)
         if claim.outcome == "conflict":
-            raise ApiError(422, "idempotency_conflict",
-                           "This request id was already used for a different request; use a new id.")
+            raise ApiError(
+                422,
+                "idempotency_conflict",
+                "This request id was already used for a different request; use a new id.",
+            )
         if claim.outcome in ("new", "finished"):
             return claim
         while True:  # "running": poll the shared store (other instances' jobs send no local signal)
@@ -303,7 +363,9 @@ def _claim(store, request_id: str, endpoint: str, fp: str, owner: str | None, de
             if job is None or job.status == FAILED or job.stale:
                 break
             if time.monotonic() > deadline:
-                raise ApiError(504, "deadline_exceeded", "This took longer than allowed; please try again.")
+                raise ApiError(
+                    504, "deadline_exceeded", "This took longer than allowed; please try again."
+                )
             time.sleep(WAIT_POLL_S)
 
 
@@ -322,7 +384,9 @@ def job_view(job: Any, with_result: bool) -> dict:
         "timestamp": utc_timestamp(),
     }
     partial = job.partial_items() if job.status == RUNNING else None
-    if partial:   # what is already finished, for watchers to show before the end (the app ignores it)
+    if (
+        partial
+    ):  # what is already finished, for watchers to show before the end (the app ignores it)
         view["partial"] = partial
     if job.status == FAILED:
         view["error_code"] = job.error_code

@@ -1,4 +1,5 @@
 """A comic: one structured call for the script, then the panels' images, a few at a time."""
+
 from __future__ import annotations
 
 from pydantic import BaseModel, Field
@@ -14,7 +15,9 @@ MIN_PANELS = 3
 
 class Character(BaseModel):
     name: str = Field(description="The character's name.")
-    description: str = Field(description="Fixed look for every panel: age, build, hair, clothes, colours.")
+    description: str = Field(
+        description="Fixed look for every panel: age, build, hair, clothes, colours."
+    )
 
 
 class DialogueLine(BaseModel):
@@ -24,8 +27,10 @@ class DialogueLine(BaseModel):
 
 class ComicPanelScript(BaseModel):
     scene: str = Field(description="What happens in this panel, in one or two sentences.")
-    image_prompt: str = Field(description="A visual description of the panel for an illustrator: setting, "
-                                          "characters by name, action, framing. No text in the picture.")
+    image_prompt: str = Field(
+        description="A visual description of the panel for an illustrator: setting, "
+        "characters by name, action, framing. No text in the picture."
+    )
     dialogue: list[DialogueLine] = Field(default_factory=list, max_length=4)
 
 
@@ -54,15 +59,19 @@ def script_prompt(text: str, level: str, style: str, panels: int) -> str:
 
 def panel_image_prompt(script: ComicScript, panel: ComicPanelScript, style: str) -> str:
     cast = "; ".join(f"{c.name}: {c.description}" for c in script.characters)
-    return (f"{panel.image_prompt}\nCharacters (keep their look consistent): {cast}.\n"
-            f"Style: {style_phrase(style)}. {NO_TEXT_IN_PICTURE}")
+    return (
+        f"{panel.image_prompt}\nCharacters (keep their look consistent): {cast}.\n"
+        f"Style: {style_phrase(style)}. {NO_TEXT_IN_PICTURE}"
+    )
 
 
 def _dialogue_dict(lines: list[DialogueLine]) -> dict[str, str]:
     dialogue: dict[str, str] = {}
     for entry in lines:
         speaker = entry.speaker.strip() or "Narrator"
-        dialogue[speaker] = f"{dialogue[speaker]} {entry.line}".strip() if speaker in dialogue else entry.line
+        dialogue[speaker] = (
+            f"{dialogue[speaker]} {entry.line}".strip() if speaker in dialogue else entry.line
+        )
     return dialogue
 
 
@@ -70,17 +79,37 @@ def generate_comic(ctx: Context, text: str, level: str, style: str) -> ComicResu
     settings = ctx.settings
     wanted = panel_count(text, settings.max_panels)
     ctx.progress.plan(wanted + 2, "Writing the comic script", f"{wanted} panels planned")
-    script = ctx.provider.generate_structured(script_prompt(text, level, style, wanted), ComicScript)
+    script = ctx.provider.generate_structured(
+        script_prompt(text, level, style, wanted), ComicScript
+    )
     panels = script.panels[: settings.max_panels]
-    ctx.progress.plan(len(panels) + 2, "Script written", f"{script.comic_title}: {len(panels)} panels")
+    ctx.progress.plan(
+        len(panels) + 2, "Script written", f"{script.comic_title}: {len(panels)} panels"
+    )
     ctx.progress.advance("Script written", script.comic_title)
 
-    jobs = [ImageJob(prompt=panel_image_prompt(script, panel, style), cache_parts=(style, level),
-                     label=f"panel {i}") for i, panel in enumerate(panels, 1)]
-    outcomes = make_images(ctx, jobs, step=lambda i, n: f"Drawing panel {i} of {n}",
-                           finished=lambda index, url: ("panels", {
-                               "panel_id": index + 1, "image_url": url, "scene": panels[index].scene,
-                               "dialogue": _dialogue_dict(panels[index].dialogue)}))
+    jobs = [
+        ImageJob(
+            prompt=panel_image_prompt(script, panel, style),
+            cache_parts=(style, level),
+            label=f"panel {i}",
+        )
+        for i, panel in enumerate(panels, 1)
+    ]
+    outcomes = make_images(
+        ctx,
+        jobs,
+        step=lambda i, n: f"Drawing panel {i} of {n}",
+        finished=lambda index, url: (
+            "panels",
+            {
+                "panel_id": index + 1,
+                "image_url": url,
+                "scene": panels[index].scene,
+                "dialogue": _dialogue_dict(panels[index].dialogue),
+            },
+        ),
+    )
     drawn = sum(1 for o in outcomes if o.url)
     if drawn * 2 < len(panels):
         raise dominant_error([o.error for o in outcomes if o.error is not None])
@@ -89,9 +118,17 @@ def generate_comic(ctx: Context, text: str, level: str, style: str) -> ComicResu
         comic_title=script.comic_title,
         theme=script.theme,
         character_style_guide={c.name: c.description for c in script.characters},
-        panel_layout=[ComicPanel(panel_id=number, scene=panel.scene, image_prompt=panel.image_prompt,
-                                 dialogue=_dialogue_dict(panel.dialogue), image_url=outcome.url,
-                                 image_error=outcome.error_code)
-                      for number, (panel, outcome) in enumerate(zip(panels, outcomes), 1)])
+        panel_layout=[
+            ComicPanel(
+                panel_id=number,
+                scene=panel.scene,
+                image_prompt=panel.image_prompt,
+                dialogue=_dialogue_dict(panel.dialogue),
+                image_url=outcome.url,
+                image_error=outcome.error_code,
+            )
+            for number, (panel, outcome) in enumerate(zip(panels, outcomes), 1)
+        ],
+    )
     ctx.progress.advance("Comic ready", f"{drawn} of {len(panels)} panels drawn")
     return ComicResult(success=True, comic=comic, provider=ctx.provider.name)

@@ -1,4 +1,5 @@
 """What a generation needs, handed to it explicitly (no Flask): the parts, its progress, its deadline."""
+
 from __future__ import annotations
 
 import logging
@@ -39,7 +40,9 @@ class Progress:
             self.total_steps = max(total_steps, self.step_number + 1)
             self._write(step, details)
 
-    def advance(self, step: str, details: str = "", finished: tuple[str, dict] | None = None) -> None:
+    def advance(
+        self, step: str, details: str = "", finished: tuple[str, dict] | None = None
+    ) -> None:
         """One step done; ``finished`` is (kind, item): an item it made that can be shown already."""
         with self._lock:
             self.step_number = min(self.step_number + 1, self.total_steps)
@@ -52,8 +55,14 @@ class Progress:
         if self._store is None:
             return
         try:
-            self._store.progress(self.request_id, step, self.step_number, self.total_steps, details,
-                                 partial=self.partial or None)
+            self._store.progress(
+                self.request_id,
+                step,
+                self.step_number,
+                self.total_steps,
+                details,
+                partial=self.partial or None,
+            )
         except Exception:  # progress is for watching: a store hiccup must not fail paid-for work
             log.warning("could not record progress of %s", self.request_id, exc_info=True)
 
@@ -65,13 +74,15 @@ class DeadlineExceeded(Exception):
 @dataclass
 class Context:
     settings: Settings
-    provider: Any               # liroo.providers.base.Provider
-    storage: Any                # liroo.storage.Storage
+    provider: Any  # liroo.providers.base.Provider
+    storage: Any  # liroo.storage.Storage
     reserver: MemoryReserver
     progress: Progress
     request_id: str
-    public_base: str | None     # BASE_URL, or None: local media URLs stay paths, made absolute per answer
-    deadline: float             # time.monotonic() by which the request must end
+    public_base: (
+        str | None
+    )  # BASE_URL, or None: local media URLs stay paths, made absolute per answer
+    deadline: float  # time.monotonic() by which the request must end
 
     def remaining_s(self) -> float:
         return self.deadline - time.monotonic()

@@ -7,6 +7,7 @@ by what recent steps of the same kind turned out to cost, per unit of work
 The largest recent figure is used, so that after warm-up a step rarely needs
 more than it reserved. Per process: a worker learns from the steps it ran.
 """
+
 from __future__ import annotations
 
 from collections import deque

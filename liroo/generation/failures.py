@@ -3,6 +3,7 @@
 A picture or clip that fails does not stop the others; the request fails
 only when too few succeed, and then with the most telling of their errors.
 """
+
 from __future__ import annotations
 
 import logging
@@ -15,8 +16,11 @@ from .context import DeadlineExceeded
 
 log = logging.getLogger("liroo.generation")
 
-_CODES = {MemoryPressure: "memory_pressure", DeadlineExceeded: "deadline_exceeded",
-          StorageError: "storage_unavailable"}
+_CODES = {
+    MemoryPressure: "memory_pressure",
+    DeadlineExceeded: "deadline_exceeded",
+    StorageError: "storage_unavailable",
+}
 
 
 def failure_code(error: Exception | None, default: str) -> str | None:

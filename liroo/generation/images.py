@@ -8,6 +8,7 @@ finishing) rather than failing, up to LIROO_RESERVATION_WAIT_S; waiting
 pictures of different requests take turns (the governor's reservation groups),
 so one comic's panels cannot keep another comic's out.
 """
+
 from __future__ import annotations
 
 import threading
@@ -15,7 +16,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable
 
-from ..imaging import ImageRejected, estimate_decode_mb, inspect_image, output_extension, process_image
+from ..imaging import (
+    ImageRejected,
+    estimate_decode_mb,
+    inspect_image,
+    output_extension,
+    process_image,
+)
 from ..providers.base import BadOutput
 from ..storage import IMMUTABLE_CACHE, cached_url, image_cache_key, image_cache_object, media_key
 from .context import Context, Finished
@@ -54,10 +61,13 @@ IMAGE_COSTS = ImageCosts()
 @dataclass(frozen=True)
 class ImageJob:
     prompt: str
-    cache_parts: tuple[str | None, str | None] = (None, None)   # (style, level): part of the cache key
+    cache_parts: tuple[str | None, str | None] = (
+        None,
+        None,
+    )  # (style, level): part of the cache key
     aspect_ratio: str = "1:1"
     label: str = "image"
-    kind: str = "images"                                        # storage folder
+    kind: str = "images"  # storage folder
 
 
 @dataclass(frozen=True)
@@ -77,16 +87,22 @@ def make_image(ctx: Context, job: ImageJob) -> str:
     extension = output_extension(settings.image_format)
     key = None
     if settings.image_cache:
-        digest = image_cache_key(job.prompt, job.cache_parts[0], job.cache_parts[1], job.aspect_ratio,
-                                 f"{provider.name}:{provider.image_model}")
+        digest = image_cache_key(
+            job.prompt,
+            job.cache_parts[0],
+            job.cache_parts[1],
+            job.aspect_ratio,
+            f"{provider.name}:{provider.image_model}",
+        )
         key = image_cache_object(digest, extension)
         url = cached_url(storage, key, ctx.public_base)
         if url:
             return url
     ctx.check_deadline()
     wait_s = max(min(settings.reservation_wait_s, ctx.remaining_s()), 0.0)
-    with ctx.reserver.reserve(IMAGE_COSTS.reserve_mb(settings.image_reserve_mb), wait_s=wait_s,
-                              group=ctx.request_id) as reservation:
+    with ctx.reserver.reserve(
+        IMAGE_COSTS.reserve_mb(settings.image_reserve_mb), wait_s=wait_s, group=ctx.request_id
+    ) as reservation:
         result = provider.generate_image(job.prompt, job.aspect_ratio)
         response_mb = len(result.data) / (1024 * 1024)
         try:
@@ -95,20 +111,38 @@ def make_image(ctx: Context, job: ImageJob) -> str:
             IMAGE_COSTS.record(response_mb)
             # Hold only the bytes while waiting for the decode's room (no hold-and-wait), then grow.
             reservation.shrink_to(response_mb)
-            reservation.hold(response_mb)   # the answer is in hand: the reading counts it from now on, not the ledger
-            reservation.grow_to(response_mb + decode_mb,
-                                wait_s=max(min(settings.reservation_wait_s, ctx.remaining_s()), 0.0))
-            processed = process_image(result.data, max_side=settings.max_image_side, fmt=settings.image_format,
-                                      quality=settings.image_quality, max_pixels=settings.max_image_pixels)
+            reservation.hold(
+                response_mb
+            )  # the answer is in hand: the reading counts it from now on, not the ledger
+            reservation.grow_to(
+                response_mb + decode_mb,
+                wait_s=max(min(settings.reservation_wait_s, ctx.remaining_s()), 0.0),
+            )
+            processed = process_image(
+                result.data,
+                max_side=settings.max_image_side,
+                fmt=settings.image_format,
+                quality=settings.image_quality,
+                max_pixels=settings.max_image_pixels,
+            )
         except ImageRejected as exc:
             raise BadOutput(f"model image rejected: {exc.code}") from None
         del result  # the model's bytes can be large; drop them before the upload
-        return storage.put(key or media_key(job.kind, extension), processed.data, processed.mime_type,
-                           IMMUTABLE_CACHE, public_base=ctx.public_base)
+        return storage.put(
+            key or media_key(job.kind, extension),
+            processed.data,
+            processed.mime_type,
+            IMMUTABLE_CACHE,
+            public_base=ctx.public_base,
+        )
 
 
-def make_images(ctx: Context, jobs: list[ImageJob], step: Callable[[int, int], str],
-                finished: Finished | None = None) -> list[ImageOutcome]:
+def make_images(
+    ctx: Context,
+    jobs: list[ImageJob],
+    step: Callable[[int, int], str],
+    finished: Finished | None = None,
+) -> list[ImageOutcome]:
     """All pictures at once, each under its memory reservation and the provider's pacing (which decide how
     many really run); LIROO_PANEL_CONCURRENCY caps them when set. One failure does not stop the others.
 
@@ -128,8 +162,11 @@ def make_images(ctx: Context, jobs: list[ImageJob], step: Callable[[int, int], s
             outcome = ImageOutcome(error=exc)
         with lock:
             done += 1
-            ctx.progress.advance(step(done, total), f"{job.label}: {'ready' if outcome.url else outcome.error_code}",
-                                 finished=finished(index, outcome.url) if finished and outcome.url else None)
+            ctx.progress.advance(
+                step(done, total),
+                f"{job.label}: {'ready' if outcome.url else outcome.error_code}",
+                finished=finished(index, outcome.url) if finished and outcome.url else None,
+            )
         return outcome
 
     if not jobs:

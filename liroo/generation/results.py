@@ -19,6 +19,7 @@ of its own, the script's is named after the answer's with ``Script``:
 ``LectureSection``, ``FlashcardScript`` -> ``Flashcard``, ``SlideScript`` ->
 ``Slide``.
 """
+
 from __future__ import annotations
 
 import uuid
@@ -42,8 +43,12 @@ def _absent_rather_than_null(schema: dict[str, Any]) -> None:
 
 def omitted(description: str | None = None) -> Any:
     """A field that is absent from the JSON when None."""
-    return Field(default=None, exclude_if=lambda value: value is None, description=description,
-                 json_schema_extra=_absent_rather_than_null)
+    return Field(
+        default=None,
+        exclude_if=lambda value: value is None,
+        description=description,
+        json_schema_extra=_absent_rather_than_null,
+    )
 
 
 def new_id() -> str:
@@ -53,7 +58,10 @@ def new_id() -> str:
 def _always_sent_unless_omitted(schema: dict[str, Any], model: type[BaseModel]) -> None:
     """Fields with defaults (ids, types) are always sent, so required; ``omitted()`` ones are not."""
     never_null = {name for name, info in model.model_fields.items() if info.exclude_if is not None}
-    names = {info.serialization_alias or info.alias or name: name for name, info in model.model_fields.items()}
+    names = {
+        info.serialization_alias or info.alias or name: name
+        for name, info in model.model_fields.items()
+    }
     required = [key for key in schema.get("required", []) if names.get(key, key) not in never_null]
     if required:
         schema["required"] = required
@@ -65,8 +73,11 @@ class ResponseModel(BaseModel):
     """Base of every model of a response: a whole body or a part nested in one."""
 
     # Validating a real response (tests) must accept the extra keys the app ignores.
-    model_config = ConfigDict(extra="ignore", json_schema_serialization_defaults_required=True,
-                              json_schema_extra=_always_sent_unless_omitted)
+    model_config = ConfigDict(
+        extra="ignore",
+        json_schema_serialization_defaults_required=True,
+        json_schema_extra=_always_sent_unless_omitted,
+    )
 
 
 class ResponseBody(ResponseModel):
@@ -80,11 +91,14 @@ class ResponseBody(ResponseModel):
 class RunnerStamp(ResponseModel):
     """The fields the runner adds to every generation answer."""
 
-    request_id: str = Field(description="The caller's X-Request-ID (or body request_id), else a new id.")
+    request_id: str = Field(
+        description="The caller's X-Request-ID (or body request_id), else a new id."
+    )
     timestamp: str = Field(description="ISO-8601 UTC time of the answer.")
 
 
 # --- errors and bookkeeping ----------------------------------------------------------------------------
+
 
 class ErrorResponse(ResponseBody):
     """Every error: a sentence for people and a stable code for programs."""
@@ -93,15 +107,21 @@ class ErrorResponse(ResponseBody):
 
     success: Literal[False] | None = omitted("false on errors of generation endpoints")
     error: str = Field(description="What went wrong, as a sentence (never exception text).")
-    code: str = Field(description="Stable machine code, e.g. missing_field, unknown_level, provider_rate_limited.")
+    code: str = Field(
+        description="Stable machine code, e.g. missing_field, unknown_level, provider_rate_limited."
+    )
     request_id: str | None = omitted()
     timestamp: str | None = omitted()
     field: str | None = omitted("The request field at fault, for validation errors.")
-    retry_after_s: int | None = omitted("Seconds to wait before retrying (also the Retry-After header).")
+    retry_after_s: int | None = omitted(
+        "Seconds to wait before retrying (also the Retry-After header)."
+    )
 
 
 class LectureErrorResponse(ErrorResponse):
-    lecture_id: str = Field(description="Present on every /generate_lecture answer, errors included.")
+    lecture_id: str = Field(
+        description="Present on every /generate_lecture answer, errors included."
+    )
 
 
 class AsyncAccepted(ResponseBody):
@@ -127,12 +147,16 @@ class HealthResponse(ResponseBody):
     memory_warning: bool
     memory_critical: bool
     timestamp: str
-    storage_error: str | None = omitted("Present while storage is failing: when and why the last media write failed.")
+    storage_error: str | None = omitted(
+        "Present while storage is failing: when and why the last media write failed."
+    )
 
 
 class ReadyResponse(ResponseBody):
     status: Literal["ready"]
-    redis: Literal["ok", "not configured"] = Field(description="Whether REDIS_URL is set and answers.")
+    redis: Literal["ok", "not configured"] = Field(
+        description="Whether REDIS_URL is set and answers."
+    )
     timestamp: str
 
 
@@ -168,15 +192,19 @@ class ProgressResponse(ResponseBody):
     partial: dict[str, list[dict[str, Any]]] | None = omitted(
         "While it runs, what is already finished, by kind: comics `panels` ({panel_id, image_url, scene, "
         "dialogue}); stories `cover` and `chapters` ({order, title, imageUrl}); lectures `pictures` "
-        "({section, title, image_url}) and `audio_files` (as in the finished answer).")
+        "({section, title, image_url}) and `audio_files` (as in the finished answer)."
+    )
 
 
 class JobResponse(ProgressResponse):
     result_status: int | None = omitted("HTTP status of the finished request.")
-    result: dict[str, Any] | None = omitted("The finished request's body, as the synchronous call answers it.")
+    result: dict[str, Any] | None = omitted(
+        "The finished request's body, as the synchronous call answers it."
+    )
 
 
 # --- comics and images ----------------------------------------------------------------------------------
+
 
 class ComicPanel(ResponseModel):
     panel_id: int
@@ -217,6 +245,7 @@ class ImageResponse(ImageResult, RunnerStamp):
 
 # --- stories ---------------------------------------------------------------------------------------------
 
+
 class Chapter(ResponseModel):
     id: str = Field(default_factory=new_id)
     title: str
@@ -256,6 +285,7 @@ class StoryResponse(RunnerStamp, StoryResult):
 
 # --- /process ----------------------------------------------------------------------------------------------
 
+
 class _Block(ResponseModel):
     id: str = Field(default_factory=new_id, json_schema_extra={"format": "uuid"})
     content: str
@@ -291,15 +321,19 @@ class QuestionBlock(_Block):
     explanation: str
 
 
-Block = Annotated[Union[HeadingBlock, ParagraphBlock, ImageBlock, QuizHeadingBlock, QuestionBlock],
-                  Field(discriminator="type")]
+Block = Annotated[
+    Union[HeadingBlock, ParagraphBlock, ImageBlock, QuizHeadingBlock, QuestionBlock],
+    Field(discriminator="type"),
+]
 
 
 class BlocksResult(ResponseBody):
     success: bool = True
     blocks: list[Block]
     provider: str
-    image_errors: list[str] | None = omitted("Codes of pictures that could not be made (their blocks are left out).")
+    image_errors: list[str] | None = omitted(
+        "Codes of pictures that could not be made (their blocks are left out)."
+    )
 
 
 class DialogueResult(ResponseBody):
@@ -358,6 +392,7 @@ class SlidesResponse(RunnerStamp, SlidesResult):
 
 # --- lectures and speech --------------------------------------------------------------------------------------
 
+
 class LectureSection(ResponseModel):
     title: str
     script: str
@@ -376,7 +411,9 @@ class AudioFile(ResponseModel):
     text: str
     url: str
     filename: str
-    section: int | None = omitted("The section's number, counted from 1 (the app reads lecture.sections[section - 1]); absent for the title.")
+    section: int | None = omitted(
+        "The section's number, counted from 1 (the app reads lecture.sections[section - 1]); absent for the title."
+    )
 
 
 class AudioError(ResponseModel):
@@ -405,7 +442,9 @@ class TtsResult(ResponseBody):
     model: str = Field(description="The speech model that read the text.")
     text_length: int
     duration_s: float
-    content_type: Literal["audio/mpeg", "audio/wav"] = Field(description="The stored file's type (LIROO_AUDIO_FORMAT).")
+    content_type: Literal["audio/mpeg", "audio/wav"] = Field(
+        description="The stored file's type (LIROO_AUDIO_FORMAT)."
+    )
     provider: str
 
 

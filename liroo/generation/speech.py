@@ -9,6 +9,7 @@ encoding (what it adds to the file) and the file's hand-over to storage. Chunks
 are fed to the encoder (``liroo.audio``: MP3 by default, LIROO_AUDIO_FORMAT) in
 order as they arrive, so a long narration is never held as one joined buffer.
 """
+
 from __future__ import annotations
 
 import logging
@@ -19,7 +20,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable, ContextManager
 
-from ..audio import AUDIO_FORMATS, AudioEncoder, UnsupportedAudio, audio_extension, encoded_bytes_per_s, make_encoder
+from ..audio import (
+    AUDIO_FORMATS,
+    AudioEncoder,
+    UnsupportedAudio,
+    audio_extension,
+    encoded_bytes_per_s,
+    make_encoder,
+)
 from ..governor import Reservation
 from ..providers.base import BadOutput
 from ..providers.wav import read_pcm
@@ -40,7 +48,7 @@ MAX_CHUNK_CHARS = 1500
 # While a chunk's answer arrives the SDK holds the HTTP body (base64), its text, the
 # decoded bytes and then the samples read out of the WAV: about four times the audio.
 HOLD_FACTOR = 4
-MIN_RESERVE_MB = 1.0            # a title's few words still hold buffers
+MIN_RESERVE_MB = 1.0  # a title's few words still hold buffers
 # Chunks of one clip that may be made ahead of the one its encoder needs next. The
 # encoder takes chunks in order, so a chunk made far ahead holds its samples until
 # the ones before it arrive: with no bound, a burst of long narrations fills memory
@@ -48,7 +56,7 @@ MIN_RESERVE_MB = 1.0            # a title's few words still hold buffers
 # Three keeps a clip's calls overlapping (as the old fixed pool of three did) and
 # its waiting samples to two chunks (~10 MB).
 CHUNKS_AHEAD = 3
-ENCODER_SLACK_MB = 0.25         # LAME's own buffers, and a frame or two of lag
+ENCODER_SLACK_MB = 0.25  # LAME's own buffers, and a frame or two of lag
 # What recent chunks cost per character read aloud (24 kHz speech is ~3.2 kB of PCM a character).
 SPEECH_COSTS = RecentCosts()
 
@@ -59,7 +67,7 @@ _PAUSE = re.compile(r"[.!?…;:][\"'”’)\]]*(?=\s)|\n\s*\n")
 @dataclass(frozen=True)
 class SpeechJob:
     text: str
-    voice: str              # "narrator" or "character"
+    voice: str  # "narrator" or "character"
     label: str = "speech"
 
 
@@ -102,7 +110,7 @@ def split_for_speech(text: str, limit: int = MAX_CHUNK_CHARS) -> list[str]:
 def _sentences(text: str):
     start = 0
     for pause in _PAUSE.finditer(text):
-        yield text[start:pause.end()]
+        yield text[start : pause.end()]
         start = pause.end()
     yield text[start:]
 
@@ -136,7 +144,9 @@ class _ClipWriter:
         self._ctx = ctx
         self.total = total
         self._lock = threading.Lock()
-        self._turn = threading.Condition(self._lock)     # woken when the encoder moves on or the clip fails
+        self._turn = threading.Condition(
+            self._lock
+        )  # woken when the encoder moves on or the clip fails
         self._pending: dict[int, tuple[bytes, tuple[int, int, int]]] = {}
         self._next = 0
         self._feeding = False
@@ -175,7 +185,7 @@ class _ClipWriter:
                 if item is None or self.failed:
                     self._feeding = False
                     if self.failed:
-                        self._encoder = None    # the clip failed while this thread was encoding
+                        self._encoder = None  # the clip failed while this thread was encoding
                     return not self.failed and item is None and self._next == self.total
                 self._next += 1
                 self._turn.notify_all()
@@ -188,22 +198,27 @@ class _ClipWriter:
                     self._encoder = None
                 raise
             finally:
-                item = None                     # the chunk's samples are in the output now
+                item = None  # the chunk's samples are in the output now
 
     def _feed(self, pcm: bytes, shape: tuple[int, int, int]) -> None:
         settings = self._ctx.settings
         rate, channels, width = shape
         if self._encoder is None:
             try:
-                self._encoder = make_encoder(settings.audio_format, rate, channels, width,
-                                             settings.audio_bitrate_kbps)
+                self._encoder = make_encoder(
+                    settings.audio_format, rate, channels, width, settings.audio_bitrate_kbps
+                )
             except UnsupportedAudio as exc:
                 raise BadOutput(str(exc)) from None
             self._shape = shape
         elif shape != self._shape:
-            raise BadOutput(f"speech chunk {self._next} is {shape} (rate, channels, width), chunk 1 was {self._shape}")
+            raise BadOutput(
+                f"speech chunk {self._next} is {shape} (rate, channels, width), chunk 1 was {self._shape}"
+            )
         frames = len(pcm) // (channels * width)
-        per_s = encoded_bytes_per_s(settings.audio_format, rate, channels, settings.audio_bitrate_kbps)
+        per_s = encoded_bytes_per_s(
+            settings.audio_format, rate, channels, settings.audio_bitrate_kbps
+        )
         with _reserve(self._ctx, frames / rate * per_s / MB + ENCODER_SLACK_MB):
             self._encoder.feed(pcm)
         self._frames += frames
@@ -219,8 +234,13 @@ class _ClipWriter:
         with _reserve(self._ctx, 2 * encoder.encoded_bytes / MB + ENCODER_SLACK_MB):
             data = encoder.finish()
             del encoder
-            url = self._ctx.storage.put(media_key("audio", audio_extension(fmt)), data, AUDIO_FORMATS[fmt][1],
-                                        IMMUTABLE_CACHE, public_base=self._ctx.public_base)
+            url = self._ctx.storage.put(
+                media_key("audio", audio_extension(fmt)),
+                data,
+                AUDIO_FORMATS[fmt][1],
+                IMMUTABLE_CACHE,
+                public_base=self._ctx.public_base,
+            )
         return url, self._frames / self._shape[0]
 
     def fail(self) -> None:
@@ -229,7 +249,7 @@ class _ClipWriter:
             self.failed = True
             self._pending = {}
             self._turn.notify_all()
-            if not self._feeding:           # else the encoding thread drops the encoder when it notices
+            if not self._feeding:  # else the encoding thread drops the encoder when it notices
                 self._encoder = None
 
 
@@ -265,8 +285,12 @@ def _recording_step(done: int, total: int) -> str:
     return f"Recording narration {done} of {total}"
 
 
-def speak(ctx: Context, jobs: list[SpeechJob], step: Callable[[int, int], str] = _recording_step,
-          finished: Finished | None = None) -> list[Clip]:
+def speak(
+    ctx: Context,
+    jobs: list[SpeechJob],
+    step: Callable[[int, int], str] = _recording_step,
+    finished: Finished | None = None,
+) -> list[Clip]:
     """Every job read aloud and stored as one file (LIROO_AUDIO_FORMAT); one failure does not stop the others.
 
     Chunks of all jobs share one pool; a clip's chunks are encoded in order as
@@ -289,9 +313,11 @@ def speak(ctx: Context, jobs: list[SpeechJob], step: Callable[[int, int], str] =
             clips[index] = clip
             done += 1
             number = done
-        ctx.progress.advance(step(number, len(jobs)),
-                             f"{jobs[index].label}: {'ready' if clip.url else clip.error_code}",
-                             finished=finished(index, clip.url) if finished and clip.url else None)
+        ctx.progress.advance(
+            step(number, len(jobs)),
+            f"{jobs[index].label}: {'ready' if clip.url else clip.error_code}",
+            finished=finished(index, clip.url) if finished and clip.url else None,
+        )
 
     def fail(index: int, exc: Exception) -> None:
         note_failure(jobs[index].label, ctx.request_id, exc)
@@ -306,7 +332,7 @@ def speak(ctx: Context, jobs: list[SpeechJob], step: Callable[[int, int], str] =
     def run(index: int, part: int) -> None:
         writer = writers[index]
         try:
-            if not writer.wait_turn(part):      # another chunk of this clip failed: skip the rest
+            if not writer.wait_turn(part):  # another chunk of this clip failed: skip the rest
                 return
             pcm, shape, model = _speak_chunk(ctx, chunked[index][part], jobs[index].voice)
             models[index] = model
@@ -328,11 +354,21 @@ def speak(ctx: Context, jobs: list[SpeechJob], step: Callable[[int, int], str] =
 def generate_tts(ctx: Context, text: str, voice: str) -> TtsResult:
     """/generate_tts: ``text`` read by ``voice``, as one stored file (MP3 by default)."""
     chunks = len(split_for_speech(text))
-    ctx.progress.plan(2, "Reading aloud", f"{len(text)} characters in {chunks} part{'s' * (chunks != 1)}")
-    clip = speak(ctx, [SpeechJob(text, voice, "speech")], step=lambda done, total: "Speech recorded")[0]
+    ctx.progress.plan(
+        2, "Reading aloud", f"{len(text)} characters in {chunks} part{'s' * (chunks != 1)}"
+    )
+    clip = speak(
+        ctx, [SpeechJob(text, voice, "speech")], step=lambda done, total: "Speech recorded"
+    )[0]
     if clip.error is not None:
         raise clip.error
     ctx.progress.advance("Speech ready", f"{clip.duration_s:.1f} seconds")
-    return TtsResult(audio_url=clip.url, voice=voice, model=clip.model or ctx.provider.tts_model,
-                     text_length=len(text), duration_s=round(clip.duration_s, 3),
-                     content_type=AUDIO_FORMATS[ctx.settings.audio_format][1], provider=ctx.provider.name)
+    return TtsResult(
+        audio_url=clip.url,
+        voice=voice,
+        model=clip.model or ctx.provider.tts_model,
+        text_length=len(text),
+        duration_s=round(clip.duration_s, 3),
+        content_type=AUDIO_FORMATS[ctx.settings.audio_format][1],
+        provider=ctx.provider.name,
+    )

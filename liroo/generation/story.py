@@ -6,6 +6,7 @@ contract): a ``[Level: ...]`` line, a genre sentence, an image style sentence,
 text. ``read_story_prompt`` finds each part and tolerates any of them missing
 (plain text is all original text); fields sent directly win over the prompt.
 """
+
 from __future__ import annotations
 
 import re
@@ -17,7 +18,14 @@ from .results import Chapter, MainCharacter, Story, StoryResult
 from .context import Context
 from .failures import dominant_error
 from .images import ImageJob, make_images
-from .options import LEVEL_GUIDANCE, NO_TEXT_IN_PICTURE, level_key, style_key, style_name, style_phrase
+from .options import (
+    LEVEL_GUIDANCE,
+    NO_TEXT_IN_PICTURE,
+    level_key,
+    style_key,
+    style_name,
+    style_phrase,
+)
 
 MIN_CHAPTERS, MAX_CHAPTERS = 2, 5
 DEFAULT_LEVEL = "moderate"
@@ -27,8 +35,12 @@ _GENRE_ALIASES = {"sci-fi": "Science Fiction", "scifi": "Science Fiction", "hist
 
 _LEVEL_LINE = re.compile(r"^\[\s*level\s*:\s*(?P<value>[^\]]*?)\s*\]$", re.I)
 _GENRE_SENTENCE = re.compile(
-    r"^please convert the following text into (?:an?\s+)?(?:engaging\s+)?(?P<value>.*?)\s*story\b.*$", re.I)
-_STYLE_SENTENCE = re.compile(r"^image style to consider for tone and visuals\s*:\s*(?P<value>.*?)\s*\.?$", re.I)
+    r"^please convert the following text into (?:an?\s+)?(?:engaging\s+)?(?P<value>.*?)\s*story\b.*$",
+    re.I,
+)
+_STYLE_SENTENCE = re.compile(
+    r"^image style to consider for tone and visuals\s*:\s*(?P<value>.*?)\s*\.?$", re.I
+)
 _ORIGINAL_TEXT = re.compile(r"^original text\s*:\s*(?P<rest>.*)$", re.I)
 _MAIN_CHARACTER = re.compile(r"^the main character of this story is\s+(?P<value>.+?)\s*\.?$", re.I)
 
@@ -62,8 +74,8 @@ def read_story_prompt(prompt: str) -> StoryPrompt:
     if marker is not None:
         header = lines[:marker]
         first = _ORIGINAL_TEXT.match(lines[marker].strip()).group("rest")
-        body = ([first] if first else []) + lines[marker + 1:]
-    else:   # no marker: the header is the recognised lines at the top, the rest is the text
+        body = ([first] if first else []) + lines[marker + 1 :]
+    else:  # no marker: the header is the recognised lines at the top, the rest is the text
         end = 0
         while end < len(lines) and (not lines[end].strip() or _header_match(lines[end].strip())):
             end += 1
@@ -94,7 +106,11 @@ def read_story_prompt(prompt: str) -> StoryPrompt:
 
 
 def _header_match(line: str) -> tuple[str, str] | None:
-    for name, pattern in (("level", _LEVEL_LINE), ("genre", _GENRE_SENTENCE), ("style", _STYLE_SENTENCE)):
+    for name, pattern in (
+        ("level", _LEVEL_LINE),
+        ("genre", _GENRE_SENTENCE),
+        ("style", _STYLE_SENTENCE),
+    ):
         match = pattern.match(line)
         if match:
             return name, match.group("value")
@@ -110,8 +126,14 @@ class StoryBrief:
     main_character: str | None
 
 
-def story_brief(prompt: str, *, level: str | None = None, style: str | None = None, genre: str | None = None,
-                main_character: str | None = None) -> StoryBrief:
+def story_brief(
+    prompt: str,
+    *,
+    level: str | None = None,
+    style: str | None = None,
+    genre: str | None = None,
+    main_character: str | None = None,
+) -> StoryBrief:
     """The story to write: the request's own fields first, then what the prompt says, then defaults."""
     read = read_story_prompt(prompt)
     return StoryBrief(
@@ -125,28 +147,41 @@ def story_brief(prompt: str, *, level: str | None = None, style: str | None = No
 
 # --- the model's script -----------------------------------------------------------------------------
 
+
 class StoryCharacter(BaseModel):
     name: str = Field(description="The character's name.")
-    description: str = Field(description="Fixed look for every picture: age, build, hair, clothes, colours.")
+    description: str = Field(
+        description="Fixed look for every picture: age, build, hair, clothes, colours."
+    )
     personality: str = Field(description="Two or three traits, in a short sentence.")
 
 
 class ChapterScript(BaseModel):
     title: str
-    content: str = Field(description="The chapter's text: two to four paragraphs at the reader's level.")
-    image_prompt: str = Field(description="One key moment of the chapter for an illustrator: setting, characters "
-                                          "by name, action, framing. No text in the picture.")
+    content: str = Field(
+        description="The chapter's text: two to four paragraphs at the reader's level."
+    )
+    image_prompt: str = Field(
+        description="One key moment of the chapter for an illustrator: setting, characters "
+        "by name, action, framing. No text in the picture."
+    )
 
 
 class StoryScript(BaseModel):
     title: str
     overview: str = Field(description="What the story is about, in two or three sentences.")
     main_character: StoryCharacter
-    supporting_characters: list[StoryCharacter] = Field(default_factory=list, json_schema_extra={"maxItems": 3})
+    supporting_characters: list[StoryCharacter] = Field(
+        default_factory=list, json_schema_extra={"maxItems": 3}
+    )
     # maxItems guides the model; more chapters than MAX_CHAPTERS are cut rather than refused.
-    chapters: list[ChapterScript] = Field(min_length=MIN_CHAPTERS, json_schema_extra={"maxItems": MAX_CHAPTERS})
-    cover_image_prompt: str = Field(description="The story's cover picture for an illustrator, with the main "
-                                                "character. No text in the picture.")
+    chapters: list[ChapterScript] = Field(
+        min_length=MIN_CHAPTERS, json_schema_extra={"maxItems": MAX_CHAPTERS}
+    )
+    cover_image_prompt: str = Field(
+        description="The story's cover picture for an illustrator, with the main "
+        "character. No text in the picture."
+    )
 
 
 def chapter_count(text: str) -> int:
@@ -156,10 +191,12 @@ def chapter_count(text: str) -> int:
 
 def story_prompt(brief: StoryBrief, chapters: int) -> str:
     genre = brief.genre.lower() if brief.genre else None
-    hero = (f"The main character is named {brief.main_character}: use exactly this name for the hero, "
-            "in the story and in every image_prompt."
-            if brief.main_character else
-            "Invent a memorable main character who fits the text, and name them in every image_prompt.")
+    hero = (
+        f"The main character is named {brief.main_character}: use exactly this name for the hero, "
+        "in the story and in every image_prompt."
+        if brief.main_character
+        else "Invent a memorable main character who fits the text, and name them in every image_prompt."
+    )
     return (
         f"Turn the student's text below into an engaging {genre + ' ' if genre else ''}story "
         f"of exactly {chapters} chapters.\n"
@@ -173,12 +210,17 @@ def story_prompt(brief: StoryBrief, chapters: int) -> str:
     )
 
 
-def picture_prompt(scene: str, hero: StoryCharacter, others: list[StoryCharacter], style: str) -> str:
+def picture_prompt(
+    scene: str, hero: StoryCharacter, others: list[StoryCharacter], style: str
+) -> str:
     """A chapter's (or the cover's) picture: the scene, the main character by name and look, the style by name."""
     cast = "; ".join(f"{c.name}: {c.description.rstrip('. ')}" for c in others)
-    return (f"{scene}\nMain character: {hero.name}, {hero.description.rstrip('. ')}. Keep {hero.name}'s look "
-            "the same in every picture.\n" + (f"Other characters: {cast}.\n" if cast else "") +
-            f"Style: {style_name(style)}: {style_phrase(style)}. {NO_TEXT_IN_PICTURE}")
+    return (
+        f"{scene}\nMain character: {hero.name}, {hero.description.rstrip('. ')}. Keep {hero.name}'s look "
+        "the same in every picture.\n"
+        + (f"Other characters: {cast}.\n" if cast else "")
+        + f"Style: {style_name(style)}: {style_phrase(style)}. {NO_TEXT_IN_PICTURE}"
+    )
 
 
 def generate_story(ctx: Context, brief: StoryBrief) -> StoryResult:
@@ -187,28 +229,53 @@ def generate_story(ctx: Context, brief: StoryBrief) -> StoryResult:
     script = ctx.provider.generate_structured(story_prompt(brief, wanted), StoryScript)
     chapters = script.chapters[:MAX_CHAPTERS]
     hero = script.main_character
-    if brief.main_character:   # the student named the hero: that name, whatever the model called them
+    if (
+        brief.main_character
+    ):  # the student named the hero: that name, whatever the model called them
         hero = hero.model_copy(update={"name": brief.main_character})
-    others = [c for c in script.supporting_characters[:3] if c.name.strip().lower() != hero.name.lower()]
-    ctx.progress.plan(len(chapters) + 3, "Story written", f"{script.title}: {len(chapters)} chapters")
+    others = [
+        c for c in script.supporting_characters[:3] if c.name.strip().lower() != hero.name.lower()
+    ]
+    ctx.progress.plan(
+        len(chapters) + 3, "Story written", f"{script.title}: {len(chapters)} chapters"
+    )
     ctx.progress.advance("Story written", script.title)
 
-    jobs = [ImageJob(prompt=picture_prompt(f"Cover picture of the story '{script.title}': "
-                                           f"{script.cover_image_prompt}", hero, others, brief.style),
-                     cache_parts=(brief.style, brief.level), aspect_ratio="4:3", label="cover")]
-    jobs += [ImageJob(prompt=picture_prompt(chapter.image_prompt, hero, others, brief.style),
-                      cache_parts=(brief.style, brief.level), aspect_ratio="4:3", label=f"chapter {number}")
-             for number, chapter in enumerate(chapters, 1)]
+    jobs = [
+        ImageJob(
+            prompt=picture_prompt(
+                f"Cover picture of the story '{script.title}': {script.cover_image_prompt}",
+                hero,
+                others,
+                brief.style,
+            ),
+            cache_parts=(brief.style, brief.level),
+            aspect_ratio="4:3",
+            label="cover",
+        )
+    ]
+    jobs += [
+        ImageJob(
+            prompt=picture_prompt(chapter.image_prompt, hero, others, brief.style),
+            cache_parts=(brief.style, brief.level),
+            aspect_ratio="4:3",
+            label=f"chapter {number}",
+        )
+        for number, chapter in enumerate(chapters, 1)
+    ]
 
     def finished(index: int, url: str) -> tuple[str, dict]:
         if index == 0:
             return "cover", {"title": script.title, "imageUrl": url}
         return "chapters", {"order": index, "title": chapters[index - 1].title, "imageUrl": url}
 
-    outcomes = make_images(ctx, jobs, step=lambda done, total: f"Drawing picture {done} of {total}",
-                           finished=finished)
+    outcomes = make_images(
+        ctx, jobs, step=lambda done, total: f"Drawing picture {done} of {total}", finished=finished
+    )
     drawn = sum(1 for o in outcomes if o.url)
-    if drawn * 2 < len(jobs):   # the comic's rule: a picture book with most pictures missing is a failure
+    if drawn * 2 < len(
+        jobs
+    ):  # the comic's rule: a picture book with most pictures missing is a failure
         raise dominant_error([o.error for o in outcomes if o.error is not None])
 
     cover, pictures = outcomes[0], outcomes[1:]
@@ -216,13 +283,22 @@ def generate_story(ctx: Context, brief: StoryBrief) -> StoryResult:
         title=script.title,
         content=script.overview,
         level=brief.level,
-        chapters=[Chapter(title=chapter.title, content=chapter.content, order=number, imageUrl=picture.url,
-                          imageError=picture.error_code)
-                  for number, (chapter, picture) in enumerate(zip(chapters, pictures), 1)],
+        chapters=[
+            Chapter(
+                title=chapter.title,
+                content=chapter.content,
+                order=number,
+                imageUrl=picture.url,
+                imageError=picture.error_code,
+            )
+            for number, (chapter, picture) in enumerate(zip(chapters, pictures), 1)
+        ],
         imageStyle=style_name(brief.style),
         genre=brief.genre,
-        mainCharacters=[MainCharacter(name=c.name, description=c.description, personality=c.personality)
-                        for c in [hero, *others]],
+        mainCharacters=[
+            MainCharacter(name=c.name, description=c.description, personality=c.personality)
+            for c in [hero, *others]
+        ],
         coverImageUrl=cover.url,
     )
     ctx.progress.advance("Story ready", f"{drawn} of {len(jobs)} pictures drawn")

@@ -1,15 +1,28 @@
 """/process: the study page (blocks with pictures and a quiz), and its dialogue, explain-again,
 flashcard and slideshow modes. One structured call each; no parsing of model prose.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 from pydantic import BaseModel, Field
 
-from .results import (AnswerOption, BlocksResult, DialogueResult, ExplainAgainResult, Flashcard,
-                             FlashcardsResult, HeadingBlock, ImageBlock, ParagraphBlock, QuestionBlock,
-                             QuizHeadingBlock, Slide, SlidesResult)
+from .results import (
+    AnswerOption,
+    BlocksResult,
+    DialogueResult,
+    ExplainAgainResult,
+    Flashcard,
+    FlashcardsResult,
+    HeadingBlock,
+    ImageBlock,
+    ParagraphBlock,
+    QuestionBlock,
+    QuizHeadingBlock,
+    Slide,
+    SlidesResult,
+)
 from ..providers.base import BadOutput
 from .context import Context
 from .images import ImageJob, make_images
@@ -17,7 +30,7 @@ from .options import LEVEL_GUIDANCE, NO_TEXT_IN_PICTURE, style_name, style_phras
 
 MIN_QUESTIONS, MAX_QUESTIONS = 3, 5
 MAX_IMAGES = 2
-HISTORY_TURNS = 20          # the latest turns of a conversation that go into the prompt
+HISTORY_TURNS = 20  # the latest turns of a conversation that go into the prompt
 PLAIN_PICTURE_STYLE = "clear, friendly educational illustration with simple shapes and soft colours"
 
 
@@ -27,16 +40,18 @@ class Learner:
 
     level: str
     interests: list[str] = field(default_factory=list)
-    self_described_level: str | None = None     # the profile's studentLevel, free text
-    tier: str | None = None                     # summarization_tier, e.g. "Detailed Explanation"
+    self_described_level: str | None = None  # the profile's studentLevel, free text
+    tier: str | None = None  # summarization_tier, e.g. "Detailed Explanation"
 
     def guidance(self) -> str:
         lines = [f"Reading level: {self.level}. {LEVEL_GUIDANCE[self.level]}"]
         if self.self_described_level:
             lines.append(f"The student describes their level as: {self.self_described_level}.")
         if self.interests:
-            lines.append(f"The student is interested in: {', '.join(self.interests)}. Where it helps, draw "
-                         "examples and comparisons from these interests, without changing the facts.")
+            lines.append(
+                f"The student is interested in: {', '.join(self.interests)}. Where it helps, draw "
+                "examples and comparisons from these interests, without changing the facts."
+            )
         if self.tier:
             lines.append(f"Depth requested: {self.tier}.")
         return "\n".join(lines)
@@ -48,20 +63,27 @@ def _source(text: str) -> str:
 
 # --- the study page ------------------------------------------------------------------------------------
 
+
 class StudySection(BaseModel):
     heading: str
     paragraphs: list[str] = Field(min_length=1, json_schema_extra={"maxItems": 4})
 
 
 class StudyPicture(BaseModel):
-    description: str = Field(description="What the picture shows, for an illustrator. No text in the picture.")
-    alt: str = Field(description="A one-sentence alternative text for readers who cannot see the picture.")
+    description: str = Field(
+        description="What the picture shows, for an illustrator. No text in the picture."
+    )
+    alt: str = Field(
+        description="A one-sentence alternative text for readers who cannot see the picture."
+    )
 
 
 class StudyQuestion(BaseModel):
     question: str
     options: list[str] = Field(min_length=2, json_schema_extra={"maxItems": 5})
-    correct_option_index: int = Field(ge=0, description="0-based index of the right answer in options.")
+    correct_option_index: int = Field(
+        ge=0, description="0-based index of the right answer in options."
+    )
     explanation: str = Field(description="Why that answer is right, in one or two sentences.")
 
 
@@ -70,7 +92,9 @@ class StudyPage(BaseModel):
     sections: list[StudySection] = Field(min_length=1, json_schema_extra={"maxItems": 6})
     pictures: list[StudyPicture] = Field(min_length=1, json_schema_extra={"maxItems": MAX_IMAGES})
     quiz_title: str
-    questions: list[StudyQuestion] = Field(min_length=MIN_QUESTIONS, json_schema_extra={"maxItems": MAX_QUESTIONS})
+    questions: list[StudyQuestion] = Field(
+        min_length=MIN_QUESTIONS, json_schema_extra={"maxItems": MAX_QUESTIONS}
+    )
 
 
 def study_page_prompt(text: str, learner: Learner) -> str:
@@ -87,14 +111,21 @@ def study_page_prompt(text: str, learner: Learner) -> str:
 def _question_block(question: StudyQuestion) -> QuestionBlock | None:
     """The app's question, with our own option ids; None if the model's answer index is not an option."""
     options = [AnswerOption(text=text) for text in question.options if text.strip()]
-    if len(options) != len(question.options) or not 0 <= question.correct_option_index < len(options):
+    if len(options) != len(question.options) or not 0 <= question.correct_option_index < len(
+        options
+    ):
         return None
-    return QuestionBlock(content=question.question, options=options,
-                         correctAnswerID=options[question.correct_option_index].id,
-                         explanation=question.explanation)
+    return QuestionBlock(
+        content=question.question,
+        options=options,
+        correctAnswerID=options[question.correct_option_index].id,
+        explanation=question.explanation,
+    )
 
 
-def generate_study_page(ctx: Context, text: str, learner: Learner, style: str | None) -> BlocksResult:
+def generate_study_page(
+    ctx: Context, text: str, learner: Learner, style: str | None
+) -> BlocksResult:
     ctx.progress.plan(2 + MAX_IMAGES, "Writing the study page")
     page = ctx.provider.generate_structured(study_page_prompt(text, learner), StudyPage)
     questions = [block for block in map(_question_block, page.questions[:MAX_QUESTIONS]) if block]
@@ -105,32 +136,48 @@ def generate_study_page(ctx: Context, text: str, learner: Learner, style: str | 
     ctx.progress.advance("Study page written", page.title)
 
     look = f"{style_name(style)}: {style_phrase(style)}" if style else PLAIN_PICTURE_STYLE
-    jobs = [ImageJob(prompt=f"{picture.description}\nStyle: {look}. Suitable for a {learner.level} reader. "
-                            f"{NO_TEXT_IN_PICTURE}",
-                     cache_parts=(style or "study", learner.level), aspect_ratio="4:3", label=f"picture {i}")
-            for i, picture in enumerate(pictures, 1)]
+    jobs = [
+        ImageJob(
+            prompt=f"{picture.description}\nStyle: {look}. Suitable for a {learner.level} reader. "
+            f"{NO_TEXT_IN_PICTURE}",
+            cache_parts=(style or "study", learner.level),
+            aspect_ratio="4:3",
+            label=f"picture {i}",
+        )
+        for i, picture in enumerate(pictures, 1)
+    ]
     outcomes = make_images(ctx, jobs, step=lambda done, total: f"Drawing picture {done} of {total}")
 
     # The first picture follows the first section, the second the last one (before the quiz).
     after_section: dict[int, list[ImageBlock]] = {}
     for index, (picture, outcome) in enumerate(zip(pictures, outcomes)):
-        if outcome.url:   # a picture that failed is left out: an image block without a url breaks the app
+        if (
+            outcome.url
+        ):  # a picture that failed is left out: an image block without a url breaks the app
             slot = 0 if index == 0 else len(page.sections) - 1
-            after_section.setdefault(slot, []).append(ImageBlock(content=picture.alt, url=outcome.url,
-                                                                 alt=picture.alt))
+            after_section.setdefault(slot, []).append(
+                ImageBlock(content=picture.alt, url=outcome.url, alt=picture.alt)
+            )
     blocks: list = [HeadingBlock(content=page.title)]
     for number, section in enumerate(page.sections):
         blocks.append(HeadingBlock(content=section.heading))
-        blocks.extend(ParagraphBlock(content=paragraph) for paragraph in section.paragraphs if paragraph.strip())
+        blocks.extend(
+            ParagraphBlock(content=paragraph)
+            for paragraph in section.paragraphs
+            if paragraph.strip()
+        )
         blocks.extend(after_section.get(number, []))
     blocks.append(QuizHeadingBlock(content=page.quiz_title))
     blocks.extend(questions)
     errors = [o.error_code for o in outcomes if not o.url]
-    ctx.progress.advance("Study page ready", f"{len(outcomes) - len(errors)} of {len(outcomes)} pictures drawn")
+    ctx.progress.advance(
+        "Study page ready", f"{len(outcomes) - len(errors)} of {len(outcomes)} pictures drawn"
+    )
     return BlocksResult(blocks=blocks, provider=ctx.provider.name, image_errors=errors or None)
 
 
 # --- the other modes: one call, one answer ----------------------------------------------------------------
+
 
 class DialogueAnswer(BaseModel):
     answer: str = Field(description="The tutor's reply to the student's question.")
@@ -163,40 +210,51 @@ class Conversation:
     question: str
     snippet: str | None = None
     block: str | None = None
-    history: list[tuple[str, str]] = field(default_factory=list)    # (sender "user"|"ai", text)
+    history: list[tuple[str, str]] = field(default_factory=list)  # (sender "user"|"ai", text)
 
 
 def dialogue_prompt(talk: Conversation, learner: Learner) -> str:
-    parts = ["You are a patient tutor helping a student with a text they are reading. Answer the student's "
-             "question clearly and kindly, in a few sentences, staying with the text's facts.", learner.guidance()]
+    parts = [
+        "You are a patient tutor helping a student with a text they are reading. Answer the student's "
+        "question clearly and kindly, in a few sentences, staying with the text's facts.",
+        learner.guidance(),
+    ]
     if talk.block:
         parts.append(f"The passage being read:\n{_source(talk.block)}")
     if talk.snippet:
-        parts.append(f"The part the student selected: \"{talk.snippet}\"")
+        parts.append(f'The part the student selected: "{talk.snippet}"')
     if talk.history:
-        turns = "\n".join(f"{'Student' if sender == 'user' else 'Tutor'}: {text}"
-                          for sender, text in talk.history[-HISTORY_TURNS:])
+        turns = "\n".join(
+            f"{'Student' if sender == 'user' else 'Tutor'}: {text}"
+            for sender, text in talk.history[-HISTORY_TURNS:]
+        )
         parts.append(f"The conversation so far:\n{turns}")
     parts.append(f"The student's question: {talk.question}")
     return "\n\n".join(parts)
 
 
 def explain_again_prompt(paragraph: str, learner: Learner) -> str:
-    return ("The student did not understand the paragraph below. Explain it again in a different way: simpler "
-            "words, a concrete example or comparison, the same facts. Answer with one paragraph.\n"
-            f"{learner.guidance()}\n\nParagraph:\n{_source(paragraph)}")
+    return (
+        "The student did not understand the paragraph below. Explain it again in a different way: simpler "
+        "words, a concrete example or comparison, the same facts. Answer with one paragraph.\n"
+        f"{learner.guidance()}\n\nParagraph:\n{_source(paragraph)}"
+    )
 
 
 def flashcards_prompt(text: str, learner: Learner) -> str:
-    return ("Make flashcards for studying the student's text below: each card has a short question, term or "
-            "cue on the front and a clear answer or definition on the back. Cover the text's key facts.\n"
-            f"{learner.guidance()}\n\nStudent's text:\n{_source(text)}")
+    return (
+        "Make flashcards for studying the student's text below: each card has a short question, term or "
+        "cue on the front and a clear answer or definition on the back. Cover the text's key facts.\n"
+        f"{learner.guidance()}\n\nStudent's text:\n{_source(text)}"
+    )
 
 
 def slideshow_prompt(text: str, learner: Learner) -> str:
-    return ("Make a slideshow that teaches the student's text below: each slide has a title and a few short "
-            "bullet points, in a sensible teaching order.\n"
-            f"{learner.guidance()}\n\nStudent's text:\n{_source(text)}")
+    return (
+        "Make a slideshow that teaches the student's text below: each slide has a title and a few short "
+        "bullet points, in a sensible teaching order.\n"
+        f"{learner.guidance()}\n\nStudent's text:\n{_source(text)}"
+    )
 
 
 def _one_call(ctx: Context, step: str, prompt: str, schema):
@@ -207,22 +265,30 @@ def _one_call(ctx: Context, step: str, prompt: str, schema):
 
 
 def generate_dialogue(ctx: Context, talk: Conversation, learner: Learner) -> DialogueResult:
-    answer = _one_call(ctx, "Thinking about the question", dialogue_prompt(talk, learner), DialogueAnswer)
+    answer = _one_call(
+        ctx, "Thinking about the question", dialogue_prompt(talk, learner), DialogueAnswer
+    )
     return DialogueResult(dialogue_response=answer.answer, provider=ctx.provider.name)
 
 
 def generate_explain_again(ctx: Context, paragraph: str, learner: Learner) -> ExplainAgainResult:
-    answer = _one_call(ctx, "Explaining again", explain_again_prompt(paragraph, learner), ReExplanation)
+    answer = _one_call(
+        ctx, "Explaining again", explain_again_prompt(paragraph, learner), ReExplanation
+    )
     return ExplainAgainResult(re_explained_paragraph=answer.paragraph, provider=ctx.provider.name)
 
 
 def generate_flashcards(ctx: Context, text: str, learner: Learner) -> FlashcardsResult:
     cards = _one_call(ctx, "Writing flashcards", flashcards_prompt(text, learner), FlashcardSet)
-    return FlashcardsResult(flashcards=[Flashcard(front=c.front, back=c.back) for c in cards.cards],
-                            provider=ctx.provider.name)
+    return FlashcardsResult(
+        flashcards=[Flashcard(front=c.front, back=c.back) for c in cards.cards],
+        provider=ctx.provider.name,
+    )
 
 
 def generate_slides(ctx: Context, text: str, learner: Learner) -> SlidesResult:
     show = _one_call(ctx, "Writing slides", slideshow_prompt(text, learner), Slideshow)
-    return SlidesResult(slides=[Slide(title=s.title, content=s.points) for s in show.slides],
-                        provider=ctx.provider.name)
+    return SlidesResult(
+        slides=[Slide(title=s.title, content=s.points) for s in show.slides],
+        provider=ctx.provider.name,
+    )

@@ -12,6 +12,7 @@ WSGI app can use it:
     with governor.reserve(200, wait_s=30):
         ...heavy work...
 """
+
 from .core import Governor, GovernorConfig, MemoryReserver, Unreserved
 from .events import EventKind, GovernorEvent
 from .middleware import MemoryGovernorMiddleware
@@ -20,7 +21,19 @@ from .probe import MemoryProbe, find_cgroup
 from .workers import WorkerRecycler, freeze_heap
 
 __all__ = [
-    "Governor", "GovernorConfig", "EventKind", "GovernorEvent", "MemoryReserver", "Unreserved",
-    "MemoryGovernorMiddleware", "Level", "MemoryPressure", "Reservation", "Thresholds",
-    "MemoryProbe", "find_cgroup", "WorkerRecycler", "freeze_heap",
+    "Governor",
+    "GovernorConfig",
+    "EventKind",
+    "GovernorEvent",
+    "MemoryReserver",
+    "Unreserved",
+    "MemoryGovernorMiddleware",
+    "Level",
+    "MemoryPressure",
+    "Reservation",
+    "Thresholds",
+    "MemoryProbe",
+    "find_cgroup",
+    "WorkerRecycler",
+    "freeze_heap",
 ]

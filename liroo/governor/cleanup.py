@@ -5,6 +5,7 @@ arenas, so the container's figure does not fall; ``malloc_trim(0)`` hands them
 back. Both cost milliseconds on a big heap, so they run at most once per
 ``min_interval_s`` per process, and never on every request.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -18,7 +19,7 @@ from .events import EventKind, Events
 from .probe import MB, MemoryProbe
 
 
-_M_MMAP_THRESHOLD = -3   # mallopt parameter number in glibc's malloc.h
+_M_MMAP_THRESHOLD = -3  # mallopt parameter number in glibc's malloc.h
 
 
 def pin_mmap_threshold(kb: int) -> bool:
@@ -57,10 +58,10 @@ def _load_malloc_trim():
 
 @dataclass(frozen=True)
 class CleanupResult:
-    kind: str            # "trim" (malloc_trim only) or "full" (gc + malloc_trim)
+    kind: str  # "trim" (malloc_trim only) or "full" (gc + malloc_trim)
     rss_before: int
     rss_after: int
-    collected: int       # objects gc found unreachable
+    collected: int  # objects gc found unreachable
     seconds: float
 
     @property
@@ -71,7 +72,9 @@ class CleanupResult:
 class Cleaner:
     """Runs cleanups, at most one at a time and one per interval; counts what they reclaim."""
 
-    def __init__(self, probe: MemoryProbe, min_interval_s: float = 1.0, events: Events | None = None) -> None:
+    def __init__(
+        self, probe: MemoryProbe, min_interval_s: float = 1.0, events: Events | None = None
+    ) -> None:
         self.probe = probe
         self.events = events or Events()
         self.min_interval_s = min_interval_s
@@ -102,13 +105,21 @@ class Cleaner:
                 self._malloc_trim(0)
             after = self.probe.rss_bytes()
             self._last = time.monotonic()
-            result = CleanupResult("full" if full else "trim", before, after, collected, self._last - start)
+            result = CleanupResult(
+                "full" if full else "trim", before, after, collected, self._last - start
+            )
             self.runs += 1
             self.reclaimed_bytes += result.reclaimed_bytes
         finally:
             self._lock.release()
-        self.events.emit(EventKind.CLEANUP, reason=reason, kind=result.kind,
-                         reclaimed_mb=round(result.reclaimed_bytes / MB, 1),
-                         rss_before_mb=round(result.rss_before / MB, 1), rss_after_mb=round(result.rss_after / MB, 1),
-                         collected=result.collected, ms=round(result.seconds * 1000, 2))
+        self.events.emit(
+            EventKind.CLEANUP,
+            reason=reason,
+            kind=result.kind,
+            reclaimed_mb=round(result.reclaimed_bytes / MB, 1),
+            rss_before_mb=round(result.rss_before / MB, 1),
+            rss_after_mb=round(result.rss_after / MB, 1),
+            collected=result.collected,
+            ms=round(result.seconds * 1000, 2),
+        )
         return result

@@ -1,5 +1,6 @@
 """The governor: one object per process tree that owns the readings, thresholds,
 reservations, cleanups and counters, and tells listeners what it did."""
+
 from __future__ import annotations
 
 import os
@@ -18,24 +19,31 @@ from .probe import MB, MemoryProbe
 @dataclass(frozen=True)
 class GovernorConfig:
     """The governor's few settings; ``None`` thresholds are derived from the cgroup limit."""
+
     limit_mb: float | None = None
     cleanup_mb: float | None = None
     warning_mb: float | None = None
     cleanup_min_interval_s: float = 1.0
     retry_after_s: int = 5
-    recycle_mb: float | None = None       # None: half the hard limit
+    recycle_mb: float | None = None  # None: half the hard limit
     recycle_strikes: int = 3
     recycle_min_age_s: float = 10.0
     recycle_check_interval_s: float = 5.0
-    mmap_threshold_kb: int = 128          # 0: leave glibc's moving threshold alone (see cleanup.pin_mmap_threshold)
-    admission_wait_s: float = 15.0        # longest a costed request waits in the door's line (0: refuse at once)
-    admission_queue: int = 32             # most requests waiting in the line, all workers together
+    mmap_threshold_kb: int = (
+        128  # 0: leave glibc's moving threshold alone (see cleanup.pin_mmap_threshold)
+    )
+    admission_wait_s: float = (
+        15.0  # longest a costed request waits in the door's line (0: refuse at once)
+    )
+    admission_queue: int = 32  # most requests waiting in the line, all workers together
 
 
 class MemoryReserver(Protocol):
     """What generation needs from the governor: memory for a heavy step, or MemoryPressure."""
 
-    def reserve(self, mb: float, wait_s: float = 0.0, group: str | None = None) -> ContextManager[Reservation]: ...
+    def reserve(
+        self, mb: float, wait_s: float = 0.0, group: str | None = None
+    ) -> ContextManager[Reservation]: ...
 
 
 class Governor:
@@ -47,22 +55,38 @@ class Governor:
     the methods below rather than through its parts.
     """
 
-    def __init__(self, config: GovernorConfig | None = None, probe: MemoryProbe | None = None) -> None:
+    def __init__(
+        self, config: GovernorConfig | None = None, probe: MemoryProbe | None = None
+    ) -> None:
         self.config = config or GovernorConfig()
         self.probe = probe or MemoryProbe()
         self.thresholds = Thresholds.derive(
-            self.probe.limit_bytes, self.config.limit_mb, self.config.cleanup_mb, self.config.warning_mb)
+            self.probe.limit_bytes,
+            self.config.limit_mb,
+            self.config.cleanup_mb,
+            self.config.warning_mb,
+        )
         self.events = Events()
         self.events.subscribe(self._count_event)
         self.cleaner = Cleaner(self.probe, self.config.cleanup_min_interval_s, self.events)
         self.mmap_threshold_pinned = pin_mmap_threshold(self.config.mmap_threshold_kb)
-        self.policy = MemoryPolicy(self.probe, self.thresholds, self.config.retry_after_s,
-                                   ReservationLedger(), cleaner=self.cleaner, events=self.events)
+        self.policy = MemoryPolicy(
+            self.probe,
+            self.thresholds,
+            self.config.retry_after_s,
+            ReservationLedger(),
+            cleaner=self.cleaner,
+            events=self.events,
+        )
         self._warning_bytes = self.thresholds.warning_mb * MB
         self.limit_bytes = self.thresholds.limit_mb * MB
         # The probe's own bound method, so the middleware's one reading per request costs no extra call.
         self.used_bytes = self.probe.used_bytes
-        self.recycle_mb = self.config.recycle_mb if self.config.recycle_mb is not None else self.thresholds.limit_mb / 2
+        self.recycle_mb = (
+            self.config.recycle_mb
+            if self.config.recycle_mb is not None
+            else self.thresholds.limit_mb / 2
+        )
         self._count_lock = threading.Lock()
         self.started_at = time.monotonic()
         self.pid = os.getpid()
@@ -74,7 +98,9 @@ class Governor:
         if hasattr(os, "register_at_fork"):
             # A weak reference, so the hook does not keep a discarded governor (and its files) alive.
             ref = weakref.ref(self)
-            os.register_at_fork(after_in_child=lambda: (g := ref()) is not None and g._reset_after_fork())
+            os.register_at_fork(
+                after_in_child=lambda: (g := ref()) is not None and g._reset_after_fork()
+            )
 
     def _reset_after_fork(self) -> None:
         # Counters and age are per worker; the ledger stays shared on purpose.
@@ -85,7 +111,9 @@ class Governor:
         self._reset_door_counters()
 
     def _reset_door_counters(self) -> None:
-        self.door_queued = self.door_admitted_after_wait = self.door_shed_after_wait = self.door_shed_full = 0
+        self.door_queued = self.door_admitted_after_wait = self.door_shed_after_wait = (
+            self.door_shed_full
+        ) = 0
         self.door_wait_s_total = self.door_wait_s_max = 0.0
 
     def count_request(self) -> None:
@@ -114,9 +142,15 @@ class Governor:
     def shed(self, path: str, cost_mb: float, request_id: str, waited_s: float = 0.0) -> float:
         """Count and report a request refused with 503; returns the reading (MB) to show the client."""
         used = self.used_mb()
-        self.events.emit(EventKind.SHED, path=path, used_mb=round(used, 1),
-                         limit_mb=round(self.thresholds.limit_mb, 1), cost_mb=cost_mb, request_id=request_id,
-                         waited_s=round(waited_s, 3))
+        self.events.emit(
+            EventKind.SHED,
+            path=path,
+            used_mb=round(used, 1),
+            limit_mb=round(self.thresholds.limit_mb, 1),
+            cost_mb=cost_mb,
+            request_id=request_id,
+            waited_s=round(waited_s, 3),
+        )
         return used
 
     def retiring(self, reason: str, **figures) -> None:
@@ -130,7 +164,9 @@ class Governor:
         return rss_mb
 
     # --- the small interface for heavy work -----------------------------------
-    def reserve(self, mb: float, wait_s: float = 0.0, group: str | None = None) -> ContextManager[Reservation]:
+    def reserve(
+        self, mb: float, wait_s: float = 0.0, group: str | None = None
+    ) -> ContextManager[Reservation]:
         """Hold ``mb`` for a heavy step, waiting up to ``wait_s``; raises MemoryPressure.
 
         ``group`` (a request id) shares turns fairly with other requests while memory is short."""
@@ -151,7 +187,9 @@ class Governor:
     # --- the door ------------------------------------------------------------------
     def admit(self, cost_mb: float) -> DoorDecision:
         """Admit a request costing ``cost_mb``, waiting in the door's line if it does not fit now."""
-        decision = self.policy.admit(cost_mb, self.config.admission_wait_s, self.config.admission_queue)
+        decision = self.policy.admit(
+            cost_mb, self.config.admission_wait_s, self.config.admission_queue
+        )
         if decision.queued or decision.queue_full:
             with self._count_lock:
                 if decision.queue_full:
@@ -164,8 +202,13 @@ class Governor:
                         self.door_admitted_after_wait += 1
                     else:
                         self.door_shed_after_wait += 1
-            self.events.emit(EventKind.QUEUED, admitted=decision.admitted, waited_s=round(decision.waited_s, 3),
-                             queue_full=decision.queue_full, cost_mb=cost_mb)
+            self.events.emit(
+                EventKind.QUEUED,
+                admitted=decision.admitted,
+                waited_s=round(decision.waited_s, 3),
+                queue_full=decision.queue_full,
+                cost_mb=cost_mb,
+            )
         return decision
 
     def admits(self, cost_mb: float = 0.0) -> bool:
@@ -224,10 +267,10 @@ class Governor:
             "outstanding_reservations_mb": round(self.outstanding_mb(), 2),
             "waiting_reservations": self.waiting_reservations(),
             "admission": {
-                "queue_length": self.queue_length(),      # every worker
+                "queue_length": self.queue_length(),  # every worker
                 "queue_max": self.config.admission_queue,
                 "wait_max_s": self.config.admission_wait_s,
-                "waiting_here": self.policy.door_waiting,       # this worker, as the rest below
+                "waiting_here": self.policy.door_waiting,  # this worker, as the rest below
                 "queued": self.door_queued,
                 "admitted_after_wait": self.door_admitted_after_wait,
                 "shed_after_wait": self.door_shed_after_wait,
@@ -245,8 +288,11 @@ class Governor:
 class Unreserved:
     """A reserver that always says yes: used when the governor is switched off."""
 
-    def reserve(self, mb: float, wait_s: float = 0.0, group: str | None = None) -> ContextManager[Reservation]:
+    def reserve(
+        self, mb: float, wait_s: float = 0.0, group: str | None = None
+    ) -> ContextManager[Reservation]:
         from contextlib import nullcontext
+
         return nullcontext(_NullReservation())
 
 

@@ -1,4 +1,5 @@
 """What the governor tells its listeners: one event per action, its kind an enum."""
+
 from __future__ import annotations
 
 import enum
@@ -11,12 +12,13 @@ log = logging.getLogger("liroo.governor")
 
 class EventKind(enum.StrEnum):
     """A str enum, so that logs and JSON fields show the plain name ("shed")."""
-    SHED = "shed"          # a request refused with 503
-    QUEUED = "queued"      # a wait in the door's line ended (admitted, timed out, or the line was full)
-    CLEANUP = "cleanup"    # a cleanup ran
-    REFUSED = "refused"    # a reservation for a heavy step was refused
-    RECYCLE = "recycle"    # this worker is retiring
-    RSS = "rss"            # a periodic reading of this worker's RSS
+
+    SHED = "shed"  # a request refused with 503
+    QUEUED = "queued"  # a wait in the door's line ended (admitted, timed out, or the line was full)
+    CLEANUP = "cleanup"  # a cleanup ran
+    REFUSED = "refused"  # a reservation for a heavy step was refused
+    RECYCLE = "recycle"  # this worker is retiring
+    RSS = "rss"  # a periodic reading of this worker's RSS
 
 
 @dataclass(frozen=True)

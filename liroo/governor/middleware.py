@@ -1,4 +1,5 @@
 """The WSGI middleware: admit or shed before a request, clean up after it."""
+
 from __future__ import annotations
 
 import json
@@ -37,16 +38,20 @@ class MemoryGovernorMiddleware:
     paths under an exempt prefix (cheap reads keyed by an id, such as progress).
     """
 
-    def __init__(self, app: Callable, governor: Governor,
-                 exempt_paths: Iterable[str] = EXEMPT_PATHS,
-                 exempt_prefixes: Iterable[str] = EXEMPT_PREFIXES,
-                 route_costs_mb: Mapping[str, float] | None = None,
-                 request_id: Callable[[dict], str] | None = None,
-                 extra_fields: Callable[[dict], dict] | None = None) -> None:
+    def __init__(
+        self,
+        app: Callable,
+        governor: Governor,
+        exempt_paths: Iterable[str] = EXEMPT_PATHS,
+        exempt_prefixes: Iterable[str] = EXEMPT_PREFIXES,
+        route_costs_mb: Mapping[str, float] | None = None,
+        request_id: Callable[[dict], str] | None = None,
+        extra_fields: Callable[[dict], dict] | None = None,
+    ) -> None:
         self.app = app
         self.governor = governor
         self.exempt_paths = frozenset(exempt_paths)
-        self.exempt_prefixes = tuple(exempt_prefixes)   # str.startswith takes a tuple: one C call
+        self.exempt_prefixes = tuple(exempt_prefixes)  # str.startswith takes a tuple: one C call
         self.route_costs_mb = dict(route_costs_mb or {})
         self.request_id = request_id or (lambda environ: uuid.uuid4().hex)
         self.extra_fields = extra_fields  # fields the app's clients expect on every error body
@@ -75,8 +80,9 @@ class MemoryGovernorMiddleware:
             after()
             raise
 
-    def _shed(self, environ: dict, start_response: Callable, cost_mb: float,
-              waited_s: float = 0.0) -> Iterable[bytes]:
+    def _shed(
+        self, environ: dict, start_response: Callable, cost_mb: float, waited_s: float = 0.0
+    ) -> Iterable[bytes]:
         governor = self.governor
         retry = governor.config.retry_after_s
         request_id = self.request_id(environ)
@@ -100,14 +106,17 @@ class MemoryGovernorMiddleware:
         force_close = getattr(getattr(start_response, "__self__", None), "force_close", None)
         if callable(force_close):
             force_close()
-        start_response("503 Service Unavailable", [
-            ("Content-Type", "application/json"),
-            ("Content-Length", str(len(body))),
-            ("Retry-After", str(retry)),
-            ("Connection", "close"),
-            ("X-Request-ID", request_id),
-            ("X-Content-Type-Options", "nosniff"),
-        ])
+        start_response(
+            "503 Service Unavailable",
+            [
+                ("Content-Type", "application/json"),
+                ("Content-Length", str(len(body))),
+                ("Retry-After", str(retry)),
+                ("Connection", "close"),
+                ("X-Request-ID", request_id),
+                ("X-Content-Type-Options", "nosniff"),
+            ],
+        )
         return [body]
 
 
@@ -115,6 +124,7 @@ def _releasing(pledge, after: Callable[[], None]) -> Callable[[], None]:
     def release_then_after() -> None:
         pledge.release()
         after()
+
     return release_then_after
 
 

@@ -27,6 +27,7 @@ admitted, and the bound counts the waiters of every worker. Each waiting
 thread polls (every 20 ms, at once when its own process releases memory),
 because a waiter in another worker cannot be woken directly.
 """
+
 from __future__ import annotations
 
 import enum
@@ -69,8 +70,13 @@ class Thresholds:
     limit_mb: float
 
     @classmethod
-    def derive(cls, cgroup_limit_bytes: int | None, limit_mb: float | None = None,
-               cleanup_mb: float | None = None, warning_mb: float | None = None) -> "Thresholds":
+    def derive(
+        cls,
+        cgroup_limit_bytes: int | None,
+        limit_mb: float | None = None,
+        cleanup_mb: float | None = None,
+        warning_mb: float | None = None,
+    ) -> "Thresholds":
         """Explicit values win. Missing ones keep the 75/60/50 proportions: of an explicit
         hard limit when one is set, else of the cgroup limit, else the guide's 1500/1200/1000.
         The result is always ordered warning <= cleanup <= limit."""
@@ -100,8 +106,12 @@ class Thresholds:
 class MemoryPressure(Exception):
     """Heavy work was refused because it would take memory over the hard limit."""
 
-    def __init__(self, used_mb: float, limit_mb: float, retry_after_s: int, wanted_mb: float = 0.0) -> None:
-        super().__init__(f"memory pressure: {used_mb:.0f} MB used (+{wanted_mb:.0f} MB wanted) of {limit_mb:.0f} MB")
+    def __init__(
+        self, used_mb: float, limit_mb: float, retry_after_s: int, wanted_mb: float = 0.0
+    ) -> None:
+        super().__init__(
+            f"memory pressure: {used_mb:.0f} MB used (+{wanted_mb:.0f} MB wanted) of {limit_mb:.0f} MB"
+        )
         self.used_mb = used_mb
         self.limit_mb = limit_mb
         self.retry_after_s = retry_after_s
@@ -123,7 +133,7 @@ class ReservationLedger:
     """
 
     _SLOT = struct.Struct("qqq")
-    NO_RANK = 1 << 62           # the rank of a process with no one waiting
+    NO_RANK = 1 << 62  # the rank of a process with no one waiting
 
     def __init__(self, slots: int = 256) -> None:
         self._slots = slots
@@ -155,7 +165,9 @@ class ReservationLedger:
     def min_rank(self) -> int:
         """The smallest rank any live process has published (a lock-free read)."""
         table = self._table
-        return min((table[i + 2] for i in range(0, 3 * self._slots, 3) if table[i]), default=self.NO_RANK)
+        return min(
+            (table[i + 2] for i in range(0, 3 * self._slots, 3) if table[i]), default=self.NO_RANK
+        )
 
     def publish_rank(self, rank: int) -> None:
         with self._locked():
@@ -230,7 +242,9 @@ class AdmissionQueue:
         self._lockfile.write(b"\0")
         self._lockfile.flush()
         self._map = mmap.mmap(-1, 16 * (slots + 1), flags=mmap.MAP_SHARED)
-        self._table = memoryview(self._map).cast("q")   # [last ticket, waiters, pid, ticket, pid, ticket, ...]
+        self._table = memoryview(self._map).cast(
+            "q"
+        )  # [last ticket, waiters, pid, ticket, pid, ticket, ...]
         self._thread_lock = threading.Lock()
 
     @contextmanager
@@ -363,7 +377,7 @@ class Pledge:
 class DoorDecision:
     admitted: bool
     waited_s: float = 0.0
-    queued: bool = False           # it waited in the line (else it was admitted or refused at once)
+    queued: bool = False  # it waited in the line (else it was admitted or refused at once)
     queue_full: bool = False
     pledge: Pledge | None = None
 
@@ -375,11 +389,16 @@ _RESERVE_POLL_S = 0.05
 class MemoryPolicy:
     """Decides, from a reading and the outstanding reservations, whether work may start."""
 
-    def __init__(self, probe: MemoryProbe, thresholds: Thresholds, retry_after_s: int = 5,
-                 ledger: ReservationLedger | None = None,
-                 cleaner: Cleaner | None = None,
-                 events: Events | None = None,
-                 door: AdmissionQueue | None = None) -> None:
+    def __init__(
+        self,
+        probe: MemoryProbe,
+        thresholds: Thresholds,
+        retry_after_s: int = 5,
+        ledger: ReservationLedger | None = None,
+        cleaner: Cleaner | None = None,
+        events: Events | None = None,
+        door: AdmissionQueue | None = None,
+    ) -> None:
         self.probe = probe
         self.thresholds = thresholds
         self.retry_after_s = retry_after_s
@@ -396,8 +415,8 @@ class MemoryPolicy:
         self._sequence = 0
         self._pledges: list[Pledge] = []
         self._pledge_lock = threading.Lock()
-        self.door_waiting = 0      # requests of this process in the door's line now
-        self._rank = ReservationLedger.NO_RANK   # as last published in the ledger
+        self.door_waiting = 0  # requests of this process in the door's line now
+        self._rank = ReservationLedger.NO_RANK  # as last published in the ledger
 
     def used_mb(self) -> float:
         return self.probe.used_bytes() / MB
@@ -413,8 +432,12 @@ class MemoryPolicy:
         return used + self.ledger.total_bytes() / MB + cost_mb < self.thresholds.limit_mb
 
     def pressure(self, wanted_mb: float = 0.0, used_mb: float | None = None) -> MemoryPressure:
-        return MemoryPressure(self.used_mb() if used_mb is None else used_mb,
-                              self.thresholds.limit_mb, self.retry_after_s, wanted_mb)
+        return MemoryPressure(
+            self.used_mb() if used_mb is None else used_mb,
+            self.thresholds.limit_mb,
+            self.retry_after_s,
+            wanted_mb,
+        )
 
     # --- the door --------------------------------------------------------------
     def admit(self, cost_mb: float, wait_s: float, queue_max: int) -> DoorDecision:
@@ -464,7 +487,7 @@ class MemoryPolicy:
             with self._released:
                 self.door_waiting -= 1
                 self._publish_rank()
-                self._released.notify_all()   # the next in line (in this process) looks at once
+                self._released.notify_all()  # the next in line (in this process) looks at once
 
     def _try_pledge(self, nbytes: int) -> Pledge | None:
         with self._pledge_lock:
@@ -498,7 +521,9 @@ class MemoryPolicy:
 
     # --- reservations for heavy steps ----------------------------------------------
     @contextmanager
-    def reserve(self, mb: float, wait_s: float = 0.0, group: str | None = None) -> Iterator[Reservation]:
+    def reserve(
+        self, mb: float, wait_s: float = 0.0, group: str | None = None
+    ) -> Iterator[Reservation]:
         """Hold ``mb`` of the hard limit for a heavy step; wait up to ``wait_s`` for room.
 
         ``group`` (a request id) takes turns fairly with other groups of this
@@ -528,6 +553,7 @@ class MemoryPolicy:
 
         def fits(outstanding: int) -> bool:
             return self.probe.used_bytes() + outstanding + nbytes < limit
+
         return fits
 
     def _publish_rank(self) -> None:
@@ -540,8 +566,10 @@ class MemoryPolicy:
         picture is not held back, or a steady line at the door would stall
         every comic's second panel.
         """
-        waiters = min((self._holding.get(group, 0) for group in self._waiters.values()),
-                      default=ReservationLedger.NO_RANK)
+        waiters = min(
+            (self._holding.get(group, 0) for group in self._waiters.values()),
+            default=ReservationLedger.NO_RANK,
+        )
         rank = min(waiters, 1) if self.door_waiting else waiters
         if rank != self._rank:
             self._rank = rank
@@ -552,14 +580,18 @@ class MemoryPolicy:
         # holding no more than the most deserving waiter of any worker.
         holding = self._holding.get(group, 0)
         if sequence is not None and self._waiters:
-            first = min(self._waiters.items(), key=lambda item: (self._holding.get(item[1], 0), item[0]))
+            first = min(
+                self._waiters.items(), key=lambda item: (self._holding.get(item[1], 0), item[0])
+            )
             if first[0] != sequence:
                 return False
         elif self._waiters:
             return False
         return holding == 0 or holding <= self.ledger.min_rank()
 
-    def acquire(self, nbytes: int, wait_s: float, group: str | None = None, growing: bool = False) -> None:
+    def acquire(
+        self, nbytes: int, wait_s: float, group: str | None = None, growing: bool = False
+    ) -> None:
         """Count ``nbytes`` more in the ledger for this process (taken from its pledges first),
         waiting up to ``wait_s`` for room and its turn; raises MemoryPressure. For Reservation."""
         converted = self._convert_pledges(nbytes)
@@ -602,9 +634,13 @@ class MemoryPolicy:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     pressure = self.pressure(nbytes / MB)
-                    self.events.emit(EventKind.REFUSED, wanted_mb=round(pressure.wanted_mb, 1),
-                                     used_mb=round(pressure.used_mb, 1), limit_mb=round(pressure.limit_mb, 1),
-                                     outstanding_mb=round(self.outstanding_mb(), 1))
+                    self.events.emit(
+                        EventKind.REFUSED,
+                        wanted_mb=round(pressure.wanted_mb, 1),
+                        used_mb=round(pressure.used_mb, 1),
+                        limit_mb=round(pressure.limit_mb, 1),
+                        outstanding_mb=round(self.outstanding_mb(), 1),
+                    )
                     raise pressure
                 # Releases in this process wake us at once; other workers' releases
                 # and memory falling are seen at the next look, 50 ms later at most.

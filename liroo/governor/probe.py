@@ -10,6 +10,7 @@ Hand-written rather than psutil: psutil reads neither cgroup files nor keeps a
 file open, and costs 13-35 us per call against ~1 us here. psutil still gives
 the detailed figures of ``details()`` when it is installed.
 """
+
 from __future__ import annotations
 
 import os
@@ -31,8 +32,9 @@ MB = 1024 * 1024
 @dataclass(frozen=True)
 class CgroupMemory:
     """Where this process's memory cgroup lives and which interface it speaks."""
-    version: int          # 1 or 2
-    path: str             # the group's folder
+
+    version: int  # 1 or 2
+    path: str  # the group's folder
     limit_bytes: int | None  # effective limit; None when unlimited
 
 
@@ -93,8 +95,10 @@ def _group_dir(root: str, mount_point: str, mount_root: str, group: str) -> str 
     """
     base = os.path.join(root, mount_point.lstrip("/"))
     rel = group
-    if mount_root not in ("/", "") and (group == mount_root or group.startswith(mount_root.rstrip("/") + "/")):
-        rel = group[len(mount_root.rstrip("/")):]
+    if mount_root not in ("/", "") and (
+        group == mount_root or group.startswith(mount_root.rstrip("/") + "/")
+    ):
+        rel = group[len(mount_root.rstrip("/")) :]
     rel = rel.strip("/")
     while True:
         candidate = os.path.join(base, rel) if rel else base
@@ -120,7 +124,10 @@ def find_cgroup(root: str = "/") -> CgroupMemory | None:
             v1_group = path
     mounts = _mounts(root)
     if not mounts:  # no mountinfo: assume the standard places
-        mounts = [("/", "/sys/fs/cgroup", "cgroup2", "rw"), ("/", "/sys/fs/cgroup/memory", "cgroup", "rw,memory")]
+        mounts = [
+            ("/", "/sys/fs/cgroup", "cgroup2", "rw"),
+            ("/", "/sys/fs/cgroup/memory", "cgroup", "rw,memory"),
+        ]
 
     if v2_group is not None:
         for mount_root, point, fstype, _ in mounts:
@@ -159,7 +166,11 @@ def _v2_limit(path: str, mount_base: str) -> int | None:
 def _v1_limit(path: str) -> int | None:
     """v1's effective limit: hierarchical_memory_limit covers the ancestors' limits too."""
     own = _parse_limit(_read(os.path.join(path, "memory.limit_in_bytes")))
-    hier = _parse_limit(str(_stat_value(_read(os.path.join(path, "memory.stat")), "hierarchical_memory_limit") or ""))
+    hier = _parse_limit(
+        str(
+            _stat_value(_read(os.path.join(path, "memory.stat")), "hierarchical_memory_limit") or ""
+        )
+    )
     candidates = [v for v in (own, hier) if v is not None]
     return min(candidates) if candidates else None
 
@@ -182,10 +193,18 @@ class MemoryProbe:
             self.source = "rss"
         self._usage_fd = self._stat_fd = None
         if self.cgroup:
-            names = ("memory.current", "memory.stat") if self.cgroup.version == 2 else ("memory.usage_in_bytes", "memory.stat")
+            names = (
+                ("memory.current", "memory.stat")
+                if self.cgroup.version == 2
+                else ("memory.usage_in_bytes", "memory.stat")
+            )
             self._usage_fd = os.open(os.path.join(self.cgroup.path, names[0]), os.O_RDONLY)
             self._stat_fd = os.open(os.path.join(self.cgroup.path, names[1]), os.O_RDONLY)
-        self._inactive_key = b"\ninactive_file " if self.cgroup and self.cgroup.version == 2 else b"\ntotal_inactive_file "
+        self._inactive_key = (
+            b"\ninactive_file "
+            if self.cgroup and self.cgroup.version == 2
+            else b"\ntotal_inactive_file "
+        )
         self._inactive = 0
         self._inactive_at = -1.0
         self.last_used_bytes = 0  # the latest used_bytes() reading, by any thread
@@ -255,7 +274,7 @@ class MemoryProbe:
         start += len(self._inactive_key)
         end = data.find(b"\n", start)
         try:
-            return int(data[start:end if end >= 0 else None])
+            return int(data[start : end if end >= 0 else None])
         except ValueError:
             return 0
 
@@ -265,9 +284,15 @@ class MemoryProbe:
         out: dict = {"source": self.source, "rss_bytes": self.rss_bytes()}
         try:
             import psutil  # optional: detailed figures only
+
             proc = psutil.Process()
             info = proc.memory_info()
-            out.update(rss_bytes=info.rss, vms_bytes=info.vms, percent=proc.memory_percent(), psutil_available=True)
+            out.update(
+                rss_bytes=info.rss,
+                vms_bytes=info.vms,
+                percent=proc.memory_percent(),
+                psutil_available=True,
+            )
         except Exception:  # psutil missing or unsupported here
             out.update(vms_bytes=None, percent=None, psutil_available=False)
         if self.cgroup:
@@ -300,7 +325,9 @@ def _psutil_rss() -> int:
     """Non-Linux fallback."""
     try:
         import psutil
+
         return psutil.Process().memory_info().rss
     except Exception:
         import resource
+
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024

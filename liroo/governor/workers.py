@@ -19,6 +19,7 @@ unfinished jobs, before the master kills it.
 Only gunicorn's worker object is touched (``alive``, ``cfg``, ``ppid``,
 ``notify``), so nothing here imports gunicorn.
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -55,8 +56,15 @@ class WorkerRecycler:
     from ``child_exit`` (the app's hooks: liroo/gunicorn_hooks.py).
     """
 
-    def __init__(self, governor: Governor, *, configured_workers: int, max_requests: int = 0,
-                 max_requests_jitter: int = 0, drain_s: float = 1800.0) -> None:
+    def __init__(
+        self,
+        governor: Governor,
+        *,
+        configured_workers: int,
+        max_requests: int = 0,
+        max_requests_jitter: int = 0,
+        drain_s: float = 1800.0,
+    ) -> None:
         self.governor = governor
         config = governor.config
         self.limit_mb = governor.recycle_mb
@@ -67,8 +75,8 @@ class WorkerRecycler:
         self.max_requests = max_requests
         self.max_requests_jitter = max_requests_jitter
         self.drain_s = drain_s
-        self.retiring = False     # this worker is retiring (set in the worker after fork)
-        self.stopping = False     # this worker got SIGTERM
+        self.retiring = False  # this worker is retiring (set in the worker after fork)
+        self.stopping = False  # this worker got SIGTERM
         # One token for the whole process tree: the worker that holds its lock
         # is the one retiring (its pid is written in the file, for the master).
         # The kernel releases the lock when that worker exits.
@@ -91,7 +99,9 @@ class WorkerRecycler:
         limit = 0
         if self.max_requests > 0:
             limit = self.max_requests + random.randint(0, max(self.max_requests_jitter, 0))
-        thread = threading.Thread(target=self._watch, args=(worker, limit), name="liroo-recycler", daemon=True)
+        thread = threading.Thread(
+            target=self._watch, args=(worker, limit), name="liroo-recycler", daemon=True
+        )
         thread.start()
         return thread
 
@@ -117,8 +127,15 @@ class WorkerRecycler:
             elif request_limit and self.governor.requests_served >= request_limit:
                 reason = "max_requests"
             if reason and self._take_token():
-                self.retire(worker, reason, rss_mb=round(rss_mb, 1), limit_mb=round(self.limit_mb, 1),
-                            strikes=strikes, age_s=round(age, 1), requests=self.governor.requests_served)
+                self.retire(
+                    worker,
+                    reason,
+                    rss_mb=round(rss_mb, 1),
+                    limit_mb=round(self.limit_mb, 1),
+                    strikes=strikes,
+                    age_s=round(age, 1),
+                    requests=self.governor.requests_served,
+                )
                 return
             wake.wait(self.interval_s)
 
@@ -130,7 +147,7 @@ class WorkerRecycler:
         self.governor.retiring(reason, **figures)
         worker.cfg.set("graceful_timeout", int(self.drain_s))
         try:
-            os.kill(worker.ppid, signal.SIGTTIN)   # the master starts one more worker now
+            os.kill(worker.ppid, signal.SIGTTIN)  # the master starts one more worker now
         except OSError:
             pass
         worker.alive = False  # gunicorn stops accepting, finishes in-flight requests, exits

@@ -29,23 +29,55 @@ request (the app sends none), only for ``replay_s`` (LIROO_DERIVED_REPLAY_S)
 after it finished: the app's blind retries come within seconds, and a later
 identical request is a student asking again, on purpose.
 """
+
 from __future__ import annotations
 
 from .fallback import REDIS_RETRY_S, FallbackJobStore
 from .heartbeats import Heartbeats
-from .model import (FAILED, HEARTBEAT_S, INSTANCE, RUNNING, STALE_AFTER_S, SUCCEEDED, WAIT_POLL_S, Claim, Job,
-                    JobStore, decide, worker_tag)
+from .model import (
+    FAILED,
+    HEARTBEAT_S,
+    INSTANCE,
+    RUNNING,
+    STALE_AFTER_S,
+    SUCCEEDED,
+    WAIT_POLL_S,
+    Claim,
+    Job,
+    JobStore,
+    decide,
+    worker_tag,
+)
 from .redis import RedisJobStore
 from .sqlite import LocalJobStore
 
-__all__ = ["FAILED", "HEARTBEAT_S", "INSTANCE", "REDIS_RETRY_S", "RUNNING", "STALE_AFTER_S", "SUCCEEDED",
-           "WAIT_POLL_S", "Claim", "FallbackJobStore", "Heartbeats", "Job", "JobStore", "LocalJobStore",
-           "RedisJobStore", "decide", "make_job_store", "worker_tag"]
+__all__ = [
+    "FAILED",
+    "HEARTBEAT_S",
+    "INSTANCE",
+    "REDIS_RETRY_S",
+    "RUNNING",
+    "STALE_AFTER_S",
+    "SUCCEEDED",
+    "WAIT_POLL_S",
+    "Claim",
+    "FallbackJobStore",
+    "Heartbeats",
+    "Job",
+    "JobStore",
+    "LocalJobStore",
+    "RedisJobStore",
+    "decide",
+    "make_job_store",
+    "worker_tag",
+]
 
 
 def make_job_store(settings) -> JobStore:
     running_ttl = settings.request_deadline_s + settings.job_ttl_s
     local = LocalJobStore.in_temp_dir(settings.job_ttl_s, running_ttl)
     if settings.redis_url:
-        return FallbackJobStore(RedisJobStore(settings.redis_url, settings.job_ttl_s, running_ttl), local)
+        return FallbackJobStore(
+            RedisJobStore(settings.redis_url, settings.job_ttl_s, running_ttl), local
+        )
     return local

@@ -1,4 +1,5 @@
 """FallbackJobStore: Redis, or this instance's local store while Redis cannot be used."""
+
 from __future__ import annotations
 
 import logging
@@ -13,12 +14,13 @@ from .sqlite import LocalJobStore
 log = logging.getLogger("liroo.jobs")
 T = TypeVar("T")
 
-REDIS_RETRY_S = 3.0   # while Redis is down, it is tried again at most this often
+REDIS_RETRY_S = 3.0  # while Redis is down, it is tried again at most this often
 
 
 @dataclass
 class _Held:
     """A job this process claimed and runs: where it lives, and what it takes to claim it elsewhere."""
+
     store: object
     endpoint: str
     fingerprint: str
@@ -42,14 +44,20 @@ class FallbackJobStore:
     still hold under its id.
     """
 
-    def __init__(self, redis_store: RedisJobStore, local_store: LocalJobStore, retry_s: float = REDIS_RETRY_S) -> None:
+    def __init__(
+        self, redis_store: RedisJobStore, local_store: LocalJobStore, retry_s: float = REDIS_RETRY_S
+    ) -> None:
         self.redis = redis_store
         self.local = local_store
         self._unavailable = redis_store.unavailable_errors
-        self._outage = RedisOutage(retry_s, log,
-                                   "Redis cannot be used (%s: %s): jobs and progress fall back to this instance "
-                                   "until it answers again", "Redis answers again: new jobs are shared through it")
-        self._held: dict[str, _Held] = {}   # running jobs this process claimed, until they finish
+        self._outage = RedisOutage(
+            retry_s,
+            log,
+            "Redis cannot be used (%s: %s): jobs and progress fall back to this instance "
+            "until it answers again",
+            "Redis answers again: new jobs are shared through it",
+        )
+        self._held: dict[str, _Held] = {}  # running jobs this process claimed, until they finish
 
     # --- Redis's state -------------------------------------------------------------
     @property
@@ -86,7 +94,9 @@ class FallbackJobStore:
         store, claim = self.local, None
         if self.local.get(request_id) is None:
             try:
-                claim = self._redis(lambda redis: redis.claim(request_id, endpoint, fingerprint, owner, replay_s))
+                claim = self._redis(
+                    lambda redis: redis.claim(request_id, endpoint, fingerprint, owner, replay_s)
+                )
                 store = self.redis
             except _RedisDown:
                 pass
@@ -118,7 +128,7 @@ class FallbackJobStore:
         held = self._held.get(request_id)
         if held is not None:
             store = held.store
-        else:   # not claimed by this process (a hand-back after a restart...): wherever it is found
+        else:  # not claimed by this process (a hand-back after a restart...): wherever it is found
             store = self.local if self.local.get(request_id) is not None else self.redis
         if store is self.redis:
             try:
@@ -126,7 +136,7 @@ class FallbackJobStore:
                 return
             except _RedisDown:
                 if held is None:
-                    return   # not ours, and Redis is down: nothing here to update
+                    return  # not ours, and Redis is down: nothing here to update
                 store = self._move_to_local(request_id, held)
         apply(store)
 
@@ -138,8 +148,12 @@ class FallbackJobStore:
         return self.local
 
     def progress(self, request_id, step, step_number, total_steps, details="", partial=None):
-        self._write(request_id, lambda store: store.progress(request_id, step, step_number, total_steps, details,
-                                                             partial))
+        self._write(
+            request_id,
+            lambda store: store.progress(
+                request_id, step, step_number, total_steps, details, partial
+            ),
+        )
 
     def heartbeat(self, request_ids) -> None:
         for request_id in request_ids:
@@ -147,8 +161,12 @@ class FallbackJobStore:
 
     def finish(self, request_id, status, result_status, result_body, error_code=None):
         try:
-            self._write(request_id, lambda store: store.finish(request_id, status, result_status, result_body,
-                                                               error_code))
+            self._write(
+                request_id,
+                lambda store: store.finish(
+                    request_id, status, result_status, result_body, error_code
+                ),
+            )
         finally:
             self._held.pop(request_id, None)
 

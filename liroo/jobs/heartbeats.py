@@ -1,4 +1,5 @@
 """Heartbeats: this process's running jobs refreshed in the store, so that retries elsewhere keep waiting."""
+
 from __future__ import annotations
 
 import logging
@@ -24,9 +25,13 @@ class Heartbeats:
     def add(self, request_id: str) -> None:
         with self._lock:
             self._running.add(request_id)
-            if self._thread is None or self._pid != os.getpid():  # one thread per worker, started after fork
+            if (
+                self._thread is None or self._pid != os.getpid()
+            ):  # one thread per worker, started after fork
                 self._pid = os.getpid()
-                self._thread = threading.Thread(target=self._beat, name="liroo-heartbeat", daemon=True)
+                self._thread = threading.Thread(
+                    target=self._beat, name="liroo-heartbeat", daemon=True
+                )
                 self._thread.start()
 
     def discard(self, request_id: str) -> None:

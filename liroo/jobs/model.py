@@ -1,4 +1,5 @@
 """What a job is, what a claim answers, the interface every job store keeps, and the claim rule."""
+
 from __future__ import annotations
 
 import json
@@ -9,9 +10,9 @@ from dataclasses import dataclass, field
 from typing import Iterable, Protocol
 
 RUNNING, SUCCEEDED, FAILED = "running", "succeeded", "failed"
-HEARTBEAT_S = 5.0        # how often an owner refreshes its running jobs
-STALE_AFTER_S = 30.0     # a running job not refreshed for this long is abandoned
-WAIT_POLL_S = 0.2        # how often a waiting retry looks at the job again
+HEARTBEAT_S = 5.0  # how often an owner refreshes its running jobs
+STALE_AFTER_S = 30.0  # a running job not refreshed for this long is abandoned
+WAIT_POLL_S = 0.2  # how often a waiting retry looks at the job again
 
 # Names this instance among others sharing Redis (process ids repeat across containers).
 # Made at import, in gunicorn's master before it forks, so all its workers share it.
@@ -37,11 +38,11 @@ class Job:
     updated_at: float = field(default_factory=time.time)
     heartbeat: float = field(default_factory=time.time)
     result_status: int | None = None
-    result_body: str | None = None     # the JSON the synchronous call answered
+    result_body: str | None = None  # the JSON the synchronous call answered
     error_code: str | None = None
-    owner: str | None = None           # hash of the API key that claimed it; None when keys are off
-    worker: str | None = None          # worker_tag() of the process running it
-    partial: str | None = None         # JSON of the items a running job has finished (Progress.advance)
+    owner: str | None = None  # hash of the API key that claimed it; None when keys are off
+    worker: str | None = None  # worker_tag() of the process running it
+    partial: str | None = None  # JSON of the items a running job has finished (Progress.advance)
 
     @property
     def finished(self) -> bool:
@@ -70,22 +71,41 @@ class Job:
 
 @dataclass(frozen=True)
 class Claim:
-    outcome: str      # "new" (run it), "running" (wait), "finished" (replay), "conflict"
+    outcome: str  # "new" (run it), "running" (wait), "finished" (replay), "conflict"
     job: Job
 
 
 class JobStore(Protocol):
     """What the runner, progress, heartbeats and the master's hand-back call on a store."""
 
-    def claim(self, request_id: str, endpoint: str, fingerprint: str, owner: str | None = None,
-              replay_s: float | None = None) -> Claim: ...
+    def claim(
+        self,
+        request_id: str,
+        endpoint: str,
+        fingerprint: str,
+        owner: str | None = None,
+        replay_s: float | None = None,
+    ) -> Claim: ...
     def get(self, request_id: str) -> Job | None: ...
     def running_on(self, worker: str) -> list[str]: ...
-    def progress(self, request_id: str, step: str, step_number: int, total_steps: int, details: str = "",
-                 partial: dict | None = None) -> None: ...
+    def progress(
+        self,
+        request_id: str,
+        step: str,
+        step_number: int,
+        total_steps: int,
+        details: str = "",
+        partial: dict | None = None,
+    ) -> None: ...
     def heartbeat(self, request_ids: Iterable[str]) -> None: ...
-    def finish(self, request_id: str, status: str, result_status: int, result_body: dict,
-               error_code: str | None = None) -> None: ...
+    def finish(
+        self,
+        request_id: str,
+        status: str,
+        result_status: int,
+        result_body: dict,
+        error_code: str | None = None,
+    ) -> None: ...
 
 
 def partial_change(partial: dict | None) -> dict:
@@ -93,8 +113,9 @@ def partial_change(partial: dict | None) -> dict:
     return {"partial": json.dumps(partial, separators=(",", ":"))} if partial else {}
 
 
-def decide(current: Job | None, fingerprint: str, owner: str | None = None,
-           replay_s: float | None = None) -> str:
+def decide(
+    current: Job | None, fingerprint: str, owner: str | None = None, replay_s: float | None = None
+) -> str:
     """The claim rule: what a claim of an id answers, given the job stored under it.
 
     Both stores keep this one rule: LocalJobStore calls this function; RedisJobStore
@@ -127,10 +148,10 @@ def decide(current: Job | None, fingerprint: str, owner: str | None = None,
     if current is None:
         return "new"
     if current.fingerprint != fingerprint or current.owner != owner:
-        return "conflict"   # another caller's id is never waited on nor replayed
+        return "conflict"  # another caller's id is never waited on nor replayed
     if current.status == SUCCEEDED:
         if replay_s is not None and time.time() - current.updated_at > replay_s:
-            return "new"    # asked again later, on purpose: made afresh
+            return "new"  # asked again later, on purpose: made afresh
         return "finished"
     if current.status == FAILED or current.stale:
         return "new"  # a failure is not replayed: a retry deserves a fresh try

@@ -3,6 +3,7 @@
 It is always used through FallbackJobStore (fallback.py), so that losing Redis
 degrades progress to this instance instead of failing generation.
 """
+
 from __future__ import annotations
 
 import json
@@ -53,14 +54,22 @@ class RedisJobStore:
     """Jobs in Redis hashes with a TTL, so that every instance answers progress, results and retries."""
 
     PREFIX = "liroo:job:"
-    WORKER_PREFIX = "liroo:worker:"   # a set per worker_tag(): the keys of the jobs it claimed
-    _NUMBERS = {"step_number": int, "total_steps": int, "result_status": int,
-                "created_at": float, "updated_at": float, "heartbeat": float}
+    WORKER_PREFIX = "liroo:worker:"  # a set per worker_tag(): the keys of the jobs it claimed
+    _NUMBERS = {
+        "step_number": int,
+        "total_steps": int,
+        "result_status": int,
+        "created_at": float,
+        "updated_at": float,
+        "heartbeat": float,
+    }
 
     def __init__(self, url: str, ttl_s: int, running_ttl_s: float) -> None:
         import redis  # only needed when REDIS_URL is set
 
-        self._redis = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=3, health_check_interval=30)
+        self._redis = redis.Redis.from_url(
+            url, socket_timeout=5, socket_connect_timeout=3, health_check_interval=30
+        )
         # What "Redis cannot be used" looks like: not only unreachable (connection errors, timeouts)
         # but answering wrongly too: a read-only replica, maxmemory with noeviction, a port that
         # speaks another protocol. Each is an outage for FallbackJobStore.
@@ -96,10 +105,18 @@ class RedisJobStore:
     def claim(self, request_id, endpoint, fingerprint, owner=None, replay_s=None):
         """Claim an id by the rule in liroo.jobs.model.decide, run atomically in Redis (CLAIM_LUA)."""
         job = Job(request_id, endpoint, fingerprint, owner=owner, worker=worker_tag())
-        outcome = self._claim(keys=[self._key(request_id), self.WORKER_PREFIX + job.worker],
-                              args=[fingerprint, repr(time.time()), STALE_AFTER_S,
-                                    json.dumps(self._to_hash(asdict(job))), self.running_ttl_s,
-                                    owner or "", "" if replay_s is None else repr(float(replay_s))])[0].decode()
+        outcome = self._claim(
+            keys=[self._key(request_id), self.WORKER_PREFIX + job.worker],
+            args=[
+                fingerprint,
+                repr(time.time()),
+                STALE_AFTER_S,
+                json.dumps(self._to_hash(asdict(job))),
+                self.running_ttl_s,
+                owner or "",
+                "" if replay_s is None else repr(float(replay_s)),
+            ],
+        )[0].decode()
         return Claim(outcome, job if outcome == "new" else (self.get(request_id) or job))
 
     def get(self, request_id):
@@ -108,7 +125,7 @@ class RedisJobStore:
     def running_on(self, worker: str) -> list[str]:
         found = []
         for key in self._redis.smembers(self.WORKER_PREFIX + worker):
-            request_id = key.decode()[len(self.PREFIX):]
+            request_id = key.decode()[len(self.PREFIX) :]
             job = self.get(request_id)
             if job is not None and job.status == RUNNING and job.worker == worker:
                 found.append(request_id)
@@ -123,8 +140,15 @@ class RedisJobStore:
             pipe.execute()
 
     def progress(self, request_id, step, step_number, total_steps, details="", partial=None):
-        self._update(request_id, self.running_ttl_s, step=step, step_number=step_number,
-                     total_steps=total_steps, details=details, **partial_change(partial))
+        self._update(
+            request_id,
+            self.running_ttl_s,
+            step=step,
+            step_number=step_number,
+            total_steps=total_steps,
+            details=details,
+            **partial_change(partial),
+        )
 
     def heartbeat(self, request_ids) -> None:
         for request_id in request_ids:
@@ -132,8 +156,14 @@ class RedisJobStore:
 
     def finish(self, request_id, status, result_status, result_body, error_code=None):
         worker = self._redis.hget(self._key(request_id), "worker")
-        self._update(request_id, self.ttl_s, status=status, result_status=result_status,
-                     result_body=json.dumps(result_body), error_code=error_code,
-                     step="Done" if status == SUCCEEDED else "Failed")
+        self._update(
+            request_id,
+            self.ttl_s,
+            status=status,
+            result_status=result_status,
+            result_body=json.dumps(result_body),
+            error_code=error_code,
+            step="Done" if status == SUCCEEDED else "Failed",
+        )
         if worker:
             self._redis.srem(self.WORKER_PREFIX + worker.decode(), self._key(request_id))

@@ -3,6 +3,7 @@
 SQLite rather than a dict, because the app polls progress on whichever worker
 the connection lands on.
 """
+
 from __future__ import annotations
 
 import json
@@ -26,7 +27,8 @@ class LocalJobStore:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute(
                 "CREATE TABLE IF NOT EXISTS jobs (request_id TEXT PRIMARY KEY, data TEXT NOT NULL, "
-                "expires_at REAL NOT NULL)")
+                "expires_at REAL NOT NULL)"
+            )
             db.execute("CREATE INDEX IF NOT EXISTS jobs_expiry ON jobs (expires_at)")
 
     @classmethod
@@ -35,17 +37,27 @@ class LocalJobStore:
         return cls(path_in_temp_dir("liroo-jobs-", "jobs.sqlite3"), ttl_s, running_ttl_s)
 
     def _load(self, db: sqlite3.Connection, request_id: str) -> Job | None:
-        row = db.execute("SELECT data FROM jobs WHERE request_id = ? AND expires_at > ?",
-                         (request_id, time.time())).fetchone()
+        row = db.execute(
+            "SELECT data FROM jobs WHERE request_id = ? AND expires_at > ?",
+            (request_id, time.time()),
+        ).fetchone()
         return Job(**json.loads(row[0])) if row else None
 
     def _save(self, db: sqlite3.Connection, job: Job) -> None:
         ttl = self.ttl_s if job.finished else self.running_ttl_s
-        db.execute("INSERT OR REPLACE INTO jobs (request_id, data, expires_at) VALUES (?, ?, ?)",
-                   (job.request_id, json.dumps(asdict(job)), time.time() + ttl))
+        db.execute(
+            "INSERT OR REPLACE INTO jobs (request_id, data, expires_at) VALUES (?, ?, ?)",
+            (job.request_id, json.dumps(asdict(job)), time.time() + ttl),
+        )
 
-    def claim(self, request_id: str, endpoint: str, fingerprint: str, owner: str | None = None,
-              replay_s: float | None = None) -> Claim:
+    def claim(
+        self,
+        request_id: str,
+        endpoint: str,
+        fingerprint: str,
+        owner: str | None = None,
+        replay_s: float | None = None,
+    ) -> Claim:
         """Claim an id by the rule in liroo.jobs.model.decide, in one SQLite write transaction."""
         with self._db.transaction() as db:
             db.execute("DELETE FROM jobs WHERE expires_at <= ?", (time.time(),))
@@ -60,9 +72,15 @@ class LocalJobStore:
         return self._load(self._db.connect(), request_id)
 
     def running_on(self, worker: str) -> list[str]:
-        rows = self._db.connect().execute(
-            "SELECT request_id FROM jobs WHERE expires_at > ? AND json_extract(data, '$.status') = ? "
-            "AND json_extract(data, '$.worker') = ?", (time.time(), RUNNING, worker)).fetchall()
+        rows = (
+            self._db.connect()
+            .execute(
+                "SELECT request_id FROM jobs WHERE expires_at > ? AND json_extract(data, '$.status') = ? "
+                "AND json_extract(data, '$.worker') = ?",
+                (time.time(), RUNNING, worker),
+            )
+            .fetchall()
+        )
         return [row[0] for row in rows]
 
     def _update(self, request_id: str, **changes) -> None:
@@ -75,14 +93,25 @@ class LocalJobStore:
                 self._save(db, job)
 
     def progress(self, request_id, step, step_number, total_steps, details="", partial=None):
-        self._update(request_id, step=step, step_number=step_number, total_steps=total_steps, details=details,
-                     **partial_change(partial))
+        self._update(
+            request_id,
+            step=step,
+            step_number=step_number,
+            total_steps=total_steps,
+            details=details,
+            **partial_change(partial),
+        )
 
     def heartbeat(self, request_ids) -> None:
         for request_id in request_ids:
             self._update(request_id)
 
     def finish(self, request_id, status, result_status, result_body, error_code=None):
-        self._update(request_id, status=status, result_status=result_status,
-                     result_body=json.dumps(result_body), error_code=error_code,
-                     step="Done" if status == SUCCEEDED else "Failed")
+        self._update(
+            request_id,
+            status=status,
+            result_status=result_status,
+            result_body=json.dumps(result_body),
+            error_code=error_code,
+            step="Done" if status == SUCCEEDED else "Failed",
+        )

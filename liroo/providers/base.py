@@ -5,6 +5,7 @@ validated instance out), an image, and speech. A provider never returns a
 placeholder: it returns a real result or raises one of the errors below,
 which the API maps to HTTP statuses.
 """
+
 from __future__ import annotations
 
 from contextlib import contextmanager
@@ -33,16 +34,16 @@ def aspect_ratio_parts(aspect_ratio: str) -> tuple[int, int]:
 
 @dataclass(frozen=True)
 class ImageResult:
-    data: bytes          # encoded image (PNG, JPEG, WebP...) as the model sent it
+    data: bytes  # encoded image (PNG, JPEG, WebP...) as the model sent it
     mime_type: str
-    provider: str        # "gemini" or "offline"
+    provider: str  # "gemini" or "offline"
     model: str
 
 
 @dataclass(frozen=True)
 class SpeechResult:
-    data: bytes          # a complete file AVFoundation plays (WAV)
-    mime_type: str       # "audio/wav"
+    data: bytes  # a complete file AVFoundation plays (WAV)
+    mime_type: str  # "audio/wav"
     provider: str
     model: str
 
@@ -50,7 +51,7 @@ class SpeechResult:
 class Provider(Protocol):
     """Schemas must not contain dict fields (see ``liroo.providers.schema``); both providers refuse them."""
 
-    name: str            # "gemini" or "offline"
+    name: str  # "gemini" or "offline"
     text_model: str
     image_model: str
     tts_model: str
@@ -70,12 +71,12 @@ class ProviderError(Exception):
 
     status = 502
     code = "provider_error"
-    outcome = "error"    # label of liroo_provider_calls_total
+    outcome = "error"  # label of liroo_provider_calls_total
     message = "The content service failed; please try again."
 
     def __init__(self, detail: str = "", *, retry_after_s: int | None = None) -> None:
         super().__init__(detail or self.message)
-        self.detail = detail          # for logs only, never sent to clients
+        self.detail = detail  # for logs only, never sent to clients
         self.retry_after_s = retry_after_s
 
 
@@ -97,7 +98,9 @@ class ProviderUnavailable(ProviderError):
     status = 502
     code = "provider_unavailable"
     outcome = "unavailable"
-    message = "The content service could not be reached or did not answer in time; please try again."
+    message = (
+        "The content service could not be reached or did not answer in time; please try again."
+    )
 
 
 class BadOutput(ProviderError):

@@ -14,6 +14,7 @@ in Redis with ``REDIS_URL``, else in memory shared by the instance's workers;
 see pacing.py), and every 429 the server sends, retried or not, holds that
 model's budget back for its Retry-After, so every other caller backs off too.
 """
+
 from __future__ import annotations
 
 import json
@@ -32,8 +33,18 @@ from google import genai
 from google.genai import errors, types
 
 from ..settings import Settings, SettingsError
-from .base import (VOICE_ROLES, BadOutput, ContentBlocked, ImageResult, ProviderUnavailable, RateLimited,
-                   SpeechResult, T, aspect_ratio_parts, counted_call)
+from .base import (
+    VOICE_ROLES,
+    BadOutput,
+    ContentBlocked,
+    ImageResult,
+    ProviderUnavailable,
+    RateLimited,
+    SpeechResult,
+    T,
+    aspect_ratio_parts,
+    counted_call,
+)
 from .pacing import Pacer, make_pacer
 from .schema import check_schema
 from .wav import pcm_to_wav
@@ -46,8 +57,19 @@ VOICES = {"narrator": "Charon", "character": "Puck"}
 RETRY_STATUS_CODES = [408, 429, 500, 502, 503, 504]
 # Finish reasons that mean "the model declined", which rewording may fix. (Any prompt-level
 # block_reason counts too; NO_IMAGE, IMAGE_OTHER and OTHER mean an unusable answer instead.)
-BLOCKED_REASONS = {"SAFETY", "RECITATION", "LANGUAGE", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY",
-                   "IMAGE_PROHIBITED_CONTENT", "IMAGE_RECITATION", "MODEL_ARMOR", "JAILBREAK"}
+BLOCKED_REASONS = {
+    "SAFETY",
+    "RECITATION",
+    "LANGUAGE",
+    "BLOCKLIST",
+    "PROHIBITED_CONTENT",
+    "SPII",
+    "IMAGE_SAFETY",
+    "IMAGE_PROHIBITED_CONTENT",
+    "IMAGE_RECITATION",
+    "MODEL_ARMOR",
+    "JAILBREAK",
+}
 _PCM_RATE = re.compile(r"rate=(\d+)")
 _MODEL_IN_PATH = re.compile(r"/models/([^/:]+):")
 
@@ -88,9 +110,13 @@ class GeminiProvider:
             base_url=s.gemini_base_url,
             timeout=int(s.gemini_timeout_s * 1000),
             retry_options=types.HttpRetryOptions(
-                attempts=s.gemini_retry_attempts, initial_delay=s.gemini_retry_initial_s,
-                max_delay=s.gemini_retry_max_s, exp_base=2, jitter=s.gemini_retry_initial_s,
-                http_status_codes=RETRY_STATUS_CODES),
+                attempts=s.gemini_retry_attempts,
+                initial_delay=s.gemini_retry_initial_s,
+                max_delay=s.gemini_retry_max_s,
+                exp_base=2,
+                jitter=s.gemini_retry_initial_s,
+                http_status_codes=RETRY_STATUS_CODES,
+            ),
             client_args={"event_hooks": {"response": [self._on_response]}},
         )
         return genai.Client(api_key=s.genai_api_key, vertexai=False, http_options=options)
@@ -101,7 +127,9 @@ class GeminiProvider:
             match = _MODEL_IN_PATH.search(response.request.url.path)
             response.read()
             delay = retry_after_s(response.headers, _json_or_none(response))
-            log.info("gemini 429 on %s; pacing cools down for %ss", match and match.group(1), delay or 0)
+            log.info(
+                "gemini 429 on %s; pacing cools down for %ss", match and match.group(1), delay or 0
+            )
             if match:
                 self.pacer.cool_down(match.group(1), delay or 0)
 
@@ -113,8 +141,10 @@ class GeminiProvider:
 
     # --- the three operations --------------------------------------------------
     def generate_structured(self, prompt: str, schema: type[T], *, system: str | None = None) -> T:
-        check_schema(schema)   # a dict field is the caller's bug: raise it before any call
-        config = _config(response_mime_type="application/json", response_schema=schema, system_instruction=system)
+        check_schema(schema)  # a dict field is the caller's bug: raise it before any call
+        config = _config(
+            response_mime_type="application/json", response_schema=schema, system_instruction=system
+        )
         with counted_call("text"):
             candidate = self._generate("text", self.text_model, prompt, config)
             if _reason(candidate.finish_reason) == "MAX_TOKENS":
@@ -125,12 +155,16 @@ class GeminiProvider:
             try:
                 return schema.model_validate_json(text)
             except pydantic.ValidationError as exc:
-                raise BadOutput(f"the answer does not match {schema.__name__}: "
-                                f"{exc.errors()[0]['type']} ({exc.error_count()} errors)") from None
+                raise BadOutput(
+                    f"the answer does not match {schema.__name__}: "
+                    f"{exc.errors()[0]['type']} ({exc.error_count()} errors)"
+                ) from None
 
     def generate_image(self, prompt: str, aspect_ratio: str = "1:1") -> ImageResult:
         aspect_ratio_parts(aspect_ratio)
-        config = _config(response_modalities=["IMAGE"], image_config=types.ImageConfig(aspect_ratio=aspect_ratio))
+        config = _config(
+            response_modalities=["IMAGE"], image_config=types.ImageConfig(aspect_ratio=aspect_ratio)
+        )
         with counted_call("image"):
             candidate = self._generate("image", self.image_model, prompt, config)
             for part in _parts(candidate):
@@ -138,53 +172,85 @@ class GeminiProvider:
                 if blob and blob.data and (blob.mime_type or "").startswith("image/"):
                     return ImageResult(blob.data, blob.mime_type, self.name, self.image_model)
             said = "text" if any(p.text for p in _parts(candidate)) else "nothing"
-            raise BadOutput(f"asked for an image, got {said} (finishReason {_reason(candidate.finish_reason)})")
+            raise BadOutput(
+                f"asked for an image, got {said} (finishReason {_reason(candidate.finish_reason)})"
+            )
 
     def generate_speech(self, text: str, voice: str) -> SpeechResult:
         voice_name = VOICES[voice if voice in VOICE_ROLES else "narrator"]
         config = _config(
             response_modalities=["AUDIO"],
-            speech_config=types.SpeechConfig(voice_config=types.VoiceConfig(
-                prebuilt_voice_config=types.PrebuiltVoiceConfig(voice_name=voice_name))))
+            speech_config=types.SpeechConfig(
+                voice_config=types.VoiceConfig(
+                    prebuilt_voice_config=types.PrebuiltVoiceConfig(voice_name=voice_name)
+                )
+            ),
+        )
         with counted_call("speech"):
             candidate = self._generate("speech", self.tts_model, text, config)
             for part in _parts(candidate):
                 blob = part.inline_data
                 if blob and blob.data and (blob.mime_type or "").startswith("audio/"):
-                    return SpeechResult(_as_wav(blob.data, blob.mime_type), "audio/wav", self.name, self.tts_model)
-            raise BadOutput(f"asked for speech, got no audio (finishReason {_reason(candidate.finish_reason)})")
+                    return SpeechResult(
+                        _as_wav(blob.data, blob.mime_type), "audio/wav", self.name, self.tts_model
+                    )
+            raise BadOutput(
+                f"asked for speech, got no audio (finishReason {_reason(candidate.finish_reason)})"
+            )
 
     # --- one call ----------------------------------------------------------------
-    def _generate(self, operation: str, model: str, prompt: str, config: types.GenerateContentConfig) -> types.Candidate:
+    def _generate(
+        self, operation: str, model: str, prompt: str, config: types.GenerateContentConfig
+    ) -> types.Candidate:
         waited = self.pacer.acquire(model)
         log.debug("gemini %s on %s: %r", operation, model, prompt)
         started = time.perf_counter()
         try:
-            response = self.client().models.generate_content(model=model, contents=prompt, config=config)
+            response = self.client().models.generate_content(
+                model=model, contents=prompt, config=config
+            )
         except errors.ClientError as exc:
             if exc.code == 429:
-                raise RateLimited(f"429 after {self.settings.gemini_retry_attempts} attempts: {exc.message}",
-                                  retry_after_s=retry_after_s(_headers(exc), exc.details)) from None
-            what = "the API key was refused" if exc.code in (401, 403) else "the request was refused"
+                raise RateLimited(
+                    f"429 after {self.settings.gemini_retry_attempts} attempts: {exc.message}",
+                    retry_after_s=retry_after_s(_headers(exc), exc.details),
+                ) from None
+            what = (
+                "the API key was refused" if exc.code in (401, 403) else "the request was refused"
+            )
             raise ProviderUnavailable(f"{what} ({exc.code} {exc.status}): {exc.message}") from None
         except errors.APIError as exc:
-            raise ProviderUnavailable(f"{exc.code} {exc.status} after retries: {exc.message}") from None
+            raise ProviderUnavailable(
+                f"{exc.code} {exc.status} after retries: {exc.message}"
+            ) from None
         except httpx2.TimeoutException:
-            raise ProviderUnavailable(f"no answer within {self.settings.gemini_timeout_s}s "
-                                      f"({self.settings.gemini_retry_attempts} attempts)") from None
+            raise ProviderUnavailable(
+                f"no answer within {self.settings.gemini_timeout_s}s "
+                f"({self.settings.gemini_retry_attempts} attempts)"
+            ) from None
         except httpx2.TransportError as exc:
             raise ProviderUnavailable(f"could not reach Gemini: {type(exc).__name__}") from None
-        except (json.JSONDecodeError, errors.UnknownApiResponseError, pydantic.ValidationError) as exc:
+        except (
+            json.JSONDecodeError,
+            errors.UnknownApiResponseError,
+            pydantic.ValidationError,
+        ) as exc:
             raise BadOutput(f"unreadable response body ({type(exc).__name__})") from None
-        log.info("gemini %s on %s answered in %.2fs (paced %.2fs)", operation, model,
-                 time.perf_counter() - started, waited)
+        log.info(
+            "gemini %s on %s answered in %.2fs (paced %.2fs)",
+            operation,
+            model,
+            time.perf_counter() - started,
+            waited,
+        )
         return _usable_candidate(response)
 
 
 def _config(**options: Any) -> types.GenerateContentConfig:
     # No tools are given, so the SDK's automatic function calling has nothing to do (and stops logging it).
     return types.GenerateContentConfig(
-        automatic_function_calling=types.AutomaticFunctionCallingConfig(disable=True), **options)
+        automatic_function_calling=types.AutomaticFunctionCallingConfig(disable=True), **options
+    )
 
 
 def _usable_candidate(response: types.GenerateContentResponse) -> types.Candidate:
@@ -226,7 +292,7 @@ def retry_after_s(headers: Any, body: Any) -> int | None:
         try:
             return max(0, math.ceil(float(header)))
         except ValueError:
-            pass   # an HTTP date: rare from Google, and the RetryInfo below says the same
+            pass  # an HTTP date: rare from Google, and the RetryInfo below says the same
     error = body.get("error", body) if isinstance(body, dict) else None
     for detail in (error or {}).get("details") or []:
         delay = isinstance(detail, dict) and detail.get("retryDelay")

@@ -6,6 +6,7 @@ fills the answer's schema), pictures drawn with Pillow (``offline_art``), and
 playable speech (espeak-ng when installed, otherwise a clearly synthetic tone
 sequence whose length follows the text). Every result says ``provider="offline"``.
 """
+
 from __future__ import annotations
 
 import array
@@ -29,10 +30,10 @@ from .wav import pcm_to_wav, read_pcm
 
 log = logging.getLogger("liroo.providers.offline")
 
-SAMPLE_RATE = 24_000            # what Gemini's TTS sends, so both providers' audio looks alike
-MS_PER_CHAR = 65                # about the pace of read-aloud speech
+SAMPLE_RATE = 24_000  # what Gemini's TTS sends, so both providers' audio looks alike
+MS_PER_CHAR = 65  # about the pace of read-aloud speech
 MIN_SPEECH_S = 0.5
-MAX_SPEECH_S = 300.0            # 14 MB of 16-bit mono: longer texts are cut
+MAX_SPEECH_S = 300.0  # 14 MB of 16-bit mono: longer texts are cut
 ESPEAK_VOICES = {"narrator": "en-us", "character": "en-us+f3"}
 ESPEAK_TIMEOUT_S = 60
 _PITCH_HZ = {"narrator": 140.0, "character": 230.0}
@@ -54,15 +55,21 @@ class OfflineProvider:
             log.debug("offline text for %s: %r", schema.__name__, prompt)
             try:
                 return schema.model_validate(fill_schema(json_schema, prompt))
-            except ValidationError as exc:   # a custom validator the filler cannot see
-                raise BadOutput(f"offline text does not satisfy {schema.__name__}: {exc.error_count()} errors") from None
+            except ValidationError as exc:  # a custom validator the filler cannot see
+                raise BadOutput(
+                    f"offline text does not satisfy {schema.__name__}: {exc.error_count()} errors"
+                ) from None
 
     def generate_image(self, prompt: str, aspect_ratio: str = "1:1") -> ImageResult:
         with counted_call("image"):
             log.debug("offline image %s: %r", aspect_ratio, prompt)
             if self.image_delay_s > 0:
-                time.sleep(self.image_delay_s)   # LIROO_OFFLINE_IMAGE_DELAY_S: a model's pace, on purpose
-            return ImageResult(illustrate(prompt, aspect_ratio), "image/png", self.name, self.image_model)
+                time.sleep(
+                    self.image_delay_s
+                )  # LIROO_OFFLINE_IMAGE_DELAY_S: a model's pace, on purpose
+            return ImageResult(
+                illustrate(prompt, aspect_ratio), "image/png", self.name, self.image_model
+            )
 
     def generate_speech(self, text: str, voice: str) -> SpeechResult:
         role = voice if voice in VOICE_ROLES else "narrator"
@@ -77,8 +84,13 @@ class OfflineProvider:
 def _espeak(binary: str, text: str, role: str) -> bytes | None:
     """espeak-ng's speech for ``text`` as a WAV, or None (logged) if it fails: the tones are the fallback."""
     try:
-        done = subprocess.run([binary, "--stdin", "--stdout", "-v", ESPEAK_VOICES[role]], input=text.encode("utf-8"),
-                              capture_output=True, timeout=ESPEAK_TIMEOUT_S, check=True)
+        done = subprocess.run(
+            [binary, "--stdin", "--stdout", "-v", ESPEAK_VOICES[role]],
+            input=text.encode("utf-8"),
+            capture_output=True,
+            timeout=ESPEAK_TIMEOUT_S,
+            check=True,
+        )
         # Writing to a pipe, espeak-ng cannot go back to fill in the sizes and leaves ~2 GB
         # placeholders in the header; the samples are read and wrapped again with true sizes.
         pcm, (rate, channels, width) = read_pcm(done.stdout)
@@ -106,7 +118,7 @@ def _segment(ch: str, role: str) -> bytes:
     samples = array.array("h", bytes(n * 2))
     lower = ch.lower()
     if not ch.strip() or not ch.isalnum():
-        return samples.tobytes()   # silence between words and at punctuation
+        return samples.tobytes()  # silence between words and at punctuation
     pitch = _PITCH_HZ[role] * (1.0 + (ord(lower) % 7) / 14.0)
     noise = random.Random(ord(ch))
     vowel = lower in "aeiouy"
@@ -119,5 +131,5 @@ def _segment(ch: str, role: str) -> bytes:
             value = 0.35 * noise.uniform(-1, 1) + 0.2 * math.sin(math.tau * pitch * t)
         samples[i] = int(9000 * envelope * value)
     if sys.byteorder == "big":
-        samples.byteswap()         # WAV samples are little-endian
+        samples.byteswap()  # WAV samples are little-endian
     return samples.tobytes()

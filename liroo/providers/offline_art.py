@@ -5,6 +5,7 @@ shape of the hills, where the trees, houses and figures stand), and a few
 words steer the scene (night, sunset, sea, forest, town, snow), so different
 prompts give visibly different pictures and the same prompt the same one.
 """
+
 from __future__ import annotations
 
 import colorsys
@@ -22,9 +23,31 @@ LONG_SIDE = 1024
 _MOODS = {
     "night": ("night", "moon", "star", "stars", "dark", "midnight", "owl"),
     "dusk": ("sunset", "dusk", "dawn", "evening", "sunrise", "twilight"),
-    "sea": ("sea", "ocean", "beach", "lake", "river", "water", "ship", "boat", "harbor", "island", "lighthouse"),
+    "sea": (
+        "sea",
+        "ocean",
+        "beach",
+        "lake",
+        "river",
+        "water",
+        "ship",
+        "boat",
+        "harbor",
+        "island",
+        "lighthouse",
+    ),
     "forest": ("forest", "tree", "trees", "woods", "jungle", "garden", "park"),
-    "town": ("city", "town", "house", "houses", "castle", "street", "village", "school", "building"),
+    "town": (
+        "city",
+        "town",
+        "house",
+        "houses",
+        "castle",
+        "street",
+        "village",
+        "school",
+        "building",
+    ),
     "snow": ("snow", "winter", "ice", "frozen", "mountain", "cold"),
 }
 
@@ -64,12 +87,12 @@ class _Scene:
     def __init__(self, width: int, height: int, rng: random.Random, moods: set[str]) -> None:
         self.w, self.h, self.rng, self.moods = width, height, rng, moods
         self.hue = rng.random()
-        self.unit = min(width, height) / 100.0         # sizes scale with the picture
+        self.unit = min(width, height) / 100.0  # sizes scale with the picture
         self.horizon = height * rng.uniform(0.48, 0.62)
         self.image = Image.new("RGB", (width, height))
         self.draw_ = ImageDraw.Draw(self.image)
         self.front_ridge: list[tuple[float, float]] = []
-        self.land = (0.0, float(width))                 # where things can stand
+        self.land = (0.0, float(width))  # where things can stand
 
     def draw(self) -> None:
         self.sky()
@@ -83,14 +106,19 @@ class _Scene:
             self.water()
         self.features()
         self.figures()
-        self.image = ImageOps.expand(self.image.crop((6, 6, self.w - 6, self.h - 6)), border=6, fill=(250, 246, 236))
+        self.image = ImageOps.expand(
+            self.image.crop((6, 6, self.w - 6, self.h - 6)), border=6, fill=(250, 246, 236)
+        )
 
     def sky(self) -> None:
         rng, hue = self.rng, self.hue
         if "night" in self.moods:
             top, bottom = _rgb(0.62 + rng.uniform(-0.05, 0.05), 0.7, 0.18), _rgb(0.68, 0.55, 0.42)
         elif "dusk" in self.moods:
-            top, bottom = _rgb(0.72 + rng.uniform(-0.05, 0.05), 0.55, 0.55), _rgb(0.06 + rng.uniform(0, 0.06), 0.65, 0.98)
+            top, bottom = (
+                _rgb(0.72 + rng.uniform(-0.05, 0.05), 0.55, 0.55),
+                _rgb(0.06 + rng.uniform(0, 0.06), 0.65, 0.98),
+            )
         else:
             top, bottom = _rgb(0.55 + rng.uniform(-0.05, 0.05), 0.55, 0.92), _rgb(hue, 0.12, 1.0)
         gradient = Image.linear_gradient("L").resize((self.w, self.h))
@@ -113,9 +141,13 @@ class _Scene:
         self.image.paste(glow, (0, 0, self.w, self.h), mask.filter(ImageFilter.GaussianBlur(r)))
         self.draw_ = ImageDraw.Draw(self.image)
         self.draw_.ellipse((x - r, y - r, x + r, y + r), fill=core)
-        if "night" in self.moods:   # the moon's seas
+        if "night" in self.moods:  # the moon's seas
             for _ in range(3):
-                cx, cy, cr = x + self.rng.uniform(-0.5, 0.5) * r, y + self.rng.uniform(-0.5, 0.5) * r, r * self.rng.uniform(0.12, 0.25)
+                cx, cy, cr = (
+                    x + self.rng.uniform(-0.5, 0.5) * r,
+                    y + self.rng.uniform(-0.5, 0.5) * r,
+                    r * self.rng.uniform(0.12, 0.25),
+                )
                 self.draw_.ellipse((cx - cr, cy - cr, cx + cr, cy + cr), fill=(214, 212, 196))
 
     def stars(self) -> None:
@@ -126,20 +158,33 @@ class _Scene:
 
     def clouds(self) -> None:
         for _ in range(self.rng.randint(2, 5)):
-            cx, cy = self.rng.uniform(0, self.w), self.rng.uniform(self.h * 0.06, self.horizon * 0.7)
+            cx, cy = (
+                self.rng.uniform(0, self.w),
+                self.rng.uniform(self.h * 0.06, self.horizon * 0.7),
+            )
             tone = (255, 250, 245) if "dusk" not in self.moods else (255, 214, 200)
             for _ in range(self.rng.randint(3, 6)):
                 rx, ry = self.rng.uniform(5, 12) * self.unit, self.rng.uniform(3, 6) * self.unit
                 dx, dy = self.rng.uniform(-10, 10) * self.unit, self.rng.uniform(-2, 2) * self.unit
-                self.draw_.ellipse((cx + dx - rx, cy + dy - ry, cx + dx + rx, cy + dy + ry), fill=tone)
+                self.draw_.ellipse(
+                    (cx + dx - rx, cy + dy - ry, cx + dx + rx, cy + dy + ry), fill=tone
+                )
 
     def _ridge(self, base: float, amplitude: float) -> list[tuple[float, float]]:
-        waves = [(self.rng.uniform(0.5, 3.0), self.rng.uniform(0, math.tau), self.rng.uniform(0.3, 1.0)) for _ in range(3)]
+        waves = [
+            (self.rng.uniform(0.5, 3.0), self.rng.uniform(0, math.tau), self.rng.uniform(0.3, 1.0))
+            for _ in range(3)
+        ]
         points = []
         steps = 64
         for i in range(steps + 1):
             x = self.w * i / steps
-            y = base - amplitude * sum(a * math.sin(f * math.tau * x / self.w + p) for f, p, a in waves) / 2
+            y = (
+                base
+                - amplitude
+                * sum(a * math.sin(f * math.tau * x / self.w + p) for f, p, a in waves)
+                / 2
+            )
             points.append((x, y))
         return points
 
@@ -156,11 +201,15 @@ class _Scene:
             base = self.horizon + (self.h - self.horizon) * (0.05 + 0.38 * depth)
             ridge = self._ridge(base, self.unit * (14 - 6 * depth))
             light = 0.85 - 0.35 * depth if "night" not in self.moods else 0.45 - 0.2 * depth
-            colour = _mix(_rgb(land_hue + 0.03 * layer, sat, light), self.sky_bottom, 0.35 * (1 - depth))
+            colour = _mix(
+                _rgb(land_hue + 0.03 * layer, sat, light), self.sky_bottom, 0.35 * (1 - depth)
+            )
             self.draw_.polygon(ridge + [(self.w, self.h), (0, self.h)], fill=colour)
             if "snow" in self.moods and layer == 0:
                 for (x1, y1), (x2, y2) in zip(ridge, ridge[1:]):
-                    self.draw_.line((x1, y1, x2, y2), fill=(250, 250, 255), width=max(1, int(self.unit)))
+                    self.draw_.line(
+                        (x1, y1, x2, y2), fill=(250, 250, 255), width=max(1, int(self.unit))
+                    )
             self.front_ridge = ridge
 
     def land_x(self, lo: float, hi: float) -> float:
@@ -177,32 +226,56 @@ class _Scene:
 
     def water(self) -> None:
         top = self.h * self.rng.uniform(0.72, 0.8)
-        colour = _rgb(0.55 + self.rng.uniform(-0.04, 0.04), 0.6, 0.75 if "night" not in self.moods else 0.35)
+        colour = _rgb(
+            0.55 + self.rng.uniform(-0.04, 0.04), 0.6, 0.75 if "night" not in self.moods else 0.35
+        )
         self.draw_.rectangle((0, top, self.w, self.h), fill=colour)
         for _ in range(40):
             x, y = self.rng.uniform(0, self.w), self.rng.uniform(top + self.unit, self.h)
             length = self.rng.uniform(3, 9) * self.unit
-            self.draw_.line((x, y, x + length, y), fill=_mix(colour, (255, 255, 255), 0.45), width=max(1, int(self.unit * 0.4)))
+            self.draw_.line(
+                (x, y, x + length, y),
+                fill=_mix(colour, (255, 255, 255), 0.45),
+                width=max(1, int(self.unit * 0.4)),
+            )
         boat_x = self.rng.uniform(0.1, 0.35)
         # A beach on one side: the land the trees, houses and figures stand on.
         left = self.rng.random() < 0.5
         x0, x1 = (0.0, self.w * 0.55) if left else (self.w * 0.45, float(self.w))
         sand = (236, 214, 160) if "night" not in self.moods else (120, 110, 100)
         shore_top = top + (self.h - top) * 0.25
-        ridge = [(x0 + (x1 - x0) * i / 16, shore_top + (self.h - shore_top) * 0.5 * (i / 16 if left else 1 - i / 16))
-                 for i in range(17)]
+        ridge = [
+            (
+                x0 + (x1 - x0) * i / 16,
+                shore_top + (self.h - shore_top) * 0.5 * (i / 16 if left else 1 - i / 16),
+            )
+            for i in range(17)
+        ]
         self.draw_.polygon(ridge + [(x1, self.h), (x0, self.h)], fill=sand)
         self.front_ridge = ridge
         self.land = (x0, x1)
-        if self.rng.random() < 0.7:   # a boat on the open water
+        if self.rng.random() < 0.7:  # a boat on the open water
             bx = (x1 + (self.w - x1) * boat_x * 2) if left else x0 * (1 - boat_x * 2)
             by = top + (self.h - top) * 0.15
             s = self.unit * 5
-            self.draw_.polygon([(bx - s, by), (bx + s, by), (bx + s * 0.7, by + s * 0.5), (bx - s * 0.7, by + s * 0.5)], fill=(120, 70, 50))
-            self.draw_.polygon([(bx, by - s * 1.6), (bx, by - s * 0.1), (bx + s * 0.9, by - s * 0.2)], fill=(250, 245, 235))
+            self.draw_.polygon(
+                [
+                    (bx - s, by),
+                    (bx + s, by),
+                    (bx + s * 0.7, by + s * 0.5),
+                    (bx - s * 0.7, by + s * 0.5),
+                ],
+                fill=(120, 70, 50),
+            )
+            self.draw_.polygon(
+                [(bx, by - s * 1.6), (bx, by - s * 0.1), (bx + s * 0.9, by - s * 0.2)],
+                fill=(250, 245, 235),
+            )
 
     def features(self) -> None:
-        kinds = ["tree"] * (6 if "forest" in self.moods else 2) + ["house"] * (5 if "town" in self.moods else 1)
+        kinds = ["tree"] * (6 if "forest" in self.moods else 2) + ["house"] * (
+            5 if "town" in self.moods else 1
+        )
         for _ in range(self.rng.randint(4, 9) + (6 if "forest" in self.moods else 0)):
             x = self.land_x(0.03, 0.97)
             y = self.ground_at(x)
@@ -216,19 +289,27 @@ class _Scene:
 
     def tree(self, x: float, y: float, s: float) -> None:
         trunk = (96, 64, 40)
-        leaf = _rgb(0.28 + self.rng.uniform(-0.06, 0.06), 0.6, 0.45 if "night" not in self.moods else 0.25)
+        leaf = _rgb(
+            0.28 + self.rng.uniform(-0.06, 0.06), 0.6, 0.45 if "night" not in self.moods else 0.25
+        )
         self.draw_.rectangle((x - s * 0.8, y - s * 6, x + s * 0.8, y + s), fill=trunk)
         if self.rng.random() < 0.5:
-            self.draw_.polygon([(x, y - s * 18), (x - s * 5, y - s * 4), (x + s * 5, y - s * 4)], fill=leaf)
+            self.draw_.polygon(
+                [(x, y - s * 18), (x - s * 5, y - s * 4), (x + s * 5, y - s * 4)], fill=leaf
+            )
         else:
             self.draw_.ellipse((x - s * 5, y - s * 15, x + s * 5, y - s * 5), fill=leaf)
 
     def house(self, x: float, y: float, s: float) -> None:
-        wall = _rgb(self.hue + self.rng.uniform(0, 0.3), 0.35, 0.9 if "night" not in self.moods else 0.5)
+        wall = _rgb(
+            self.hue + self.rng.uniform(0, 0.3), 0.35, 0.9 if "night" not in self.moods else 0.5
+        )
         roof = _rgb(self.hue + 0.5, 0.6, 0.55)
         w, h = s * 7, s * 6
         self.draw_.rectangle((x - w / 2, y - h, x + w / 2, y + s), fill=wall)
-        self.draw_.polygon([(x - w * 0.62, y - h), (x + w * 0.62, y - h), (x, y - h - s * 5)], fill=roof)
+        self.draw_.polygon(
+            [(x - w * 0.62, y - h), (x + w * 0.62, y - h), (x, y - h - s * 5)], fill=roof
+        )
         window = (255, 220, 120) if "night" in self.moods else (90, 130, 170)
         self.draw_.rectangle((x - s * 1.2, y - h * 0.7, x + s * 1.2, y - h * 0.35), fill=window)
 
@@ -238,14 +319,40 @@ class _Scene:
             y = min(self.ground_at(x) + self.unit * 8, self.h - self.unit * 3)
             s = self.unit * self.rng.uniform(1.6, 2.2)
             cloth = _rgb(self.hue + 0.15 * i + self.rng.uniform(0, 0.5), 0.65, 0.85)
-            skin = self.rng.choice([(241, 204, 170), (198, 144, 105), (141, 94, 64), (224, 172, 130)])
+            skin = self.rng.choice(
+                [(241, 204, 170), (198, 144, 105), (141, 94, 64), (224, 172, 130)]
+            )
             dark = (50, 40, 45)
-            self.draw_.line((x - s * 1.2, y, x - s * 0.6, y - s * 4), fill=dark, width=max(2, int(s * 0.6)))
-            self.draw_.line((x + s * 1.2, y, x + s * 0.6, y - s * 4), fill=dark, width=max(2, int(s * 0.6)))
-            self.draw_.polygon([(x - s * 2.2, y - s * 3.5), (x + s * 2.2, y - s * 3.5), (x + s * 1.2, y - s * 9), (x - s * 1.2, y - s * 9)],
-                               fill=cloth)
+            self.draw_.line(
+                (x - s * 1.2, y, x - s * 0.6, y - s * 4), fill=dark, width=max(2, int(s * 0.6))
+            )
+            self.draw_.line(
+                (x + s * 1.2, y, x + s * 0.6, y - s * 4), fill=dark, width=max(2, int(s * 0.6))
+            )
+            self.draw_.polygon(
+                [
+                    (x - s * 2.2, y - s * 3.5),
+                    (x + s * 2.2, y - s * 3.5),
+                    (x + s * 1.2, y - s * 9),
+                    (x - s * 1.2, y - s * 9),
+                ],
+                fill=cloth,
+            )
             arm = self.rng.choice([-1, 1])
-            self.draw_.line((x + arm * s * 1.1, y - s * 8.5, x + arm * s * 3.5, y - s * 11), fill=skin, width=max(2, int(s * 0.7)))
-            self.draw_.line((x - arm * s * 1.1, y - s * 8.5, x - arm * s * 2.6, y - s * 5.5), fill=skin, width=max(2, int(s * 0.7)))
+            self.draw_.line(
+                (x + arm * s * 1.1, y - s * 8.5, x + arm * s * 3.5, y - s * 11),
+                fill=skin,
+                width=max(2, int(s * 0.7)),
+            )
+            self.draw_.line(
+                (x - arm * s * 1.1, y - s * 8.5, x - arm * s * 2.6, y - s * 5.5),
+                fill=skin,
+                width=max(2, int(s * 0.7)),
+            )
             self.draw_.ellipse((x - s * 1.6, y - s * 12.5, x + s * 1.6, y - s * 9.3), fill=skin)
-            self.draw_.chord((x - s * 1.7, y - s * 12.8, x + s * 1.7, y - s * 9.6), 180, 360, fill=self.rng.choice([dark, (120, 70, 30), (230, 200, 120)]))
+            self.draw_.chord(
+                (x - s * 1.7, y - s * 12.8, x + s * 1.7, y - s * 9.6),
+                180,
+                360,
+                fill=self.rng.choice([dark, (120, 70, 30), (230, 200, 120)]),
+            )

@@ -21,6 +21,7 @@ option. Deterministic: the same text and schema always give the same answer.
 What is read from the text (its source part, sentences, names, words, the
 fill-in-the-blank questions) is offline_text.py; this module walks the schema.
 """
+
 from __future__ import annotations
 
 import re
@@ -30,12 +31,32 @@ from typing import Any
 
 from .offline_text import FALLBACK_WORDS, Quiz, Source, content_words, mentions, source_text, title
 
-DEFAULT_LIST_LENGTH = 6     # items in a list of objects when the schema sets no maximum
-MAX_DEPTH = 8               # deeper than this, lists get their minimum length and optional fields null
+DEFAULT_LIST_LENGTH = 6  # items in a list of objects when the schema sets no maximum
+MAX_DEPTH = 8  # deeper than this, lists get their minimum length and optional fields null
 
 _NAME_HINTS = {"name", "speaker", "character", "key", "author", "person", "who"}
-_TITLE_HINTS = {"title", "heading", "headline", "theme", "topic", "label", "front", "term", "subject", "caption"}
-_LONG_TEXT_HINTS = {"content", "script", "body", "summary", "overview", "paragraph", "story", "narration"}
+_TITLE_HINTS = {
+    "title",
+    "heading",
+    "headline",
+    "theme",
+    "topic",
+    "label",
+    "front",
+    "term",
+    "subject",
+    "caption",
+}
+_LONG_TEXT_HINTS = {
+    "content",
+    "script",
+    "body",
+    "summary",
+    "overview",
+    "paragraph",
+    "story",
+    "narration",
+}
 _WORD_LIST_HINTS = {"tags", "keywords", "topics", "terms", "words", "vocabulary", "themes"}
 
 
@@ -60,19 +81,19 @@ class _Window:
     def split(self, n: int) -> list["_Window"]:
         m = len(self.items)
         if m >= n:
-            return [_Window(self.items[i * m // n:(i + 1) * m // n]) for i in range(n)]
+            return [_Window(self.items[i * m // n : (i + 1) * m // n]) for i in range(n)]
         return [_Window([self.items[(self.pos + i) % m]]) for i in range(n)]
 
 
 @dataclass(frozen=True)
 class _Context:
     window: _Window
-    index: int = 0                  # the item's place in its list
-    parent: str = "item"            # the singular name of the list or object it belongs to
-    person: str | None = None       # the name this item is about
+    index: int = 0  # the item's place in its list
+    parent: str = "item"  # the singular name of the list or object it belongs to
+    person: str | None = None  # the name this item is about
     quiz: Quiz | None = None
-    correct_id: Any = None          # the id of the quiz's right option, once its options are written
-    depth: int = 0                  # objects above this one (a self-referencing model stops growing)
+    correct_id: Any = None  # the id of the quiz's right option, once its options are written
+    depth: int = 0  # objects above this one (a self-referencing model stops growing)
 
 
 class _Filler:
@@ -89,7 +110,7 @@ class _Filler:
     def resolve(self, schema: Any) -> dict[str, Any]:
         """The schema with $ref followed, allOf merged and keywords in camelCase."""
         node = {_snake_to_camel(k): v for k, v in (schema or {}).items()}
-        for _ in range(32):   # nested $ref chains
+        for _ in range(32):  # nested $ref chains
             ref = node.pop("$ref", None)
             if ref is None:
                 break
@@ -116,10 +137,11 @@ class _Filler:
         node = self.resolve(schema)
         words = _words(name)
         arms = node.get("anyOf") or node.get("oneOf")
-        nullable = bool(node.get("nullable")) or bool(arms and any(
-            _type_of(self.resolve(a)) == "null" for a in arms))
+        nullable = bool(node.get("nullable")) or bool(
+            arms and any(_type_of(self.resolve(a)) == "null" for a in arms)
+        )
         if nullable and (_is_link(words) or ctx.depth >= MAX_DEPTH):
-            return None        # no links offline: the API fills them once media exists
+            return None  # no links offline: the API fills them once media exists
         node = self.non_null(node)
         if "const" in node:
             return node["const"]
@@ -136,14 +158,16 @@ class _Filler:
             return ctx.index % 2 == 0
         if kind == "null":
             return None
-        return self.string(node, words, ctx)   # strings, and untyped fields (text is the safest guess)
+        return self.string(
+            node, words, ctx
+        )  # strings, and untyped fields (text is the safest guess)
 
     def object(self, node: dict[str, Any], name: str, ctx: _Context) -> dict[str, Any]:
         properties: dict[str, Any] = node.get("properties") or {}
         order = [key for key in node.get("propertyOrdering") or [] if key in properties]
         order += [key for key in properties if key not in order]
         inner = replace(ctx, parent=_singular(name) or ctx.parent, depth=ctx.depth + 1)
-        if ctx.quiz is None:   # a new quiz, if this object is one: its right option is not known yet
+        if ctx.quiz is None:  # a new quiz, if this object is one: its right option is not known yet
             inner = replace(inner, quiz=self._quiz_for(properties, ctx), correct_id=None)
         quiz = inner.quiz
         result: dict[str, Any] = {}
@@ -165,7 +189,7 @@ class _Filler:
         """The id of the quiz's right option among ``options`` (as written by _options), if they have ids."""
         node = self.non_null(self.resolve(schema))
         if ctx.depth >= MAX_DEPTH or node.get("prefixItems") or "const" in node or node.get("enum"):
-            return None    # array() did not write these as the quiz's options
+            return None  # array() did not write these as the quiz's options
         id_key = _id_key(self.non_null(self.resolve(node.get("items") or {})))
         index = ctx.quiz.correct_index
         if id_key is None or not isinstance(options, list) or index >= len(options):
@@ -192,28 +216,52 @@ class _Filler:
         singular = _singular(name)
         words = _words(name)
         if ctx.depth >= MAX_DEPTH:
-            return [self.value(items, singular, replace(ctx, index=i)) for i in range(_int(lo) or 0)]
+            return [
+                self.value(items, singular, replace(ctx, index=i)) for i in range(_int(lo) or 0)
+            ]
         if node.get("prefixItems"):
-            return [self.value(p, singular, replace(ctx, index=i)) for i, p in enumerate(node["prefixItems"])]
-        if ctx.quiz is not None and _is_options(words) and (_is_text(item_node) or _type_of(item_node) == "object"):
+            return [
+                self.value(p, singular, replace(ctx, index=i))
+                for i, p in enumerate(node["prefixItems"])
+            ]
+        if (
+            ctx.quiz is not None
+            and _is_options(words)
+            and (_is_text(item_node) or _type_of(item_node) == "object")
+        ):
             return self._options(items, item_node, singular, ctx, lo, hi)
         if _type_of(item_node) == "object":
             properties = item_node.get("properties") or {}
             if any(set(_words(k)) & _NAME_HINTS for k in properties):
                 return self._people(items, singular, ctx, lo, hi)
             n = _clamp(len(ctx.window.items), lo, hi, default_max=DEFAULT_LIST_LENGTH)
-            return [self.value(items, singular, replace(ctx, window=part, index=i, quiz=None))
-                    for i, part in enumerate(ctx.window.split(n))]
-        if (set(words) & _WORD_LIST_HINTS and _type_of(item_node) in (None, "string") and not item_node.get("enum")
-                and "const" not in item_node):
+            return [
+                self.value(items, singular, replace(ctx, window=part, index=i, quiz=None))
+                for i, part in enumerate(ctx.window.split(n))
+            ]
+        if (
+            set(words) & _WORD_LIST_HINTS
+            and _type_of(item_node) in (None, "string")
+            and not item_node.get("enum")
+            and "const" not in item_node
+        ):
             n = _clamp(min(len(self.keywords), 5), lo, hi)
             pool = self.keywords or list(FALLBACK_WORDS)
-            return [self._fit(pool[i % len(pool)] if i < len(pool) else f"{pool[i % len(pool)]} {i + 1}",
-                              item_node, ctx) for i in range(n)]
+            return [
+                self._fit(
+                    pool[i % len(pool)] if i < len(pool) else f"{pool[i % len(pool)]} {i + 1}",
+                    item_node,
+                    ctx,
+                )
+                for i in range(n)
+            ]
         n = _clamp(4 if _is_options(words) else min(len(ctx.window.items), 3), lo, hi)
         values = [self.value(items, singular, replace(ctx, index=i)) for i in range(n)]
         if node.get("uniqueItems"):
-            values = [f"{v} ({i + 1})" if isinstance(v, str) and v in values[:i] else v for i, v in enumerate(values)]
+            values = [
+                f"{v} ({i + 1})" if isinstance(v, str) and v in values[:i] else v
+                for i, v in enumerate(values)
+            ]
         return values
 
     def _people(self, items: Any, singular: str, ctx: _Context, lo: Any, hi: Any) -> list[Any]:
@@ -227,21 +275,45 @@ class _Filler:
         for i in range(n):
             person = named[i % len(named)]
             about = [s for s in ctx.window.items if mentions(s, person)] or ctx.window.items
-            result.append(self.value(items, singular, replace(ctx, window=_Window(about), index=i,
-                                                              person=person, quiz=None)))
+            result.append(
+                self.value(
+                    items,
+                    singular,
+                    replace(ctx, window=_Window(about), index=i, person=person, quiz=None),
+                )
+            )
         return result
 
-    def _options(self, items: Any, item_node: dict[str, Any], singular: str, ctx: _Context,
-                 lo: Any, hi: Any) -> list[Any]:
+    def _options(
+        self, items: Any, item_node: dict[str, Any], singular: str, ctx: _Context, lo: Any, hi: Any
+    ) -> list[Any]:
         quiz = ctx.quiz
         n = _clamp(len(quiz.options), lo, hi)
         texts = [quiz.options[i % len(quiz.options)] for i in range(n)]
         if _type_of(item_node) != "object":
             return [self._fit(text, item_node, ctx) for text in texts]
-        properties = {k: self.non_null(self.resolve(v)) for k, v in (item_node.get("properties") or {}).items()}
-        text_key = next((k for k, v in properties.items() if _is_text(v) and set(_words(k)) & {
-            "text", "label", "content", "value", "option", "answer", "title", "choice"}), None)
-        flag_key = next((k for k, v in properties.items() if _type_of(v) == "boolean" and "correct" in _words(k)), None)
+        properties = {
+            k: self.non_null(self.resolve(v))
+            for k, v in (item_node.get("properties") or {}).items()
+        }
+        text_key = next(
+            (
+                k
+                for k, v in properties.items()
+                if _is_text(v)
+                and set(_words(k))
+                & {"text", "label", "content", "value", "option", "answer", "title", "choice"}
+            ),
+            None,
+        )
+        flag_key = next(
+            (
+                k
+                for k, v in properties.items()
+                if _type_of(v) == "boolean" and "correct" in _words(k)
+            ),
+            None,
+        )
         options = []
         for i, text in enumerate(texts):
             option = self.value(items, singular, replace(ctx, index=i, quiz=None))
@@ -284,7 +356,9 @@ class _Filler:
             person = ctx.person or self.names[ctx.index % len(self.names)]
             return self._fit(person, node, ctx)
         if hints & _LONG_TEXT_HINTS:
-            return self._fit(" ".join(ctx.window.take() for _ in range(min(3, len(ctx.window.items)))), node, ctx)
+            return self._fit(
+                " ".join(ctx.window.take() for _ in range(min(3, len(ctx.window.items)))), node, ctx
+            )
         return self._fit(ctx.window.take(), node, ctx)
 
     def _fit(self, text: str, node: dict[str, Any], ctx: _Context) -> str:
@@ -304,7 +378,9 @@ class _Filler:
             text = shorter if shorter and (lo is None or len(shorter) >= lo) else cut
         return text
 
-    def number(self, node: dict[str, Any], words: list[str], ctx: _Context, *, integer: bool) -> int | float:
+    def number(
+        self, node: dict[str, Any], words: list[str], ctx: _Context, *, integer: bool
+    ) -> int | float:
         # Ids, orders, positions and counts alike: the item's place in its list, from 1.
         value: float = ctx.index + 1
         if ctx.quiz is not None and ("correct" in words or words[-1:] == ["answer"]):
@@ -347,7 +423,7 @@ def _bound(node: dict[str, Any], inclusive: str, exclusive: str, step: float) ->
     value = node.get(inclusive)
     bound = None if value is None else float(value)
     strict = node.get(exclusive)
-    if isinstance(strict, bool):          # JSON Schema draft 4 / OpenAPI 3.0: a flag on the inclusive bound
+    if isinstance(strict, bool):  # JSON Schema draft 4 / OpenAPI 3.0: a flag on the inclusive bound
         return bound + step if strict and bound is not None else bound
     if strict is not None:
         moved = float(strict) + step
@@ -381,7 +457,12 @@ def _snake_to_camel(key: str) -> str:
 
 def _is_text(node: dict[str, Any]) -> bool:
     """A free string: no enum or const to keep to."""
-    return _type_of(node) == "string" and not node.get("enum") and "const" not in node and not node.get("format")
+    return (
+        _type_of(node) == "string"
+        and not node.get("enum")
+        and "const" not in node
+        and not node.get("format")
+    )
 
 
 def _id_key(option: dict[str, Any]) -> str | None:
@@ -398,7 +479,7 @@ def _is_link(words: list[str]) -> bool:
 
 
 def _int(value: Any) -> int | None:
-    return None if value is None else int(value)   # Gemini's schema may spell int64 as a string
+    return None if value is None else int(value)  # Gemini's schema may spell int64 as a string
 
 
 def _clamp(want: int, lo: Any, hi: Any, default_max: int | None = None) -> int:

@@ -9,6 +9,7 @@ words (no stopwords) by frequency, and fill-in-the-blank questions
 
 The JSON-schema walker that writes answers from these is offline_schema.py.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -24,7 +25,8 @@ _STOPWORDS = frozenset(
     "into is it its just let may me more most my no not now of on one or our out over she so some such than that the "
     "their them then there these they this those through to too under up upon us very was we were what when where "
     "which while who whom why will with would you your also about after again all any because before being both "
-    "each few only other own same should until once every".split())
+    "each few only other own same should until once every".split()
+)
 FALLBACK_SENTENCE = "A quiet page waits for its story."
 FALLBACK_NAMES = ("Narrator", "Reader", "Guide", "Friend")
 FALLBACK_WORDS = ("river", "mountain", "library", "lantern", "garden", "journey")
@@ -39,7 +41,7 @@ def source_text(prompt: str) -> str:
     for i in range(len(lines) - 1, -1, -1):
         line = lines[i].strip().lower()
         if line.endswith(":") and "text" in line:
-            rest = "\n".join(lines[i + 1:]).strip()
+            rest = "\n".join(lines[i + 1 :]).strip()
             if rest:
                 return rest
     return prompt
@@ -57,19 +59,29 @@ def sentences(text: str) -> list[str]:
 @dataclass(frozen=True)
 class Source:
     """What a text offers to write from: sentences, names, and content words (first seen, and most frequent)."""
+
     sentences: list[str]
     names: list[str]
-    vocabulary: list[str]     # content words in the order first seen, once each
-    keywords: list[str]       # the same, most frequent (then longest) first
+    vocabulary: list[str]  # content words in the order first seen, once each
+    keywords: list[str]  # the same, most frequent (then longest) first
 
     @classmethod
     def of(cls, text: str) -> "Source":
         found = sentences(text) or [FALLBACK_SENTENCE]
         counts = Counter(w.lower() for s in found for w in content_words(s))
         seen: set[str] = set()
-        vocabulary = [w for s in found for w in content_words(s) if not (w.lower() in seen or seen.add(w.lower()))]
-        return cls(found, names(found) or list(FALLBACK_NAMES), vocabulary,
-                   sorted(vocabulary, key=lambda w: (-counts[w.lower()], -len(w))))
+        vocabulary = [
+            w
+            for s in found
+            for w in content_words(s)
+            if not (w.lower() in seen or seen.add(w.lower()))
+        ]
+        return cls(
+            found,
+            names(found) or list(FALLBACK_NAMES),
+            vocabulary,
+            sorted(vocabulary, key=lambda w: (-counts[w.lower()], -len(w))),
+        )
 
 
 class Quiz:
@@ -79,19 +91,25 @@ class Quiz:
         candidates = content_words(sentence) or WORD.findall(sentence) or ["story"]
         self.answer = max(candidates, key=len)
         self.sentence = sentence
-        self.question = "Fill in the blank: " + re.sub(rf"\b{re.escape(self.answer)}\b", "_____", sentence, count=1)
+        self.question = "Fill in the blank: " + re.sub(
+            rf"\b{re.escape(self.answer)}\b", "_____", sentence, count=1
+        )
         in_sentence = {w.lower() for w in WORD.findall(sentence)}
         pool = [w for w in vocabulary if w.lower() not in in_sentence] + list(FALLBACK_WORDS)
         start = (number * 3) % max(1, len(pool) - len(FALLBACK_WORDS))
         wrong: list[str] = []
         for word in pool[start:] + pool[:start]:
-            if word.lower() != self.answer.lower() and word.lower() not in {w.lower() for w in wrong}:
+            if word.lower() != self.answer.lower() and word.lower() not in {
+                w.lower() for w in wrong
+            }:
                 wrong.append(word)
             if len(wrong) >= n_options - 1:
                 break
         n = max(1, n_options)
         self.correct_index = _stable_index(f"{number}:{sentence}", n)
-        self.options = (wrong[:self.correct_index] + [self.answer] + wrong[self.correct_index:])[:n]
+        self.options = (wrong[: self.correct_index] + [self.answer] + wrong[self.correct_index :])[
+            :n
+        ]
 
 
 def title(sentence: str, max_words: int = 6) -> str:
@@ -120,7 +138,9 @@ def names(all_sentences: list[str]) -> list[str]:
                     order.append(word)
             else:
                 lower.add(word.lower())
-    return [w for w in order if w.lower() not in lower and (w in mid_sentence or capitalised[w] >= 2)]
+    return [
+        w for w in order if w.lower() not in lower and (w in mid_sentence or capitalised[w] >= 2)
+    ]
 
 
 def mentions(sentence: str, name: str) -> bool:

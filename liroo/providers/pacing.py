@@ -29,6 +29,7 @@ instance count of an autoscaled service is unknown at that moment; Gemini's
 logged once per worker, like the job store's, and Redis is tried again at most
 every few seconds.
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -48,7 +49,7 @@ from .base import RateLimited
 
 log = logging.getLogger("liroo.providers.pacing")
 
-REDIS_RETRY_S = 3.0      # while Redis is down, it is tried again at most this often
+REDIS_RETRY_S = 3.0  # while Redis is down, it is tried again at most this often
 
 
 def gcra(tat: float, now: float, interval: float, tolerance: float) -> tuple[float, float]:
@@ -65,14 +66,18 @@ def held_back(tat: float, now: float, seconds: float, tolerance: float) -> float
 class BudgetState(Protocol):
     """Where the per-model arrival times live; ``take`` and ``hold`` are each one atomic step."""
 
-    def take(self, model: str, now: float, interval: float, tolerance: float, max_wait_s: float) -> float:
+    def take(
+        self, model: str, now: float, interval: float, tolerance: float, max_wait_s: float
+    ) -> float:
         """Reserve the next slot and return the wait, or raise RateLimited (nothing reserved) beyond ``max_wait_s``."""
 
     def hold(self, model: str, now: float, seconds: float, tolerance: float) -> None: ...
 
 
 def _refuse(wait: float) -> RateLimited:
-    return RateLimited(f"pacing: the next slot is {wait:.1f}s away", retry_after_s=max(1, math.ceil(wait)))
+    return RateLimited(
+        f"pacing: the next slot is {wait:.1f}s away", retry_after_s=max(1, math.ceil(wait))
+    )
 
 
 class SharedMemoryState:
@@ -105,7 +110,12 @@ class SharedMemoryState:
 
     def _offset(self, model: str) -> int:
         """The model's slot (claimed on first use; linear probing), under the lock."""
-        key = int.from_bytes(hashlib.blake2b(model.encode(), digest_size=8).digest(), "little", signed=True) or 1
+        key = (
+            int.from_bytes(
+                hashlib.blake2b(model.encode(), digest_size=8).digest(), "little", signed=True
+            )
+            or 1
+        )
         for i in range(self._slots):
             offset = ((key + i) % self._slots) * self._SLOT.size
             found, _ = self._SLOT.unpack_from(self._map, offset)
@@ -164,20 +174,27 @@ class RedisState:
     def __init__(self, url: str) -> None:
         import redis  # only needed when REDIS_URL is set
 
-        self._redis = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2, health_check_interval=30)
+        self._redis = redis.Redis.from_url(
+            url, socket_timeout=2, socket_connect_timeout=2, health_check_interval=30
+        )
         # Any Redis error (gone, read-only, full, not Redis at all) means: pace on this instance for now.
         self.unavailable_errors = (redis.exceptions.RedisError,)
         self._script = self._redis.register_script(_PACE_LUA)
 
     def take(self, model, now, interval, tolerance, max_wait_s):
-        granted, wait = self._script(keys=[self.PREFIX + model],
-                                     args=[repr(now), repr(interval), repr(tolerance), repr(max_wait_s), "take"])
+        granted, wait = self._script(
+            keys=[self.PREFIX + model],
+            args=[repr(now), repr(interval), repr(tolerance), repr(max_wait_s), "take"],
+        )
         if not int(granted):
             raise _refuse(float(wait))
         return float(wait)
 
     def hold(self, model, now, seconds, tolerance):
-        self._script(keys=[self.PREFIX + model], args=[repr(now), "0", repr(tolerance), repr(seconds), "hold"])
+        self._script(
+            keys=[self.PREFIX + model],
+            args=[repr(now), "0", repr(tolerance), repr(seconds), "hold"],
+        )
 
 
 class Pacer:
@@ -189,23 +206,35 @@ class Pacer:
     their times there), the instance's memory a monotonic one.
     """
 
-    def __init__(self, per_minute: float, burst: float | None = None, *, max_wait_s: float = float("inf"),
-                 shared: RedisState | None = None, local: SharedMemoryState | None = None,
-                 clock: Callable[[], float] | None = None, sleep: Callable[[float], None] = time.sleep,
-                 retry_s: float = REDIS_RETRY_S) -> None:
+    def __init__(
+        self,
+        per_minute: float,
+        burst: float | None = None,
+        *,
+        max_wait_s: float = float("inf"),
+        shared: RedisState | None = None,
+        local: SharedMemoryState | None = None,
+        clock: Callable[[], float] | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        retry_s: float = REDIS_RETRY_S,
+    ) -> None:
         self.per_minute = per_minute
         self.burst = max(1.0, burst if burst is not None else per_minute / 10.0)
         self.max_wait_s = max_wait_s
         self.interval = 60.0 / per_minute if per_minute > 0 else 0.0
-        self.tolerance = (self.burst - 1.0) * self.interval   # how far the debt may run ahead of now
+        self.tolerance = (self.burst - 1.0) * self.interval  # how far the debt may run ahead of now
         self.shared = shared
         self.local = local if local is not None or per_minute <= 0 else SharedMemoryState()
         self._wall = clock or time.time
         self._monotonic = clock or time.monotonic
         self._sleep = sleep
-        self._outage = RedisOutage(retry_s, log, "Redis cannot be reached (%s): Gemini calls are paced by this "
-                                   "instance alone, at the full LIROO_GEMINI_RPM, until it answers again",
-                                   "Redis answers again: Gemini pacing is shared by the service again")
+        self._outage = RedisOutage(
+            retry_s,
+            log,
+            "Redis cannot be reached (%s): Gemini calls are paced by this "
+            "instance alone, at the full LIROO_GEMINI_RPM, until it answers again",
+            "Redis answers again: Gemini pacing is shared by the service again",
+        )
 
     @property
     def enabled(self) -> bool:
@@ -215,10 +244,15 @@ class Pacer:
         """Wait for the model's next slot; return the seconds waited (RateLimited if that would exceed max_wait_s)."""
         if not self.enabled:
             return 0.0
-        wait = self._on_shared(lambda state: state.take(model, self._wall(), self.interval, self.tolerance,
-                                                        self.max_wait_s))
+        wait = self._on_shared(
+            lambda state: state.take(
+                model, self._wall(), self.interval, self.tolerance, self.max_wait_s
+            )
+        )
         if wait is None:
-            wait = self.local.take(model, self._monotonic(), self.interval, self.tolerance, self.max_wait_s)
+            wait = self.local.take(
+                model, self._monotonic(), self.interval, self.tolerance, self.max_wait_s
+            )
         if wait > 0:
             self._sleep(wait)
         return wait
@@ -255,4 +289,9 @@ def make_pacer(settings) -> Pacer:
     """The service's pacer: made once, before gunicorn forks, so its shared memory is the instance's."""
     rpm = settings.gemini_rpm
     shared = RedisState(settings.redis_url) if settings.redis_url and rpm > 0 else None
-    return Pacer(rpm, service_burst(rpm, settings.max_panels), max_wait_s=settings.gemini_timeout_s, shared=shared)
+    return Pacer(
+        rpm,
+        service_burst(rpm, settings.max_panels),
+        max_wait_s=settings.gemini_timeout_s,
+        shared=shared,
+    )

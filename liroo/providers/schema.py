@@ -18,6 +18,7 @@ Both providers call ``check_schema`` first, so such a schema fails the same
 way offline as in production: with ``UnsupportedSchema`` naming the field and
 what to write instead.
 """
+
 from __future__ import annotations
 
 import functools
@@ -50,10 +51,36 @@ class UnsupportedSchema(TypeError):
 
 
 # The JSON Schema keywords Gemini's response schema (an OpenAPI subset) carries; the SDK refuses others.
-_SUPPORTED = frozenset({
-    "type", "title", "description", "default", "enum", "const", "format", "pattern", "nullable", "example",
-    "properties", "required", "minProperties", "maxProperties", "additionalProperties", "propertyOrdering",
-    "items", "minItems", "maxItems", "minLength", "maxLength", "minimum", "maximum", "anyOf", "$ref", "$defs"})
+_SUPPORTED = frozenset(
+    {
+        "type",
+        "title",
+        "description",
+        "default",
+        "enum",
+        "const",
+        "format",
+        "pattern",
+        "nullable",
+        "example",
+        "properties",
+        "required",
+        "minProperties",
+        "maxProperties",
+        "additionalProperties",
+        "propertyOrdering",
+        "items",
+        "minItems",
+        "maxItems",
+        "minLength",
+        "maxLength",
+        "minimum",
+        "maximum",
+        "anyOf",
+        "$ref",
+        "$defs",
+    }
+)
 _INSTEAD = {
     "additionalProperties": "a dict field: model it as list[Pair] and convert with pairs_to_dict()",
     "exclusiveMinimum": "use ge= instead of gt=",
@@ -86,8 +113,10 @@ def check_schema(schema: type[BaseModel]) -> dict[str, Any]:
             elif key == "enum":
                 allowed = all(isinstance(v, str) for v in value)
             if not allowed:
-                raise UnsupportedSchema(f"{path}: {key} is not supported by Gemini's structured output "
-                                        f"({_INSTEAD.get(key, 'remove it')})")
+                raise UnsupportedSchema(
+                    f"{path}: {key} is not supported by Gemini's structured output "
+                    f"({_INSTEAD.get(key, 'remove it')})"
+                )
     return json_schema
 
 

@@ -1,4 +1,5 @@
 """WAV files from raw PCM, with the standard library's ``wave`` module."""
+
 from __future__ import annotations
 
 import io
@@ -19,7 +20,11 @@ def pcm_to_wav(pcm: bytes, rate: int, *, channels: int = 1, sample_width: int = 
 def read_pcm(data: bytes) -> tuple[bytes, tuple[int, int, int]]:
     """A WAV's samples and (rate, channels, sample width); wave.Error or EOFError if it is not one."""
     with wave.open(io.BytesIO(data), "rb") as wav:
-        return wav.readframes(wav.getnframes()), (wav.getframerate(), wav.getnchannels(), wav.getsampwidth())
+        return wav.readframes(wav.getnframes()), (
+            wav.getframerate(),
+            wav.getnchannels(),
+            wav.getsampwidth(),
+        )
 
 
 def wav_duration_s(data: bytes) -> float:

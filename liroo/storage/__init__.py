@@ -1,4 +1,5 @@
 """Where generated media goes: the local media folder (default) or Google Cloud Storage."""
+
 from __future__ import annotations
 
 from ..settings import Settings, SettingsError
@@ -7,8 +8,20 @@ from .health import STORAGE_ERRNOS, STORAGE_HEALTH
 from .cache import cached_url, image_cache_key, image_cache_object
 from .local import LocalStorage
 
-__all__ = ["IMMUTABLE_CACHE", "LocalStorage", "STORAGE_ERRNOS", "STORAGE_HEALTH", "Storage", "StorageError", "cached_url", "content_type_for",
-           "image_cache_key", "image_cache_object", "make_storage", "media_key"]
+__all__ = [
+    "IMMUTABLE_CACHE",
+    "LocalStorage",
+    "STORAGE_ERRNOS",
+    "STORAGE_HEALTH",
+    "Storage",
+    "StorageError",
+    "cached_url",
+    "content_type_for",
+    "image_cache_key",
+    "image_cache_object",
+    "make_storage",
+    "media_key",
+]
 
 
 def make_storage(settings: Settings) -> Storage:
@@ -16,10 +29,14 @@ def make_storage(settings: Settings) -> Storage:
     if settings.storage_backend == "gcs":
         if not settings.gcs_bucket_name:
             raise SettingsError("LIROO_STORAGE=gcs needs GCS_BUCKET_NAME")
-        from .gcs import GcsStorage   # imported only when used: google-cloud-storage is heavy
+        from .gcs import GcsStorage  # imported only when used: google-cloud-storage is heavy
         from google.cloud.storage.retry import DEFAULT_RETRY
-        return GcsStorage(settings.gcs_bucket_name, url_mode=settings.gcs_url_mode,
-                          signed_url_ttl_s=settings.signed_url_ttl_s,
-                          retry=DEFAULT_RETRY.with_timeout(settings.gcs_retry_deadline_s),
-                          timeout_s=settings.gcs_retry_deadline_s)
+
+        return GcsStorage(
+            settings.gcs_bucket_name,
+            url_mode=settings.gcs_url_mode,
+            signed_url_ttl_s=settings.signed_url_ttl_s,
+            retry=DEFAULT_RETRY.with_timeout(settings.gcs_retry_deadline_s),
+            timeout_s=settings.gcs_retry_deadline_s,
+        )
     return LocalStorage(settings.media_dir, base_url=settings.base_url)

@@ -1,4 +1,5 @@
 """What every storage offers, and how objects are named."""
+
 from __future__ import annotations
 
 import re
@@ -19,8 +20,13 @@ _SLUG = re.compile(r"[a-z0-9][a-z0-9-]{0,31}")
 _DIGEST = re.compile(r"[0-9a-f]{16,128}")
 
 CONTENT_TYPES = {
-    "jpg": "image/jpeg", "jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp",
-    "wav": "audio/wav", "mp3": "audio/mpeg", "json": "application/json",
+    "jpg": "image/jpeg",
+    "jpeg": "image/jpeg",
+    "png": "image/png",
+    "webp": "image/webp",
+    "wav": "audio/wav",
+    "mp3": "audio/mpeg",
+    "json": "application/json",
 }
 
 
@@ -29,8 +35,14 @@ class StorageError(RuntimeError):
 
 
 class Storage(Protocol):
-    def put(self, key: str, data: bytes, content_type: str, cache_control: str = IMMUTABLE_CACHE,
-            public_base: str | None = None) -> str:
+    def put(
+        self,
+        key: str,
+        data: bytes,
+        content_type: str,
+        cache_control: str = IMMUTABLE_CACHE,
+        public_base: str | None = None,
+    ) -> str:
         """Store ``data`` under ``key`` and return an absolute URL the app can fetch it from."""
 
     def exists(self, key: str) -> bool:

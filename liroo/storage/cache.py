@@ -4,6 +4,7 @@ A picture is named by a hash of everything that decides it (prompt, style,
 level, aspect ratio, model), so the same request finds the same object in
 either storage. Callers check ``settings.image_cache`` (LIROO_IMAGE_CACHE).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -17,15 +18,23 @@ from .base import Storage, media_key
 _CACHE_VERSION = 1
 
 
-def image_cache_key(prompt: str, style: str | None, level: str | None, aspect_ratio: str | None,
-                    model: str) -> str:
+def image_cache_key(
+    prompt: str, style: str | None, level: str | None, aspect_ratio: str | None, model: str
+) -> str:
     """sha256 (hex) of the normalized inputs.
 
     Normalization only removes differences that cannot change the picture:
     Unicode form (NFC) and runs of whitespace everywhere; letter case too for
     the style, level, aspect ratio and model, which are names, not prose.
     """
-    fields = [_CACHE_VERSION, _text(prompt), _name(style), _name(level), _name(aspect_ratio), _name(model)]
+    fields = [
+        _CACHE_VERSION,
+        _text(prompt),
+        _name(style),
+        _name(level),
+        _name(aspect_ratio),
+        _name(model),
+    ]
     # JSON keeps the fields apart: no separator inside a prompt can shift them.
     return hashlib.sha256(json.dumps(fields, ensure_ascii=False).encode("utf-8")).hexdigest()
 

@@ -7,6 +7,7 @@ anonymous page (``mmap``, as the governor's ledger does) made at import, in
 gunicorn's master before it forks, so a failure met by one worker is seen by
 the worker that answers /health.
 """
+
 from __future__ import annotations
 
 import errno
@@ -18,7 +19,9 @@ import time
 # How long after a failure /health reports it when no write has succeeded since.
 DEGRADED_FOR_S = 300.0
 
-_RECORD = struct.Struct("dq")   # time of the last failure (0: none since the last success), its errno
+_RECORD = struct.Struct(
+    "dq"
+)  # time of the last failure (0: none since the last success), its errno
 
 
 class StorageHealth:
@@ -30,7 +33,9 @@ class StorageHealth:
         _RECORD.pack_into(self._map, 0, time.time(), error_number or 0)
 
     def succeeded(self) -> None:
-        if _RECORD.unpack_from(self._map, 0)[0]:   # a read is cheaper than dirtying the page on every write
+        if _RECORD.unpack_from(self._map, 0)[
+            0
+        ]:  # a read is cheaper than dirtying the page on every write
             _RECORD.pack_into(self._map, 0, 0.0, 0)
 
     def problem(self) -> str | None:
@@ -45,4 +50,6 @@ class StorageHealth:
 STORAGE_HEALTH = StorageHealth()
 
 # OSErrors that mean the storage, not the request, is at fault: 503 storage_unavailable.
-STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO, errno.EMFILE, errno.ENFILE})
+STORAGE_ERRNOS = frozenset(
+    {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO, errno.EMFILE, errno.ENFILE}
+)

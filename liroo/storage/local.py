@@ -1,4 +1,5 @@
 """Local storage: files under LIROO_MEDIA_DIR, served by the app at /media/<key>."""
+
 from __future__ import annotations
 
 import os
@@ -10,7 +11,7 @@ from werkzeug.security import safe_join
 from .base import IMMUTABLE_CACHE, StorageError, check_key, is_valid_key
 from .health import STORAGE_HEALTH
 
-MEDIA_PATH = "/media/"   # where the app serves these files (liroo/media.py)
+MEDIA_PATH = "/media/"  # where the app serves these files (liroo/media.py)
 
 
 class LocalStorage:
@@ -19,8 +20,14 @@ class LocalStorage:
         self.root = os.path.realpath(root)
         self.base_url = base_url.rstrip("/") if base_url else None
 
-    def put(self, key: str, data: bytes, content_type: str, cache_control: str = IMMUTABLE_CACHE,
-            public_base: str | None = None) -> str:
+    def put(
+        self,
+        key: str,
+        data: bytes,
+        content_type: str,
+        cache_control: str = IMMUTABLE_CACHE,
+        public_base: str | None = None,
+    ) -> str:
         # content_type and cache_control are implied here: the /media route
         # derives the type from the extension and serves every key as immutable.
         path = self._path(check_key(key))
@@ -31,7 +38,9 @@ class LocalStorage:
             # A full disk (ENOSPC), a read-only or failing one: the storage's fault, not the
             # request's. Callers answer 503 storage_unavailable; /health reports it.
             STORAGE_HEALTH.failed(exc.errno)
-            raise StorageError(f"local storage write failed: {exc.strerror or type(exc).__name__}") from exc
+            raise StorageError(
+                f"local storage write failed: {exc.strerror or type(exc).__name__}"
+            ) from exc
         STORAGE_HEALTH.succeeded()
         return self.url(key, public_base)
 

@@ -13,6 +13,7 @@ for the memory gauge. It never asks for ``/memory`` or ``/metrics``: with
 any client that does not prefer HTML (``Accept: application/json``, curl's
 ``*/*``), so scripts and probes keep what they had.
 """
+
 from __future__ import annotations
 
 from urllib.parse import urlsplit
@@ -25,15 +26,24 @@ from ..monitoring import service_description
 from ..providers.base import VOICE_ROLES
 from ..services import services
 
-bp = Blueprint("studio", __name__, template_folder="templates", static_folder="static",
-               static_url_path="/studio/static")
+bp = Blueprint(
+    "studio",
+    __name__,
+    template_folder="templates",
+    static_folder="static",
+    static_url_path="/studio/static",
+)
 
 # (key, label, route); the script builds each route's body (studio.js, bodyFor).
-MODES = (("comic", "Comic", "/generate_comic"), ("story", "Story", "/generate_story"),
-         ("lecture", "Lecture", "/generate_lecture"), ("study", "Study page", "/process"),
-         ("speech", "Speech", "/generate_tts"))
+MODES = (
+    ("comic", "Comic", "/generate_comic"),
+    ("story", "Story", "/generate_story"),
+    ("lecture", "Lecture", "/generate_lecture"),
+    ("study", "Study page", "/process"),
+    ("speech", "Speech", "/generate_tts"),
+)
 DEFAULT_STYLE = "comic_book"
-GCS_ORIGIN = "https://storage.googleapis.com"   # both signed and public object URLs live here
+GCS_ORIGIN = "https://storage.googleapis.com"  # both signed and public object URLs live here
 
 
 def media_origins(settings) -> list[str]:
@@ -48,10 +58,19 @@ def media_origins(settings) -> list[str]:
 
 def content_security_policy(settings) -> str:
     media = " ".join(["'self'", *media_origins(settings)])
-    return "; ".join([
-        "default-src 'none'", "script-src 'self'", "style-src 'self'", f"img-src {media}",
-        f"media-src {media}", "connect-src 'self'", "form-action 'self'", "base-uri 'none'",
-        "frame-ancestors 'none'"])
+    return "; ".join(
+        [
+            "default-src 'none'",
+            "script-src 'self'",
+            "style-src 'self'",
+            f"img-src {media}",
+            f"media-src {media}",
+            "connect-src 'self'",
+            "form-action 'self'",
+            "base-uri 'none'",
+            "frame-ancestors 'none'",
+        ]
+    )
 
 
 def wants_html() -> bool:
@@ -84,15 +103,26 @@ def page() -> Response:
         svc = services()
         settings, governor, keyring = svc.settings, svc.governor, svc.keyring
         thresholds = None if keyring.admin_required else governor.thresholds
-        response = make_response(render_template(
-            "studio.html", modes=MODES, levels=LEVELS, styles=STYLES, voices=VOICE_ROLES, genres=GENRES,
-            form=_prefill(), keys_required=keyring.keys_required, thresholds=thresholds,
-            max_chars=settings.max_input_chars, provider=settings.provider_name,
-            script=url_for("studio.static", filename="studio.js"),
-            stylesheet=url_for("studio.static", filename="studio.css"),
-            icon=url_for("studio.static", filename="favicon.svg")))
+        response = make_response(
+            render_template(
+                "studio.html",
+                modes=MODES,
+                levels=LEVELS,
+                styles=STYLES,
+                voices=VOICE_ROLES,
+                genres=GENRES,
+                form=_prefill(),
+                keys_required=keyring.keys_required,
+                thresholds=thresholds,
+                max_chars=settings.max_input_chars,
+                provider=settings.provider_name,
+                script=url_for("studio.static", filename="studio.js"),
+                stylesheet=url_for("studio.static", filename="studio.css"),
+                icon=url_for("studio.static", filename="favicon.svg"),
+            )
+        )
         response.headers["Content-Security-Policy"] = content_security_policy(settings)
-        response.headers["Referrer-Policy"] = "no-referrer"   # the query may hold a student's text
+        response.headers["Referrer-Policy"] = "no-referrer"  # the query may hold a student's text
         response.headers["Cache-Control"] = "no-store"
     response.vary.add("Accept")
     return response
