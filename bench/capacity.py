@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import os
 import random
-import statistics
 import sys
 import threading
 import time

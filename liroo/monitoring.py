@@ -8,10 +8,10 @@ import time
 from flask import Blueprint, Response, jsonify
 
 from . import metrics
-from .governor import Level
-from .governor.probe import MB
 from .clock import utc_timestamp
 from .errors import error_body
+from .governor import Level
+from .governor.probe import MB
 from .services import services
 from .storage import STORAGE_HEALTH
 

@@ -51,10 +51,10 @@ import time
 from functools import partial
 from http import HTTPStatus
 
+from gunicorn import util
 from gunicorn.http.errors import InvalidRequestLine, ParseException, UnsupportedTransferCoding
 from gunicorn.http.parser import RequestParser
 from gunicorn.http.unreader import SocketUnreader
-from gunicorn import util
 from gunicorn.workers.gthread import STOP_KEEPALIVE_LINGER, TConn, ThreadWorker
 
 from .errors import INTERRUPTED, error_body, http_error_code

@@ -1,6 +1,7 @@
 """The governor in front of the real app under real gunicorn: shedding, monitoring, recycling."""
 
 import re
+
 import requests
 
 from tests import contract

@@ -8,9 +8,9 @@ from ..generation.comic import generate_comic
 from ..generation.images import ImageJob, make_image
 from ..generation.options import NO_TEXT_IN_PICTURE, style_phrase
 from ..generation.results import ImageResult
+from . import costs_one_image
 from .models import ComicRequest, ImageRequest
 from .runner import parse_body, run_generation
-from . import costs_one_image
 
 bp = Blueprint("comics", __name__)
 

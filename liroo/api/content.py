@@ -18,9 +18,9 @@ from ..generation.study import (
     generate_slides,
     generate_study_page,
 )
+from . import answer_fields, costs_one_image, costs_one_speech_chunk, costs_picture_and_speech
 from .models import LectureRequest, ProcessRequest, StoryRequest, TtsRequest
 from .runner import parse_body, run_generation
-from . import answer_fields, costs_one_image, costs_one_speech_chunk, costs_picture_and_speech
 
 bp = Blueprint("content", __name__)
 

@@ -18,7 +18,6 @@ from ..providers.base import ASPECT_RATIOS, VOICE_ROLES
 from ..requestid import valid_request_id
 from ..settings import Settings
 
-
 # A JSON string may spell a lone UTF-16 surrogate ("\ud800"); Python keeps it in a str that
 # cannot be encoded, which fails far from here (a prompt, a file name, a log line).
 _SURROGATE = re.compile("[\ud800-\udfff]")

@@ -19,11 +19,11 @@ from flask import Response, current_app, g, jsonify, request
 from pydantic import BaseModel, ValidationError
 from werkzeug.exceptions import HTTPException
 
+from ..clock import utc_timestamp
 from ..errors import INTERRUPTED, ApiError, api_error_for, error_body
 from ..generation.context import Context, Progress
-from ..media import render_urls, url_base
 from ..jobs import FAILED, RUNNING, SUCCEEDED, WAIT_POLL_S, Claim, Heartbeats, worker_tag
-from ..clock import utc_timestamp
+from ..media import render_urls, url_base
 from ..requestid import generation_request_id
 from ..security import caller_id
 from ..server import INTERRUPTED_ANSWER, ClientTimeout

@@ -13,12 +13,12 @@ from concurrent.futures import ThreadPoolExecutor
 
 from pydantic import BaseModel, Field
 
-from .results import AudioError, AudioFile, Lecture, LectureResult, LectureSection
 from ..audio import audio_extension
 from .context import Context
 from .failures import dominant_error
 from .images import ImageJob, make_images
 from .options import LEVEL_GUIDANCE, NO_TEXT_IN_PICTURE, style_name, style_phrase
+from .results import AudioError, AudioFile, Lecture, LectureResult, LectureSection
 from .speech import SpeechJob, speak
 
 MIN_SECTIONS, MAX_SECTIONS = 3, 5

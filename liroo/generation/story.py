@@ -14,7 +14,6 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel, Field
 
-from .results import Chapter, MainCharacter, Story, StoryResult
 from .context import Context
 from .failures import dominant_error
 from .images import ImageJob, make_images
@@ -26,6 +25,7 @@ from .options import (
     style_name,
     style_phrase,
 )
+from .results import Chapter, MainCharacter, Story, StoryResult
 
 MIN_CHAPTERS, MAX_CHAPTERS = 2, 5
 DEFAULT_LEVEL = "moderate"

@@ -8,6 +8,10 @@ from dataclasses import dataclass, field
 
 from pydantic import BaseModel, Field
 
+from ..providers.base import BadOutput
+from .context import Context
+from .images import ImageJob, make_images
+from .options import LEVEL_GUIDANCE, NO_TEXT_IN_PICTURE, style_name, style_phrase
 from .results import (
     AnswerOption,
     BlocksResult,
@@ -23,10 +27,6 @@ from .results import (
     Slide,
     SlidesResult,
 )
-from ..providers.base import BadOutput
-from .context import Context
-from .images import ImageJob, make_images
-from .options import LEVEL_GUIDANCE, NO_TEXT_IN_PICTURE, style_name, style_phrase
 
 MIN_QUESTIONS, MAX_QUESTIONS = 3, 5
 MAX_IMAGES = 2

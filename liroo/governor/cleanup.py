@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from .events import EventKind, Events
 from .probe import MB, MemoryProbe
 
-
 _M_MMAP_THRESHOLD = -3  # mallopt parameter number in glibc's malloc.h
 
 

@@ -12,7 +12,7 @@ from typing import ContextManager, Protocol
 
 from .cleanup import Cleaner, CleanupResult, pin_mmap_threshold
 from .events import EventKind, Events, GovernorEvent, Listener
-from .policy import DoorDecision, Level, MemoryPolicy, ReservationLedger, Reservation, Thresholds
+from .policy import DoorDecision, Level, MemoryPolicy, Reservation, ReservationLedger, Thresholds
 from .probe import MB, MemoryProbe
 
 

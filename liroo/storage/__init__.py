@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from ..settings import Settings, SettingsError
 from .base import IMMUTABLE_CACHE, Storage, StorageError, content_type_for, media_key
-from .health import STORAGE_ERRNOS, STORAGE_HEALTH
 from .cache import cached_url, image_cache_key, image_cache_object
+from .health import STORAGE_ERRNOS, STORAGE_HEALTH
 from .local import LocalStorage
 
 __all__ = [
@@ -29,8 +29,9 @@ def make_storage(settings: Settings) -> Storage:
     if settings.storage_backend == "gcs":
         if not settings.gcs_bucket_name:
             raise SettingsError("LIROO_STORAGE=gcs needs GCS_BUCKET_NAME")
-        from .gcs import GcsStorage  # imported only when used: google-cloud-storage is heavy
         from google.cloud.storage.retry import DEFAULT_RETRY
+
+        from .gcs import GcsStorage  # imported only when used: google-cloud-storage is heavy
 
         return GcsStorage(
             settings.gcs_bucket_name,
