@@ -53,7 +53,8 @@ from tests.servers import GunicornServer, wait_for  # noqa: E402
 
 ATTEMPTS = 5
 TEXT = (
-    "Rivers carry sand and stones downhill. Over thousands of years the water cuts deeper, and a valley "
+    "Rivers carry sand and stones downhill. Over thousands of years the water cuts deeper, and a "
+    "valley "
     "forms where the land was flat. "
 ) * 6
 
@@ -99,8 +100,10 @@ class Kind:
         if self.name == "story":
             return {
                 "text": (
-                    "[Level: moderate]\nPlease convert the following text into an engaging fantasy story.\n"
-                    f"Image Style to consider for tone and visuals: Studio Ghibli.\nOriginal Text:\n{text}"
+                    "[Level: moderate]\nPlease convert the following text into an engaging "
+                    "fantasy story.\n"
+                    "Image Style to consider for tone and visuals: Studio Ghibli.\nOriginal "
+                    f"Text:\n{text}"
                 ),
                 "level": "moderate",
                 "image_style": "Studio Ghibli",
@@ -318,7 +321,8 @@ def run(
                 thread.start()
             time.sleep(duration_s)  # the run's length: the clients run meanwhile
             stop_starting.set()
-            # Let requests under way finish (their latency counts), but cut back-off sequences short.
+            # Let requests under way finish (their latency counts), but cut back-off sequences
+            # short.
             grace = time.monotonic() + max(kind.timeout_s for kind in kinds) / 4
             for thread in threads:
                 thread.join(max(grace - time.monotonic(), 0))
@@ -340,11 +344,13 @@ def run(
 def report(result: Result) -> str:
     served = len(result.served)
     return (
-        f"{result.config.name:6s}: {result.served_per_min:6.1f} served/min ({served}/{len(result.requests)} "
+        f"{result.config.name:6s}: {result.served_per_min:6.1f} served/min "
+        f"({served}/{len(result.requests)} "
         f"user requests in {result.seconds:.0f} s), p50 {result.latency(0.5):6.1f} s, "
         f"p95 {result.latency(0.95):6.1f} s, {result.refused} x 503 of {result.attempts} attempts, "
         f"{result.dropped} dropped, {result.other} other errors, {result.oom_kills} OOM kills, "
-        f"peak working set {result.peak_bytes / 2**20:.0f} MiB = {result.utilisation:.2f} of the hard limit; p95 by kind: "
+        f"peak working set {result.peak_bytes / 2**20:.0f} MiB = {result.utilisation:.2f} of the "
+        "hard limit; p95 by kind: "
         + ", ".join(f"{kind.name} {result.latency(0.95, kind.name):.1f} s" for kind in KINDS)
     )
 
@@ -379,7 +385,8 @@ def capacity(args) -> None:
     p95_ratio = ours.latency(0.95) / best.latency(0.95) if best else 0.0
     print(f"best fixed K without an OOM kill: {best.config.name if best else 'none'}")
     print(
-        f"served_ratio={served_ratio:.2f} p95_ratio={p95_ratio:.2f} utilisation={ours.utilisation:.2f} "
+        f"served_ratio={served_ratio:.2f} p95_ratio={p95_ratio:.2f} "
+        f"utilisation={ours.utilisation:.2f} "
         f"oom_kills={ours.oom_kills} shed_share={ours.refused / max(ours.attempts, 1):.3f}"
     )
 
@@ -435,7 +442,8 @@ def cloud_run(args) -> None:
     print(f"model faults injected: {faults.injected} (429 and 500, alternately)")
     print(f"worker RSS at the start: {result.rss_start_mb} MB; at the end: {result.rss_end_mb} MB")
     print(
-        f"served={served} requests={len(result.requests)} served_share={served / max(len(result.requests), 1):.3f} "
+        f"served={served} requests={len(result.requests)} "
+        f"served_share={served / max(len(result.requests), 1):.3f} "
         f"p95_s={result.latency(0.95):.1f} refused_503={result.refused} dropped={result.dropped} "
         f"oom_kills={result.oom_kills}"
     )

@@ -153,7 +153,8 @@ def _is_storage_failure(exc: Exception) -> bool:
     )
 
 
-# The one table from an exception to what the client sees: (matches, ApiError maker), first match wins.
+# The one table from an exception to what the client sees: (matches, ApiError maker), first match
+# wins.
 _EXCEPTION_TABLE: tuple = (
     (lambda exc: isinstance(exc, ApiError), lambda exc, request_id: exc),
     (

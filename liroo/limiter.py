@@ -61,12 +61,14 @@ def make_limiter(settings: Settings) -> Limiter | None:
         ],
         # moving-window: exact counts, no double burst at a window edge.
         strategy="moving-window",
-        # The service's count in Redis, else the instance's (shared by its workers); see liroo/ratelimits.py.
+        # The service's count in Redis, else the instance's (shared by its workers); see
+        # liroo/ratelimits.py.
         storage_uri=storage_uri,
         storage_options=storage_options,
         key_prefix="liroo",
         headers_enabled=False,  # Retry-After is set on the 429 below; other answers stay as they were
-        # Redis down: the storage itself falls back to the instance's count (not per-process memory).
+        # Redis down: the storage itself falls back to the instance's count (not per-process
+        # memory).
         in_memory_fallback_enabled=False,
     )
 

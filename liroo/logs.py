@@ -55,7 +55,8 @@ def configure_logging(settings: Settings) -> logging.Handler:
     level = settings.log_level.strip().upper()
     if level not in _SEVERITY.values():
         raise SettingsError(
-            f"LIROO_LOG_LEVEL: expected one of {', '.join(_SEVERITY.values())}, got {settings.log_level!r}"
+            f"LIROO_LOG_LEVEL: expected one of {', '.join(_SEVERITY.values())}, got "
+            f"{settings.log_level!r}"
         )
     root = logging.getLogger()
     for handler in list(root.handlers):
@@ -304,7 +305,8 @@ class GunicornLogger(_GunicornBaseLogger):
             "userAgent": user_agent,
         }
         try:
-            # repr-style escapes keep a crafted path or agent from starting a fake line in text logs.
+            # repr-style escapes keep a crafted path or agent from starting a fake line in text
+            # logs.
             self.access_log.info(
                 '%s %s %s %.1fms "%s"',
                 method,

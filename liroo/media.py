@@ -29,7 +29,8 @@ bp = Blueprint("media", __name__)
 
 ONE_YEAR_S = 365 * 24 * 3600
 _ENCODED_SEPARATOR = re.compile(r"%(2f|5c|00)", re.IGNORECASE)
-# A Host header fit to build URLs from: a DNS name or IPv4 address, or a bracketed IPv6 one; an optional port.
+# A Host header fit to build URLs from: a DNS name or IPv4 address, or a bracketed IPv6 one; an
+# optional port.
 _HOST = re.compile(
     r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*"
     r"|\[[0-9A-Fa-f:.]{2,45}\])(?::[0-9]{1,5})?"

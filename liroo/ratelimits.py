@@ -49,7 +49,8 @@ class InstanceStorage(Storage, MovingWindowSupport):
         db = self._db.connect()
         db.execute("PRAGMA journal_mode=WAL")
         db.execute(
-            "CREATE TABLE IF NOT EXISTS hits (key TEXT NOT NULL, at REAL NOT NULL, expires REAL NOT NULL)"
+            "CREATE TABLE IF NOT EXISTS hits (key TEXT NOT NULL, at REAL NOT NULL, expires REAL "
+            "NOT NULL)"
         )
         db.execute("CREATE INDEX IF NOT EXISTS hits_key ON hits (key, at)")
         db.execute("CREATE INDEX IF NOT EXISTS hits_expiry ON hits (expires)")
@@ -102,7 +103,8 @@ class InstanceStorage(Storage, MovingWindowSupport):
         )
         return (oldest if count else now), count
 
-    # --- fixed windows (limits' other strategies; part of its storage interface) -----------------------
+    # --- fixed windows (limits' other strategies; part of its storage interface)
+    # -----------------------
     def incr(self, key: str, expiry: int, amount: int = 1) -> int:
         def incr(db: sqlite3.Connection, now: float) -> int:
             db.execute("DELETE FROM counters WHERE key = ? AND expires <= ?", (key, now))

@@ -231,5 +231,6 @@ def init_app(app: Flask) -> None:
     )
     if keyring.keys_required and not keyring.admin_required:
         log.warning(
-            "security: LIROO_API_KEYS is set but LIROO_ADMIN_TOKEN is not: /memory and /metrics are open"
+            "security: LIROO_API_KEYS is set but LIROO_ADMIN_TOKEN is not: /memory and /metrics "
+            "are open"
         )

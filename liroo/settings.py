@@ -77,7 +77,8 @@ class Settings:
     base_url: str | None = _setting(
         "BASE_URL",
         None,
-        "Public base URL for links to local media; unset: each answer's own request host (stored results keep paths).",
+        "Public base URL for links to local media; unset: each answer's own request host (stored "
+        "results keep paths).",
         _opt_str,
     )
     workers: int = _setting(
@@ -132,19 +133,22 @@ class Settings:
     memory_limit_mb: float | None = _setting(
         "MEMORY_LIMIT_MB",
         None,
-        "Hard limit: requests are shed with 503 above it. Unset: 75% of the cgroup limit, else 1500.",
+        "Hard limit: requests are shed with 503 above it. Unset: 75% of the cgroup limit, else "
+        "1500.",
         _opt_float,
     )
     force_gc_threshold_mb: float | None = _setting(
         "FORCE_GC_THRESHOLD_MB",
         None,
-        "Cleanup (gc + malloc_trim) after responses above it. Unset: 60% of the cgroup limit (80% of MEMORY_LIMIT_MB when that is set), else 1200.",
+        "Cleanup (gc + malloc_trim) after responses above it. Unset: 60% of the cgroup limit "
+        "(80% of MEMORY_LIMIT_MB when that is set), else 1200.",
         _opt_float,
     )
     memory_warning_mb: float | None = _setting(
         "MEMORY_WARNING_MB",
         None,
-        "Warning level (cheap malloc_trim, reported in /health). Unset: 50% of the cgroup limit (2/3 of MEMORY_LIMIT_MB when that is set), else 1000.",
+        "Warning level (cheap malloc_trim, reported in /health). Unset: 50% of the cgroup limit "
+        "(2/3 of MEMORY_LIMIT_MB when that is set), else 1000.",
         _opt_float,
     )
     gc_min_interval_s: float = _setting(
@@ -185,8 +189,10 @@ class Settings:
         "LIROO_ADMISSION_WAIT_S",
         15.0,
         "How long a request that makes pictures waits at the door for memory "
-        "(in one FIFO line for all workers) before it is refused with 503 (0: refuse at once). The app's own "
-        "back-off after two 503s is 12 s, so a wait up to about that costs a student less than a refusal.",
+        "(in one FIFO line for all workers) before it is refused with 503 (0: refuse at once). "
+        "The app's own "
+        "back-off after two 503s is 12 s, so a wait up to about that costs a student less than a "
+        "refusal.",
     )
     admission_queue: int = _setting(
         "LIROO_ADMISSION_QUEUE",
@@ -196,7 +202,8 @@ class Settings:
     image_reserve_mb: float = _setting(
         "LIROO_IMAGE_RESERVE_MB",
         48.0,
-        "Memory reserved for one image while the model makes it (its decode is reserved from the header).",
+        "Memory reserved for one image while the model makes it (its decode is reserved from the "
+        "header).",
     )
 
     # --- images ---------------------------------------------------------------
@@ -263,7 +270,8 @@ class Settings:
         "LIROO_GCS_RETRY_DEADLINE_S",
         30.0,
         "Longest a Cloud Storage call keeps retrying before the request fails "
-        "with 503 storage_unavailable (the library's own default is 120 s); also caps one attempt's timeout.",
+        "with 503 storage_unavailable (the library's own default is 120 s); also caps one "
+        "attempt's timeout.",
     )
 
     # --- model provider -------------------------------------------------------
@@ -289,8 +297,10 @@ class Settings:
         "LIROO_GEMINI_RPM",
         60,
         "Requests per minute per model for the whole service (the project's quota): shared "
-        "through Redis by every instance when REDIS_URL is set, else by this instance's workers. Bursts of "
-        "LIROO_MAX_PANELS (or a tenth of the figure if that is more; never more than the figure) go at once, so a "
+        "through Redis by every instance when REDIS_URL is set, else by this instance's workers. "
+        "Bursts of "
+        "LIROO_MAX_PANELS (or a tenth of the figure if that is more; never more than the figure) "
+        "go at once, so a "
         "comic's pictures start together (0: unpaced).",
     )
     gemini_timeout_s: float = _setting(
@@ -339,13 +349,15 @@ class Settings:
     derived_replay_s: float = _setting(
         "LIROO_DERIVED_REPLAY_S",
         120.0,
-        "How long after it finished a request without an id is replayed to the same body and caller; later it runs afresh.",
+        "How long after it finished a request without an id is replayed to the same body and "
+        "caller; later it runs afresh.",
     )
     async_mode: bool | None = _setting(
         "LIROO_ASYNC",
         None,
         "on: 'Prefer: respond-async' answers 202 and works in the background (on Cloud Run "
-        "only with CPU always allocated: deploy with --async); off: such requests are answered synchronously. "
+        "only with CPU always allocated: deploy with --async); off: such requests are answered "
+        "synchronously. "
         "Unset: off on Cloud Run (K_SERVICE set), else on.",
         _opt_bool,
     )

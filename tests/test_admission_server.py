@@ -140,7 +140,8 @@ def test_two_comics_both_progress_when_memory_fits_two_pictures(start_server):
         a_times = [r.received_at for r in images if "comic-A" in r.prompt]
         b_times = [r.received_at for r in images if "comic-B" in r.prompt]
         assert len(a_times) == len(b_times) == 8
-        # B was not kept out until A had drawn everything: B's pictures began while A still had some to draw,
+        # B was not kept out until A had drawn everything: B's pictures began while A still had some
+        # to draw,
         # and at least half of A's pictures were still to come when B's first began.
         assert min(b_times) < max(a_times)
         assert sum(1 for t in a_times if t > min(b_times)) >= 3

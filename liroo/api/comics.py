@@ -34,7 +34,10 @@ def image():
         prompt = body.prompt
         if body.context:
             prompt += f"\nContext: {body.context}"
-        prompt += f"\nStyle: {style_phrase(body.image_style)}. Suitable for a {body.level} reader. {NO_TEXT_IN_PICTURE}"
+        prompt += (
+            f"\nStyle: {style_phrase(body.image_style)}. Suitable for a {body.level} "
+            f"reader. {NO_TEXT_IN_PICTURE}"
+        )
         url = make_image(
             ctx,
             ImageJob(

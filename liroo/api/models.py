@@ -106,7 +106,8 @@ def _request_id(value: str | None) -> str | None:
 
 InputText = Annotated[str, AfterValidator(_text)]
 OptionalText = Annotated[str | None, AfterValidator(_optional_text)]
-# Where the app sends a whole story or study page (narration, dialogue context): LIROO_MAX_LONG_TEXT_CHARS.
+# Where the app sends a whole story or study page (narration, dialogue context):
+# LIROO_MAX_LONG_TEXT_CHARS.
 LongText = Annotated[str, AfterValidator(_long_text)]
 OptionalLongText = Annotated[str | None, AfterValidator(_optional_long_text)]
 LevelName = Annotated[str, AfterValidator(_level), Field(json_schema_extra={"enum": list(LEVELS)})]

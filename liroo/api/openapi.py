@@ -31,12 +31,14 @@ IGNORED_ENDPOINTS = {"static"}
 
 _STATUS_TEXT = {
     400: "The body is not JSON, a required field is missing, or the request id is malformed.",
-    401: "An API key is required (only when LIROO_API_KEYS is set) or the admin token (for /memory, /metrics).",
+    401: "An API key is required (only when LIROO_API_KEYS is set) or the admin token (for "
+    "/memory, /metrics).",
     403: "The credential is not allowed here.",
     404: "Unknown id or address.",
     413: "The body or the text is too long.",
     415: "The body is not sent as application/json.",
-    422: "A field has a value that cannot be used (unknown level, style or voice, empty text, id conflict...).",
+    422: "A field has a value that cannot be used (unknown level, style or voice, empty text, id "
+    "conflict...).",
     429: "Too many requests (LIROO_RATE_LIMIT); see Retry-After.",
     500: "An unexpected error on the server's side.",
     502: "The model service failed or answered something unusable.",
@@ -76,7 +78,8 @@ APP_STORY_PROMPT = (
 OPERATIONS: dict[tuple[str, str], Operation] = {
     ("GET", "/"): Operation(
         "The studio page, or what this service is",
-        "A browser (preferring text/html) gets the studio: a page to make and look at comics, stories, lectures, "
+        "A browser (preferring text/html) gets the studio: a page to make and look at comics, "
+        "stories, lectures, "
         "study pages and speech. Other clients get the JSON of /service.",
         tag="service",
         response=r.IndexResponse,
@@ -167,9 +170,12 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ),
     ("POST", "/generate_story"): Operation(
         "An illustrated story",
-        "`text` is the app's prompt (level, genre, image style, `Original Text:`, optional main character, "
-        "then the student's text) or plain text; `level`, `image_style`, `genre` and `main_character` sent as "
-        "fields win over the prompt. 2-5 chapters, each with a picture (`imageUrl` null if it failed).",
+        "`text` is the app's prompt (level, genre, image style, `Original Text:`, optional main "
+        "character, "
+        "then the student's text) or plain text; `level`, `image_style`, `genre` and "
+        "`main_character` sent as "
+        "fields win over the prompt. 2-5 chapters, each with a picture (`imageUrl` null if it "
+        "failed).",
         request=models.StoryRequest,
         response=r.StoryResponse,
         errors=GENERATION_ERRORS,
@@ -184,9 +190,12 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ),
     ("POST", "/process"): Operation(
         "A study page, or its dialogue, explain-again, flashcard or slideshow mode",
-        "`dialogue_mode: true` (needs `user_question`) answers `{dialogue_response}`; `explain_again_mode: true` "
-        "(needs `original_paragraph_text`) answers `{re_explained_paragraph}`; `output_format` `flashcards` or "
-        "`slideshow` (need `input_text`) answer `{flashcards}` or `{slides}`; otherwise (needs `input_text`) "
+        "`dialogue_mode: true` (needs `user_question`) answers `{dialogue_response}`; "
+        "`explain_again_mode: true` "
+        "(needs `original_paragraph_text`) answers `{re_explained_paragraph}`; `output_format` "
+        "`flashcards` or "
+        "`slideshow` (need `input_text`) answer `{flashcards}` or `{slides}`; otherwise (needs "
+        "`input_text`) "
         "the study page `{blocks}`.",
         request=models.ProcessRequest,
         errors=GENERATION_ERRORS,
@@ -208,7 +217,8 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ),
     ("POST", "/generate_lecture"): Operation(
         "A narrated lecture",
-        "3-5 sections with pictures, and WAV narration of the title, each section title and each script. "
+        "3-5 sections with pictures, and WAV narration of the title, each section title and each "
+        "script. "
         "`lecture_id` is in every answer, errors included.",
         request=models.LectureRequest,
         response=r.LectureResponse,
@@ -288,7 +298,8 @@ def build_document(app: Flask) -> dict[str, Any]:
         "info": {
             "title": TITLE,
             "version": VERSION,
-            "description": "Comics, stories, study pages, lectures and speech for the Liroo reading app, "
+            "description": "Comics, stories, study pages, lectures and speech for the Liroo "
+            "reading app, "
             "behind a memory governor. Every error is JSON with `error` (a sentence) and "
             "`code` (stable).",
         },
@@ -299,7 +310,8 @@ def build_document(app: Flask) -> dict[str, Any]:
                 "bearer": {
                     "type": "http",
                     "scheme": "bearer",
-                    "description": "An API key (only when LIROO_API_KEYS is set), or the admin token "
+                    "description": "An API key (only when LIROO_API_KEYS is set), or the admin "
+                    "token "
                     "for /memory and /metrics (only when LIROO_ADMIN_TOKEN is set).",
                 },
                 "apiKey": {
@@ -344,7 +356,8 @@ def _operation(op: Operation, ref) -> dict[str, Any]:
                 "name": REQUEST_ID_HEADER,
                 "in": "header",
                 "required": False,
-                "description": "Your id for this request: poll /progress/{id}; a retry with the same id and body "
+                "description": "Your id for this request: poll /progress/{id}; a retry with the "
+                "same id and body "
                 "gets the first answer instead of a second generation.",
                 "schema": {"type": "string", "pattern": r"^[A-Za-z0-9_-]{8,128}$"},
             },
@@ -352,7 +365,8 @@ def _operation(op: Operation, ref) -> dict[str, Any]:
                 "name": "Prefer",
                 "in": "header",
                 "required": False,
-                "description": "`respond-async`: answer 202 at once; fetch the result from /jobs/{id}.",
+                "description": "`respond-async`: answer 202 at once; fetch the result from "
+                "/jobs/{id}.",
                 "schema": {"type": "string", "examples": ["respond-async"]},
             },
         ]

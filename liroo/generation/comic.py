@@ -51,7 +51,8 @@ def script_prompt(text: str, level: str, style: str, panels: int) -> str:
         f"Turn the student's text below into an educational comic of exactly {panels} panels.\n"
         f"Reading level: {level}. {LEVEL_GUIDANCE[level]}\n"
         f"Art style of the comic: {style_name(style)}.\n"
-        "Keep the facts of the text accurate. Give every character a fixed visual description so they look "
+        "Keep the facts of the text accurate. Give every character a fixed visual description so "
+        "they look "
         "the same in every panel. Dialogue is short (at most 25 words a line).\n\n"
         f"Student's text:\n{text}"
     )

@@ -14,7 +14,8 @@ from ..settings import Settings
 log = logging.getLogger("liroo.generation")
 
 
-# Describes an item a step finished, for progress to show early: (index of the item, its URL) -> (kind, item).
+# Describes an item a step finished, for progress to show early: (index of the item, its URL) ->
+# (kind, item).
 Finished = Callable[[int, str], tuple[str, dict]]
 
 

@@ -49,8 +49,10 @@ def section_count(text: str) -> int:
 
 def lecture_prompt(text: str, level: str, sections: int) -> str:
     return (
-        f"Write a short spoken lecture of exactly {sections} sections that teaches the student's text below. "
-        "Each section has a title, a script to be read aloud (warm, clear spoken language, no bullet points or "
+        f"Write a short spoken lecture of exactly {sections} sections that teaches the student's "
+        "text below. "
+        "Each section has a title, a script to be read aloud (warm, clear spoken language, no "
+        "bullet points or "
         "markup, about 80-200 words) and an image prompt for a picture that supports it.\n"
         f"Reading level: {level}. {LEVEL_GUIDANCE[level]}\n"
         "Keep every fact of the text accurate.\n\n"
@@ -96,7 +98,8 @@ def generate_lecture(
     ]
 
     # Pictures and narration use different models (and pacing buckets): make them at the same time.
-    # What is finished is shown while the rest is made: each section's picture, each clip (as in audio_files).
+    # What is finished is shown while the rest is made: each section's picture, each clip (as in
+    # audio_files).
     def picture_made(index: int, url: str) -> tuple[str, dict]:
         return "pictures", {"section": index, "title": sections[index].title, "image_url": url}
 

@@ -7,11 +7,14 @@ import re
 LEVELS = ("beginner", "moderate", "intermediate")
 
 LEVEL_GUIDANCE = {
-    "beginner": "Write for a young reader (about 8-10 years old): simple everyday words, short sentences, "
+    "beginner": "Write for a young reader (about 8-10 years old): simple everyday words, short "
+    "sentences, "
     "one idea at a time, and explain any new word right away.",
-    "moderate": "Write for a middle-school reader (about 11-13 years old): clear sentences, everyday vocabulary "
+    "moderate": "Write for a middle-school reader (about 11-13 years old): clear sentences, "
+    "everyday vocabulary "
     "with a few subject words explained in context.",
-    "intermediate": "Write for a confident teenage reader (14 and up): richer vocabulary and the subject's proper "
+    "intermediate": "Write for a confident teenage reader (14 and up): richer vocabulary and the "
+    "subject's proper "
     "terms, varied sentences, and some nuance.",
 }
 

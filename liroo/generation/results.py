@@ -97,7 +97,8 @@ class RunnerStamp(ResponseModel):
     timestamp: str = Field(description="ISO-8601 UTC time of the answer.")
 
 
-# --- errors and bookkeeping ----------------------------------------------------------------------------
+# --- errors and bookkeeping
+# ----------------------------------------------------------------------------
 
 
 class ErrorResponse(ResponseBody):
@@ -190,8 +191,10 @@ class ProgressResponse(ResponseBody):
     error_code: str | None = omitted("On failed jobs.")
     error: str | None = omitted("On failed jobs.")
     partial: dict[str, list[dict[str, Any]]] | None = omitted(
-        "While it runs, what is already finished, by kind: comics `panels` ({panel_id, image_url, scene, "
-        "dialogue}); stories `cover` and `chapters` ({order, title, imageUrl}); lectures `pictures` "
+        "While it runs, what is already finished, by kind: comics `panels` ({panel_id, "
+        "image_url, scene, "
+        "dialogue}); stories `cover` and `chapters` ({order, title, imageUrl}); lectures "
+        "`pictures` "
         "({section, title, image_url}) and `audio_files` (as in the finished answer)."
     )
 
@@ -203,7 +206,8 @@ class JobResponse(ProgressResponse):
     )
 
 
-# --- comics and images ----------------------------------------------------------------------------------
+# --- comics and images
+# ----------------------------------------------------------------------------------
 
 
 class ComicPanel(ResponseModel):
@@ -234,7 +238,8 @@ class ImageResult(ResponseBody):
     provider: str
 
 
-# The stamp's fields come first in these two documents (and success has no default), as they always have.
+# The stamp's fields come first in these two documents (and success has no default), as they always
+# have.
 class ComicResponse(ComicResult, RunnerStamp):
     pass
 
@@ -243,7 +248,8 @@ class ImageResponse(ImageResult, RunnerStamp):
     pass
 
 
-# --- stories ---------------------------------------------------------------------------------------------
+# --- stories
+# ---------------------------------------------------------------------------------------------
 
 
 class Chapter(ResponseModel):
@@ -283,7 +289,8 @@ class StoryResponse(RunnerStamp, StoryResult):
     pass
 
 
-# --- /process ----------------------------------------------------------------------------------------------
+# --- /process
+# ----------------------------------------------------------------------------------------------
 
 
 class _Block(ResponseModel):
@@ -390,7 +397,8 @@ class SlidesResponse(RunnerStamp, SlidesResult):
     pass
 
 
-# --- lectures and speech --------------------------------------------------------------------------------------
+# --- lectures and speech
+# --------------------------------------------------------------------------------------
 
 
 class LectureSection(ResponseModel):
@@ -412,7 +420,8 @@ class AudioFile(ResponseModel):
     url: str
     filename: str
     section: int | None = omitted(
-        "The section's number, counted from 1 (the app reads lecture.sections[section - 1]); absent for the title."
+        "The section's number, counted from 1 (the app reads lecture.sections[section - 1]); "
+        "absent for the title."
     )
 
 

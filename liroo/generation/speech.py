@@ -60,7 +60,8 @@ ENCODER_SLACK_MB = 0.25  # LAME's own buffers, and a frame or two of lag
 # What recent chunks cost per character read aloud (24 kHz speech is ~3.2 kB of PCM a character).
 SPEECH_COSTS = RecentCosts()
 
-# The end of a sentence (or clause) and its closing quotes or brackets, before a space; or a blank line.
+# The end of a sentence (or clause) and its closing quotes or brackets, before a space; or a blank
+# line.
 _PAUSE = re.compile(r"[.!?…;:][\"'”’)\]]*(?=\s)|\n\s*\n")
 
 
@@ -213,7 +214,8 @@ class _ClipWriter:
             self._shape = shape
         elif shape != self._shape:
             raise BadOutput(
-                f"speech chunk {self._next} is {shape} (rate, channels, width), chunk 1 was {self._shape}"
+                f"speech chunk {self._next} is {shape} (rate, channels, width), chunk 1 was "
+                f"{self._shape}"
             )
         frames = len(pcm) // (channels * width)
         per_s = encoded_bytes_per_s(
@@ -229,7 +231,8 @@ class _ClipWriter:
         if encoder is None or not self._frames:
             raise BadOutput("no speech to store")
         fmt = self._ctx.settings.audio_format
-        # finish() hands the output over as one bytes object (a second copy while the first is dropped),
+        # finish() hands the output over as one bytes object (a second copy while the first is
+        # dropped),
         # and an upload may buffer it again.
         with _reserve(self._ctx, 2 * encoder.encoded_bytes / MB + ENCODER_SLACK_MB):
             data = encoder.finish()

@@ -35,7 +35,8 @@ _GENRE_ALIASES = {"sci-fi": "Science Fiction", "scifi": "Science Fiction", "hist
 
 _LEVEL_LINE = re.compile(r"^\[\s*level\s*:\s*(?P<value>[^\]]*?)\s*\]$", re.I)
 _GENRE_SENTENCE = re.compile(
-    r"^please convert the following text into (?:an?\s+)?(?:engaging\s+)?(?P<value>.*?)\s*story\b.*$",
+    r"^please convert the following text into "
+    r"(?:an?\s+)?(?:engaging\s+)?(?P<value>.*?)\s*story\b.*$",
     re.I,
 )
 _STYLE_SENTENCE = re.compile(
@@ -145,7 +146,8 @@ def story_brief(
     )
 
 
-# --- the model's script -----------------------------------------------------------------------------
+# --- the model's script
+# -----------------------------------------------------------------------------
 
 
 class StoryCharacter(BaseModel):
@@ -195,16 +197,20 @@ def story_prompt(brief: StoryBrief, chapters: int) -> str:
         f"The main character is named {brief.main_character}: use exactly this name for the hero, "
         "in the story and in every image_prompt."
         if brief.main_character
-        else "Invent a memorable main character who fits the text, and name them in every image_prompt."
+        else "Invent a memorable main character who fits the text, and name them in every "
+        "image_prompt."
     )
     return (
         f"Turn the student's text below into an engaging {genre + ' ' if genre else ''}story "
         f"of exactly {chapters} chapters.\n"
-        f"Genre: {brief.genre or 'any that suits the text'}. Let the genre shape the plot, setting and tone, "
-        "while the facts and ideas of the text stay accurate: the reader should learn them from the story.\n"
+        f"Genre: {brief.genre or 'any that suits the text'}. Let the genre shape the plot, "
+        "setting and tone, "
+        "while the facts and ideas of the text stay accurate: the reader should learn them from "
+        "the story.\n"
         f"Reading level: {brief.level}. {LEVEL_GUIDANCE[brief.level]}\n"
         f"{hero}\n"
-        f"The pictures will be drawn in the style '{style_name(brief.style)}' ({style_phrase(brief.style)}); "
+        f"The pictures will be drawn in the style '{style_name(brief.style)}' "
+        f"({style_phrase(brief.style)}); "
         "write image prompts that suit it.\n\n"
         f"Student's text:\n<source>\n{brief.text}\n</source>"
     )
@@ -216,7 +222,8 @@ def picture_prompt(
     """A chapter's (or the cover's) picture: the scene, the main character by name and look, the style by name."""
     cast = "; ".join(f"{c.name}: {c.description.rstrip('. ')}" for c in others)
     return (
-        f"{scene}\nMain character: {hero.name}, {hero.description.rstrip('. ')}. Keep {hero.name}'s look "
+        f"{scene}\nMain character: {hero.name}, {hero.description.rstrip('. ')}. Keep "
+        f"{hero.name}'s look "
         "the same in every picture.\n"
         + (f"Other characters: {cast}.\n" if cast else "")
         + f"Style: {style_name(style)}: {style_phrase(style)}. {NO_TEXT_IN_PICTURE}"

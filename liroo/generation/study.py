@@ -61,7 +61,8 @@ def _source(text: str) -> str:
     return f"<source>\n{text}\n</source>"
 
 
-# --- the study page ------------------------------------------------------------------------------------
+# --- the study page
+# ------------------------------------------------------------------------------------
 
 
 class StudySection(BaseModel):
@@ -99,9 +100,12 @@ class StudyPage(BaseModel):
 
 def study_page_prompt(text: str, learner: Learner) -> str:
     return (
-        "Turn the student's text below into a study page: a title, sections with a heading and short "
-        f"paragraphs that explain the text, 1 or {MAX_IMAGES} pictures that help understanding, and a quiz of "
-        f"{MIN_QUESTIONS} to {MAX_QUESTIONS} multiple-choice questions on the text's key facts (each with one "
+        "Turn the student's text below into a study page: a title, sections with a heading and "
+        "short "
+        f"paragraphs that explain the text, 1 or {MAX_IMAGES} pictures that help understanding, "
+        "and a quiz of "
+        f"{MIN_QUESTIONS} to {MAX_QUESTIONS} multiple-choice questions on the text's key facts "
+        "(each with one "
         "right answer among 3 or 4 options).\n"
         f"{learner.guidance()}\nKeep every fact of the text accurate.\n\n"
         f"Student's text:\n{_source(text)}"
@@ -176,7 +180,8 @@ def generate_study_page(
     return BlocksResult(blocks=blocks, provider=ctx.provider.name, image_errors=errors or None)
 
 
-# --- the other modes: one call, one answer ----------------------------------------------------------------
+# --- the other modes: one call, one answer
+# ----------------------------------------------------------------
 
 
 class DialogueAnswer(BaseModel):
@@ -215,7 +220,8 @@ class Conversation:
 
 def dialogue_prompt(talk: Conversation, learner: Learner) -> str:
     parts = [
-        "You are a patient tutor helping a student with a text they are reading. Answer the student's "
+        "You are a patient tutor helping a student with a text they are reading. Answer the "
+        "student's "
         "question clearly and kindly, in a few sentences, staying with the text's facts.",
         learner.guidance(),
     ]
@@ -235,7 +241,8 @@ def dialogue_prompt(talk: Conversation, learner: Learner) -> str:
 
 def explain_again_prompt(paragraph: str, learner: Learner) -> str:
     return (
-        "The student did not understand the paragraph below. Explain it again in a different way: simpler "
+        "The student did not understand the paragraph below. Explain it again in a different "
+        "way: simpler "
         "words, a concrete example or comparison, the same facts. Answer with one paragraph.\n"
         f"{learner.guidance()}\n\nParagraph:\n{_source(paragraph)}"
     )
@@ -243,15 +250,18 @@ def explain_again_prompt(paragraph: str, learner: Learner) -> str:
 
 def flashcards_prompt(text: str, learner: Learner) -> str:
     return (
-        "Make flashcards for studying the student's text below: each card has a short question, term or "
-        "cue on the front and a clear answer or definition on the back. Cover the text's key facts.\n"
+        "Make flashcards for studying the student's text below: each card has a short question, "
+        "term or "
+        "cue on the front and a clear answer or definition on the back. Cover the text's key "
+        "facts.\n"
         f"{learner.guidance()}\n\nStudent's text:\n{_source(text)}"
     )
 
 
 def slideshow_prompt(text: str, learner: Learner) -> str:
     return (
-        "Make a slideshow that teaches the student's text below: each slide has a title and a few short "
+        "Make a slideshow that teaches the student's text below: each slide has a title and a "
+        "few short "
         "bullet points, in a sensible teaching order.\n"
         f"{learner.guidance()}\n\nStudent's text:\n{_source(text)}"
     )

@@ -80,7 +80,8 @@ class Governor:
         )
         self._warning_bytes = self.thresholds.warning_mb * MB
         self.limit_bytes = self.thresholds.limit_mb * MB
-        # The probe's own bound method, so the middleware's one reading per request costs no extra call.
+        # The probe's own bound method, so the middleware's one reading per request costs no extra
+        # call.
         self.used_bytes = self.probe.used_bytes
         self.recycle_mb = (
             self.config.recycle_mb
@@ -96,7 +97,8 @@ class Governor:
         self.recycles = 0
         self._reset_door_counters()
         if hasattr(os, "register_at_fork"):
-            # A weak reference, so the hook does not keep a discarded governor (and its files) alive.
+            # A weak reference, so the hook does not keep a discarded governor (and its files)
+            # alive.
             ref = weakref.ref(self)
             os.register_at_fork(
                 after_in_child=lambda: (g := ref()) is not None and g._reset_after_fork()

@@ -110,7 +110,8 @@ class MemoryPressure(Exception):
         self, used_mb: float, limit_mb: float, retry_after_s: int, wanted_mb: float = 0.0
     ) -> None:
         super().__init__(
-            f"memory pressure: {used_mb:.0f} MB used (+{wanted_mb:.0f} MB wanted) of {limit_mb:.0f} MB"
+            f"memory pressure: {used_mb:.0f} MB used (+{wanted_mb:.0f} MB wanted) of "
+            f"{limit_mb:.0f} MB"
         )
         self.used_mb = used_mb
         self.limit_mb = limit_mb

@@ -143,7 +143,8 @@ class WorkerRecycler:
         """Start a replacement, stop accepting, let in-flight work finish, exit."""
         self.retiring = True
         os.pwrite(self._token.fileno(), str(os.getpid()).encode().ljust(16), 0)
-        # Counted by the governor and logged once, by its listener (the app's: liroo/logs.py), with these figures.
+        # Counted by the governor and logged once, by its listener (the app's: liroo/logs.py), with
+        # these figures.
         self.governor.retiring(reason, **figures)
         worker.cfg.set("graceful_timeout", int(self.drain_s))
         try:

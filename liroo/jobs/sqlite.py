@@ -75,7 +75,8 @@ class LocalJobStore:
         rows = (
             self._db.connect()
             .execute(
-                "SELECT request_id FROM jobs WHERE expires_at > ? AND json_extract(data, '$.status') = ? "
+                "SELECT request_id FROM jobs WHERE expires_at > ? AND json_extract(data, "
+                "'$.status') = ? "
                 "AND json_extract(data, '$.worker') = ?",
                 (time.time(), RUNNING, worker),
             )

@@ -53,7 +53,8 @@ log = logging.getLogger("liroo.providers.gemini")
 
 # Gemini's prebuilt voices for the two roles the client asks for.
 VOICES = {"narrator": "Charon", "character": "Puck"}
-# Retried by the SDK; 400 (bad request), 401/403 (key) and 404 (model) are not: they would fail again.
+# Retried by the SDK; 400 (bad request), 401/403 (key) and 404 (model) are not: they would fail
+# again.
 RETRY_STATUS_CODES = [408, 429, 500, 502, 503, 504]
 # Finish reasons that mean "the model declined", which rewording may fix. (Any prompt-level
 # block_reason counts too; NO_IMAGE, IMAGE_OTHER and OTHER mean an unusable answer instead.)
@@ -247,7 +248,8 @@ class GeminiProvider:
 
 
 def _config(**options: Any) -> types.GenerateContentConfig:
-    # No tools are given, so the SDK's automatic function calling has nothing to do (and stops logging it).
+    # No tools are given, so the SDK's automatic function calling has nothing to do (and stops
+    # logging it).
     return types.GenerateContentConfig(
         automatic_function_calling=types.AutomaticFunctionCallingConfig(disable=True), **options
     )

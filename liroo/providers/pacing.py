@@ -177,7 +177,8 @@ class RedisState:
         self._redis = redis.Redis.from_url(
             url, socket_timeout=2, socket_connect_timeout=2, health_check_interval=30
         )
-        # Any Redis error (gone, read-only, full, not Redis at all) means: pace on this instance for now.
+        # Any Redis error (gone, read-only, full, not Redis at all) means: pace on this instance for
+        # now.
         self.unavailable_errors = (redis.exceptions.RedisError,)
         self._script = self._redis.register_script(_PACE_LUA)
 

@@ -50,7 +50,8 @@ class UnsupportedSchema(TypeError):
     """A schema structured output cannot use (a programming error, not a provider failure)."""
 
 
-# The JSON Schema keywords Gemini's response schema (an OpenAPI subset) carries; the SDK refuses others.
+# The JSON Schema keywords Gemini's response schema (an OpenAPI subset) carries; the SDK refuses
+# others.
 _SUPPORTED = frozenset(
     {
         "type",

@@ -45,7 +45,8 @@ class GcsStorage:
             raise SettingsError("LIROO_GCS_URL_MODE: expected signed or public")
         if not 1 <= signed_url_ttl_s <= MAX_SIGNED_URL_TTL_S:
             raise SettingsError(
-                f"LIROO_SIGNED_URL_TTL_S: expected 1 to {MAX_SIGNED_URL_TTL_S} (7 days, the V4 limit)"
+                f"LIROO_SIGNED_URL_TTL_S: expected 1 to {MAX_SIGNED_URL_TTL_S} (7 days, the V4 "
+                "limit)"
             )
         self.bucket_name = bucket_name
         self.url_mode = url_mode
