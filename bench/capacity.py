@@ -1,4 +1,5 @@
-"""Capacity under a real memory limit: ours against the governor off and against fixed concurrency K.
+"""Capacity under a real memory limit: ours against the governor off and against fixed concurrency
+K.
 
 The real gunicorn server runs inside a memory cgroup (v2 or v1, set up as in
 bench/survival.py; needs root) and is driven by clients that behave like the
@@ -60,7 +61,8 @@ TEXT = (
 
 
 class BenchGemini(FakeGemini):
-    """The loopback Gemini with its pictures drawn once (four variants), so that drawing 3072x3072 PNGs
+    """The loopback Gemini with its pictures drawn once (four variants), so that drawing 3072x3072
+    PNGs
     in this process does not take the CPU from the server being measured; a model it could not reach
     (a worker killed mid-call) is not worth a traceback."""
 
@@ -186,7 +188,8 @@ class Result:
 
 
 def user_request(server: GunicornServer, kind: Kind, stop_retrying: threading.Event) -> UserRequest:
-    """One user request as the app makes it: up to 5 attempts with its back-off; the latency the user sees."""
+    """One user request as the app makes it: up to 5 attempts with its back-off; the latency the
+    user sees."""
     body = kind.body(uuid.uuid4().hex[:12])
     start = time.monotonic()
     refused = dropped = other = 0
@@ -213,7 +216,8 @@ def user_request(server: GunicornServer, kind: Kind, stop_retrying: threading.Ev
 
 
 class WorkingSetSampler:
-    """The cgroup's working set (usage minus inactive page cache, as the OOM killer and the governor see it)."""
+    """The cgroup's working set (usage minus inactive page cache, as the OOM killer and the governor
+    see it)."""
 
     def __init__(self, plan) -> None:
         self._usage = os.path.join(
@@ -392,7 +396,8 @@ def capacity(args) -> None:
 
 
 class FaultInjector:
-    """A few 429s and 500s from the model, spread over the run (the server's retries should absorb them)."""
+    """A few 429s and 500s from the model, spread over the run (the server's retries should absorb
+    them)."""
 
     def __init__(self, fake: FakeGemini, every_s: float) -> None:
         self.fake = fake
@@ -419,7 +424,8 @@ class FaultInjector:
 
 
 def cloud_run(args) -> None:
-    """The deployed shape: 4 GiB, 2 workers x 20 threads, 40 app-like clients, realistic model latencies.
+    """The deployed shape: 4 GiB, 2 workers x 20 threads, 40 app-like clients, realistic model
+    latencies.
 
     Pictures are 1024x1024 noise PNGs (the size of a real model picture on the
     wire); text takes 3-10 s and pictures 5-15 s; every ``--fault-every``

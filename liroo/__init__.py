@@ -39,7 +39,8 @@ def governor_config(settings: Settings) -> GovernorConfig:
 
 
 def create_app(settings: Settings | None = None) -> Flask:
-    """Build the app: settings, governor, blueprints, and the governor's middleware around it all."""
+    """Build the app: settings, governor, blueprints, and the governor's middleware around it
+    all."""
     settings = settings or Settings.from_env()
     logs.configure_logging(settings)
     app = Flask(__name__)
@@ -95,7 +96,8 @@ def create_app(settings: Settings | None = None) -> Flask:
 
 
 def _route_costs(app: Flask, settings: Settings) -> dict[str, float]:
-    """Paths whose views declare a memory cost (see liroo.api.costs_one_image), for the governor's door."""
+    """Paths whose views declare a memory cost (see liroo.api.costs_one_image), for the governor's
+    door."""
     costs = {}
     for rule in app.url_map.iter_rules():
         cost = getattr(app.view_functions.get(rule.endpoint), "memory_cost", None)

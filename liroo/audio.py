@@ -97,7 +97,8 @@ class WavEncoder:
 def make_encoder(
     fmt: str, rate: int, channels: int, sample_width: int, bitrate_kbps: int
 ) -> AudioEncoder:
-    """An encoder for PCM of this shape in ``fmt`` ("mp3" or "wav"); UnsupportedAudio for other PCM."""
+    """An encoder for PCM of this shape in ``fmt`` ("mp3" or "wav"); UnsupportedAudio for other
+    PCM."""
     if sample_width != SAMPLE_WIDTH or channels not in (1, 2):
         raise UnsupportedAudio(
             f"speech must be 16-bit mono or stereo PCM, got {8 * sample_width}-bit, "

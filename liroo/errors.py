@@ -60,7 +60,8 @@ def http_error_code(status: int) -> tuple[str, str]:
 
 
 class ApiError(Exception):
-    """An error the client should see: HTTP status, stable code, a sentence, optional extra fields."""
+    """An error the client should see: HTTP status, stable code, a sentence, optional extra
+    fields."""
 
     def __init__(
         self, status: int, code: str, message: str, *, headers: dict | None = None, **extra
@@ -78,7 +79,8 @@ INTERRUPTED = ("interrupted", "The server restarted while working on this; pleas
 
 
 def error_body(code: str, message: str, fields: dict | None = None) -> dict:
-    """Every error body of the service: the sentence, the stable code, then ``fields`` (request_id, ...)."""
+    """Every error body of the service: the sentence, the stable code, then ``fields`` (request_id,
+    ...)."""
     return {"error": message, "code": code, **(fields or {})}
 
 
@@ -109,7 +111,8 @@ def memory_pressure_error(exc: MemoryPressure) -> ApiError:
 
 
 def provider_error(exc: ProviderError) -> ApiError:
-    """The client's view of a provider failure: status, code and sentence; the detail stays in the log."""
+    """The client's view of a provider failure: status, code and sentence; the detail stays in the
+    log."""
     log.warning(
         "provider error %s: %s (request %s)", exc.code, exc.detail, getattr(g, "request_id", "-")
     )

@@ -98,7 +98,8 @@ class ProcessedImage:
 
 
 def output_extension(fmt: str) -> str:
-    """The file extension ``process_image`` gives ``fmt`` ("jpg", "webp", "png"), e.g. for a cache key."""
+    """The file extension ``process_image`` gives ``fmt`` ("jpg", "webp", "png"), e.g. for a cache
+    key."""
     return _ENCODERS[fmt][2]
 
 
@@ -141,7 +142,8 @@ def estimate_decode_mb(info: ImageInfo, max_side: int = 1024) -> float:
 def process_image(
     data: bytes, *, max_side: int, fmt: str, quality: int, max_pixels: int
 ) -> ProcessedImage:
-    """Untrusted image bytes -> an RGB image within ``max_side``, metadata-free, encoded as ``fmt``."""
+    """Untrusted image bytes -> an RGB image within ``max_side``, metadata-free, encoded as
+    ``fmt``."""
     pil_format, mime_type, extension, options = _ENCODERS[fmt]
     im = _open(data, max_pixels)
     try:
@@ -247,7 +249,8 @@ def _draft_size(width: int, height: int, max_side: int) -> tuple[int, int]:
 
 
 def _to_rgb(im: Image.Image) -> Image.Image:
-    """Flatten any transparency onto white and return an RGB image; ``im`` is closed when replaced."""
+    """Flatten any transparency onto white and return an RGB image; ``im`` is closed when
+    replaced."""
     if im.mode == "P" and "transparency" in im.info or im.mode in ("LA", "PA"):
         im = _replace(im, im.convert("RGBA"))
     if im.mode == "RGBA":

@@ -39,7 +39,8 @@ def _rate_limit_key() -> str:
 
 
 def make_limiter(settings: Settings) -> Limiter | None:
-    """A Flask-Limiter with one shared budget for all generation routes, or None when no limit is set."""
+    """A Flask-Limiter with one shared budget for all generation routes, or None when no limit is
+    set."""
     if not settings.rate_limit:
         return None
     try:
@@ -66,7 +67,8 @@ def make_limiter(settings: Settings) -> Limiter | None:
         storage_uri=storage_uri,
         storage_options=storage_options,
         key_prefix="liroo",
-        headers_enabled=False,  # Retry-After is set on the 429 below; other answers stay as they were
+        # Retry-After is set on the 429 below; other answers stay as they were
+        headers_enabled=False,
         # Redis down: the storage itself falls back to the instance's count (not per-process
         # memory).
         in_memory_fallback_enabled=False,

@@ -51,7 +51,8 @@ _SEVERITY = {
 
 
 def configure_logging(settings: Settings) -> logging.Handler:
-    """Install the service's handler on the root logger (replacing an earlier one) and set the level."""
+    """Install the service's handler on the root logger (replacing an earlier one) and set the
+    level."""
     level = settings.log_level.strip().upper()
     if level not in _SEVERITY.values():
         raise SettingsError(
@@ -80,7 +81,8 @@ def configure_logging(settings: Settings) -> logging.Handler:
 
 
 class _StdoutHandler(logging.StreamHandler):
-    """Writes to whatever ``sys.stdout`` is now (test runners swap it), one flushed line per record."""
+    """Writes to whatever ``sys.stdout`` is now (test runners swap it), one flushed line per
+    record."""
 
     def __init__(self) -> None:
         super().__init__(sys.stdout)

@@ -132,7 +132,8 @@ class _ContainerMemoryCollector:
 
 
 def render(governor: Governor) -> bytes:
-    """The /metrics text: all workers' values (or this process's, outside gunicorn) plus the container figures."""
+    """The /metrics text: all workers' values (or this process's, outside gunicorn) plus the
+    container figures."""
     container = CollectorRegistry()
     container.register(_ContainerMemoryCollector(governor))
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):

@@ -1,4 +1,5 @@
-"""/health, /memory and /metrics: cheap, never shed, no upstream calls; /ready for Cloud Run's startup probe."""
+"""/health, /memory and /metrics: cheap, never shed, no upstream calls; /ready for Cloud Run's
+startup probe."""
 
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ bp = Blueprint("monitoring", __name__)
 
 @bp.get("/service")
 def service_description():
-    """What this service is (also at / for clients that do not ask for HTML); cheap, and governed."""
+    """What this service is (also at / for clients that do not ask for HTML); cheap, and
+    governed."""
     return jsonify(
         {
             "service": "liroo-backend",
@@ -61,7 +63,8 @@ def health():
 
 @bp.get("/ready")
 def ready():
-    """Cloud Run's startup probe: 503 while a configured Redis cannot be reached, so that an instance
+    """Cloud Run's startup probe: 503 while a configured Redis cannot be reached, so that an
+    instance
     that would keep its jobs, budgets and limits to itself never takes traffic. (/health stays
     cheap and never asks Redis: the app calls it before every generation.)"""
     store = services().runner.store

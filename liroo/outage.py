@@ -1,4 +1,5 @@
-"""One process's view of a Redis outage, for the parts that fall back to the instance while Redis cannot be used.
+"""One process's view of a Redis outage, for the parts that fall back to the instance while Redis
+cannot be used.
 
 The job store (liroo/jobs/fallback.py), the rate-limit counts (liroo/ratelimits.py)
 and Gemini pacing (liroo/providers/pacing.py) each keep working on the instance
@@ -31,7 +32,8 @@ class RedisOutage:
         return time.monotonic() >= self._down_until
 
     def failed(self, *args: object) -> None:
-        """Redis could not be used: not tried again for ``retry_s``; the first failure of an outage is logged."""
+        """Redis could not be used: not tried again for ``retry_s``; the first failure of an outage
+        is logged."""
         with self._lock:
             self._down_until = time.monotonic() + self.retry_s
             first, self._outage = not self._outage, True

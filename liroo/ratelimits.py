@@ -1,4 +1,5 @@
-"""Where ``LIROO_RATE_LIMIT`` keeps its counts: one count per service, or per instance, never per worker.
+"""Where ``LIROO_RATE_LIMIT`` keeps its counts: one count per service, or per instance, never per
+worker.
 
 Flask-Limiter counts through a ``limits`` storage. With ``REDIS_URL`` it is
 limits' own Redis storage (its moving window is one atomic Lua script), so
@@ -61,7 +62,8 @@ class InstanceStorage(Storage, MovingWindowSupport):
 
     @classmethod
     def uri_in_temp_dir(cls) -> str:
-        """A fresh file's URI; made before gunicorn forks, so all workers share it (removed when the maker exits)."""
+        """A fresh file's URI; made before gunicorn forks, so all workers share it (removed when the
+        maker exits)."""
         return "liroo-instance://" + path_in_temp_dir("liroo-ratelimit-", "counts.sqlite3")
 
     @property
@@ -227,7 +229,8 @@ class FallbackStorage(Storage, MovingWindowSupport):
 
 
 def storage_settings(redis_url: str | None) -> tuple[str, dict[str, Any]]:
-    """(Flask-Limiter's storage_uri, its storage_options): the service's count with Redis, else the instance's."""
+    """(Flask-Limiter's storage_uri, its storage_options): the service's count with Redis, else the
+    instance's."""
     instance_uri = InstanceStorage.uri_in_temp_dir()
     if not redis_url:
         return instance_uri, {}

@@ -1,4 +1,5 @@
-"""Who may call what: API keys for generation, an admin token for internals, job ownership, safe headers.
+"""Who may call what: API keys for generation, an admin token for internals, job ownership, safe
+headers.
 
 Everything is off unless configured, because the app sends no credentials
 today:
@@ -108,7 +109,8 @@ class KeyRing:
 
 
 def read_api_keys(settings: Settings) -> list[str]:
-    """``LIROO_API_KEYS`` (comma-separated) plus ``LIROO_API_KEYS_FILE`` (one per line, blanks skipped)."""
+    """``LIROO_API_KEYS`` (comma-separated) plus ``LIROO_API_KEYS_FILE`` (one per line, blanks
+    skipped)."""
     keys = [k.strip() for k in (settings.api_keys or "").split(",")]
     if settings.api_keys_file:
         try:
@@ -210,7 +212,8 @@ def _nosniff(response):
 
 
 def init_app(app: Flask) -> None:
-    """Install the guard and the headers; call after ``requestid.init_app`` and before ``limiter.init_app``.
+    """Install the guard and the headers; call after ``requestid.init_app`` and before
+    ``limiter.init_app``.
 
     The guard runs before the limiter, so a request without a valid key is
     refused without spending anyone's budget.

@@ -1,4 +1,5 @@
-"""gunicorn's threaded worker: requests arrive before a thread is given them, and gunicorn's own errors are JSON.
+"""gunicorn's threaded worker: requests arrive before a thread is given them, and gunicorn's own
+errors are JSON.
 
 **Slow clients.** gunicorn's gthread worker hands a connection to a thread as
 soon as it is readable, and the thread then blocks, without a deadline, until
@@ -87,7 +88,8 @@ class ClientTimeout(ParseException):
 
 
 def json_error_page(status: int, reason: str, body: dict | None = None, headers: str = "") -> bytes:
-    """A whole HTTP/1.1 error response with the service's JSON error body; the connection closes after it."""
+    """A whole HTTP/1.1 error response with the service's JSON error body; the connection closes
+    after it."""
     if body is None:
         body = error_body(*http_error_code(status))
     data = json.dumps(body).encode()
@@ -179,7 +181,8 @@ class JsonErrorWorker(ThreadWorker):
         self.enqueue_req(_Conn(self, client_sock, client_addr, listener.getsockname()))
 
     def enqueue_req(self, conn) -> None:
-        """Every way into the thread pool (a new connection, a kept-alive one, pipelined bytes) passes here."""
+        """Every way into the thread pool (a new connection, a kept-alive one, pipelined bytes)
+        passes here."""
         if getattr(conn, "arrived", False) or self.tls:
             conn.arrived = False
             super().enqueue_req(conn)
@@ -196,7 +199,8 @@ class JsonErrorWorker(ThreadWorker):
             self._receive(arrival)
 
     def _receive(self, arrival, _sock=None) -> None:
-        """One non-blocking read of ``arrival``; then hand it over, or wait for the loop's next call."""
+        """One non-blocking read of ``arrival``; then hand it over, or wait for the loop's next
+        call."""
         size = _RECV_BYTES
         if not arrival.grant:
             size = _ALWAYS_READ_BYTES - len(arrival.buf)
@@ -228,7 +232,8 @@ class JsonErrorWorker(ThreadWorker):
         self._watch(arrival, True)
 
     def _grant(self, arrival) -> bool:
-        """Let ``arrival`` read past _ALWAYS_READ_BYTES if the worker's budget has room for all of it.
+        """Let ``arrival`` read past _ALWAYS_READ_BYTES if the worker's budget has room for all of
+        it.
 
         Granted requests read to their end, so the budget always comes back (as
         an answer, or a 408): none waits on another that waits too.
@@ -290,7 +295,8 @@ class JsonErrorWorker(ThreadWorker):
             self._watch(self.paused.pop(0), True)
 
     def linger(self, sock) -> None:
-        """Close ``sock`` after an answer: FIN now, then drain what the client still sends, in the loop."""
+        """Close ``sock`` after an answer: FIN now, then drain what the client still sends, in the
+        loop."""
         try:
             sock.shutdown(socket.SHUT_WR)
             sock.setblocking(False)
@@ -321,7 +327,8 @@ class JsonErrorWorker(ThreadWorker):
         util.close(sock)
 
     def murder_pending(self) -> None:
-        """Called on every turn of gthread's loop (also while stopping): close requests that ran out of time."""
+        """Called on every turn of gthread's loop (also while stopping): close requests that ran out
+        of time."""
         super().murder_pending()
         now = time.monotonic()
         if now < self.next_sweep or not (self.arrivals or self.lingering):
@@ -397,7 +404,8 @@ class _Conn(TConn):
 
 
 class _Arrival:
-    """One request on its way in: its bytes so far and how far its framing is known to be complete."""
+    """One request on its way in: its bytes so far and how far its framing is known to be
+    complete."""
 
     def __init__(self, conn, buf: bytes, worker: JsonErrorWorker) -> None:
         self.conn = conn
@@ -417,7 +425,8 @@ class _Arrival:
         self.last_byte = time.monotonic()
 
     def complete(self) -> bool:
-        """True when a thread can take the request without waiting for the client (or must answer it now)."""
+        """True when a thread can take the request without waiting for the client (or must answer it
+        now)."""
         if self.head_end is None and not self._head():
             return False
         if self.chunks is not None:
@@ -428,7 +437,8 @@ class _Arrival:
         return len(self.buf) - self.head_end >= (self.body_length or 0)
 
     def _head(self) -> bool:
-        """Find the end of the head and the body's framing; True when known (or when gunicorn must judge now)."""
+        """Find the end of the head and the body's framing; True when known (or when gunicorn must
+        judge now)."""
         end = self.buf.find(b"\r\n\r\n", max(0, self.scanned - 3))
         self.scanned = len(self.buf)
         if end < 0:

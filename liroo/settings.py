@@ -455,7 +455,8 @@ class Settings:
 
     @property
     def async_enabled(self) -> bool:
-        """Background work only where it really runs: Cloud Run throttles the CPU after a response unless told."""
+        """Background work only where it really runs: Cloud Run throttles the CPU after a response
+        unless told."""
         return self.async_mode if self.async_mode is not None else not self.cloud_run_service
 
     @property

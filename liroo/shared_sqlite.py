@@ -1,4 +1,5 @@
-"""A SQLite file shared by the gunicorn workers of one instance: the job store and the rate-limit counts.
+"""A SQLite file shared by the gunicorn workers of one instance: the job store and the rate-limit
+counts.
 
 The file is made before gunicorn forks, so every worker opens the same one;
 each thread of each process has its own connection (SQLite connections must
@@ -47,7 +48,8 @@ class SharedSQLite:
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """A write transaction: taken at once (no upgrade deadlock between workers), rolled back on any error."""
+        """A write transaction: taken at once (no upgrade deadlock between workers), rolled back on
+        any error."""
         db = self.connect()
         db.execute("BEGIN IMMEDIATE")
         try:

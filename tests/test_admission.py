@@ -1,4 +1,5 @@
-"""Admission that counts each byte once, the door's FIFO line, and fair turns between requests (in-process).
+"""Admission that counts each byte once, the door's FIFO line, and fair turns between requests
+(in-process).
 
 The accounting test uses the real probe (this process's RSS, read from
 /proc/self/statm) under real allocations; the door's tests use fake cgroup
@@ -28,7 +29,8 @@ def make_governor(cgroup, **config):
 
 
 def rss_probe(tmp_path) -> MemoryProbe:
-    """The real probe reading this process's RSS: a root with /proc/self/statm and no cgroup to find."""
+    """The real probe reading this process's RSS: a root with /proc/self/statm and no cgroup to
+    find."""
     (tmp_path / "proc" / "self").mkdir(parents=True)
     os.symlink("/proc/self/statm", tmp_path / "proc" / "self" / "statm")
     probe = MemoryProbe(str(tmp_path))
@@ -198,7 +200,8 @@ def test_the_line_is_first_come_first_served(cgroup):
 
 
 def test_the_line_is_shared_by_forked_workers(cgroup):
-    """A request waiting in a forked worker is in the same line: the parent's newcomer queues behind it."""
+    """A request waiting in a forked worker is in the same line: the parent's newcomer queues behind
+    it."""
     governor = make_governor(cgroup, admission_wait_s=30, admission_queue=1)
     cgroup.set_used(700)
     read_fd, write_fd = os.pipe()
@@ -255,7 +258,8 @@ def test_a_request_holding_nothing_goes_before_one_holding_several(cgroup):
 
 
 def test_reservations_of_a_busy_request_let_the_door_go_first(cgroup):
-    """While a request waits at the door, a request already drawing two pictures does not take the room."""
+    """While a request waits at the door, a request already drawing two pictures does not take the
+    room."""
     governor = make_governor(cgroup, admission_wait_s=30)
     drawing = [
         governor.reserve(150, group="A") for _ in range(2)

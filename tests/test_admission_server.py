@@ -1,4 +1,5 @@
-"""The door's line and fair turns between requests, in the real app under real gunicorn (two workers).
+"""The door's line and fair turns between requests, in the real app under real gunicorn (two
+workers).
 
 The workers read their own RSS (no cgroup limit here) against MEMORY_LIMIT_MB,
 and LIROO_IMAGE_RESERVE_MB is set so that only one or two pictures fit at

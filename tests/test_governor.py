@@ -1,4 +1,5 @@
-"""The governor's parts in-process: thresholds, reservations (also across processes), cleanup, middleware.
+"""The governor's parts in-process: thresholds, reservations (also across processes), cleanup,
+middleware.
 
 Memory figures come from fake cgroup files that the real probe reads (see
 tests/cgroupfake.py), so a test can put the "container" at any level.
@@ -140,7 +141,8 @@ def test_waiting_reservation_fails_after_its_deadline(cgroup):
 
 
 def test_ledger_is_shared_with_forked_children():
-    """A reservation made in a forked worker counts against the parent's admission, and vice versa."""
+    """A reservation made in a forked worker counts against the parent's admission, and vice
+    versa."""
     ledger = ReservationLedger()
     read_fd, write_fd = os.pipe()
     go_fd_r, go_fd_w = os.pipe()

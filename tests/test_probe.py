@@ -1,4 +1,5 @@
-"""The probe against fake cgroup trees in temporary folders: v2, v1, child groups, unlimited, missing."""
+"""The probe against fake cgroup trees in temporary folders: v2, v1, child groups, unlimited,
+missing."""
 
 import os
 

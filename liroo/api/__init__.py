@@ -13,7 +13,8 @@ LECTURE_PATH = "/generate_lecture"
 
 
 def route_fields(path: str, lecture_id: str | None = None) -> dict:
-    """The fields the app's decoders require on every answer of the route at ``path``, errors included.
+    """The fields the app's decoders require on every answer of the route at ``path``, errors
+    included.
 
     The one place they are named: a LectureResponse always needs ``lecture_id``
     (the id its result carries, else a fresh one).
@@ -24,7 +25,8 @@ def route_fields(path: str, lecture_id: str | None = None) -> dict:
 
 
 def answer_fields() -> dict:
-    """``route_fields`` of the request being served (of its matched route), the same on each of its answers.
+    """``route_fields`` of the request being served (of its matched route), the same on each of its
+    answers.
 
     Added to every error body (errors.error_response), a generation's recorded
     failures and its 202 (api/runner.py).

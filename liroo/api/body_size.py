@@ -1,4 +1,5 @@
-"""The request body's size limit (LIROO_MAX_BODY_BYTES), where bodies are read (runner.parse_body)."""
+"""The request body's size limit (LIROO_MAX_BODY_BYTES), where bodies are read
+(runner.parse_body)."""
 
 from __future__ import annotations
 

@@ -56,7 +56,8 @@ _MODE_NAMES = {
 
 
 def _learner(body: ProcessRequest) -> Learner:
-    """Who reads, from the level and the app's profile (whose studentLevel is used when no level is sent)."""
+    """Who reads, from the level and the app's profile (whose studentLevel is used when no level is
+    sent)."""
     profile = body.profile
     described = profile.studentLevel if profile else None
     profile_level = level_key(described) if described else None

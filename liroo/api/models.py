@@ -34,7 +34,8 @@ def _refuse_surrogates(value: Any, info: ValidationInfo) -> Any:
 
 
 class TextModel(BaseModel):
-    """A request model whose every string field is checked for lone surrogates before anything else."""
+    """A request model whose every string field is checked for lone surrogates before anything
+    else."""
 
     _valid_unicode = field_validator("*", mode="before")(_refuse_surrogates)
 
@@ -228,7 +229,8 @@ class HistoryEntry(TextModel):
 
 
 class ProcessRequest(AppRequest):
-    """One endpoint, five modes: dialogue, explain again, flashcards, slideshow, or the study page."""
+    # This docstring is the schema's description in /openapi.json: kept on one line as it reads.
+    """One endpoint, five modes: dialogue, explain again, flashcards, slideshow, or the study page."""  # noqa: E501
 
     input_text: OptionalText = Field(
         default=None, description="Required for the study page, flashcards, slideshow."
@@ -264,7 +266,8 @@ class ProcessRequest(AppRequest):
 
     @property
     def required_field(self) -> str:
-        """The text field this mode cannot work without (checked by the view, which knows the mode)."""
+        """The text field this mode cannot work without (checked by the view, which knows the
+        mode)."""
         return {"dialogue": "user_question", "explain_again": "original_paragraph_text"}.get(
             self.mode, "input_text"
         )

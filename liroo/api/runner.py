@@ -1,4 +1,5 @@
-"""The life of a generation request: validate, claim its id, run (or wait, or replay), record, answer.
+"""The life of a generation request: validate, claim its id, run (or wait, or replay), record,
+answer.
 
 Every generation endpoint goes through ``run_generation`` so that ids,
 progress, idempotent retries, async mode and error bodies work the same way
@@ -49,7 +50,8 @@ def parse_body(model: type[M]) -> M:
     try:
         raw = request.get_data(cache=True)
     except HTTPException:
-        raise  # werkzeug's own answers: 413 over LIROO_MAX_BODY_BYTES, 400 for a client gone mid-body
+        # werkzeug's own answers: 413 over LIROO_MAX_BODY_BYTES, 400 for a client gone mid-body
+        raise
     except ClientTimeout:
         log.info("request body did not arrive in time (request %s)", g.request_id)
         raise ApiError(408, "request_timeout", "The request took too long to arrive.") from None
@@ -101,7 +103,8 @@ def fingerprint(endpoint: str, payload: BaseModel) -> str:
 
 
 def _request_id(payload: BaseModel, fp: str) -> tuple[str, bool]:
-    """The generation's id (see requestid.generation_request_id); a derived one is keyed by the body,
+    """The generation's id (see requestid.generation_request_id); a derived one is keyed by the
+    body,
     the device's token and the caller (its key, else its address after LIROO_TRUSTED_PROXIES)."""
 
     def seed() -> str:
@@ -114,7 +117,8 @@ def _request_id(payload: BaseModel, fp: str) -> tuple[str, bool]:
 
 
 class Runner:
-    """Runs generations for one process: heartbeats for running jobs, a bounded pool for async ones."""
+    """Runs generations for one process: heartbeats for running jobs, a bounded pool for async
+    ones."""
 
     def __init__(self, store, max_async: int) -> None:
         self.store = store
@@ -162,7 +166,8 @@ class Runner:
         self.heartbeats.add(request_id)
 
     def wait_idle(self, timeout_s: float, beat: Callable[[], None] = lambda: None) -> bool:
-        """Wait until no job of this process is running (a retiring worker); ``beat`` keeps the worker alive."""
+        """Wait until no job of this process is running (a retiring worker); ``beat`` keeps the
+        worker alive."""
         deadline = time.monotonic() + timeout_s
         while self.heartbeats.running() and time.monotonic() < deadline:
             beat()
@@ -171,7 +176,8 @@ class Runner:
         return not self.heartbeats.running()
 
     def hand_back(self, request_ids: list[str] | None = None) -> None:
-        """Mark unfinished jobs (this process's by default) as interrupted so that a retry runs them afresh at once.
+        """Mark unfinished jobs (this process's by default) as interrupted so that a retry runs them
+        afresh at once.
 
         Called when a worker stops (SIGTERM, recycling): work that cannot finish
         in the grace period is given back rather than silently dropped.
@@ -243,7 +249,8 @@ def generation_error_body(code: str, message: str, request_id: str, **extra) -> 
 
 
 def failure_answer(exc: Exception, request_id: str, error_extra: dict) -> tuple[int, dict]:
-    """The (status, body) recorded for a generation that raised ``exc`` (errors.api_error_for's table)."""
+    """The (status, body) recorded for a generation that raised ``exc`` (errors.api_error_for's
+    table)."""
     api_error = api_error_for(exc, request_id, unexpected="generation failed")
     body = generation_error_body(
         api_error.code, api_error.message, request_id, **api_error.extra, **error_extra
@@ -272,7 +279,8 @@ def _respond(status: int, body: dict, replay: bool = False) -> Response:
 def run_generation(payload: BaseModel, work: Callable[[Context], dict]) -> Response:
     """Claim the request's id and answer: run it, wait for the first attempt, or replay its result.
 
-    The route (its rule, e.g. ``/generate_comic``) is part of the idempotency fingerprint and the job's record.
+    The route (its rule, e.g. ``/generate_comic``) is part of the idempotency fingerprint and the
+    job's record.
     """
     svc = services()
     runner = svc.runner

@@ -1,4 +1,5 @@
-"""What a generation needs, handed to it explicitly (no Flask): the parts, its progress, its deadline."""
+"""What a generation needs, handed to it explicitly (no Flask): the parts, its progress, its
+deadline."""
 
 from __future__ import annotations
 
@@ -44,7 +45,8 @@ class Progress:
     def advance(
         self, step: str, details: str = "", finished: tuple[str, dict] | None = None
     ) -> None:
-        """One step done; ``finished`` is (kind, item): an item it made that can be shown already."""
+        """One step done; ``finished`` is (kind, item): an item it made that can be shown
+        already."""
         with self._lock:
             self.step_number = min(self.step_number + 1, self.total_steps)
             if finished is not None:

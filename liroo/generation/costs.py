@@ -27,5 +27,6 @@ class RecentCosts:
             self._per_unit.append(cost_mb / units)
 
     def reserve_mb(self, floor_mb: float, units: float = 1.0) -> float:
-        """What to reserve for ``units`` of work: the largest recent cost per unit, at least ``floor_mb``."""
+        """What to reserve for ``units`` of work: the largest recent cost per unit, at least
+        ``floor_mb``."""
         return max(floor_mb, max(self._per_unit, default=0.0) * units)

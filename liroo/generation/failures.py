@@ -40,7 +40,8 @@ def note_failure(label: str, request_id: str, error: Exception) -> None:
 
 
 def dominant_error(errors: list[Exception]) -> Exception:
-    """The error to report when too few items were made: retryable ones first, else the most common."""
+    """The error to report when too few items were made: retryable ones first, else the most
+    common."""
     if not errors:
         return BadOutput("nothing was made")
     for kind in (MemoryPressure, StorageError):

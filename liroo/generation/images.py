@@ -1,4 +1,5 @@
-"""Making pictures: cache, memory reservation, model, safe pipeline, storage; as many at once as fit.
+"""Making pictures: cache, memory reservation, model, safe pipeline, storage; as many at once as
+fit.
 
 Each picture reserves memory from the governor before it calls the model (for
 the response it will hold), grows the reservation to the decode estimate read
@@ -31,7 +32,8 @@ from .failures import failure_code, note_failure
 
 
 class ImageCosts(RecentCosts):
-    """What recent pictures held in memory while the model answered, to size the reservation made before a call.
+    """What recent pictures held in memory while the model answered, to size the reservation made
+    before a call.
 
     While the SDK receives a picture it holds the HTTP body, the parsed JSON
     and the decoded bytes at once (about four times the image's size). The
@@ -143,8 +145,10 @@ def make_images(
     step: Callable[[int, int], str],
     finished: Finished | None = None,
 ) -> list[ImageOutcome]:
-    """All pictures at once, each under its memory reservation and the provider's pacing (which decide how
-    many really run); LIROO_PANEL_CONCURRENCY caps them when set. One failure does not stop the others.
+    """All pictures at once, each under its memory reservation and the provider's pacing (which
+    decide how
+    many really run); LIROO_PANEL_CONCURRENCY caps them when set. One failure does not stop the
+    others.
 
     ``finished`` describes a picture made, for progress to show before the request ends.
     """
@@ -177,5 +181,6 @@ def make_images(
 
 
 def panel_workers(cap: int, tasks: int) -> int:
-    """Threads for ``tasks`` steps of one request: one each, or LIROO_PANEL_CONCURRENCY when set (> 0)."""
+    """Threads for ``tasks`` steps of one request: one each, or LIROO_PANEL_CONCURRENCY when set (>
+    0)."""
     return max(1, min(cap, tasks) if cap > 0 else tasks)

@@ -55,7 +55,8 @@ for _key, (_display, _) in STYLES.items():
 
 
 def style_key(value: str) -> str | None:
-    """The style's key for a display name or raw value in any case ('Comic Book', 'comic_book'), or None."""
+    """The style's key for a display name or raw value in any case ('Comic Book', 'comic_book'), or
+    None."""
     return _LOOKUP.get(re.sub(r"[\s_-]+", "", value.strip().lower()))
 
 

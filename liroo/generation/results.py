@@ -1,4 +1,5 @@
-"""What generations return, as pydantic models: the generation code builds its answers with them, and
+"""What generations return, as pydantic models: the generation code builds its answers with them,
+and
 /openapi.json documents them, so the document and the code cannot drift.
 
 Pure data (no Flask), so the generation modules may build these too. A
@@ -56,7 +57,8 @@ def new_id() -> str:
 
 
 def _always_sent_unless_omitted(schema: dict[str, Any], model: type[BaseModel]) -> None:
-    """Fields with defaults (ids, types) are always sent, so required; ``omitted()`` ones are not."""
+    """Fields with defaults (ids, types) are always sent, so required; ``omitted()`` ones are
+    not."""
     never_null = {name for name, info in model.model_fields.items() if info.exclude_if is not None}
     names = {
         info.serialization_alias or info.alias or name: name

@@ -157,7 +157,8 @@ class _ClipWriter:
         self._frames = 0
 
     def wait_turn(self, part: int) -> bool:
-        """Wait until chunk ``part`` is within CHUNKS_AHEAD of the encoder; False once the clip has failed.
+        """Wait until chunk ``part`` is within CHUNKS_AHEAD of the encoder; False once the clip has
+        failed.
 
         Raises DeadlineExceeded when the request's deadline passes first.
         """
@@ -294,7 +295,8 @@ def speak(
     step: Callable[[int, int], str] = _recording_step,
     finished: Finished | None = None,
 ) -> list[Clip]:
-    """Every job read aloud and stored as one file (LIROO_AUDIO_FORMAT); one failure does not stop the others.
+    """Every job read aloud and stored as one file (LIROO_AUDIO_FORMAT); one failure does not stop
+    the others.
 
     Chunks of all jobs share one pool; a clip's chunks are encoded in order as
     they arrive, the clip is stored by the thread that encodes its last chunk,

@@ -1,4 +1,5 @@
-"""A story: the app's prompt read into a brief, one structured call for the script, then the pictures.
+"""A story: the app's prompt read into a brief, one structured call for the script, then the
+pictures.
 
 The app sends its whole request as one prompt in ``text`` (see the client
 contract): a ``[Level: ...]`` line, a genre sentence, an image style sentence,
@@ -135,7 +136,8 @@ def story_brief(
     genre: str | None = None,
     main_character: str | None = None,
 ) -> StoryBrief:
-    """The story to write: the request's own fields first, then what the prompt says, then defaults."""
+    """The story to write: the request's own fields first, then what the prompt says, then
+    defaults."""
     read = read_story_prompt(prompt)
     return StoryBrief(
         text=read.text,
@@ -219,7 +221,8 @@ def story_prompt(brief: StoryBrief, chapters: int) -> str:
 def picture_prompt(
     scene: str, hero: StoryCharacter, others: list[StoryCharacter], style: str
 ) -> str:
-    """A chapter's (or the cover's) picture: the scene, the main character by name and look, the style by name."""
+    """A chapter's (or the cover's) picture: the scene, the main character by name and look, the
+    style by name."""
     cast = "; ".join(f"{c.name}: {c.description.rstrip('. ')}" for c in others)
     return (
         f"{scene}\nMain character: {hero.name}, {hero.description.rstrip('. ')}. Keep "

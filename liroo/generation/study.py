@@ -113,7 +113,8 @@ def study_page_prompt(text: str, learner: Learner) -> str:
 
 
 def _question_block(question: StudyQuestion) -> QuestionBlock | None:
-    """The app's question, with our own option ids; None if the model's answer index is not an option."""
+    """The app's question, with our own option ids; None if the model's answer index is not an
+    option."""
     options = [AnswerOption(text=text) for text in question.options if text.strip()]
     if len(options) != len(question.options) or not 0 <= question.correct_option_index < len(
         options

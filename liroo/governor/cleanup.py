@@ -22,7 +22,8 @@ _M_MMAP_THRESHOLD = -3  # mallopt parameter number in glibc's malloc.h
 
 
 def pin_mmap_threshold(kb: int) -> bool:
-    """Serve every allocation above ``kb`` with its own mmap, so freeing it returns it to the OS at once.
+    """Serve every allocation above ``kb`` with its own mmap, so freeing it returns it to the OS at
+    once.
 
     glibc raises its mmap threshold on the fly (up to 32 MB) each time a large
     mmapped block is freed; after that, image buffers (Pillow allocates 16 MB
@@ -91,7 +92,8 @@ class Cleaner:
         return time.monotonic() - self._last >= self.min_interval_s
 
     def run(self, full: bool = True, reason: str = "threshold") -> CleanupResult | None:
-        """Clean up unless another thread is doing it or the last run was too recent; report what it did."""
+        """Clean up unless another thread is doing it or the last run was too recent; report what it
+        did."""
         if not self.due() or not self._lock.acquire(blocking=False):
             return None
         try:

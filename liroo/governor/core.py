@@ -142,7 +142,8 @@ class Governor:
                 self.recycles += 1
 
     def shed(self, path: str, cost_mb: float, request_id: str, waited_s: float = 0.0) -> float:
-        """Count and report a request refused with 503; returns the reading (MB) to show the client."""
+        """Count and report a request refused with 503; returns the reading (MB) to show the
+        client."""
         used = self.used_mb()
         self.events.emit(
             EventKind.SHED,
@@ -188,7 +189,8 @@ class Governor:
 
     # --- the door ------------------------------------------------------------------
     def admit(self, cost_mb: float) -> DoorDecision:
-        """Admit a request costing ``cost_mb``, waiting in the door's line if it does not fit now."""
+        """Admit a request costing ``cost_mb``, waiting in the door's line if it does not fit
+        now."""
         decision = self.policy.admit(
             cost_mb, self.config.admission_wait_s, self.config.admission_queue
         )
@@ -214,7 +216,8 @@ class Governor:
         return decision
 
     def admits(self, cost_mb: float = 0.0) -> bool:
-        """Would work costing ``cost_mb`` stay under the hard limit now? (a fresh reading; reserves nothing)"""
+        """Would work costing ``cost_mb`` stay under the hard limit now? (a fresh reading; reserves
+        nothing)"""
         return self.policy.admits(cost_mb)
 
     def queue_length(self) -> int:
@@ -237,7 +240,8 @@ class Governor:
         return self.cleaner.run(full=full, reason=reason)
 
     def after_response(self) -> None:
-        """Clean up after a response when memory is high: trim at warning, gc + trim at the cleanup line.
+        """Clean up after a response when memory is high: trim at warning, gc + trim at the cleanup
+        line.
 
         The latest reading (taken at this or another request's admission) decides
         whether a fresh one is worth taking: under load it is a few milliseconds

@@ -160,7 +160,8 @@ class ReservationLedger:
         return sum(self._table[1::3])
 
     def total_bytes(self) -> int:
-        """Sum of all outstanding reservations (a lock-free read; exact enough for admission at the door)."""
+        """Sum of all outstanding reservations (a lock-free read; exact enough for admission at the
+        door)."""
         return self._total_locked()
 
     def min_rank(self) -> int:
@@ -258,7 +259,8 @@ class AdmissionQueue:
                 fcntl.lockf(self._lockfile, fcntl.LOCK_UN)
 
     def length(self) -> int:
-        """Requests waiting at the door now, in every worker (a lock-free read of a count kept under the lock)."""
+        """Requests waiting at the door now, in every worker (a lock-free read of a count kept under
+        the lock)."""
         return self._table[1]
 
     def enter(self, bound: int) -> int | None:
@@ -323,7 +325,8 @@ class Reservation:
         return self.nbytes - self.held
 
     def hold(self, mb: float) -> None:
-        """``mb`` of this promise is allocated now and shows in the reading: stop counting it in the ledger.
+        """``mb`` of this promise is allocated now and shows in the reading: stop counting it in the
+        ledger.
 
         Declare only what is in hand (e.g. a model's answer just received).
         """
@@ -333,7 +336,8 @@ class Reservation:
             self.held = target
 
     def grow_to(self, mb: float, wait_s: float = 0.0) -> None:
-        """Make the reservation at least ``mb``, waiting up to ``wait_s`` for room; raises MemoryPressure."""
+        """Make the reservation at least ``mb``, waiting up to ``wait_s`` for room; raises
+        MemoryPressure."""
         extra = int(mb * MB) - self.nbytes
         if extra > 0:
             self._policy.acquire(extra, wait_s, growing=True)
@@ -362,7 +366,8 @@ class Reservation:
 
 
 class Pledge:
-    """Memory promised at the door to an admitted request, until its first reservations take it over."""
+    """Memory promised at the door to an admitted request, until its first reservations take it
+    over."""
 
     __slots__ = ("_policy", "nbytes")
 
@@ -499,7 +504,8 @@ class MemoryPolicy:
             return pledge
 
     def _convert_pledges(self, nbytes: int) -> int:
-        """Take up to ``nbytes`` from this process's pledges (oldest first): already in the ledger."""
+        """Take up to ``nbytes`` from this process's pledges (oldest first): already in the
+        ledger."""
         taken = 0
         with self._pledge_lock:
             while self._pledges and taken < nbytes:
@@ -655,7 +661,8 @@ class MemoryPolicy:
                 self._released.notify_all()
 
     def release(self, nbytes: int) -> None:
-        """Stop counting ``nbytes`` of this process's promises and wake its waiters. For Reservation and Pledge."""
+        """Stop counting ``nbytes`` of this process's promises and wake its waiters. For Reservation
+        and Pledge."""
         self.ledger.remove(nbytes)
         with self._released:
             self._released.notify_all()

@@ -148,7 +148,8 @@ def find_cgroup(root: str = "/") -> CgroupMemory | None:
 
 
 def _v2_limit(path: str, mount_base: str) -> int | None:
-    """The tightest memory.max from the group up to the mount: a child group often has none of its own."""
+    """The tightest memory.max from the group up to the mount: a child group often has none of its
+    own."""
     limit = None
     current = path
     while True:
@@ -256,7 +257,8 @@ class MemoryProbe:
         return max(usage - self._inactive, 0)
 
     def used_bytes(self) -> int:
-        """The figure the governor acts on (see the class docstring); also kept as ``last_used_bytes``."""
+        """The figure the governor acts on (see the class docstring); also kept as
+        ``last_used_bytes``."""
         used = self.cgroup_usage_bytes() if self.source != "rss" else None
         if used is None:
             used = self.rss_bytes()

@@ -19,7 +19,8 @@ REDIS_RETRY_S = 3.0  # while Redis is down, it is tried again at most this often
 
 @dataclass
 class _Held:
-    """A job this process claimed and runs: where it lives, and what it takes to claim it elsewhere."""
+    """A job this process claimed and runs: where it lives, and what it takes to claim it
+    elsewhere."""
 
     store: object
     endpoint: str
@@ -124,7 +125,8 @@ class FallbackJobStore:
         return found
 
     def _write(self, request_id: str, apply: Callable[[JobStore], None]) -> None:
-        """Apply an update where the job lives; a job of ours in Redis moves to the local store if Redis is down."""
+        """Apply an update where the job lives; a job of ours in Redis moves to the local store if
+        Redis is down."""
         held = self._held.get(request_id)
         if held is not None:
             store = held.store

@@ -1,4 +1,5 @@
-"""Heartbeats: this process's running jobs refreshed in the store, so that retries elsewhere keep waiting."""
+"""Heartbeats: this process's running jobs refreshed in the store, so that retries elsewhere keep
+waiting."""
 
 from __future__ import annotations
 

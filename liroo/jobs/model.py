@@ -144,7 +144,8 @@ def decide(
     | other body  | failed    | old     | none     | conflict | the body decides before the status           |
     | other owner | succeeded | now     | none     | conflict | another caller's id is never replayed        |
     | other owner | running   | old     | none     | conflict | nor waited on, nor taken over                |
-    """
+    """  # noqa: E501
+    # (noqa: tests/test_jobs.py reads the table's rows from this docstring, one row a line.)
     if current is None:
         return "new"
     if current.fingerprint != fingerprint or current.owner != owner:

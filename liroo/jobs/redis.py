@@ -1,4 +1,5 @@
-"""RedisJobStore (``REDIS_URL``): every Cloud Run instance sees every job; the claim is one atomic Lua script.
+"""RedisJobStore (``REDIS_URL``): every Cloud Run instance sees every job; the claim is one atomic
+Lua script.
 
 It is always used through FallbackJobStore (fallback.py), so that losing Redis
 degrades progress to this instance instead of failing generation.
@@ -45,13 +46,14 @@ redis.call('EXPIRE', KEYS[1], tonumber(ARGV[5]))
 redis.call('SADD', KEYS[2], KEYS[1])
 redis.call('EXPIRE', KEYS[2], tonumber(ARGV[5]))
 return {'new'}
-"""
+"""  # noqa: E501 (Lua kept as is: the script is the claim rule, run atomically in Redis)
 
 _FIELDS = [f for f in Job.__dataclass_fields__]
 
 
 class RedisJobStore:
-    """Jobs in Redis hashes with a TTL, so that every instance answers progress, results and retries."""
+    """Jobs in Redis hashes with a TTL, so that every instance answers progress, results and
+    retries."""
 
     PREFIX = "liroo:job:"
     WORKER_PREFIX = "liroo:worker:"  # a set per worker_tag(): the keys of the jobs it claimed
@@ -103,7 +105,8 @@ class RedisJobStore:
         return Job(**job)
 
     def claim(self, request_id, endpoint, fingerprint, owner=None, replay_s=None):
-        """Claim an id by the rule in liroo.jobs.model.decide, run atomically in Redis (CLAIM_LUA)."""
+        """Claim an id by the rule in liroo.jobs.model.decide, run atomically in Redis
+        (CLAIM_LUA)."""
         job = Job(request_id, endpoint, fingerprint, owner=owner, worker=worker_tag())
         outcome = self._claim(
             keys=[self._key(request_id), self.WORKER_PREFIX + job.worker],

@@ -49,7 +49,8 @@ class SpeechResult:
 
 
 class Provider(Protocol):
-    """Schemas must not contain dict fields (see ``liroo.providers.schema``); both providers refuse them."""
+    """Schemas must not contain dict fields (see ``liroo.providers.schema``); both providers refuse
+    them."""
 
     name: str  # "gemini" or "offline"
     text_model: str

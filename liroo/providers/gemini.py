@@ -123,7 +123,8 @@ class GeminiProvider:
         return genai.Client(api_key=s.genai_api_key, vertexai=False, http_options=options)
 
     def _on_response(self, response: httpx2.Response) -> None:
-        """Every HTTP answer, retries included: a 429 holds that model's budget back for everyone."""
+        """Every HTTP answer, retries included: a 429 holds that model's budget back for
+        everyone."""
         if response.status_code == 429:
             match = _MODEL_IN_PATH.search(response.request.url.path)
             response.read()
@@ -277,7 +278,8 @@ def _reason(value: Any) -> str | None:
 
 
 def _as_wav(data: bytes, mime_type: str) -> bytes:
-    """Gemini speaks raw 16-bit PCM (``audio/L16;codec=pcm;rate=24000``); AVFoundation wants a file."""
+    """Gemini speaks raw 16-bit PCM (``audio/L16;codec=pcm;rate=24000``); AVFoundation wants a
+    file."""
     kind = mime_type.split(";")[0].strip().lower()
     if kind in ("audio/wav", "audio/x-wav", "audio/wave"):
         return data

@@ -82,7 +82,8 @@ class OfflineProvider:
 
 
 def _espeak(binary: str, text: str, role: str) -> bytes | None:
-    """espeak-ng's speech for ``text`` as a WAV, or None (logged) if it fails: the tones are the fallback."""
+    """espeak-ng's speech for ``text`` as a WAV, or None (logged) if it fails: the tones are the
+    fallback."""
     try:
         done = subprocess.run(
             [binary, "--stdin", "--stdout", "-v", ESPEAK_VOICES[role]],
@@ -113,7 +114,8 @@ def synthetic_speech(text: str, role: str = "narrator") -> bytes:
 
 @lru_cache(maxsize=512)
 def _segment(ch: str, role: str) -> bytes:
-    """65 ms of 16-bit PCM for one character: vowels hum, consonants hiss, spaces and stops are quiet."""
+    """65 ms of 16-bit PCM for one character: vowels hum, consonants hiss, spaces and stops are
+    quiet."""
     n = SAMPLE_RATE * MS_PER_CHAR // 1000
     samples = array.array("h", bytes(n * 2))
     lower = ch.lower()

@@ -61,7 +61,8 @@ _WORD_LIST_HINTS = {"tags", "keywords", "topics", "terms", "words", "vocabulary"
 
 
 def fill_schema(schema: dict[str, Any], text: str) -> Any:
-    """A value satisfying ``schema``, written from ``text`` (a prompt, or the source text itself)."""
+    """A value satisfying ``schema``, written from ``text`` (a prompt, or the source text
+    itself)."""
     filler = _Filler(schema, source_text(text))
     return filler.value(schema, "", _Context(_Window(filler.sentences)))
 
@@ -186,7 +187,8 @@ class _Filler:
         return {key: result[key] for key in order}
 
     def _correct_id(self, schema: Any, options: Any, ctx: _Context) -> Any:
-        """The id of the quiz's right option among ``options`` (as written by _options), if they have ids."""
+        """The id of the quiz's right option among ``options`` (as written by _options), if they
+        have ids."""
         node = self.non_null(self.resolve(schema))
         if ctx.depth >= MAX_DEPTH or node.get("prefixItems") or "const" in node or node.get("enum"):
             return None  # array() did not write these as the quiz's options
@@ -362,7 +364,8 @@ class _Filler:
         return self._fit(ctx.window.take(), node, ctx)
 
     def _fit(self, text: str, node: dict[str, Any], ctx: _Context) -> str:
-        """``text`` within minLength/maxLength: longer with the text's next sentences, shorter at a word."""
+        """``text`` within minLength/maxLength: longer with the text's next sentences, shorter at a
+        word."""
         lo, hi = _int(node.get("minLength")), _int(node.get("maxLength"))
         for _ in range(1000):
             if lo is None or len(text) >= lo:

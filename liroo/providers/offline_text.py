@@ -62,7 +62,8 @@ def sentences(text: str) -> list[str]:
 
 @dataclass(frozen=True)
 class Source:
-    """What a text offers to write from: sentences, names, and content words (first seen, and most frequent)."""
+    """What a text offers to write from: sentences, names, and content words (first seen, and most
+    frequent)."""
 
     sentences: list[str]
     names: list[str]
@@ -89,7 +90,8 @@ class Source:
 
 
 class Quiz:
-    """A fill-in-the-blank question from one sentence, with other words of the text as wrong answers."""
+    """A fill-in-the-blank question from one sentence, with other words of the text as wrong
+    answers."""
 
     def __init__(self, sentence: str, vocabulary: list[str], n_options: int, number: int) -> None:
         candidates = content_words(sentence) or WORD.findall(sentence) or ["story"]
@@ -127,7 +129,8 @@ def content_words(sentence: str) -> list[str]:
 
 
 def names(all_sentences: list[str]) -> list[str]:
-    """The text's people and places: capitalised words seen mid-sentence, or capitalised every time and twice."""
+    """The text's people and places: capitalised words seen mid-sentence, or capitalised every time
+    and twice."""
     capitalised: Counter[str] = Counter()
     mid_sentence: set[str] = set()
     lower: set[str] = set()

@@ -53,13 +53,15 @@ REDIS_RETRY_S = 3.0  # while Redis is down, it is tried again at most this often
 
 
 def gcra(tat: float, now: float, interval: float, tolerance: float) -> tuple[float, float]:
-    """(seconds until a call may start, the arrival time after it) for a budget whose debt runs to ``tat``."""
+    """(seconds until a call may start, the arrival time after it) for a budget whose debt runs to
+    ``tat``."""
     tat = max(tat, now)
     return max(0.0, tat - tolerance - now), tat + interval
 
 
 def held_back(tat: float, now: float, seconds: float, tolerance: float) -> float:
-    """The arrival time after a 429: no call starts before ``now + seconds``, and the burst is spent."""
+    """The arrival time after a 429: no call starts before ``now + seconds``, and the burst is
+    spent."""
     return max(tat, now + seconds + tolerance)
 
 
@@ -69,7 +71,8 @@ class BudgetState(Protocol):
     def take(
         self, model: str, now: float, interval: float, tolerance: float, max_wait_s: float
     ) -> float:
-        """Reserve the next slot and return the wait, or raise RateLimited (nothing reserved) beyond ``max_wait_s``."""
+        """Reserve the next slot and return the wait, or raise RateLimited (nothing reserved) beyond
+        ``max_wait_s``."""
 
     def hold(self, model: str, now: float, seconds: float, tolerance: float) -> None: ...
 
@@ -81,7 +84,8 @@ def _refuse(wait: float) -> RateLimited:
 
 
 class SharedMemoryState:
-    """Arrival times in shared memory, seen by every process forked after it was made (one instance's workers).
+    """Arrival times in shared memory, seen by every process forked after it was made (one
+    instance's workers).
 
     A table of (model hash, arrival time) slots; writes take a thread lock
     and a ``lockf`` record lock, the same approach as the governor's
@@ -167,7 +171,8 @@ return {1, string.format('%.6f', wait)}
 
 
 class RedisState:
-    """Arrival times in Redis (``liroo:pace:<model>``), shared by every instance; the clock must be wall time."""
+    """Arrival times in Redis (``liroo:pace:<model>``), shared by every instance; the clock must be
+    wall time."""
 
     PREFIX = "liroo:pace:"
 
@@ -199,7 +204,8 @@ class RedisState:
 
 
 class Pacer:
-    """``per_minute`` calls a minute per model, ``burst`` at once; ``per_minute`` of 0 turns pacing off.
+    """``per_minute`` calls a minute per model, ``burst`` at once; ``per_minute`` of 0 turns pacing
+    off.
 
     ``shared`` is the Redis state (None without REDIS_URL); ``local`` the
     instance's shared memory, used when there is no Redis or it cannot be
@@ -242,7 +248,8 @@ class Pacer:
         return self.per_minute > 0
 
     def acquire(self, model: str) -> float:
-        """Wait for the model's next slot; return the seconds waited (RateLimited if that would exceed max_wait_s)."""
+        """Wait for the model's next slot; return the seconds waited (RateLimited if that would
+        exceed max_wait_s)."""
         if not self.enabled:
             return 0.0
         wait = self._on_shared(
@@ -259,7 +266,8 @@ class Pacer:
         return wait
 
     def cool_down(self, model: str, seconds: float = 0.0) -> None:
-        """After a 429: no call of this model starts for ``seconds``, on any worker (any instance with Redis)."""
+        """After a 429: no call of this model starts for ``seconds``, on any worker (any instance
+        with Redis)."""
         if not self.enabled:
             return
         seconds = max(0.0, seconds)
@@ -268,7 +276,8 @@ class Pacer:
         self.local.hold(model, self._monotonic(), seconds, self.tolerance)
 
     def _on_shared(self, call: Callable[[RedisState], float | None]) -> float | None:
-        """``call(redis_state)``; None when there is no Redis or it cannot be reached (then the instance's budget)."""
+        """``call(redis_state)``; None when there is no Redis or it cannot be reached (then the
+        instance's budget)."""
         shared = self.shared
         if shared is None or not self._outage.may_try:
             return None
@@ -282,12 +291,14 @@ class Pacer:
 
 
 def service_burst(per_minute: float, max_panels: int) -> float:
-    """One comic's pictures start together (LIROO_MAX_PANELS), but never more than a minute's budget at once."""
+    """One comic's pictures start together (LIROO_MAX_PANELS), but never more than a minute's budget
+    at once."""
     return max(1.0, min(float(per_minute), float(max(max_panels, math.ceil(per_minute / 10)))))
 
 
 def make_pacer(settings) -> Pacer:
-    """The service's pacer: made once, before gunicorn forks, so its shared memory is the instance's."""
+    """The service's pacer: made once, before gunicorn forks, so its shared memory is the
+    instance's."""
     rpm = settings.gemini_rpm
     shared = RedisState(settings.redis_url) if settings.redis_url and rpm > 0 else None
     return Pacer(

@@ -100,7 +100,8 @@ _SUBSCHEMA_MAPS = ("properties", "$defs", "definitions")
 
 @functools.lru_cache(maxsize=256)
 def check_schema(schema: type[BaseModel]) -> dict[str, Any]:
-    """Return ``schema``'s JSON Schema, or raise UnsupportedSchema naming the field and what to do instead."""
+    """Return ``schema``'s JSON Schema, or raise UnsupportedSchema naming the field and what to do
+    instead."""
     if not (isinstance(schema, type) and issubclass(schema, BaseModel)):
         raise UnsupportedSchema(f"structured output needs a pydantic model class, got {schema!r}")
     json_schema = schema.model_json_schema()

@@ -18,7 +18,8 @@ def pcm_to_wav(pcm: bytes, rate: int, *, channels: int = 1, sample_width: int = 
 
 
 def read_pcm(data: bytes) -> tuple[bytes, tuple[int, int, int]]:
-    """A WAV's samples and (rate, channels, sample width); wave.Error or EOFError if it is not one."""
+    """A WAV's samples and (rate, channels, sample width); wave.Error or EOFError if it is not
+    one."""
     with wave.open(io.BytesIO(data), "rb") as wav:
         return wav.readframes(wav.getnframes()), (
             wav.getframerate(),

@@ -25,7 +25,8 @@ __all__ = [
 
 
 def make_storage(settings: Settings) -> Storage:
-    """Local unless the settings choose Google Cloud Storage (LIROO_STORAGE=gcs or GCS_BUCKET_NAME set)."""
+    """Local unless the settings choose Google Cloud Storage (LIROO_STORAGE=gcs or GCS_BUCKET_NAME
+    set)."""
     if settings.storage_backend == "gcs":
         if not settings.gcs_bucket_name:
             raise SettingsError("LIROO_STORAGE=gcs needs GCS_BUCKET_NAME")

@@ -140,7 +140,8 @@ class GcsStorage:
 
 @contextmanager
 def _failures(action: str, key: str):
-    """Whatever the client raises once its retries are spent becomes one StorageError for callers."""
+    """Whatever the client raises once its retries are spent becomes one StorageError for
+    callers."""
     try:
         yield
     except (

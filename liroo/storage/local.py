@@ -68,7 +68,8 @@ class LocalStorage:
         return path is not None and os.path.isfile(path)
 
     def url(self, key: str, public_base: str | None = None) -> str:
-        """The absolute URL from BASE_URL (or ``public_base``); without either, the path ``/media/<key>``.
+        """The absolute URL from BASE_URL (or ``public_base``); without either, the path
+        ``/media/<key>``.
 
         A bare path is what results store when BASE_URL is unset: each answer
         makes it absolute with its own request's host (liroo.media.render_urls),

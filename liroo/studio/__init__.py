@@ -1,4 +1,5 @@
-"""The studio: a page at ``/`` where a person makes a comic, story, lecture, study page or speech and looks at it.
+"""The studio: a page at ``/`` where a person makes a comic, story, lecture, study page or speech
+and looks at it.
 
 Server-rendered (Jinja) with one small plain script and one stylesheet from
 this package's static folder: no build step, no CDN, nothing inline, so the
@@ -79,7 +80,8 @@ def wants_html() -> bool:
 
 
 def _prefill() -> dict[str, str]:
-    """The form's values from the query (``/?mode=comic&text=...&run=1``); unknown values fall back."""
+    """The form's values from the query (``/?mode=comic&text=...&run=1``); unknown values fall
+    back."""
     args = request.args
     mode = args.get("mode", "").strip().lower()
     voice = args.get("voice", "").strip().lower()
