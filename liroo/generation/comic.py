@@ -128,7 +128,7 @@ def generate_comic(ctx: Context, text: str, level: str, style: str) -> ComicResu
                 image_url=outcome.url,
                 image_error=outcome.error_code,
             )
-            for number, (panel, outcome) in enumerate(zip(panels, outcomes), 1)
+            for number, (panel, outcome) in enumerate(zip(panels, outcomes, strict=True), 1)
         ],
     )
     ctx.progress.advance("Comic ready", f"{drawn} of {len(panels)} panels drawn")

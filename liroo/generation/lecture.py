@@ -128,7 +128,7 @@ def generate_lecture(
 
     audio_files, audio_errors = [], []
     extension = audio_extension(ctx.settings.audio_format)
-    for (kind, number), job, clip in zip(kinds, speech, clips):
+    for (kind, number), job, clip in zip(kinds, speech, clips, strict=True):
         if clip.url:
             name = (
                 f"{lecture_id}-{kind.replace('_', '-')}"
@@ -150,7 +150,7 @@ def generate_lecture(
                 image_url=outcome.url,
                 image_error=outcome.error_code,
             )
-            for section, outcome in zip(sections, outcomes)
+            for section, outcome in zip(sections, outcomes, strict=True)
         ],
     )
     ctx.progress.advance(

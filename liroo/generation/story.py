@@ -301,7 +301,7 @@ def generate_story(ctx: Context, brief: StoryBrief) -> StoryResult:
                 imageUrl=picture.url,
                 imageError=picture.error_code,
             )
-            for number, (chapter, picture) in enumerate(zip(chapters, pictures), 1)
+            for number, (chapter, picture) in enumerate(zip(chapters, pictures, strict=True), 1)
         ],
         imageStyle=style_name(brief.style),
         genre=brief.genre,

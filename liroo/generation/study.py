@@ -155,7 +155,7 @@ def generate_study_page(
 
     # The first picture follows the first section, the second the last one (before the quiz).
     after_section: dict[int, list[ImageBlock]] = {}
-    for index, (picture, outcome) in enumerate(zip(pictures, outcomes)):
+    for index, (picture, outcome) in enumerate(zip(pictures, outcomes, strict=True)):
         if (
             outcome.url
         ):  # a picture that failed is left out: an image block without a url breaks the app

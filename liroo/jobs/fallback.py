@@ -159,7 +159,7 @@ class FallbackJobStore:
 
     def heartbeat(self, request_ids) -> None:
         for request_id in request_ids:
-            self._write(request_id, lambda store: store.heartbeat([request_id]))
+            self._write(request_id, lambda store, rid=request_id: store.heartbeat([rid]))
 
     def finish(self, request_id, status, result_status, result_body, error_code=None):
         try:

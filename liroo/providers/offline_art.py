@@ -80,7 +80,7 @@ def _rgb(h: float, s: float, v: float) -> tuple[int, int, int]:
 
 
 def _mix(a: tuple[int, int, int], b: tuple[int, int, int], t: float) -> tuple[int, int, int]:
-    return tuple(int(x + (y - x) * t) for x, y in zip(a, b))  # type: ignore[return-value]
+    return tuple(int(x + (y - x) * t) for x, y in zip(a, b, strict=False))  # type: ignore[return-value]
 
 
 class _Scene:
@@ -206,7 +206,7 @@ class _Scene:
             )
             self.draw_.polygon(ridge + [(self.w, self.h), (0, self.h)], fill=colour)
             if "snow" in self.moods and layer == 0:
-                for (x1, y1), (x2, y2) in zip(ridge, ridge[1:]):
+                for (x1, y1), (x2, y2) in zip(ridge, ridge[1:], strict=False):
                     self.draw_.line(
                         (x1, y1, x2, y2), fill=(250, 250, 255), width=max(1, int(self.unit))
                     )
