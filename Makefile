@@ -1,5 +1,6 @@
 # make run: a local server on the embedded defaults (offline provider, local storage).
-# make test: ruff check (ruff.toml), then the whole suite. Both set up .venv first.
+# make test: ruff check and ruff format --check liroo/ (ruff.toml), then the whole suite.
+# Both set up .venv first.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -34,6 +35,7 @@ redis:
 
 test: dev-venv redis
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check liroo/
 	MALLOC_ARENA_MAX=2 $(BIN)/python -m pytest -q
 
 # Every benchmark: ours and the baseline side by side, ratios on the last line (~35 min;
