@@ -31,11 +31,8 @@ because a waiter in another worker cannot be woken directly.
 from __future__ import annotations
 
 import enum
-import fcntl
-import mmap
 import os
 import struct
-import tempfile
 import threading
 import time
 from contextlib import contextmanager
@@ -45,6 +42,7 @@ from typing import Callable, Iterator
 from .cleanup import Cleaner
 from .events import EventKind, Events
 from .probe import MB, MemoryProbe
+from .shared import SharedTable
 
 # The operations guide's fixed thresholds, used when no cgroup limit is visible.
 GUIDE_LIMIT_MB, GUIDE_CLEANUP_MB, GUIDE_WARNING_MB = 1500.0, 1200.0, 1000.0
@@ -126,11 +124,7 @@ class ReservationLedger:
     gunicorn forks its workers, so that every worker sees the others'
     promises. ``rank`` is what the process's most deserving waiter holds
     (see MemoryPolicy: fewest reservations first), so turns are fair across
-    workers too. Writes take a thread lock (this process) and a ``lockf``
-    record lock (other processes; the kernel drops it if a holder dies).
-    Hand-written because the standard library's shared-memory tools either
-    need a manager process or leave a semaphore locked forever when a worker
-    is killed holding it.
+    workers too. Writes hold the table's lock (``shared.SharedTable``).
     """
 
     _SLOT = struct.Struct("qqq")
@@ -138,22 +132,11 @@ class ReservationLedger:
 
     def __init__(self, slots: int = 256) -> None:
         self._slots = slots
-        self._lockfile = tempfile.TemporaryFile(prefix="liroo-ledger-")
-        self._lockfile.write(b"\0")
-        self._lockfile.flush()
-        self._map = mmap.mmap(-1, self._SLOT.size * slots, flags=mmap.MAP_SHARED)
+        self._shared = SharedTable(self._SLOT.size * slots, "ledger")
+        self._map = self._shared.buffer
+        self._locked = self._shared.locked
         self._table = memoryview(self._map).cast("q")  # the same memory as int64s, for a fast sum
-        self._thread_lock = threading.Lock()
         self._local_slot: tuple[int, int] | None = None  # (pid, index)
-
-    @contextmanager
-    def _locked(self) -> Iterator[None]:
-        with self._thread_lock:
-            fcntl.lockf(self._lockfile, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.lockf(self._lockfile, fcntl.LOCK_UN)
 
     def _total_locked(self) -> int:
         # Every slot is (pid, bytes, rank): the byte counts are every third int64.
@@ -240,23 +223,12 @@ class AdmissionQueue:
 
     def __init__(self, slots: int = 512) -> None:
         self._slots = slots
-        self._lockfile = tempfile.TemporaryFile(prefix="liroo-door-")
-        self._lockfile.write(b"\0")
-        self._lockfile.flush()
-        self._map = mmap.mmap(-1, 16 * (slots + 1), flags=mmap.MAP_SHARED)
+        self._shared = SharedTable(16 * (slots + 1), "door")
+        self._map = self._shared.buffer
+        self._locked = self._shared.locked
         self._table = memoryview(self._map).cast(
             "q"
         )  # [last ticket, waiters, pid, ticket, pid, ticket, ...]
-        self._thread_lock = threading.Lock()
-
-    @contextmanager
-    def _locked(self) -> Iterator[None]:
-        with self._thread_lock:
-            fcntl.lockf(self._lockfile, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.lockf(self._lockfile, fcntl.LOCK_UN)
 
     def length(self) -> int:
         """Requests waiting at the door now, in every worker (a lock-free read of a count kept under

@@ -32,18 +32,14 @@ every few seconds.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import logging
 import math
-import mmap
 import struct
-import tempfile
-import threading
 import time
-from contextlib import contextmanager
-from typing import Callable, Iterator, Protocol
+from typing import Callable, Protocol
 
+from ..governor.shared import SharedTable
 from ..outage import RedisOutage
 from .base import RateLimited
 
@@ -87,30 +83,18 @@ class SharedMemoryState:
     """Arrival times in shared memory, seen by every process forked after it was made (one
     instance's workers).
 
-    A table of (model hash, arrival time) slots; writes take a thread lock
-    and a ``lockf`` record lock, the same approach as the governor's
-    reservation ledger (the kernel drops the record lock if a holder is
-    killed, so a dead worker never leaves the budget locked).
+    A table of (model hash, arrival time) slots in the governor's
+    ``SharedTable``, as its reservation ledger is (a killed worker never
+    leaves the budget locked).
     """
 
     _SLOT = struct.Struct("qd")
 
     def __init__(self, slots: int = 32) -> None:
         self._slots = slots
-        self._lockfile = tempfile.TemporaryFile(prefix="liroo-pacing-")
-        self._lockfile.write(b"\0")
-        self._lockfile.flush()
-        self._map = mmap.mmap(-1, self._SLOT.size * slots, flags=mmap.MAP_SHARED)
-        self._thread_lock = threading.Lock()
-
-    @contextmanager
-    def _locked(self) -> Iterator[None]:
-        with self._thread_lock:
-            fcntl.lockf(self._lockfile, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.lockf(self._lockfile, fcntl.LOCK_UN)
+        self._shared = SharedTable(self._SLOT.size * slots, "pacing")
+        self._map = self._shared.buffer
+        self._locked = self._shared.locked
 
     def _offset(self, model: str) -> int:
         """The model's slot (claimed on first use; linear probing), under the lock."""
