@@ -24,6 +24,18 @@ STUDENT_TEXT = (
     "boundary."
 )
 
+# The dialogue fields the app adds to /process when a student asks about a passage.
+APP_DIALOGUE = {
+    "dialogue_mode": True,
+    "selected_text_snippet": "plate boundary",
+    "original_block_content": STUDENT_TEXT,
+    "user_question": "Why does Iceland have volcanoes?",
+    "conversation_history": [
+        {"sender": "user", "text": "What is lava?"},
+        {"sender": "ai", "text": "Hot rock."},
+    ],
+}
+
 
 def app_story_prompt(
     text=STUDENT_TEXT, genre="fantasy", style="Studio Ghibli", level="moderate", hero="Mira"
@@ -312,16 +324,7 @@ def test_the_apps_study_page_decodes(server):
     "extra, decode, key",
     [
         (
-            {
-                "dialogue_mode": True,
-                "selected_text_snippet": "plate boundary",
-                "original_block_content": STUDENT_TEXT,
-                "user_question": "Why does Iceland have volcanoes?",
-                "conversation_history": [
-                    {"sender": "user", "text": "What is lava?"},
-                    {"sender": "ai", "text": "Hot rock."},
-                ],
-            },
+            APP_DIALOGUE,
             contract.decode_dialogue,
             "dialogue_response",
         ),

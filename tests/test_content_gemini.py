@@ -14,6 +14,7 @@ from tests import contract
 from tests.audio_probe import FFPROBE, audio_seconds, probe
 from tests.fake_gemini import PCM_RATE, SPEECH_S_PER_CHAR, gemini_env
 from tests.test_content_api import (
+    APP_DIALOGUE,
     APP_LECTURE,
     APP_PROCESS,
     APP_STORY,
@@ -132,16 +133,7 @@ def test_failed_study_pictures_are_left_out(server, fake):
     "extra, decode, expected_in_prompt",
     [
         (
-            {
-                "dialogue_mode": True,
-                "selected_text_snippet": "plate boundary",
-                "original_block_content": STUDENT_TEXT,
-                "user_question": "Why does Iceland have volcanoes?",
-                "conversation_history": [
-                    {"sender": "user", "text": "What is lava?"},
-                    {"sender": "ai", "text": "Hot rock."},
-                ],
-            },
+            APP_DIALOGUE,
             contract.decode_dialogue,
             ["Why does Iceland have volcanoes?", "plate boundary", "What is lava?", "Hot rock."],
         ),

@@ -7,9 +7,9 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, ContextManager
 
-from ..governor import MemoryReserver
+from ..governor import MemoryReserver, Reservation
 from ..settings import Settings
 
 log = logging.getLogger("liroo.generation")
@@ -82,9 +82,8 @@ class Context:
     reserver: MemoryReserver
     progress: Progress
     request_id: str
-    public_base: (
-        str | None
-    )  # BASE_URL, or None: local media URLs stay paths, made absolute per answer
+    # BASE_URL, or None: local media URLs stay paths, made absolute per answer
+    public_base: str | None
     deadline: float  # time.monotonic() by which the request must end
 
     def remaining_s(self) -> float:
@@ -93,3 +92,18 @@ class Context:
     def check_deadline(self) -> None:
         if self.remaining_s() <= 0:
             raise DeadlineExceeded()
+
+    def reservation_wait_s(self) -> float:
+        """How long a heavy step may wait for memory: LIROO_RESERVATION_WAIT_S, within the deadline.
+
+        Never past the request's deadline, never negative.
+        """
+        return max(min(self.settings.reservation_wait_s, self.remaining_s()), 0.0)
+
+    def reserve(self, mb: float) -> ContextManager[Reservation]:
+        """Memory for one heavy step of this request (a picture, a speech chunk, an encode).
+
+        The request id is the fairness group, so while memory is short this request's
+        steps take turns with other requests' rather than queueing behind them.
+        """
+        return self.reserver.reserve(mb, wait_s=self.reservation_wait_s(), group=self.request_id)

@@ -101,10 +101,7 @@ def make_image(ctx: Context, job: ImageJob) -> str:
         if url:
             return url
     ctx.check_deadline()
-    wait_s = max(min(settings.reservation_wait_s, ctx.remaining_s()), 0.0)
-    with ctx.reserver.reserve(
-        IMAGE_COSTS.reserve_mb(settings.image_reserve_mb), wait_s=wait_s, group=ctx.request_id
-    ) as reservation:
+    with ctx.reserve(IMAGE_COSTS.reserve_mb(settings.image_reserve_mb)) as reservation:
         result = provider.generate_image(job.prompt, job.aspect_ratio)
         response_mb = len(result.data) / (1024 * 1024)
         try:
@@ -113,13 +110,9 @@ def make_image(ctx: Context, job: ImageJob) -> str:
             IMAGE_COSTS.record(response_mb)
             # Hold only the bytes while waiting for the decode's room (no hold-and-wait), then grow.
             reservation.shrink_to(response_mb)
-            reservation.hold(
-                response_mb
-            )  # the answer is in hand: the reading counts it from now on, not the ledger
-            reservation.grow_to(
-                response_mb + decode_mb,
-                wait_s=max(min(settings.reservation_wait_s, ctx.remaining_s()), 0.0),
-            )
+            # The answer is in hand: the reading counts it from now on, not the ledger.
+            reservation.hold(response_mb)
+            reservation.grow_to(response_mb + decode_mb, wait_s=ctx.reservation_wait_s())
             processed = process_image(
                 result.data,
                 max_side=settings.max_image_side,

@@ -18,7 +18,7 @@ import threading
 import wave
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Callable, ContextManager
+from typing import Callable
 
 from ..audio import (
     AUDIO_FORMATS,
@@ -28,7 +28,6 @@ from ..audio import (
     encoded_bytes_per_s,
     make_encoder,
 )
-from ..governor import Reservation
 from ..providers.base import BadOutput
 from ..providers.wav import read_pcm
 from ..storage import IMMUTABLE_CACHE, media_key
@@ -222,7 +221,7 @@ class _ClipWriter:
         per_s = encoded_bytes_per_s(
             settings.audio_format, rate, channels, settings.audio_bitrate_kbps
         )
-        with _reserve(self._ctx, frames / rate * per_s / MB + ENCODER_SLACK_MB):
+        with self._ctx.reserve(frames / rate * per_s / MB + ENCODER_SLACK_MB):
             self._encoder.feed(pcm)
         self._frames += frames
 
@@ -235,7 +234,7 @@ class _ClipWriter:
         # finish() hands the output over as one bytes object (a second copy while the first is
         # dropped),
         # and an upload may buffer it again.
-        with _reserve(self._ctx, 2 * encoder.encoded_bytes / MB + ENCODER_SLACK_MB):
+        with self._ctx.reserve(2 * encoder.encoded_bytes / MB + ENCODER_SLACK_MB):
             data = encoder.finish()
             del encoder
             url = self._ctx.storage.put(
@@ -257,13 +256,6 @@ class _ClipWriter:
                 self._encoder = None
 
 
-def _reserve(ctx: Context, mb: float) -> ContextManager[Reservation]:
-    # The request id is the fairness group (as for images), so one lecture's chunks
-    # take turns with other requests rather than with every speech chunk on the worker.
-    wait_s = max(min(ctx.settings.reservation_wait_s, ctx.remaining_s()), 0.0)
-    return ctx.reserver.reserve(mb, wait_s=wait_s, group=ctx.request_id)
-
-
 def _speak_chunk(ctx: Context, text: str, voice: str) -> tuple[bytes, tuple[int, int, int], str]:
     """One chunk read aloud: its PCM, (rate, channels, width) and the model.
 
@@ -275,7 +267,7 @@ def _speak_chunk(ctx: Context, text: str, voice: str) -> tuple[bytes, tuple[int,
     """
     ctx.check_deadline()
     floor_mb = max(MIN_RESERVE_MB, ctx.settings.speech_reserve_mb * len(text) / MAX_CHUNK_CHARS)
-    with _reserve(ctx, SPEECH_COSTS.reserve_mb(floor_mb, len(text))):
+    with ctx.reserve(SPEECH_COSTS.reserve_mb(floor_mb, len(text))):
         result = ctx.provider.generate_speech(text, voice)
         SPEECH_COSTS.record_mb(HOLD_FACTOR * len(result.data) / MB, len(text))
         try:
