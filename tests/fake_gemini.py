@@ -91,6 +91,12 @@ class Fault:
 
 
 @dataclass
+class Hold:
+    let_through: int  # requests still answered before the gate holds the rest
+    gate: threading.Event = field(default_factory=threading.Event)
+
+
+@dataclass
 class RecordedRequest:
     path: str
     api_version: str
@@ -150,6 +156,7 @@ class FakeGemini:
         self._faults: list[Fault] = []
         self._answers: list[str] = []
         self._requests: list[RecordedRequest] = []
+        self._holds: dict[str, Hold] = {}
         self._in_flight = 0
         self.max_in_flight = 0
         self._stopping = threading.Event()
@@ -175,6 +182,7 @@ class FakeGemini:
 
     def stop(self) -> None:
         self._stopping.set()  # releases hanging and sleeping handlers
+        self.release()
         self._server.shutdown()
         self._server.server_close()
 
@@ -198,6 +206,20 @@ class FakeGemini:
         with self._lock:
             self._latency[model or operation or "*"] = seconds
 
+    def hold(self, operation: str, let_through: int = 0) -> None:
+        """Answer the next ``let_through`` requests of ``operation``, then keep the others waiting
+        until ``release``: a "while it runs" window that cannot close before the test has looked."""
+        with self._lock:
+            self._holds[operation] = Hold(let_through)
+
+    def release(self, operation: str | None = None) -> None:
+        """Let held requests of ``operation`` (every operation if None) answer."""
+        with self._lock:
+            names = list(self._holds) if operation is None else [operation]
+            holds = [self._holds.pop(name) for name in names if name in self._holds]
+        for hold in holds:
+            hold.gate.set()
+
     def fail(self, kind: str, times: int = 1, **options: Any) -> None:
         """Queue ``times`` faults of ``kind`` (see FAULT_KINDS) for the next matching requests."""
         with self._lock:
@@ -215,6 +237,7 @@ class FakeGemini:
             self._requests.clear()
             self._latency.clear()
             self.max_in_flight = 0
+        self.release()
 
     def requests(
         self, operation: str | None = None, model: str | None = None
@@ -233,8 +256,16 @@ class FakeGemini:
             return len(self._faults)
 
     # --- serving ------------------------------------------------------------------
-    def _admit(self, request: RecordedRequest) -> tuple[float, Fault | None, str | None]:
+    def _admit(
+        self, request: RecordedRequest
+    ) -> tuple[threading.Event | None, float, Fault | None, str | None]:
         with self._lock:
+            hold = self._holds.get(request.operation)
+            gate = None
+            if hold is not None and hold.let_through > 0:
+                hold.let_through -= 1
+            elif hold is not None:
+                gate = hold.gate
             self._requests.append(request)
             self._in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self._in_flight)
@@ -253,7 +284,7 @@ class FakeGemini:
                 if request.operation == "text" and fault is None and self._answers
                 else None
             )
-        return latency, fault, answer
+        return gate, latency, fault, answer
 
     def _done(self) -> None:
         with self._lock:
@@ -261,8 +292,10 @@ class FakeGemini:
 
     def respond(self, request: RecordedRequest) -> tuple[int, dict[str, str], bytes] | None:
         """(status, headers, body) for one request, or None to hang up without answering."""
-        latency, fault, answer = self._admit(request)
+        gate, latency, fault, answer = self._admit(request)
         try:
+            if gate is not None:
+                gate.wait(self.hang_s)
             if latency:
                 self._stopping.wait(latency)
             if self.api_key is not None and request.headers.get("x-goog-api-key") != self.api_key:

@@ -168,21 +168,24 @@ def test_too_many_failed_panels_fail_the_comic(start_server, fake_gemini):
 
 
 def test_progress_is_live_and_a_retry_never_reaches_the_model(start_server, fake_gemini):
-    fake_gemini.set_latency(0.4, operation="image")
+    fake_gemini.hold("image", let_through=1)  # one panel drawn, the rest wait for the test
     server = start_server(gemini_env(fake_gemini))
     rid = "live-" + uuid.uuid4().hex
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
         first = pool.submit(post, server, APP_COMIC, rid)
 
-        def running_with_panels():
+        def running_with_a_panel():
             body = requests.get(server.url(f"/progress/{rid}"), timeout=5).json()
-            return body if body.get("status") == "running" and body["step_number"] >= 2 else None
+            assert body.get("status") in (None, "running"), body  # held: it cannot end yet
+            return body if body.get("partial", {}).get("panels") else None
 
         live = contract.decode_progress(
-            wait_for(running_with_panels, timeout=60, what="live progress")
+            wait_for(running_with_a_panel, timeout=60, what="live progress")
         )
+        assert live["status"] == "running" and live["step_number"] >= 2
         assert 0 < live["progress_percentage"] < 100 and "panel" in live["step"].lower()
         retry_while_running = pool.submit(post, server, APP_COMIC, rid)
+        fake_gemini.release("image")
         a, b = first.result(), retry_while_running.result()
     assert a.status_code == b.status_code == 200
     assert a.json()["comic"] == b.json()["comic"]
@@ -204,7 +207,7 @@ def redis_db():
 
 
 def test_two_servers_share_jobs_through_redis(start_server, fake_gemini, redis_db):
-    fake_gemini.set_latency(0.4, operation="image")
+    fake_gemini.hold("image")  # it stays running until the other server has been asked
     env = gemini_env(fake_gemini, REDIS_URL=redis_db)
     worker, other = start_server(env), start_server(env)
     rid = "shared-" + uuid.uuid4().hex
@@ -222,6 +225,7 @@ def test_two_servers_share_jobs_through_redis(start_server, fake_gemini, redis_d
         contract.decode_progress(
             wait_for(running_elsewhere, timeout=60, what="progress on the other server")
         )
+        fake_gemini.release("image")
         result = doing.result()
     assert result.status_code == 200
     calls = len(fake_gemini.requests())
