@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import re
 import uuid
+from abc import ABC, abstractmethod
 from datetime import datetime, timezone
-from typing import Protocol
+
+from .health import STORAGE_HEALTH
 
 # Object names never change content (new pictures get new names, cached ones
 # are named by their inputs' hash), so browsers and CDNs may keep them a year.
@@ -34,7 +36,10 @@ class StorageError(RuntimeError):
     """A storage could not do what was asked (bad key, no base URL, backend failure)."""
 
 
-class Storage(Protocol):
+class Storage(ABC):
+    """Where generated media is kept. ``put`` is the same for every storage: check the key,
+    write, record the storage's health for /health, answer the URL."""
+
     def put(
         self,
         key: str,
@@ -44,10 +49,19 @@ class Storage(Protocol):
         public_base: str | None = None,
     ) -> str:
         """Store ``data`` under ``key`` and return an absolute URL the app can fetch it from."""
+        self._write(check_key(key), data, content_type, cache_control)
+        STORAGE_HEALTH.succeeded()
+        return self.url(key, public_base)
 
+    @abstractmethod
+    def _write(self, key: str, data: bytes, content_type: str, cache_control: str) -> None:
+        """Keep ``data`` under the (checked) ``key``; a failure raises StorageError."""
+
+    @abstractmethod
     def exists(self, key: str) -> bool:
         """Whether an object is stored under ``key``."""
 
+    @abstractmethod
     def url(self, key: str, public_base: str | None = None) -> str:
         """The absolute URL of the object stored under ``key``.
 

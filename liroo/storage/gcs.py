@@ -19,7 +19,7 @@ from google.cloud.storage.exceptions import InvalidResponse
 from google.cloud.storage.retry import DEFAULT_RETRY
 
 from ..settings import SettingsError
-from .base import IMMUTABLE_CACHE, StorageError, check_key
+from .base import Storage, StorageError, check_key
 from .health import STORAGE_HEALTH
 
 log = logging.getLogger("liroo.storage")
@@ -30,7 +30,7 @@ MAX_SIGNED_URL_TTL_S = 7 * 24 * 3600
 DEFAULT_TIMEOUT_S = 60.0
 
 
-class GcsStorage:
+class GcsStorage(Storage):
     def __init__(
         self,
         bucket_name: str,
@@ -62,15 +62,8 @@ class GcsStorage:
         self._client: storage.Client | None = None
         self._client_pid = 0
 
-    def put(
-        self,
-        key: str,
-        data: bytes,
-        content_type: str,
-        cache_control: str = IMMUTABLE_CACHE,
-        public_base: str | None = None,
-    ) -> str:
-        blob = self._bucket().blob(check_key(key))
+    def _write(self, key: str, data: bytes, content_type: str, cache_control: str) -> None:
+        blob = self._bucket().blob(key)
         blob.cache_control = cache_control
         with _failures("upload", key):
             try:
@@ -88,8 +81,6 @@ class GcsStorage:
                 # Already there: a retried upload that had succeeded, or a
                 # content-addressed (cache) key, whose content is the same by definition.
                 log.debug("object %s already exists; kept", key)
-        STORAGE_HEALTH.succeeded()
-        return self.url(key)
 
     def exists(self, key: str) -> bool:
         blob = self._bucket().blob(check_key(key))

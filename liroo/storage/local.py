@@ -8,32 +8,24 @@ from urllib.parse import quote
 
 from werkzeug.security import safe_join
 
-from .base import IMMUTABLE_CACHE, StorageError, check_key, is_valid_key
+from .base import Storage, StorageError, check_key, is_valid_key
 from .health import STORAGE_HEALTH
 
 MEDIA_PATH = "/media/"  # where the app serves these files (liroo/media.py)
 
 
-class LocalStorage:
+class LocalStorage(Storage):
     def __init__(self, root: str, base_url: str | None = None) -> None:
         # The real path, so that resolve() can tell a symlink anywhere below it.
         self.root = os.path.realpath(root)
         self.base_url = base_url.rstrip("/") if base_url else None
 
-    def put(
-        self,
-        key: str,
-        data: bytes,
-        content_type: str,
-        cache_control: str = IMMUTABLE_CACHE,
-        public_base: str | None = None,
-    ) -> str:
+    def _write(self, key: str, data: bytes, content_type: str, cache_control: str) -> None:
         # content_type and cache_control are implied here: the /media route
         # derives the type from the extension and serves every key as immutable.
-        path = self._path(check_key(key))
-        folder = os.path.dirname(path)
+        path = self._path(key)
         try:
-            self._write(folder, path, data)
+            self._replace_file(path, data)
         except OSError as exc:
             # A full disk (ENOSPC), a read-only or failing one: the storage's fault, not the
             # request's. Callers answer 503 storage_unavailable; /health reports it.
@@ -41,11 +33,10 @@ class LocalStorage:
             raise StorageError(
                 f"local storage write failed: {exc.strerror or type(exc).__name__}"
             ) from exc
-        STORAGE_HEALTH.succeeded()
-        return self.url(key, public_base)
 
     @staticmethod
-    def _write(folder: str, path: str, data: bytes) -> None:
+    def _replace_file(path: str, data: bytes) -> None:
+        folder = os.path.dirname(path)
         os.makedirs(folder, exist_ok=True)
         # Write a temporary file beside the target and rename it over: readers
         # see either nothing or the whole file. Its name starts with "." so it
