@@ -9,6 +9,7 @@ from .failures import dominant_error
 from .images import ImageJob, make_images
 from .options import LEVEL_GUIDANCE, NO_TEXT_IN_PICTURE, style_name, style_phrase
 from .results import Comic, ComicPanel, ComicResult
+from .script_fields import picture_brief
 
 MIN_PANELS = 3
 
@@ -27,9 +28,9 @@ class DialogueLine(BaseModel):
 
 class ComicPanelScript(BaseModel):
     scene: str = Field(description="What happens in this panel, in one or two sentences.")
-    image_prompt: str = Field(
-        description="A visual description of the panel for an illustrator: setting, "
-        "characters by name, action, framing. No text in the picture."
+    image_prompt: str = picture_brief(
+        "A visual description of the panel for an illustrator: setting, characters by name, "
+        "action, framing."
     )
     dialogue: list[DialogueLine] = Field(default_factory=list, max_length=4)
 

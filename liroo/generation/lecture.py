@@ -19,6 +19,7 @@ from .failures import dominant_error
 from .images import ImageJob, make_images
 from .options import LEVEL_GUIDANCE, NO_TEXT_IN_PICTURE, style_name, style_phrase
 from .results import AudioError, AudioFile, Lecture, LectureResult, LectureSection
+from .script_fields import items, picture_brief
 from .speech import SpeechJob, speak
 
 MIN_SECTIONS, MAX_SECTIONS = 3, 5
@@ -29,17 +30,12 @@ class LectureSectionScript(BaseModel):
     script: str = Field(
         description="What the lecturer says in this section: spoken prose, no lists or markup."
     )
-    image_prompt: str = Field(
-        description="A picture that supports this section, for an illustrator. "
-        "No text in the picture."
-    )
+    image_prompt: str = picture_brief("A picture that supports this section, for an illustrator.")
 
 
 class LectureScript(BaseModel):
     title: str
-    sections: list[LectureSectionScript] = Field(
-        min_length=MIN_SECTIONS, json_schema_extra={"maxItems": MAX_SECTIONS}
-    )
+    sections: list[LectureSectionScript] = items(MIN_SECTIONS, MAX_SECTIONS)
 
 
 def section_count(text: str) -> int:

@@ -27,6 +27,7 @@ from .options import (
     style_phrase,
 )
 from .results import Chapter, MainCharacter, Story, StoryResult
+from .script_fields import items, picture_brief
 
 MIN_CHAPTERS, MAX_CHAPTERS = 2, 5
 DEFAULT_LEVEL = "moderate"
@@ -165,9 +166,9 @@ class ChapterScript(BaseModel):
     content: str = Field(
         description="The chapter's text: two to four paragraphs at the reader's level."
     )
-    image_prompt: str = Field(
-        description="One key moment of the chapter for an illustrator: setting, characters "
-        "by name, action, framing. No text in the picture."
+    image_prompt: str = picture_brief(
+        "One key moment of the chapter for an illustrator: setting, characters by name, action, "
+        "framing."
     )
 
 
@@ -179,12 +180,9 @@ class StoryScript(BaseModel):
         default_factory=list, json_schema_extra={"maxItems": 3}
     )
     # maxItems guides the model; more chapters than MAX_CHAPTERS are cut rather than refused.
-    chapters: list[ChapterScript] = Field(
-        min_length=MIN_CHAPTERS, json_schema_extra={"maxItems": MAX_CHAPTERS}
-    )
-    cover_image_prompt: str = Field(
-        description="The story's cover picture for an illustrator, with the main "
-        "character. No text in the picture."
+    chapters: list[ChapterScript] = items(MIN_CHAPTERS, MAX_CHAPTERS)
+    cover_image_prompt: str = picture_brief(
+        "The story's cover picture for an illustrator, with the main character."
     )
 
 

@@ -27,6 +27,7 @@ from .results import (
     Slide,
     SlidesResult,
 )
+from .script_fields import items, picture_brief
 
 MIN_QUESTIONS, MAX_QUESTIONS = 3, 5
 MAX_IMAGES = 2
@@ -67,13 +68,11 @@ def _source(text: str) -> str:
 
 class StudySection(BaseModel):
     heading: str
-    paragraphs: list[str] = Field(min_length=1, json_schema_extra={"maxItems": 4})
+    paragraphs: list[str] = items(1, 4)
 
 
 class StudyPicture(BaseModel):
-    description: str = Field(
-        description="What the picture shows, for an illustrator. No text in the picture."
-    )
+    description: str = picture_brief("What the picture shows, for an illustrator.")
     alt: str = Field(
         description="A one-sentence alternative text for readers who cannot see the picture."
     )
@@ -81,7 +80,7 @@ class StudyPicture(BaseModel):
 
 class StudyQuestion(BaseModel):
     question: str
-    options: list[str] = Field(min_length=2, json_schema_extra={"maxItems": 5})
+    options: list[str] = items(2, 5)
     correct_option_index: int = Field(
         ge=0, description="0-based index of the right answer in options."
     )
@@ -90,12 +89,10 @@ class StudyQuestion(BaseModel):
 
 class StudyPage(BaseModel):
     title: str
-    sections: list[StudySection] = Field(min_length=1, json_schema_extra={"maxItems": 6})
-    pictures: list[StudyPicture] = Field(min_length=1, json_schema_extra={"maxItems": MAX_IMAGES})
+    sections: list[StudySection] = items(1, 6)
+    pictures: list[StudyPicture] = items(1, MAX_IMAGES)
     quiz_title: str
-    questions: list[StudyQuestion] = Field(
-        min_length=MIN_QUESTIONS, json_schema_extra={"maxItems": MAX_QUESTIONS}
-    )
+    questions: list[StudyQuestion] = items(MIN_QUESTIONS, MAX_QUESTIONS)
 
 
 def study_page_prompt(text: str, learner: Learner) -> str:
@@ -199,16 +196,16 @@ class FlashcardScript(BaseModel):
 
 
 class FlashcardSet(BaseModel):
-    cards: list[FlashcardScript] = Field(min_length=3, json_schema_extra={"maxItems": 12})
+    cards: list[FlashcardScript] = items(3, 12)
 
 
 class SlideScript(BaseModel):
     title: str
-    points: list[str] = Field(min_length=1, json_schema_extra={"maxItems": 6})
+    points: list[str] = items(1, 6)
 
 
 class Slideshow(BaseModel):
-    slides: list[SlideScript] = Field(min_length=2, json_schema_extra={"maxItems": 10})
+    slides: list[SlideScript] = items(2, 10)
 
 
 @dataclass(frozen=True)
