@@ -28,7 +28,7 @@ class _Held:
     owner: str | None
 
 
-class FallbackJobStore:
+class FallbackJobStore(JobStore):
     """Redis, or this instance's local store while Redis cannot be used (unreachable or erring).
 
     Decision: losing Redis must not stop generation. While it is down, new
@@ -124,23 +124,23 @@ class FallbackJobStore:
             pass
         return found
 
-    def _write(self, request_id: str, apply: Callable[[JobStore], None]) -> None:
-        """Apply an update where the job lives; a job of ours in Redis moves to the local store if
+    def update(self, request_id: str, changes: dict, finished: bool = False) -> None:
+        """Update the job where it lives; a job of ours in Redis moves to the local store if
         Redis is down."""
-        held = self._held.get(request_id)
+        held = self._held.pop(request_id, None) if finished else self._held.get(request_id)
         if held is not None:
             store = held.store
         else:  # not claimed by this process (a hand-back after a restart...): wherever it is found
             store = self.local if self.local.get(request_id) is not None else self.redis
         if store is self.redis:
             try:
-                self._redis(apply)
+                self._redis(lambda redis: redis.update(request_id, changes, finished))
                 return
             except _RedisDown:
                 if held is None:
                     return  # not ours, and Redis is down: nothing here to update
                 store = self._move_to_local(request_id, held)
-        apply(store)
+        store.update(request_id, changes, finished)
 
     def _move_to_local(self, request_id: str, held: _Held) -> LocalJobStore:
         if self.local.get(request_id) is None:
@@ -148,29 +148,6 @@ class FallbackJobStore:
         held.store = self.local
         log.info("job %s continues in this instance's store while Redis is down", request_id)
         return self.local
-
-    def progress(self, request_id, step, step_number, total_steps, details="", partial=None):
-        self._write(
-            request_id,
-            lambda store: store.progress(
-                request_id, step, step_number, total_steps, details, partial
-            ),
-        )
-
-    def heartbeat(self, request_ids) -> None:
-        for request_id in request_ids:
-            self._write(request_id, lambda store, rid=request_id: store.heartbeat([rid]))
-
-    def finish(self, request_id, status, result_status, result_body, error_code=None):
-        try:
-            self._write(
-                request_id,
-                lambda store: store.finish(
-                    request_id, status, result_status, result_body, error_code
-                ),
-            )
-        finally:
-            self._held.pop(request_id, None)
 
 
 class _RedisDown(Exception):

@@ -6,8 +6,9 @@ import json
 import os
 import time
 import uuid
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Iterable, Protocol
+from typing import Iterable
 
 RUNNING, SUCCEEDED, FAILED = "running", "succeeded", "failed"
 HEARTBEAT_S = 5.0  # how often an owner refreshes its running jobs
@@ -75,9 +76,14 @@ class Claim:
     job: Job
 
 
-class JobStore(Protocol):
-    """What the runner, progress, heartbeats and the master's hand-back call on a store."""
+class JobStore(ABC):
+    """What the runner, progress, heartbeats and the master's hand-back call on a store.
 
+    A store claims, reads and writes; the three kinds of write (a step, a heartbeat, the end)
+    are built here once and reach the store as ``update``.
+    """
+
+    @abstractmethod
     def claim(
         self,
         request_id: str,
@@ -85,9 +91,21 @@ class JobStore(Protocol):
         fingerprint: str,
         owner: str | None = None,
         replay_s: float | None = None,
-    ) -> Claim: ...
+    ) -> Claim:
+        """Claim an id by the rule in ``decide``, atomically for everyone sharing the store."""
+
+    @abstractmethod
     def get(self, request_id: str) -> Job | None: ...
-    def running_on(self, worker: str) -> list[str]: ...
+
+    @abstractmethod
+    def running_on(self, worker: str) -> list[str]:
+        """The ids of the running jobs that ``worker`` (a ``worker_tag``) claimed."""
+
+    @abstractmethod
+    def update(self, request_id: str, changes: dict, finished: bool = False) -> None:
+        """Write ``changes`` to the job and touch its heartbeat; a ``finished`` job is then kept
+        for LIROO_JOB_TTL_S."""
+
     def progress(
         self,
         request_id: str,
@@ -96,8 +114,16 @@ class JobStore(Protocol):
         total_steps: int,
         details: str = "",
         partial: dict | None = None,
-    ) -> None: ...
-    def heartbeat(self, request_ids: Iterable[str]) -> None: ...
+    ) -> None:
+        """A step reached, and (``partial``) what is already finished, for watchers to show."""
+        changes = dict(step=step, step_number=step_number, total_steps=total_steps, details=details)
+        self.update(request_id, {**changes, **partial_change(partial)})
+
+    def heartbeat(self, request_ids: Iterable[str]) -> None:
+        """Their owner is alive (liroo/jobs/heartbeats.py)."""
+        for request_id in request_ids:
+            self.update(request_id, {})
+
     def finish(
         self,
         request_id: str,
@@ -105,7 +131,16 @@ class JobStore(Protocol):
         result_status: int,
         result_body: dict,
         error_code: str | None = None,
-    ) -> None: ...
+    ) -> None:
+        """The end: the answer to replay to a retry."""
+        changes = dict(
+            status=status,
+            result_status=result_status,
+            result_body=json.dumps(result_body),
+            error_code=error_code,
+            step="Done" if status == SUCCEEDED else "Failed",
+        )
+        self.update(request_id, changes, finished=True)
 
 
 def partial_change(partial: dict | None) -> dict:

@@ -11,7 +11,7 @@ import json
 import time
 from dataclasses import asdict
 
-from .model import RUNNING, STALE_AFTER_S, SUCCEEDED, Claim, Job, partial_change, worker_tag
+from .model import RUNNING, STALE_AFTER_S, Claim, Job, JobStore, worker_tag
 
 # The claim rule of liroo.jobs.model.decide (its docstring holds the truth table, which
 # tests/test_jobs.py::test_the_claim_rule runs against both stores), in Lua so that reading
@@ -51,7 +51,7 @@ return {'new'}
 _FIELDS = [f for f in Job.__dataclass_fields__]
 
 
-class RedisJobStore:
+class RedisJobStore(JobStore):
     """Jobs in Redis hashes with a TTL, so that every instance answers progress, results and
     retries."""
 
@@ -134,39 +134,13 @@ class RedisJobStore:
                 found.append(request_id)
         return found
 
-    def _update(self, request_id: str, ttl: int, **changes) -> None:
+    def update(self, request_id: str, changes: dict, finished: bool = False) -> None:
         now = time.time()
         key = self._key(request_id)
+        worker = self._redis.hget(key, "worker") if finished else None
         with self._redis.pipeline() as pipe:
             pipe.hset(key, mapping=self._to_hash({**changes, "updated_at": now, "heartbeat": now}))
-            pipe.expire(key, ttl)
+            pipe.expire(key, self.ttl_s if finished else self.running_ttl_s)
             pipe.execute()
-
-    def progress(self, request_id, step, step_number, total_steps, details="", partial=None):
-        self._update(
-            request_id,
-            self.running_ttl_s,
-            step=step,
-            step_number=step_number,
-            total_steps=total_steps,
-            details=details,
-            **partial_change(partial),
-        )
-
-    def heartbeat(self, request_ids) -> None:
-        for request_id in request_ids:
-            self._update(request_id, self.running_ttl_s)
-
-    def finish(self, request_id, status, result_status, result_body, error_code=None):
-        worker = self._redis.hget(self._key(request_id), "worker")
-        self._update(
-            request_id,
-            self.ttl_s,
-            status=status,
-            result_status=result_status,
-            result_body=json.dumps(result_body),
-            error_code=error_code,
-            step="Done" if status == SUCCEEDED else "Failed",
-        )
-        if worker:
-            self._redis.srem(self.WORKER_PREFIX + worker.decode(), self._key(request_id))
+        if worker:  # no longer running: out of its worker's set (what running_on reads)
+            self._redis.srem(self.WORKER_PREFIX + worker.decode(), key)

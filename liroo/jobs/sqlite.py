@@ -12,10 +12,10 @@ import time
 from dataclasses import asdict
 
 from ..shared_sqlite import SharedSQLite, path_in_temp_dir
-from .model import RUNNING, SUCCEEDED, Claim, Job, decide, partial_change, worker_tag
+from .model import RUNNING, Claim, Job, JobStore, decide, worker_tag
 
 
-class LocalJobStore:
+class LocalJobStore(JobStore):
     """Jobs in SQLite, shared by the processes of one instance."""
 
     def __init__(self, path: str, ttl_s: int, running_ttl_s: float) -> None:
@@ -84,7 +84,8 @@ class LocalJobStore:
         )
         return [row[0] for row in rows]
 
-    def _update(self, request_id: str, **changes) -> None:
+    def update(self, request_id: str, changes: dict, finished: bool = False) -> None:
+        # ``finished`` needs no help here: _save keeps a job by its own status.
         with self._db.transaction() as db:
             job = self._load(db, request_id)
             if job is not None:
@@ -92,27 +93,3 @@ class LocalJobStore:
                     setattr(job, name, value)
                 job.updated_at = job.heartbeat = time.time()
                 self._save(db, job)
-
-    def progress(self, request_id, step, step_number, total_steps, details="", partial=None):
-        self._update(
-            request_id,
-            step=step,
-            step_number=step_number,
-            total_steps=total_steps,
-            details=details,
-            **partial_change(partial),
-        )
-
-    def heartbeat(self, request_ids) -> None:
-        for request_id in request_ids:
-            self._update(request_id)
-
-    def finish(self, request_id, status, result_status, result_body, error_code=None):
-        self._update(
-            request_id,
-            status=status,
-            result_status=result_status,
-            result_body=json.dumps(result_body),
-            error_code=error_code,
-            step="Done" if status == SUCCEEDED else "Failed",
-        )
