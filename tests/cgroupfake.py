@@ -29,28 +29,26 @@ def fake_proc(root, cgroup, mountinfo, rss_pages=2560):
     write(root, "proc/self/statm", f"100000 {rss_pages} 300 1 0 500 0\n")
 
 
+def group(root, folder, files):
+    """One cgroup's files (name: content), each ending in a newline as the kernel's do."""
+    for name, content in files.items():
+        write(root, os.path.join(folder, name), f"{content}\n")
+
+
 def v2_group(root, rel, current, maxv, inactive):
-    base = f"sys/fs/cgroup/{rel}".rstrip("/")
-    write(root, f"{base}/memory.current", f"{current}\n")
-    write(root, f"{base}/memory.max", f"{maxv}\n")
-    write(
-        root,
-        f"{base}/memory.stat",
-        f"anon 1000\nfile 2000\nactive_file 5\ninactive_file {inactive}\nslab 7\n",
-    )
+    stat = f"anon 1000\nfile 2000\nactive_file 5\ninactive_file {inactive}\nslab 7"
+    files = {"memory.current": current, "memory.max": maxv, "memory.stat": stat}
+    group(root, os.path.join("sys/fs/cgroup", rel), files)
 
 
 def v1_group(root, rel, usage, limit, inactive, hier=None):
-    base = f"sys/fs/cgroup/memory/{rel}".rstrip("/")
-    write(root, f"{base}/memory.usage_in_bytes", f"{usage}\n")
-    write(root, f"{base}/memory.limit_in_bytes", f"{limit}\n")
-    write(
-        root,
-        f"{base}/memory.stat",
-        "cache 10\nrss 20\ninactive_file 1\nhierarchical_memory_limit "
-        f"{hier if hier is not None else limit}\n"
-        f"total_cache 10\ntotal_rss 20\ntotal_inactive_file {inactive}\n",
+    stat = (
+        "cache 10\nrss 20\ninactive_file 1\n"
+        f"hierarchical_memory_limit {hier if hier is not None else limit}\n"
+        f"total_cache 10\ntotal_rss 20\ntotal_inactive_file {inactive}"
     )
+    files = {"memory.usage_in_bytes": usage, "memory.limit_in_bytes": limit, "memory.stat": stat}
+    group(root, os.path.join("sys/fs/cgroup/memory", rel), files)
 
 
 class FakeCgroupV2:

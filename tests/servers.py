@@ -1,4 +1,5 @@
-"""Real servers on loopback for the tests: gunicorn running the app, and waiting helpers."""
+"""Real servers on loopback for the tests: gunicorn running the app, and helpers that wait on it
+or call it."""
 from __future__ import annotations
 
 import os
@@ -8,6 +9,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 from typing import Callable
 
@@ -57,10 +59,47 @@ def wait_for(
     )
 
 
+def ended_job(server: GunicornServer, request_id: str, timeout: float) -> dict:
+    """/jobs/<request_id> once the job no longer runs."""
+
+    def look():
+        view = requests.get(server.url(f"/jobs/{request_id}"), timeout=10).json()
+        return view if view["status"] != "running" else None
+
+    return wait_for(look, timeout, interval=0.1, what=f"job {request_id} to end")
+
+
+def sent_twice(
+    server: GunicornServer, path: str, body: dict
+) -> tuple[str, requests.Response, requests.Response]:
+    """One generation sent twice under one X-Request-ID: the second answer is a replay of the
+    first. Returns the id and both answers."""
+    request_id = "twice-" + uuid.uuid4().hex
+    first, second = (
+        requests.post(
+            server.url(path), json=body, headers={"X-Request-ID": request_id}, timeout=120
+        )
+        for _ in range(2)
+    )
+    assert first.status_code == second.status_code == 200
+    assert second.headers.get("X-Idempotent-Replay") == "true"
+    return request_id, first, second
+
+
 def clean_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(_SCRUB_PREFIXES)}
     env.update({k: str(v) for k, v in extra.items()})
     return env
+
+
+def slow_pictures_env(delay_s: float) -> dict[str, str]:
+    """The offline provider drawing one uncached picture at a time, each slowed on purpose, so
+    that what a request shows before it ends can be seen."""
+    return {
+        "LIROO_OFFLINE_IMAGE_DELAY_S": str(delay_s),
+        "LIROO_PANEL_CONCURRENCY": "1",
+        "LIROO_IMAGE_CACHE": "off",
+    }
 
 
 class GunicornServer:

@@ -151,79 +151,50 @@ def body_cases(method: str, rule: str) -> Iterator[Case]:
     example = op.example if op and op.example else {"text": "Plants make food from light."}
     good = dumps(example)
 
-    yield Case(
-        "malformed JSON", method, target, [JSON], b'{"text": "unfinished', code="invalid_json"
-    )
-    yield Case("empty body", method, target, [JSON], b"", code="invalid_json")
-    yield Case("JSON array", method, target, [JSON], dumps([example]), code="invalid_json")
-    yield Case("JSON string", method, target, [JSON], dumps("just text"), code="invalid_json")
-    yield Case(
-        "invalid UTF-8", method, target, [JSON], b'{"text": "\xff\xfe\xfd"}', code="invalid_json"
-    )
-    yield Case(
-        "text/plain",
-        method,
-        target,
-        [(b"Content-Type", b"text/plain")],
-        good,
-        (415,),
-        "unsupported_media_type",
-    )
-    yield Case(
-        "form body",
-        method,
-        target,
-        [(b"Content-Type", b"application/x-www-form-urlencoded")],
-        b"text=hello",
-        (415,),
-        "unsupported_media_type",
-    )
-    yield Case("no content type", method, target, [], good, (415,), "unsupported_media_type")
-    yield Case(
+    def sent(name, body, statuses=(400,), code=None, headers=(JSON,)) -> Case:
+        return Case(name, method, target, list(headers), body, statuses, code)
+
+    def with_field(name, value) -> bytes:
+        return dumps({**example, name: value})
+
+    for name, body in (
+        ("malformed JSON", b'{"text": "unfinished'),
+        ("empty body", b""),
+        ("JSON array", dumps([example])),
+        ("JSON string", dumps("just text")),
+        ("invalid UTF-8", b'{"text": "\xff\xfe\xfd"}'),
+        ("JSON nested 5,000 deep", b'{"text": ' + b"[" * 5000 + b"]" * 5000 + b"}"),
+        ("JSON array nested 50,000 deep", b"[" * 50_000),
+    ):
+        yield sent(name, body, code="invalid_json")
+    for name, headers, body in (
+        ("text/plain", [(b"Content-Type", b"text/plain")], good),
+        ("form body", [(b"Content-Type", b"application/x-www-form-urlencoded")], b"text=hello"),
+        ("no content type", [], good),
+    ):
+        yield sent(name, body, (415,), "unsupported_media_type", headers)
+    chunked = (JSON, (b"Transfer-Encoding", b"chunked"))
+    too_big = MAX_BODY + 10
+    yield sent(
         "body over LIROO_MAX_BODY_BYTES",
-        method,
-        target,
-        [JSON],
-        dumps({**example, "user_token": "x" * MAX_BODY}),
+        with_field("user_token", "x" * MAX_BODY),
         (413,),
         "payload_too_large",
     )
-    yield Case(
+    yield sent(
         "chunked body over LIROO_MAX_BODY_BYTES",
-        method,
-        target,
-        [JSON, (b"Transfer-Encoding", b"chunked")],
-        b"%x\r\n%s\r\n0\r\n\r\n" % (MAX_BODY + 10, b"x" * (MAX_BODY + 10)),
+        b"%x\r\n%s\r\n0\r\n\r\n" % (too_big, b"x" * too_big),
         (413,),
         "payload_too_large",
+        chunked,
     )
-    yield Case(
-        "malformed chunk",
-        method,
-        target,
-        [JSON, (b"Transfer-Encoding", b"chunked")],
-        b"zz\r\n{}\r\n0\r\n\r\n",
-        code="unreadable_body",
-    )
-    yield Case(
+    yield sent("malformed chunk", b"zz\r\n{}\r\n0\r\n\r\n", code="unreadable_body", headers=chunked)
+    yield sent(
         "compressed chunked body",
-        method,
-        target,
-        [JSON, (b"Transfer-Encoding", b"gzip, chunked")],
         b"2\r\n{}\r\n0\r\n\r\n",
         (501,),
         "not_implemented",
-    )
-    yield Case(
-        "JSON nested 5,000 deep",
-        method,
-        target,
-        [JSON],
-        b'{"text": ' + b"[" * 5000 + b"]" * 5000 + b"}",
-        code="invalid_json",
-    )
-    yield Case(
-        "JSON array nested 50,000 deep", method, target, [JSON], b"[" * 50_000, code="invalid_json"
+        [JSON, (b"Transfer-Encoding", b"gzip, chunked")],
     )
 
     model = op.request if op else None
@@ -231,52 +202,22 @@ def body_cases(method: str, rule: str) -> Iterator[Case]:
         return
     for name, value in example.items():
         if isinstance(value, str):  # a lone UTF-16 surrogate (JSON "\ud800") is not text
-            yield Case(
-                f"{name} with a lone surrogate",
-                method,
-                target,
-                [JSON],
-                dumps({**example, name: "\ud800 " + value}),
-                (422,),
-                "invalid_text",
-            )
+            surrogate = with_field(name, "\ud800 " + value)
+            yield sent(f"{name} with a lone surrogate", surrogate, (422,), "invalid_text")
     for name in example:
         for wrong in (12345, [[1]], {"nested": {"deep": True}}):
             if name == "profile" and isinstance(wrong, dict):
                 continue  # an object is the right type there (unknown keys are ignored)
-            yield Case(
-                f"{name}={wrong!r}",
-                method,
-                target,
-                [JSON],
-                dumps({**example, name: wrong}),
-                (422,),
-                "invalid_field",
-            )
+            yield sent(f"{name}={wrong!r}", with_field(name, wrong), (422,), "invalid_field")
     for name in main_text_fields(model, example):
         rest = {k: v for k, v in example.items() if k != name}
-        yield Case(f"no {name}", method, target, [JSON], dumps(rest), code="missing_field")
-        yield Case(f"null {name}", method, target, [JSON], dumps({**rest, name: None}), (400, 422))
+        yield sent(f"no {name}", dumps(rest), code="missing_field")
+        yield sent(f"null {name}", dumps({**rest, name: None}), (400, 422))
         for blank in ("", "   \n\t "):
-            yield Case(
-                f"blank {name}",
-                method,
-                target,
-                [JSON],
-                dumps({**example, name: blank}),
-                (422,),
-                "empty_text",
-            )
+            yield sent(f"blank {name}", with_field(name, blank), (422,), "empty_text")
         limit = MAX_LONG_CHARS if rule == "/generate_tts" else MAX_CHARS
-        yield Case(
-            f"oversized {name}",
-            method,
-            target,
-            [JSON],
-            dumps({**example, name: "x" * (limit + 1)}),
-            (413,),
-            "text_too_long",
-        )
+        oversized = with_field(name, "x" * (limit + 1))
+        yield sent(f"oversized {name}", oversized, (413,), "text_too_long")
     fields = model.model_fields
     for name, value, code in (
         ("level", "expert", "unknown_level"),
@@ -286,34 +227,15 @@ def body_cases(method: str, rule: str) -> Iterator[Case]:
         ("aspect_ratio", "7:7", "invalid_field"),
     ):
         if name in fields:
-            yield Case(
-                f"{name}={value}",
-                method,
-                target,
-                [JSON],
-                dumps({**example, name: value}),
-                (422,),
-                code,
-            )
+            yield sent(f"{name}={value}", with_field(name, value), (422,), code)
     if "request_id" in fields:
         for hostile in HOSTILE_IDS:
-            yield Case(
+            yield sent(  # as the header
                 f"request_id={hostile[:20]!r}",
-                method,
-                target,
-                [JSON],
-                dumps({**example, "request_id": hostile}),
+                with_field("request_id", hostile),
                 code="invalid_request_id",
-            )  # as the header
-    yield Case(
-        "unknown fields only",
-        method,
-        target,
-        [JSON],
-        dumps({"surprise": True}),
-        (400,),
-        "missing_field",
-    )
+            )
+    yield sent("unknown fields only", dumps({"surprise": True}), (400,), "missing_field")
 
 
 def header_cases(method: str, rule: str) -> Iterator[Case]:

@@ -7,7 +7,7 @@ import pytest
 import requests
 
 from tests import contract
-from tests.servers import wait_for
+from tests.servers import ended_job, sent_twice
 
 APP_COMIC = {
     "text": "Photosynthesis is how plants make their food. Leaves take in sunlight. "
@@ -130,11 +130,7 @@ def test_progress_after_the_request_and_unknown_ids(server):
 
 
 def test_retry_with_the_same_id_replays_and_a_different_body_conflicts(server):
-    rid = "rty-" + uuid.uuid4().hex
-    first = post(server, "/generate_comic", APP_COMIC, **{"X-Request-ID": rid})
-    second = post(server, "/generate_comic", APP_COMIC, **{"X-Request-ID": rid})
-    assert first.status_code == second.status_code == 200
-    assert second.headers.get("X-Idempotent-Replay") == "true"
+    rid, first, second = sent_twice(server, "/generate_comic", APP_COMIC)
     assert second.json()["comic"] == first.json()["comic"]
     other = post(
         server,
@@ -164,12 +160,7 @@ def test_async_mode(server):
     assert response.status_code == 202
     rid = response.json()["request_id"]
     assert response.headers["Location"] == f"/jobs/{rid}"
-
-    def finished():
-        job = requests.get(server.url(f"/jobs/{rid}"), timeout=10).json()
-        return job if job["status"] != "running" else None
-
-    job = wait_for(finished, timeout=60, interval=0.1, what="the async comic")
+    job = ended_job(server, rid, timeout=60)
     assert job["status"] == "succeeded" and job["result_status"] == 200
     contract.decode_comic(job["result"])
     assert job["result"]["request_id"] == rid

@@ -14,7 +14,7 @@ from liroo.generation.study import Conversation, Learner, dialogue_prompt, study
 from liroo.providers.offline import MS_PER_CHAR
 from tests import contract
 from tests.audio_probe import audio_seconds
-from tests.servers import wait_for
+from tests.servers import ended_job, sent_twice
 
 STUDENT_TEXT = (
     "Volcanoes form where magma rises through cracks in the Earth's crust. Lava cools into new "
@@ -434,11 +434,7 @@ def test_lecture_errors_carry_a_lecture_id(server, kwargs, status, code):
 
 
 def test_a_lecture_retried_with_its_id_is_replayed_not_regenerated(server):
-    rid = "lec-" + uuid.uuid4().hex
-    first = post(server, "/generate_lecture", APP_LECTURE, **{"X-Request-ID": rid})
-    second = post(server, "/generate_lecture", APP_LECTURE, **{"X-Request-ID": rid})
-    assert first.status_code == second.status_code == 200
-    assert second.headers.get("X-Idempotent-Replay") == "true"
+    rid, first, second = sent_twice(server, "/generate_lecture", APP_LECTURE)
     assert second.json()["lecture_id"] == first.json()["lecture_id"]
     assert second.json()["audio_files"] == first.json()["audio_files"]
     progress = contract.decode_progress(
@@ -451,12 +447,7 @@ def test_async_story(server):
     response = post(server, "/generate_story", APP_STORY, Prefer="respond-async")
     assert response.status_code == 202
     rid = response.json()["request_id"]
-
-    def finished():
-        job = requests.get(server.url(f"/jobs/{rid}"), timeout=10).json()
-        return job if job["status"] != "running" else None
-
-    job = wait_for(finished, timeout=120, interval=0.1, what="the async story")
+    job = ended_job(server, rid, timeout=120)
     assert job["status"] == "succeeded" and job["result_status"] == 200
     assert contract.decode_story(job["result"])["request_id"] == rid
 

@@ -159,58 +159,54 @@ def test_one_slow_answer_is_retried(server, fake):
 # ------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "kind, status, code",
-    [
-        ("malformed_body", 502, "provider_bad_output"),
-        ("truncated_json", 502, "provider_bad_output"),
-        ("max_tokens", 502, "provider_bad_output"),
-        ("empty_parts", 502, "provider_bad_output"),
-        ("text_instead_of_image", 502, "provider_bad_output"),  # prose where JSON was asked for
-        ("blocked", 422, "content_blocked"),
-        ("prompt_blocked", 422, "content_blocked"),
-        ("no_candidates", 422, "content_blocked"),
-    ],
-)
-def test_unusable_text_answers(server, fake, kind, status, code):
+# What each kind of unusable answer becomes for the client.
+BAD_OUTPUT = (502, "provider_bad_output")
+BLOCKED = (422, "content_blocked")
+UNUSABLE = {
+    "malformed_body": BAD_OUTPUT,
+    "truncated_json": BAD_OUTPUT,
+    "max_tokens": BAD_OUTPUT,
+    "empty_parts": BAD_OUTPUT,
+    "text_instead_of_image": BAD_OUTPUT,  # prose where JSON or a picture was asked for
+    "blocked": BLOCKED,
+    "prompt_blocked": BLOCKED,
+    "no_candidates": BLOCKED,
+}
+
+
+@pytest.mark.parametrize("kind", UNUSABLE)
+def test_unusable_text_answers(server, fake, kind):
     fake.fail(kind, operation="text")
     rid, response = comic(server)
-    body = assert_failed(server, rid, response, status, code)
+    body = assert_failed(server, rid, response, *UNUSABLE[kind])
     assert "comic" not in body
     assert len(fake.requests("text")) == 1 and fake.requests("image") == []  # no retry, no pictures
 
 
 @pytest.mark.parametrize(
-    "kind, status, code",
+    "kind",
     [
-        ("malformed_body", 502, "provider_bad_output"),
-        ("empty_parts", 502, "provider_bad_output"),
-        ("text_instead_of_image", 502, "provider_bad_output"),
-        ("blocked", 422, "content_blocked"),
-        ("prompt_blocked", 422, "content_blocked"),
-        ("no_candidates", 422, "content_blocked"),
+        "malformed_body",
+        "empty_parts",
+        "text_instead_of_image",
+        "blocked",
+        "prompt_blocked",
+        "no_candidates",
     ],
 )
-def test_unusable_image_answers(server, fake, kind, status, code):
+def test_unusable_image_answers(server, fake, kind):
     fake.fail(kind, operation="image")
     rid, response = image(server)
-    body = assert_failed(server, rid, response, status, code)
+    body = assert_failed(server, rid, response, *UNUSABLE[kind])
     assert "url" not in body and "image_url" not in body
     assert len(fake.requests("image")) == 1
 
 
-@pytest.mark.parametrize(
-    "kind, status, code",
-    [
-        ("malformed_body", 502, "provider_bad_output"),
-        ("empty_parts", 502, "provider_bad_output"),
-        ("blocked", 422, "content_blocked"),
-    ],
-)
-def test_unusable_speech_answers(server, fake, kind, status, code):
+@pytest.mark.parametrize("kind", ["malformed_body", "empty_parts", "blocked"])
+def test_unusable_speech_answers(server, fake, kind):
     fake.fail(kind, operation="speech")
     rid, response = call(server, "/generate_tts", APP_TTS)
-    body = assert_failed(server, rid, response, status, code)
+    body = assert_failed(server, rid, response, *UNUSABLE[kind])
     assert "audio_url" not in body
 
 

@@ -64,6 +64,15 @@ def health(server) -> dict:
     return body
 
 
+def request_picture(server, request_id: str) -> requests.Response:
+    return requests.post(
+        server.url("/generate_image"),
+        json={"prompt": "a lighthouse at dawn"},
+        headers={"X-Request-ID": request_id},
+        timeout=60,
+    )
+
+
 def test_a_full_disk_is_503_storage_unavailable_and_health_shows_it(start_server, tiny_disk):
     media = os.path.join(tiny_disk, "media")
     server = start_server(
@@ -74,12 +83,7 @@ def test_a_full_disk_is_503_storage_unavailable_and_health_shows_it(start_server
     filler = fill(tiny_disk)
 
     request_id = "disk-" + uuid.uuid4().hex
-    image = requests.post(
-        server.url("/generate_image"),
-        json={"prompt": "a lighthouse at dawn"},
-        headers={"X-Request-ID": request_id},
-        timeout=60,
-    )
+    image = request_picture(server, request_id)
     assert image.status_code == 503, image.text
     assert image.headers["Retry-After"] == "9"
     assert contract.decode_error(image.json())["code"] == "storage_unavailable"
@@ -98,12 +102,7 @@ def test_a_full_disk_is_503_storage_unavailable_and_health_shows_it(start_server
         assert seen["memory_critical"] is False
 
     os.unlink(filler)  # the operator frees space: the retry works, health recovers
-    retry = requests.post(
-        server.url("/generate_image"),
-        json={"prompt": "a lighthouse at dawn"},
-        headers={"X-Request-ID": request_id},
-        timeout=60,
-    )
+    retry = request_picture(server, request_id)  # the same request again
     assert retry.status_code == 200, retry.text
     wait_for(
         lambda: all(health(server)["status"] == "healthy" for _ in range(4)),

@@ -56,20 +56,21 @@ def parse(raw: bytes) -> tuple[int, dict]:
     return status, json.loads(body)
 
 
+# Client timeouts (silence, whole request): patient ones keep stalled requests open long enough
+# for a test to probe around them; strict ones let a test see them cut.
+PATIENT = {"LIROO_CLIENT_TIMEOUT_S": "60", "LIROO_CLIENT_REQUEST_TIMEOUT_S": "120"}
+STRICT = {"LIROO_CLIENT_TIMEOUT_S": "1", "LIROO_CLIENT_REQUEST_TIMEOUT_S": "3"}
+
+
 @pytest.fixture(scope="module")
 def patient_server():
-    """Stalled requests stay open long enough for the test to probe around them."""
-    with GunicornServer(
-        {"LIROO_CLIENT_TIMEOUT_S": "60", "LIROO_CLIENT_REQUEST_TIMEOUT_S": "120"}
-    ) as server:
+    with GunicornServer(PATIENT) as server:
         yield server
 
 
 @pytest.fixture(scope="module")
 def strict_server():
-    with GunicornServer(
-        {"LIROO_CLIENT_TIMEOUT_S": "1", "LIROO_CLIENT_REQUEST_TIMEOUT_S": "3"}
-    ) as server:
+    with GunicornServer(STRICT) as server:
         yield server
 
 
@@ -201,12 +202,7 @@ def test_bodies_past_the_workers_budget_wait_and_are_then_served():
     clients send the rest, every one is served."""
     body = b'{"prompt": "' + b"a" * (48_000 - 14) + b'"}'
     with GunicornServer(
-        {
-            "LIROO_MAX_BODY_BYTES": str(64 * 1024),
-            "LIROO_CLIENT_TIMEOUT_S": "60",
-            "LIROO_CLIENT_REQUEST_TIMEOUT_S": "120",
-            "LIROO_MAX_INPUT_CHARS": "50000",
-        }
+        {**PATIENT, "LIROO_MAX_BODY_BYTES": str(64 * 1024), "LIROO_MAX_INPUT_CHARS": "50000"}
     ) as server:
         socks = []
         try:

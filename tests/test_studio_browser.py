@@ -15,7 +15,7 @@ import pytest
 import requests
 
 from tests.fake_gemini import gemini_env
-from tests.servers import GunicornServer
+from tests.servers import GunicornServer, slow_pictures_env
 from tests.studio_browser import (
     ALL_PICTURES_LOADED_JS,
     chromium,
@@ -45,12 +45,7 @@ LECTURE_TEXT = (
 
 @pytest.fixture(scope="module")
 def offline():
-    env = {
-        "LIROO_OFFLINE_IMAGE_DELAY_S": "0.8",
-        "LIROO_PANEL_CONCURRENCY": "1",
-        "LIROO_IMAGE_CACHE": "off",
-    }
-    with GunicornServer(env) as server:
+    with GunicornServer(slow_pictures_env(0.8)) as server:
         yield server
 
 

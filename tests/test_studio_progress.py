@@ -19,7 +19,7 @@ from liroo.jobs import FAILED, SUCCEEDED, FallbackJobStore, LocalJobStore, Redis
 from liroo.settings import Settings
 from tests import contract
 from tests.fake_gemini import gemini_env
-from tests.servers import GunicornServer, wait_for
+from tests.servers import GunicornServer, ended_job, slow_pictures_env, wait_for
 
 REDIS_URL = "redis://127.0.0.1:6379/15"   # this module's own db
 TEXT = (
@@ -86,12 +86,7 @@ def test_a_running_job_keeps_its_finished_items_and_shows_them_until_it_ends(
 
 @pytest.fixture(scope="module")
 def slow_pictures():
-    env = {
-        "LIROO_OFFLINE_IMAGE_DELAY_S": "0.6",
-        "LIROO_PANEL_CONCURRENCY": "1",
-        "LIROO_IMAGE_CACHE": "off",
-    }
-    with GunicornServer(env) as server:
+    with GunicornServer(slow_pictures_env(0.6)) as server:
         yield server
 
 
@@ -122,15 +117,7 @@ def shown_while_running(server, rid, kind):
 
 
 def finished(server, rid) -> dict:
-    view = wait_for(
-        lambda: (
-            (v := requests.get(server.url(f"/jobs/{rid}"), timeout=10).json())["status"]
-            != "running"
-            and v
-        ),
-        timeout=120,
-        what="the request to end",
-    )
+    view = ended_job(server, rid, timeout=120)
     assert view["status"] == "succeeded" and view["result_status"] == 200, view
     assert (
         "partial" not in view
@@ -188,15 +175,7 @@ def test_an_async_job_whose_model_refuses_ends_as_a_503_with_retry_after(fake_ge
     )
     fake_gemini.fail("http", times=2, status=429, retry_after=4, operation="text")
     rid = start_async(server, "/generate_comic", {"text": TEXT})
-    view = wait_for(
-        lambda: (
-            (v := requests.get(server.url(f"/jobs/{rid}"), timeout=10).json())["status"]
-            != "running"
-            and v
-        ),
-        timeout=30,
-        what="the job to end",
-    )
+    view = ended_job(server, rid, timeout=30)
     assert view["status"] == FAILED and view["error_code"] == "provider_rate_limited"
     assert view["result_status"] == 503
     body = contract.decode_error(view["result"])
