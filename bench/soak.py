@@ -29,6 +29,7 @@ import requests
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from bench.common import gunicorn_command  # noqa: E402
 from tests.servers import GunicornServer  # noqa: E402
 
 BOUND_MB = 10.0
@@ -170,13 +171,10 @@ def load(server: GunicornServer, indexes: range, concurrency: int, run: Run) -> 
         list(pool.map(one, indexes))
 
 
-def soak(
-    name: str, env: dict, args: tuple[str, ...], total: int, warmup: int, concurrency: int
-) -> Run:
+def soak(name: str, env: dict, app: str, total: int, warmup: int, concurrency: int) -> Run:
     run = Run(name)
     base = {"LIROO_MAX_REQUESTS": "0", "LIROO_IMAGE_CACHE": "off", "LIROO_LOG_LEVEL": "WARNING"}
-    command = [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", *args]
-    with GunicornServer({**base, **env}, command=command) as server:
+    with GunicornServer({**base, **env}, command=gunicorn_command(app)) as server:
         started = time.monotonic()
         load(server, range(warmup), concurrency, run)
         pids = server.worker_pids()
@@ -221,8 +219,8 @@ def main() -> None:
     args = parser.parse_args()
     runs = {}
     sides = {
-        "ours": ({}, ("wsgi:app",)),
-        "guide": ({"LIROO_GOVERNOR": "off"}, ("bench.guide_style:app",)),
+        "ours": ({}, "wsgi:app"),
+        "guide": ({"LIROO_GOVERNOR": "off"}, "bench.guide_style:app"),
     }
     for name, (env, app) in sides.items():
         if args.only and name != args.only:
