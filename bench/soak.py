@@ -73,46 +73,38 @@ def text_for(i: int) -> str:
     )
 
 
+PATHS = {
+    "health": "/health",
+    "image": "/generate_image",
+    "comic": "/generate_comic",
+    "story": "/generate_story",
+    "study": "/process",
+    "flashcards": "/process",
+    "tts": "/generate_tts",
+}
+
+
+def body_for(kind: str, i: int) -> dict | None:
+    text, topic = text_for(i), TOPICS[i % len(TOPICS)]
+    return {
+        "health": None,
+        "image": {"prompt": f"A drawing of {topic}, number {i}", "image_style": "Watercolor"},
+        "comic": {"text": text, "level": "beginner", "image_style": "Comic Book"},
+        "story": {
+            "text": text, "level": "moderate", "image_style": "Studio Ghibli", "genre": "adventure"
+        },
+        "study": {
+            "input_text": text, "level": "moderate", "summarization_tier": "Detailed Explanation"
+        },
+        "flashcards": {"input_text": text, "output_format": "flashcards"},
+        "tts": {"text": text[:120], "voice": "narrator"},
+    }[kind]
+
+
 def request_for(i: int) -> tuple[str, str, dict | None]:
     kind = KINDS[(i * 37) % len(KINDS)]  # a fixed, well-mixed order
-    text = text_for(i)
-    if kind == "health":
-        return "GET", "/health", None
-    if kind == "image":
-        return (
-            "POST",
-            "/generate_image",
-            {
-                "prompt": f"A drawing of {TOPICS[i % len(TOPICS)]}, number {i}",
-                "image_style": "Watercolor",
-            },
-        )
-    if kind == "comic":
-        return (
-            "POST",
-            "/generate_comic",
-            {"text": text, "level": "beginner", "image_style": "Comic Book"},
-        )
-    if kind == "story":
-        return (
-            "POST",
-            "/generate_story",
-            {
-                "text": text,
-                "level": "moderate",
-                "image_style": "Studio Ghibli",
-                "genre": "adventure",
-            },
-        )
-    if kind == "study":
-        return (
-            "POST",
-            "/process",
-            {"input_text": text, "level": "moderate", "summarization_tier": "Detailed Explanation"},
-        )
-    if kind == "flashcards":
-        return "POST", "/process", {"input_text": text, "output_format": "flashcards"}
-    return "POST", "/generate_tts", {"text": text[:120], "voice": "narrator"}
+    body = body_for(kind, i)
+    return ("GET" if body is None else "POST"), PATHS[kind], body
 
 
 def rss_mb(pid: int) -> float:
