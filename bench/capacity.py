@@ -42,6 +42,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Self
 
 import requests
 
@@ -141,6 +142,11 @@ class UserRequest:
     other: int  # any other status
 
 
+def _summed(count: str) -> property:
+    """A Result's total of one count over its user requests."""
+    return property(lambda result: sum(getattr(r, count) for r in result.requests))
+
+
 @dataclass
 class Result:
     config: Config
@@ -166,21 +172,15 @@ class Result:
             return float("inf")
         return times[min(len(times) - 1, int(q * len(times)))]
 
-    @property
-    def attempts(self) -> int:
-        return sum(r.attempts for r in self.requests)
+    # The run's totals of the user requests' counts.
+    attempts = _summed("attempts")
+    refused = _summed("refused")
+    dropped = _summed("dropped")
+    other = _summed("other")
 
     @property
-    def refused(self) -> int:
-        return sum(r.refused for r in self.requests)
-
-    @property
-    def dropped(self) -> int:
-        return sum(r.dropped for r in self.requests)
-
-    @property
-    def other(self) -> int:
-        return sum(r.other for r in self.requests)
+    def served_share(self) -> float:
+        return len(self.served) / max(len(self.requests), 1)
 
     @property
     def utilisation(self) -> float:
@@ -215,19 +215,42 @@ def user_request(server: GunicornServer, kind: Kind, stop_retrying: threading.Ev
     return UserRequest(kind.name, False, time.monotonic() - start, attempt, refused, dropped, other)
 
 
-class WorkingSetSampler:
+class Periodic:
+    """Calls ``tick`` every ``every_s`` seconds on a background thread while its with-block runs."""
+
+    def __init__(self, every_s: float) -> None:
+        self.every_s = every_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def tick(self) -> None:
+        raise NotImplementedError
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every_s):
+            self.tick()
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+class WorkingSetSampler(Periodic):
     """The cgroup's working set (usage minus inactive page cache, as the OOM killer and the governor
     see it)."""
 
     def __init__(self, plan) -> None:
+        super().__init__(0.02)
         self._usage = os.path.join(
             plan.group, "memory.current" if plan.version == 2 else "memory.usage_in_bytes"
         )
         self._stat = os.path.join(plan.group, "memory.stat")
         self._inactive_key = "inactive_file" if plan.version == 2 else "total_inactive_file"
         self.peak = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
     def read(self) -> int:
         try:
@@ -241,17 +264,8 @@ class WorkingSetSampler:
         except (OSError, ValueError):
             return 0
 
-    def _run(self) -> None:
-        while not self._stop.wait(0.02):
-            self.peak = max(self.peak, self.read())
-
-    def __enter__(self) -> "WorkingSetSampler":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
+    def tick(self) -> None:
+        self.peak = max(self.peak, self.read())
 
 
 def worker_rss_mb(server: GunicornServer) -> list[float]:
@@ -395,32 +409,21 @@ def capacity(args) -> None:
     )
 
 
-class FaultInjector:
+class FaultInjector(Periodic):
     """A few 429s and 500s from the model, spread over the run (the server's retries should absorb
     them)."""
 
     def __init__(self, fake: FakeGemini, every_s: float) -> None:
+        super().__init__(every_s)
         self.fake = fake
-        self.every_s = every_s
         self.injected = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def _run(self) -> None:
-        while not self._stop.wait(self.every_s):
-            if self.injected % 2:
-                self.fake.fail("http", status=500)
-            else:
-                self.fake.fail("http", status=429, retry_after=2)
-            self.injected += 1
-
-    def __enter__(self) -> "FaultInjector":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
+    def tick(self) -> None:
+        if self.injected % 2:
+            self.fake.fail("http", status=500)
+        else:
+            self.fake.fail("http", status=429, retry_after=2)
+        self.injected += 1
 
 
 def cloud_run(args) -> None:
@@ -443,15 +446,13 @@ def cloud_run(args) -> None:
             result = run(
                 Config("cloud", True), fake, limit, args.clients or 40, args.duration or 300, env
             )
-    served = len(result.served)
     print(report(result))
     print(f"model faults injected: {faults.injected} (429 and 500, alternately)")
     print(f"worker RSS at the start: {result.rss_start_mb} MB; at the end: {result.rss_end_mb} MB")
     print(
-        f"served={served} requests={len(result.requests)} "
-        f"served_share={served / max(len(result.requests), 1):.3f} "
-        f"p95_s={result.latency(0.95):.1f} refused_503={result.refused} dropped={result.dropped} "
-        f"oom_kills={result.oom_kills}"
+        f"served={len(result.served)} requests={len(result.requests)} "
+        f"served_share={result.served_share:.3f} p95_s={result.latency(0.95):.1f} "
+        f"refused_503={result.refused} dropped={result.dropped} oom_kills={result.oom_kills}"
     )
 
 

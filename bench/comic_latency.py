@@ -23,6 +23,7 @@ import requests
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from bench.common import gunicorn_command  # noqa: E402
 from liroo.settings import Settings  # noqa: E402
 from tests.fake_gemini import FakeGemini  # noqa: E402
 from tests.servers import GunicornServer  # noqa: E402
@@ -101,17 +102,7 @@ def main() -> None:
             "LIROO_LOG_LEVEL": "WARNING",
         }
         ours = GunicornServer(env)
-        guide = GunicornServer(
-            env,
-            command=[
-                sys.executable,
-                "-m",
-                "gunicorn",
-                "-c",
-                "gunicorn.conf.py",
-                "bench.guide_comic:app",
-            ],
-        )
+        guide = GunicornServer(env, command=gunicorn_command("bench.guide_comic:app"))
         for server in (ours, guide):  # the service's own defaults, not the test harness's
             for name in ("WEB_CONCURRENCY", "LIROO_THREADS"):
                 server.env.pop(name, None)

@@ -24,6 +24,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from bench.common import gunicorn_command  # noqa: E402
 from tests.servers import GunicornServer  # noqa: E402
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -91,25 +92,16 @@ def main():
         "LIROO_LOG_LEVEL": "WARNING",
         "LIROO_MAX_REQUESTS": "0",
     }  # no recycling mid-measurement
+    sides = {  # name: (environment, WSGI app)
+        "none": ({"LIROO_GOVERNOR": "off"}, "wsgi:app"),
+        "ours": ({}, "wsgi:app"),
+        "guide": ({"LIROO_GOVERNOR": "off"}, "bench.guide_style:app"),
+    }
     modes = {
-        "none": GunicornServer(
-            {**common, "LIROO_GOVERNOR": "off"}, args=("--access-logfile", "/dev/null")
-        ),
-        "ours": GunicornServer({**common}, args=("--access-logfile", "/dev/null")),
-        "guide": GunicornServer(
-            {**common, "LIROO_GOVERNOR": "off"},
-            args=("--access-logfile", "/dev/null"),
-            command=[
-                sys.executable,
-                "-m",
-                "gunicorn",
-                "-c",
-                "gunicorn.conf.py",
-                "bench.guide_style:app",
-                "--access-logfile",
-                "/dev/null",
-            ],
-        ),
+        name: GunicornServer(
+            {**common, **env}, command=gunicorn_command(app, "--access-logfile", "/dev/null")
+        )
+        for name, (env, app) in sides.items()
     }
     results = {name: {"rps": [], "cpu_us": []} for name in modes}
     try:

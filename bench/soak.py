@@ -29,6 +29,7 @@ import requests
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from bench.common import gunicorn_command  # noqa: E402
 from tests.servers import GunicornServer  # noqa: E402
 
 BOUND_MB = 10.0
@@ -72,46 +73,38 @@ def text_for(i: int) -> str:
     )
 
 
+PATHS = {
+    "health": "/health",
+    "image": "/generate_image",
+    "comic": "/generate_comic",
+    "story": "/generate_story",
+    "study": "/process",
+    "flashcards": "/process",
+    "tts": "/generate_tts",
+}
+
+
+def body_for(kind: str, i: int) -> dict | None:
+    text, topic = text_for(i), TOPICS[i % len(TOPICS)]
+    return {
+        "health": None,
+        "image": {"prompt": f"A drawing of {topic}, number {i}", "image_style": "Watercolor"},
+        "comic": {"text": text, "level": "beginner", "image_style": "Comic Book"},
+        "story": {
+            "text": text, "level": "moderate", "image_style": "Studio Ghibli", "genre": "adventure"
+        },
+        "study": {
+            "input_text": text, "level": "moderate", "summarization_tier": "Detailed Explanation"
+        },
+        "flashcards": {"input_text": text, "output_format": "flashcards"},
+        "tts": {"text": text[:120], "voice": "narrator"},
+    }[kind]
+
+
 def request_for(i: int) -> tuple[str, str, dict | None]:
     kind = KINDS[(i * 37) % len(KINDS)]  # a fixed, well-mixed order
-    text = text_for(i)
-    if kind == "health":
-        return "GET", "/health", None
-    if kind == "image":
-        return (
-            "POST",
-            "/generate_image",
-            {
-                "prompt": f"A drawing of {TOPICS[i % len(TOPICS)]}, number {i}",
-                "image_style": "Watercolor",
-            },
-        )
-    if kind == "comic":
-        return (
-            "POST",
-            "/generate_comic",
-            {"text": text, "level": "beginner", "image_style": "Comic Book"},
-        )
-    if kind == "story":
-        return (
-            "POST",
-            "/generate_story",
-            {
-                "text": text,
-                "level": "moderate",
-                "image_style": "Studio Ghibli",
-                "genre": "adventure",
-            },
-        )
-    if kind == "study":
-        return (
-            "POST",
-            "/process",
-            {"input_text": text, "level": "moderate", "summarization_tier": "Detailed Explanation"},
-        )
-    if kind == "flashcards":
-        return "POST", "/process", {"input_text": text, "output_format": "flashcards"}
-    return "POST", "/generate_tts", {"text": text[:120], "voice": "narrator"}
+    body = body_for(kind, i)
+    return ("GET" if body is None else "POST"), PATHS[kind], body
 
 
 def rss_mb(pid: int) -> float:
@@ -170,13 +163,10 @@ def load(server: GunicornServer, indexes: range, concurrency: int, run: Run) -> 
         list(pool.map(one, indexes))
 
 
-def soak(
-    name: str, env: dict, args: tuple[str, ...], total: int, warmup: int, concurrency: int
-) -> Run:
+def soak(name: str, env: dict, app: str, total: int, warmup: int, concurrency: int) -> Run:
     run = Run(name)
     base = {"LIROO_MAX_REQUESTS": "0", "LIROO_IMAGE_CACHE": "off", "LIROO_LOG_LEVEL": "WARNING"}
-    command = [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", *args]
-    with GunicornServer({**base, **env}, command=command) as server:
+    with GunicornServer({**base, **env}, command=gunicorn_command(app)) as server:
         started = time.monotonic()
         load(server, range(warmup), concurrency, run)
         pids = server.worker_pids()
@@ -221,8 +211,8 @@ def main() -> None:
     args = parser.parse_args()
     runs = {}
     sides = {
-        "ours": ({}, ("wsgi:app",)),
-        "guide": ({"LIROO_GOVERNOR": "off"}, ("bench.guide_style:app",)),
+        "ours": ({}, "wsgi:app"),
+        "guide": ({"LIROO_GOVERNOR": "off"}, "bench.guide_style:app"),
     }
     for name, (env, app) in sides.items():
         if args.only and name != args.only:
