@@ -14,7 +14,7 @@ from flask import jsonify, request
 
 from liroo import create_app
 from liroo.generation.comic import ComicScript, panel_count, panel_image_prompt, script_prompt
-from liroo.imaging import process_image
+from liroo.imaging import process_for_storage
 from liroo.services import services
 from liroo.storage import IMMUTABLE_CACHE, media_key
 
@@ -38,13 +38,7 @@ def guide_comic():
         if psutil.Process().memory_info().rss / 2**20 > LIMIT_MB:
             break
         result = provider.generate_image(panel_image_prompt(script, panel, style), "1:1")
-        image = process_image(
-            result.data,
-            max_side=settings.max_image_side,
-            fmt=settings.image_format,
-            quality=settings.image_quality,
-            max_pixels=settings.max_image_pixels,
-        )
+        image = process_for_storage(result.data, settings)
         url = storage.put(
             media_key("images", image.extension),
             image.data,

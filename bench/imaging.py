@@ -12,7 +12,7 @@ RSS increase (the kernel's high-water mark, reset through
 
 Guide's pipeline: verify, reopen, RGBA composited onto white through
 ``split()[3]``, ``thumbnail((1024, 1024), LANCZOS)``, PNG ``optimize=True,
-compress_level=6``. Ours: ``liroo.imaging.process_image`` with the settings
+compress_level=6``. Ours: ``liroo.imaging.process_for_storage`` with the settings
 (LIROO_IMAGE_FORMAT / LIROO_IMAGE_QUALITY from the environment, else the
 defaults). Similarity: PSNR of our output against the guide's (both
 1024-pixel RGB), computed from Pillow's difference histogram.
@@ -145,17 +145,10 @@ def guide_pipeline(data: bytes) -> bytes:
 
 
 def ours_pipeline(data: bytes) -> bytes:
-    from liroo.imaging import process_image
+    from liroo.imaging import process_for_storage
     from liroo.settings import Settings
 
-    s = Settings.from_env()
-    return process_image(
-        data,
-        max_side=s.max_image_side,
-        fmt=s.image_format,
-        quality=s.image_quality,
-        max_pixels=s.max_image_pixels,
-    ).data
+    return process_for_storage(data, Settings.from_env()).data
 
 
 # --- worker: one pipeline, one picture, one process ---------------------------

@@ -16,8 +16,12 @@ import io
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from PIL import Image
+
+if TYPE_CHECKING:
+    from .settings import Settings
 
 # The formats models return. Refusing everything else keeps Pillow's rarer
 # decoders (TIFF, PSD, EPS ...) and their bugs out of reach of untrusted bytes.
@@ -188,6 +192,18 @@ def process_image(
         return ProcessedImage(out.getvalue(), mime_type, extension, im.width, im.height)
     finally:
         im.close()
+
+
+def process_for_storage(data: bytes, settings: Settings) -> ProcessedImage:
+    """``process_image`` as the service stores pictures: LIROO_MAX_IMAGE_SIDE,
+    LIROO_IMAGE_FORMAT, LIROO_IMAGE_QUALITY and LIROO_MAX_IMAGE_PIXELS."""
+    return process_image(
+        data,
+        max_side=settings.max_image_side,
+        fmt=settings.image_format,
+        quality=settings.image_quality,
+        max_pixels=settings.max_image_pixels,
+    )
 
 
 def _open(data: bytes, max_pixels: int) -> Image.Image:

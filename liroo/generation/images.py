@@ -22,7 +22,7 @@ from ..imaging import (
     estimate_decode_mb,
     inspect_image,
     output_extension,
-    process_image,
+    process_for_storage,
 )
 from ..providers.base import BadOutput
 from ..storage import IMMUTABLE_CACHE, cached_url, image_cache_key, image_cache_object, media_key
@@ -113,13 +113,7 @@ def make_image(ctx: Context, job: ImageJob) -> str:
             # The answer is in hand: the reading counts it from now on, not the ledger.
             reservation.hold(response_mb)
             reservation.grow_to(response_mb + decode_mb, wait_s=ctx.reservation_wait_s())
-            processed = process_image(
-                result.data,
-                max_side=settings.max_image_side,
-                fmt=settings.image_format,
-                quality=settings.image_quality,
-                max_pixels=settings.max_image_pixels,
-            )
+            processed = process_for_storage(result.data, settings)
         except ImageRejected as exc:
             raise BadOutput(f"model image rejected: {exc.code}") from None
         del result  # the model's bytes can be large; drop them before the upload
