@@ -168,9 +168,8 @@ def process_image(
             im = _to_rgb(im)
         except MemoryError:
             raise
-        except (
-            Exception
-        ):  # Pillow raises many types for damaged data (OSError, SyntaxError, ValueError ...)
+        # Pillow raises many types for damaged data (OSError, SyntaxError, ValueError ...)
+        except Exception:
             raise ImageRejected(
                 "not_an_image", "The image data is damaged or incomplete."
             ) from None

@@ -49,8 +49,8 @@ def url_base() -> str | None:
         raise ApiError(
             400,
             "invalid_host",
-            "The Host header is missing or is not a host name, so the "
-            "addresses of generated media cannot be made from it.",
+            "The Host header is missing or is not a host name, so the addresses of generated media "
+            "cannot be made from it.",
         )
     return request.host_url.rstrip("/")
 

@@ -111,8 +111,8 @@ class InstanceStorage(Storage, MovingWindowSupport):
         def incr(db: sqlite3.Connection, now: float) -> int:
             db.execute("DELETE FROM counters WHERE key = ? AND expires <= ?", (key, now))
             db.execute(
-                "INSERT INTO counters (key, value, expires) VALUES (?, ?, ?) "
-                "ON CONFLICT (key) DO UPDATE SET value = value + excluded.value",
+                "INSERT INTO counters (key, value, expires) VALUES (?, ?, ?) ON CONFLICT (key) DO "
+                "UPDATE SET value = value + excluded.value",
                 (key, amount, now + expiry),
             )
             return db.execute("SELECT value FROM counters WHERE key = ?", (key,)).fetchone()[0]
@@ -183,8 +183,8 @@ class FallbackStorage(Storage, MovingWindowSupport):
         self._outage = RedisOutage(
             retry_s,
             log,
-            "Redis cannot be reached (%s): the rate limit counts on this "
-            "instance alone until it answers again",
+            "Redis cannot be reached (%s): the rate limit counts on this instance alone until it "
+            "answers again",
             "Redis answers again: the rate limit is counted for the whole service",
         )
 

@@ -110,8 +110,8 @@ class Settings:
     client_timeout_s: float = _setting(
         "LIROO_CLIENT_TIMEOUT_S",
         5.0,
-        "Longest silence while a request arrives (line, headers, body); then the "
-        "connection is closed, with a JSON 408 once part of a request came.",
+        "Longest silence while a request arrives (line, headers, body); then the connection is "
+        "closed, with a JSON 408 once part of a request came.",
     )
     client_request_timeout_s: float = _setting(
         "LIROO_CLIENT_REQUEST_TIMEOUT_S",
@@ -140,8 +140,8 @@ class Settings:
     force_gc_threshold_mb: float | None = _setting(
         "FORCE_GC_THRESHOLD_MB",
         None,
-        "Cleanup (gc + malloc_trim) after responses above it. Unset: 60% of the cgroup limit "
-        "(80% of MEMORY_LIMIT_MB when that is set), else 1200.",
+        "Cleanup (gc + malloc_trim) after responses above it. Unset: 60% of the cgroup limit (80% "
+        "of MEMORY_LIMIT_MB when that is set), else 1200.",
         _opt_float,
     )
     memory_warning_mb: float | None = _setting(
@@ -177,8 +177,8 @@ class Settings:
     mmap_threshold_kb: int = _setting(
         "LIROO_MMAP_THRESHOLD_KB",
         128,
-        "Allocations above this get their own mmap, so freed image buffers leave "
-        "the process at once (glibc; 0: glibc's moving threshold).",
+        "Allocations above this get their own mmap, so freed image buffers leave the process at "
+        "once (glibc; 0: glibc's moving threshold).",
     )
     reservation_wait_s: float = _setting(
         "LIROO_RESERVATION_WAIT_S",
@@ -188,11 +188,9 @@ class Settings:
     admission_wait_s: float = _setting(
         "LIROO_ADMISSION_WAIT_S",
         15.0,
-        "How long a request that makes pictures waits at the door for memory "
-        "(in one FIFO line for all workers) before it is refused with 503 (0: refuse at once). "
-        "The app's own "
-        "back-off after two 503s is 12 s, so a wait up to about that costs a student less than a "
-        "refusal.",
+        "How long a request that makes pictures waits at the door for memory (in one FIFO line for "
+        "all workers) before it is refused with 503 (0: refuse at once). The app's own back-off "
+        "after two 503s is 12 s, so a wait up to about that costs a student less than a refusal.",
     )
     admission_queue: int = _setting(
         "LIROO_ADMISSION_QUEUE",
@@ -240,8 +238,8 @@ class Settings:
     speech_reserve_mb: float = _setting(
         "LIROO_SPEECH_RESERVE_MB",
         24.0,
-        "Memory reserved for one speech chunk (~1,500 characters) while the model "
-        "reads it, until recent chunks show the real cost; also /generate_tts's cost at the door.",
+        "Memory reserved for one speech chunk (~1,500 characters) while the model reads it, until "
+        "recent chunks show the real cost; also /generate_tts's cost at the door.",
     )
 
     # --- storage --------------------------------------------------------------
@@ -269,9 +267,9 @@ class Settings:
     gcs_retry_deadline_s: float = _setting(
         "LIROO_GCS_RETRY_DEADLINE_S",
         30.0,
-        "Longest a Cloud Storage call keeps retrying before the request fails "
-        "with 503 storage_unavailable (the library's own default is 120 s); also caps one "
-        "attempt's timeout.",
+        "Longest a Cloud Storage call keeps retrying before the request fails with 503 "
+        "storage_unavailable (the library's own default is 120 s); also caps one attempt's "
+        "timeout.",
     )
 
     # --- model provider -------------------------------------------------------
@@ -296,12 +294,10 @@ class Settings:
     gemini_rpm: int = _setting(
         "LIROO_GEMINI_RPM",
         60,
-        "Requests per minute per model for the whole service (the project's quota): shared "
-        "through Redis by every instance when REDIS_URL is set, else by this instance's workers. "
-        "Bursts of "
+        "Requests per minute per model for the whole service (the project's quota): shared through "
+        "Redis by every instance when REDIS_URL is set, else by this instance's workers. Bursts of "
         "LIROO_MAX_PANELS (or a tenth of the figure if that is more; never more than the figure) "
-        "go at once, so a "
-        "comic's pictures start together (0: unpaced).",
+        "go at once, so a comic's pictures start together (0: unpaced).",
     )
     gemini_timeout_s: float = _setting(
         "LIROO_GEMINI_TIMEOUT_S", 120.0, "Timeout of one Gemini HTTP call."
@@ -318,8 +314,8 @@ class Settings:
     offline_image_delay_s: float = _setting(
         "LIROO_OFFLINE_IMAGE_DELAY_S",
         0.0,
-        "Seconds the offline provider takes per picture, as a model would "
-        "(demos, and the browser tests that watch panels arrive one by one); 0: at once.",
+        "Seconds the offline provider takes per picture, as a model would (demos, and the browser "
+        "tests that watch panels arrive one by one); 0: at once.",
     )
 
     # --- generation -----------------------------------------------------------
@@ -329,8 +325,8 @@ class Settings:
     panel_concurrency: int = _setting(
         "LIROO_PANEL_CONCURRENCY",
         0,
-        "Optional cap on pictures made at once for one request, speech chunks likewise "
-        "(0: no cap; memory reservations and the Gemini pacing decide).",
+        "Optional cap on pictures made at once for one request, speech chunks likewise (0: no cap; "
+        "memory reservations and the Gemini pacing decide).",
     )
     max_input_chars: int = _setting(
         "LIROO_MAX_INPUT_CHARS", 20_000, "Longest input text accepted (413 above it)."
@@ -338,8 +334,8 @@ class Settings:
     max_long_text_chars: int = _setting(
         "LIROO_MAX_LONG_TEXT_CHARS",
         50_000,
-        "Longest text where the app sends a whole story: /generate_tts's text "
-        "and /process dialogue context (413 above it).",
+        "Longest text where the app sends a whole story: /generate_tts's text and /process "
+        "dialogue context (413 above it).",
     )
     job_ttl_s: int = _setting(
         "LIROO_JOB_TTL_S",
@@ -355,10 +351,9 @@ class Settings:
     async_mode: bool | None = _setting(
         "LIROO_ASYNC",
         None,
-        "on: 'Prefer: respond-async' answers 202 and works in the background (on Cloud Run "
-        "only with CPU always allocated: deploy with --async); off: such requests are answered "
-        "synchronously. "
-        "Unset: off on Cloud Run (K_SERVICE set), else on.",
+        "on: 'Prefer: respond-async' answers 202 and works in the background (on Cloud Run only "
+        "with CPU always allocated: deploy with --async); off: such requests are answered "
+        "synchronously. Unset: off on Cloud Run (K_SERVICE set), else on.",
         _opt_bool,
     )
     redis_url: str | None = _setting(

@@ -197,8 +197,8 @@ ShortText = Annotated[str | None, Field(max_length=120), AfterValidator(_optiona
 class StoryRequest(AppRequest):
     text: InputText = Field(
         description="The app's story prompt (level line, genre and style sentences, "
-        "'Original Text:', optional main-character sentence, the student's text), "
-        "or just the student's text."
+        "'Original Text:', optional main-character sentence, the student's text), or just the "
+        "student's text."
     )
     level: LevelName | None = Field(
         default=None, description="Wins over the prompt's [Level: ...] line."

@@ -68,10 +68,9 @@ class Operation:
 
 
 APP_STORY_PROMPT = (
-    "[Level: moderate]\nPlease convert the following text into an engaging fantasy story.\n"
-    "Image Style to consider for tone and visuals: Studio Ghibli.\nOriginal Text:\n"
-    "The main character of this story is Mira.\n\n"
-    "Volcanoes form where magma rises through cracks in the Earth's crust."
+    "[Level: moderate]\nPlease convert the following text into an engaging fantasy story.\nImage "
+    "Style to consider for tone and visuals: Studio Ghibli.\nOriginal Text:\nThe main character of "
+    "this story is Mira.\n\nVolcanoes form where magma rises through cracks in the Earth's crust."
 )
 
 # Keyed by (method, Werkzeug rule) exactly as app.url_map spells them.
@@ -79,8 +78,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ("GET", "/"): Operation(
         "The studio page, or what this service is",
         "A browser (preferring text/html) gets the studio: a page to make and look at comics, "
-        "stories, lectures, "
-        "study pages and speech. Other clients get the JSON of /service.",
+        "stories, lectures, study pages and speech. Other clients get the JSON of /service.",
         tag="service",
         response=r.IndexResponse,
         html=True,
@@ -171,11 +169,9 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ("POST", "/generate_story"): Operation(
         "An illustrated story",
         "`text` is the app's prompt (level, genre, image style, `Original Text:`, optional main "
-        "character, "
-        "then the student's text) or plain text; `level`, `image_style`, `genre` and "
-        "`main_character` sent as "
-        "fields win over the prompt. 2-5 chapters, each with a picture (`imageUrl` null if it "
-        "failed).",
+        "character, then the student's text) or plain text; `level`, `image_style`, `genre` and "
+        "`main_character` sent as fields win over the prompt. 2-5 chapters, each with a picture "
+        "(`imageUrl` null if it failed).",
         request=models.StoryRequest,
         response=r.StoryResponse,
         errors=GENERATION_ERRORS,
@@ -191,12 +187,10 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ("POST", "/process"): Operation(
         "A study page, or its dialogue, explain-again, flashcard or slideshow mode",
         "`dialogue_mode: true` (needs `user_question`) answers `{dialogue_response}`; "
-        "`explain_again_mode: true` "
-        "(needs `original_paragraph_text`) answers `{re_explained_paragraph}`; `output_format` "
-        "`flashcards` or "
-        "`slideshow` (need `input_text`) answer `{flashcards}` or `{slides}`; otherwise (needs "
-        "`input_text`) "
-        "the study page `{blocks}`.",
+        "`explain_again_mode: true` (needs `original_paragraph_text`) answers "
+        "`{re_explained_paragraph}`; `output_format` `flashcards` or `slideshow` (need "
+        "`input_text`) answer `{flashcards}` or `{slides}`; otherwise (needs `input_text`) the "
+        "study page `{blocks}`.",
         request=models.ProcessRequest,
         errors=GENERATION_ERRORS,
         generation=True,
@@ -218,8 +212,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ("POST", "/generate_lecture"): Operation(
         "A narrated lecture",
         "3-5 sections with pictures, and WAV narration of the title, each section title and each "
-        "script. "
-        "`lecture_id` is in every answer, errors included.",
+        "script. `lecture_id` is in every answer, errors included.",
         request=models.LectureRequest,
         response=r.LectureResponse,
         errors=GENERATION_ERRORS,
@@ -299,9 +292,8 @@ def build_document(app: Flask) -> dict[str, Any]:
             "title": TITLE,
             "version": VERSION,
             "description": "Comics, stories, study pages, lectures and speech for the Liroo "
-            "reading app, "
-            "behind a memory governor. Every error is JSON with `error` (a sentence) and "
-            "`code` (stable).",
+            "reading app, behind a memory governor. Every error is JSON with `error` (a sentence) "
+            "and `code` (stable).",
         },
         "paths": paths,
         "components": {
@@ -311,8 +303,7 @@ def build_document(app: Flask) -> dict[str, Any]:
                     "type": "http",
                     "scheme": "bearer",
                     "description": "An API key (only when LIROO_API_KEYS is set), or the admin "
-                    "token "
-                    "for /memory and /metrics (only when LIROO_ADMIN_TOKEN is set).",
+                    "token for /memory and /metrics (only when LIROO_ADMIN_TOKEN is set).",
                 },
                 "apiKey": {
                     "type": "apiKey",
@@ -357,8 +348,7 @@ def _operation(op: Operation, ref) -> dict[str, Any]:
                 "in": "header",
                 "required": False,
                 "description": "Your id for this request: poll /progress/{id}; a retry with the "
-                "same id and body "
-                "gets the first answer instead of a second generation.",
+                "same id and body gets the first answer instead of a second generation.",
                 "schema": {"type": "string", "pattern": r"^[A-Za-z0-9_-]{8,128}$"},
             },
             {

@@ -14,6 +14,7 @@ import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, Callable, TypeVar
 
 from flask import Response, current_app, g, jsonify, request
@@ -116,6 +117,17 @@ def _request_id(payload: BaseModel, fp: str) -> tuple[str, bool]:
     return generation_request_id(getattr(payload, "request_id", None), seed)
 
 
+@dataclass(frozen=True)
+class Generation:
+    """One claimed generation: its id, the work and what it runs with, and the route's own fields
+    for a recorded failure."""
+
+    request_id: str
+    work: Callable[[Context], dict]
+    ctx: Context
+    error_extra: dict
+
+
 class Runner:
     """Runs generations for one process: heartbeats for running jobs, a bounded pool for async
     ones."""
@@ -130,14 +142,7 @@ class Runner:
         self._async = 0  # async jobs accepted and not yet finished
         self._idle = threading.Event()  # set whenever a job ends
 
-    def submit(
-        self,
-        endpoint: str,
-        request_id: str,
-        work: Callable[[Context], dict],
-        ctx: Context,
-        error_extra: dict,
-    ) -> bool:
+    def submit(self, generation: Generation) -> bool:
         """Queue an async job; False when this worker's queue is full."""
         with self._async_lock:
             if self._async >= self._max_async * 4:
@@ -146,15 +151,15 @@ class Runner:
         with self._pool_lock:
             if self._pool is None:  # made lazily, so each gunicorn worker has its own
                 self._pool = ThreadPoolExecutor(self._max_async, thread_name_prefix="liroo-async")
-        self.accept(request_id)  # beating from now on: a queued job is not an abandoned one
+        self.accept(generation.request_id)  # beating from now on: a queued job is not abandoned
         app = current_app._get_current_object()
 
         def run() -> None:
             try:
                 # The app's context, as in a request: recording a failure reads g and the services.
                 with app.app_context():
-                    g.request_id = request_id
-                    self.execute(endpoint, request_id, work, ctx, error_extra)
+                    g.request_id = generation.request_id
+                    self.execute(generation)
             finally:
                 with self._async_lock:
                     self._async -= 1
@@ -207,30 +212,23 @@ class Runner:
             )
             self.hand_back(orphans)
 
-    def execute(
-        self,
-        endpoint: str,
-        request_id: str,
-        work: Callable[[Context], dict],
-        ctx: Context,
-        error_extra: dict,
-    ) -> tuple[int, dict]:
-        """Run ``work`` and record its outcome; returns (status, body)."""
+    def execute(self, generation: Generation) -> tuple[int, dict]:
+        """Run the generation's work and record its outcome; returns (status, body)."""
+        request_id = generation.request_id
         self.accept(request_id)
         try:
             try:
-                body = work(ctx)
+                body = generation.work(generation.ctx)
                 status, state, code = 200, SUCCEEDED, None
             except Exception as exc:  # every failure becomes a recorded error body
-                status, body = failure_answer(exc, request_id, error_extra)
+                status, body = failure_answer(exc, request_id, generation.error_extra)
                 state, code = FAILED, body["code"]
             body.setdefault("request_id", request_id)
             body.setdefault("timestamp", utc_timestamp())
             try:
                 self.store.finish(request_id, state, status, body, error_code=code)
-            except (
-                Exception
-            ):  # the work is done and paid for: answer it even if it cannot be recorded
+            # The work is done and paid for: answer it even if it cannot be recorded.
+            except Exception:
                 log.error("could not record the result of %s", request_id, exc_info=True)
             return status, body
         finally:
@@ -306,11 +304,12 @@ def run_generation(payload: BaseModel, work: Callable[[Context], dict]) -> Respo
         deadline=deadline,
     )
     error_extra = answer_fields()  # the route's own fields, on its recorded failures too
+    generation = Generation(request_id, work, ctx, error_extra)
 
     # With async off (Cloud Run's default: its CPU is throttled once a response is sent), the
     # preference is ignored, as RFC 7240 allows: the request is answered the synchronous way.
     if svc.settings.async_enabled and "respond-async" in request.headers.get("Prefer", "").lower():
-        if not runner.submit(endpoint, request_id, work, ctx, error_extra):
+        if not runner.submit(generation):
             body = generation_error_body(
                 "busy",
                 "Too much work is queued here; please retry shortly.",
@@ -335,7 +334,7 @@ def run_generation(payload: BaseModel, work: Callable[[Context], dict]) -> Respo
 
     # Sent by the worker (liroo/server.py) if it stops before this request is answered.
     request.environ[INTERRUPTED_ANSWER] = interrupted_body(request_id, **error_extra)
-    status, body = runner.execute(endpoint, request_id, work, ctx, error_extra)
+    status, body = runner.execute(generation)
     return _respond(status, body)
 
 
@@ -392,9 +391,8 @@ def job_view(job: Any, with_result: bool) -> dict:
         "timestamp": utc_timestamp(),
     }
     partial = job.partial_items() if job.status == RUNNING else None
-    if (
-        partial
-    ):  # what is already finished, for watchers to show before the end (the app ignores it)
+    # what is already finished, for watchers to show before the end (the app ignores it)
+    if partial:
         view["partial"] = partial
     if job.status == FAILED:
         view["error_code"] = job.error_code

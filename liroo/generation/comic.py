@@ -53,8 +53,7 @@ def script_prompt(text: str, level: str, style: str, panels: int) -> str:
         f"Reading level: {level}. {LEVEL_GUIDANCE[level]}\n"
         f"Art style of the comic: {style_name(style)}.\n"
         "Keep the facts of the text accurate. Give every character a fixed visual description so "
-        "they look "
-        "the same in every panel. Dialogue is short (at most 25 words a line).\n\n"
+        "they look the same in every panel. Dialogue is short (at most 25 words a line).\n\n"
         f"Student's text:\n{text}"
     )
 

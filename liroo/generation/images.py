@@ -133,9 +133,8 @@ def make_images(
     finished: Finished | None = None,
 ) -> list[ImageOutcome]:
     """All pictures at once, each under its memory reservation and the provider's pacing (which
-    decide how
-    many really run); LIROO_PANEL_CONCURRENCY caps them when set. One failure does not stop the
-    others.
+    decide how many really run); LIROO_PANEL_CONCURRENCY caps them when set. One failure does not
+    stop the others.
 
     ``finished`` describes a picture made, for progress to show before the request ends.
     """

@@ -46,10 +46,9 @@ def section_count(text: str) -> int:
 def lecture_prompt(text: str, level: str, sections: int) -> str:
     return (
         f"Write a short spoken lecture of exactly {sections} sections that teaches the student's "
-        "text below. "
-        "Each section has a title, a script to be read aloud (warm, clear spoken language, no "
-        "bullet points or "
-        "markup, about 80-200 words) and an image prompt for a picture that supports it.\n"
+        "text below. Each section has a title, a script to be read aloud (warm, clear spoken "
+        "language, no bullet points or markup, about 80-200 words) and an image prompt for a "
+        "picture that supports it.\n"
         f"Reading level: {level}. {LEVEL_GUIDANCE[level]}\n"
         "Keep every fact of the text accurate.\n\n"
         f"Student's text:\n<source>\n{text}\n</source>"

@@ -8,22 +8,19 @@ LEVELS = ("beginner", "moderate", "intermediate")
 
 LEVEL_GUIDANCE = {
     "beginner": "Write for a young reader (about 8-10 years old): simple everyday words, short "
-    "sentences, "
-    "one idea at a time, and explain any new word right away.",
+    "sentences, one idea at a time, and explain any new word right away.",
     "moderate": "Write for a middle-school reader (about 11-13 years old): clear sentences, "
-    "everyday vocabulary "
-    "with a few subject words explained in context.",
+    "everyday vocabulary with a few subject words explained in context.",
     "intermediate": "Write for a confident teenage reader (14 and up): richer vocabulary and the "
-    "subject's proper "
-    "terms, varied sentences, and some nuance.",
+    "subject's proper terms, varied sentences, and some nuance.",
 }
 
 # key -> (the app's display name, how to ask a model for it)
 STYLES = {
     "ghibli": (
         "Studio Ghibli",
-        "soft hand-painted anime style inspired by Studio Ghibli films, warm natural light, "
-        "lush detailed backgrounds",
+        "soft hand-painted anime style inspired by Studio Ghibli films, warm natural light, lush "
+        "detailed backgrounds",
     ),
     "disney": (
         "Disney",

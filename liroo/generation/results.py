@@ -193,11 +193,9 @@ class ProgressResponse(ResponseBody):
     error_code: str | None = omitted("On failed jobs.")
     error: str | None = omitted("On failed jobs.")
     partial: dict[str, list[dict[str, Any]]] | None = omitted(
-        "While it runs, what is already finished, by kind: comics `panels` ({panel_id, "
-        "image_url, scene, "
-        "dialogue}); stories `cover` and `chapters` ({order, title, imageUrl}); lectures "
-        "`pictures` "
-        "({section, title, image_url}) and `audio_files` (as in the finished answer)."
+        "While it runs, what is already finished, by kind: comics `panels` ({panel_id, image_url, "
+        "scene, dialogue}); stories `cover` and `chapters` ({order, title, imageUrl}); lectures "
+        "`pictures` ({section, title, image_url}) and `audio_files` (as in the finished answer)."
     )
 
 

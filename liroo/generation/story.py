@@ -204,9 +204,8 @@ def story_prompt(brief: StoryBrief, chapters: int) -> str:
         f"Turn the student's text below into an engaging {genre + ' ' if genre else ''}story "
         f"of exactly {chapters} chapters.\n"
         f"Genre: {brief.genre or 'any that suits the text'}. Let the genre shape the plot, "
-        "setting and tone, "
-        "while the facts and ideas of the text stay accurate: the reader should learn them from "
-        "the story.\n"
+        "setting and tone, while the facts and ideas of the text stay accurate: the reader should "
+        "learn them from the story.\n"
         f"Reading level: {brief.level}. {LEVEL_GUIDANCE[brief.level]}\n"
         f"{hero}\n"
         f"The pictures will be drawn in the style '{style_name(brief.style)}' "
@@ -237,9 +236,8 @@ def generate_story(ctx: Context, brief: StoryBrief) -> StoryResult:
     script = ctx.provider.generate_structured(story_prompt(brief, wanted), StoryScript)
     chapters = script.chapters[:MAX_CHAPTERS]
     hero = script.main_character
-    if (
-        brief.main_character
-    ):  # the student named the hero: that name, whatever the model called them
+    # the student named the hero: that name, whatever the model called them
+    if brief.main_character:
         hero = hero.model_copy(update={"name": brief.main_character})
     others = [
         c for c in script.supporting_characters[:3] if c.name.strip().lower() != hero.name.lower()

@@ -102,8 +102,7 @@ def study_page_prompt(text: str, learner: Learner) -> str:
         f"paragraphs that explain the text, 1 or {MAX_IMAGES} pictures that help understanding, "
         "and a quiz of "
         f"{MIN_QUESTIONS} to {MAX_QUESTIONS} multiple-choice questions on the text's key facts "
-        "(each with one "
-        "right answer among 3 or 4 options).\n"
+        "(each with one right answer among 3 or 4 options).\n"
         f"{learner.guidance()}\nKeep every fact of the text accurate.\n\n"
         f"Student's text:\n{_source(text)}"
     )
@@ -153,9 +152,8 @@ def generate_study_page(
     # The first picture follows the first section, the second the last one (before the quiz).
     after_section: dict[int, list[ImageBlock]] = {}
     for index, (picture, outcome) in enumerate(zip(pictures, outcomes, strict=True)):
-        if (
-            outcome.url
-        ):  # a picture that failed is left out: an image block without a url breaks the app
+        # a picture that failed is left out: an image block without a url breaks the app
+        if outcome.url:
             slot = 0 if index == 0 else len(page.sections) - 1
             after_section.setdefault(slot, []).append(
                 ImageBlock(content=picture.alt, url=outcome.url, alt=picture.alt)
@@ -219,8 +217,7 @@ class Conversation:
 def dialogue_prompt(talk: Conversation, learner: Learner) -> str:
     parts = [
         "You are a patient tutor helping a student with a text they are reading. Answer the "
-        "student's "
-        "question clearly and kindly, in a few sentences, staying with the text's facts.",
+        "student's question clearly and kindly, in a few sentences, staying with the text's facts.",
         learner.guidance(),
     ]
     if talk.block:
@@ -239,9 +236,9 @@ def dialogue_prompt(talk: Conversation, learner: Learner) -> str:
 
 def explain_again_prompt(paragraph: str, learner: Learner) -> str:
     return (
-        "The student did not understand the paragraph below. Explain it again in a different "
-        "way: simpler "
-        "words, a concrete example or comparison, the same facts. Answer with one paragraph.\n"
+        "The student did not understand the paragraph below. Explain it again in a different way: "
+        "simpler words, a concrete example or comparison, the same facts. Answer with one "
+        "paragraph.\n"
         f"{learner.guidance()}\n\nParagraph:\n{_source(paragraph)}"
     )
 
@@ -249,18 +246,16 @@ def explain_again_prompt(paragraph: str, learner: Learner) -> str:
 def flashcards_prompt(text: str, learner: Learner) -> str:
     return (
         "Make flashcards for studying the student's text below: each card has a short question, "
-        "term or "
-        "cue on the front and a clear answer or definition on the back. Cover the text's key "
-        "facts.\n"
+        "term or cue on the front and a clear answer or definition on the back. Cover the text's "
+        "key facts.\n"
         f"{learner.guidance()}\n\nStudent's text:\n{_source(text)}"
     )
 
 
 def slideshow_prompt(text: str, learner: Learner) -> str:
     return (
-        "Make a slideshow that teaches the student's text below: each slide has a title and a "
-        "few short "
-        "bullet points, in a sensible teaching order.\n"
+        "Make a slideshow that teaches the student's text below: each slide has a title and a few "
+        "short bullet points, in a sensible teaching order.\n"
         f"{learner.guidance()}\n\nStudent's text:\n{_source(text)}"
     )
 

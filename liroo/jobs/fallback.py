@@ -54,8 +54,8 @@ class FallbackJobStore(JobStore):
         self._outage = RedisOutage(
             retry_s,
             log,
-            "Redis cannot be used (%s: %s): jobs and progress fall back to this instance "
-            "until it answers again",
+            "Redis cannot be used (%s: %s): jobs and progress fall back to this instance until it "
+            "answers again",
             "Redis answers again: new jobs are shared through it",
         )
         self._held: dict[str, _Held] = {}  # running jobs this process claimed, until they finish

@@ -50,14 +50,7 @@ class LocalJobStore(JobStore):
             (job.request_id, json.dumps(asdict(job)), time.time() + ttl),
         )
 
-    def claim(
-        self,
-        request_id: str,
-        endpoint: str,
-        fingerprint: str,
-        owner: str | None = None,
-        replay_s: float | None = None,
-    ) -> Claim:
+    def claim(self, request_id, endpoint, fingerprint, owner=None, replay_s=None) -> Claim:
         """Claim an id by the rule in liroo.jobs.model.decide, in one SQLite write transaction."""
         with self._db.transaction() as db:
             db.execute("DELETE FROM jobs WHERE expires_at <= ?", (time.time(),))
@@ -76,8 +69,7 @@ class LocalJobStore(JobStore):
             self._db.connect()
             .execute(
                 "SELECT request_id FROM jobs WHERE expires_at > ? AND json_extract(data, "
-                "'$.status') = ? "
-                "AND json_extract(data, '$.worker') = ?",
+                "'$.status') = ? AND json_extract(data, '$.worker') = ?",
                 (time.time(), RUNNING, worker),
             )
             .fetchall()

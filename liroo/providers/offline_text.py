@@ -21,14 +21,11 @@ _SOURCE_TAG = re.compile(r"<source>(.*?)</source>", re.S | re.I)
 _SENTENCE_END = re.compile(r"(?<=[.!?…])[\"'”’)]*\s+|\n+")
 WORD = re.compile(r"[A-Za-z][A-Za-z'-]*[A-Za-z]|[A-Za-z]")
 _STOPWORDS = frozenset(
-    "a an and are as at be been but by can could did do does for from had has have he her here "
-    "him his how i if in "
-    "into is it its just let may me more most my no not now of on one or our out over she so "
-    "some such than that the "
-    "their them then there these they this those through to too under up upon us very was we "
-    "were what when where "
-    "which while who whom why will with would you your also about after again all any because "
-    "before being both "
+    "a an and are as at be been but by can could did do does for from had has have he her here him "
+    "his how i if in into is it its just let may me more most my no not now of on one or our out "
+    "over she so some such than that the their them then there these they this those through to "
+    "too under up upon us very was we were what when where which while who whom why will with "
+    "would you your also about after again all any because before being both "
     "each few only other own same should until once every".split()
 )
 FALLBACK_SENTENCE = "A quiet page waits for its story."

@@ -222,8 +222,8 @@ class Pacer:
         self._outage = RedisOutage(
             retry_s,
             log,
-            "Redis cannot be reached (%s): Gemini calls are paced by this "
-            "instance alone, at the full LIROO_GEMINI_RPM, until it answers again",
+            "Redis cannot be reached (%s): Gemini calls are paced by this instance alone, at the "
+            "full LIROO_GEMINI_RPM, until it answers again",
             "Redis answers again: Gemini pacing is shared by the service again",
         )
 
