@@ -283,3 +283,25 @@ def test_reservations_of_a_busy_request_let_the_door_go_first(cgroup):
     result["value"].pledge.release()
     a_more.join(30)
     assert order == ["door", "A"]
+
+
+def test_a_step_waiting_to_grow_holds_none_of_the_pledges_it_could_not_complete_with(cgroup):
+    """Hold-and-wait: a growing step that took the door's pledges and then waited for the rest kept
+    the pledged requests from starting, and two such steps stalled each other."""
+    governor = make_governor(cgroup)  # hard limit 750
+    first, second = governor.admit(100), governor.admit(100)
+    assert first.admitted and second.admitted and governor.outstanding_mb() == 200
+    cgroup.set_used(500)  # room: 750 - 500 - 200 = 50
+    with governor.reserve(0) as growing:
+        thread, result = in_thread(growing.grow_to, 300, 30)  # 200 pledged + 50 free < 300
+        wait_for(lambda: governor.waiting_reservations() == 1, timeout=10, what="the step to wait")
+        assert governor.outstanding_mb() == 200  # the pledges, still the admitted requests'
+        with governor.reserve(100, wait_s=0), governor.reserve(100, wait_s=0):
+            assert governor.outstanding_mb() == 200  # both started on their pledges, at once
+        assert governor.waiting_reservations() == 1 and thread.is_alive()
+        cgroup.set_used(400)  # now 350 free: the step grows
+        thread.join(30)
+        assert not thread.is_alive() and growing.nbytes == 300 * MB
+        assert governor.outstanding_mb() == 300
+    first.pledge.release(), second.pledge.release()
+    assert governor.outstanding_mb() == 0

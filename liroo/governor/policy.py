@@ -475,19 +475,27 @@ class MemoryPolicy:
             self._pledges.append(pledge)
             return pledge
 
-    def _convert_pledges(self, nbytes: int) -> int:
-        """Take up to ``nbytes`` from this process's pledges (oldest first): already in the
-        ledger."""
-        taken = 0
+    def _take(self, nbytes: int, pledged_only: bool = False) -> bool:
+        """Count ``nbytes`` more for this process, all or nothing: from its pledges first (already
+        in the ledger, oldest first), the rest only if it fits now (never, if ``pledged_only``).
+
+        Never part of it: a step that waits holding some of what it needs keeps others from
+        the memory that would let them finish (hold-and-wait; two growing pictures each holding
+        half of the door's pledges stalled a 512 MB survival run until their waits ran out).
+        """
         with self._pledge_lock:
-            while self._pledges and taken < nbytes:
+            pledged = min(sum(pledge.nbytes for pledge in self._pledges), nbytes)
+            rest = nbytes - pledged
+            if rest > 0 and (pledged_only or not self.ledger.try_add(rest, self._fits(rest))):
+                return False
+            while pledged:
                 pledge = self._pledges[0]
-                take = min(pledge.nbytes, nbytes - taken)
+                take = min(pledge.nbytes, pledged)
                 pledge.nbytes -= take
-                taken += take
+                pledged -= take
                 if pledge.nbytes == 0:
                     self._pledges.pop(0)
-        return taken
+            return True
 
     def drop_pledge(self, pledge: Pledge) -> None:
         """Give back what is left of ``pledge`` (its request ended). For Pledge."""
@@ -572,16 +580,11 @@ class MemoryPolicy:
         self, nbytes: int, wait_s: float, group: str | None = None, growing: bool = False
     ) -> None:
         """Count ``nbytes`` more in the ledger for this process (taken from its pledges first),
-        waiting up to ``wait_s`` for room and its turn; raises MemoryPressure. For Reservation."""
-        converted = self._convert_pledges(nbytes)
-        if converted >= nbytes:
-            return
-        try:
-            self._acquire_room(nbytes - converted, wait_s, group, growing)
-        except BaseException:
-            if converted:
-                self.release(converted)
-            raise
+        waiting up to ``wait_s`` for room and its turn, holding nothing meanwhile; raises
+        MemoryPressure. For Reservation."""
+        if self._take(nbytes, pledged_only=True):
+            return  # the door promised it already: no turn to wait for
+        self._acquire_room(nbytes, wait_s, group, growing)
 
     def _acquire_room(self, nbytes: int, wait_s: float, group: str | None, growing: bool) -> None:
         # A step that grows is under way and holds memory: it never waits its
@@ -592,11 +595,11 @@ class MemoryPolicy:
             with self._released:
                 return self._my_turn(sequence, group)
 
-        if turn(None) and self.ledger.try_add(nbytes, self._fits(nbytes)):
+        if turn(None) and self._take(nbytes):
             return
         if self.cleaner is not None:
             self.cleaner.run(full=True, reason="room")
-            if turn(None) and self.ledger.try_add(nbytes, self._fits(nbytes)):
+            if turn(None) and self._take(nbytes):
                 return
         deadline = time.monotonic() + wait_s
         with self._released:
@@ -608,6 +611,7 @@ class MemoryPolicy:
                 self._publish_rank()
         try:
             while True:
+                # Free room only: pledges made meanwhile are newcomers' (the door's promise).
                 if turn(sequence) and self.ledger.try_add(nbytes, self._fits(nbytes)):
                     return
                 remaining = deadline - time.monotonic()
