@@ -79,9 +79,11 @@ def create_app(settings: Settings | None = None) -> Flask:
         app.wsgi_app = MemoryGovernorMiddleware(
             app.wsgi_app,
             governor,
-            exempt_paths=("/health", "/ready", "/memory", "/metrics"),
+            # The studio page and its files too: a few kB, and at the hard limit they are how an
+            # operator sees why work is refused (its gauge reads /health).
+            exempt_paths=("/health", "/ready", "/memory", "/metrics", "/"),
             # The app stops polling after one failed poll: progress is a cheap read, never shed.
-            exempt_prefixes=("/progress/", "/jobs/"),
+            exempt_prefixes=("/progress/", "/jobs/", "/studio/static/"),
             route_costs_mb=_route_costs(app, settings),
             request_id=requestid.request_id_from_environ,
             extra_fields=api.shed_fields,

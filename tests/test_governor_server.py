@@ -10,7 +10,9 @@ from tests.servers import SteadyLoad, wait_for
 
 def test_hard_limit_sheds_governed_paths_but_not_monitoring(start_server):
     server = start_server({"MEMORY_LIMIT_MB": "1", "LIROO_RETRY_AFTER_S": "7"})
-    response = requests.get(server.url("/"), headers={"X-Request-ID": "req-12345678"}, timeout=10)
+    response = requests.get(
+        server.url("/service"), headers={"X-Request-ID": "req-12345678"}, timeout=10
+    )
     assert response.status_code == 503
     assert response.headers["Retry-After"] == "7"
     assert response.headers["Connection"].lower() == "close"
@@ -37,6 +39,11 @@ def test_hard_limit_sheds_governed_paths_but_not_monitoring(start_server):
     health = requests.get(server.url("/health"), timeout=10)
     assert health.status_code == 200
     assert health.json()["status"] == "degraded" and health.json()["memory_critical"] is True
+    # The studio page and its files still load, so a person can see the gauge and the refusals.
+    page = requests.get(server.url("/"), headers={"Accept": "text/html"}, timeout=10)
+    assert page.status_code == 200 and "text/html" in page.headers["Content-Type"]
+    script = requests.get(server.url("/studio/static/studio.js"), timeout=10)
+    assert script.status_code == 200 and "javascript" in script.headers["Content-Type"]
     memory = requests.get(server.url("/memory"), timeout=10)
     assert memory.status_code == 200 and memory.json()["memory_status"] == "critical"
     metrics = requests.get(server.url("/metrics"), timeout=10)
