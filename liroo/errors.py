@@ -136,9 +136,8 @@ def http_error(exc: HTTPException) -> ApiError:
 
 def storage_error(exc: StorageError | OSError, request_id: str) -> ApiError:
     if not isinstance(exc, StorageError):
-        STORAGE_HEALTH.failed(
-            exc.errno
-        )  # a full or failing disk met outside the storage's own writes
+        # a full or failing disk met outside the storage's own writes
+        STORAGE_HEALTH.failed(exc.errno)
         exc = StorageError(exc.strerror or "storage failed")
     log.warning("storage failed (request %s): %s", request_id, exc)
     retry = services().settings.retry_after_s

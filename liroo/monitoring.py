@@ -39,9 +39,8 @@ def health():
     used = governor.used_mb()
     level = governor.level(used)
     critical = level >= Level.CRITICAL
-    storage_problem = (
-        STORAGE_HEALTH.problem()
-    )  # what real writes met lately: no probe, nothing slow
+    # what real writes met lately: no probe, nothing slow
+    storage_problem = STORAGE_HEALTH.problem()
     if critical:
         message = "Memory is at the hard limit; heavy requests are being refused for now."
     elif storage_problem:

@@ -60,9 +60,8 @@ class Operation:
     error_model: type[BaseModel] = r.ErrorResponse
     generation: bool = False  # request id, async mode, API key
     admin: bool = False
-    variants: tuple[
-        type[BaseModel], ...
-    ] = ()  # several possible 200 bodies (the modes of /process)
+    # several possible 200 bodies (the modes of /process)
+    variants: tuple[type[BaseModel], ...] = ()
     example: dict[str, Any] | None = None
     html: bool = False  # also a text/html 200 for clients that prefer it
 

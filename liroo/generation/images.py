@@ -63,10 +63,7 @@ IMAGE_COSTS = ImageCosts()
 @dataclass(frozen=True)
 class ImageJob:
     prompt: str
-    cache_parts: tuple[str | None, str | None] = (
-        None,
-        None,
-    )  # (style, level): part of the cache key
+    cache_parts: tuple[str | None, str | None] = (None, None)  # (style, level), in the cache key
     aspect_ratio: str = "1:1"
     label: str = "image"
     kind: str = "images"  # storage folder

@@ -144,9 +144,8 @@ class _ClipWriter:
         self._ctx = ctx
         self.total = total
         self._lock = threading.Lock()
-        self._turn = threading.Condition(
-            self._lock
-        )  # woken when the encoder moves on or the clip fails
+        # woken when the encoder moves on or the clip fails
+        self._turn = threading.Condition(self._lock)
         self._pending: dict[int, tuple[bytes, tuple[int, int, int]]] = {}
         self._next = 0
         self._feeding = False
@@ -232,8 +231,7 @@ class _ClipWriter:
             raise BadOutput("no speech to store")
         fmt = self._ctx.settings.audio_format
         # finish() hands the output over as one bytes object (a second copy while the first is
-        # dropped),
-        # and an upload may buffer it again.
+        # dropped), and an upload may buffer it again.
         with self._ctx.reserve(2 * encoder.encoded_bytes / MB + ENCODER_SLACK_MB):
             data = encoder.finish()
             del encoder

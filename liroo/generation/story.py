@@ -279,9 +279,8 @@ def generate_story(ctx: Context, brief: StoryBrief) -> StoryResult:
         ctx, jobs, step=lambda done, total: f"Drawing picture {done} of {total}", finished=finished
     )
     drawn = sum(1 for o in outcomes if o.url)
-    if drawn * 2 < len(
-        jobs
-    ):  # the comic's rule: a picture book with most pictures missing is a failure
+    # the comic's rule: a picture book with most pictures missing is a failure
+    if drawn * 2 < len(jobs):
         raise dominant_error([o.error for o in outcomes if o.error is not None])
 
     cover, pictures = outcomes[0], outcomes[1:]

@@ -226,9 +226,8 @@ class AdmissionQueue:
         self._shared = SharedTable(16 * (slots + 1), "door")
         self._map = self._shared.buffer
         self._locked = self._shared.locked
-        self._table = memoryview(self._map).cast(
-            "q"
-        )  # [last ticket, waiters, pid, ticket, pid, ticket, ...]
+        # [last ticket, waiters, pid, ticket, pid, ticket, ...]
+        self._table = memoryview(self._map).cast("q")
 
     def length(self) -> int:
         """Requests waiting at the door now, in every worker (a lock-free read of a count kept under

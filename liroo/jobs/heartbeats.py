@@ -26,9 +26,8 @@ class Heartbeats:
     def add(self, request_id: str) -> None:
         with self._lock:
             self._running.add(request_id)
-            if (
-                self._thread is None or self._pid != os.getpid()
-            ):  # one thread per worker, started after fork
+            # one thread per worker, started after fork
+            if self._thread is None or self._pid != os.getpid():
                 self._pid = os.getpid()
                 self._thread = threading.Thread(
                     target=self._beat, name="liroo-heartbeat", daemon=True

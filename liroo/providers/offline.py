@@ -64,9 +64,8 @@ class OfflineProvider:
         with counted_call("image"):
             log.debug("offline image %s: %r", aspect_ratio, prompt)
             if self.image_delay_s > 0:
-                time.sleep(
-                    self.image_delay_s
-                )  # LIROO_OFFLINE_IMAGE_DELAY_S: a model's pace, on purpose
+                # LIROO_OFFLINE_IMAGE_DELAY_S: a model's pace, on purpose
+                time.sleep(self.image_delay_s)
             return ImageResult(
                 illustrate(prompt, aspect_ratio), "image/png", self.name, self.image_model
             )

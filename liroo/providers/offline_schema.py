@@ -159,9 +159,8 @@ class _Filler:
             return ctx.index % 2 == 0
         if kind == "null":
             return None
-        return self.string(
-            node, words, ctx
-        )  # strings, and untyped fields (text is the safest guess)
+        # strings, and untyped fields (text is the safest guess)
+        return self.string(node, words, ctx)
 
     def object(self, node: dict[str, Any], name: str, ctx: _Context) -> dict[str, Any]:
         properties: dict[str, Any] = node.get("properties") or {}

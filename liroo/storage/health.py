@@ -19,9 +19,8 @@ import time
 # How long after a failure /health reports it when no write has succeeded since.
 DEGRADED_FOR_S = 300.0
 
-_RECORD = struct.Struct(
-    "dq"
-)  # time of the last failure (0: none since the last success), its errno
+# time of the last failure (0: none since the last success), its errno
+_RECORD = struct.Struct("dq")
 
 
 class StorageHealth:
@@ -33,9 +32,8 @@ class StorageHealth:
         _RECORD.pack_into(self._map, 0, time.time(), error_number or 0)
 
     def succeeded(self) -> None:
-        if _RECORD.unpack_from(self._map, 0)[
-            0
-        ]:  # a read is cheaper than dirtying the page on every write
+        # a read is cheaper than dirtying the page on every write
+        if _RECORD.unpack_from(self._map, 0)[0]:
             _RECORD.pack_into(self._map, 0, 0.0, 0)
 
     def problem(self) -> str | None:
