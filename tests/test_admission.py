@@ -305,3 +305,25 @@ def test_a_step_waiting_to_grow_holds_none_of_the_pledges_it_could_not_complete_
         assert governor.outstanding_mb() == 300
     first.pledge.release(), second.pledge.release()
     assert governor.outstanding_mb() == 0
+
+
+def test_a_step_finishing_work_under_way_does_not_wait_behind_new_steps(cgroup):
+    """An encode frees the samples it consumes: it takes free room even while a new step (which
+    needs more than is free) waits for its turn."""
+    governor = make_governor(cgroup)  # limit 750, used 100
+    blocker = governor.reserve(600, group="C")
+    blocker.__enter__()  # 50 MB free
+    order = []
+
+    def step(group, mb, under_way):
+        with governor.reserve(mb, wait_s=30, group=group, under_way=under_way):
+            order.append(group)
+
+    new, _ = in_thread(step, "B", 100, False)
+    wait_for(lambda: governor.waiting_reservations() == 1, timeout=10, what="B's step to wait")
+    finishing, _ = in_thread(step, "A", 40, True)
+    finishing.join(30)
+    assert order == ["A"] and new.is_alive()  # A went past B's turn; B still waits for room
+    blocker.__exit__(None, None, None)
+    new.join(30)
+    assert order == ["A", "B"] and governor.outstanding_mb() == 0

@@ -221,17 +221,29 @@ def test_speech_waits_for_memory_and_fails_with_memory_pressure_when_none_comes(
     assert governor.refused_reservations >= 1 and governor.outstanding_mb() == 0
 
 
-def watch_reservations(governor: Governor) -> list[tuple[float, str | None]]:
-    """(mb, group) of every reservation the governor is asked for, as they come."""
+def watch_reservations(governor: Governor) -> list[tuple[float, str | None, bool]]:
+    """(mb, group, under_way) of every reservation the governor is asked for, as they come."""
     reserved = []
     real_reserve = governor.reserve
 
-    def watching(mb, wait_s=0.0, group=None):
-        reserved.append((mb, group))
-        return real_reserve(mb, wait_s, group)
+    def watching(mb, wait_s=0.0, group=None, under_way=False):
+        reserved.append((mb, group, under_way))
+        return real_reserve(mb, wait_s, group, under_way)
 
     governor.reserve = watching
     return reserved
+
+
+def test_a_clips_chunks_take_their_memory_in_order(tmp_path):
+    """A chunk asks for memory only once the chunks before it have theirs: a later chunk taking
+    the room its clip's next chunk waits for would hold samples the encoder cannot take yet
+    (narrations stalled on each other that way in a 640 MB burst)."""
+    governor = Governor(GovernorConfig(limit_mb=1))  # no chunk's reservation fits
+    ctx = make_ctx(tmp_path, UnevenSpeech(), governor, reservation_wait_s=0.3, panel_concurrency=0)
+    reserved = watch_reservations(governor)
+    (clip,) = speak(ctx, [SpeechJob(chunky_text(3), "narrator")])
+    assert clip.error_code == "memory_pressure"
+    assert len(reserved) == 1  # chunk 0 asked and was refused; chunks 1 and 2 never asked
 
 
 def test_chunk_reservations_learn_from_recent_chunks(tmp_path):
@@ -242,7 +254,7 @@ def test_chunk_reservations_learn_from_recent_chunks(tmp_path):
     speak(ctx, [SpeechJob(narration(1400), "narrator")])
     speak(ctx, [SpeechJob(narration(1400), "narrator")])
     assert len(reserved) == 6  # per one-chunk narration: the model call, the encoding, the store
-    (first, _), (later, _) = reserved[0], reserved[3]
+    first, later = reserved[0][0], reserved[3][0]
     # The first chunk had only the (tiny) floor; the next one reserves what the first really held.
     assert first == pytest.approx(1.0)  # MIN_RESERVE_MB
     assert later > 4 * 1400 * 0.0015  # HOLD_FACTOR x at least ~1.5 kB of PCM a character
@@ -256,7 +268,10 @@ def test_every_speech_reservation_takes_turns_as_its_request(tmp_path):
     reserved = watch_reservations(governor)
     (clip,) = speak(ctx, [SpeechJob(narration(3000), "narrator")])
     assert clip.error_code is None and len(reserved) >= 3
-    assert {group for _, group in reserved} == {ctx.request_id}
+    assert {group for _, group, _ in reserved} == {ctx.request_id}
+    # Model calls take turns; encoding and the hand-over finish work under way and go first.
+    calls = [under_way for _, _, under_way in reserved]
+    assert calls[0] is False and calls[-1] is True and calls.count(False) == 2  # two chunks
 
 
 def test_narration_stored_in_cloud_storage_is_served_as_mp3(tmp_path, monkeypatch):

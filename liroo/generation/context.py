@@ -100,10 +100,14 @@ class Context:
         """
         return max(min(self.settings.reservation_wait_s, self.remaining_s()), 0.0)
 
-    def reserve(self, mb: float) -> ContextManager[Reservation]:
+    def reserve(self, mb: float, under_way: bool = False) -> ContextManager[Reservation]:
         """Memory for one heavy step of this request (a picture, a speech chunk, an encode).
 
         The request id is the fairness group, so while memory is short this request's
-        steps take turns with other requests' rather than queueing behind them.
+        steps take turns with other requests' rather than queueing behind them. A step
+        ``under_way`` finishes work that already holds memory (encoding samples, handing a
+        file over): it goes first, since finishing it frees that memory.
         """
-        return self.reserver.reserve(mb, wait_s=self.reservation_wait_s(), group=self.request_id)
+        return self.reserver.reserve(
+            mb, wait_s=self.reservation_wait_s(), group=self.request_id, under_way=under_way
+        )

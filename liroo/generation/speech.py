@@ -148,6 +148,7 @@ class _ClipWriter:
         self._turn = threading.Condition(self._lock)
         self._pending: dict[int, tuple[bytes, tuple[int, int, int]]] = {}
         self._next = 0
+        self._reserved = 0  # chunks of this clip that have their memory (they take it in order)
         self._feeding = False
         self.failed = False
         self._encoder: AudioEncoder | None = None
@@ -155,16 +156,25 @@ class _ClipWriter:
         self._frames = 0
 
     def wait_turn(self, part: int) -> bool:
-        """Wait until chunk ``part`` is within CHUNKS_AHEAD of the encoder; False once the clip has
-        failed.
+        """Wait until chunk ``part`` is within CHUNKS_AHEAD of the encoder and the chunks before it
+        have their memory; False once the clip has failed.
 
+        In order, because a chunk made ahead holds its samples until the encoder reaches it:
+        were a later chunk to take the room its clip's next chunk waits for, clips would hold
+        samples none of them can encode (a 640 MB burst of narrations stalled on it).
         Raises DeadlineExceeded when the request's deadline passes first.
         """
         with self._turn:
-            while not self.failed and part >= self._next + CHUNKS_AHEAD:
+            while not self.failed and (part >= self._next + CHUNKS_AHEAD or part > self._reserved):
                 if not self._turn.wait(timeout=max(self._ctx.remaining_s(), 0.0) or 0.01):
                     self._ctx.check_deadline()
             return not self.failed
+
+    def has_memory(self, part: int) -> None:
+        """Chunk ``part`` has its reservation: the next chunk may ask for its own."""
+        with self._turn:
+            self._reserved = max(self._reserved, part + 1)
+            self._turn.notify_all()
 
     def add(self, part: int, pcm: bytes, shape: tuple[int, int, int]) -> bool:
         """Hand over chunk ``part``; True for the call that fed the clip's last chunk.
@@ -220,7 +230,8 @@ class _ClipWriter:
         per_s = encoded_bytes_per_s(
             settings.audio_format, rate, channels, settings.audio_bitrate_kbps
         )
-        with self._ctx.reserve(frames / rate * per_s / MB + ENCODER_SLACK_MB):
+        # Under way: encoding turns the chunk's samples into a tenth of their size.
+        with self._ctx.reserve(frames / rate * per_s / MB + ENCODER_SLACK_MB, under_way=True):
             self._encoder.feed(pcm)
         self._frames += frames
 
@@ -232,7 +243,7 @@ class _ClipWriter:
         fmt = self._ctx.settings.audio_format
         # finish() hands the output over as one bytes object (a second copy while the first is
         # dropped), and an upload may buffer it again.
-        with self._ctx.reserve(2 * encoder.encoded_bytes / MB + ENCODER_SLACK_MB):
+        with self._ctx.reserve(2 * encoder.encoded_bytes / MB + ENCODER_SLACK_MB, under_way=True):
             data = encoder.finish()
             del encoder
             url = self._ctx.storage.put(
@@ -254,7 +265,9 @@ class _ClipWriter:
                 self._encoder = None
 
 
-def _speak_chunk(ctx: Context, text: str, voice: str) -> tuple[bytes, tuple[int, int, int], str]:
+def _speak_chunk(
+    ctx: Context, text: str, voice: str, reserved: Callable[[], None] = lambda: None
+) -> tuple[bytes, tuple[int, int, int], str]:
     """One chunk read aloud: its PCM, (rate, channels, width) and the model.
 
     The reservation before the call is sized by what recent chunks cost a
@@ -266,6 +279,7 @@ def _speak_chunk(ctx: Context, text: str, voice: str) -> tuple[bytes, tuple[int,
     ctx.check_deadline()
     floor_mb = max(MIN_RESERVE_MB, ctx.settings.speech_reserve_mb * len(text) / MAX_CHUNK_CHARS)
     with ctx.reserve(SPEECH_COSTS.reserve_mb(floor_mb, len(text))):
+        reserved()
         result = ctx.provider.generate_speech(text, voice)
         SPEECH_COSTS.record_mb(HOLD_FACTOR * len(result.data) / MB, len(text))
         try:
@@ -329,7 +343,9 @@ def speak(
         try:
             if not writer.wait_turn(part):  # another chunk of this clip failed: skip the rest
                 return
-            pcm, shape, model = _speak_chunk(ctx, chunked[index][part], jobs[index].voice)
+            pcm, shape, model = _speak_chunk(
+                ctx, chunked[index][part], jobs[index].voice, lambda: writer.has_memory(part)
+            )
             models[index] = model
             complete = writer.add(part, pcm, shape)
             del pcm

@@ -42,7 +42,7 @@ class MemoryReserver(Protocol):
     """What generation needs from the governor: memory for a heavy step, or MemoryPressure."""
 
     def reserve(
-        self, mb: float, wait_s: float = 0.0, group: str | None = None
+        self, mb: float, wait_s: float = 0.0, group: str | None = None, under_way: bool = False
     ) -> ContextManager[Reservation]: ...
 
 
@@ -168,12 +168,14 @@ class Governor:
 
     # --- the small interface for heavy work -----------------------------------
     def reserve(
-        self, mb: float, wait_s: float = 0.0, group: str | None = None
+        self, mb: float, wait_s: float = 0.0, group: str | None = None, under_way: bool = False
     ) -> ContextManager[Reservation]:
         """Hold ``mb`` for a heavy step, waiting up to ``wait_s``; raises MemoryPressure.
 
-        ``group`` (a request id) shares turns fairly with other requests while memory is short."""
-        return self.policy.reserve(mb, wait_s, group)
+        ``group`` (a request id) shares turns fairly with other requests while memory is short.
+        ``under_way``: the step finishes work that already holds memory and frees it (an encode,
+        a hand-over): it goes before new steps rather than waiting its turn behind them."""
+        return self.policy.reserve(mb, wait_s, group, under_way)
 
     def outstanding_mb(self) -> float:
         """Memory promised and not yet allocated, every worker together."""
@@ -295,7 +297,7 @@ class Unreserved:
     """A reserver that always says yes: used when the governor is switched off."""
 
     def reserve(
-        self, mb: float, wait_s: float = 0.0, group: str | None = None
+        self, mb: float, wait_s: float = 0.0, group: str | None = None, under_way: bool = False
     ) -> ContextManager[Reservation]:
         from contextlib import nullcontext
 

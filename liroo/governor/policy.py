@@ -508,16 +508,17 @@ class MemoryPolicy:
     # --- reservations for heavy steps ----------------------------------------------
     @contextmanager
     def reserve(
-        self, mb: float, wait_s: float = 0.0, group: str | None = None
+        self, mb: float, wait_s: float = 0.0, group: str | None = None, under_way: bool = False
     ) -> Iterator[Reservation]:
         """Hold ``mb`` of the hard limit for a heavy step; wait up to ``wait_s`` for room.
 
         ``group`` (a request id) takes turns fairly with other groups of this
-        process while memory is short. Raises MemoryPressure when the room does
-        not come in time.
+        process while memory is short; a step ``under_way`` (finishing work that
+        holds memory) does not wait for a turn. Raises MemoryPressure when the
+        room does not come in time.
         """
         nbytes = int(mb * MB)
-        self.acquire(nbytes, wait_s, group=group)
+        self.acquire(nbytes, wait_s, group=group, growing=under_way)
         reservation = Reservation(self, nbytes, group)
         with self._released:
             self._holding[group] = self._holding.get(group, 0) + 1
@@ -586,7 +587,7 @@ class MemoryPolicy:
         self._acquire_room(nbytes, wait_s, group, growing)
 
     def _acquire_room(self, nbytes: int, wait_s: float, group: str | None, growing: bool) -> None:
-        # A step that grows is under way and holds memory: it never waits its
+        # A step that grows, or finishes work under way, holds memory: it never waits its
         # turn behind new steps (finishing it frees memory; making it wait could deadlock).
         def turn(sequence: int | None) -> bool:
             if growing:
