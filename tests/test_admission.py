@@ -327,3 +327,21 @@ def test_a_step_finishing_work_under_way_does_not_wait_behind_new_steps(cgroup):
     blocker.__exit__(None, None, None)
     new.join(30)
     assert order == ["A", "B"] and governor.outstanding_mb() == 0
+
+
+def test_a_waiting_first_step_counts_its_requests_pledge_as_its_own(cgroup):
+    """The pledge the door gave a request is still there for its first step when that step had
+    to wait: it waits only for the rest, not for its whole size on top of the pledge."""
+    governor = make_governor(cgroup)  # hard limit 750
+    decision = governor.admit(100)
+    cgroup.set_used(600)  # 600 + 100 pledged: 50 free, and the step wants 150
+    first_step = governor.reserve(150, wait_s=30)
+    step, result = in_thread(first_step.__enter__)
+    wait_for(lambda: governor.waiting_reservations() == 1, timeout=10, what="the step to wait")
+    cgroup.set_used(580)  # 100 pledged + 70 free: enough (150 on top of the pledge would not be)
+    step.join(30)
+    assert not step.is_alive() and result["value"].nbytes == 150 * MB
+    assert governor.outstanding_mb() == 150  # the pledge became part of it
+    first_step.__exit__(None, None, None)
+    decision.pledge.release()
+    assert governor.outstanding_mb() == 0

@@ -340,11 +340,12 @@ class Pledge:
     """Memory promised at the door to an admitted request, until its first reservations take it
     over."""
 
-    __slots__ = ("_policy", "nbytes")
+    __slots__ = ("_policy", "nbytes", "made_at")
 
     def __init__(self, policy: "MemoryPolicy", nbytes: int) -> None:
         self._policy = policy
         self.nbytes = nbytes
+        self.made_at = time.monotonic()
 
     def release(self) -> None:
         self._policy.drop_pledge(self)
@@ -474,16 +475,20 @@ class MemoryPolicy:
             self._pledges.append(pledge)
             return pledge
 
-    def _take(self, nbytes: int, pledged_only: bool = False) -> bool:
-        """Count ``nbytes`` more for this process, all or nothing: from its pledges first (already
-        in the ledger, oldest first), the rest only if it fits now (never, if ``pledged_only``).
+    def _take(
+        self, nbytes: int, pledged_only: bool = False, made_before: float = float("inf")
+    ) -> bool:
+        """Count ``nbytes`` more for this process, all or nothing: from its pledges made before
+        ``made_before`` first (already in the ledger, oldest first), the rest only if it fits now
+        (never, if ``pledged_only``).
 
         Never part of it: a step that waits holding some of what it needs keeps others from
         the memory that would let them finish (hold-and-wait; two growing pictures each holding
         half of the door's pledges stalled a 512 MB survival run until their waits ran out).
         """
         with self._pledge_lock:
-            pledged = min(sum(pledge.nbytes for pledge in self._pledges), nbytes)
+            older = (p.nbytes for p in self._pledges if p.made_at < made_before)  # a prefix
+            pledged = min(sum(older), nbytes)
             rest = nbytes - pledged
             if rest > 0 and (pledged_only or not self.ledger.try_add(rest, self._fits(rest))):
                 return False
@@ -601,7 +606,8 @@ class MemoryPolicy:
             self.cleaner.run(full=True, reason="room")
             if turn(None) and self._take(nbytes):
                 return
-        deadline = time.monotonic() + wait_s
+        started = time.monotonic()
+        deadline = started + wait_s
         with self._released:
             self.waiting += 1
             self._sequence += 1
@@ -611,8 +617,8 @@ class MemoryPolicy:
                 self._publish_rank()
         try:
             while True:
-                # Free room only: pledges made meanwhile are newcomers' (the door's promise).
-                if turn(sequence) and self.ledger.try_add(nbytes, self._fits(nbytes)):
+                # Pledges made while it waits are newcomers' (the door let them in ahead of it).
+                if turn(sequence) and self._take(nbytes, made_before=started):
                     return
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
