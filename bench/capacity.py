@@ -315,9 +315,8 @@ def run(
     weights = [k.weight for k in kinds]
 
     def client(number: int) -> None:
-        rng = random.Random(
-            seed * 1000 + number
-        )  # the same sequence of requests for every configuration
+        # the same sequence of requests for every configuration
+        rng = random.Random(seed * 1000 + number)
         while not stop_starting.is_set():
             kind = rng.choices(kinds, weights)[0]
             outcome = user_request(server, kind, stop_retrying)

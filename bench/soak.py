@@ -120,9 +120,8 @@ class Run:
     name: str
     warm_rss: dict[int, float] = field(default_factory=dict)
     end_rss: dict[int, float] = field(default_factory=dict)
-    samples: list[tuple[int, float]] = field(
-        default_factory=list
-    )  # (requests done, max worker RSS)
+    # (requests done, max worker RSS)
+    samples: list[tuple[int, float]] = field(default_factory=list)
     requests: int = 0
     failures: list[str] = field(default_factory=list)
     seconds: float = 0.0

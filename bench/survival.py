@@ -209,9 +209,8 @@ def main() -> None:
         )
     if args.scenario in ("all", "speech"):
         with FakeGemini() as fake:
-            fake.set_latency(
-                0.5, operation="speech"
-            )  # chunks of many narrations in flight together
+            # chunks of many narrations in flight together
+            fake.set_latency(0.5, operation="speech")
             speech = run(True, fake, limit, args.requests, SPEECH_REQUEST)
             print(report(speech, "speech"))
             speech_ungoverned = run(False, fake, limit, args.requests, SPEECH_REQUEST)

@@ -496,9 +496,8 @@ def _noise_png(size: tuple[int, int], mode: str) -> str:
 
 @functools.lru_cache(maxsize=1)
 def _tone_period() -> bytes:
-    samples = array(
-        "h", (int(8000 * math.sin(math.tau * i / 120)) for i in range(120))
-    )  # 200 Hz at 24 kHz
+    # 200 Hz at 24 kHz
+    samples = array("h", (int(8000 * math.sin(math.tau * i / 120)) for i in range(120)))
     if sys.byteorder == "big":
         samples.byteswap()
     return samples.tobytes()

@@ -90,9 +90,8 @@ class Studio:
     page: object
     base_url: str
     console_errors: list[str] = field(default_factory=list)
-    posts: list[dict] = field(
-        default_factory=list
-    )  # headers of every generation POST the page sent
+    # headers of every generation POST the page sent
+    posts: list[dict] = field(default_factory=list)
 
     def goto(self, path: str = "/") -> "Studio":
         self.page.goto(self.base_url + path)
@@ -100,9 +99,8 @@ class Studio:
 
     def make(self, mode: str, text: str) -> None:
         self.page.fill("#text", text)
-        self.page.check(
-            f"input[name=mode][value={mode}]", force=True
-        )  # the radio is styled as a pill
+        # the radio is styled as a pill
+        self.page.check(f"input[name=mode][value={mode}]", force=True)
         self.page.click("#generate")
 
     def wait_state(self, *states: str) -> str:

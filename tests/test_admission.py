@@ -139,9 +139,8 @@ def test_a_request_that_does_not_fit_waits_then_runs_when_memory_frees(cgroup):
         and admission["admitted_after_wait"] == 1
         and admission["queue_length"] == 0
     )
-    assert (
-        governor.shed_count == 0 and governor.outstanding_mb() == 0
-    )  # the pledge went with the request
+    # the pledge went with the request
+    assert governor.shed_count == 0 and governor.outstanding_mb() == 0
 
 
 def test_a_request_is_refused_after_its_wait(cgroup):
@@ -216,9 +215,8 @@ def test_the_line_is_shared_by_forked_workers(cgroup):
         wait_for(
             lambda: governor.queue_length() == 1, timeout=10, what="the child's request to queue"
         )
-        assert (
-            not governor.admit(100).admitted and governor.door_shed_full == 1
-        )  # the line (of 1) is full
+        # the line (of 1) is full
+        assert not governor.admit(100).admitted and governor.door_shed_full == 1
     finally:
         cgroup.set_used(100)
         assert os.read(read_fd, 1) == b"a"
@@ -261,9 +259,8 @@ def test_reservations_of_a_busy_request_let_the_door_go_first(cgroup):
     """While a request waits at the door, a request already drawing two pictures does not take the
     room."""
     governor = make_governor(cgroup, admission_wait_s=30)
-    drawing = [
-        governor.reserve(150, group="A") for _ in range(2)
-    ]  # kept: a dropped one would release
+    # kept: a dropped one would release
+    drawing = [governor.reserve(150, group="A") for _ in range(2)]
     for reservation in drawing:
         reservation.__enter__()
     blocker = governor.reserve(300, group="C")

@@ -67,9 +67,8 @@ def test_ready_says_whether_the_configured_redis_answers(start_server):
 
 
 def test_ready_fails_while_redis_cannot_be_reached_and_health_stays_cheap(start_server):
-    server = start_server(
-        {"REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}
-    )  # nothing listens there
+    # nothing listens there
+    server = start_server({"REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"})
     unready = requests.get(server.url("/ready"), timeout=10)
     assert unready.status_code == 503
     body = unready.json()

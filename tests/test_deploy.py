@@ -187,9 +187,8 @@ def test_the_image_command_and_environment_start_the_service():
             )
             == 2
         )
-        assert (
-            "Using worker: liroo.server.JsonErrorWorker" in server.log()
-        )  # gthread, with JSON errors
+        # gthread, with JSON errors
+        assert "Using worker: liroo.server.JsonErrorWorker" in server.log()
 
 
 # --- cloudbuild.yaml ---------------------------------------------------------------
@@ -381,9 +380,8 @@ def deploy_flags(*args: str) -> dict[str, str | None]:
 def test_the_deployment_reaches_memorystore_by_direct_vpc_egress_and_its_redis_url_by_secret():
     deploy = deploy_flags()
     assert deploy["--network"] == "default" and deploy["--subnet"] == "default"
-    assert (
-        deploy["--vpc-egress"] == "private-ranges-only"
-    )  # Gemini and Cloud Storage still leave directly
+    # Gemini and Cloud Storage still leave directly
+    assert deploy["--vpc-egress"] == "private-ranges-only"
     assert "REDIS_URL=liroo-redis-url:latest" in deploy["--set-secrets"].split(",")
     assert "REDIS_URL" not in deploy["--set-env-vars"], (
         "a reference to a secret, never the URL itself"

@@ -104,9 +104,8 @@ def test_a_429_storm_longer_than_the_retries_is_a_503_with_retry_after(server, f
     fake.fail("http", times=ATTEMPTS, status=429, retry_after=7, operation="text")
     rid, response = comic(server)
     body = assert_failed(server, rid, response, 503, "provider_rate_limited")
-    assert (
-        response.headers["Retry-After"] == "7" and body["retry_after_s"] == 7
-    )  # Gemini's own hint
+    # Gemini's own hint
+    assert response.headers["Retry-After"] == "7" and body["retry_after_s"] == 7
     assert len(fake.requests("text")) == ATTEMPTS and fake.requests("image") == []
 
 

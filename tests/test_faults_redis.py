@@ -172,9 +172,8 @@ def test_while_down_redis_is_tried_at_most_every_retry_interval(tmp_path):
 
 
 def test_a_server_whose_redis_is_gone_still_serves_and_answers_progress(start_server):
-    server = start_server(
-        {"REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}
-    )  # nothing listens there
+    # nothing listens there
+    server = start_server({"REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"})
     comic_id = rid("noredis")
     response = post(server, "/generate_comic", APP_COMIC, comic_id)
     assert response.status_code == 200, response.text
@@ -182,9 +181,8 @@ def test_a_server_whose_redis_is_gone_still_serves_and_answers_progress(start_se
     assert body["success"] is True and body["request_id"] == comic_id
     done = contract.decode_progress(progress(server, comic_id).json())
     assert done["status"] == "succeeded" and done["progress_percentage"] == 100
-    retry = post(
-        server, "/generate_comic", APP_COMIC, comic_id
-    )  # idempotency still holds on this instance
+    # idempotency still holds on this instance
+    retry = post(server, "/generate_comic", APP_COMIC, comic_id)
     assert (
         retry.headers.get("X-Idempotent-Replay") == "true"
         and retry.json()["comic"] == body["comic"]
@@ -208,9 +206,8 @@ def test_redis_killed_mid_run_degrades_then_recovers(start_server, redis_process
     assert response.status_code == 200, response.text
     assert contract.decode_comic(response.json())["success"] is True
     assert contract.decode_progress(progress(server, during).json())["status"] == "succeeded"
-    assert (
-        progress(server, before).status_code == 404
-    )  # held by Redis, which is gone: the degradation
+    # held by Redis, which is gone: the degradation
+    assert progress(server, before).status_code == 404
     assert OUTAGE in server.log()
 
     redis_process.start()
@@ -305,11 +302,13 @@ def read_only_replica():
 def full_redis():
     full = RedisProcess(None, "--maxmemory", "1mb", "--maxmemory-policy", "noeviction").start()
     client = full.client()
-    with pytest.raises(
-        redis.exceptions.OutOfMemoryError
-    ):  # fill it: writes are refused from now on
+    # Fill it: writes are refused from now on.
+    with pytest.raises(redis.exceptions.OutOfMemoryError):
         for i in range(10_000):
             client.set(f"filler:{i}", "x" * 1024)
+    # Then well over its limit, so that no write squeezes in when a few bytes are freed (a
+    # Redis exactly at its limit lets a small write through now and then: an outage that flaps).
+    client.config_set("maxmemory", "256kb")
     client.close()
     return full, [full]
 

@@ -133,9 +133,8 @@ def test_formats_models_do_not_send_are_refused():
 
 @pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
 def test_truncated_file_is_refused_with_a_clear_error(fmt):
-    im = Image.effect_noise((512, 512), 60).convert(
-        "RGB"
-    )  # noise: compresses poorly, so half the file is half the picture
+    # noise: compresses poorly, so half the file is half the picture
+    im = Image.effect_noise((512, 512), 60).convert("RGB")
     data = encode(im, fmt)
     cut = data[: len(data) // 2]
     assert inspect_image(cut, MAX_PIXELS).width == 512  # the header alone is fine

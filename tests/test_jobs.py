@@ -150,9 +150,8 @@ def test_a_success_is_replayed_only_within_the_replay_window(store, monkeypatch)
     assert store.claim(rid, "/generate_comic", "fp", replay_s=10).outcome == "finished"
     later = time.time() + 11
     monkeypatch.setattr(time, "time", lambda: later)
-    assert (
-        store.claim(rid, "/generate_comic", "fp").outcome == "finished"
-    )  # no window: kept for the TTL
+    # no window: kept for the TTL
+    assert store.claim(rid, "/generate_comic", "fp").outcome == "finished"
     assert store.claim(rid, "/generate_comic", "fp", replay_s=10).outcome == "new"
 
 

@@ -189,16 +189,14 @@ def test_a_derived_id_is_replayed_within_the_window_then_runs_afresh(start_serve
 
 
 def test_a_derived_id_includes_the_callers_address_with_keys_off(start_server):
-    server = start_server(
-        {"LIROO_TRUSTED_PROXIES": "1"}
-    )  # as on Cloud Run: one proxy's X-Forwarded-For
+    # as on Cloud Run: one proxy's X-Forwarded-For
+    server = start_server({"LIROO_TRUSTED_PROXIES": "1"})
     mine = flashcards(server, **{"X-Forwarded-For": "198.51.100.7"})
     theirs = flashcards(server, **{"X-Forwarded-For": "203.0.113.9"})
     assert mine.status_code == theirs.status_code == 200
     assert theirs.json()["request_id"] != mine.json()["request_id"]
-    assert (
-        theirs.headers.get("X-Idempotent-Replay") is None
-    )  # another caller is never replayed my answer
+    # another caller is never replayed my answer
+    assert theirs.headers.get("X-Idempotent-Replay") is None
     retry = flashcards(server, **{"X-Forwarded-For": "198.51.100.7"})
     assert retry.headers.get("X-Idempotent-Replay") == "true"
     assert retry.json()["request_id"] == mine.json()["request_id"]
@@ -239,9 +237,8 @@ def test_a_replay_carries_the_asking_requests_host_not_the_first_ones(start_serv
         timeout=60,
     )
     assert first.status_code == 200, first.text
-    assert first.json()["url"].startswith(
-        "http://evil.example/media/"
-    )  # its own host, for its own answer
+    # its own host, for its own answer
+    assert first.json()["url"].startswith("http://evil.example/media/")
 
     replay = requests.post(
         server.url("/generate_image"), json=body, headers={"X-Request-ID": request_id}, timeout=60

@@ -153,9 +153,8 @@ def test_http_client_chatter_is_heard_only_at_debug(capsys, restore_root_logger)
     logs.configure_logging(Settings.from_env({}, log_format="json", log_level="DEBUG"))
     chatty.info("now heard")
     assert [e["message"] for e in json_lines(capsys.readouterr().out)] == ["now heard"]
-    logs.configure_logging(
-        Settings.from_env({}, log_format="json")
-    )  # leave the libraries quiet again
+    # leave the libraries quiet again
+    logs.configure_logging(Settings.from_env({}, log_format="json"))
 
 
 def test_a_record_inside_a_request_carries_its_id_and_trace(capsys, restore_root_logger, tmp_path):

@@ -165,9 +165,8 @@ def fresh(cluster):
     balancer, instances, fake = cluster
     fake.reset()
     shared = redis.Redis.from_url(CLUSTER_REDIS)
-    for key in shared.scan_iter(
-        match="liroo:pace:*"
-    ):  # each test starts with the whole Gemini budget
+    # each test starts with the whole Gemini budget
+    for key in shared.scan_iter(match="liroo:pace:*"):
         shared.delete(key)
     return cluster
 

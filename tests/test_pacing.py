@@ -110,9 +110,8 @@ def test_concurrent_threads_queue_in_turn():
         thread.start()
     for thread in threads:
         thread.join()
-    assert sorted(clock.sleeps) == [
-        pytest.approx(float(n)) for n in range(1, 8)
-    ]  # the first did not sleep
+    # the first did not sleep
+    assert sorted(clock.sleeps) == [pytest.approx(float(n)) for n in range(1, 8)]
 
 
 def test_models_have_their_own_budgets_and_zero_means_unpaced():
@@ -144,9 +143,8 @@ def test_forked_workers_share_the_instances_budget():
 
 def test_two_instances_share_one_budget_through_redis(model):
     clock = FakeClock()
-    first, second = (
-        pacer(60, 4, clock, shared=RedisState(REDIS_URL)) for _ in range(2)
-    )  # own memory each
+    # own memory each
+    first, second = (pacer(60, 4, clock, shared=RedisState(REDIS_URL)) for _ in range(2))
     assert [
         first.acquire(model),
         second.acquire(model),

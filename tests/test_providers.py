@@ -274,9 +274,8 @@ def test_pairs_convert_to_and_from_dicts():
 def test_offline_comic_follows_the_text_and_its_people():
     comic = OfflineProvider().generate_structured(PROMPT, Comic)
     scenes = [p.scene for p in comic.panels]
-    assert (
-        scenes[0].startswith("Mira walked") and len(scenes) == 6
-    )  # one panel per sentence, in order
+    # one panel per sentence, in order
+    assert scenes[0].startswith("Mira walked") and len(scenes) == 6
     assert not any("comic" in s.lower() for s in scenes)  # the instructions are not content
     cast = pairs_to_dict(comic.character_style_guide)
     assert {"Mira", "Tomas"} <= set(cast)

@@ -454,13 +454,11 @@ def test_client_addresses_trust_only_the_configured_proxies(start_server, truste
     check_error(post("203.0.113.1"), 429, "rate_limited")
     if trusted:
         assert post("203.0.113.2").ok  # another client, as our proxy reports it
-        check_error(
-            post("198.51.100.9, 203.0.113.1"), 429, "rate_limited"
-        )  # a forged first hop changes nothing
+        # a forged first hop changes nothing
+        check_error(post("198.51.100.9, 203.0.113.1"), 429, "rate_limited")
     else:
-        check_error(
-            post("203.0.113.2"), 429, "rate_limited"
-        )  # the header is ignored: same peer, same budget
+        # the header is ignored: same peer, same budget
+        check_error(post("203.0.113.2"), 429, "rate_limited")
 
 
 def test_the_workers_of_one_instance_share_one_count(start_server):
@@ -481,9 +479,8 @@ def test_the_workers_of_one_instance_share_one_count(start_server):
         }
     )
 
-    def post(
-        key, request_id
-    ):  # a fresh connection each, so both workers may take a share of the burst
+    # a fresh connection each, so both workers may take a share of the burst
+    def post(key, request_id):
         return requests.post(
             server.url("/generate_image"),
             json={"prompt": "a small boat"},

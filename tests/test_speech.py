@@ -294,9 +294,8 @@ def test_narration_stored_in_cloud_storage_is_served_as_mp3(tmp_path, monkeypatc
         assert clip.error is None and clip.url.endswith(".mp3")
         response = requests.get(clip.url, timeout=30)
         assert response.status_code == 200 and response.headers["Content-Type"] == "audio/mpeg"
-        assert (
-            response.content[0] == 0xFF and response.content[1] & 0xE0 == 0xE0
-        )  # an MPEG audio frame
+        # an MPEG audio frame
+        assert response.content[0] == 0xFF and response.content[1] & 0xE0 == 0xE0
     finally:
         emulator.stop()
 
@@ -422,16 +421,14 @@ def metric(server, name):
 
 
 def test_narration_with_no_room_for_its_first_chunk_is_shed_at_the_door(start_server):
-    server = start_server(
-        {"LIROO_SPEECH_RESERVE_MB": "100000"}
-    )  # one chunk would need more than the limit
+    # one chunk would need more than the limit
+    server = start_server({"LIROO_SPEECH_RESERVE_MB": "100000"})
     response = post(server, "/generate_tts", {"text": narration(2_000), "voice": "narrator"})
     assert response.status_code == 503 and response.headers["Retry-After"]
     assert contract.decode_error(response.json())["code"] == "memory_pressure"
     assert metric(server, "liroo_memory_shed_total") == 1
-    assert (
-        metric(server, "liroo_memory_reservations_refused_total") == 0
-    )  # refused before any work started
+    # refused before any work started
+    assert metric(server, "liroo_memory_reservations_refused_total") == 0
     lecture = post(server, "/generate_lecture", {"text": "Volcanoes form where magma rises. " * 20})
     assert lecture.status_code == 503 and contract.decode_lecture(lecture.json())["lecture_id"]
     # Routes without speech are unaffected.

@@ -271,9 +271,8 @@ def test_upload_exists_and_fetch_by_public_url(proxy):
     assert not storage.exists(key)
 
     url = storage.put(key, JPEG, "image/jpeg", IMMUTABLE_CACHE)
-    assert (
-        url == f"{proxy.url}/{BUCKET}/{key}"
-    )  # in production: https://storage.googleapis.com/<bucket>/<key>
+    # in production: https://storage.googleapis.com/<bucket>/<key>
+    assert url == f"{proxy.url}/{BUCKET}/{key}"
     assert storage.exists(key)
     assert storage.url(key) == url
 
@@ -390,9 +389,8 @@ def test_signed_url_through_iam_sign_blob_without_a_key(proxy, signing_key, monk
     storage.url(key)  # a valid token is reused
     assert credentials.refreshes == 1
     credentials.expiry = datetime.now(timezone.utc).replace(tzinfo=None) - timedelta(minutes=1)
-    verify_v4_signature(
-        storage.url(key), signing_key.public_key()
-    )  # an expired one is refreshed first
+    # an expired one is refreshed first
+    verify_v4_signature(storage.url(key), signing_key.public_key())
     assert credentials.refreshes == 2 and signed[-1][0] == "token-2"
     assert requests.get(url, timeout=10).content == JPEG
 

@@ -52,9 +52,8 @@ def test_base_url_wins_over_the_request_host(tmp_path):
 
 
 def test_without_a_base_the_url_is_the_media_path(tmp_path):
-    storage = LocalStorage(
-        str(tmp_path)
-    )  # answers make it absolute per request (liroo.media.render_urls)
+    # answers make it absolute per request (liroo.media.render_urls)
+    storage = LocalStorage(str(tmp_path))
     key = media_key("images", "jpg")
     assert storage.url(key) == f"/media/{key}"
 
@@ -89,9 +88,8 @@ def test_write_replaces_atomically(tmp_path):
     path = tmp_path / key
     with open(path, "rb") as reader:  # a reader in the middle of serving the old file
         storage.put(key, b"second version", "image/jpeg", public_base="http://h/")
-        assert (
-            reader.read() == b"first version"
-        )  # a new file was renamed over it, not rewritten in place
+        # a new file was renamed over it, not rewritten in place
+        assert reader.read() == b"first version"
     assert path.read_bytes() == b"second version"
     assert os.listdir(path.parent) == [path.name]  # no temporary file left behind
     assert (path.stat().st_mode & 0o777) == 0o644
@@ -104,9 +102,8 @@ def test_failed_write_leaves_nothing(tmp_path, monkeypatch):
     def broken_replace(src, dst):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(
-        os, "replace", broken_replace
-    )  # a real full disk: tests/test_faults_disk.py
+    # a real full disk: tests/test_faults_disk.py
+    monkeypatch.setattr(os, "replace", broken_replace)
     with pytest.raises(StorageError, match="No space left on device"):
         storage.put(key, JPEG, "image/jpeg", public_base="http://h/")
     assert not storage.exists(key)

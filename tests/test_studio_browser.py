@@ -67,9 +67,8 @@ def test_a_comic_shows_each_panel_as_it_is_drawn_and_every_picture_loads(
     studio = open_studio(browser, offline.base_url)
     seen = finished_comic(studio)
 
-    assert (
-        seen["first_sight"] == "panel-while-running"
-    )  # panel 1 was on screen before the request ended
+    # panel 1 was on screen before the request ended
+    assert seen["first_sight"] == "panel-while-running"
     assert seen["final"] == "done"
     comic = job(offline, studio.request_id())["comic"]
     assert seen["panels"] == len(comic["panel_layout"]) >= 3

@@ -64,9 +64,8 @@ def test_a_running_job_keeps_its_finished_items_and_shows_them_until_it_ends(
         "panel 2: ready",
         finished=("panels", {"panel_id": 2, "image_url": "u2"}),
     )
-    progress.advance(
-        "Drawing panel 2 of 3", "panel 1: image_failed"
-    )  # a failed picture adds nothing
+    # a failed picture adds nothing
+    progress.advance("Drawing panel 2 of 3", "panel 1: image_failed")
     progress.advance(
         "Drawing panel 3 of 3",
         "panel 1: ready",
@@ -157,9 +156,8 @@ def test_a_story_shows_its_pictures_in_progress(slow_pictures):
 
 def test_a_lecture_shows_its_narration_in_progress(slow_pictures):
     rid = start_async(slow_pictures, "/generate_lecture", {"text": TEXT, "level": "beginner"})
-    partial = shown_while_running(
-        slow_pictures, rid, "audio_files"
-    )  # clips come while pictures are drawn
+    # clips come while pictures are drawn
+    partial = shown_while_running(slow_pictures, rid, "audio_files")
     clip = partial["audio_files"][0]
     assert clip["type"] in {"title", "section_title", "section_script"} and clip["text"]
     fetch(clip["url"], "audio/mpeg")

@@ -25,9 +25,8 @@ def test_the_governor_survives_what_kills_the_ungoverned_server():
     print(survival.report(governed))
     print(survival.report(ungoverned))
     assert governed.source == "cgroup_v1" or governed.source == "cgroup_v2"
-    assert governed.learned_limit_mb == pytest.approx(
-        512 * 0.75
-    )  # learned from the cgroup, not configured
+    # learned from the cgroup, not configured
+    assert governed.learned_limit_mb == pytest.approx(512 * 0.75)
     assert governed.oom_kills == 0
     assert governed.dropped == 0
     assert governed.refusals_without_retry_after == 0
