@@ -16,7 +16,7 @@ from PIL import Image
 from pydantic import BaseModel, Field
 
 from tests.fake_gemini import FakeGemini
-from tests.servers import ROOT, clean_env
+from tests.servers import ROOT, clean_env, wait_for
 
 
 class Card(BaseModel):
@@ -122,6 +122,22 @@ def test_latency_holds_requests_so_they_overlap(fake_gemini):
     for thread in threads:
         thread.join()
     assert fake_gemini.max_in_flight == 3
+
+
+def test_a_hold_answers_the_first_requests_and_keeps_the_rest_until_released(fake_gemini):
+    fake_gemini.hold("image", let_through=1)
+    picture = {"responseModalities": ["IMAGE"]}
+    assert post(fake_gemini, "img", "first", picture).status_code == 200  # let through
+    answers = []
+    held = threading.Thread(
+        target=lambda: answers.append(post(fake_gemini, "img", "second", picture).status_code)
+    )
+    held.start()
+    wait_for(lambda: len(fake_gemini.requests("image")) == 2, timeout=10, what="the second call")
+    assert post(fake_gemini, "m", "text is not held").status_code == 200 and answers == []
+    fake_gemini.release("image")
+    held.join(10)
+    assert answers == [200]
 
 
 def test_blocked_and_empty_answers_have_gemini_shapes(fake_gemini):
