@@ -60,13 +60,14 @@ def _services(server_or_worker):
     return server_or_worker.app.wsgi().extensions["liroo"]
 
 
-def _settings(server_or_worker) -> Settings:
+def app_settings(server_or_worker) -> Settings:
+    """The app's one Settings (also read by the worker class, liroo/server.py)."""
     return _services(server_or_worker).settings
 
 
 def on_starting(server) -> None:
     global _recycler
-    settings = _settings(server)
+    settings = app_settings(server)
     if settings.governor_enabled:
         _recycler = WorkerRecycler(
             _services(server).governor,
@@ -89,7 +90,7 @@ def post_worker_init(worker) -> None:
 def worker_exit(server, worker) -> None:
     runner = _services(worker).runner
     if _recycler is not None and _recycler.retiring and not _recycler.stopping:
-        runner.wait_idle(_settings(worker).request_deadline_s, beat=worker.notify)
+        runner.wait_idle(app_settings(worker).request_deadline_s, beat=worker.notify)
     runner.hand_back()
 
 

@@ -13,6 +13,8 @@ import logging
 import threading
 import time
 
+RETRY_S = 3.0  # while Redis is down, it is tried again at most this often
+
 
 class RedisOutage:
     """Whether Redis may be tried now; the start and the end of an outage, each logged once."""
@@ -40,9 +42,10 @@ class RedisOutage:
         if first:
             self._log.warning(self._started, *args)
 
-    def answered(self) -> None:
-        """Redis answered: the end of an outage, if there was one, is logged."""
-        if self._outage:
+    def answered(self, wrote: bool = True) -> None:
+        """Redis answered: the end of an outage, if there was one, is logged. Only a write ends
+        one: a read-only replica or a full Redis still answers reads, and must not flap."""
+        if wrote and self._outage:
             with self._lock:
                 back, self._outage = self._outage, False
             if back:

@@ -29,13 +29,11 @@ from typing import Any, Callable, TypeVar
 
 from limits.storage import MovingWindowSupport, Storage, storage_from_string
 
-from .outage import RedisOutage
+from .outage import RETRY_S, RedisOutage
 from .shared_sqlite import SharedSQLite, path_in_temp_dir
 
 log = logging.getLogger("liroo.ratelimits")
 T = TypeVar("T")
-
-REDIS_RETRY_S = 3.0  # while Redis is down, it is tried again at most this often
 
 
 class InstanceStorage(Storage, MovingWindowSupport):
@@ -48,7 +46,6 @@ class InstanceStorage(Storage, MovingWindowSupport):
         self.path = urllib.parse.urlparse(uri).path
         self._db = SharedSQLite(self.path)
         db = self._db.connect()
-        db.execute("PRAGMA journal_mode=WAL")
         db.execute(
             "CREATE TABLE IF NOT EXISTS hits (key TEXT NOT NULL, at REAL NOT NULL, expires REAL "
             "NOT NULL)"
@@ -157,6 +154,10 @@ class InstanceStorage(Storage, MovingWindowSupport):
         self._transaction(clear)
 
 
+# FallbackStorage's calls that only read: an answer to one does not end an outage.
+_READS = frozenset({"get_moving_window", "get", "get_expiry"})
+
+
 class FallbackStorage(Storage, MovingWindowSupport):
     """Redis for the service's count, the instance's while Redis cannot be reached.
 
@@ -173,7 +174,7 @@ class FallbackStorage(Storage, MovingWindowSupport):
         *,
         redis_url: str,
         instance_uri: str,
-        retry_s: float = REDIS_RETRY_S,
+        retry_s: float = RETRY_S,
         **redis_options: Any,
     ) -> None:
         super().__init__(uri, wrap_exceptions=wrap_exceptions)
@@ -199,7 +200,7 @@ class FallbackStorage(Storage, MovingWindowSupport):
             except self._unavailable as exc:
                 self._outage.failed(type(exc).__name__)
             else:
-                self._outage.answered()
+                self._outage.answered(wrote=name not in _READS)
                 return result
         return getattr(self.instance, name)(*args, **kwargs)
 

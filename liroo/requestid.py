@@ -22,6 +22,7 @@ from flask import Flask, g, request
 from .errors import ApiError
 
 REQUEST_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{8,128}")
+REQUEST_ID_SCHEMA = f"^{REQUEST_ID_PATTERN.pattern}$"  # the same rule in JSON Schema
 HEADER = "X-Request-ID"
 
 

@@ -34,7 +34,7 @@ gunicorn.conf.py names this class as worker_class.
 
 **Stopping.** A request still in the app when a stopping worker's grace ends
 (SIGTERM, recycling) would have its connection cut. Its client is answered
-first, 503 ``interrupted`` with ``Retry-After`` (the body the app left in
+first, 503 ``interrupted`` with ``Retry-After`` (the body made by what the app left in
 ``environ[INTERRUPTED_ANSWER]``, the generation's own error shape), as long as
 the app has not begun its answer; the job itself is handed back by
 liroo/gunicorn_hooks.py's ``worker_exit``.
@@ -59,7 +59,7 @@ from gunicorn.http.unreader import SocketUnreader
 from gunicorn.workers.gthread import STOP_KEEPALIVE_LINGER, TConn, ThreadWorker
 
 from .errors import INTERRUPTED, error_body, http_error_code
-from .settings import Settings
+from .gunicorn_hooks import app_settings
 
 # One recv() of a request still arriving; the kernel keeps the rest.
 _RECV_BYTES = 64 * 1024
@@ -78,6 +78,9 @@ _FRAMING_FIELD = re.compile(
 _QUERY = re.compile(r"\?[^\s'\"]*")
 # The environ key where the app leaves the answer for a request cut short by a stop.
 INTERRUPTED_ANSWER = "liroo.interrupted_answer"
+
+
+_BARE_LF = re.compile(rb"(?<!\r)\n")
 
 
 class ClientTimeout(ParseException):
@@ -102,7 +105,7 @@ def json_error_page(status: int, reason: str, body: dict | None = None, headers:
 
 class JsonErrorWorker(ThreadWorker):
     def init_process(self) -> None:
-        settings = _settings(self)
+        settings = app_settings(self)
         self.client_timeout_s = settings.client_timeout_s
         self.request_timeout_s = settings.client_request_timeout_s
         self.max_body_bytes = settings.max_body_bytes
@@ -150,7 +153,8 @@ class JsonErrorWorker(ThreadWorker):
         with self.in_app_lock:
             cut_short, self.in_app = self.in_app, {}
         for conn, environ in cut_short.items():
-            body = environ.get(INTERRUPTED_ANSWER) or error_body(*INTERRUPTED)
+            make_body = environ.get(INTERRUPTED_ANSWER)
+            body = make_body() if make_body else error_body(*INTERRUPTED)
             body = {**body, "retry_after_s": self.retry_after_s}
             self.log.info(
                 "Stopping with a request in the app: answered 503 interrupted (%s)",
@@ -266,7 +270,7 @@ class JsonErrorWorker(ThreadWorker):
             conn.parser.unreader.sock.reset(
                 self.client_timeout_s, arrival.started + self.request_timeout_s
             )
-        conn.parser.unreader.unread(bytes(arrival.buf))
+        conn.parser.unreader.unread(arrival.buf)  # BytesIO.write takes the bytearray as it is
         if arrival.continue_sent:
             conn.continue_sent = True
         conn.data_ready = True  # gthread's own wait for a first byte is not needed
@@ -419,6 +423,7 @@ class _Arrival:
         self.body_length: int | None = None
         self.chunks: _ChunkScan | None = None
         self.scanned = 0
+        self.bare_lf = False  # a line ended by LF alone (gunicorn refuses it)
 
     def add(self, data: bytes) -> None:
         self.buf += data
@@ -440,15 +445,18 @@ class _Arrival:
         """Find the end of the head and the body's framing; True when known (or when gunicorn must
         judge now)."""
         end = self.buf.find(b"\r\n\r\n", max(0, self.scanned - 3))
+        # Only the bytes that arrived since the last look: a head trickled in byte by byte
+        # must not be rescanned whole on every read (this runs on the worker's loop thread).
+        if not self.bare_lf:
+            self.bare_lf = _BARE_LF.search(self.buf, max(0, self.scanned - 1)) is not None
         self.scanned = len(self.buf)
         if end < 0:
             first_line_over = (
                 self.buf.find(b"\r\n") < 0 and len(self.buf) > self.worker.line_limit + 2
             )
             head_over = len(self.buf) > self.worker.head_limit
-            bare_lf = self.buf.count(b"\n") != self.buf.count(b"\r\n")
             # Each is refused by gunicorn from what is here: let it answer now.
-            if first_line_over or head_over or bare_lf:
+            if first_line_over or head_over or self.bare_lf:
                 self.head_end = len(self.buf)
                 return True
             return False
@@ -595,12 +603,6 @@ class _JsonErrorPage:
 
     def __getattr__(self, name):
         return getattr(self._sock, name)
-
-
-def _settings(worker) -> Settings:
-    # The app is preloaded in the master; its services carry the one Settings of the process.
-    services = getattr(worker.app.wsgi(), "extensions", {}).get("liroo")
-    return services.settings if services is not None else Settings.from_env()
 
 
 def _ip(addr) -> str:

@@ -238,8 +238,8 @@ class Settings:
     speech_reserve_mb: float = _setting(
         "LIROO_SPEECH_RESERVE_MB",
         24.0,
-        "Memory reserved for one speech chunk (~1,500 characters) while the model reads it, until "
-        "recent chunks show the real cost; also /generate_tts's cost at the door.",
+        "Least memory reserved for one speech chunk (~1,500 characters) while the model reads it "
+        "(more once recent chunks held more); also /generate_tts's cost at the door.",
     )
 
     # --- storage --------------------------------------------------------------

@@ -35,6 +35,8 @@ class SharedSQLite:
     def __init__(self, path: str) -> None:
         self.path = path
         self._local = threading.local()
+        # WAL (kept in the file, so once is enough): readers never wait for a writer.
+        self.connect().execute("PRAGMA journal_mode=WAL")
 
     def connect(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)

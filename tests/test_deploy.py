@@ -155,6 +155,7 @@ def test_dockerignore_keeps_every_copied_source_in():
         for name, args in dockerfile_stages()[0] + dockerfile_stages()[-1]
         if name == "COPY" and not args.startswith("--from")
     ]
+    assert sources
     for source in sources:
         for path in [source] + [str(p.relative_to(ROOT)) for p in (ROOT / source).rglob("*.py")]:
             assert not dockerignore_excludes(path), path

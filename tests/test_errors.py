@@ -70,6 +70,7 @@ def test_a_failure_reads_the_same_in_a_view_and_in_a_generation(app, name):
     assert {k: v for k, v in body.items() if k != "lecture_id"} == {
         k: recorded[k] for k in body if k != "lecture_id"}
     assert body["request_id"] == REQUEST_ID and body["lecture_id"]
+    assert ("Retry-After" in headers) == ("retry_after_s" in recorded)
     if "Retry-After" in headers:
         assert recorded["retry_after_s"] == int(headers["Retry-After"])
 

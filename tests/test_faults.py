@@ -207,6 +207,7 @@ def test_unusable_speech_answers(server, fake, kind):
     rid, response = call(server, "/generate_tts", APP_TTS)
     body = assert_failed(server, rid, response, *UNUSABLE[kind])
     assert "audio_url" not in body
+    assert len(fake.requests("speech")) == 1  # an unusable answer is not asked for again
 
 
 # --- a comic with some pictures missing

@@ -157,12 +157,14 @@ class LookAheadSpeech(UnevenSpeech):
         self._lock = threading.Lock()
         self.returned: set[int] = set()
         self.ahead: list[int] = []
+        self.threads: set[str] = set()  # the threads that made chunks
 
     def generate_speech(self, text, voice):
         number = int(re.search(r"Chunk (\d+)", text).group(1))
         with self._lock:
             first_missing = next(i for i in range(10_000) if i not in self.returned)
             self.ahead.append(number - first_missing)
+            self.threads.add(threading.current_thread().name)
         try:
             return super().generate_speech(text, voice)
         finally:
@@ -181,6 +183,7 @@ def test_a_clips_chunks_are_made_at_most_a_few_ahead_of_its_encoder(tmp_path):
     assert clip.error is None and clip.duration_s == pytest.approx(12.0)
     assert len(provider.ahead) == 12
     assert max(provider.ahead) < CHUNKS_AHEAD
+    assert len(provider.threads) <= CHUNKS_AHEAD  # not a thread per chunk (12)
 
 
 def test_a_chunk_in_another_format_fails_its_clip_only_and_releases_its_reservations(tmp_path):
@@ -258,6 +261,10 @@ def test_chunk_reservations_learn_from_recent_chunks(tmp_path):
     # The first chunk had only the (tiny) floor; the next one reserves what the first really held.
     assert first == pytest.approx(1.0)  # MIN_RESERVE_MB
     assert later > 4 * 1400 * 0.0015  # HOLD_FACTOR x at least ~1.5 kB of PCM a character
+    # A title's few words (mostly silence and header per character) teach nothing.
+    speak(ctx, [SpeechJob("Roots", "narrator")])
+    speak(ctx, [SpeechJob(narration(1400), "narrator")])
+    assert reserved[-3][0] == pytest.approx(later, rel=0.05)
 
 
 def test_every_speech_reservation_takes_turns_as_its_request(tmp_path):
@@ -405,6 +412,7 @@ def test_wav_stays_available(start_server):
     assert at_least <= seconds <= at_most
     lecture = post(server, "/generate_lecture", {"text": "Volcanoes form where magma rises. " * 20})
     assert lecture.status_code == 200, lecture.text
+    assert lecture.json()["audio_files"]
     assert all(
         a["filename"].endswith(".wav") and a["url"].endswith(".wav")
         for a in lecture.json()["audio_files"]

@@ -14,6 +14,7 @@ import re
 import pytest
 import requests
 
+from liroo.settings import Settings
 from tests.fake_gemini import gemini_env
 from tests.servers import GunicornServer, slow_pictures_env
 from tests.studio_browser import (
@@ -121,15 +122,29 @@ def test_a_shared_link_fills_the_form_and_starts_a_study_page_whose_quiz_can_be_
     assert feedback.inner_text().startswith("Right!")
     assert right["explanation"] in feedback.inner_text()
     assert quiz.locator("input:disabled").count() == len(right["options"])  # answered once
-    if len(questions) > 1:
-        other = questions[1]
-        wrong = next(o for o in other["options"] if o["id"] != other["correctAnswerID"])
-        quiz = studio.page.locator("#result .question").nth(1)
-        quiz.locator(f"input[value='{wrong['id']}']").check()
-        quiz.locator("button").click()
-        assert quiz.locator(".feedback").inner_text().startswith("Not quite")
-        assert other["explanation"] in quiz.locator(".feedback").inner_text()
+    assert len(questions) > 1  # the offline provider writes three or more
+    other = questions[1]
+    wrong = next(o for o in other["options"] if o["id"] != other["correctAnswerID"])
+    quiz = studio.page.locator("#result .question").nth(1)
+    quiz.locator(f"input[value='{wrong['id']}']").check()
+    quiz.locator("button").click()
+    assert quiz.locator(".feedback").inner_text().startswith("Not quite")
+    assert other["explanation"] in quiz.locator(".feedback").inner_text()
     assert studio.console_errors == []
+
+
+def test_speech_takes_a_whole_story_where_the_other_modes_take_the_usual_limit(offline, browser):
+    studio = open_studio(browser, offline.base_url)
+    defaults = Settings.from_env({})
+
+    def limit() -> int:
+        return studio.page.eval_on_selector("#text", "t => t.maxLength")
+
+    assert limit() == defaults.max_input_chars  # comic, the first mode
+    studio.page.check("input[name=mode][value=speech]", force=True)
+    assert limit() == defaults.max_long_text_chars > defaults.max_input_chars
+    studio.page.check("input[name=mode][value=story]", force=True)
+    assert limit() == defaults.max_input_chars
 
 
 def test_a_lecture_shows_its_sections_with_playable_audio(offline, browser):

@@ -15,7 +15,7 @@ from pydantic_core import PydanticCustomError
 
 from ..generation.options import LEVELS, STYLES, level_key, style_key
 from ..providers.base import ASPECT_RATIOS, VOICE_ROLES
-from ..requestid import valid_request_id
+from ..requestid import REQUEST_ID_SCHEMA, valid_request_id
 from ..settings import Settings
 
 # A JSON string may spell a lone UTF-16 surrogate ("\ud800"); Python keeps it in a str that
@@ -124,7 +124,7 @@ RequestId = Annotated[
     AfterValidator(_request_id),
     Field(
         default=None,
-        json_schema_extra={"pattern": r"^[A-Za-z0-9_-]{8,128}$"},
+        json_schema_extra={"pattern": REQUEST_ID_SCHEMA},
         description="Optional caller-chosen id (same as the X-Request-ID header).",
     ),
 ]

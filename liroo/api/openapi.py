@@ -19,6 +19,7 @@ from pydantic.json_schema import models_json_schema
 
 from ..generation import results as r
 from ..requestid import HEADER as REQUEST_ID_HEADER
+from ..requestid import REQUEST_ID_SCHEMA
 from . import models
 
 bp = Blueprint("openapi", __name__)
@@ -64,6 +65,11 @@ class Operation:
     variants: tuple[type[BaseModel], ...] = ()
     example: dict[str, Any] | None = None
     html: bool = False  # also a text/html 200 for clients that prefer it
+
+
+def generation(summary: str, description: str = "", **fields: Any) -> Operation:
+    """A generation route: request id, async mode, API key, and every generation error."""
+    return Operation(summary, description, errors=GENERATION_ERRORS, generation=True, **fields)
 
 
 APP_STORY_PROMPT = (
@@ -143,13 +149,11 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         content={kind: {} for kind in MEDIA_TYPES},
         errors=(404,),
     ),
-    ("POST", "/generate_comic"): Operation(
+    ("POST", "/generate_comic"): generation(
         "An educational comic",
-        "A script, then 3 to LIROO_MAX_PANELS panels drawn a few at a time.",
+        "A script, then 3 to LIROO_MAX_PANELS panels, drawn as many at once as memory allows.",
         request=models.ComicRequest,
         response=r.ComicResponse,
-        errors=GENERATION_ERRORS,
-        generation=True,
         example={
             "text": "Plants make food from sunlight, water and air.",
             "level": "beginner",
@@ -157,15 +161,13 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
             "user_token": "device-token",
         },
     ),
-    ("POST", "/generate_image"): Operation(
+    ("POST", "/generate_image"): generation(
         "One picture",
         request=models.ImageRequest,
         response=r.ImageResponse,
-        errors=GENERATION_ERRORS,
-        generation=True,
         example={"prompt": "A lighthouse at dusk", "image_style": "Watercolor"},
     ),
-    ("POST", "/generate_story"): Operation(
+    ("POST", "/generate_story"): generation(
         "An illustrated story",
         "`text` is the app's prompt (level, genre, image style, `Original Text:`, optional main "
         "character, then the student's text) or plain text; `level`, `image_style`, `genre` and "
@@ -173,8 +175,6 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         "(`imageUrl` null if it failed).",
         request=models.StoryRequest,
         response=r.StoryResponse,
-        errors=GENERATION_ERRORS,
-        generation=True,
         example={
             "text": APP_STORY_PROMPT,
             "level": "moderate",
@@ -183,7 +183,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
             "genre": "fantasy",
         },
     ),
-    ("POST", "/process"): Operation(
+    ("POST", "/process"): generation(
         "A study page, or its dialogue, explain-again, flashcard or slideshow mode",
         "`dialogue_mode: true` (needs `user_question`) answers `{dialogue_response}`; "
         "`explain_again_mode: true` (needs `original_paragraph_text`) answers "
@@ -191,8 +191,6 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         "`input_text`) answer `{flashcards}` or `{slides}`; otherwise (needs `input_text`) the "
         "study page `{blocks}`.",
         request=models.ProcessRequest,
-        errors=GENERATION_ERRORS,
-        generation=True,
         variants=(
             r.BlocksResponse,
             r.DialogueResponse,
@@ -208,15 +206,13 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
             "user_token": "device-token",
         },
     ),
-    ("POST", "/generate_lecture"): Operation(
+    ("POST", "/generate_lecture"): generation(
         "A narrated lecture",
         "3-5 sections with pictures, and WAV narration of the title, each section title and each "
         "script. `lecture_id` is in every answer, errors included.",
         request=models.LectureRequest,
         response=r.LectureResponse,
-        errors=GENERATION_ERRORS,
         error_model=r.LectureErrorResponse,
-        generation=True,
         example={
             "text": "Volcanoes form where magma rises through cracks in the crust.",
             "level": "beginner",
@@ -224,13 +220,12 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
             "user_token": "device-token",
         },
     ),
-    ("POST", "/generate_tts"): Operation(
+    ("POST", "/generate_tts"): generation(
         "Text read aloud",
-        "Long text is read in sentence-aligned parts, joined into one WAV.",
+        "Long text is read in sentence-aligned parts, encoded in order into one file (MP3 by "
+        "default).",
         request=models.TtsRequest,
         response=r.TtsResponse,
-        errors=GENERATION_ERRORS,
-        generation=True,
         example={
             "text": "Volcanoes form where magma rises.",
             "voice": "narrator",
@@ -318,7 +313,7 @@ def build_document(app: Flask) -> dict[str, Any]:
 def _path_parameter(name: str) -> dict[str, Any]:
     schema: dict[str, Any] = {"type": "string"}
     if name == "request_id":
-        schema["pattern"] = r"^[A-Za-z0-9_-]{8,128}$"
+        schema["pattern"] = REQUEST_ID_SCHEMA
     return {"name": name, "in": "path", "required": True, "schema": schema}
 
 
@@ -348,7 +343,7 @@ def _operation(op: Operation, ref) -> dict[str, Any]:
                 "required": False,
                 "description": "Your id for this request: poll /progress/{id}; a retry with the "
                 "same id and body gets the first answer instead of a second generation.",
-                "schema": {"type": "string", "pattern": r"^[A-Za-z0-9_-]{8,128}$"},
+                "schema": {"type": "string", "pattern": REQUEST_ID_SCHEMA},
             },
             {
                 "name": "Prefer",

@@ -23,7 +23,7 @@ from werkzeug.exceptions import HTTPException
 
 from ..clock import utc_timestamp
 from ..errors import INTERRUPTED, ApiError, api_error_for, error_body
-from ..generation.context import Context, Progress
+from ..generation.context import Context, DeadlineExceeded, Progress
 from ..jobs import FAILED, RUNNING, SUCCEEDED, WAIT_POLL_S, Claim, Heartbeats, worker_tag
 from ..media import render_urls, url_base
 from ..requestid import generation_request_id
@@ -324,7 +324,7 @@ def run_generation(payload: BaseModel, work: Callable[[Context], dict]) -> Respo
                 "status": "running",
                 "location": f"/jobs/{request_id}",
                 "progress": f"/progress/{request_id}",
-                **answer_fields(),
+                **error_extra,
             }
         )
         response.status_code = 202
@@ -332,8 +332,9 @@ def run_generation(payload: BaseModel, work: Callable[[Context], dict]) -> Respo
         response.headers["Preference-Applied"] = "respond-async"
         return response
 
-    # Sent by the worker (liroo/server.py) if it stops before this request is answered.
-    request.environ[INTERRUPTED_ANSWER] = interrupted_body(request_id, **error_extra)
+    # Made and sent by the worker (liroo/server.py) if it stops before this request is answered:
+    # built then, not for every request, and stamped with the time it is sent.
+    request.environ[INTERRUPTED_ANSWER] = lambda: interrupted_body(request_id, **error_extra)
     status, body = runner.execute(generation)
     return _respond(status, body)
 
@@ -370,9 +371,7 @@ def _claim(
             if job is None or job.status == FAILED or job.stale:
                 break
             if time.monotonic() > deadline:
-                raise ApiError(
-                    504, "deadline_exceeded", "This took longer than allowed; please try again."
-                )
+                raise DeadlineExceeded()
             time.sleep(WAIT_POLL_S)
 
 

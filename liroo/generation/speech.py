@@ -271,7 +271,7 @@ def _speak_chunk(
     """One chunk read aloud: its PCM, (rate, channels, width) and the model.
 
     The reservation before the call is sized by what recent chunks cost a
-    character (LIROO_SPEECH_RESERVE_MB a chunk until then). It ends with the
+    character (at least LIROO_SPEECH_RESERVE_MB a chunk). It ends with the
     call: the samples kept until they are encoded are allocated by then, so
     every reading counts them (holding their reservation too would count them
     twice and starve the chunks that others are waiting on).
@@ -281,7 +281,10 @@ def _speak_chunk(
     with ctx.reserve(SPEECH_COSTS.reserve_mb(floor_mb, len(text))):
         reserved()
         result = ctx.provider.generate_speech(text, voice)
-        SPEECH_COSTS.record_mb(HOLD_FACTOR * len(result.data) / MB, len(text))
+        # Only chunks long enough to measure: a title's silence and header would make every
+        # later chunk reserve as if each character cost what a title's does.
+        if len(text) >= MAX_CHUNK_CHARS // 4:
+            SPEECH_COSTS.record_mb(HOLD_FACTOR * len(result.data) / MB, len(text))
         try:
             pcm, shape = read_pcm(result.data)
         except (wave.Error, EOFError) as exc:
@@ -355,8 +358,13 @@ def speak(
         except Exception as exc:  # one chunk's failure, whatever it is, fails its clip only
             fail(index, exc)
 
-    tasks = [(i, p) for i, chunks in enumerate(chunked) for p in range(len(chunks))]
-    workers = panel_workers(ctx.settings.panel_concurrency, len(tasks))
+    # Every clip's first chunks first, then their next ones: a thread is never given a chunk
+    # that waits on one no thread has taken, so a clip needs no more threads than the chunks
+    # it may have in flight (CHUNKS_AHEAD), not one per chunk (34 for 50,000 characters).
+    longest = max(len(chunks) for chunks in chunked)
+    tasks = [(i, p) for p in range(longest) for i, chunks in enumerate(chunked) if p < len(chunks)]
+    in_flight = sum(min(len(chunks), CHUNKS_AHEAD) for chunks in chunked)
+    workers = panel_workers(ctx.settings.panel_concurrency, in_flight)
     with ThreadPoolExecutor(workers, thread_name_prefix="liroo-speech") as pool:
         list(pool.map(lambda task: run(*task), tasks))
     return [clip or Clip(error=BadOutput("no speech")) for clip in clips]

@@ -179,7 +179,7 @@ class Governor:
 
     def outstanding_mb(self) -> float:
         """Memory promised and not yet allocated, every worker together."""
-        return self.reserved_bytes() / MB
+        return self.policy.outstanding_mb()
 
     def waiting_reservations(self) -> int:
         """Heavy steps of this process waiting for room now."""

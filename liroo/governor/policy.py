@@ -437,7 +437,7 @@ class MemoryPolicy:
             return DoorDecision(False)
         # Over the hard limit by the reading alone, no promise ending can make room:
         # refuse at once, as for any request, rather than hold the client for nothing.
-        if self.probe.used_bytes() >= self.thresholds.limit_mb * MB:
+        if not self.admits(0.0):
             return DoorDecision(False)
         ticket = self.door.enter(queue_max)
         if ticket is None:

@@ -32,7 +32,7 @@ identical request is a student asking again, on purpose.
 
 from __future__ import annotations
 
-from .fallback import REDIS_RETRY_S, FallbackJobStore
+from .fallback import FallbackJobStore
 from .heartbeats import Heartbeats
 from .model import (
     FAILED,
@@ -55,7 +55,6 @@ __all__ = [
     "FAILED",
     "HEARTBEAT_S",
     "INSTANCE",
-    "REDIS_RETRY_S",
     "RUNNING",
     "STALE_AFTER_S",
     "SUCCEEDED",

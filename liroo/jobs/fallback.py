@@ -6,15 +6,13 @@ import logging
 from dataclasses import dataclass
 from typing import Callable, TypeVar
 
-from ..outage import RedisOutage
+from ..outage import RETRY_S, RedisOutage
 from .model import JobStore
 from .redis import RedisJobStore
 from .sqlite import LocalJobStore
 
 log = logging.getLogger("liroo.jobs")
 T = TypeVar("T")
-
-REDIS_RETRY_S = 3.0  # while Redis is down, it is tried again at most this often
 
 
 @dataclass
@@ -46,7 +44,7 @@ class FallbackJobStore(JobStore):
     """
 
     def __init__(
-        self, redis_store: RedisJobStore, local_store: LocalJobStore, retry_s: float = REDIS_RETRY_S
+        self, redis_store: RedisJobStore, local_store: LocalJobStore, retry_s: float = RETRY_S
     ) -> None:
         self.redis = redis_store
         self.local = local_store
@@ -79,8 +77,7 @@ class FallbackJobStore(JobStore):
         except self._unavailable as exc:
             self._outage.failed(type(exc).__name__, _first_line(exc))
             raise _RedisDown() from None
-        if write:
-            self._outage.answered()
+        self._outage.answered(wrote=write)
         return result
 
     def redis_reachable(self) -> bool:

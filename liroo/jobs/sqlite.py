@@ -24,7 +24,6 @@ class LocalJobStore(JobStore):
         self.running_ttl_s = running_ttl_s
         self._db = SharedSQLite(path)
         with self._db.connect() as db:
-            db.execute("PRAGMA journal_mode=WAL")
             db.execute(
                 "CREATE TABLE IF NOT EXISTS jobs (request_id TEXT PRIMARY KEY, data TEXT NOT NULL, "
                 "expires_at REAL NOT NULL)"

@@ -40,12 +40,10 @@ import time
 from typing import Callable, Protocol
 
 from ..governor.shared import SharedTable
-from ..outage import RedisOutage
+from ..outage import RETRY_S, RedisOutage
 from .base import RateLimited
 
 log = logging.getLogger("liroo.providers.pacing")
-
-REDIS_RETRY_S = 3.0  # while Redis is down, it is tried again at most this often
 
 
 def gcra(tat: float, now: float, interval: float, tolerance: float) -> tuple[float, float]:
@@ -207,7 +205,7 @@ class Pacer:
         local: SharedMemoryState | None = None,
         clock: Callable[[], float] | None = None,
         sleep: Callable[[float], None] = time.sleep,
-        retry_s: float = REDIS_RETRY_S,
+        retry_s: float = RETRY_S,
     ) -> None:
         self.per_minute = per_minute
         self.burst = max(1.0, burst if burst is not None else per_minute / 10.0)

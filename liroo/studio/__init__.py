@@ -117,6 +117,7 @@ def page() -> Response:
                 keys_required=keyring.keys_required,
                 thresholds=thresholds,
                 max_chars=settings.max_input_chars,
+                max_speech_chars=settings.max_long_text_chars,  # speech reads whole stories
                 provider=settings.provider_name,
                 script=url_for("studio.static", filename="studio.js"),
                 stylesheet=url_for("studio.static", filename="studio.css"),

@@ -96,6 +96,9 @@
     for (const field of form.querySelectorAll("[data-modes]")) {
       field.hidden = !field.dataset.modes.split(" ").includes(mode);
     }
+    // /generate_tts takes a whole story (LIROO_MAX_LONG_TEXT_CHARS); the rest LIROO_MAX_INPUT_CHARS.
+    const text = $("text");
+    text.maxLength = Number(mode === "speech" ? text.dataset.maxSpeech : text.dataset.max);
   }
 
   function updateShareLink() {
