@@ -72,8 +72,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(comics.bp)
     app.register_blueprint(content.bp)
     app.register_blueprint(openapi.bp)
-    if settings.storage_backend == "local":
-        app.register_blueprint(media.bp)  # GCS serves its own URLs
+    if app.extensions["liroo"].storage.serves_media:
+        app.register_blueprint(media.bp)  # local files, or redirects to signed Cloud Storage URLs
 
     if settings.governor_enabled:
         app.wsgi_app = MemoryGovernorMiddleware(

@@ -1,6 +1,11 @@
-"""/media/<key>: files of the local storage, and nothing outside its folder.
+"""/media/<key>: the service's stable address of every stored object.
 
-Registered only when local storage is active. Keys are checked twice: the raw
+With local storage it serves the file; with Cloud Storage in ``redirect`` mode
+(liroo/storage/gcs.py) it answers 302 with a freshly signed URL, so a link the
+app keeps in its history never expires while its object lives. Registered only
+when the storage names media by this address (``storage.serves_media``).
+
+Keys are checked twice: the raw
 request line must not hide separators (``%2F``, ``%5C``: the server decodes
 them before routing, so they would pass as real slashes), and the decoded key
 must resolve inside the media folder without symlinks (LocalStorage.resolve).
@@ -18,12 +23,12 @@ from __future__ import annotations
 import os
 import re
 
-from flask import Blueprint, request, send_file
+from flask import Blueprint, redirect, request, send_file
 
 from .errors import ApiError
 from .services import services
 from .storage import LocalStorage, content_type_for
-from .storage.local import MEDIA_PATH
+from .storage.base import MEDIA_PATH, is_valid_key
 
 bp = Blueprint("media", __name__)
 
@@ -43,7 +48,7 @@ def url_base() -> str | None:
     Raises 400 ``invalid_host`` when one is needed and the request's Host cannot give it.
     """
     svc = services()
-    if svc.settings.base_url or not isinstance(svc.storage, LocalStorage):
+    if svc.settings.base_url or not svc.storage.serves_media:
         return None
     if not _HOST.fullmatch(request.host or ""):
         raise ApiError(
@@ -78,12 +83,33 @@ def media(key: str):
     raw_path = (request.environ.get("RAW_URI") or request.environ.get("REQUEST_URI") or "").split(
         "?", 1
     )[0]
-    path = None if _ENCODED_SEPARATOR.search(raw_path) else services().storage.resolve(key)
+    if _ENCODED_SEPARATOR.search(raw_path) or not is_valid_key(key):
+        raise _NOT_FOUND
+    storage = services().storage
+    if not isinstance(storage, LocalStorage):
+        return _redirect_to_signed(storage, key)
+    path = storage.resolve(key)
     if path is None or not os.path.isfile(path):
-        raise ApiError(404, "not_found", "There is no media at this address.")
+        raise _NOT_FOUND
     response = send_file(
         path, mimetype=content_type_for(path), conditional=True, etag=True, max_age=ONE_YEAR_S
     )
     response.cache_control.immutable = True  # names never change content: no revalidation needed
     response.headers["X-Content-Type-Options"] = "nosniff"
     return response
+
+
+def _redirect_to_signed(storage, key: str):
+    """302 to a signed URL of the object; clients may keep the redirect while the URL is fresh.
+
+    No existence check here (it would cost a round trip per fetch): a key nobody stored is
+    refused by Cloud Storage itself behind the signed URL.
+    """
+    url, fresh_s = storage.signed_url(key)
+    response = redirect(url, 302)
+    response.cache_control.private = True
+    response.cache_control.max_age = int(fresh_s)
+    return response
+
+
+_NOT_FOUND = ApiError(404, "not_found", "There is no media at this address.")

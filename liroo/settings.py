@@ -257,12 +257,17 @@ class Settings:
     )
     gcs_url_mode: str = _setting(
         "LIROO_GCS_URL_MODE",
-        "signed",
-        "signed: V4 signed URLs; public: plain URLs for a public bucket.",
-        _choice("signed", "public"),
+        "redirect",
+        "redirect: answers carry the service's stable /media/<key> address, which redirects to a "
+        "fresh signed URL (a private bucket; links last as long as their objects); public: plain "
+        "object URLs for a public bucket (ready for Cloud CDN).",
+        _choice("redirect", "public"),
     )
     signed_url_ttl_s: int = _setting(
-        "LIROO_SIGNED_URL_TTL_S", 7 * 24 * 3600, "Lifetime of a signed URL (7 days at most)."
+        "LIROO_SIGNED_URL_TTL_S",
+        3600,
+        "Lifetime of the signed URL a /media redirect hands out (7 days at most); each is reused "
+        "for half its life.",
     )
     gcs_retry_deadline_s: float = _setting(
         "LIROO_GCS_RETRY_DEADLINE_S",
@@ -329,7 +334,10 @@ class Settings:
         "memory reservations and the Gemini pacing decide).",
     )
     max_input_chars: int = _setting(
-        "LIROO_MAX_INPUT_CHARS", 20_000, "Longest input text accepted (413 above it)."
+        "LIROO_MAX_INPUT_CHARS",
+        20_000,
+        "Longest input text accepted, in characters as a person counts them (grapheme clusters; "
+        "413 above it).",
     )
     max_long_text_chars: int = _setting(
         "LIROO_MAX_LONG_TEXT_CHARS",

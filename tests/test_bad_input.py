@@ -215,6 +215,16 @@ def body_cases(method: str, rule: str) -> Iterator[Case]:
         yield sent(f"null {name}", dumps({**rest, name: None}), (400, 422))
         for blank in ("", "   \n\t "):
             yield sent(f"blank {name}", with_field(name, blank), (422,), "empty_text")
+        # nothing a reader could read: zero-width characters, NULs, emoji alone
+        for invisible in (
+            "\u200b\u200c\u2060",
+            "\x00\x00\x00",
+            "\U0001f389\U0001f680",
+            "\u200b\x00\u2728",
+        ):
+            yield sent(
+                f"{name} of {invisible!r}", with_field(name, invisible), (422,), "empty_text"
+            )
         limit = MAX_LONG_CHARS if rule == "/generate_tts" else MAX_CHARS
         oversized = with_field(name, "x" * (limit + 1))
         yield sent(f"oversized {name}", oversized, (413,), "text_too_long")

@@ -301,16 +301,20 @@ def test_keys_are_checked_before_any_request(proxy):
 
 
 def test_signed_url_with_a_service_account_key(proxy, signing_key):
-    ttl = 3600
+    ttl = 1800
     storage = GcsStorage(
         BUCKET,
-        url_mode="signed",
         signed_url_ttl_s=ttl,
         retry=FAST_RETRY,
         signing_credentials=key_credentials(signing_key),
     )
     key = media_key("images", "webp")
-    url = storage.put(key, b"RIFF....WEBPVP8 " + b"x" * 100, "image/webp")
+    # The answer names the object by the service's stable address (redirect mode, the default);
+    # without BASE_URL a path that each answer makes absolute.
+    assert storage.put(key, b"RIFF....WEBPVP8 " + b"x" * 100, "image/webp") == f"/media/{key}"
+    url, fresh_s = storage.signed_url(key)
+    assert fresh_s == ttl / 2  # handed out for half its life, so at least half is left
+    assert storage.signed_url(key)[0] == url  # reused meanwhile: no new signature per fetch
 
     assert urlsplit(url).path == f"/{BUCKET}/{key}"
     params = verify_v4_signature(url, signing_key.public_key())
@@ -375,22 +379,21 @@ def test_signed_url_through_iam_sign_blob_without_a_key(proxy, signing_key, monk
 
     monkeypatch.setattr(_signing, "_sign_message", sign_blob)
     credentials = MetadataServerCredentials()
-    storage = GcsStorage(
-        BUCKET, url_mode="signed", retry=FAST_RETRY, signing_credentials=credentials
-    )
+    storage = GcsStorage(BUCKET, retry=FAST_RETRY, signing_credentials=credentials)
     key = media_key("images", "jpg")
-    url = storage.put(key, JPEG, "image/jpeg")
+    storage.put(key, JPEG, "image/jpeg")
+    url, _ = storage.signed_url(key)
 
     params = verify_v4_signature(url, signing_key.public_key())
     assert params["X-Goog-Credential"].startswith("liroo-run@liroo-test.iam.gserviceaccount.com/")
-    assert params["X-Goog-Expires"] == str(7 * 24 * 3600)  # the default: a week, the V4 maximum
+    assert params["X-Goog-Expires"] == "3600"  # the default: an hour, handed out for half of it
     assert signed == [("token-1", "liroo-run@liroo-test.iam.gserviceaccount.com")]
 
-    storage.url(key)  # a valid token is reused
-    assert credentials.refreshes == 1
+    storage.signed_url(media_key("images", "jpg"))  # another object: a valid token is reused
+    assert credentials.refreshes == 1 and len(signed) == 2
     credentials.expiry = datetime.now(timezone.utc).replace(tzinfo=None) - timedelta(minutes=1)
     # an expired one is refreshed first
-    verify_v4_signature(storage.url(key), signing_key.public_key())
+    verify_v4_signature(storage.signed_url(media_key("images", "jpg"))[0], signing_key.public_key())
     assert credentials.refreshes == 2 and signed[-1][0] == "token-2"
     assert requests.get(url, timeout=10).content == JPEG
 
@@ -464,6 +467,15 @@ def test_make_storage_picks_gcs_from_the_settings():
     storage = make_storage(Settings(gcs_bucket_name="liroo-media", gcs_url_mode="public"))
     assert isinstance(storage, GcsStorage)
     assert (storage.bucket_name, storage.url_mode) == ("liroo-media", "public")
+    assert not storage.serves_media
+    stable = make_storage(Settings(gcs_bucket_name="liroo-media", base_url="https://liroo.example"))
+    assert (stable.url_mode, stable.serves_media) == ("redirect", True)  # the default
+    assert (
+        stable.url("audio/2026/12/03/ab.mp3")
+        == "https://liroo.example/media/audio/2026/12/03/ab.mp3"
+    )
+    with pytest.raises(SettingsError):
+        GcsStorage(BUCKET, url_mode="signed")  # links that die after a week are not offered
     with pytest.raises(SettingsError):
         make_storage(Settings(storage="gcs"))
 
@@ -472,3 +484,62 @@ def test_make_storage_picks_gcs_from_the_settings():
 def test_signed_url_lifetime_is_within_the_v4_limit(ttl):
     with pytest.raises(SettingsError):
         GcsStorage(BUCKET, signed_url_ttl_s=ttl)
+
+
+# --- links that last: the service's /media address redirects to a fresh signed URL ------------
+
+
+def test_answers_carry_a_stable_service_url_that_redirects_to_a_fresh_signed_url(
+    start_server, emulator, signing_key, tmp_path
+):
+    """The app keeps lecture audio URLs in its history and plays them weeks later: an answer's URL
+    must outlive any signed URL (7 days at most). Real gunicorn, the real client, the emulator;
+    the credentials are a throwaway service-account key file, found by google.auth.default()."""
+    credentials = tmp_path / "service-account.json"
+    pem = signing_key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    credentials.write_text(
+        json.dumps(
+            {
+                "type": "service_account",
+                "project_id": "liroo-test",
+                "private_key_id": "throwaway",
+                "private_key": pem,
+                "client_email": "liroo-run@liroo-test.iam.gserviceaccount.com",
+                "client_id": "1",
+                "token_uri": "https://oauth2.googleapis.com/token",
+            }
+        )
+    )
+    server = start_server(
+        {
+            "STORAGE_EMULATOR_HOST": emulator,
+            "GCS_BUCKET_NAME": BUCKET,
+            "LIROO_STORAGE": "gcs",
+            "GOOGLE_APPLICATION_CREDENTIALS": str(credentials),
+            "LIROO_IMAGE_CACHE": "off",
+        }
+    )
+    answer = requests.post(
+        server.url("/generate_image"), json={"prompt": "A lighthouse at dusk"}, timeout=60
+    )
+    assert answer.status_code == 200, answer.text
+    url = answer.json()["image_url"]
+    # the service's own address, made from the request's host: nothing in it expires
+    assert url.startswith(server.url("/media/images/")), url
+    assert "X-Goog" not in url
+
+    redirect = requests.get(url, allow_redirects=False, timeout=10)
+    assert redirect.status_code == 302
+    assert redirect.headers["Cache-Control"] in ("private, max-age=1800", "max-age=1800, private")
+    signed = redirect.headers["Location"]
+    params = verify_v4_signature(signed, signing_key.public_key())
+    assert params["X-Goog-Expires"] == "3600"
+    assert urlsplit(signed).path == f"/{BUCKET}/{urlsplit(url).path.removeprefix('/media/')}"
+    picture = requests.get(url, timeout=10)  # followed, as the app's URLSession and AVPlayer do
+    assert picture.status_code == 200 and picture.content[:3] in (b"\xff\xd8\xff", b"RIF")
+
+    for probe in ("/media/../etc/passwd", "/media/images%2F..%2Fx.jpg", "/media/.hidden"):
+        refused = requests.get(server.url(probe), allow_redirects=False, timeout=10)
+        assert refused.status_code == 404 and refused.json()["code"] == "not_found", probe

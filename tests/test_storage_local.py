@@ -184,11 +184,15 @@ def test_cached_url_finds_the_stored_picture_and_counts(tmp_path):
     assert (count("hit"), count("miss")) == (hits + 1, misses + 1)
 
 
-def test_media_route_exists_only_for_local_storage():
-    app = create_app(Settings(storage="gcs", gcs_bucket_name="liroo-test", governor_enabled=False))
-    assert not any(rule.rule.startswith("/media") for rule in app.url_map.iter_rules())
-    app = create_app(Settings(governor_enabled=False))
-    assert any(rule.rule.startswith("/media") for rule in app.url_map.iter_rules())
+def test_media_route_exists_only_where_answers_name_media_by_it():
+    def has_media_route(**settings) -> bool:
+        app = create_app(Settings(governor_enabled=False, **settings))
+        return any(rule.rule.startswith("/media") for rule in app.url_map.iter_rules())
+
+    gcs = {"storage": "gcs", "gcs_bucket_name": "liroo-test"}
+    assert not has_media_route(**gcs, gcs_url_mode="public")  # plain bucket URLs: no route
+    assert has_media_route(**gcs)  # redirect mode (the default): stable links that redirect
+    assert has_media_route()  # local storage serves its files
 
 
 # --- /media on a real gunicorn ------------------------------------------------------------

@@ -19,7 +19,7 @@ from ..generation.study import (
     generate_study_page,
 )
 from . import answer_fields, costs_one_image, costs_one_speech_chunk, costs_picture_and_speech
-from .models import LectureRequest, ProcessRequest, StoryRequest, TtsRequest
+from .models import LectureRequest, ProcessRequest, StoryRequest, TtsRequest, has_words
 from .runner import parse_body, run_generation
 
 bp = Blueprint("content", __name__)
@@ -36,7 +36,7 @@ def story():
         genre=body.genre,
         main_character=body.main_character,
     )
-    if not brief.text:
+    if not has_words(brief.text):
         raise ApiError(
             422,
             "empty_text",
@@ -77,8 +77,9 @@ def _learner(body: ProcessRequest) -> Learner:
 def process():
     body = parse_body(ProcessRequest)
     needed = body.required_field
-    if getattr(body, needed) is None:
-        if needed in body.model_fields_set:  # sent, but blank
+    value = getattr(body, needed)
+    if value is None or not has_words(value):
+        if needed in body.model_fields_set:  # sent, but blank or without a word
             raise ApiError(
                 422, "empty_text", f"The field '{needed}' must not be empty.", field=needed
             )

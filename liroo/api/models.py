@@ -8,8 +8,10 @@ turns into the error's ``code``.
 from __future__ import annotations
 
 import re
+import unicodedata
 from typing import Annotated, Any, Literal
 
+import regex
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
 
@@ -45,14 +47,46 @@ def _max_chars(info: ValidationInfo, limit: str = "max_input_chars") -> int:
     return getattr(settings or Settings, limit)  # the class attribute is the default
 
 
-def _text(value: str, info: ValidationInfo, limit: str = "max_input_chars") -> str:
-    value = value.strip()
-    if not value:
-        raise PydanticCustomError("empty_text", f"The field '{info.field_name}' must not be empty.")
+# Control characters (NUL and the like) carry nothing a reader sees and break prompts and files:
+# they are removed, keeping tab and newlines.
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+# One user-perceived character (an extended grapheme cluster, UAX #29), as the app's
+# String.count counts them. The ``regex`` module follows the current Unicode; ``re`` has no \X.
+_GRAPHEME = regex.compile(r"\X")
+
+
+def has_words(value: str) -> bool:
+    """Whether ``value`` has a letter or a digit: zero-width characters, marks, punctuation and
+    emoji alone give a model nothing to read."""
+    return any(unicodedata.category(c)[0] in "LN" for c in value)
+
+
+def grapheme_count(value: str) -> int:
+    """The characters a person (and the app's ``String.count``) counts in ``value``."""
+    return sum(1 for _ in _GRAPHEME.finditer(value))
+
+
+def _cleaned(value: str, info: ValidationInfo, limit: str) -> str:
+    """``value`` without surrounding white space and control characters; 413 when it has more
+    characters than ``limit`` allows, counted as the app counts them (grapheme clusters)."""
+    value = _CONTROL.sub("", value).strip()
     most = _max_chars(info, limit)
-    if len(value) > most:
+    # A cluster holds at least one code point: only a text longer in code points can be too long.
+    if len(value) > most and grapheme_count(value) > most:
         raise PydanticCustomError(
             "text_too_long", f"The text is too long: at most {most} characters are accepted."
+        )
+    return value
+
+
+def _text(value: str, info: ValidationInfo, limit: str = "max_input_chars") -> str:
+    value = _cleaned(value, info, limit)
+    if not value:
+        raise PydanticCustomError("empty_text", f"The field '{info.field_name}' must not be empty.")
+    if not has_words(value):
+        raise PydanticCustomError(
+            "empty_text",
+            f"The field '{info.field_name}' has no words in it: send text with letters or digits.",
         )
     return value
 
@@ -62,13 +96,7 @@ def _optional_text(
 ) -> str | None:
     if value is None:
         return None
-    value = value.strip()
-    most = _max_chars(info, limit)
-    if len(value) > most:
-        raise PydanticCustomError(
-            "text_too_long", f"The text is too long: at most {most} characters are accepted."
-        )
-    return value or None
+    return _cleaned(value, info, limit) or None
 
 
 def _long_text(value: str, info: ValidationInfo) -> str:

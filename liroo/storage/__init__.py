@@ -38,6 +38,7 @@ def make_storage(settings: Settings) -> Storage:
             settings.gcs_bucket_name,
             url_mode=settings.gcs_url_mode,
             signed_url_ttl_s=settings.signed_url_ttl_s,
+            base_url=settings.base_url,
             retry=DEFAULT_RETRY.with_timeout(settings.gcs_retry_deadline_s),
             timeout_s=settings.gcs_retry_deadline_s,
         )

@@ -6,6 +6,7 @@ import re
 import uuid
 from abc import ABC, abstractmethod
 from datetime import datetime, timezone
+from urllib.parse import quote
 
 from .health import STORAGE_HEALTH
 
@@ -40,6 +41,10 @@ class Storage(ABC):
     """Where generated media is kept. ``put`` is the same for every storage: check the key,
     write, record the storage's health for /health, answer the URL."""
 
+    # Whether answers name media by the service's own /media/<key> address (liroo/media.py
+    # serves or redirects it), rather than by the storage's URL.
+    serves_media = False
+
     def put(
         self,
         key: str,
@@ -68,6 +73,15 @@ class Storage(ABC):
         ``public_base`` is the caller's ``request.host_url``, captured while a
         request was at hand: local storage uses it when BASE_URL is unset.
         """
+
+
+MEDIA_PATH = "/media/"  # where the service answers for stored media (liroo/media.py)
+
+
+def service_url(key: str, base: str | None) -> str:
+    """The service's stable address of ``key``: absolute with ``base``, else the bare path that each
+    answer makes absolute with its own request's host (liroo.media.render_urls)."""
+    return f"{base.rstrip('/') if base else ''}{MEDIA_PATH}{quote(check_key(key))}"
 
 
 def is_valid_key(key: str) -> bool:

@@ -1,10 +1,22 @@
-"""Google Cloud Storage: uploads with content type and cache policy; signed or public URLs."""
+"""Google Cloud Storage: uploads with content type and cache policy; URLs that last.
+
+Answers name media by URLs the app keeps: it stores lecture audio in its history
+and plays it weeks later, and a V4 signed URL dies after 7 days at most. So in
+the default ``redirect`` mode an answer carries the service's own stable
+address, ``<BASE_URL>/media/<key>``, and the /media route (liroo/media.py)
+answers it with a 302 to a freshly signed URL of a short life: the bucket stays
+private (students' work is not world-readable, and organisations that enforce
+public access prevention keep working), and a link lasts as long as its object.
+``public`` mode answers plain object URLs for a public bucket, ready for Cloud
+CDN; object names never change content, so both are cached as immutable.
+"""
 
 from __future__ import annotations
 
 import logging
 import os
 import threading
+import time
 from contextlib import contextmanager
 from datetime import timedelta
 
@@ -19,13 +31,17 @@ from google.cloud.storage.exceptions import InvalidResponse
 from google.cloud.storage.retry import DEFAULT_RETRY
 
 from ..settings import SettingsError
-from .base import Storage, StorageError, check_key
+from .base import Storage, StorageError, check_key, service_url
 from .health import STORAGE_HEALTH
 
 log = logging.getLogger("liroo.storage")
 
 # The longest a V4 signed URL may live.
 MAX_SIGNED_URL_TTL_S = 7 * 24 * 3600
+URL_MODES = ("redirect", "public")
+# Signed URLs kept per process for reuse, so that a media fetch rarely signs (on Cloud Run signing
+# is a call to IAM's signBlob). A cache, not a budget: per worker is fine.
+_SIGNED_CACHE_SIZE = 1024
 # The library's own timeout of one HTTP attempt.
 DEFAULT_TIMEOUT_S = 60.0
 
@@ -35,14 +51,15 @@ class GcsStorage(Storage):
         self,
         bucket_name: str,
         *,
-        url_mode: str = "signed",
-        signed_url_ttl_s: int = MAX_SIGNED_URL_TTL_S,
+        url_mode: str = "redirect",
+        signed_url_ttl_s: int = 3600,
+        base_url: str | None = None,
         signing_credentials: google.auth.credentials.Credentials | None = None,
         retry=DEFAULT_RETRY,
         timeout_s: float = DEFAULT_TIMEOUT_S,
     ) -> None:
-        if url_mode not in ("signed", "public"):
-            raise SettingsError("LIROO_GCS_URL_MODE: expected signed or public")
+        if url_mode not in URL_MODES:
+            raise SettingsError("LIROO_GCS_URL_MODE: expected redirect or public")
         if not 1 <= signed_url_ttl_s <= MAX_SIGNED_URL_TTL_S:
             raise SettingsError(
                 f"LIROO_SIGNED_URL_TTL_S: expected 1 to {MAX_SIGNED_URL_TTL_S} (7 days, the V4 "
@@ -50,7 +67,10 @@ class GcsStorage(Storage):
             )
         self.bucket_name = bucket_name
         self.url_mode = url_mode
+        self.serves_media = url_mode == "redirect"
+        self.base_url = base_url.rstrip("/") if base_url else None
         self.signed_url_ttl = timedelta(seconds=signed_url_ttl_s)
+        self._signed: dict[str, tuple[float, str]] = {}  # key -> (reuse until, signed URL)
         # ``retry`` bounds the whole call, retries included (LIROO_GCS_RETRY_DEADLINE_S; the
         # library's default is 120 s); one attempt never waits longer than that either.
         self.retry = retry
@@ -88,13 +108,27 @@ class GcsStorage(Storage):
             return blob.exists(retry=self.retry, timeout=self.timeout_s)
 
     def url(self, key: str, public_base: str | None = None) -> str:
-        blob = self._bucket().blob(check_key(key))
         if self.url_mode == "public":
-            return blob.public_url  # https://storage.googleapis.com/<bucket>/<key>
+            return self._bucket().blob(check_key(key)).public_url  # storage.googleapis.com/<b>/<k>
+        return service_url(key, self.base_url or public_base)
+
+    def signed_url(self, key: str) -> tuple[str, float]:
+        """A V4 signed URL for ``key`` and how many more seconds it may be handed out (it is
+        reused for half its life, so a client always has at least half left)."""
+        now = time.monotonic()
+        kept = self._signed.get(key)
+        if kept is not None and kept[0] > now:
+            return kept[1], kept[0] - now
+        blob = self._bucket().blob(check_key(key))
         with _failures("URL signing", key):
-            return blob.generate_signed_url(
+            url = blob.generate_signed_url(
                 version="v4", method="GET", expiration=self.signed_url_ttl, **self._signer()
             )
+        reuse_s = self.signed_url_ttl.total_seconds() / 2
+        if len(self._signed) >= _SIGNED_CACHE_SIZE:
+            self._signed.clear()  # bounded; signing again is cheap next to a leak
+        self._signed[key] = (now + reuse_s, url)
+        return url, reuse_s
 
     def _bucket(self) -> storage.Bucket:
         # Made lazily and once per process: gunicorn preloads the app and then

@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import os
 import tempfile
-from urllib.parse import quote
 
 from werkzeug.security import safe_join
 
-from .base import Storage, StorageError, check_key, is_valid_key
+from .base import Storage, StorageError, is_valid_key, service_url
 from .health import STORAGE_HEALTH
-
-MEDIA_PATH = "/media/"  # where the app serves these files (liroo/media.py)
 
 
 class LocalStorage(Storage):
+    serves_media = True
+
     def __init__(self, root: str, base_url: str | None = None) -> None:
         # The real path, so that resolve() can tell a symlink anywhere below it.
         self.root = os.path.realpath(root)
@@ -66,8 +65,7 @@ class LocalStorage(Storage):
         makes it absolute with its own request's host (liroo.media.render_urls),
         so no stored result carries another request's Host header.
         """
-        base = self.base_url or (public_base.rstrip("/") if public_base else "")
-        return f"{base}{MEDIA_PATH}{quote(check_key(key))}"
+        return service_url(key, self.base_url or public_base)
 
     def resolve(self, key: str) -> str | None:
         """The file for ``key`` if it is safely inside the media folder, else None.
