@@ -58,6 +58,7 @@ forwarded_allow_ips = "*"
 # The server hooks: what each does, when and in which process, is said in that module.
 from liroo.gunicorn_hooks import (  # noqa: E402,F401  (gunicorn finds hooks by name here)
     child_exit,
+    nworkers_changed,
     on_exit_removing,
     on_starting,
     post_worker_init,

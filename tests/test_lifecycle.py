@@ -2,6 +2,7 @@
 with the loopback Gemini making requests slow on purpose."""
 import concurrent.futures
 import signal
+import time
 import uuid
 
 import redis
@@ -62,6 +63,49 @@ def test_request_count_recycling_under_steady_load_fails_nothing(start_server):
     assert "retiring worker" in server.log() and "max_requests" in server.log()
     assert not load.failures, load.failures[:5]
     assert load.answered > 100
+
+
+def steady_count(server, count: int, hold_s: float):
+    """A predicate for wait_for: true once the master has had exactly ``count`` children for
+    ``hold_s`` seconds without a break (a count that only passes through ``count`` does not do)."""
+    since = [None]
+
+    def held():
+        if len(server.worker_pids()) != count:
+            since[0] = None
+            return False
+        since[0] = since[0] or time.monotonic()
+        return time.monotonic() - since[0] >= hold_s
+
+    return held
+
+
+def test_a_recycling_storm_leaves_the_configured_worker_count(start_server):
+    """Both workers reach their request limit together, again and again, so one retires as soon
+    as the other has gone (the race that used to leave an extra worker each time): afterwards the
+    master's children are back to WEB_CONCURRENCY and stay there."""
+    server = start_server(
+        {
+            "WEB_CONCURRENCY": "2",
+            "LIROO_MAX_REQUESTS": "25",
+            "LIROO_MAX_REQUESTS_JITTER": "0",
+            "LIROO_RECYCLE_CHECK_INTERVAL_S": "0.1",
+        }
+    )
+    seen = set(server.worker_pids())
+
+    def storm():
+        seen.update(server.worker_pids())
+        return len(seen) >= 10
+
+    with SteadyLoad(server, path="/health", clients=6) as load:
+        wait_for(storm, timeout=120, interval=0.05, what="eight request-count recycles")
+    assert not load.failures, load.failures[:5]
+    # Every retiring worker drains in well under a second here (only /health was asked for).
+    wait_for(steady_count(server, 2, hold_s=3), timeout=30, interval=0.1,
+             what=f"2 workers, steadily (now {server.worker_pids()})")
+    # ...and never by the master killing an extra worker it had started by mistake.
+    assert "was sent" not in server.log()
 
 
 def test_sigterm_lets_a_short_request_finish(fake_gemini):
