@@ -14,9 +14,14 @@ today:
   record their caller (a hash of the API key) when claimed; only that caller or
   the admin may read them. With keys off there is no caller to record: the
   unguessable request id is the capability, as before.
-- ``LIROO_TRUSTED_PROXIES``: how many proxies' ``X-Forwarded-For`` entries are
-  believed for the client address (which the rate limit, liroo/limiter.py,
-  counts by when keys are off).
+- ``LIROO_TRUSTED_PROXIES``: how many proxies' ``X-Forwarded-For`` and
+  ``X-Forwarded-Proto`` entries are believed, for the client address (which the
+  rate limit, liroo/limiter.py, counts by when keys are off) and the scheme of
+  the URLs the app makes (Cloud Run's front end sets it: 1 there). Nothing else
+  forwarded is believed from anyone: ``X-Forwarded-Host``, ``-Port`` and
+  ``-Prefix`` are not (Cloud Run passes a client's through unchanged), and
+  gunicorn takes no ``SCRIPT_NAME``/``PATH_INFO`` header and no scheme header
+  (gunicorn.conf.py), so a client cannot re-root the app or break its routes.
 - ``X-Content-Type-Options: nosniff`` on every response Flask answers.
 
 ``/health`` and the media files stay open: the app fetches pictures by URL.
@@ -224,8 +229,10 @@ def init_app(app: Flask) -> None:
     app.after_request(_nosniff)
 
     if settings.trusted_proxies > 0:
-        # Only the last N X-Forwarded-For entries, added by our own proxies, are believed.
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trusted_proxies)  # type: ignore[method-assign]
+        # Only the last N entries, added by our own proxies, are believed; the other X-Forwarded-*
+        # headers not at all (x_host, x_port, x_prefix: 0), as a proxy passes a client's through.
+        hops = settings.trusted_proxies
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=0)  # type: ignore[method-assign]
 
     log.info(
         "security: API keys %s, admin token %s",
