@@ -8,8 +8,9 @@ today:
   route answering a state-changing method, so endpoints added later are
   covered without a list to keep up to date) requires ``Authorization: Bearer
   <key>`` or ``X-API-Key: <key>``; else 401.
-- ``LIROO_ADMIN_TOKEN``: ``/memory`` and ``/metrics`` require it (401 without a
-  credential, 403 with another one).
+- ``LIROO_ADMIN_TOKEN``: the admin routes (``/memory`` and ``/metrics``, so
+  declared in liroo/routes.py) require it (401 without a credential, 403
+  with another one).
 - Jobs (``/jobs/<id>``, ``/progress/<id>``, any GET route with a ``request_id``)
   record their caller (a hash of the API key) when claimed; only that caller or
   the admin may read them. With keys off there is no caller to record: the
@@ -37,6 +38,7 @@ from dataclasses import dataclass
 from flask import Flask, g, request
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from . import routes
 from .errors import ApiError
 from .requestid import valid_request_id
 from .services import services
@@ -45,7 +47,6 @@ from .settings import Settings, SettingsError
 log = logging.getLogger("liroo.security")
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-ADMIN_PATHS = frozenset({"/memory", "/metrics"})
 API_KEY_HEADER = "X-API-Key"
 
 
@@ -190,7 +191,7 @@ def _guard() -> None:
     if is_generation_request():
         if keyring.keys_required and not current.authenticated:
             raise _unauthorized(current)
-    elif rule.rule in ADMIN_PATHS:
+    elif routes.is_admin(rule.rule):
         if keyring.admin_required and not current.admin:
             raise _unauthorized(current) if not current.presented else _forbidden()
     elif keyring.keys_required and "request_id" in (request.view_args or {}):
