@@ -51,13 +51,18 @@ from liroo.logs import configure_logging  # noqa: E402
 
 configure_logging(settings)
 logger_class = "liroo.logs.GunicornLogger"
-# Cloud Run's front end is the only peer that sets these headers.
-forwarded_allow_ips = "*"
+# Forwarded headers are the app's to believe, from LIROO_TRUSTED_PROXIES hops only (werkzeug's
+# ProxyFix: liroo/security.py), never gunicorn's: it would take any peer's SCRIPT_NAME and
+# PATH_INFO headers (re-rooting the app, or a 500 on every route) and X-Forwarded-Proto.
+forwarded_allow_ips = ""  # no peer may set them
+forwarder_headers = ""  # SCRIPT_NAME, PATH_INFO: never from a header
+secure_scheme_headers: dict = {}  # the scheme: ProxyFix's x_proto
 
 
 # The server hooks: what each does, when and in which process, is said in that module.
 from liroo.gunicorn_hooks import (  # noqa: E402,F401  (gunicorn finds hooks by name here)
     child_exit,
+    nworkers_changed,
     on_exit_removing,
     on_starting,
     post_worker_init,

@@ -6,7 +6,19 @@ import logging
 
 from flask import Flask
 
-from . import api, errors, limiter, logs, media, metrics, monitoring, requestid, security, studio
+from . import (
+    api,
+    errors,
+    limiter,
+    logs,
+    media,
+    metrics,
+    monitoring,
+    requestid,
+    routes,
+    security,
+    studio,
+)
 from .api import comics, content, openapi, progress
 from .api.runner import Runner
 from .governor import Governor, GovernorConfig, MemoryGovernorMiddleware, Unreserved
@@ -79,14 +91,15 @@ def create_app(settings: Settings | None = None) -> Flask:
         app.wsgi_app = MemoryGovernorMiddleware(
             app.wsgi_app,
             governor,
-            # The studio page and its files too: a few kB, and at the hard limit they are how an
-            # operator sees why work is refused (its gauge reads /health).
-            exempt_paths=("/health", "/ready", "/memory", "/metrics", "/"),
-            # The app stops polling after one failed poll: progress is a cheap read, never shed.
-            exempt_prefixes=("/progress/", "/jobs/", "/studio/static/"),
-            route_costs_mb=_route_costs(app, settings),
+            # Monitoring, progress and the studio (a few kB, and at the hard limit how an operator
+            # sees why work is refused): liroo/routes.py says which.
+            exempt_paths=routes.door_exempt_paths(),
+            exempt_prefixes=(),
+            route_costs_mb=routes.door_costs_mb(settings),
             request_id=requestid.request_id_from_environ,
             extra_fields=api.shed_fields,
+            # Looked up by the rule the request matches, as Flask routes it: "//generate_image" too.
+            route_of=routes.RouteLookup(app.url_map),
         )
     log.info(
         "liroo ready: governor %s, limit %.0f MB (%s)",
@@ -95,14 +108,3 @@ def create_app(settings: Settings | None = None) -> Flask:
         governor.probe.source,
     )
     return app
-
-
-def _route_costs(app: Flask, settings: Settings) -> dict[str, float]:
-    """Paths whose views declare a memory cost (see liroo.api.costs_one_image), for the governor's
-    door."""
-    costs = {}
-    for rule in app.url_map.iter_rules():
-        cost = getattr(app.view_functions.get(rule.endpoint), "memory_cost", None)
-        if cost is not None and not rule.arguments:
-            costs[rule.rule] = float(cost(settings))
-    return costs

@@ -11,7 +11,7 @@ back, the metrics of a dead worker) is wired here.
 on_starting(server)
     Master, once, after the app is preloaded and before any worker forks.
     Makes the worker recycler (governor on only), so that every worker shares
-    its one recycle token.
+    its one recycle token and its line to the master (who is retiring).
 
 when_ready(server)
     Master, once, when the listening sockets are open, before the first fork.
@@ -33,7 +33,14 @@ child_exit(server, worker)
     Master, once per worker that is gone, however it ended (even SIGKILL or
     the OOM killer, which run no worker_exit). Forgets its memory
     reservations and its metrics, hands back the jobs it was running, and
-    gives back the extra worker slot a retiring worker asked for.
+    sets the worker count back to the setting plus the retiring workers still
+    alive (so the extra slot a retiring worker asked for goes with it).
+
+nworkers_changed(server, new_value, old_value)
+    Master, whenever gunicorn changes its worker count (a retiring worker's
+    SIGTTIN asking for its replacement): sets it to the setting plus the
+    retiring workers still alive, the same rule as child_exit, so the count
+    never drifts whatever order the signals arrive in.
 
 on_exit(server)
     Master, once, just before it exits: removes the metrics folder it made.
@@ -102,7 +109,12 @@ def child_exit(server, worker) -> None:
     services.runner.hand_back_dead_worker(worker.pid)
     metrics.mark_worker_dead(worker.pid)
     if _recycler is not None:
-        _recycler.restore_count(server, worker.pid)
+        _recycler.restore_count(server)
+
+
+def nworkers_changed(server, new_value, old_value) -> None:
+    if _recycler is not None:
+        _recycler.restore_count(server)
 
 
 def on_exit_removing(metrics_dir: str | None) -> Callable:

@@ -25,6 +25,7 @@ import re
 
 from flask import Blueprint, redirect, request, send_file
 
+from . import routes
 from .errors import ApiError
 from .services import services
 from .storage import LocalStorage, content_type_for
@@ -76,9 +77,8 @@ def render_urls(value, base: str | None):
     return value
 
 
-# merge_slashes=False: "/media//etc/passwd" must reach the check (and fail it),
-# not be redirected to a cleaned-up path.
-@bp.get("/media/<path:key>", merge_slashes=False)
+# The rule keeps doubled slashes (liroo/routes.py): "/media//etc/passwd" reaches the check.
+@routes.MEDIA.view(bp)
 def media(key: str):
     raw_path = (request.environ.get("RAW_URI") or request.environ.get("REQUEST_URI") or "").split(
         "?", 1

@@ -8,7 +8,7 @@ import time
 
 from flask import Blueprint, Response, jsonify
 
-from . import metrics
+from . import metrics, routes
 from .clock import utc_timestamp
 from .errors import error_body
 from .governor import Level
@@ -19,7 +19,7 @@ from .storage import STORAGE_HEALTH
 bp = Blueprint("monitoring", __name__)
 
 
-@bp.get("/service")
+@routes.SERVICE.view(bp)
 def service_description():
     """What this service is (also at / for clients that do not ask for HTML); cheap, and
     governed."""
@@ -33,7 +33,7 @@ def service_description():
     )
 
 
-@bp.get("/health")
+@routes.HEALTH.view(bp)
 def health():
     governor = services().governor
     used = governor.used_mb()
@@ -60,7 +60,7 @@ def health():
     return jsonify(body)
 
 
-@bp.get("/ready")
+@routes.READY.view(bp)
 def ready():
     """Cloud Run's startup probe: 503 while a configured Redis cannot be reached, so that an
     instance
@@ -88,7 +88,7 @@ def ready():
     return response
 
 
-@bp.get("/memory")
+@routes.MEMORY.view(bp)
 def memory():
     svc = services()
     governor = svc.governor
@@ -138,6 +138,6 @@ def _mb(value: int | None) -> float | None:
     return None if value is None else round(value / MB, 2)
 
 
-@bp.get("/metrics")
+@routes.METRICS.view(bp)
 def prometheus_metrics():
     return Response(metrics.render(services().governor), mimetype="text/plain; version=0.0.4")

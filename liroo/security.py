@@ -8,15 +8,21 @@ today:
   route answering a state-changing method, so endpoints added later are
   covered without a list to keep up to date) requires ``Authorization: Bearer
   <key>`` or ``X-API-Key: <key>``; else 401.
-- ``LIROO_ADMIN_TOKEN``: ``/memory`` and ``/metrics`` require it (401 without a
-  credential, 403 with another one).
+- ``LIROO_ADMIN_TOKEN``: the admin routes (``/memory`` and ``/metrics``, so
+  declared in liroo/routes.py) require it (401 without a credential, 403
+  with another one).
 - Jobs (``/jobs/<id>``, ``/progress/<id>``, any GET route with a ``request_id``)
   record their caller (a hash of the API key) when claimed; only that caller or
   the admin may read them. With keys off there is no caller to record: the
   unguessable request id is the capability, as before.
-- ``LIROO_TRUSTED_PROXIES``: how many proxies' ``X-Forwarded-For`` entries are
-  believed for the client address (which the rate limit, liroo/limiter.py,
-  counts by when keys are off).
+- ``LIROO_TRUSTED_PROXIES``: how many proxies' ``X-Forwarded-For`` and
+  ``X-Forwarded-Proto`` entries are believed, for the client address (which the
+  rate limit, liroo/limiter.py, counts by when keys are off) and the scheme of
+  the URLs the app makes (Cloud Run's front end sets it: 1 there). Nothing else
+  forwarded is believed from anyone: ``X-Forwarded-Host``, ``-Port`` and
+  ``-Prefix`` are not (Cloud Run passes a client's through unchanged), and
+  gunicorn takes no ``SCRIPT_NAME``/``PATH_INFO`` header and no scheme header
+  (gunicorn.conf.py), so a client cannot re-root the app or break its routes.
 - ``X-Content-Type-Options: nosniff`` on every response Flask answers.
 
 ``/health`` and the media files stay open: the app fetches pictures by URL.
@@ -32,6 +38,7 @@ from dataclasses import dataclass
 from flask import Flask, g, request
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from . import routes
 from .errors import ApiError
 from .requestid import valid_request_id
 from .services import services
@@ -40,7 +47,6 @@ from .settings import Settings, SettingsError
 log = logging.getLogger("liroo.security")
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-ADMIN_PATHS = frozenset({"/memory", "/metrics"})
 API_KEY_HEADER = "X-API-Key"
 
 
@@ -185,7 +191,7 @@ def _guard() -> None:
     if is_generation_request():
         if keyring.keys_required and not current.authenticated:
             raise _unauthorized(current)
-    elif rule.rule in ADMIN_PATHS:
+    elif routes.is_admin(rule.rule):
         if keyring.admin_required and not current.admin:
             raise _unauthorized(current) if not current.presented else _forbidden()
     elif keyring.keys_required and "request_id" in (request.view_args or {}):
@@ -224,8 +230,10 @@ def init_app(app: Flask) -> None:
     app.after_request(_nosniff)
 
     if settings.trusted_proxies > 0:
-        # Only the last N X-Forwarded-For entries, added by our own proxies, are believed.
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trusted_proxies)  # type: ignore[method-assign]
+        # Only the last N entries, added by our own proxies, are believed; the other X-Forwarded-*
+        # headers not at all (x_host, x_port, x_prefix: 0), as a proxy passes a client's through.
+        hops = settings.trusted_proxies
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=0)  # type: ignore[method-assign]
 
     log.info(
         "security: API keys %s, admin token %s",

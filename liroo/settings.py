@@ -397,7 +397,7 @@ class Settings:
     trusted_proxies: int = _setting(
         "LIROO_TRUSTED_PROXIES",
         0,
-        "Proxies in front whose X-Forwarded-For is trusted (Cloud Run: 1).",
+        "Proxies in front whose X-Forwarded-For and X-Forwarded-Proto are trusted (Cloud Run: 1).",
     )
     max_body_bytes: int = _setting(
         "LIROO_MAX_BODY_BYTES", 1024 * 1024, "Largest request body (413 above it)."

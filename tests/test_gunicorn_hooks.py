@@ -8,9 +8,18 @@ import sys
 import pytest
 
 from liroo import gunicorn_hooks
+from liroo.governor.workers import RetiringWorkers
 from tests.servers import ROOT
 
-HOOKS = ("on_starting", "when_ready", "post_worker_init", "worker_exit", "child_exit", "on_exit")
+HOOKS = (
+    "on_starting",
+    "when_ready",
+    "post_worker_init",
+    "worker_exit",
+    "child_exit",
+    "nworkers_changed",
+    "on_exit",
+)
 
 
 def configured_hooks() -> dict:
@@ -47,3 +56,22 @@ def test_each_hook_says_when_and_where_it_runs(hook):
     start = doc.index(f"\n{hook}(")
     section = doc[start:].split("\n\n", 1)[0]
     assert "Master" in section or "Worker" in section, section
+
+
+def test_a_worker_retiring_as_the_previous_one_exits_is_counted_once_each():
+    """The race of back-to-back recycles: worker 11 retires and exits, and worker 12 announces
+    itself before the master has reaped 11. Each is counted while alive, and only then."""
+    retiring = RetiringWorkers()
+    retiring.announce(11)
+    assert retiring.wanted_workers(2, live_pids=[11, 12, 13]) == 3
+    retiring.announce(12)
+    assert retiring.wanted_workers(2, live_pids=[11, 12, 13, 14]) == 4  # 11 not yet reaped
+    assert retiring.wanted_workers(2, live_pids=[12, 13, 14]) == 3  # 11 reaped
+    assert retiring.wanted_workers(2, live_pids=[13, 14, 15]) == 2  # 12 reaped
+    assert retiring.wanted_workers(2, live_pids=[13, 14, 15]) == 2  # asked again: no drift
+
+
+def test_an_announcement_read_after_its_worker_exited_counts_nothing():
+    retiring = RetiringWorkers()
+    retiring.announce(21)
+    assert retiring.wanted_workers(2, live_pids=[22, 23]) == 2

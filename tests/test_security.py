@@ -433,7 +433,10 @@ def test_the_rate_limit_is_one_budget_per_key_with_retry_after(start_server, tmp
 
 
 @pytest.mark.parametrize("trusted", [0, 1])
-def test_client_addresses_trust_only_the_configured_proxies(start_server, trusted):
+def test_forwarded_headers_are_believed_only_from_the_configured_proxies(start_server, trusted):
+    """X-Forwarded-For (the rate limit's client address) and X-Forwarded-Proto (the scheme of the
+    URLs made) count only through LIROO_TRUSTED_PROXIES hops (Cloud Run: 1); a SCRIPT_NAME header
+    counts from nobody (it used to re-root the app, or answer 500 on every route)."""
     server = start_server(
         {
             "LIROO_RATE_LIMIT": "2 per minute",
@@ -446,11 +449,22 @@ def test_client_addresses_trust_only_the_configured_proxies(start_server, truste
         return requests.post(
             server.url("/generate_image"),
             json={"prompt": "a small boat"},
-            headers={"X-Forwarded-For": forwarded_for},
+            headers={"X-Forwarded-For": forwarded_for, "X-Forwarded-Proto": "https"},
             timeout=60,
         )
 
-    assert post("203.0.113.1").ok and post("203.0.113.1").ok
+    for script_name, path in (("/nope", "/health"), ("/app", "/app/health")):
+        headers = {"SCRIPT_NAME": script_name, "X-Forwarded-Prefix": script_name}
+        response = requests.get(server.url(path), headers=headers, timeout=10)
+        if path == "/health":
+            assert response.status_code == 200, response.text
+        else:
+            check_error(response, 404, "not_found")
+    first = post("203.0.113.1")
+    assert first.ok, first.text
+    scheme = "https" if trusted else "http"
+    assert first.json()["url"].startswith(f"{scheme}://127.0.0.1:{server.port}/media/")
+    assert post("203.0.113.1").ok
     check_error(post("203.0.113.1"), 429, "rate_limited")
     if trusted:
         assert post("203.0.113.2").ok  # another client, as our proxy reports it

@@ -4,30 +4,27 @@ from __future__ import annotations
 
 from flask import Blueprint
 
+from .. import routes
 from ..generation.comic import generate_comic
 from ..generation.images import ImageJob, make_image
 from ..generation.options import NO_TEXT_IN_PICTURE, style_phrase
 from ..generation.results import ImageResult
-from . import costs_one_image
-from .models import ComicRequest, ImageRequest
 from .runner import parse_body, run_generation
 
 bp = Blueprint("comics", __name__)
 
 
-@bp.post("/generate_comic")
-@costs_one_image
+@routes.COMIC.view(bp)
 def comic():
-    body = parse_body(ComicRequest)
+    body = parse_body(routes.COMIC.request)
     return run_generation(
         body, lambda ctx: generate_comic(ctx, body.text, body.level, body.image_style).body()
     )
 
 
-@bp.post("/generate_image")
-@costs_one_image
+@routes.IMAGE.view(bp)
 def image():
-    body = parse_body(ImageRequest)
+    body = parse_body(routes.IMAGE.request)
 
     def work(ctx):
         ctx.progress.plan(1, "Drawing the picture")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint
 
+from .. import routes
 from ..errors import ApiError
 from ..generation.lecture import generate_lecture
 from ..generation.options import level_key
@@ -18,17 +19,16 @@ from ..generation.study import (
     generate_slides,
     generate_study_page,
 )
-from . import answer_fields, costs_one_image, costs_one_speech_chunk, costs_picture_and_speech
-from .models import LectureRequest, ProcessRequest, StoryRequest, TtsRequest, has_words
+from . import answer_fields
+from .models import ProcessRequest, has_words
 from .runner import parse_body, run_generation
 
 bp = Blueprint("content", __name__)
 
 
-@bp.post("/generate_story")
-@costs_one_image
+@routes.STORY.view(bp)
 def story():
-    body = parse_body(StoryRequest)
+    body = parse_body(routes.STORY.request)
     brief = story_brief(
         body.text,
         level=body.level,
@@ -73,9 +73,9 @@ def _learner(body: ProcessRequest) -> Learner:
     )
 
 
-@bp.post("/process")
+@routes.STUDY.view(bp)
 def process():
-    body = parse_body(ProcessRequest)
+    body = parse_body(routes.STUDY.request)
     needed = body.required_field
     value = getattr(body, needed)
     if value is None or not has_words(value):
@@ -111,12 +111,11 @@ def process():
     return run_generation(body, work)
 
 
-@bp.post("/generate_lecture")
-@costs_picture_and_speech
+@routes.LECTURE.view(bp)
 def lecture():
     # The id every answer of this request carries, errors and the 202 included (api.answer_fields).
     lecture_id = answer_fields()["lecture_id"]
-    body = parse_body(LectureRequest)
+    body = parse_body(routes.LECTURE.request)
     return run_generation(
         body,
         lambda ctx: generate_lecture(
@@ -125,8 +124,7 @@ def lecture():
     )
 
 
-@bp.post("/generate_tts")
-@costs_one_speech_chunk
+@routes.SPEECH.view(bp)
 def tts():
-    body = parse_body(TtsRequest)
+    body = parse_body(routes.SPEECH.request)
     return run_generation(body, lambda ctx: generate_tts(ctx, body.text, body.voice).body())

@@ -17,10 +17,11 @@ from flask import Blueprint, Flask, current_app, jsonify
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
+from .. import routes
 from ..generation import results as r
 from ..requestid import HEADER as REQUEST_ID_HEADER
 from ..requestid import REQUEST_ID_SCHEMA
-from . import models
+from ..routes import Route
 
 bp = Blueprint("openapi", __name__)
 
@@ -51,25 +52,34 @@ GENERATION_ERRORS = (400, 401, 403, 413, 415, 422, 429, 500, 502, 503, 504)
 
 @dataclass(frozen=True)
 class Operation:
+    route: Route  # its path, method, request model and access (liroo/routes.py)
     summary: str
     description: str = ""
     tag: str = "generation"
-    request: type[BaseModel] | None = None
     response: type[BaseModel] | None = None  # the 200 JSON body
     content: dict[str, Any] | None = None  # a non-JSON 200 (metrics text, media files)
     errors: tuple[int, ...] = ()
     error_model: type[BaseModel] = r.ErrorResponse
     generation: bool = False  # request id, async mode, API key
-    admin: bool = False
     # several possible 200 bodies (the modes of /process)
     variants: tuple[type[BaseModel], ...] = ()
     example: dict[str, Any] | None = None
     html: bool = False  # also a text/html 200 for clients that prefer it
 
+    @property
+    def request(self) -> type[BaseModel] | None:
+        return self.route.request
 
-def generation(summary: str, description: str = "", **fields: Any) -> Operation:
+    @property
+    def admin(self) -> bool:
+        return self.route.admin
+
+
+def generation(route: Route, summary: str, description: str = "", **fields: Any) -> Operation:
     """A generation route: request id, async mode, API key, and every generation error."""
-    return Operation(summary, description, errors=GENERATION_ERRORS, generation=True, **fields)
+    return Operation(
+        route, summary, description, errors=GENERATION_ERRORS, generation=True, **fields
+    )
 
 
 APP_STORY_PROMPT = (
@@ -78,9 +88,10 @@ APP_STORY_PROMPT = (
     "this story is Mira.\n\nVolcanoes form where magma rises through cracks in the Earth's crust."
 )
 
-# Keyed by (method, Werkzeug rule) exactly as app.url_map spells them.
-OPERATIONS: dict[tuple[str, str], Operation] = {
-    ("GET", "/"): Operation(
+# What each route of liroo/routes.py does, for readers of the document.
+_DESCRIBED = (
+    Operation(
+        routes.STUDIO,
         "The studio page, or what this service is",
         "A browser (preferring text/html) gets the studio: a page to make and look at comics, "
         "stories, lectures, study pages and speech. Other clients get the JSON of /service.",
@@ -88,21 +99,24 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         response=r.IndexResponse,
         html=True,
     ),
-    ("GET", "/service"): Operation("What this service is", tag="service", response=r.IndexResponse),
-    ("GET", "/studio/static/<path:filename>"): Operation(
+    Operation(routes.SERVICE, "What this service is", tag="service", response=r.IndexResponse),
+    Operation(
+        routes.STUDIO_FILES,
         "The studio page's script, stylesheet and icon",
         tag="service",
         content={"text/javascript": {}, "text/css": {}, "image/svg+xml": {}},
         errors=(404,),
     ),
-    ("GET", "/health"): Operation(
+    Operation(
+        routes.HEALTH,
         "Cheap health check",
         "No model call and no network: memory readings of this worker's governor.",
         tag="service",
         response=r.HealthResponse,
         errors=(500,),
     ),
-    ("GET", "/ready"): Operation(
+    Operation(
+        routes.READY,
         "Startup probe",
         "503 (code redis_unavailable) while a configured Redis cannot be reached; one PING each "
         "time, so for Cloud Run's probe, not for clients (they call /health).",
@@ -110,49 +124,55 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         response=r.ReadyResponse,
         errors=(500, 503),
     ),
-    ("GET", "/memory"): Operation(
+    Operation(
+        routes.MEMORY,
         "Memory details",
         "Container (cgroup) and process readings, thresholds, governor counters.",
         tag="service",
         response=r.MemoryResponse,
         errors=(401, 403, 500),
-        admin=True,
     ),
-    ("GET", "/metrics"): Operation(
+    Operation(
+        routes.METRICS,
         "Prometheus metrics",
         tag="service",
         content={"text/plain": {"schema": {"type": "string"}}},
         errors=(401, 403, 500),
-        admin=True,
     ),
-    ("GET", "/openapi.json"): Operation(
-        "This document", tag="service", content={"application/json": {"schema": {"type": "object"}}}
+    Operation(
+        routes.OPENAPI,
+        "This document",
+        tag="service",
+        content={"application/json": {"schema": {"type": "object"}}},
     ),
-    ("GET", "/progress/<request_id>"): Operation(
+    Operation(
+        routes.PROGRESS,
         "Progress of a generation",
         "Answerable while it runs and for LIROO_JOB_TTL_S after it ends.",
         tag="jobs",
         response=r.ProgressResponse,
         errors=(400, 403, 404, 500),
     ),
-    ("GET", "/jobs/<request_id>"): Operation(
+    Operation(
+        routes.JOB,
         "Progress and result of a generation",
         "With `Prefer: respond-async`, fetch the result here.",
         tag="jobs",
         response=r.JobResponse,
         errors=(400, 403, 404, 500),
     ),
-    ("GET", "/media/<path:key>"): Operation(
+    Operation(
+        routes.MEDIA,
         "A generated picture or narration file",
         "Local storage only (Cloud Storage serves its own URLs).",
         tag="media",
         content={kind: {} for kind in MEDIA_TYPES},
         errors=(404,),
     ),
-    ("POST", "/generate_comic"): generation(
+    generation(
+        routes.COMIC,
         "An educational comic",
         "A script, then 3 to LIROO_MAX_PANELS panels, drawn as many at once as memory allows.",
-        request=models.ComicRequest,
         response=r.ComicResponse,
         example={
             "text": "Plants make food from sunlight, water and air.",
@@ -161,19 +181,19 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
             "user_token": "device-token",
         },
     ),
-    ("POST", "/generate_image"): generation(
+    generation(
+        routes.IMAGE,
         "One picture",
-        request=models.ImageRequest,
         response=r.ImageResponse,
         example={"prompt": "A lighthouse at dusk", "image_style": "Watercolor"},
     ),
-    ("POST", "/generate_story"): generation(
+    generation(
+        routes.STORY,
         "An illustrated story",
         "`text` is the app's prompt (level, genre, image style, `Original Text:`, optional main "
         "character, then the student's text) or plain text; `level`, `image_style`, `genre` and "
         "`main_character` sent as fields win over the prompt. 2-5 chapters, each with a picture "
         "(`imageUrl` null if it failed).",
-        request=models.StoryRequest,
         response=r.StoryResponse,
         example={
             "text": APP_STORY_PROMPT,
@@ -183,14 +203,14 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
             "genre": "fantasy",
         },
     ),
-    ("POST", "/process"): generation(
+    generation(
+        routes.STUDY,
         "A study page, or its dialogue, explain-again, flashcard or slideshow mode",
         "`dialogue_mode: true` (needs `user_question`) answers `{dialogue_response}`; "
         "`explain_again_mode: true` (needs `original_paragraph_text`) answers "
         "`{re_explained_paragraph}`; `output_format` `flashcards` or `slideshow` (need "
         "`input_text`) answer `{flashcards}` or `{slides}`; otherwise (needs `input_text`) the "
         "study page `{blocks}`.",
-        request=models.ProcessRequest,
         variants=(
             r.BlocksResponse,
             r.DialogueResponse,
@@ -206,11 +226,11 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
             "user_token": "device-token",
         },
     ),
-    ("POST", "/generate_lecture"): generation(
+    generation(
+        routes.LECTURE,
         "A narrated lecture",
         "3-5 sections with pictures, and WAV narration of the title, each section title and each "
         "script. `lecture_id` is in every answer, errors included.",
-        request=models.LectureRequest,
         response=r.LectureResponse,
         error_model=r.LectureErrorResponse,
         example={
@@ -220,11 +240,11 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
             "user_token": "device-token",
         },
     ),
-    ("POST", "/generate_tts"): generation(
+    generation(
+        routes.SPEECH,
         "Text read aloud",
         "Long text is read in sentence-aligned parts, encoded in order into one file (MP3 by "
         "default).",
-        request=models.TtsRequest,
         response=r.TtsResponse,
         example={
             "text": "Volcanoes form where magma rises.",
@@ -232,6 +252,11 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
             "model": "gemini-2.5-flash-preview-tts",
         },
     ),
+)
+
+# Keyed by (method, Werkzeug rule) exactly as app.url_map spells them.
+OPERATIONS: dict[tuple[str, str], Operation] = {
+    (op.route.method, op.route.path): op for op in _DESCRIBED
 }
 
 REQUEST_MODELS = [op.request for op in OPERATIONS.values() if op.request]
@@ -375,7 +400,7 @@ def _operation(op: Operation, ref) -> dict[str, Any]:
     return entry
 
 
-@bp.get("/openapi.json")
+@routes.OPENAPI.view(bp)
 def openapi_document():
     document = current_app.extensions.get("liroo.openapi")
     if document is None:  # routes are fixed once the app is built: make it once

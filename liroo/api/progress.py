@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, jsonify
 
+from .. import routes
 from ..errors import ApiError
 from ..requestid import valid_request_id
 from ..services import services
@@ -25,11 +26,11 @@ def _job(request_id: str):
     return job
 
 
-@bp.get("/progress/<request_id>")
+@routes.PROGRESS.view(bp)
 def progress(request_id: str):
     return jsonify(job_view(_job(request_id), with_result=False))
 
 
-@bp.get("/jobs/<request_id>")
+@routes.JOB.view(bp)
 def job(request_id: str):
     return jsonify(job_view(_job(request_id), with_result=True))

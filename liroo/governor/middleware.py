@@ -13,6 +13,10 @@ from .core import Governor
 _DRAIN_LIMIT = 1024 * 1024
 
 
+# Where the middleware leaves the route it looked costs up by (``route_of``), for the app's
+# ``extra_fields`` and logs.
+ROUTE_ENVIRON_KEY = "governor.route"
+
 # Paths never shed nor queued: health and monitoring, so operators can always
 # see why the service is refusing work. Prefixes cover paths with an id in them.
 EXEMPT_PATHS = ("/health", "/memory", "/metrics")
@@ -33,9 +37,13 @@ class MemoryGovernorMiddleware:
     reservations take it over or it ends. After the response body is closed it
     lets the governor clean up if memory is high.
 
-    Trusts: ``PATH_INFO`` to pick exempt paths and route costs, nothing else
-    from the request. Exempt paths are never shed nor queued, and neither are
-    paths under an exempt prefix (cheap reads keyed by an id, such as progress).
+    Trusts: the request's route to pick exempt paths and route costs, nothing
+    else from the request. The route is what ``route_of(environ)`` names (an
+    app with a router passes its matched rule, so that a path its router
+    normalises, such as ``//heavy``, is costed like ``/heavy``), else
+    ``PATH_INFO`` as sent; it is left in ``environ[ROUTE_ENVIRON_KEY]``.
+    Exempt paths are never shed nor queued, and neither are paths under an
+    exempt prefix (cheap reads keyed by an id, such as progress).
     """
 
     def __init__(
@@ -47,6 +55,7 @@ class MemoryGovernorMiddleware:
         route_costs_mb: Mapping[str, float] | None = None,
         request_id: Callable[[dict], str] | None = None,
         extra_fields: Callable[[dict], dict] | None = None,
+        route_of: Callable[[dict], str] | None = None,
     ) -> None:
         self.app = app
         self.governor = governor
@@ -55,11 +64,15 @@ class MemoryGovernorMiddleware:
         self.route_costs_mb = dict(route_costs_mb or {})
         self.request_id = request_id or (lambda environ: uuid.uuid4().hex)
         self.extra_fields = extra_fields  # fields the app's clients expect on every error body
+        self.route_of = route_of
         self._limit_bytes = governor.limit_bytes
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
         governor = self.governor
-        path = environ.get("PATH_INFO", "")
+        route_of = self.route_of
+        path = environ[ROUTE_ENVIRON_KEY] = (
+            route_of(environ) if route_of is not None else environ.get("PATH_INFO", "")
+        )
         after = governor.after_response
         if path not in self.exempt_paths and not path.startswith(self.exempt_prefixes):
             cost = self.route_costs_mb.get(path, 0.0)

@@ -5,9 +5,10 @@ consecutive checks (like uWSGI's reload-on-rss, but spikes pass), or after
 about ``max_requests`` requests (like gunicorn's own setting, with jitter).
 Retiring is graceful in a way gunicorn's built-in recycling is not:
 
-- its replacement starts *before* it stops accepting (the master is asked
-  for one more worker with SIGTTIN and given the count back when the old one
-  exits), so capacity never dips, even with a single worker;
+- its replacement starts *before* it stops accepting (the retiring worker
+  tells the master its pid, then wakes it with SIGTTIN; the master keeps
+  ``configured + live retiring workers`` running), so capacity never dips,
+  even with a single worker;
 - in-flight work may run to its end (``drain_s``, the request deadline),
   instead of gunicorn's shutdown grace of a few seconds meant for SIGTERM;
 - only one worker retires at a time, and never one younger than ``min_age_s``.
@@ -16,8 +17,17 @@ SIGTERM (a Cloud Run shutdown) keeps the short grace: the worker's own grace
 is set a little under the master's so that it exits on its own, handing back
 unfinished jobs, before the master kills it.
 
-Only gunicorn's worker object is touched (``alive``, ``cfg``, ``ppid``,
-``notify``), so nothing here imports gunicorn.
+The master never counts up and down: whenever its worker count changes or a
+worker exits, it sets the count to the configured one plus the retiring
+workers still alive, each of which announced itself with a message of its
+own (a counter or one shared "who is retiring" slot drifts when one worker
+retires just as the previous one exits). So the count always comes back to
+the setting; with the governor on, SIGTTIN and SIGTTOU are not a way to
+change it.
+
+Only gunicorn's worker object (``alive``, ``cfg``, ``ppid``, ``notify``) and
+the master's ``num_workers`` and ``WORKERS`` are touched, so nothing here
+imports gunicorn.
 """
 
 from __future__ import annotations
@@ -27,6 +37,7 @@ import gc
 import os
 import random
 import signal
+import struct
 import tempfile
 import threading
 import time
@@ -48,12 +59,52 @@ def freeze_heap() -> None:
     gc.freeze()
 
 
+class RetiringWorkers:
+    """Which workers are retiring, as each tells the master: one message per worker, so none
+    overwrites another's.
+
+    A pipe made in the master before the workers fork: a worker writes its pid
+    (4 bytes: an atomic pipe write) in ``announce``; the master drains it in
+    ``wanted_workers``. Nothing to clean up: the kernel frees the pipe.
+    """
+
+    _PID = struct.Struct("=i")
+
+    def __init__(self) -> None:
+        self._read_fd, self._write_fd = os.pipe()
+        os.set_blocking(self._read_fd, False)
+        os.set_blocking(self._write_fd, False)
+        self._pids: set[int] = set()  # the master's view
+
+    def announce(self, pid: int) -> None:
+        """In the worker, before it asks for its replacement."""
+        try:
+            os.write(self._write_fd, self._PID.pack(pid))
+        except OSError:  # a full pipe: the master is not reading; nothing better to do here
+            pass
+
+    def wanted_workers(self, configured: int, live_pids) -> int:
+        """In the master: ``configured`` plus the announced workers among ``live_pids``."""
+        while True:
+            try:
+                data = os.read(self._read_fd, 4096)  # a multiple of 4: only whole pids
+            except BlockingIOError:
+                break
+            if not data:
+                break
+            self._pids.update(pid for (pid,) in self._PID.iter_unpack(data))
+        live = set(live_pids)
+        self._pids &= live  # forget the ones that have exited
+        return configured + len(self._pids)
+
+
 class WorkerRecycler:
     """Watches one gunicorn worker from a background thread and retires it gracefully.
 
     Make it in the master before the workers fork (``on_starting``), call
     ``attach(worker)`` from ``post_worker_init`` and ``restore_count(server)``
-    from ``child_exit`` (the app's hooks: liroo/gunicorn_hooks.py).
+    from ``child_exit`` and ``nworkers_changed`` (the app's hooks:
+    liroo/gunicorn_hooks.py).
     """
 
     def __init__(
@@ -77,10 +128,10 @@ class WorkerRecycler:
         self.drain_s = drain_s
         self.retiring = False  # this worker is retiring (set in the worker after fork)
         self.stopping = False  # this worker got SIGTERM
-        # One token for the whole process tree: the worker that holds its lock
-        # is the one retiring (its pid is written in the file, for the master).
-        # The kernel releases the lock when that worker exits.
+        # One token for the whole process tree: only the worker that holds its lock
+        # may retire. The kernel releases the lock when that worker exits.
         self._token = tempfile.TemporaryFile(prefix="liroo-recycle-")
+        self._retiring_workers = RetiringWorkers()
 
     # --- in the worker ---------------------------------------------------------
     def attach(self, worker) -> threading.Thread:
@@ -142,7 +193,7 @@ class WorkerRecycler:
     def retire(self, worker, reason: str, **figures) -> None:
         """Start a replacement, stop accepting, let in-flight work finish, exit."""
         self.retiring = True
-        os.pwrite(self._token.fileno(), str(os.getpid()).encode().ljust(16), 0)
+        self._retiring_workers.announce(os.getpid())
         # Counted by the governor and logged once, by its listener (the app's: liroo/logs.py), with
         # these figures.
         self.governor.retiring(reason, **figures)
@@ -154,12 +205,9 @@ class WorkerRecycler:
         worker.alive = False  # gunicorn stops accepting, finishes in-flight requests, exits
 
     # --- in the master -----------------------------------------------------------
-    def restore_count(self, server, pid: int) -> None:
-        """A worker exited: if it was the retiring one, give back the extra slot it asked for."""
-        try:
-            retiring_pid = int(os.pread(self._token.fileno(), 16, 0).strip() or 0)
-        except (OSError, ValueError):
-            retiring_pid = 0
-        if pid == retiring_pid and server.num_workers > self.configured_workers:
-            server.num_workers -= 1
-            os.pwrite(self._token.fileno(), b" " * 16, 0)
+    def restore_count(self, server) -> None:
+        """A worker exited or the count changed: run the configured count plus one per live
+        retiring worker (whose replacement it asked for)."""
+        wanted = self._retiring_workers.wanted_workers(self.configured_workers, server.WORKERS)
+        if server.num_workers != wanted:
+            server.num_workers = wanted  # gunicorn's manage_workers spawns up to it next

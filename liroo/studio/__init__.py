@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 
 from flask import Blueprint, Response, make_response, render_template, request, url_for
 
+from .. import routes
 from ..generation.options import LEVELS, STYLES, level_key, style_key
 from ..generation.story import GENRES
 from ..monitoring import service_description
@@ -32,16 +33,20 @@ bp = Blueprint(
     __name__,
     template_folder="templates",
     static_folder="static",
-    static_url_path="/studio/static",
+    static_url_path=routes.STUDIO_FILES.path.removesuffix("/<path:filename>"),
 )
 
-# (key, label, route); the script builds each route's body (studio.js, bodyFor).
-MODES = (
-    ("comic", "Comic", "/generate_comic"),
-    ("story", "Story", "/generate_story"),
-    ("lecture", "Lecture", "/generate_lecture"),
-    ("study", "Study page", "/process"),
-    ("speech", "Speech", "/generate_tts"),
+# (key, label, path): the key is the route's family (liroo/routes.py); the script builds each
+# route's body (studio.js, bodyFor).
+MODES = tuple(
+    (route.family, label, route.path)
+    for route, label in (
+        (routes.COMIC, "Comic"),
+        (routes.STORY, "Story"),
+        (routes.LECTURE, "Lecture"),
+        (routes.STUDY, "Study page"),
+        (routes.SPEECH, "Speech"),
+    )
 )
 DEFAULT_STYLE = "comic_book"
 GCS_ORIGIN = "https://storage.googleapis.com"  # both signed and public object URLs live here
@@ -97,7 +102,7 @@ def _prefill() -> dict[str, str]:
     }
 
 
-@bp.get("/")
+@routes.STUDIO.view(bp)
 def page() -> Response:
     if not wants_html():
         response = service_description()

@@ -1,0 +1,108 @@
+"""Route facts declared once (liroo/routes.py): every route of the app is declared, and the
+governor's door finds a route's cost by the rule the request matches, however its path is spelled.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import requests
+
+from liroo import create_app, routes
+from liroo.governor.middleware import ROUTE_ENVIRON_KEY
+from liroo.settings import Settings
+from tests import contract
+from tests.servers import GunicornServer
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory):
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    app = create_app(Settings(media_dir=str(tmp_path_factory.mktemp("media"))))
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    return app
+
+
+def test_every_route_of_the_app_is_declared_once_with_its_method(app):
+    served = {
+        (method, rule.rule)
+        for rule in app.url_map.iter_rules()
+        if rule.endpoint != "static"  # Flask's own, for a static folder the app does not have
+        for method in rule.methods - {"HEAD", "OPTIONS"}
+    }
+    assert served == {(route.method, route.path) for route in routes.ROUTES}
+
+
+@pytest.mark.parametrize(
+    "path, method, rule",
+    [
+        ("/generate_image", "POST", "/generate_image"),
+        ("//generate_image", "POST", "/generate_image"),
+        ("///generate_comic", "POST", "/generate_comic"),
+        ("/progress/abcdefgh12", "GET", "/progress/<request_id>"),
+        ("/health", "HEAD", "/health"),
+        ("/generate_image", "GET", ""),  # 405: no route's work
+        ("/no/such/thing", "GET", ""),
+        ("/generate_image/", "POST", ""),
+    ],
+)
+def test_the_door_names_the_rule_flask_will_route_to(app, path, method, rule):
+    lookup = routes.RouteLookup(app.url_map)
+    assert lookup({"PATH_INFO": path, "REQUEST_METHOD": method}) == rule
+    # and the route Flask itself matches is that one
+    with app.test_request_context("/", method=method) as ctx:
+        ctx.request.environ["PATH_INFO"] = path
+        adapter = app.url_map.bind_to_environ(ctx.request.environ)
+        try:
+            matched = adapter.match(return_rule=True)[0].rule
+        except Exception:
+            matched = ""
+    assert matched == rule
+
+
+def test_the_door_looks_costs_up_by_the_matched_route(app):
+    door = app.wsgi_app
+    assert door.route_costs_mb["/generate_comic"] == Settings().image_reserve_mb
+    environ = {"PATH_INFO": "//generate_lecture", "REQUEST_METHOD": "POST"}
+    environ[ROUTE_ENVIRON_KEY] = door.route_of(environ)
+    assert environ[ROUTE_ENVIRON_KEY] == "/generate_lecture"
+
+
+@pytest.fixture(scope="module")
+def starved():
+    """A door that can never fit a picture and does not queue: every costed request is shed at
+    once, every other one served."""
+    env = {
+        "MEMORY_LIMIT_MB": "1000",
+        "LIROO_IMAGE_RESERVE_MB": "5000",
+        "LIROO_ADMISSION_WAIT_S": "0",
+        "LIROO_RESERVATION_WAIT_S": "0",
+    }
+    with GunicornServer(env) as server:
+        yield server
+
+
+# The bodies are empty on purpose: the app would answer 400 missing_field, so a 503 shows that the
+# door refused the request before the app read it (the route's own reservation would refuse it
+# too, but only after parsing it).
+@pytest.mark.parametrize(
+    "path",
+    ["/generate_image", "//generate_image", "///generate_comic", "//generate_lecture"],
+)
+def test_a_doubled_slash_is_costed_at_the_door_like_the_plain_path(starved, path):
+    response = requests.post(starved.url(path), json={}, timeout=30)
+    assert response.status_code == 503, response.text
+    shed = contract.decode_error(response.json())
+    assert shed["code"] == "memory_pressure" and response.headers["Retry-After"]
+    assert ("lecture_id" in shed) == path.endswith("lecture")  # the route's own fields too
+
+
+def test_a_starved_door_still_serves_what_it_exempts_and_what_costs_nothing(starved):
+    for path in ("/health", "//health", "/progress/abcdefgh12"):
+        response = requests.get(starved.url(path), timeout=10)
+        assert response.status_code in (200, 404), (path, response.text)
+    response = requests.post(starved.url("//process"), json={}, timeout=30)
+    assert response.status_code == 400 and response.json()["code"] == "missing_field"
