@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Callable
 
 from flask import Flask
 
@@ -13,7 +14,7 @@ from .governor import Governor, GovernorConfig, MemoryGovernorMiddleware, Unrese
 from .jobs import make_job_store
 from .limiter import make_limiter
 from .providers import make_provider
-from .security import KeyRing
+from .security import API_KEY_HEADER, KeyRing
 from .services import Services
 from .settings import Settings
 from .storage import make_storage
@@ -35,6 +36,9 @@ def governor_config(settings: Settings) -> GovernorConfig:
         mmap_threshold_kb=settings.mmap_threshold_kb if settings.governor_enabled else 0,
         admission_wait_s=settings.admission_wait_s,
         admission_queue=settings.admission_queue,
+        admission_caller_share=settings.admission_caller_share,
+        deadline_s=settings.deadline_s if settings.deadline_enabled else None,
+        read_deadline_s=settings.read_deadline_s,
     )
 
 
@@ -87,6 +91,7 @@ def create_app(settings: Settings | None = None) -> Flask:
             route_costs_mb=_route_costs(app, settings),
             request_id=requestid.request_id_from_environ,
             extra_fields=api.shed_fields,
+            caller=_door_caller(app.extensions["liroo"].keyring, settings.trusted_proxies),
         )
     log.info(
         "liroo ready: governor %s, limit %.0f MB (%s)",
@@ -106,3 +111,24 @@ def _route_costs(app: Flask, settings: Settings) -> dict[str, float]:
         if cost is not None and not rule.arguments:
             costs[rule.rule] = float(cost(settings))
     return costs
+
+
+def _door_caller(keyring: KeyRing, trusted_proxies: int) -> Callable[[dict], str]:
+    """Who a request comes from, for a caller's share of the door's line (before Flask and the
+    key check run): a valid API key's id, else the client's address (through trusted proxies
+    only, as the rate limit reads it)."""
+    key_header = "HTTP_" + API_KEY_HEADER.upper().replace("-", "_")
+
+    def caller(environ: dict) -> str:
+        if keyring.keys_required:
+            scheme, _, token = environ.get("HTTP_AUTHORIZATION", "").strip().partition(" ")
+            credential = token.strip() if scheme.lower() == "bearer" else ""
+            credential = credential or environ.get(key_header, "").strip()
+            if credential and (key_id := keyring.identify(credential, True).key_id):
+                return "key:" + key_id
+        hops = [hop.strip() for hop in environ.get("HTTP_X_FORWARDED_FOR", "").split(",")]
+        if trusted_proxies and len(hops) >= trusted_proxies and hops[-trusted_proxies]:
+            return "addr:" + hops[-trusted_proxies]
+        return "addr:" + environ.get("REMOTE_ADDR", "")
+
+    return caller

@@ -286,14 +286,18 @@ def test_a_step_waiting_to_grow_holds_none_of_the_pledges_it_could_not_complete_
     """Hold-and-wait: a growing step that took the door's pledges and then waited for the rest kept
     the pledged requests from starting, and two such steps stalled each other."""
     governor = make_governor(cgroup)  # hard limit 750
-    first, second = governor.admit(100), governor.admit(100)
+    # Two admitted requests (each pledge bound to its request's id, as run_generation does).
+    first = governor.admit(100)
+    governor.adopt_pledge("first")
+    second = governor.admit(100)
+    governor.adopt_pledge("second")
     assert first.admitted and second.admitted and governor.outstanding_mb() == 200
     cgroup.set_used(500)  # room: 750 - 500 - 200 = 50
     with governor.reserve(0) as growing:
         thread, result = in_thread(growing.grow_to, 300, 30)  # 200 pledged + 50 free < 300
         wait_for(lambda: governor.waiting_reservations() == 1, timeout=10, what="the step to wait")
         assert governor.outstanding_mb() == 200  # the pledges, still the admitted requests'
-        with governor.reserve(100, wait_s=0), governor.reserve(100, wait_s=0):
+        with governor.reserve(100, group="first"), governor.reserve(100, group="second"):
             assert governor.outstanding_mb() == 200  # both started on their pledges, at once
         assert governor.waiting_reservations() == 1 and thread.is_alive()
         cgroup.set_used(400)  # now 350 free: the step grows
@@ -331,8 +335,9 @@ def test_a_waiting_first_step_counts_its_requests_pledge_as_its_own(cgroup):
     to wait: it waits only for the rest, not for its whole size on top of the pledge."""
     governor = make_governor(cgroup)  # hard limit 750
     decision = governor.admit(100)
+    governor.adopt_pledge("R")  # the request's id (its first step runs in another thread)
     cgroup.set_used(600)  # 600 + 100 pledged: 50 free, and the step wants 150
-    first_step = governor.reserve(150, wait_s=30)
+    first_step = governor.reserve(150, wait_s=30, group="R")
     step, result = in_thread(first_step.__enter__)
     wait_for(lambda: governor.waiting_reservations() == 1, timeout=10, what="the step to wait")
     cgroup.set_used(580)  # 100 pledged + 70 free: enough (150 on top of the pledge would not be)

@@ -9,15 +9,17 @@ WSGI app can use it:
 
     governor = Governor(GovernorConfig())
     app.wsgi_app = MemoryGovernorMiddleware(app.wsgi_app, governor)
-    with governor.reserve(200, wait_s=30):
+    with governor.reserve(200, wait_s=30):  # or deadline=time.monotonic() + 30
         ...heavy work...
 """
 
 from .core import Governor, GovernorConfig, MemoryReserver, Unreserved
 from .events import EventKind, GovernorEvent
 from .middleware import MemoryGovernorMiddleware
-from .policy import Level, MemoryPressure, Reservation, Thresholds
+from .pledges import Reservation
+from .policy import MemoryPressure
 from .probe import MemoryProbe, find_cgroup
+from .rule import Level, Thresholds
 from .workers import WorkerRecycler, freeze_heap
 
 __all__ = [
