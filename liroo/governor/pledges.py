@@ -11,9 +11,12 @@ step only.
 
 A pledge is its request's own: the door makes it in the thread that serves
 the request, and the request's first reservations convert it rather than add
-to it. It is bound to the request's group (its id) by the first reservation
-made in that thread or by ``adopt``; from then on a step of that group in any
-thread (a pool drawing panels) takes from it, and no other request can.
+to it. A step that cannot start on its pledge and the free room gives the
+pledge back before it waits (``forfeit``): waiting holding nothing is what
+keeps steps from stalling each other. It is bound to the request's group (its
+id) by the first reservation made in that thread or by ``adopt``; from then on
+a step of that group in any thread (a pool drawing panels) takes from it, and
+no other request can.
 """
 
 from __future__ import annotations
@@ -146,6 +149,17 @@ class PledgeBook:
             current.group = group
             self._by_group.setdefault(group, current)
         return current
+
+    def forfeit(self, group: str | None) -> None:
+        """Give back what is left of ``group``'s pledge (its request's step waits holding
+        nothing); the pledge stays its request's, empty, until the request ends."""
+        with self.lock:
+            pledge = self.own_locked(group)
+            left = pledge.nbytes if pledge is not None else 0
+            if left:
+                pledge.nbytes = 0  # type: ignore[union-attr]
+        if left:
+            self._give_back(left)
 
     def drop(self, pledge: Pledge) -> None:
         """Give back what is left of ``pledge`` (its request ended)."""

@@ -192,6 +192,10 @@ class MemoryPolicy:
             self.turns.door(-1)
 
     def _try_pledge(self, nbytes: int) -> Pledge | None:
+        # A step holding no reservation waits somewhere (rank 0): it goes before newcomers, who
+        # count as holding one (turns.FairTurns), or they would take the room it waits for.
+        if self.ledger.min_rank() <= 0:
+            return None
         if not self.ledger.try_add(nbytes, self._fits(nbytes)):
             return None
         return self.pledges.made(nbytes)
@@ -277,6 +281,12 @@ class MemoryPolicy:
             self.cleaner.run(full=True, reason="room")
             if turn(None) and self._take(nbytes, group):
                 return
+        # It waits holding nothing: what is left of its request's pledge goes back, so that room
+        # promised to requests whose steps wait can combine for the step whose turn comes first
+        # (with every admitted request sitting on a pledge smaller than its first step, none
+        # could start: a 512 MB survival burst served 5 of 30). The door lets no newcomer in
+        # while such a step waits (see _try_pledge).
+        self.pledges.forfeit(group)
         sequence = self.turns.start_waiting(group, growing)
         try:
             while True:
