@@ -33,6 +33,8 @@ class ReservationLedger:
         self._map = self._shared.buffer
         self._locked = self._shared.locked
         self._table = memoryview(self._map).cast("q")  # the same memory as int64s, for a fast sum
+        for i in range(slots):  # a free slot ranks last, so min_rank reads every slot in C
+            self._table[3 * i + 2] = self.NO_RANK
         self._local_slot: tuple[int, int] | None = None  # (pid, index)
 
     def total_bytes(self) -> int:
@@ -43,10 +45,7 @@ class ReservationLedger:
 
     def min_rank(self) -> int:
         """The smallest rank any live process has published (a lock-free read)."""
-        table = self._table
-        return min(
-            (table[i + 2] for i in range(0, 3 * self._slots, 3) if table[i]), default=self.NO_RANK
-        )
+        return min(self._table[2::3])
 
     def publish_rank(self, rank: int) -> None:
         with self._locked():

@@ -11,6 +11,7 @@ per route and one for all routes, like the memory costs generation learns.
 from __future__ import annotations
 
 import os
+import threading
 
 from . import rule
 from .ledger import alive
@@ -35,6 +36,7 @@ class ServiceTimes:
         self._table = memoryview(self._shared.buffer).cast("d")
         self._index: dict[str, int] = {ALL_ROUTES: 0}
         self._local: tuple[int, int] | None = None  # (pid, process slot)
+        self._count_lock = threading.Lock()
 
     def register(self, route: str) -> None:
         if route not in self._index and len(self._index) < self._routes:
@@ -61,8 +63,11 @@ class ServiceTimes:
 
     def started(self, change: int) -> None:
         """A costed request of this process was admitted (+1) or closed (-1)."""
-        with self._shared.locked():
-            slot = self._slot_locked()
+        if self._local is None or self._local[0] != os.getpid():
+            with self._shared.locked():
+                self._slot_locked()
+        slot = self._local[1]  # type: ignore[index]
+        with self._count_lock:  # only this process writes its slot: no lock across processes
             self._table[slot + 1] = max(self._table[slot + 1] + change, 0)
 
     def forget(self, pid: int) -> None:
