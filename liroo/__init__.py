@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Callable
 
 from flask import Flask
 
@@ -25,7 +26,7 @@ from .governor import Governor, GovernorConfig, MemoryGovernorMiddleware, Unrese
 from .jobs import make_job_store
 from .limiter import make_limiter
 from .providers import make_provider
-from .security import KeyRing
+from .security import API_KEY_HEADER, KeyRing
 from .services import Services
 from .settings import Settings
 from .storage import make_storage
@@ -47,6 +48,9 @@ def governor_config(settings: Settings) -> GovernorConfig:
         mmap_threshold_kb=settings.mmap_threshold_kb if settings.governor_enabled else 0,
         admission_wait_s=settings.admission_wait_s,
         admission_queue=settings.admission_queue,
+        admission_caller_share=settings.admission_caller_share,
+        deadline_s=settings.deadline_s if settings.deadline_enabled else None,
+        read_deadline_s=settings.read_deadline_s,
     )
 
 
@@ -100,6 +104,7 @@ def create_app(settings: Settings | None = None) -> Flask:
             extra_fields=api.shed_fields,
             # Looked up by the rule the request matches, as Flask routes it: "//generate_image" too.
             route_of=routes.RouteLookup(app.url_map),
+            caller=_door_caller(app.extensions["liroo"].keyring, settings.trusted_proxies),
         )
     log.info(
         "liroo ready: governor %s, limit %.0f MB (%s)",
@@ -108,3 +113,24 @@ def create_app(settings: Settings | None = None) -> Flask:
         governor.probe.source,
     )
     return app
+
+
+def _door_caller(keyring: KeyRing, trusted_proxies: int) -> Callable[[dict], str]:
+    """Who a request comes from, for a caller's share of the door's line (before Flask and the
+    key check run): a valid API key's id, else the client's address (through trusted proxies
+    only, as the rate limit reads it)."""
+    key_header = "HTTP_" + API_KEY_HEADER.upper().replace("-", "_")
+
+    def caller(environ: dict) -> str:
+        if keyring.keys_required:
+            scheme, _, token = environ.get("HTTP_AUTHORIZATION", "").strip().partition(" ")
+            credential = token.strip() if scheme.lower() == "bearer" else ""
+            credential = credential or environ.get(key_header, "").strip()
+            if credential and (key_id := keyring.identify(credential, True).key_id):
+                return "key:" + key_id
+        hops = [hop.strip() for hop in environ.get("HTTP_X_FORWARDED_FOR", "").split(",")]
+        if trusted_proxies and len(hops) >= trusted_proxies and hops[-trusted_proxies]:
+            return "addr:" + hops[-trusted_proxies]
+        return "addr:" + environ.get("REMOTE_ADDR", "")
+
+    return caller

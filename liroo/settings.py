@@ -121,7 +121,28 @@ class Settings:
     request_deadline_s: float = _setting(
         "LIROO_REQUEST_DEADLINE_S",
         1800.0,
-        "Longest a generation request may run before it fails with a timeout.",
+        "Longest a generation request may keep working (also after its answer deadline "
+        "LIROO_DEADLINE_S, so a retry can join it) before it fails with a timeout; at least "
+        "LIROO_DEADLINE_S.",
+    )
+    deadline_enabled: bool = _setting(
+        "LIROO_DEADLINE",
+        True,
+        "on: every request carries a deadline (below) that bounds its waits, and a 503's "
+        "Retry-After follows the measured drain rate; off: fixed waits and LIROO_RETRY_AFTER_S "
+        "(the benchmarks' baseline).",
+    )
+    deadline_s: float = _setting(
+        "LIROO_DEADLINE_S",
+        55.0,
+        "Generation routes (POST): an answer, or a 503 with Retry-After, is sent within this many "
+        "seconds (the app gives up after 60 s); a client's X-Request-Timeout-Ms can shorten it.",
+    )
+    read_deadline_s: float = _setting(
+        "LIROO_READ_DEADLINE_S",
+        25.0,
+        "The same for reads (GET/HEAD: health, progress, jobs, media; the app's /health timeout "
+        "is 30 s).",
     )
 
     # --- memory governor -----------------------------------------------------
@@ -196,6 +217,12 @@ class Settings:
         "LIROO_ADMISSION_QUEUE",
         32,
         "Most requests waiting at the door, all workers together; more are refused at once.",
+    )
+    admission_caller_share: float = _setting(
+        "LIROO_ADMISSION_CALLER_SHARE",
+        0.5,
+        "Share of the door's line one caller (its API key, else its address) may hold; more of "
+        "its requests are refused at once (at least one place each).",
     )
     image_reserve_mb: float = _setting(
         "LIROO_IMAGE_RESERVE_MB",
@@ -446,6 +473,12 @@ class Settings:
             raise SettingsError("LIROO_PROVIDER: expected offline or gemini")
         if self.log_format not in (None, "json", "text"):
             raise SettingsError("LIROO_LOG_FORMAT: expected json or text")
+        if self.deadline_s <= 0 or self.read_deadline_s <= 0:
+            raise SettingsError("LIROO_DEADLINE_S and LIROO_READ_DEADLINE_S must be positive")
+        if self.request_deadline_s < self.deadline_s:
+            raise SettingsError("LIROO_REQUEST_DEADLINE_S must be at least LIROO_DEADLINE_S")
+        if not 0 < self.admission_caller_share <= 1:
+            raise SettingsError("LIROO_ADMISSION_CALLER_SHARE: expected a share in (0, 1]")
 
     # Derived choices, so that every caller decides them the same way.
     @property

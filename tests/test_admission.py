@@ -9,10 +9,17 @@ files that the real probe reads (tests/cgroupfake.py), so a test can put the
 
 import os
 import threading
+import time
 
 import pytest
 
-from liroo.governor import Governor, GovernorConfig, MemoryGovernorMiddleware, MemoryProbe
+from liroo.governor import (
+    Governor,
+    GovernorConfig,
+    MemoryGovernorMiddleware,
+    MemoryPressure,
+    MemoryProbe,
+)
 from liroo.governor.probe import MB
 from tests.cgroupfake import FakeCgroupV2
 from tests.servers import wait_for
@@ -286,14 +293,18 @@ def test_a_step_waiting_to_grow_holds_none_of_the_pledges_it_could_not_complete_
     """Hold-and-wait: a growing step that took the door's pledges and then waited for the rest kept
     the pledged requests from starting, and two such steps stalled each other."""
     governor = make_governor(cgroup)  # hard limit 750
-    first, second = governor.admit(100), governor.admit(100)
+    # Two admitted requests (each pledge bound to its request's id, as run_generation does).
+    first = governor.admit(100)
+    governor.adopt_pledge("first")
+    second = governor.admit(100)
+    governor.adopt_pledge("second")
     assert first.admitted and second.admitted and governor.outstanding_mb() == 200
     cgroup.set_used(500)  # room: 750 - 500 - 200 = 50
     with governor.reserve(0) as growing:
         thread, result = in_thread(growing.grow_to, 300, 30)  # 200 pledged + 50 free < 300
         wait_for(lambda: governor.waiting_reservations() == 1, timeout=10, what="the step to wait")
         assert governor.outstanding_mb() == 200  # the pledges, still the admitted requests'
-        with governor.reserve(100, wait_s=0), governor.reserve(100, wait_s=0):
+        with governor.reserve(100, group="first"), governor.reserve(100, group="second"):
             assert governor.outstanding_mb() == 200  # both started on their pledges, at once
         assert governor.waiting_reservations() == 1 and thread.is_alive()
         cgroup.set_used(400)  # now 350 free: the step grows
@@ -331,8 +342,9 @@ def test_a_waiting_first_step_counts_its_requests_pledge_as_its_own(cgroup):
     to wait: it waits only for the rest, not for its whole size on top of the pledge."""
     governor = make_governor(cgroup)  # hard limit 750
     decision = governor.admit(100)
+    governor.adopt_pledge("R")  # the request's id (its first step runs in another thread)
     cgroup.set_used(600)  # 600 + 100 pledged: 50 free, and the step wants 150
-    first_step = governor.reserve(150, wait_s=30)
+    first_step = governor.reserve(150, wait_s=30, group="R")
     step, result = in_thread(first_step.__enter__)
     wait_for(lambda: governor.waiting_reservations() == 1, timeout=10, what="the step to wait")
     cgroup.set_used(580)  # 100 pledged + 70 free: enough (150 on top of the pledge would not be)
@@ -342,3 +354,64 @@ def test_a_waiting_first_step_counts_its_requests_pledge_as_its_own(cgroup):
     first_step.__exit__(None, None, None)
     decision.pledge.release()
     assert governor.outstanding_mb() == 0
+
+
+# --- pledges are each request's own; deadlines bound every wait --------------------------------
+
+
+def test_a_requests_pledge_is_taken_by_its_own_steps_only(cgroup):
+    """The door's pledge for B is B's: A's step cannot start on it (pooled per process, it could,
+    and B's first step then found nothing promised and waited)."""
+    governor = make_governor(cgroup)  # hard limit 750
+    cgroup.set_used(600)  # 150 free
+
+    def admitted_b():
+        decision = governor.admit(100)  # in the thread serving B, as the middleware does
+        governor.adopt_pledge("B")
+        return decision
+
+    door, result = in_thread(admitted_b)
+    door.join(10)
+    assert result["value"].admitted and governor.outstanding_mb() == 100  # 50 left free
+    with pytest.raises(MemoryPressure):
+        with governor.reserve(100, group="A"):
+            pass
+    with governor.reserve(100, group="B"):  # B's step, in any thread: on its pledge, at once
+        assert governor.outstanding_mb() == 100
+    result["value"].pledge.release()
+    assert governor.outstanding_mb() == 0
+
+
+def test_a_reservation_waits_no_longer_than_its_deadline(cgroup):
+    governor = make_governor(cgroup)
+    cgroup.set_used(700)
+    started = time.monotonic()
+    with pytest.raises(MemoryPressure):
+        with governor.reserve(100, wait_s=30, deadline=started + 0.2):
+            pass
+    assert governor.refused_reservations == 1 and governor.waiting_reservations() == 0
+
+
+def test_the_door_gives_each_request_its_deadline_and_honours_a_shorter_one(cgroup):
+    governor = make_governor(cgroup, admission_wait_s=30, deadline_s=55, read_deadline_s=25)
+    seen = {}
+
+    def app(environ, start_response):
+        seen[environ["REQUEST_METHOD"]] = environ["liroo.deadline"] - time.monotonic()
+        return hello_app(environ, start_response)
+
+    door = MemoryGovernorMiddleware(app, governor, route_costs_mb={"/heavy": 100})
+    call(door, "/heavy", method="POST")
+    call(door, "/health", method="GET")
+    assert 54 < seen["POST"] <= 55 and 24 < seen["GET"] <= 25
+    call(door, "/heavy", method="POST", headers={"HTTP_X_REQUEST_TIMEOUT_MS": "999999999"})
+    assert 54 < seen["POST"] <= 55  # never lengthened
+    # Memory full behind a shorter client deadline: refused by then, not after admission_wait_s.
+    cgroup.set_used(700)
+    status, _, _ = call(door, "/heavy", method="POST", headers={"HTTP_X_REQUEST_TIMEOUT_MS": "300"})
+    assert status.startswith("503")
+    assert governor.snapshot()["admission"]["longest_wait_s"] < 30
+    status, _, body = call(
+        door, "/heavy", method="POST", headers={"HTTP_X_REQUEST_TIMEOUT_MS": "x"}
+    )
+    assert status.startswith("400") and b"bad_request_timeout" in body

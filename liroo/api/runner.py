@@ -285,6 +285,7 @@ def run_generation(payload: BaseModel, work: Callable[[Context], dict]) -> Respo
     endpoint = request.url_rule.rule
     fp = fingerprint(endpoint, payload)
     request_id, derived = _request_id(payload, fp)
+    svc.reserver.adopt_pledge(request_id)  # the door's pledge is this request's: its steps take it
     url_base()  # a Host no media URL can be made from is refused before any work
     deadline = time.monotonic() + svc.settings.request_deadline_s
     replay_s = svc.settings.derived_replay_s if derived else None

@@ -10,10 +10,16 @@ import weakref
 from dataclasses import dataclass
 from typing import ContextManager, Protocol
 
+from . import rule
 from .cleanup import Cleaner, CleanupResult, pin_mmap_threshold
 from .events import EventKind, Events, GovernorEvent, Listener
-from .policy import DoorDecision, Level, MemoryPolicy, Reservation, ReservationLedger, Thresholds
+from .ledger import ReservationLedger
+from .pledges import Reservation
+from .policy import DoorDecision, MemoryPolicy
 from .probe import MB, MemoryProbe
+from .rule import Level, Thresholds
+from .timings import ALL_ROUTES, ServiceTimes
+from .turns import caller_tag
 
 
 @dataclass(frozen=True)
@@ -36,14 +42,26 @@ class GovernorConfig:
         15.0  # longest a costed request waits in the door's line (0: refuse at once)
     )
     admission_queue: int = 32  # most requests waiting in the line, all workers together
+    admission_caller_share: float = 0.5  # of the line's places, the most one caller may hold
+    # Deadlines (None: off, today's fixed waits and Retry-After): the time a request's answer
+    # must be sent by, for routes with a state-changing method, and for the rest.
+    deadline_s: float | None = None
+    read_deadline_s: float | None = None
 
 
 class MemoryReserver(Protocol):
     """What generation needs from the governor: memory for a heavy step, or MemoryPressure."""
 
     def reserve(
-        self, mb: float, wait_s: float = 0.0, group: str | None = None, under_way: bool = False
+        self,
+        mb: float,
+        wait_s: float | None = None,
+        group: str | None = None,
+        under_way: bool = False,
+        deadline: float | None = None,
     ) -> ContextManager[Reservation]: ...
+
+    def adopt_pledge(self, group: str) -> None: ...
 
 
 class Governor:
@@ -70,10 +88,12 @@ class Governor:
         self.events.subscribe(self._count_event)
         self.cleaner = Cleaner(self.probe, self.config.cleanup_min_interval_s, self.events)
         self.mmap_threshold_pinned = pin_mmap_threshold(self.config.mmap_threshold_kb)
+        self.timings = ServiceTimes()
+        self.deadlines = self.config.deadline_s is not None
         self.policy = MemoryPolicy(
             self.probe,
             self.thresholds,
-            self.config.retry_after_s,
+            self.retry_after_s,
             ReservationLedger(),
             cleaner=self.cleaner,
             events=self.events,
@@ -115,7 +135,7 @@ class Governor:
     def _reset_door_counters(self) -> None:
         self.door_queued = self.door_admitted_after_wait = self.door_shed_after_wait = (
             self.door_shed_full
-        ) = 0
+        ) = self.door_shed_late = 0
         self.door_wait_s_total = self.door_wait_s_max = 0.0
 
     def count_request(self) -> None:
@@ -168,14 +188,26 @@ class Governor:
 
     # --- the small interface for heavy work -----------------------------------
     def reserve(
-        self, mb: float, wait_s: float = 0.0, group: str | None = None, under_way: bool = False
+        self,
+        mb: float,
+        wait_s: float | None = None,
+        group: str | None = None,
+        under_way: bool = False,
+        deadline: float | None = None,
     ) -> ContextManager[Reservation]:
-        """Hold ``mb`` for a heavy step, waiting up to ``wait_s``; raises MemoryPressure.
+        """Hold ``mb`` for a heavy step, waiting up to ``wait_s`` and never past ``deadline`` (a
+        ``time.monotonic()`` instant; neither given: no wait); raises MemoryPressure.
 
-        ``group`` (a request id) shares turns fairly with other requests while memory is short.
-        ``under_way``: the step finishes work that already holds memory and frees it (an encode,
-        a hand-over): it goes before new steps rather than waiting its turn behind them."""
-        return self.policy.reserve(mb, wait_s, group, under_way)
+        ``group`` (a request id) takes its request's door pledge first and shares turns fairly
+        with other requests while memory is short. ``under_way``: the step finishes work that
+        already holds memory and frees it (an encode, a hand-over): it goes before new steps
+        rather than waiting its turn behind them."""
+        return self.policy.reserve(mb, wait_s, group, under_way, deadline)
+
+    def adopt_pledge(self, group: str) -> None:
+        """Make the door's pledge of the request this thread serves ``group``'s (its id), so its
+        steps in other threads take it (see pledges.py)."""
+        self.policy.adopt_pledge(group)
 
     def outstanding_mb(self) -> float:
         """Memory promised and not yet allocated, every worker together."""
@@ -188,34 +220,96 @@ class Governor:
     def forget_worker(self, pid: int) -> None:
         """Drop a dead worker's promises (called by the master when a worker exits)."""
         self.policy.ledger.forget(pid)
+        self.timings.forget(pid)
 
     # --- the door ------------------------------------------------------------------
-    def admit(self, cost_mb: float) -> DoorDecision:
-        """Admit a request costing ``cost_mb``, waiting in the door's line if it does not fit
-        now."""
+    def admit(
+        self,
+        cost_mb: float,
+        deadline: float | None = None,
+        route: str | None = None,
+        caller: str | None = None,
+    ) -> DoorDecision:
+        """Admit a request costing ``cost_mb``, waiting in the door's line if it does not fit now.
+
+        With a ``deadline`` (a ``time.monotonic()`` instant) it waits no longer than the deadline
+        minus ``route``'s expected service time, and is refused at once when its place in line
+        says it would not be let in by then. ``caller`` (a key or an address) may hold only its
+        share of the line's places.
+        """
+        config = self.config
         decision = self.policy.admit(
-            cost_mb, self.config.admission_wait_s, self.config.admission_queue
+            cost_mb,
+            config.admission_wait_s,
+            config.admission_queue,
+            deadline,
+            self.timings.expected_s(route) if deadline is not None and route else None,
+            expected_wait=self.expected_wait_s if deadline is not None else None,
+            caller=caller_tag(caller),
+            caller_bound=rule.caller_slots(config.admission_queue, config.admission_caller_share),
         )
-        if decision.queued or decision.queue_full:
-            with self._count_lock:
-                if decision.queue_full:
-                    self.door_shed_full += 1
-                else:
-                    self.door_queued += 1
-                    self.door_wait_s_total += decision.waited_s
-                    self.door_wait_s_max = max(self.door_wait_s_max, decision.waited_s)
-                    if decision.admitted:
-                        self.door_admitted_after_wait += 1
-                    else:
-                        self.door_shed_after_wait += 1
-            self.events.emit(
-                EventKind.QUEUED,
-                admitted=decision.admitted,
-                waited_s=round(decision.waited_s, 3),
-                queue_full=decision.queue_full,
-                cost_mb=cost_mb,
-            )
+        self._count_door(decision, cost_mb)
         return decision
+
+    def _count_door(self, decision: DoorDecision, cost_mb: float) -> None:
+        if not (decision.queued or decision.queue_full or decision.refusal == "late"):
+            return
+        with self._count_lock:
+            if decision.refusal == "late":
+                self.door_shed_late += 1
+            elif decision.queue_full:
+                self.door_shed_full += 1
+            else:
+                self.door_queued += 1
+                self.door_wait_s_total += decision.waited_s
+                self.door_wait_s_max = max(self.door_wait_s_max, decision.waited_s)
+                if decision.admitted:
+                    self.door_admitted_after_wait += 1
+                else:
+                    self.door_shed_after_wait += 1
+        self.events.emit(
+            EventKind.QUEUED,
+            admitted=decision.admitted,
+            waited_s=round(decision.waited_s, 3),
+            queue_full=decision.queue_full,
+            cost_mb=cost_mb,
+            refusal=decision.refusal,
+        )
+
+    def expected_wait_s(self, place: int) -> float | None:
+        """How long a request with ``place`` requests ahead of it is expected to wait at the door
+        (rule.drain_wait_s on the measured service times); None while nothing is measured."""
+        service_s = self.timings.expected_s(ALL_ROUTES)
+        if service_s is None:
+            return None
+        return rule.drain_wait_s(place, service_s, self.timings.running())
+
+    def retry_after_s(self, place: int | None = None) -> int:
+        """``Retry-After`` for a refusal: the expected wait of a request at ``place`` (default: the
+        back of the line), rounded up; LIROO_RETRY_AFTER_S with deadlines off or nothing
+        measured."""
+        if not self.deadlines:
+            return self.config.retry_after_s
+        place = self.queue_length() if place is None else place
+        return rule.retry_after_s(self.expected_wait_s(place), self.config.retry_after_s)
+
+    def expected_service_s(self, route: str) -> float | None:
+        """The route's learned service time (admission to close, every worker), or None."""
+        return self.timings.expected_s(route)
+
+    def register_route(self, route: str) -> None:
+        """Give a costed route its own service-time average (before workers fork)."""
+        self.timings.register(route)
+
+    def service_began(self) -> None:
+        """A costed request was admitted (the drain rate counts it as running)."""
+        self.timings.started(+1)
+
+    def service_ended(self, route: str, seconds: float | None) -> None:
+        """A costed request closed; ``seconds`` from admission, when it measured a full service."""
+        self.timings.started(-1)
+        if seconds is not None:
+            self.timings.record(route, seconds)
 
     def admits(self, cost_mb: float = 0.0) -> bool:
         """Would work costing ``cost_mb`` stay under the hard limit now? (a fresh reading; reserves
@@ -283,6 +377,11 @@ class Governor:
                 "admitted_after_wait": self.door_admitted_after_wait,
                 "shed_after_wait": self.door_shed_after_wait,
                 "shed_queue_full": self.door_shed_full,
+                "shed_late": self.door_shed_late,
+                "caller_share": self.config.admission_caller_share,
+                "service_s": _rounded(self.timings.expected_s(ALL_ROUTES)),
+                "running": self.timings.running(),  # costed requests, every worker
+                "retry_after_s": self.retry_after_s(),
                 "wait_seconds_total": round(self.door_wait_s_total, 3),
                 "longest_wait_s": round(self.door_wait_s_max, 3),
             },
@@ -293,15 +392,27 @@ class Governor:
         }
 
 
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
+
+
 class Unreserved:
     """A reserver that always says yes: used when the governor is switched off."""
 
     def reserve(
-        self, mb: float, wait_s: float = 0.0, group: str | None = None, under_way: bool = False
+        self,
+        mb: float,
+        wait_s: float | None = None,
+        group: str | None = None,
+        under_way: bool = False,
+        deadline: float | None = None,
     ) -> ContextManager[Reservation]:
         from contextlib import nullcontext
 
         return nullcontext(_NullReservation())
+
+    def adopt_pledge(self, group: str) -> None:
+        return None
 
 
 class _NullReservation:
@@ -311,7 +422,7 @@ class _NullReservation:
     def hold(self, mb: float) -> None:
         return None
 
-    def grow_to(self, mb: float, wait_s: float = 0.0) -> None:
+    def grow_to(self, mb: float, wait_s: float | None = 0.0, deadline: float | None = None) -> None:
         return None
 
     def shrink_to(self, mb: float) -> None:

@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from typing import Callable, Iterable, Mapping
 
+from . import rule
 from .core import Governor
+
+# Where the request's deadline (a time.monotonic() instant) waits for the app.
+DEADLINE_KEY = "liroo.deadline"
+# Methods whose routes take the read deadline (read_deadline_s).
+_READS = frozenset(("GET", "HEAD", "OPTIONS"))
 
 # Bodies of shed requests are read and dropped up to this size so that closing
 # the connection does not reset it under the client before it reads the 503.
@@ -24,26 +31,37 @@ EXEMPT_PREFIXES: tuple[str, ...] = ()
 
 
 class MemoryGovernorMiddleware:
-    """Sheds requests with ``503`` + ``Retry-After`` when memory is at the hard limit.
+    """Gives every request its deadline and sheds requests with ``503`` + ``Retry-After`` when
+    memory is at the hard limit.
+
+    With deadlines on (the governor's ``deadline_s``), every request gets one
+    before anything else: now plus its route family's default (``deadline_s``
+    for state-changing methods, ``read_deadline_s`` for the rest), or plus the
+    client's ``X-Request-Timeout-Ms`` when that is shorter, stored in
+    ``environ["liroo.deadline"]`` as a ``time.monotonic()`` instant for the app.
 
     Before an uncosted request it takes one reading (about a microsecond): at
     or above the hard limit it runs one (rate-limited) cleanup, reads again,
     and if still over answers 503 itself without calling the app. A route with
-    a declared cost is admitted when the cost fits (``used + unspent promises
-    + cost < limit``, see policy.py); when it does not, it waits its turn in
-    the door's FIFO line, shared by all workers, for up to the governor's
-    ``admission_wait_s`` while running work finishes, then runs or gets the
-    503. An admitted costed request holds a pledge of its cost until its own
-    reservations take it over or it ends. After the response body is closed it
-    lets the governor clean up if memory is high.
+    a declared cost is admitted when the cost fits (rule.fits); when it does
+    not, it waits its turn in the door's FIFO line, shared by all workers,
+    while running work finishes: up to the governor's ``admission_wait_s`` and
+    never past its deadline minus the route's learned service time; refused at
+    once when its place in line says its turn would come too late, or when its
+    caller already holds its share of the line. An admitted costed request
+    holds a pledge of its cost until its own reservations take it over or it
+    ends; when its response closes, its service time is measured. After the
+    response body is closed it lets the governor clean up if memory is high.
 
-    Trusts: the request's route to pick exempt paths and route costs, nothing
-    else from the request. The route is what ``route_of(environ)`` names (an
-    app with a router passes its matched rule, so that a path its router
-    normalises, such as ``//heavy``, is costed like ``/heavy``), else
-    ``PATH_INFO`` as sent; it is left in ``environ[ROUTE_ENVIRON_KEY]``.
-    Exempt paths are never shed nor queued, and neither are paths under an
-    exempt prefix (cheap reads keyed by an id, such as progress).
+    Trusts: the request's route to pick exempt paths and route costs, the
+    method for the deadline's family, and ``X-Request-Timeout-Ms``, which can
+    only shorten the deadline; nothing else from the request. The route is
+    what ``route_of(environ)`` names (an app with a router passes its matched
+    rule, so that a path its router normalises, such as ``//heavy``, is costed
+    like ``/heavy``), else ``PATH_INFO`` as sent; it is left in
+    ``environ[ROUTE_ENVIRON_KEY]``. Exempt paths are never shed nor queued,
+    and neither are paths under an exempt prefix (cheap reads keyed by an id,
+    such as progress).
     """
 
     def __init__(
@@ -56,32 +74,50 @@ class MemoryGovernorMiddleware:
         request_id: Callable[[dict], str] | None = None,
         extra_fields: Callable[[dict], dict] | None = None,
         route_of: Callable[[dict], str] | None = None,
+        caller: Callable[[dict], str] | None = None,
     ) -> None:
         self.app = app
         self.governor = governor
         self.exempt_paths = frozenset(exempt_paths)
         self.exempt_prefixes = tuple(exempt_prefixes)  # str.startswith takes a tuple: one C call
         self.route_costs_mb = dict(route_costs_mb or {})
+        for route in self.route_costs_mb:
+            governor.register_route(route)
         self.request_id = request_id or (lambda environ: uuid.uuid4().hex)
         self.extra_fields = extra_fields  # fields the app's clients expect on every error body
         self.route_of = route_of
+        # Who is asking (an API key's id, else the client's address), for a caller's share of
+        # the door's line; unknown: the peer's address.
+        self.caller = caller or (lambda environ: environ.get("REMOTE_ADDR", ""))
         self._limit_bytes = governor.limit_bytes
+        config = governor.config
+        self._deadline_s = config.deadline_s
+        self._read_deadline_s = (
+            config.read_deadline_s if config.read_deadline_s is not None else config.deadline_s
+        )
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
         governor = self.governor
+        deadline = None
+        if self._deadline_s is not None:
+            try:
+                deadline = self._deadline(environ)
+            except ValueError:
+                return self._bad_timeout(environ, start_response)
+            environ[DEADLINE_KEY] = deadline
         route_of = self.route_of
         path = environ[ROUTE_ENVIRON_KEY] = (
             route_of(environ) if route_of is not None else environ.get("PATH_INFO", "")
         )
         after = governor.after_response
         if path not in self.exempt_paths and not path.startswith(self.exempt_prefixes):
-            cost = self.route_costs_mb.get(path, 0.0)
+            route, cost = self._route_cost(environ)
             if cost:
-                decision = governor.admit(cost)
+                decision = governor.admit(cost, deadline, route, self.caller(environ))
                 if not decision.admitted:
                     return self._shed(environ, start_response, cost, decision.waited_s)
-                after = _releasing(decision.pledge, after)
-            elif governor.used_bytes() >= self._limit_bytes:
+                start_response, after = self._measured(route, decision.pledge, start_response)
+            elif not rule.fits(governor.used_bytes(), 0, 0, self._limit_bytes):
                 if not governor.admits(0.0):
                     governor.cleanup(full=True, reason="shed")
                     if not governor.admits(0.0):
@@ -93,13 +129,53 @@ class MemoryGovernorMiddleware:
             after()
             raise
 
+    def _route_cost(self, environ: dict) -> tuple[str, float]:
+        """The route as the door knows it, and its declared cost (0: none). The one place the
+        door looks a route up."""
+        path = environ[ROUTE_ENVIRON_KEY]
+        return path, self.route_costs_mb.get(path, 0.0)
+
+    def _deadline(self, environ: dict) -> float:
+        method = environ.get("REQUEST_METHOD", "GET")
+        default_s = self._read_deadline_s if method in _READS else self._deadline_s
+        return rule.request_deadline(
+            time.monotonic(), default_s, environ.get("HTTP_X_REQUEST_TIMEOUT_MS")
+        )
+
+    def _measured(
+        self, route: str, pledge, start_response: Callable
+    ) -> tuple[Callable, Callable[[], None]]:
+        """A start_response that notes the answer's status, and what to do when the response
+        closes: give back the pledge, and learn the service time from a full service (a 2xx
+        other than 202 Accepted and a replayed answer), then clean up as usual."""
+        governor = self.governor
+        began = time.monotonic()
+        governor.service_began()
+        full_service = [False]
+
+        def noting_start_response(status: str, headers: list, exc_info=None):
+            full_service[0] = (
+                status[:1] == "2"
+                and not status.startswith("202")
+                and not any(name.lower() == "x-idempotent-replay" for name, _ in headers)
+            )
+            return start_response(status, headers, exc_info)
+
+        def after() -> None:
+            if pledge is not None:
+                pledge.release()
+            governor.service_ended(route, time.monotonic() - began if full_service[0] else None)
+            governor.after_response()
+
+        return noting_start_response, after
+
     def _shed(
         self, environ: dict, start_response: Callable, cost_mb: float, waited_s: float = 0.0
     ) -> Iterable[bytes]:
         governor = self.governor
-        retry = governor.config.retry_after_s
+        retry = governor.retry_after_s()
         request_id = self.request_id(environ)
-        used = governor.shed(environ.get("PATH_INFO", ""), cost_mb, request_id, waited_s)
+        used = governor.shed(environ[ROUTE_ENVIRON_KEY], cost_mb, request_id, waited_s)
         _drain(environ)
         payload = {
             "error": f"The service is short of memory right now; please retry in {retry} seconds.",
@@ -109,6 +185,22 @@ class MemoryGovernorMiddleware:
             "retry_after_s": retry,
             "request_id": request_id,
         }
+        headers = [("Retry-After", str(retry))]
+        return self._answer(environ, start_response, "503 Service Unavailable", payload, headers)
+
+    def _bad_timeout(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
+        _drain(environ)
+        payload = {
+            "error": "X-Request-Timeout-Ms must be a positive whole number of milliseconds.",
+            "code": "bad_request_timeout",
+            "request_id": self.request_id(environ),
+        }
+        return self._answer(environ, start_response, "400 Bad Request", payload, [])
+
+    def _answer(
+        self, environ: dict, start_response: Callable, status: str, payload: dict, headers: list
+    ) -> Iterable[bytes]:
+        """A JSON answer the middleware gives itself, on a connection it closes."""
         if self.extra_fields is not None:
             payload = {**self.extra_fields(environ), **payload}
         body = json.dumps(payload).encode()
@@ -120,25 +212,17 @@ class MemoryGovernorMiddleware:
         if callable(force_close):
             force_close()
         start_response(
-            "503 Service Unavailable",
+            status,
             [
                 ("Content-Type", "application/json"),
                 ("Content-Length", str(len(body))),
-                ("Retry-After", str(retry)),
+                *headers,
                 ("Connection", "close"),
-                ("X-Request-ID", request_id),
+                ("X-Request-ID", payload["request_id"]),
                 ("X-Content-Type-Options", "nosniff"),
             ],
         )
         return [body]
-
-
-def _releasing(pledge, after: Callable[[], None]) -> Callable[[], None]:
-    def release_then_after() -> None:
-        pledge.release()
-        after()
-
-    return release_then_after
 
 
 def _drain(environ: dict) -> None:
