@@ -222,7 +222,7 @@ class ArrivalBudget:
         """Hold ``size`` bytes in all for ``key``: True if granted, else ``key`` waits in line."""
         if size <= self.holds(key):
             return True
-        if self._fits(key, peer, size) or self._all_holders_wait():
+        if self._fits(key, peer, size) or self._all_holders_wait(but=key):
             self._take(key, peer, size)
             return True
         self._waiting[key] = (peer, size)
@@ -267,8 +267,8 @@ class ArrivalBudget:
             self.held + more <= self.total and self._by_peer.get(peer, 0) + more <= self.peer_share
         )
 
-    def _all_holders_wait(self) -> bool:
-        return all(key in self._waiting for key in self._by_key)
+    def _all_holders_wait(self, but=None) -> bool:
+        return all(key in self._waiting for key in self._by_key if key != but)
 
     def _take(self, key, peer, size: int) -> None:
         more = size - self.holds(key)

@@ -4,8 +4,10 @@ A thread writing an answer to a client that does not read it blocks once the
 kernel's send buffer is full, with no deadline: 42 clients that ask for a
 large file and never read held every thread, and ``/health`` with them. Here a
 thread writes what the kernel takes at once; the rest is queued (byte strings
-up to a per-worker budget, the rest of a file as a duplicated descriptor and
-an offset) and the thread moves on. The worker's loop sends the queue as the
+up to a per-worker budget) and the thread moves on. A file the app sends
+(``wsgi.file_wrapper``) is queued after its first block, whoever reads it, as a
+duplicated descriptor and an offset, and sent with sendfile: no thread copies
+it block by block. The worker's loop sends the queue as the
 client reads, and closes the connection when the client has taken nothing for
 ``LIROO_CLIENT_SEND_TIMEOUT_S``. Only when the budget is full does a thread
 wait itself, under the same timeout.
@@ -173,9 +175,10 @@ class SendSocket:
         return count
 
     def hand_over_file(self, filelike) -> bool:
-        """Leave the rest of the answer, read from ``filelike`` onwards, to the loop, if the client
-        is not keeping up. False: go on reading it here."""
-        if not self.out.pieces or not self.body_left:
+        """Leave the rest of the answer, read from ``filelike`` onwards, to the loop (sendfile, no
+        thread waiting on the client). False: go on reading it here (the head is not sent yet, or
+        the answer's length is not known)."""
+        if not self.body_left:
             return False
         try:
             fd = filelike.fileno()
@@ -216,8 +219,8 @@ class SendSocket:
 
 
 class LoopFileWrapper:
-    """``wsgi.file_wrapper`` for the app's files (werkzeug's send_file): read in blocks while the
-    client keeps up; once it does not, the rest of the file is sent by the worker's loop."""
+    """``wsgi.file_wrapper`` for the app's files (werkzeug's send_file): the first block is read
+    here (gunicorn sends the head with it), the rest of the file is sent by the worker's loop."""
 
     def __init__(self, filelike, blksize: int = 8192) -> None:
         self.filelike = filelike
