@@ -218,6 +218,9 @@ class ArrivalBudget:
     def is_waiting(self, key) -> bool:
         return key in self._waiting
 
+    def waiting(self) -> int:
+        return len(self._waiting)
+
     def ask(self, key, peer, size: int) -> bool:
         """Hold ``size`` bytes in all for ``key``: True if granted, else ``key`` waits in line."""
         if size <= self.holds(key):

@@ -21,6 +21,7 @@ import errno
 import os
 import re
 import select
+import selectors
 import socket
 import threading
 import time
@@ -29,6 +30,8 @@ from collections import deque
 # The answer of the request a thread is serving (a SendSocket), for LoopFileWrapper.
 serving = threading.local()
 
+_LINGER_S = 2.0
+_LINGER_BYTES = 64 * 1024
 _CONTENT_LENGTH = re.compile(rb"\r\ncontent-length:[ \t]*(\d+)", re.IGNORECASE)
 _CHUNKED = re.compile(rb"\r\ntransfer-encoding:[^\r\n]*chunked", re.IGNORECASE)
 
@@ -216,6 +219,52 @@ class SendSocket:
 
     def __getattr__(self, name):
         return getattr(self.sock, name)
+
+
+class Closing:
+    """Connections closing after their answer (RFC 9112 section 9.6): a FIN now, then what the
+    client still sends is drained (up to 64 KiB or 2 s, as gunicorn's ``close_graceful``) by the
+    worker's loop, not by gunicorn's blocking close, which held the whole loop up to 2 s for each
+    client that did not close its end."""
+
+    def __init__(self, poller: selectors.BaseSelector) -> None:
+        self.poller = poller
+        self.lingering: dict = {}  # socket -> [deadline, bytes drained]
+
+    def close(self, sock) -> None:
+        try:
+            sock.shutdown(socket.SHUT_WR)
+            sock.setblocking(False)
+            self.poller.register(sock, selectors.EVENT_READ, self._drain)
+        except (OSError, ValueError, KeyError):
+            sock.close()
+            return
+        self.lingering[sock] = [time.monotonic() + _LINGER_S, 0]
+
+    def sweep(self, now: float) -> None:
+        for sock, (deadline, _) in list(self.lingering.items()):
+            if now > deadline:
+                self._end(sock)
+
+    def _drain(self, sock) -> None:
+        try:
+            data = sock.recv(4096)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        state = self.lingering[sock]
+        state[1] += len(data)
+        if not data or state[1] >= _LINGER_BYTES:
+            self._end(sock)
+
+    def _end(self, sock) -> None:
+        self.lingering.pop(sock, None)
+        try:
+            self.poller.unregister(sock)
+        except (KeyError, ValueError, OSError):
+            pass
+        sock.close()
 
 
 class LoopFileWrapper:

@@ -13,8 +13,7 @@ came. What a thread still reads itself (a request whose framing gunicorn
 judges otherwise) is read under the same two deadlines. A body declared over
 the limit is not read: no ``100 Continue`` for it, and the app's 413 closes the
 connection (a kept-alive one would wait for the unread body). A connection
-closed after its answer lingers (RFC 9112 section 9.6) in the loop too, not in
-gunicorn's blocking ``close_graceful``.
+closed after its answer lingers in the loop too (outgoing.Closing).
 
 **The bytes of requests still arriving** are bounded per worker: 16 KiB a
 connection (any usual head, a small body), and for larger requests as many as
@@ -28,14 +27,7 @@ server's: it counts for neither timeout.
 (liroo/outgoing.py): the thread moves on, and the connection is closed once
 the client has taken nothing for ``LIROO_CLIENT_SEND_TIMEOUT_S``.
 
-**JSON errors.** Some requests never reach the app: gunicorn refuses a
-malformed request line or header, a request line or headers over its limits,
-with a small HTML page that quotes part of the request. Every other error of
-this service is JSON with ``error`` and ``code`` (../shared/client-contract.md).
-This worker keeps gunicorn's whole decision (status, reason, logging) and
-changes only the body it sends; the query string of a malformed request line
-is not logged (it may carry a key). A transfer coding other than ``chunked``
-is refused with 501 (gunicorn would pass a compressed body on as it came).
+**JSON errors.** gunicorn's own error pages are JSON (liroo/thread_io.py).
 gunicorn.conf.py names this class as worker_class.
 
 **Stopping.** A request still in the app when a stopping worker's grace ends
@@ -51,7 +43,6 @@ takes while this one stops (the whole server is stopping) is answered at once,
 from __future__ import annotations
 
 import errno
-import json
 import re
 import select
 import selectors
@@ -59,18 +50,17 @@ import socket
 import threading
 import time
 from functools import partial
-from http import HTTPStatus
 
-from gunicorn import util
-from gunicorn.http.errors import InvalidRequestLine, ParseException, UnsupportedTransferCoding
-from gunicorn.http.parser import RequestParser
-from gunicorn.http.unreader import SocketUnreader
+from gunicorn.http.errors import InvalidRequestLine, UnsupportedTransferCoding
 from gunicorn.workers.gthread import STOP_KEEPALIVE_LINGER, TConn, ThreadWorker
 
 from . import outgoing
 from .errors import INTERRUPTED, error_body, http_error_code
 from .framing import CONTINUE, Arrival, ArrivalBudget, ArrivalClock, Limits
 from .gunicorn_hooks import app_settings
+from .thread_io import ClientTimeout, DeadlineParser, JsonErrorPage, json_error_page
+
+__all__ = ["INTERRUPTED_ANSWER", "ClientTimeout", "JsonErrorWorker", "json_error_page"]
 
 # One recv() of a request still arriving; the kernel keeps the rest.
 _RECV_BYTES = 64 * 1024
@@ -81,9 +71,6 @@ _ALWAYS_READ_BYTES = 16 * 1024
 _PEER_SHARE = 4
 # Bytes of one answer (and threads x this per worker) the loop holds for a client not reading.
 _SEND_HOLD_BYTES = 256 * 1024
-# As gunicorn's close_graceful: how long, and how much, a closing connection is drained.
-_LINGER_S = 2.0
-_LINGER_BYTES = 64 * 1024
 # Seconds between two sweeps for requests that ran out of time.
 _SWEEP_INTERVAL_S = 0.25
 # While stopping: how often the listeners are looked at, and how long a connection may wait
@@ -93,26 +80,6 @@ _UNCLAIMED_S = 0.5
 _QUERY = re.compile(r"\?[^\s'\"]*")
 # The environ key where the app leaves the answer for a request cut short by a stop.
 INTERRUPTED_ANSWER = "liroo.interrupted_answer"
-
-
-class ClientTimeout(ParseException):
-    """The client stopped sending its request, or took too long over it: answered with 408."""
-
-    def __str__(self) -> str:
-        return "request not received in time"
-
-
-def json_error_page(status: int, reason: str, body: dict | None = None, headers: str = "") -> bytes:
-    """A whole HTTP/1.1 error response with the service's JSON error body; the connection closes
-    after it."""
-    if body is None:
-        body = error_body(*http_error_code(status))
-    data = json.dumps(body).encode()
-    head = (
-        f"HTTP/1.1 {status} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {len(data)}\r\nX-Content-Type-Options: nosniff\r\n{headers}\r\n"
-    )
-    return head.encode("latin-1") + data
 
 
 class JsonErrorWorker(ThreadWorker):
@@ -141,7 +108,6 @@ class JsonErrorWorker(ThreadWorker):
         self.limits = Limits(line=line_limit, head=head_limit, max_body=settings.max_body_bytes)
         self.arrivals: dict = {}  # TConn -> _LoopArrival, requests still arriving
         self.next_sweep = 0.0
-        self.lingering: dict = {}  # socket -> [deadline, bytes drained], closing after an answer
         self.sending: dict = {}  # TConn -> Outgoing, answers the loop sends as clients read
         self.unclaimed_since: float | None = None  # while stopping: listeners left readable since
         self.retry_after_s = settings.retry_after_s
@@ -171,6 +137,7 @@ class JsonErrorWorker(ThreadWorker):
         self.wsgi = app_with_stop_answer
 
     def run(self) -> None:
+        self.closing = outgoing.Closing(self.poller)
         super().run()  # returns when the stop's grace is over
         with self.in_app_lock:
             cut_short, self.in_app = self.in_app, {}
@@ -263,11 +230,12 @@ class JsonErrorWorker(ThreadWorker):
 
     def _pause(self, arrival) -> None:
         """Leave ``arrival`` unread until the budget has room (ArrivalBudget.give_back)."""
-        self.log.warning(
-            "Large requests still arriving hold %d bytes: ip=%s waits",
-            self.budget.held,
-            _ip(arrival.conn.client),
-        )
+        if self.budget.waiting() == 1:  # once as the line forms, not for each in it
+            self.log.warning(
+                "Large requests still arriving hold %d bytes: the next wait (first ip=%s)",
+                self.budget.held,
+                _ip(arrival.conn.client),
+            )
         self._watch(arrival, False)
         arrival.clock.pause(time.monotonic())
 
@@ -284,8 +252,8 @@ class JsonErrorWorker(ThreadWorker):
         conn = arrival.conn
         self._forget(arrival)
         if conn.parser is None:
-            conn.parser = _DeadlineParser(self.cfg, conn.sock, conn.client)
-        if isinstance(conn.parser, _DeadlineParser):
+            conn.parser = DeadlineParser(self.cfg, conn.sock, conn.client)
+        if isinstance(conn.parser, DeadlineParser):
             conn.parser.unreader.sock.reset(
                 self.client_timeout_s, arrival.clock.started + self.request_timeout_s
             )
@@ -352,38 +320,6 @@ class JsonErrorWorker(ThreadWorker):
         self.nr_conns -= 1
         conn.close()
 
-    def linger(self, sock) -> None:
-        """Close ``sock`` after an answer: FIN now, then drain what the client still sends, in the
-        loop."""
-        try:
-            sock.shutdown(socket.SHUT_WR)
-            sock.setblocking(False)
-            self.poller.register(sock, selectors.EVENT_READ, self._drain)
-        except (OSError, ValueError, KeyError):
-            util.close(sock)
-            return
-        self.lingering[sock] = [time.monotonic() + _LINGER_S, 0]
-
-    def _drain(self, sock) -> None:
-        try:
-            data = sock.recv(4096)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            data = b""
-        state = self.lingering[sock]
-        state[1] += len(data)
-        if not data or state[1] >= _LINGER_BYTES:
-            self._end_linger(sock)
-
-    def _end_linger(self, sock) -> None:
-        self.lingering.pop(sock, None)
-        try:
-            self.poller.unregister(sock)
-        except (KeyError, ValueError, OSError):
-            pass
-        util.close(sock)
-
     # --- deadlines ----------------------------------------------------------------------------
 
     def murder_pending(self) -> None:
@@ -393,12 +329,10 @@ class JsonErrorWorker(ThreadWorker):
         now = time.monotonic()
         if not self.alive:
             self._answer_unclaimed(now)
-        if now < self.next_sweep or not (self.arrivals or self.lingering or self.sending):
+        if now < self.next_sweep or not (self.arrivals or self.closing.lingering or self.sending):
             return
         self.next_sweep = now + _SWEEP_INTERVAL_S
-        for sock, (deadline, _) in list(self.lingering.items()):
-            if now > deadline:
-                self._end_linger(sock)
+        self.closing.sweep(now)
         for conn, (out, _) in list(self.sending.items()):
             if now - out.last_progress > self.send_timeout_s:
                 self.log.info(
@@ -447,7 +381,7 @@ class JsonErrorWorker(ThreadWorker):
                     break
                 self.log.info("Stopping: a new connection from ip=%s answered 503", _ip(addr))
                 _send_quietly(sock, page)
-                self.linger(sock)
+                self.closing.close(sock)
 
     # --- in the thread ---------------------------------------------------------------------------
 
@@ -496,7 +430,7 @@ class JsonErrorWorker(ThreadWorker):
         if isinstance(exc, InvalidRequestLine):
             # gunicorn logs the line; its query string may carry a key or user text.
             exc.req = _QUERY.sub("?[query not logged]", str(exc.req))
-        super().handle_error(req, _JsonErrorPage(client), addr, exc)
+        super().handle_error(req, JsonErrorPage(client), addr, exc)
 
 
 class _Conn(TConn):
@@ -508,7 +442,7 @@ class _Conn(TConn):
 
     def close(self, graceful: bool = False) -> None:
         if graceful:
-            self.worker.linger(self.sock)  # called in the loop (finish_request)
+            self.worker.closing.close(self.sock)  # called in the loop (finish_request)
         else:
             super().close()
 
@@ -533,81 +467,6 @@ def _send_quietly(sock, data: bytes) -> bool:
         return True
     except OSError:
         return False
-
-
-class _DeadlineSocket:
-    """The socket as a thread's parser reads it: each recv() bounded by the two client deadlines."""
-
-    def __init__(self, sock) -> None:
-        self._sock = sock
-        self.quiet_s = None
-        self.deadline = None
-
-    def reset(self, quiet_s: float, deadline: float) -> None:
-        self.quiet_s, self.deadline = quiet_s, deadline
-
-    def recv(self, size: int) -> bytes:
-        if self.deadline is None:
-            return self._sock.recv(size)
-        wait = min(self.quiet_s, self.deadline - time.monotonic())
-        previous = self._sock.gettimeout()  # gunicorn's own drain may have set a shorter one
-        if previous is not None:
-            wait = min(wait, previous)
-        if wait <= 0:
-            raise ClientTimeout()
-        self._sock.settimeout(wait)
-        try:
-            return self._sock.recv(size)
-        except socket.timeout:
-            if previous is not None and previous <= wait:
-                raise  # the caller's own timeout: its to handle
-            raise ClientTimeout() from None
-        finally:
-            self._sock.settimeout(previous)
-
-    # Named, not left to __getattr__: gunicorn's body drain calls them twice a request.
-    def gettimeout(self):
-        return self._sock.gettimeout()
-
-    def settimeout(self, value) -> None:
-        self._sock.settimeout(value)
-
-    def __getattr__(self, name):
-        return getattr(self._sock, name)
-
-
-class _DeadlineParser(RequestParser):
-    def __init__(self, cfg, sock, client) -> None:
-        super().__init__(cfg, sock, client)
-        self.unreader = SocketUnreader(_DeadlineSocket(sock))
-
-
-class _JsonErrorPage:
-    """Stands in for the client socket while gunicorn writes its error page.
-
-    gunicorn 27's ``Worker.handle_error`` writes the whole page with one
-    ``util.write_error`` -> ``sendall`` of ``HTTP/1.1 <status> <reason>`` and an
-    HTML body; that status is kept and the body replaced. Everything else
-    (``gettimeout``, ``setblocking``, the access log's look at the socket) goes
-    to the real socket.
-    """
-
-    def __init__(self, sock) -> None:
-        self._sock = sock
-
-    def sendall(self, data: bytes) -> None:
-        try:
-            status_line = data.split(b"\r\n", 1)[0].decode("latin-1")  # "HTTP/1.1 400 Bad Request"
-            _, status, _ = status_line.split(" ", 2)
-            # The standard reason: gunicorn's 501 for a transfer coding says "Bad Request".
-            page = json_error_page(int(status), HTTPStatus(int(status)).phrase)
-        except ValueError:  # not the one-piece page this was written for: send gunicorn's as it is
-            self._sock.sendall(data)
-            return
-        self._sock.sendall(page)
-
-    def __getattr__(self, name):
-        return getattr(self._sock, name)
 
 
 def _ip(addr) -> str:
