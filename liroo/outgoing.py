@@ -100,12 +100,12 @@ class Outgoing:
             if sent:
                 self.last_progress = time.monotonic()
             if isinstance(piece, memoryview):
+                self.held -= sent
+                self.budget.give_back(sent)
                 if sent < len(piece):
                     self.pieces[0] = piece[sent:]
                     return False
                 self.pieces.popleft()
-                self.held -= len(piece)
-                self.budget.give_back(len(piece))
             else:
                 piece[1] += sent
                 piece[2] -= sent
