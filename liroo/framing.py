@@ -22,6 +22,7 @@ from dataclasses import dataclass
 _FRAMING_FIELD = re.compile(
     rb"\r\n(content-length|transfer-encoding|expect):[ \t]*([^\r\n]*)", re.IGNORECASE
 )
+_FORWARDED_FOR = re.compile(rb"\r\nx-forwarded-for:[ \t]*([^\r\n]*)", re.IGNORECASE)
 _BARE_LF = re.compile(rb"(?<!\r)\n")
 # A chunk-size line longer than this is refused by the parser anyway.
 _MAX_CHUNK_LINE = 8192
@@ -75,6 +76,17 @@ class Arrival:
             return self.head_end + (self.body_length or 0)
         most = (self.head_end or self.limits.head) + self.limits.max_body + step
         return min(len(self.buf) + step, most)
+
+    def forwarded_for(self, hops: int) -> str | None:
+        """The client address that ``hops`` trusted proxies in front name (X-Forwarded-For, read as
+        werkzeug's ProxyFix reads it), once the head is here; None without one."""
+        if hops <= 0 or self.head_end is None:
+            return None
+        values = b",".join(_FORWARDED_FOR.findall(self.buf, 0, self.head_end))
+        entries = [entry.strip() for entry in values.split(b",")]
+        if len(entries) < hops or not entries[-hops]:
+            return None
+        return entries[-hops].decode("latin-1")
 
     def _find_head(self) -> bool:
         """Find the end of the head and the body's framing; True when known (or when gunicorn must

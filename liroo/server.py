@@ -18,7 +18,8 @@ closed after its answer lingers in the loop too (outgoing.Closing).
 **The bytes of requests still arriving** are bounded per worker: 16 KiB a
 connection (any usual head, a small body), and for larger requests as many as
 fit in threads x ``LIROO_MAX_BODY_BYTES`` (what the threads themselves could
-hold), a quarter of it at most for one peer address, so that one client's many
+hold), a quarter of it at most for one client (the peer address, or the one
+``LIROO_TRUSTED_PROXIES`` name in X-Forwarded-For), so that one client's many
 slow uploads cannot keep the others' waiting. The next large one waits unread
 (the kernel's buffers and TCP flow control hold it), and that wait is the
 server's: it counts for neither timeout.
@@ -89,6 +90,7 @@ class JsonErrorWorker(ThreadWorker):
         self.request_timeout_s = settings.client_request_timeout_s
         self.send_timeout_s = settings.client_send_timeout_s
         self.max_body_bytes = settings.max_body_bytes
+        self.trusted_proxies = settings.trusted_proxies
         budget = self.cfg.threads * settings.max_body_bytes
         # One peer gets at least one whole request of the largest size.
         share = max(budget // _PEER_SHARE, settings.max_body_bytes + _ALWAYS_READ_BYTES)
@@ -206,7 +208,10 @@ class JsonErrorWorker(ThreadWorker):
         may_hold = self.budget.holds(arrival) or _ALWAYS_READ_BYTES
         if len(framing.buf) >= may_hold:
             may_hold = max(framing.size_bound(_RECV_BYTES), len(framing.buf) + 1)
-            if not self.budget.ask(arrival, _ip(arrival.conn.client), may_hold):
+            if arrival.peer is None:  # who is sending: the share of the budget is per client
+                forwarded = framing.forwarded_for(self.trusted_proxies)
+                arrival.peer = forwarded or _ip(arrival.conn.client)
+            if not self.budget.ask(arrival, arrival.peer, may_hold):
                 self._pause(arrival)
                 return
         try:
@@ -234,7 +239,7 @@ class JsonErrorWorker(ThreadWorker):
             self.log.warning(
                 "Large requests still arriving hold %d bytes: the next wait (first ip=%s)",
                 self.budget.held,
-                _ip(arrival.conn.client),
+                arrival.peer,
             )
         self._watch(arrival, False)
         arrival.clock.pause(time.monotonic())
@@ -450,7 +455,7 @@ class _Conn(TConn):
 class _LoopArrival:
     """A request on its way in, as the loop tracks it: its connection, framing and clock."""
 
-    __slots__ = ("conn", "framing", "clock", "watched", "continue_sent")
+    __slots__ = ("conn", "framing", "clock", "watched", "continue_sent", "peer")
 
     def __init__(self, conn, framing: Arrival) -> None:
         self.conn = conn
@@ -458,6 +463,7 @@ class _LoopArrival:
         self.clock = ArrivalClock(time.monotonic())
         self.watched = False  # registered with the worker's selector
         self.continue_sent = False
+        self.peer: str | None = None  # the client's address, once asked for the budget
 
 
 def _send_quietly(sock, data: bytes) -> bool:

@@ -241,3 +241,16 @@ def test_growing_requests_never_wait_on_each_other():
     assert budget.holds("a") == 700 and budget.held == 700
     assert not budget.ask("a", "p", 1_100) or budget.held == 1_100  # alone: always granted
     assert budget.held == 1_100
+
+
+def test_the_client_behind_trusted_proxies():
+    arrival = Arrival(
+        LIMITS,
+        b"GET / HTTP/1.1\r\nX-Forwarded-For: 6.6.6.6, 1.2.3.4\r\nx-forwarded-for: 10.0.0.1\r\n\r\n",
+    )
+    assert arrival.forwarded_for(1) is None  # the head is not looked at yet
+    arrival.complete()
+    assert arrival.forwarded_for(0) is None  # no proxy trusted: the peer address counts
+    assert arrival.forwarded_for(1) == "10.0.0.1"
+    assert arrival.forwarded_for(2) == "1.2.3.4"
+    assert arrival.forwarded_for(4) is None  # fewer entries than proxies: not believed
