@@ -208,3 +208,48 @@ def test_no_1xx_to_http_1_0(server):
         raw = read_all(sock)
     assert b" 100 " not in raw.split(b"\r\n", 1)[0]
     assert raw.startswith(b"HTTP/1.1 200") or raw.startswith(b"HTTP/1.0 200"), raw[:200]
+
+
+def send_each(socks: list, data: bytes) -> None:
+    for sock in socks:
+        try:
+            sock.sendall(data)
+        except OSError:  # closed by the server (before the fix: timed out while kept waiting)
+            pass
+
+
+def test_a_fully_sent_body_is_not_timed_out_while_the_server_keeps_it_waiting():
+    """One client's uploads fill its share of the budget and trickle (a byte every 2 s) for about
+    7 s; its next body, fully sent, waits unread behind them. That wait is the server's: the body
+    is served once the others are done, not answered 408 after 5 s of the server's own pause."""
+    server = GunicornServer(
+        {"WEB_CONCURRENCY": "1", "LIROO_MAX_BODY_BYTES": "65536", "LIROO_MAX_INPUT_CHARS": "50000"}
+    ).start()
+    head = (
+        b"POST /generate_image HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        b"Connection: close\r\nContent-Length: %d\r\n\r\n"
+    )
+    trickling = []
+    try:
+        for _ in range(9):  # 9 x 60 kB: more than the worker's 8 x 64 KiB
+            sock = connect(server.port)
+            sock.sendall(head % 60_000 + b"x" * 20_000)
+            trickling.append(sock)
+        wait_for(
+            lambda: "Large requests still arriving" in server.log(),
+            timeout=30,
+            what="the worker's budget to fill",
+        )
+        body = b'{"prompt": "' + b"a" * (48_000 - 14) + b'"}'
+        with connect(server.port) as honest:
+            honest.sendall(head % len(body) + body)
+            for _ in range(4):  # about 7 s of trickling: more than the 5 s silence timeout
+                threading.Event().wait(1.8)  # the trickle's pace, not a synchronisation
+                send_each(trickling, b"x")
+            send_each(trickling, b"x" * (60_000 - 20_004))
+            status, _, answer = split(read_all(honest))
+        assert status == 200, answer
+    finally:
+        for sock in trickling:
+            sock.close()
+        server.__exit__(None, None, None)
