@@ -68,7 +68,7 @@ _RECV_BYTES = 64 * 1024
 # Past the budget, a request still reads up to this much (any usual head, a small body such as
 # /health's none): only large bodies wait.
 _ALWAYS_READ_BYTES = 16 * 1024
-# One peer address may hold this share of the worker's budget for large requests.
+# One client may hold this share (1/4) of the worker's budget for large requests.
 _PEER_SHARE = 4
 # Bytes of one answer (and threads x this per worker) the loop holds for a client not reading.
 _SEND_HOLD_BYTES = 256 * 1024
@@ -89,10 +89,9 @@ class JsonErrorWorker(ThreadWorker):
         self.client_timeout_s = settings.client_timeout_s
         self.request_timeout_s = settings.client_request_timeout_s
         self.send_timeout_s = settings.client_send_timeout_s
-        self.max_body_bytes = settings.max_body_bytes
         self.trusted_proxies = settings.trusted_proxies
         budget = self.cfg.threads * settings.max_body_bytes
-        # One peer gets at least one whole request of the largest size.
+        # One client gets at least one whole request of the largest size.
         share = max(budget // _PEER_SHARE, settings.max_body_bytes + _ALWAYS_READ_BYTES)
         self.budget = ArrivalBudget(budget, share)
         self.send_budget = outgoing.SendBudget(
@@ -110,7 +109,7 @@ class JsonErrorWorker(ThreadWorker):
         self.limits = Limits(line=line_limit, head=head_limit, max_body=settings.max_body_bytes)
         self.arrivals: dict = {}  # TConn -> _LoopArrival, requests still arriving
         self.next_sweep = 0.0
-        self.sending: dict = {}  # TConn -> Outgoing, answers the loop sends as clients read
+        self.sending: dict = {}  # TConn -> (Outgoing, the thread's future): sent as clients read
         self.unclaimed_since: float | None = None  # while stopping: listeners left readable since
         self.retry_after_s = settings.retry_after_s
         self.in_app: dict = {}  # TConn -> environ, requests in the app with no answer begun
