@@ -1,35 +1,34 @@
-"""gunicorn's threaded worker: requests arrive before a thread is given them, and gunicorn's own
-errors are JSON.
+"""gunicorn's threaded worker: requests arrive, and answers leave, without holding a thread; and
+gunicorn's own errors are JSON.
 
 **Slow clients.** gunicorn's gthread worker hands a connection to a thread as
 soon as it is readable, and the thread then blocks, without a deadline, until
-the request line, the headers and (when the app reads it) the body have come.
-A few dozen clients that send one byte and stop hold every thread, and
-``/health`` with them. Here the worker's own selector loop receives each
-request first, without blocking: only once the head and the whole body (up to
-``LIROO_MAX_BODY_BYTES``) are buffered is the connection given to a thread,
-which then parses them from memory. A request that goes quiet for
-``LIROO_CLIENT_TIMEOUT_S``, or has not fully arrived after
+the request has come. Here the worker's own selector loop receives each
+request first, without blocking (its framing: liroo/framing.py): only once the
+head and the whole body (up to ``LIROO_MAX_BODY_BYTES``) are buffered is the
+connection given to a thread, which then parses them from memory. A request
+that goes quiet for ``LIROO_CLIENT_TIMEOUT_S``, or has not fully arrived after
 ``LIROO_CLIENT_REQUEST_TIMEOUT_S``, is closed, with a JSON 408 once part of it
-came. What a thread still reads itself (a body over the limit, which the app
-refuses by its length, or a request whose framing gunicorn judges otherwise)
-is read under the same two deadlines. A connection closed after its answer
-lingers (RFC 9112 section 9.6: a FIN, then unread bytes drained) in the loop
-too, not in gunicorn's blocking ``close_graceful``, which held the whole loop
-up to 2 s for each client that did not close its end. The bytes held by requests still
-arriving are bounded per worker: 16 KiB a connection (any usual head, a small
-body), and for larger requests as many as fit in threads x
-``LIROO_MAX_BODY_BYTES`` (what the threads themselves could hold); the next
-large one waits unread, held by the kernel's buffers and TCP flow control.
+came. What a thread still reads itself (a request whose framing gunicorn
+judges otherwise) is read under the same two deadlines. A body declared over
+the limit is not read: no ``100 Continue`` for it, and the app's 413 closes the
+connection (a kept-alive one would wait for the unread body). A connection
+closed after its answer lingers in the loop too (outgoing.Closing).
 
-**JSON errors.** Some requests never reach the app: gunicorn refuses a
-malformed request line or header, a request line or headers over its limits,
-with a small HTML page that quotes part of the request. Every other error of
-this service is JSON with ``error`` and ``code`` (../shared/client-contract.md).
-This worker keeps gunicorn's whole decision (status, reason, logging) and
-changes only the body it sends; the query string of a malformed request line
-is not logged (it may carry a key). A transfer coding other than ``chunked``
-is refused with 501 (gunicorn would pass a compressed body on as it came).
+**The bytes of requests still arriving** are bounded per worker: 16 KiB a
+connection (any usual head, a small body), and for larger requests as many as
+fit in threads x ``LIROO_MAX_BODY_BYTES`` (what the threads themselves could
+hold), a quarter of it at most for one client (the peer address, or the one
+``LIROO_TRUSTED_PROXIES`` name in X-Forwarded-For), so that one client's many
+slow uploads cannot keep the others' waiting. The next large one waits unread
+(the kernel's buffers and TCP flow control hold it), and that wait is the
+server's: it counts for neither timeout.
+
+**Slow readers.** An answer the client does not read is left to the loop
+(liroo/outgoing.py): the thread moves on, and the connection is closed once
+the client has taken nothing for ``LIROO_CLIENT_SEND_TIMEOUT_S``.
+
+**JSON errors.** gunicorn's own error pages are JSON (liroo/thread_io.py).
 gunicorn.conf.py names this class as worker_class.
 
 **Stopping.** A request still in the app when a stopping worker's grace ends
@@ -37,70 +36,51 @@ gunicorn.conf.py names this class as worker_class.
 first, 503 ``interrupted`` with ``Retry-After`` (the body made by what the app left in
 ``environ[INTERRUPTED_ANSWER]``, the generation's own error shape), as long as
 the app has not begun its answer; the job itself is handed back by
-liroo/gunicorn_hooks.py's ``worker_exit``.
+liroo/gunicorn_hooks.py's ``worker_exit``. A connection that no live worker
+takes while this one stops (the whole server is stopping) is answered at once,
+503 with ``Retry-After``, instead of waiting unaccepted until the grace ends.
 """
 
 from __future__ import annotations
 
 import errno
-import json
 import re
+import select
 import selectors
 import socket
 import threading
 import time
 from functools import partial
-from http import HTTPStatus
 
-from gunicorn import util
-from gunicorn.http.errors import InvalidRequestLine, ParseException, UnsupportedTransferCoding
-from gunicorn.http.parser import RequestParser
-from gunicorn.http.unreader import SocketUnreader
+from gunicorn.http.errors import InvalidRequestLine, UnsupportedTransferCoding
 from gunicorn.workers.gthread import STOP_KEEPALIVE_LINGER, TConn, ThreadWorker
 
+from . import outgoing
 from .errors import INTERRUPTED, error_body, http_error_code
+from .framing import CONTINUE, Arrival, ArrivalBudget, ArrivalClock, Limits
 from .gunicorn_hooks import app_settings
+from .thread_io import ClientTimeout, DeadlineParser, JsonErrorPage, json_error_page
+
+__all__ = ["INTERRUPTED_ANSWER", "ClientTimeout", "JsonErrorWorker", "json_error_page"]
 
 # One recv() of a request still arriving; the kernel keeps the rest.
 _RECV_BYTES = 64 * 1024
 # Past the budget, a request still reads up to this much (any usual head, a small body such as
 # /health's none): only large bodies wait.
 _ALWAYS_READ_BYTES = 16 * 1024
-# As gunicorn's close_graceful: how long, and how much, a closing connection is drained.
-_LINGER_S = 2.0
-_LINGER_BYTES = 64 * 1024
+# One client may hold this share (1/4) of the worker's budget for large requests.
+_PEER_SHARE = 4
+# Bytes of one answer (and threads x this per worker) the loop holds for a client not reading.
+_SEND_HOLD_BYTES = 256 * 1024
 # Seconds between two sweeps for requests that ran out of time.
 _SWEEP_INTERVAL_S = 0.25
-# The head fields that decide how the body is framed (RFC 9112 section 6).
-_FRAMING_FIELD = re.compile(
-    rb"\r\n(content-length|transfer-encoding|expect):[ \t]*([^\r\n]*)", re.IGNORECASE
-)
+# While stopping: how often the listeners are looked at, and how long a connection may wait
+# unaccepted (no live worker takes it) before this worker answers it.
+_STOP_LOOK_S = 0.1
+_UNCLAIMED_S = 0.5
 _QUERY = re.compile(r"\?[^\s'\"]*")
 # The environ key where the app leaves the answer for a request cut short by a stop.
 INTERRUPTED_ANSWER = "liroo.interrupted_answer"
-
-
-_BARE_LF = re.compile(rb"(?<!\r)\n")
-
-
-class ClientTimeout(ParseException):
-    """The client stopped sending its request, or took too long over it: answered with 408."""
-
-    def __str__(self) -> str:
-        return "request not received in time"
-
-
-def json_error_page(status: int, reason: str, body: dict | None = None, headers: str = "") -> bytes:
-    """A whole HTTP/1.1 error response with the service's JSON error body; the connection closes
-    after it."""
-    if body is None:
-        body = error_body(*http_error_code(status))
-    data = json.dumps(body).encode()
-    head = (
-        f"HTTP/1.1 {status} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {len(data)}\r\nX-Content-Type-Options: nosniff\r\n{headers}\r\n"
-    )
-    return head.encode("latin-1") + data
 
 
 class JsonErrorWorker(ThreadWorker):
@@ -108,22 +88,29 @@ class JsonErrorWorker(ThreadWorker):
         settings = app_settings(self)
         self.client_timeout_s = settings.client_timeout_s
         self.request_timeout_s = settings.client_request_timeout_s
-        self.max_body_bytes = settings.max_body_bytes
-        self.arrival_budget = self.cfg.threads * settings.max_body_bytes
+        self.send_timeout_s = settings.client_send_timeout_s
+        self.trusted_proxies = settings.trusted_proxies
+        budget = self.cfg.threads * settings.max_body_bytes
+        # One client gets at least one whole request of the largest size.
+        share = max(budget // _PEER_SHARE, settings.max_body_bytes + _ALWAYS_READ_BYTES)
+        self.budget = ArrivalBudget(budget, share)
+        self.send_budget = outgoing.SendBudget(
+            self.cfg.threads * _SEND_HOLD_BYTES, _SEND_HOLD_BYTES
+        )
         # gunicorn's limits, read once (each cfg read is a Python-level lookup): 0 means unlimited.
         self.tls = self.cfg.is_ssl
-        self.line_limit = self.cfg.limit_request_line or 8190
-        self.head_limit = (
-            self.line_limit
+        line_limit = self.cfg.limit_request_line or 8190
+        head_limit = (
+            line_limit
             + (self.cfg.limit_request_fields or 32768)
             * ((self.cfg.limit_request_field_size or 8190) + 2)
             + 4
         )
-        self.arrivals: dict = {}  # TConn -> _Arrival, requests still arriving
-        self.granted = 0  # bytes the larger ones may hold (see _grant)
-        self.paused: list = []  # arrivals not read until the budget allows
+        self.limits = Limits(line=line_limit, head=head_limit, max_body=settings.max_body_bytes)
+        self.arrivals: dict = {}  # TConn -> _LoopArrival, requests still arriving
         self.next_sweep = 0.0
-        self.lingering: dict = {}  # socket -> [deadline, bytes drained], closing after an answer
+        self.sending: dict = {}  # TConn -> (Outgoing, the thread's future): sent as clients read
+        self.unclaimed_since: float | None = None  # while stopping: listeners left readable since
         self.retry_after_s = settings.retry_after_s
         self.in_app: dict = {}  # TConn -> environ, requests in the app with no answer begun
         self.in_app_lock = threading.Lock()
@@ -136,6 +123,8 @@ class JsonErrorWorker(ThreadWorker):
 
         def app_with_stop_answer(environ, start_response):
             conn = self.serving.conn
+            if not self.tls:
+                environ["wsgi.file_wrapper"] = outgoing.LoopFileWrapper
             with self.in_app_lock:
                 self.in_app[conn] = environ
             try:
@@ -149,27 +138,36 @@ class JsonErrorWorker(ThreadWorker):
         self.wsgi = app_with_stop_answer
 
     def run(self) -> None:
+        self.closing = outgoing.Closing(self.poller)
         super().run()  # returns when the stop's grace is over
         with self.in_app_lock:
             cut_short, self.in_app = self.in_app, {}
         for conn, environ in cut_short.items():
             make_body = environ.get(INTERRUPTED_ANSWER)
             body = make_body() if make_body else error_body(*INTERRUPTED)
-            body = {**body, "retry_after_s": self.retry_after_s}
             self.log.info(
                 "Stopping with a request in the app: answered 503 interrupted (%s)",
                 body.get("request_id", "-"),
             )
-            headers = f"Retry-After: {self.retry_after_s}\r\n"
+            headers = ""
             if body.get("request_id"):  # a checked id (8-128 of [A-Za-z0-9_-]) or one the app made
-                headers += f"X-Request-ID: {body['request_id']}\r\n"
+                headers = f"X-Request-ID: {body['request_id']}\r\n"
+            sock = getattr(conn.sock, "sock", conn.sock)  # the client socket under a SendSocket
             try:
-                conn.sock.send(
-                    json_error_page(503, "Service Unavailable", body, headers), socket.MSG_DONTWAIT
-                )
-                conn.sock.shutdown(socket.SHUT_RDWR)
+                sock.send(self._retry_page(body, headers), socket.MSG_DONTWAIT)
+                sock.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
+
+    def _retry_page(self, body: dict, headers: str = "") -> bytes:
+        body = {**body, "retry_after_s": self.retry_after_s}
+        headers = f"Retry-After: {self.retry_after_s}\r\n{headers}"
+        return json_error_page(503, "Service Unavailable", body, headers)
+
+    def wait_for_and_dispatch_events(self, timeout) -> None:
+        if not self.alive:  # look at the listeners often while stopping (see murder_pending)
+            timeout = min(timeout, _STOP_LOOK_S)
+        super().wait_for_and_dispatch_events(timeout)
 
     # --- requests arrive in the selector loop ------------------------------------------------
 
@@ -192,11 +190,11 @@ class JsonErrorWorker(ThreadWorker):
             super().enqueue_req(conn)
             return
         leftover = conn.parser.unreader.take_buffered() if conn.parser is not None else b""
-        arrival = _Arrival(conn, leftover, self)
+        arrival = _LoopArrival(conn, Arrival(self.limits, leftover))
         self.arrivals[conn] = arrival
         if conn.sock.gettimeout() != 0.0:  # no syscall when it is non-blocking already
             conn.sock.setblocking(False)
-        if leftover and arrival.complete():
+        if leftover and arrival.framing.complete():
             self._hand_over(arrival)
         else:
             # Read at once: a kept-alive connection is here because its next request came.
@@ -205,22 +203,18 @@ class JsonErrorWorker(ThreadWorker):
     def _receive(self, arrival, _sock=None) -> None:
         """One non-blocking read of ``arrival``; then hand it over, or wait for the loop's next
         call."""
-        size = _RECV_BYTES
-        if not arrival.grant:
-            size = _ALWAYS_READ_BYTES - len(arrival.buf)
-            if size <= 0:
-                if not self._grant(arrival):
-                    if not self.paused:
-                        self.log.warning(
-                            "Large requests still arriving hold %d bytes: the next wait",
-                            self.granted,
-                        )
-                    self._watch(arrival, False)
-                    self.paused.append(arrival)
-                    return
-                size = _RECV_BYTES
+        framing = arrival.framing
+        may_hold = self.budget.holds(arrival) or _ALWAYS_READ_BYTES
+        if len(framing.buf) >= may_hold:
+            may_hold = max(framing.size_bound(_RECV_BYTES), len(framing.buf) + 1)
+            if arrival.peer is None:  # who is sending: the share of the budget is per client
+                forwarded = framing.forwarded_for(self.trusted_proxies)
+                arrival.peer = forwarded or _ip(arrival.conn.client)
+            if not self.budget.ask(arrival, arrival.peer, may_hold):
+                self._pause(arrival)
+                return
         try:
-            data = arrival.conn.sock.recv(size)
+            data = arrival.conn.sock.recv(min(_RECV_BYTES, may_hold - len(framing.buf)))
         except (BlockingIOError, InterruptedError):
             data = None
         except OSError:
@@ -229,28 +223,25 @@ class JsonErrorWorker(ThreadWorker):
             self._close(arrival)
             return
         if data:
-            arrival.add(data)
-            if arrival.complete():
+            framing.add(data)
+            arrival.clock.byte_came(time.monotonic())
+            if framing.complete():
                 self._hand_over(arrival)
                 return
+        if framing.wants_continue and not arrival.continue_sent:
+            arrival.continue_sent = _send_quietly(arrival.conn.sock, CONTINUE)
         self._watch(arrival, True)
 
-    def _grant(self, arrival) -> bool:
-        """Let ``arrival`` read past _ALWAYS_READ_BYTES if the worker's budget has room for all of
-        it.
-
-        Granted requests read to their end, so the budget always comes back (as
-        an answer, or a 408): none waits on another that waits too.
-        """
-        if arrival.head_end is not None and arrival.chunks is None:
-            size = arrival.head_end + (arrival.body_length or 0)
-        else:
-            size = (arrival.head_end or len(arrival.buf)) + self.max_body_bytes
-        if self.granted and self.granted + size > self.arrival_budget:
-            return False
-        arrival.grant = size
-        self.granted += size
-        return True
+    def _pause(self, arrival) -> None:
+        """Leave ``arrival`` unread until the budget has room (ArrivalBudget.give_back)."""
+        if self.budget.waiting() == 1:  # once as the line forms, not for each in it
+            self.log.warning(
+                "Large requests still arriving hold %d bytes: the next wait (first ip=%s)",
+                self.budget.held,
+                arrival.peer,
+            )
+        self._watch(arrival, False)
+        arrival.clock.pause(time.monotonic())
 
     def _watch(self, arrival, on: bool) -> None:
         if on and not arrival.watched:
@@ -265,14 +256,14 @@ class JsonErrorWorker(ThreadWorker):
         conn = arrival.conn
         self._forget(arrival)
         if conn.parser is None:
-            conn.parser = _DeadlineParser(self.cfg, conn.sock, conn.client)
-        if isinstance(conn.parser, _DeadlineParser):
+            conn.parser = DeadlineParser(self.cfg, conn.sock, conn.client)
+        if isinstance(conn.parser, DeadlineParser):
             conn.parser.unreader.sock.reset(
-                self.client_timeout_s, arrival.started + self.request_timeout_s
+                self.client_timeout_s, arrival.clock.started + self.request_timeout_s
             )
-        conn.parser.unreader.unread(arrival.buf)  # BytesIO.write takes the bytearray as it is
-        if arrival.continue_sent:
-            conn.continue_sent = True
+        conn.parser.unreader.unread(arrival.framing.buf)  # BytesIO.write takes it as it is
+        conn.continue_sent = arrival.continue_sent
+        conn.body_refused = arrival.framing.body_refused
         conn.data_ready = True  # gthread's own wait for a first byte is not needed
         conn.arrived = True
         self.enqueue_req(conn)
@@ -281,85 +272,120 @@ class JsonErrorWorker(ThreadWorker):
         self._forget(arrival)
         conn = arrival.conn
         if answer:
-            try:
-                conn.sock.send(answer)  # small enough for the socket's buffer; best effort
-            except OSError:
-                pass
+            _send_quietly(conn.sock, answer)  # small enough for the socket's buffer; best effort
         self.nr_conns -= 1
         conn.close()
 
     def _forget(self, arrival) -> None:
         self.arrivals.pop(arrival.conn, None)
-        self.granted -= arrival.grant
-        arrival.grant = 0
-        if arrival in self.paused:
-            self.paused.remove(arrival)
         self._watch(arrival, False)
-        while self.paused and self._grant(self.paused[0]):
-            self._watch(self.paused.pop(0), True)
+        now = time.monotonic()
+        for granted in self.budget.give_back(arrival):
+            granted.clock.resume(now)
+            self._watch(granted, True)
 
-    def linger(self, sock) -> None:
-        """Close ``sock`` after an answer: FIN now, then drain what the client still sends, in the
-        loop."""
-        try:
-            sock.shutdown(socket.SHUT_WR)
-            sock.setblocking(False)
-            self.poller.register(sock, selectors.EVENT_READ, self._drain)
-        except (OSError, ValueError, KeyError):
-            util.close(sock)
-            return
-        self.lingering[sock] = [time.monotonic() + _LINGER_S, 0]
+    # --- answers leave from the selector loop --------------------------------------------------
 
-    def _drain(self, sock) -> None:
-        try:
-            data = sock.recv(4096)
-        except (BlockingIOError, InterruptedError):
+    def finish_request(self, conn, fs) -> None:
+        """gthread's end of a thread's request, once the loop has sent what the client left
+        unread."""
+        out = getattr(conn, "outgoing", None)
+        if out is None:
+            super().finish_request(conn, fs)
             return
+        conn.outgoing = None
+        try:
+            done = out.flush()
         except OSError:
-            data = b""
-        state = self.lingering[sock]
-        state[1] += len(data)
-        if not data or state[1] >= _LINGER_BYTES:
-            self._end_linger(sock)
+            self._drop_answer(conn, out)
+            return
+        if done:
+            super().finish_request(conn, fs)
+            return
+        self.sending[conn] = (out, fs)
+        self.poller.register(conn.sock, selectors.EVENT_WRITE, partial(self._send_more, conn))
 
-    def _end_linger(self, sock) -> None:
-        self.lingering.pop(sock, None)
+    def _send_more(self, conn, _sock=None) -> None:
+        out, fs = self.sending[conn]
         try:
-            self.poller.unregister(sock)
-        except (KeyError, ValueError, OSError):
-            pass
-        util.close(sock)
+            if not out.flush():
+                return
+        except OSError:
+            self._drop_answer(conn, out)
+            return
+        del self.sending[conn]
+        self.poller.unregister(conn.sock)
+        super().finish_request(conn, fs)
+
+    def _drop_answer(self, conn, out) -> None:
+        if self.sending.pop(conn, None) is not None:
+            self.poller.unregister(conn.sock)
+        out.release()
+        self.nr_conns -= 1
+        conn.close()
+
+    # --- deadlines ----------------------------------------------------------------------------
 
     def murder_pending(self) -> None:
-        """Called on every turn of gthread's loop (also while stopping): close requests that ran out
-        of time."""
+        """Called on every turn of gthread's loop (also while stopping): close requests and answers
+        that ran out of time."""
         super().murder_pending()
         now = time.monotonic()
-        if now < self.next_sweep or not (self.arrivals or self.lingering):
+        if not self.alive:
+            self._answer_unclaimed(now)
+        if now < self.next_sweep or not (self.arrivals or self.closing.lingering or self.sending):
             return
         self.next_sweep = now + _SWEEP_INTERVAL_S
-        for sock, (deadline, _) in list(self.lingering.items()):
-            if now > deadline:
-                self._end_linger(sock)
+        self.closing.sweep(now)
+        for conn, (out, _) in list(self.sending.items()):
+            if now - out.last_progress > self.send_timeout_s:
+                self.log.info(
+                    "Answer to ip=%s not read in time (%d bytes waiting in the loop): closed",
+                    _ip(conn.client),
+                    out.held,
+                )
+                self._drop_answer(conn, out)
         for arrival in list(self.arrivals.values()):
-            quiet_s = now - arrival.last_byte
-            if not arrival.buf:
+            if not arrival.framing.buf:
                 # Nothing sent yet: an idle connection, closed without an answer (a stopping
                 # worker closes it sooner, as gthread does with kept-alive ones).
-                limit = (
-                    min(self.client_timeout_s, STOP_KEEPALIVE_LINGER)
-                    if not self.alive
-                    else self.client_timeout_s
-                )
-                if quiet_s > limit:
+                limit = self.client_timeout_s
+                if not self.alive:
+                    limit = min(limit, STOP_KEEPALIVE_LINGER)
+                if now - arrival.clock.last_byte > limit:
                     self._close(arrival)
-            elif quiet_s > self.client_timeout_s or now > arrival.started + self.request_timeout_s:
+            elif arrival.clock.expired(now, self.client_timeout_s, self.request_timeout_s):
                 self.log.info(
                     "Request from ip=%s not received in time (%d bytes came): closed with 408",
                     _ip(arrival.conn.client),
-                    len(arrival.buf),
+                    len(arrival.framing.buf),
                 )
                 self._close(arrival, json_error_page(408, "Request Timeout"))
+
+    def _answer_unclaimed(self, now: float) -> None:
+        """While stopping: connections that no live worker accepts (the whole server stops) are
+        answered 503 with Retry-After at once, not left unanswered until the grace ends."""
+        try:
+            waiting = select.select(self.sockets, [], [], 0)[0]
+        except (OSError, ValueError):
+            return
+        if not waiting:
+            self.unclaimed_since = None
+            return
+        if self.unclaimed_since is None:
+            self.unclaimed_since = now
+        if now - self.unclaimed_since < _UNCLAIMED_S:
+            return
+        page = self._retry_page(error_body(*http_error_code(503)))
+        for listener in waiting:
+            for _ in range(64):  # a bounded batch a turn: the loop has other work
+                try:
+                    sock, addr = listener.accept()
+                except OSError:
+                    break
+                self.log.info("Stopping: a new connection from ip=%s answered 503", _ip(addr))
+                _send_quietly(sock, page)
+                self.closing.close(sock)
 
     # --- in the thread ---------------------------------------------------------------------------
 
@@ -369,6 +395,12 @@ class JsonErrorWorker(ThreadWorker):
             # The loop already said "100 Continue" to get the body; gunicorn must not say it twice.
             req._expected_100_continue = False
             conn.continue_sent = False
+        if getattr(conn, "body_refused", False):
+            # A body over the limit is not asked for, and the connection closes after the app's
+            # 413: kept alive, it would wait for the unread body.
+            req._expected_100_continue = False
+            req.must_close = True
+            conn.body_refused = False
         codings = [
             c.strip(" \t").lower()
             for name, value in req.headers
@@ -377,7 +409,19 @@ class JsonErrorWorker(ThreadWorker):
         ]
         if any(c != "chunked" for c in codings):
             raise UnsupportedTransferCoding(", ".join(codings))
-        return super().handle_request(req, conn)
+        if self.tls:
+            return super().handle_request(req, conn)
+        client_sock = conn.sock
+        out = outgoing.Outgoing(client_sock, self.send_budget)
+        answer = outgoing.SendSocket(client_sock, out, req.method == "HEAD", self.send_timeout_s)
+        conn.sock = outgoing.serving.answer = answer
+        try:
+            return super().handle_request(req, conn)
+        finally:
+            conn.sock = client_sock
+            outgoing.serving.answer = None
+            if out.pieces:
+                conn.outgoing = out  # sent by the loop (finish_request)
 
     def handle_error(self, req, client, addr, exc):
         if isinstance(exc, ClientTimeout):
@@ -390,7 +434,7 @@ class JsonErrorWorker(ThreadWorker):
         if isinstance(exc, InvalidRequestLine):
             # gunicorn logs the line; its query string may carry a key or user text.
             exc.req = _QUERY.sub("?[query not logged]", str(exc.req))
-        super().handle_error(req, _JsonErrorPage(client), addr, exc)
+        super().handle_error(req, JsonErrorPage(client), addr, exc)
 
 
 class _Conn(TConn):
@@ -402,207 +446,32 @@ class _Conn(TConn):
 
     def close(self, graceful: bool = False) -> None:
         if graceful:
-            self.worker.linger(self.sock)  # called in the loop (finish_request)
+            self.worker.closing.close(self.sock)  # called in the loop (finish_request)
         else:
             super().close()
 
 
-class _Arrival:
-    """One request on its way in: its bytes so far and how far its framing is known to be
-    complete."""
+class _LoopArrival:
+    """A request on its way in, as the loop tracks it: its connection, framing and clock."""
 
-    def __init__(self, conn, buf: bytes, worker: JsonErrorWorker) -> None:
+    __slots__ = ("conn", "framing", "clock", "watched", "continue_sent", "peer")
+
+    def __init__(self, conn, framing: Arrival) -> None:
         self.conn = conn
-        self.worker = worker
-        self.buf = bytearray(buf)
-        self.started = self.last_byte = time.monotonic()
-        self.continue_sent = False
+        self.framing = framing
+        self.clock = ArrivalClock(time.monotonic())
         self.watched = False  # registered with the worker's selector
-        self.grant = 0  # bytes it may hold past _ALWAYS_READ_BYTES (see JsonErrorWorker._grant)
-        self.head_end: int | None = None  # offset of the body
-        self.body_length: int | None = None
-        self.chunks: _ChunkScan | None = None
-        self.scanned = 0
-        self.bare_lf = False  # a line ended by LF alone (gunicorn refuses it)
+        self.continue_sent = False
+        self.peer: str | None = None  # the client's address, once asked for the budget
 
-    def add(self, data: bytes) -> None:
-        self.buf += data
-        self.last_byte = time.monotonic()
 
-    def complete(self) -> bool:
-        """True when a thread can take the request without waiting for the client (or must answer it
-        now)."""
-        if self.head_end is None and not self._head():
-            return False
-        if self.chunks is not None:
-            return (
-                self.chunks.complete(self.buf)
-                or len(self.buf) - self.head_end > self.worker.max_body_bytes
-            )
-        return len(self.buf) - self.head_end >= (self.body_length or 0)
-
-    def _head(self) -> bool:
-        """Find the end of the head and the body's framing; True when known (or when gunicorn must
-        judge now)."""
-        end = self.buf.find(b"\r\n\r\n", max(0, self.scanned - 3))
-        # Only the bytes that arrived since the last look: a head trickled in byte by byte
-        # must not be rescanned whole on every read (this runs on the worker's loop thread).
-        if not self.bare_lf:
-            self.bare_lf = _BARE_LF.search(self.buf, max(0, self.scanned - 1)) is not None
-        self.scanned = len(self.buf)
-        if end < 0:
-            first_line_over = (
-                self.buf.find(b"\r\n") < 0 and len(self.buf) > self.worker.line_limit + 2
-            )
-            head_over = len(self.buf) > self.worker.head_limit
-            # Each is refused by gunicorn from what is here: let it answer now.
-            if first_line_over or head_over or self.bare_lf:
-                self.head_end = len(self.buf)
-                return True
-            return False
-        self.head_end = end + 4
-        lengths, codings, expect = [], [], False
-        for name, value in _FRAMING_FIELD.findall(self.buf, 0, end + 2):
-            name = name.lower()
-            if name == b"content-length":
-                lengths.append(value.strip(b" \t"))
-            elif name == b"transfer-encoding":
-                codings += [c.strip(b" \t").lower() for c in value.split(b",")]
-            else:
-                expect = value.strip(b" \t").lower() == b"100-continue"
-        if codings:
-            if codings == [b"chunked"] and not lengths:
-                self.chunks = _ChunkScan(self.head_end)
-        elif len(lengths) == 1 and lengths[0].isdigit():
-            self.body_length = int(lengths[0])
-            if self.body_length > self.worker.max_body_bytes:
-                self.body_length = 0  # the app refuses it by its length, without reading it
-                expect = False
-        # Anything else (another coding, several lengths...) is gunicorn's or the app's to
-        # refuse from the head alone: no body is waited for.
-        if expect and (self.chunks is not None or self.body_length):
-            self._send_continue()
+def _send_quietly(sock, data: bytes) -> bool:
+    """One non-blocking send of a small answer, best effort."""
+    try:
+        sock.send(data, socket.MSG_DONTWAIT)
         return True
-
-    def _send_continue(self) -> None:
-        try:
-            self.conn.sock.send(b"HTTP/1.1 100 Continue\r\n\r\n")
-            self.continue_sent = True
-        except OSError:
-            pass
-
-
-class _ChunkScan:
-    """Where a chunked body ends, found as its bytes come (RFC 9112 section 7.1).
-
-    Hand-written: gunicorn's ChunkedReader pulls from a blocking source and
-    cannot be resumed when bytes run out. A malformed size line ends the scan:
-    gunicorn then refuses the body from the bytes at hand.
-    """
-
-    def __init__(self, start: int) -> None:
-        self.pos = start
-        self.remaining = 0  # bytes of chunk data (and its CRLF) still to skip
-        self.in_trailer = False
-
-    def complete(self, buf: bytearray) -> bool:
-        while True:
-            if self.remaining:
-                step = min(self.remaining, len(buf) - self.pos)
-                self.pos += step
-                self.remaining -= step
-                if self.remaining:
-                    return False
-            if self.in_trailer:
-                if buf[self.pos : self.pos + 2] == b"\r\n" or buf.find(b"\r\n\r\n", self.pos) >= 0:
-                    return True
-                return False
-            eol = buf.find(b"\r\n", self.pos)
-            if eol < 0:
-                return len(buf) - self.pos > 8192  # a size line that long is refused anyway
-            size = buf[self.pos : eol].split(b";", 1)[0].strip(b" \t")
-            if not size or size.strip(b"0123456789abcdefABCDEF"):
-                return True
-            self.pos = eol + 2
-            if int(size, 16) == 0:
-                self.in_trailer = True
-            else:
-                self.remaining = int(size, 16) + 2
-
-
-class _DeadlineSocket:
-    """The socket as a thread's parser reads it: each recv() bounded by the two client deadlines."""
-
-    def __init__(self, sock) -> None:
-        self._sock = sock
-        self.quiet_s = None
-        self.deadline = None
-
-    def reset(self, quiet_s: float, deadline: float) -> None:
-        self.quiet_s, self.deadline = quiet_s, deadline
-
-    def recv(self, size: int) -> bytes:
-        if self.deadline is None:
-            return self._sock.recv(size)
-        wait = min(self.quiet_s, self.deadline - time.monotonic())
-        previous = self._sock.gettimeout()  # gunicorn's own drain may have set a shorter one
-        if previous is not None:
-            wait = min(wait, previous)
-        if wait <= 0:
-            raise ClientTimeout()
-        self._sock.settimeout(wait)
-        try:
-            return self._sock.recv(size)
-        except socket.timeout:
-            if previous is not None and previous <= wait:
-                raise  # the caller's own timeout: its to handle
-            raise ClientTimeout() from None
-        finally:
-            self._sock.settimeout(previous)
-
-    # Named, not left to __getattr__: gunicorn's body drain calls them twice a request.
-    def gettimeout(self):
-        return self._sock.gettimeout()
-
-    def settimeout(self, value) -> None:
-        self._sock.settimeout(value)
-
-    def __getattr__(self, name):
-        return getattr(self._sock, name)
-
-
-class _DeadlineParser(RequestParser):
-    def __init__(self, cfg, sock, client) -> None:
-        super().__init__(cfg, sock, client)
-        self.unreader = SocketUnreader(_DeadlineSocket(sock))
-
-
-class _JsonErrorPage:
-    """Stands in for the client socket while gunicorn writes its error page.
-
-    gunicorn 27's ``Worker.handle_error`` writes the whole page with one
-    ``util.write_error`` -> ``sendall`` of ``HTTP/1.1 <status> <reason>`` and an
-    HTML body; that status is kept and the body replaced. Everything else
-    (``gettimeout``, ``setblocking``, the access log's look at the socket) goes
-    to the real socket.
-    """
-
-    def __init__(self, sock) -> None:
-        self._sock = sock
-
-    def sendall(self, data: bytes) -> None:
-        try:
-            status_line = data.split(b"\r\n", 1)[0].decode("latin-1")  # "HTTP/1.1 400 Bad Request"
-            _, status, _ = status_line.split(" ", 2)
-            # The standard reason: gunicorn's 501 for a transfer coding says "Bad Request".
-            page = json_error_page(int(status), HTTPStatus(int(status)).phrase)
-        except ValueError:  # not the one-piece page this was written for: send gunicorn's as it is
-            self._sock.sendall(data)
-            return
-        self._sock.sendall(page)
-
-    def __getattr__(self, name):
-        return getattr(self._sock, name)
+    except OSError:
+        return False
 
 
 def _ip(addr) -> str:

@@ -118,6 +118,12 @@ class Settings:
         30.0,
         "Longest a whole request (line, headers and body) may take to arrive; then 408.",
     )
+    client_send_timeout_s: float = _setting(
+        "LIROO_CLIENT_SEND_TIMEOUT_S",
+        30.0,
+        "Longest a client may leave its answer unread (nothing taken at all); then the connection "
+        "is closed. The unread rest waits in the worker's loop, not in a thread.",
+    )
     request_deadline_s: float = _setting(
         "LIROO_REQUEST_DEADLINE_S",
         1800.0,

@@ -2,7 +2,9 @@
 slow."""
 
 import concurrent.futures
+import json
 import signal
+import socket
 import uuid
 
 import requests
@@ -12,9 +14,20 @@ from tests.fake_gemini import gemini_env
 from tests.servers import GunicornServer, wait_for
 
 
+def newcomer_answer(port: int, status: bytes) -> bytes | None:
+    """The answer to a GET /health on a new connection if its status line has ``status``."""
+    with socket.create_connection(("127.0.0.1", port), timeout=2) as sock:
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        answer = b""
+        while piece := sock.recv(4096):
+            answer += piece
+    return answer if status in answer.split(b"\r\n", 1)[0] else None
+
+
 def test_sigterm_answers_a_comic_that_cannot_finish_with_503_interrupted(fake_gemini):
     """Pictures take 12 s, the grace is 8 s (Cloud Run grants 10): the client gets a JSON 503
-    `interrupted` with Retry-After before the grace ends, instead of a cut connection."""
+    `interrupted` with Retry-After before the grace ends, instead of a cut connection; and a
+    connection opened during the stop gets a JSON 503 with Retry-After at once."""
     fake_gemini.set_latency(12, operation="image")
     server = GunicornServer(
         gemini_env(fake_gemini, LIROO_GEMINI_TIMEOUT_S=60, LIROO_GRACEFUL_TIMEOUT_S=8)
@@ -40,6 +53,17 @@ def test_sigterm_answers_a_comic_that_cannot_finish_with_503_interrupted(fake_ge
                 what="the pictures to be asked for",
             )
             server.proc.send_signal(signal.SIGTERM)
+            # A connection opened during the stop is answered at once (before, no worker accepted
+            # it: silence until the grace ended, then a refusal).
+            late = wait_for(
+                lambda: newcomer_answer(server.port, b" 503 "),
+                timeout=5,
+                what="a connection opened during the stop to be answered 503",
+            )
+            assert not comic.done()  # answered while the comic still runs
+            head, _, body = late.partition(b"\r\n\r\n")
+            assert b"Retry-After: " in head and b"Connection: close" in head
+            assert contract.decode_error(json.loads(body))["code"] == "unavailable"
             response = comic.result()
         assert response.status_code == 503, response.text
         assert int(response.headers["Retry-After"]) > 0 and response.headers["X-Request-ID"] == rid
