@@ -1,4 +1,5 @@
-# make run: a local server on the embedded defaults (offline provider, local storage).
+# make run: a local server on the embedded defaults (offline provider, local storage), on
+# 127.0.0.1 only (LIROO_BIND=0.0.0.0 make run opens it to the network).
 # make test: ruff check and ruff format --check liroo/ (ruff.toml), then the whole suite.
 # Both set up .venv first.
 PYTHON ?= python3

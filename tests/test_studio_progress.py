@@ -7,6 +7,7 @@ one at a time), shows a comic's panels, a story's pictures and a lecture's clips
 """
 from __future__ import annotations
 
+import re
 import uuid
 
 import pytest
@@ -178,3 +179,35 @@ def test_an_async_job_whose_model_refuses_ends_as_a_503_with_retry_after(fake_ge
     assert view["result_status"] == 503
     body = contract.decode_error(view["result"])
     assert body["retry_after_s"] == 4 and body["request_id"] == rid
+
+
+def test_a_lecture_numbers_its_pictures_in_progress_from_1_like_its_clips(slow_pictures):
+    rid = start_async(slow_pictures, "/generate_lecture", {"text": TEXT, "level": "beginner"})
+    partial = shown_while_running(slow_pictures, rid, "pictures")
+    lecture = contract.decode_lecture(finished(slow_pictures, rid))
+    sections = lecture["lecture"]["sections"]
+    for picture in partial["pictures"]:
+        section = sections[picture["section"] - 1]  # as audio_files' section is read
+        assert picture["section"] >= 1
+        assert (picture["title"], picture["image_url"]) == (section["title"], section["image_url"])
+
+
+def listening_addresses(port: int) -> set[str]:
+    """The local addresses with a listening TCP socket on ``port`` (Linux's /proc/net/tcp{,6})."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as fh:
+            for line in fh.readlines()[1:]:
+                local, state = line.split()[1], line.split()[3]
+                address, hex_port = local.split(":")
+                if state == "0A" and int(hex_port, 16) == port:  # 0A: LISTEN
+                    found.add(address)
+    return found
+
+
+def test_the_server_listens_on_this_machine_only_unless_a_setting_opens_it(slow_pictures):
+    # gunicorn.conf.py as `make run` starts it, with no LIROO_BIND: loopback, 127.0.0.1
+    assert listening_addresses(slow_pictures.port) == {"0100007F"}
+    assert Settings.from_env({"LIROO_BIND": "0.0.0.0"}).bind_host == "0.0.0.0"
+    with open("Dockerfile") as fh:  # the container (and so Cloud Run) listens on every interface
+        assert re.search(r"^\s*LIROO_BIND=0\.0\.0\.0\b", fh.read(), re.MULTILINE)
