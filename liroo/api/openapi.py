@@ -36,6 +36,7 @@ _STATUS_TEXT = {
     "/memory, /metrics).",
     403: "The credential is not allowed here.",
     404: "Unknown id or address.",
+    409: "The generation has already ended.",
     413: "The body or the text is too long.",
     415: "The body is not sent as application/json.",
     422: "A field has a value that cannot be used (unknown level, style or voice, empty text, id "
@@ -61,6 +62,7 @@ class Operation:
     error_model: type[BaseModel] = r.ErrorResponse
     generation: bool = False  # request id, async mode, API key
     admin: bool = False
+    keyed: bool = False  # takes the API key without being a generation (cancel)
     # several possible 200 bodies (the modes of /process)
     variants: tuple[type[BaseModel], ...] = ()
     example: dict[str, Any] | None = None
@@ -141,6 +143,17 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         tag="jobs",
         response=r.JobResponse,
         errors=(400, 403, 404, 500),
+    ),
+    ("POST", "/jobs/<request_id>/cancel"): Operation(
+        "Cancel a running generation",
+        "Only its caller (the API key that started it, or the admin token; with keys off, "
+        "whoever holds the id). No model call is made after this: the job ends `failed` with "
+        "`error_code: cancelled` (result status 409) and its memory is released. Answers the "
+        "job's progress as it stands; cancelling a cancelled job answers it again.",
+        tag="jobs",
+        response=r.ProgressResponse,
+        errors=(400, 401, 403, 404, 409, 429, 500),
+        keyed=True,
     ),
     ("GET", "/media/<path:key>"): Operation(
         "A generated picture or narration file",
@@ -358,6 +371,8 @@ def _operation(op: Operation, ref) -> dict[str, Any]:
             "description": "Accepted (with `Prefer: respond-async`).",
             "content": _json(ref(r.AsyncAccepted)),
         }
+        entry["security"] = [{}, {"bearer": []}, {"apiKey": []}]
+    if op.keyed:
         entry["security"] = [{}, {"bearer": []}, {"apiKey": []}]
     if op.admin:
         entry["security"] = [{}, {"bearer": []}]
