@@ -77,7 +77,8 @@ class Settings:
     bind_host: str = _setting(
         "LIROO_BIND",
         "127.0.0.1",
-        "Address gunicorn listens on: this machine only by default; the container sets 0.0.0.0.",
+        "Address gunicorn listens on: this machine only by default (0.0.0.0 opens it to the "
+        "network; the container image sets 0.0.0.0, so Cloud Run is unchanged).",
     )
     base_url: str | None = _setting(
         "BASE_URL",

@@ -130,6 +130,18 @@ def test_a_shared_link_fills_the_form_and_starts_a_study_page_whose_quiz_can_be_
     quiz.locator("button").click()
     assert quiz.locator(".feedback").inner_text().startswith("Not quite")
     assert other["explanation"] in quiz.locator(".feedback").inner_text()
+
+    # Every question answered: a score, and the quiz can be taken again.
+    assert studio.page.is_hidden(".quiz-score")
+    for index, block in list(enumerate(questions))[2:]:
+        quiz = studio.page.locator("#result .question").nth(index)
+        quiz.locator(f"input[value='{block['correctAnswerID']}']").check()
+        quiz.locator("button").click()
+    score = f"Score: {len(questions) - 1} of {len(questions)}"
+    assert studio.page.inner_text(".quiz-score strong") == score
+    studio.page.click(".quiz-again")
+    assert studio.page.locator("#result .question input:disabled").count() == 0
+    assert studio.page.is_hidden(".quiz-score")
     assert studio.console_errors == []
 
 
@@ -138,7 +150,8 @@ def test_speech_takes_a_whole_story_where_the_other_modes_take_the_usual_limit(o
     defaults = Settings.from_env({})
 
     def limit() -> int:
-        return studio.page.eval_on_selector("#text", "t => t.maxLength")
+        counter = studio.page.inner_text("#counter")  # "0 / 20,000 characters"
+        return int(counter.split("/")[1].split()[0].replace(",", ""))
 
     assert limit() == defaults.max_input_chars  # comic, the first mode
     studio.page.check("input[name=mode][value=speech]", force=True)
@@ -167,13 +180,24 @@ def test_a_lecture_shows_its_sections_with_playable_audio(offline, browser):
         timeout=30_000,
     )
     studio.page.wait_for_function(ALL_PICTURES_LOADED_JS, timeout=30_000)
-    playing = studio.page.evaluate(
-        "async () => { const a = document.querySelector('#result audio'); "
-        "await a.play(); return !a.paused; }"
-    )
-    assert playing
+    # "Play all": the first clip plays, and when it ends the next one starts by itself.
+    studio.page.click(".play-all")
     studio.page.wait_for_function(
         "() => document.querySelector('#result audio').currentTime > 0", timeout=30_000
+    )
+    studio.page.evaluate(  # skip to the last moments of the first clip
+        "() => { const a = document.querySelector('#result audio'); "
+        "a.currentTime = Math.max(a.duration - 0.2, 0); }"
+    )
+    studio.page.wait_for_function(
+        "() => { const [first, second] = document.querySelectorAll('#result audio'); "
+        "return first.paused && !second.paused && second.currentTime > 0; }",
+        timeout=30_000,
+    )
+    assert studio.page.inner_text(".play-all") == "Stop"
+    studio.page.click(".play-all")
+    assert studio.page.evaluate(
+        "() => Array.from(document.querySelectorAll('#result audio')).every(a => a.paused)"
     )
     assert studio.console_errors == []
 
@@ -198,9 +222,12 @@ def test_a_503_counts_its_retry_after_down_and_the_retry_reuses_the_request_id(
         "() => !document.getElementById('retry').disabled", timeout=10_000
     )
     assert countdown.inner_text() == "You can try again now."
+    assert studio.page.is_hidden("#progress")  # no "Sending 0%" beside the error
+    studio.page.fill("#text", "")  # the retry still has its text, and puts it back
 
     studio.page.click("#retry")
     assert studio.wait_state("done", "failed") == "done"
+    assert studio.page.input_value("#text").startswith("Bees carry pollen")
     ids = [headers["x-request-id"] for headers in studio.posts]
     assert len(ids) == 2 and ids[0] == ids[1] == studio.request_id()
     assert job(server, ids[0])["comic"]["panel_layout"]
@@ -234,7 +261,18 @@ def test_with_keys_and_an_admin_token_the_page_asks_for_a_key_and_nothing_it_may
     assert (
         studio.page.evaluate("() => sessionStorage.getItem('liroo-api-key')") == "studio-key-0001"
     )
-    assert studio.page.evaluate("() => localStorage.length") == 0
+
+    # A ?run=1 link opened in this tab, where the key is stored, waits for a click.
+    posts = len(studio.posts)
+    studio.goto("/?mode=comic&run=1&text=Magnets+pull+on+nickel+too.")
+    assert studio.page.is_visible("#run-note")
+    assert studio.page.evaluate("() => document.activeElement.id") == "generate"
+    assert studio.page.get_attribute("#run", "data-state") == "idle"
+    assert len(studio.posts) == posts
+    # localStorage keeps the history of ids, never the key
+    assert studio.page.evaluate(
+        "() => Object.values(localStorage).every(v => !v.includes('studio-key-0001'))"
+    )
     assert not [url for url in fetched if re.search(r"/(memory|metrics)\b", url)]
     # The only complaint is the browser's note of the refused first POST.
     assert [e for e in studio.console_errors if "status of 401" not in e] == []

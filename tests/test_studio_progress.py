@@ -5,6 +5,7 @@ gunicorn on the offline provider, whose pictures are slowed on purpose (LIROO_OF
 one at a time), shows a comic's panels, a story's pictures and a lecture's clips in /progress and
 /jobs before the end, while the fields the app decodes stay as they were (tests/contract.py).
 """
+
 from __future__ import annotations
 
 import re
@@ -22,7 +23,7 @@ from tests import contract
 from tests.fake_gemini import gemini_env
 from tests.servers import GunicornServer, ended_job, slow_pictures_env, wait_for
 
-REDIS_URL = "redis://127.0.0.1:6379/15"   # this module's own db
+REDIS_URL = "redis://127.0.0.1:6379/15"  # this module's own db
 TEXT = (
     "Bees visit flowers to drink nectar. Pollen sticks to their hairy bodies and rubs off on the "
     "next "
