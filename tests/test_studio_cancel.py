@@ -87,3 +87,37 @@ def test_a_cancelled_comic_makes_no_further_model_call_and_ends_cancelled(server
     # Cancelling it again answers the same; a retry with the id runs afresh (a failure).
     again = requests.post(server.url(f"/jobs/{rid}/cancel"), headers=key(KEY_A), timeout=10)
     assert again.status_code == 200 and again.json()["error_code"] == "cancelled"
+
+
+REDIS_URL = "redis://127.0.0.1:6379/6"  # this module's own db (ids are random: nothing flushed)
+
+
+def stores(tmp_path):
+    from liroo.jobs import LocalJobStore, RedisJobStore
+
+    yield LocalJobStore(str(tmp_path / "jobs.sqlite3"), ttl_s=60, running_ttl_s=60)
+    redis_store = RedisJobStore(REDIS_URL, ttl_s=60, running_ttl_s=60)
+    try:
+        redis_store.ping()
+    except Exception as exc:  # noqa: BLE001 (any failure to reach it)
+        pytest.skip(f"no Redis at {REDIS_URL}: {exc}")
+    yield redis_store
+
+
+def test_both_job_stores_keep_a_cancel_through_progress_and_the_end(tmp_path):
+    from liroo.generation.context import Progress
+    from liroo.jobs import FAILED
+
+    for store in stores(tmp_path):
+        rid = "cancel-" + uuid.uuid4().hex
+        assert store.claim(rid, "/generate_comic", "fp").outcome == "new"
+        progress = Progress(store, rid, total_steps=3)
+        assert not progress.cancel_requested()
+        store.cancel(rid)
+        progress.advance("Drawing picture 1 of 3")  # a step written after the cancel keeps it
+        assert progress.cancel_requested() and store.get(rid).cancel_requested_at > 0
+        store.finish(rid, FAILED, 409, {"code": "cancelled"}, error_code="cancelled")
+        assert store.get(rid).error_code == "cancelled" and store.cancel_requested(rid)
+        # a retry with the id runs afresh, without the old cancel
+        assert store.claim(rid, "/generate_comic", "fp").outcome == "new"
+        assert not store.cancel_requested(rid)

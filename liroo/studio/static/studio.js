@@ -253,9 +253,11 @@
     remember(id, {state: "expired"});
   }
 
-  function bringIntoView(node) {
+  // On a phone the run sits below the form: scroll it up so that what changed is seen.
+  function bringIntoView(node, whole) {
     const box = node.getBoundingClientRect();
-    if (box.top < 0 || box.top > window.innerHeight - 80) node.scrollIntoView({block: "start"});
+    const below = whole ? box.bottom > window.innerHeight : box.top > window.innerHeight / 2;
+    if (box.top < 0 || below) node.scrollIntoView({block: "start"});
   }
 
   // --- a generation ------------------------------------------------------------------------------
@@ -284,7 +286,7 @@
     setState("running");
     $("request-id").textContent = "Request " + current.id;
     showProgress({progress_percentage: 0, step: "Sending", details: ""});
-    bringIntoView(run);
+    bringIntoView($("progress"), true);
     $("cancel").focus({preventScroll: true});
     let response;
     try {
