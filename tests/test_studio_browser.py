@@ -212,14 +212,32 @@ def test_a_lecture_shows_its_sections_with_playable_audio(offline, browser):
     assert studio.console_errors == []
 
 
-def test_a_503_counts_its_retry_after_down_and_the_retry_reuses_the_request_id(
-    fake_gemini, start_server, browser
-):
-    server = start_server(
-        gemini_env(fake_gemini, LIROO_GEMINI_RETRY_ATTEMPTS=2, LIROO_GEMINI_RETRY_MAX_S=0.2)
+KEY, ADMIN = "studio-key-0001", "admin-token-0001"
+
+
+@pytest.fixture(scope="module")
+def keyed(module_fake_gemini):
+    """The loopback Gemini behind the SDK, with API keys and an admin token: one server for the
+    tests below (each resets the fake)."""
+    env = gemini_env(
+        module_fake_gemini,
+        LIROO_GEMINI_RETRY_ATTEMPTS=2,
+        LIROO_GEMINI_RETRY_MAX_S=0.2,
+        LIROO_API_KEYS=KEY,
+        LIROO_ADMIN_TOKEN=ADMIN,
     )
+    with GunicornServer(env) as server:
+        yield server
+
+
+def test_a_503_counts_its_retry_after_down_and_the_retry_reuses_the_request_id(
+    keyed, module_fake_gemini, browser
+):
+    server, fake_gemini = keyed, module_fake_gemini
+    fake_gemini.reset()
     fake_gemini.fail("http", times=2, status=429, retry_after=3, operation="text")  # every attempt
     studio = open_studio(browser, server.base_url)
+    studio.page.fill("#api-key", KEY)
     studio.make("comic", "Bees carry pollen from flower to flower, and so fruit can grow.")
     assert studio.wait_state("done", "failed") == "failed"
     assert "(provider_rate_limited)" in studio.page.inner_text("#error-text")
@@ -240,17 +258,16 @@ def test_a_503_counts_its_retry_after_down_and_the_retry_reuses_the_request_id(
     assert studio.page.input_value("#text").startswith("Bees carry pollen")
     ids = [headers["x-request-id"] for headers in studio.posts]
     assert len(ids) == 2 and ids[0] == ids[1] == studio.request_id()
-    assert job(server, ids[0])["comic"]["panel_layout"]
+    assert job(server, ids[0], **{"X-API-Key": KEY})["comic"]["panel_layout"]
     studio.page.wait_for_function(ALL_PICTURES_LOADED_JS)
     assert studio.console_errors == []
 
 
 def test_with_keys_and_an_admin_token_the_page_asks_for_a_key_and_nothing_it_may_not_show(
-    start_server, browser
+    keyed, module_fake_gemini, browser
 ):
-    server = start_server(
-        {"LIROO_API_KEYS": "studio-key-0001", "LIROO_ADMIN_TOKEN": "admin-token-0001"}
-    )
+    server = keyed
+    module_fake_gemini.reset()
     studio = open_studio(browser, server.base_url)
     fetched = []
     studio.page.on("request", lambda request: fetched.append(request.url))
