@@ -1,6 +1,6 @@
-"""POST /jobs/<id>/cancel against real gunicorn and the real google-genai SDK on a loopback Gemini
-(tests/fake_gemini.py) that holds pictures: after the cancel no model call is made, the job ends
-cancelled with its memory reservations released, and only its own caller may cancel it."""
+"""DELETE /jobs/<id> (cancel) against real gunicorn and the real google-genai SDK on a loopback
+Gemini (tests/fake_gemini.py) that holds pictures: after the cancel no model call is made, the
+job ends cancelled with its memory reservations released, and only its own caller may cancel it."""
 
 from __future__ import annotations
 
@@ -61,18 +61,18 @@ def test_a_cancelled_comic_makes_no_further_model_call_and_ends_cancelled(server
     assert outstanding_mb(server) > 0  # the held picture's memory is reserved
 
     # Another caller, no caller, an unknown id: JSON errors, and the job runs on.
-    other = requests.post(server.url(f"/jobs/{rid}/cancel"), headers=key(KEY_B), timeout=10)
+    other = requests.delete(server.url(f"/jobs/{rid}"), headers=key(KEY_B), timeout=10)
     assert other.status_code == 403 and other.json()["code"] == "forbidden"
-    anonymous = requests.post(server.url(f"/jobs/{rid}/cancel"), timeout=10)
+    anonymous = requests.delete(server.url(f"/jobs/{rid}"), timeout=10)
     assert anonymous.status_code == 401 and anonymous.json()["code"] == "unauthorized"
-    unknown = requests.post(
-        server.url(f"/jobs/cancel-{uuid.uuid4().hex}/cancel"), headers=key(KEY_A), timeout=10
+    unknown = requests.delete(
+        server.url(f"/jobs/cancel-{uuid.uuid4().hex}"), headers=key(KEY_A), timeout=10
     )
     assert unknown.status_code == 404 and unknown.json()["code"] == "unknown_request"
-    malformed = requests.post(server.url("/jobs/x/cancel"), headers=key(KEY_A), timeout=10)
+    malformed = requests.delete(server.url("/jobs/x"), headers=key(KEY_A), timeout=10)
     assert malformed.status_code == 400 and malformed.json()["code"] == "invalid_request_id"
 
-    cancelled = requests.post(server.url(f"/jobs/{rid}/cancel"), headers=key(KEY_A), timeout=10)
+    cancelled = requests.delete(server.url(f"/jobs/{rid}"), headers=key(KEY_A), timeout=10)
     assert cancelled.status_code == 200, cancelled.text
     assert cancelled.json()["request_id"] == rid
     fake_gemini.release("image")  # panel 2's answer arrives; panel 3 must never be asked for
@@ -85,7 +85,7 @@ def test_a_cancelled_comic_makes_no_further_model_call_and_ends_cancelled(server
     assert len(fake_gemini.requests("text")) == 1
 
     # Cancelling it again answers the same; a retry with the id runs afresh (a failure).
-    again = requests.post(server.url(f"/jobs/{rid}/cancel"), headers=key(KEY_A), timeout=10)
+    again = requests.delete(server.url(f"/jobs/{rid}"), headers=key(KEY_A), timeout=10)
     assert again.status_code == 200 and again.json()["error_code"] == "cancelled"
 
 

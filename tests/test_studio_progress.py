@@ -8,7 +8,6 @@ one at a time), shows a comic's panels, a story's pictures and a lecture's clips
 
 from __future__ import annotations
 
-import re
 import uuid
 
 import pytest
@@ -22,6 +21,7 @@ from liroo.settings import Settings
 from tests import contract
 from tests.fake_gemini import gemini_env
 from tests.servers import GunicornServer, ended_job, slow_pictures_env, wait_for
+from tests.test_deploy import image_env
 
 REDIS_URL = "redis://127.0.0.1:6379/15"  # this module's own db
 TEXT = (
@@ -210,5 +210,4 @@ def test_the_server_listens_on_this_machine_only_unless_a_setting_opens_it(slow_
     # gunicorn.conf.py as `make run` starts it, with no LIROO_BIND: loopback, 127.0.0.1
     assert listening_addresses(slow_pictures.port) == {"0100007F"}
     assert Settings.from_env({"LIROO_BIND": "0.0.0.0"}).bind_host == "0.0.0.0"
-    with open("Dockerfile") as fh:  # the container (and so Cloud Run) listens on every interface
-        assert re.search(r"^\s*LIROO_BIND=0\.0\.0\.0\b", fh.read(), re.MULTILINE)
+    assert image_env()["LIROO_BIND"] == "0.0.0.0"  # the container (so Cloud Run): every interface

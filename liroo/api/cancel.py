@@ -1,4 +1,6 @@
-"""POST /jobs/<id>/cancel: stop a running generation at its next model call.
+"""DELETE /jobs/<id>: cancel a running generation at its next model call.
+
+The job's record stays, readable as before: what is deleted is the work still to do.
 
 Only the caller who started it may (the API key its job records as owner, or the
 admin token); with keys off the unguessable id is the capability, as for reading
@@ -23,7 +25,7 @@ from .runner import job_view
 bp = Blueprint("cancel", __name__)
 
 
-@bp.post("/jobs/<request_id>/cancel")
+@bp.delete("/jobs/<request_id>")
 def cancel(request_id: str):
     job = _job(request_id)  # 400 for a malformed id, 404 for an unknown one
     svc = services()

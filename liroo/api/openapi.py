@@ -144,7 +144,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         response=r.JobResponse,
         errors=(400, 403, 404, 500),
     ),
-    ("POST", "/jobs/<request_id>/cancel"): Operation(
+    ("DELETE", "/jobs/<request_id>"): Operation(
         "Cancel a running generation",
         "Only its caller (the API key that started it, or the admin token; with keys off, "
         "whoever holds the id). No model call is made after this: the job ends `failed` with "

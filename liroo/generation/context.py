@@ -55,7 +55,7 @@ class Progress:
             self._write(step, details)
 
     def cancel_requested(self) -> bool:
-        """Its caller asked to stop it (POST /jobs/<id>/cancel); a store hiccup reads as no."""
+        """Its caller asked to stop it (DELETE /jobs/<id>); a store hiccup reads as no."""
         if self._store is None:
             return False
         try:
@@ -88,7 +88,7 @@ CANCELLED_CODE = "cancelled"
 
 
 class Cancelled(Exception):
-    """Its caller cancelled the request (POST /jobs/<id>/cancel): no further model call."""
+    """Its caller cancelled the request (DELETE /jobs/<id>): no further model call."""
 
 
 @dataclass

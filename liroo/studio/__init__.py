@@ -7,7 +7,7 @@ page works offline and under a strict Content-Security-Policy. The script
 speaks to the same routes as any client: a generation in async mode with its
 own ``X-Request-ID``, then ``/progress/<id>`` (with the ``partial`` results, so
 panels appear as they are drawn) and ``/jobs/<id>`` for the answer; ``/health``
-for the memory gauge; ``POST /jobs/<id>/cancel`` for its Cancel button. The browser keeps the
+for the memory gauge; ``DELETE /jobs/<id>`` for its Cancel button. The browser keeps the
 ids (not the content) of recent results in localStorage and reopens them through ``/jobs/<id>``
 while the server keeps them (LIROO_JOB_TTL_S); a reload mid-generation picks the running request
 up again. It never asks for ``/memory`` or ``/metrics``: with

@@ -363,8 +363,8 @@
     button.disabled = true;
     $("step").textContent = "Cancelling";
     try {
-      const response = await fetch(`/jobs/${encodeURIComponent(current.id)}/cancel`,
-                                   {method: "POST", headers: headers(current.id, false)});
+      const response = await fetch("/jobs/" + encodeURIComponent(current.id),
+                                   {method: "DELETE", headers: headers(current.id, false)});
       if (!response.ok && response.status !== 409) {
         const body = await response.json().catch(() => null);
         $("details").textContent = body && body.error ? "Could not cancel: " + body.error : "Could not cancel.";
