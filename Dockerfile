@@ -16,12 +16,14 @@ FROM python:3.11-slim
 # PYTHONUNBUFFERED: log lines leave at once (Cloud Run reads stdout).
 # MALLOC_ARENA_MAX=2: threaded workers do not grow a malloc arena per thread.
 # PORT: Cloud Run sets it; 8080 is its default and ours.
+# LIROO_BIND: a container listens on every interface (the default is loopback only).
 # LIROO_MEDIA_DIR: local storage must be writable by the non-root user (on
 # Cloud Run media goes to GCS_BUCKET_NAME; this is the fallback).
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     MALLOC_ARENA_MAX=2 \
     PORT=8080 \
+    LIROO_BIND=0.0.0.0 \
     LIROO_MEDIA_DIR=/tmp/liroo-media
 RUN useradd --system --uid 10001 --user-group --no-create-home --home-dir /nonexistent \
         --shell /usr/sbin/nologin liroo

@@ -1,4 +1,5 @@
-# make run: a local server on the embedded defaults (offline provider, local storage).
+# make run: a local server on the embedded defaults (offline provider, local storage), on
+# 127.0.0.1 only (LIROO_BIND=0.0.0.0 make run opens it to the network).
 # make test: ruff check and ruff format --check liroo/ (ruff.toml), then the whole suite.
 # Both set up .venv first.
 PYTHON ?= python3
@@ -50,10 +51,11 @@ bench: dev-venv
 	$(BIN)/python bench/capacity.py
 	$(BIN)/python bench/capacity.py --cloud-run
 
-# docs/studio.png: the studio with a finished comic, made in headless Chromium by the browser
-# test's own code (tests/studio_browser.py) against a real server on the offline provider.
+# docs/studio.png and docs/studio-phone.png: the studio with a finished comic, at 1280 px and on
+# a 390 px phone, made in headless Chromium by the browser tests' own code (tests/studio_browser.py)
+# against a real server on the offline provider.
 screenshot: dev-venv
-	MALLOC_ARENA_MAX=2 $(BIN)/python -m tests.studio_browser docs/studio.png
+	MALLOC_ARENA_MAX=2 $(BIN)/python -m tests.studio_browser docs/studio.png --phone docs/studio-phone.png
 
 clean:
 	rm -rf $(VENV) .pytest_cache media

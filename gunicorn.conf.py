@@ -23,7 +23,7 @@ from liroo.settings import Settings  # noqa: E402  (after the metrics folder is 
 
 settings = Settings.from_env()
 
-bind = [f"0.0.0.0:{settings.port}"]
+bind = [f"{settings.bind_host}:{settings.port}"]  # LIROO_BIND: loopback unless opened
 # gthread, answering the malformed requests gunicorn refuses itself with JSON (liroo/server.py).
 worker_class = "liroo.server.JsonErrorWorker"
 workers = settings.workers

@@ -20,7 +20,7 @@ from . import (
     security,
     studio,
 )
-from .api import comics, content, openapi, progress
+from .api import cancel, comics, content, openapi, progress
 from .api.runner import Runner
 from .governor import Governor, GovernorConfig, MemoryGovernorMiddleware, Unreserved
 from .jobs import make_job_store
@@ -85,6 +85,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(studio.bp)
     app.register_blueprint(monitoring.bp)
     app.register_blueprint(progress.bp)
+    app.register_blueprint(cancel.bp)
     app.register_blueprint(comics.bp)
     app.register_blueprint(content.bp)
     app.register_blueprint(openapi.bp)

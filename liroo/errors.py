@@ -24,7 +24,7 @@ from flask import Flask, Response, g, jsonify
 from werkzeug.exceptions import HTTPException
 
 from .api import answer_fields
-from .generation.context import DeadlineExceeded
+from .generation.context import CANCELLED_CODE, Cancelled, DeadlineExceeded
 from .governor import MemoryPressure
 from .providers.base import ProviderError, RateLimited
 from .services import services
@@ -169,6 +169,12 @@ _EXCEPTION_TABLE: tuple = (
         lambda exc: isinstance(exc, DeadlineExceeded),
         lambda exc, request_id: ApiError(
             504, "deadline_exceeded", "This took longer than allowed; please try again."
+        ),
+    ),
+    (
+        lambda exc: isinstance(exc, Cancelled),
+        lambda exc, request_id: ApiError(
+            409, CANCELLED_CODE, "This generation was cancelled by its caller."
         ),
     ),
     (lambda exc: isinstance(exc, HTTPException), lambda exc, request_id: http_error(exc)),

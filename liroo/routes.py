@@ -53,6 +53,7 @@ class Route:
     cost_mb: CostMb | None = None  # the door admits it only with this much room
     door_exempt: bool = False  # never shed nor queued at the door (cheap, and how to see why)
     admin: bool = False  # needs LIROO_ADMIN_TOKEN when one is set
+    keyed: bool = False  # takes the API key without being a generation (cancel)
     answer_fields: tuple[str, ...] = ()  # fields the app's decoders need on every answer
     options: tuple[tuple[str, object], ...] = ()  # more Werkzeug rule options
 
@@ -83,6 +84,8 @@ OPENAPI = Route("GET", "/openapi.json", "service")
 # The app stops polling after one failed poll: progress is a cheap read, never shed.
 PROGRESS = Route("GET", "/progress/<request_id>", "jobs", door_exempt=True)
 JOB = Route("GET", "/jobs/<request_id>", "jobs", door_exempt=True)
+# Cancelling frees memory: never shed.
+CANCEL = Route("DELETE", "/jobs/<request_id>", "jobs", door_exempt=True, keyed=True)
 # merge_slashes=False: "/media//etc/passwd" must reach the view's check (and fail it), not be
 # redirected to a cleaned-up path.
 MEDIA = Route("GET", "/media/<path:key>", "media", options=(("merge_slashes", False),))
@@ -111,6 +114,7 @@ ROUTES = (
     OPENAPI,
     PROGRESS,
     JOB,
+    CANCEL,
     MEDIA,
     COMIC,
     IMAGE,
@@ -119,18 +123,18 @@ ROUTES = (
     LECTURE,
     SPEECH,
 )
-# Each path takes one method, so the path names the route.
-BY_PATH: dict[str, Route] = {route.path: route for route in ROUTES}
-assert len(BY_PATH) == len(ROUTES), "one route per path"
+BY_RULE: dict[tuple[str, str], Route] = {(route.method, route.path): route for route in ROUTES}
+assert len(BY_RULE) == len(ROUTES), "one route per method and path"
+# A path's routes share their door facts (the door knows the path, not the method).
+_ADMIN_PATHS = frozenset(route.path for route in ROUTES if route.admin)
 
 
 def is_admin(path: str) -> bool:
-    route = BY_PATH.get(path)
-    return route is not None and route.admin
+    return path in _ADMIN_PATHS
 
 
 def door_exempt_paths() -> list[str]:
-    return [route.path for route in ROUTES if route.door_exempt]
+    return sorted({route.path for route in ROUTES if route.door_exempt})
 
 
 def door_costs_mb(settings: Settings) -> dict[str, float]:

@@ -74,6 +74,12 @@ def _setting(env: str, default: Any, doc: str, parse: Callable[[str], Any] | Non
 class Settings:
     # --- server -------------------------------------------------------------
     port: int = _setting("PORT", 8080, "Port gunicorn listens on.")
+    bind_host: str = _setting(
+        "LIROO_BIND",
+        "127.0.0.1",
+        "Address gunicorn listens on: this machine only by default (0.0.0.0 opens it to the "
+        "network; the container image sets 0.0.0.0, so Cloud Run is unchanged).",
+    )
     base_url: str | None = _setting(
         "BASE_URL",
         None,

@@ -5,10 +5,12 @@ Chromium is Debian's ``chromium`` package (``.ci/run`` installs it); Playwright'
 Python package drives it through ``executable_path`` (``playwright install`` is
 never run: it downloads a browser build, which this project does not do).
 
-    python -m tests.studio_browser docs/studio.png   # what `make screenshot` runs
+    python -m tests.studio_browser docs/studio.png --phone docs/studio-phone.png
 
-starts a real gunicorn on the offline provider, makes a comic in the page the
-way the browser test does (``finished_comic``) and saves the screenshot.
+(what `make screenshot` runs) starts a real gunicorn on the offline provider,
+makes a comic in the page the way the browser test does (``finished_comic``),
+at 1280 px and on a 390 px phone (the screen the phone shows once it is done),
+and saves the screenshots.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ ARGS = [
     "--disable-sync",
 ]
 VIEWPORT = {"width": 1280, "height": 860}
+PHONE_VIEWPORT = {"width": 390, "height": 844}
 TIMEOUT_MS = 90_000
 SCREENSHOT_COLOURS = 96
 
@@ -116,8 +119,9 @@ class Studio:
         return self.page.inner_text("#request-id").removeprefix("Request ").strip()
 
 
-def open_studio(browser, base_url: str, path: str = "/") -> Studio:
-    page = browser.new_page(viewport=VIEWPORT)
+def open_studio(browser, base_url: str, path: str = "/", viewport: dict = VIEWPORT) -> Studio:
+    """A page in a fresh browser profile (its own localStorage)."""
+    page = browser.new_page(viewport=viewport)
     studio = Studio(page, base_url)
     page.on(
         "console",
@@ -148,12 +152,12 @@ def finished_comic(studio: Studio, text: str = COMIC_TEXT) -> dict:
     }
 
 
-def save_screenshot(studio: Studio, path: str | Path) -> Path:
+def save_screenshot(studio: Studio, path: str | Path, full_page: bool = True) -> Path:
     """The page as a small palette PNG (the same picture whether for a test folder or docs/)."""
     from PIL import Image
 
     path = Path(path)
-    raw = studio.page.screenshot(full_page=True)
+    raw = studio.page.screenshot(full_page=full_page)
     with Image.open(io.BytesIO(raw)) as shot:
         small = shot.convert("RGB").quantize(
             SCREENSHOT_COLOURS, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE
@@ -168,17 +172,23 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description="Screenshot of the studio with a finished comic.")
     parser.add_argument("out", nargs="?", default="docs/studio.png")
+    parser.add_argument("--phone", help="also the phone's screen, 390x844, saved here")
     args = parser.parse_args()
     reason = missing_browser()
     if reason:
         raise SystemExit(f"cannot take the screenshot: {reason}")
+    shots = [(args.out, VIEWPORT, True)]
+    if args.phone:
+        shots.append((args.phone, PHONE_VIEWPORT, False))
     with GunicornServer() as server, chromium() as browser:
-        studio = open_studio(browser, server.base_url)
-        seen = finished_comic(studio)
-        if seen["final"] != "done" or studio.console_errors:
-            raise SystemExit(f"the comic did not finish cleanly: {seen}, {studio.console_errors}")
-        out = save_screenshot(studio, args.out)
-    print(f"{out}: {out.stat().st_size} bytes, {seen['panels']} panels")
+        for out, viewport, full_page in shots:
+            studio = open_studio(browser, server.base_url, viewport=viewport)
+            seen = finished_comic(studio)
+            if seen["final"] != "done" or studio.console_errors:
+                errors = studio.console_errors
+                raise SystemExit(f"the comic did not finish cleanly: {seen}, {errors}")
+            saved = save_screenshot(studio, out, full_page=full_page)
+            print(f"{saved}: {saved.stat().st_size} bytes, {seen['panels']} panels")
 
 
 if __name__ == "__main__":

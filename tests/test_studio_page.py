@@ -84,11 +84,13 @@ def test_a_browser_gets_the_studio_under_a_strict_content_security_policy(client
 
     page = Page(response.get_data(as_text=True))
     assert page.inline == []  # no inline script, style or handler
-    assert page.scripts == ["/studio/static/studio.js"] and page.styles == [
-        "/studio/static/studio.css"
-    ]
+    assert page.scripts == [
+        "/studio/static/studio-results.js",
+        "/studio/static/studio.js",
+    ] and page.styles == ["/studio/static/studio.css"]
     for path, kind in (
         (page.scripts[0], "javascript"),
+        (page.scripts[1], "javascript"),
         (page.styles[0], "text/css"),
         ("/studio/static/favicon.svg", "image/svg+xml"),
     ):
@@ -172,3 +174,12 @@ def test_media_elsewhere_is_allowed_for_pictures_and_audio_only(tmp_path):
         and "media-src 'self' https://media.example.org;" in policy
     )
     assert "script-src 'self';" in policy and "connect-src 'self';" in policy
+
+
+def test_a_result_link_carries_its_id_to_the_page_and_a_malformed_one_is_dropped(client):
+    def opened(query: str) -> str:
+        html = client.get("/?" + query, headers={"Accept": BROWSER_ACCEPT}).get_data(as_text=True)
+        return Page(html).find("form", id="studio-form")[0]["data-result"]
+
+    assert opened("result=studio-0123456789abcdef") == "studio-0123456789abcdef"
+    assert opened("result=%22%3E%3Cscript%3E") == ""

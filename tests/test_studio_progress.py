@@ -5,6 +5,7 @@ gunicorn on the offline provider, whose pictures are slowed on purpose (LIROO_OF
 one at a time), shows a comic's panels, a story's pictures and a lecture's clips in /progress and
 /jobs before the end, while the fields the app decodes stay as they were (tests/contract.py).
 """
+
 from __future__ import annotations
 
 import uuid
@@ -20,8 +21,9 @@ from liroo.settings import Settings
 from tests import contract
 from tests.fake_gemini import gemini_env
 from tests.servers import GunicornServer, ended_job, slow_pictures_env, wait_for
+from tests.test_deploy import image_env
 
-REDIS_URL = "redis://127.0.0.1:6379/15"   # this module's own db
+REDIS_URL = "redis://127.0.0.1:6379/15"  # this module's own db
 TEXT = (
     "Bees visit flowers to drink nectar. Pollen sticks to their hairy bodies and rubs off on the "
     "next "
@@ -178,3 +180,34 @@ def test_an_async_job_whose_model_refuses_ends_as_a_503_with_retry_after(fake_ge
     assert view["result_status"] == 503
     body = contract.decode_error(view["result"])
     assert body["retry_after_s"] == 4 and body["request_id"] == rid
+
+
+def test_a_lecture_numbers_its_pictures_in_progress_from_1_like_its_clips(slow_pictures):
+    rid = start_async(slow_pictures, "/generate_lecture", {"text": TEXT, "level": "beginner"})
+    partial = shown_while_running(slow_pictures, rid, "pictures")
+    lecture = contract.decode_lecture(finished(slow_pictures, rid))
+    sections = lecture["lecture"]["sections"]
+    for picture in partial["pictures"]:
+        section = sections[picture["section"] - 1]  # as audio_files' section is read
+        assert picture["section"] >= 1
+        assert (picture["title"], picture["image_url"]) == (section["title"], section["image_url"])
+
+
+def listening_addresses(port: int) -> set[str]:
+    """The local addresses with a listening TCP socket on ``port`` (Linux's /proc/net/tcp{,6})."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as fh:
+            for line in fh.readlines()[1:]:
+                local, state = line.split()[1], line.split()[3]
+                address, hex_port = local.split(":")
+                if state == "0A" and int(hex_port, 16) == port:  # 0A: LISTEN
+                    found.add(address)
+    return found
+
+
+def test_the_server_listens_on_this_machine_only_unless_a_setting_opens_it(slow_pictures):
+    # gunicorn.conf.py as `make run` starts it, with no LIROO_BIND: loopback, 127.0.0.1
+    assert listening_addresses(slow_pictures.port) == {"0100007F"}
+    assert Settings.from_env({"LIROO_BIND": "0.0.0.0"}).bind_host == "0.0.0.0"
+    assert image_env()["LIROO_BIND"] == "0.0.0.0"  # the container (so Cloud Run): every interface

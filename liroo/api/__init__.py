@@ -16,7 +16,7 @@ def answer_fields() -> dict:
     failures and its 202 (api/runner.py).
     """
     rule = request.url_rule
-    route = routes.BY_PATH.get(rule.rule) if rule is not None else None
+    route = routes.BY_RULE.get((request.method, rule.rule)) if rule is not None else None
     if route is None or not route.answer_fields:
         return {}
     if "liroo_answer_fields" not in g:
@@ -32,7 +32,8 @@ def shed_fields(environ: dict) -> dict:
     route's own fields, of the route the door matched (``//generate_lecture``
     is the lecture route too).
     """
-    route = routes.BY_PATH.get(environ.get(ROUTE_ENVIRON_KEY, environ.get("PATH_INFO", "")))
+    path = environ.get(ROUTE_ENVIRON_KEY, environ.get("PATH_INFO", ""))
+    route = routes.BY_RULE.get((environ.get("REQUEST_METHOD", "GET"), path))
     return {
         "success": False,
         "timestamp": utc_timestamp(),

@@ -37,6 +37,7 @@ _STATUS_TEXT = {
     "/memory, /metrics).",
     403: "The credential is not allowed here.",
     404: "Unknown id or address.",
+    409: "The generation has already ended.",
     413: "The body or the text is too long.",
     415: "The body is not sent as application/json.",
     422: "A field has a value that cannot be used (unknown level, style or voice, empty text, id "
@@ -73,6 +74,10 @@ class Operation:
     @property
     def admin(self) -> bool:
         return self.route.admin
+
+    @property
+    def keyed(self) -> bool:
+        return self.route.keyed
 
 
 def generation(route: Route, summary: str, description: str = "", **fields: Any) -> Operation:
@@ -162,9 +167,21 @@ _DESCRIBED = (
         errors=(400, 403, 404, 500),
     ),
     Operation(
+        routes.CANCEL,
+        "Cancel a running generation",
+        "Only its caller (the API key that started it, or the admin token; with keys off, "
+        "whoever holds the id). No model call is made after this: the job ends `failed` with "
+        "`error_code: cancelled` (result status 409) and its memory is released. Answers the "
+        "job's progress as it stands; cancelling a cancelled job answers it again.",
+        tag="jobs",
+        response=r.ProgressResponse,
+        errors=(400, 401, 403, 404, 409, 429, 500),
+    ),
+    Operation(
         routes.MEDIA,
         "A generated picture or narration file",
-        "Local storage only (Cloud Storage serves its own URLs).",
+        "Local storage's file, or with Cloud Storage (LIROO_GCS_URL_MODE=redirect) a 302 to a "
+        "freshly signed URL of it: the address itself never expires.",
         tag="media",
         content={kind: {} for kind in MEDIA_TYPES},
         errors=(404,),
@@ -383,6 +400,8 @@ def _operation(op: Operation, ref) -> dict[str, Any]:
             "description": "Accepted (with `Prefer: respond-async`).",
             "content": _json(ref(r.AsyncAccepted)),
         }
+        entry["security"] = [{}, {"bearer": []}, {"apiKey": []}]
+    if op.keyed:
         entry["security"] = [{}, {"bearer": []}, {"apiKey": []}]
     if op.admin:
         entry["security"] = [{}, {"bearer": []}]

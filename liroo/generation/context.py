@@ -54,6 +54,16 @@ class Progress:
                 self.partial.setdefault(kind, []).append(item)
             self._write(step, details)
 
+    def cancel_requested(self) -> bool:
+        """Its caller asked to stop it (DELETE /jobs/<id>); a store hiccup reads as no."""
+        if self._store is None:
+            return False
+        try:
+            return self._store.cancel_requested(self.request_id)
+        except Exception:
+            log.warning("could not read whether %s was cancelled", self.request_id, exc_info=True)
+            return False
+
     def _write(self, step: str, details: str) -> None:
         if self._store is None:
             return
@@ -74,6 +84,13 @@ class DeadlineExceeded(Exception):
     """The request ran past LIROO_REQUEST_DEADLINE_S."""
 
 
+CANCELLED_CODE = "cancelled"
+
+
+class Cancelled(Exception):
+    """Its caller cancelled the request (DELETE /jobs/<id>): no further model call."""
+
+
 @dataclass
 class Context:
     settings: Settings
@@ -85,13 +102,24 @@ class Context:
     # BASE_URL, or None: local media URLs stay paths, made absolute per answer
     public_base: str | None
     deadline: float  # time.monotonic() by which the request must end
+    cancelled: bool = False  # a step found its caller's cancel (check_deadline)
 
     def remaining_s(self) -> float:
         return self.deadline - time.monotonic()
 
     def check_deadline(self) -> None:
+        """Before each model call: the request ends here past its deadline or once cancelled."""
         if self.remaining_s() <= 0:
             raise DeadlineExceeded()
+        if self.cancelled or self.progress.cancel_requested():
+            self.cancelled = True
+            raise Cancelled()
+
+    def stop_if_cancelled(self) -> None:
+        """After steps that absorb one another's failures (pictures, clips): a cancel seen by any
+        of them ends the request."""
+        if self.cancelled:
+            raise Cancelled()
 
     def reservation_wait_s(self) -> float:
         """How long a heavy step may wait for memory: LIROO_RESERVATION_WAIT_S, within the deadline.

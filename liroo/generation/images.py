@@ -160,7 +160,9 @@ def make_images(
         return []
     workers = panel_workers(ctx.settings.panel_concurrency, total)
     with ThreadPoolExecutor(workers, thread_name_prefix="liroo-image") as pool:
-        return list(pool.map(run, range(total)))
+        outcomes = list(pool.map(run, range(total)))
+    ctx.stop_if_cancelled()
+    return outcomes
 
 
 def panel_workers(cap: int, tasks: int) -> int:

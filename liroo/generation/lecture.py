@@ -96,7 +96,8 @@ def generate_lecture(
     # What is finished is shown while the rest is made: each section's picture, each clip (as in
     # audio_files).
     def picture_made(index: int, url: str) -> tuple[str, dict]:
-        return "pictures", {"section": index, "title": sections[index].title, "image_url": url}
+        # numbered from 1, as the section of each clip in audio_files
+        return "pictures", {"section": index + 1, "title": sections[index].title, "image_url": url}
 
     def clip_made(index: int, url: str) -> tuple[str, dict]:
         kind, section = kinds[index]

@@ -195,7 +195,8 @@ class ProgressResponse(ResponseBody):
     partial: dict[str, list[dict[str, Any]]] | None = omitted(
         "While it runs, what is already finished, by kind: comics `panels` ({panel_id, image_url, "
         "scene, dialogue}); stories `cover` and `chapters` ({order, title, imageUrl}); lectures "
-        "`pictures` ({section, title, image_url}) and `audio_files` (as in the finished answer)."
+        "`pictures` ({section, title, image_url}, sections numbered from 1) and `audio_files` "
+        "(as in the finished answer)."
     )
 
 

@@ -367,6 +367,7 @@ def speak(
     workers = panel_workers(ctx.settings.panel_concurrency, in_flight)
     with ThreadPoolExecutor(workers, thread_name_prefix="liroo-speech") as pool:
         list(pool.map(lambda task: run(*task), tasks))
+    ctx.stop_if_cancelled()
     return [clip or Clip(error=BadOutput("no speech")) for clip in clips]
 
 

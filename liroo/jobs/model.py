@@ -44,6 +44,7 @@ class Job:
     owner: str | None = None  # hash of the API key that claimed it; None when keys are off
     worker: str | None = None  # worker_tag() of the process running it
     partial: str | None = None  # JSON of the items a running job has finished (Progress.advance)
+    cancel_requested_at: float | None = None  # its caller asked to stop it (api/cancel.py)
 
     @property
     def finished(self) -> bool:
@@ -118,6 +119,14 @@ class JobStore(ABC):
         """A step reached, and (``partial``) what is already finished, for watchers to show."""
         changes = dict(step=step, step_number=step_number, total_steps=total_steps, details=details)
         self.update(request_id, {**changes, **partial_change(partial)})
+
+    def cancel(self, request_id: str) -> None:
+        """Ask a running job to stop: its generation reads this before each model call."""
+        self.update(request_id, {"cancel_requested_at": time.time()})
+
+    def cancel_requested(self, request_id: str) -> bool:
+        job = self.get(request_id)
+        return job is not None and job.cancel_requested_at is not None
 
     def heartbeat(self, request_ids: Iterable[str]) -> None:
         """Their owner is alive (liroo/jobs/heartbeats.py)."""

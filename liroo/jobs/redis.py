@@ -64,6 +64,7 @@ class RedisJobStore(JobStore):
         "created_at": float,
         "updated_at": float,
         "heartbeat": float,
+        "cancel_requested_at": float,
     }
 
     def __init__(self, url: str, ttl_s: int, running_ttl_s: float) -> None:

@@ -7,7 +7,10 @@ page works offline and under a strict Content-Security-Policy. The script
 speaks to the same routes as any client: a generation in async mode with its
 own ``X-Request-ID``, then ``/progress/<id>`` (with the ``partial`` results, so
 panels appear as they are drawn) and ``/jobs/<id>`` for the answer; ``/health``
-for the memory gauge. It never asks for ``/memory`` or ``/metrics``: with
+for the memory gauge; ``DELETE /jobs/<id>`` for its Cancel button. The browser keeps the
+ids (not the content) of recent results in localStorage and reopens them through ``/jobs/<id>``
+while the server keeps them (LIROO_JOB_TTL_S); a reload mid-generation picks the running request
+up again. It never asks for ``/memory`` or ``/metrics``: with
 ``LIROO_ADMIN_TOKEN`` set the gauge shows only what ``/health`` shows.
 
 ``/`` still answers the JSON service description (also at ``/service``) to
@@ -26,6 +29,7 @@ from ..generation.options import LEVELS, STYLES, level_key, style_key
 from ..generation.story import GENRES
 from ..monitoring import service_description
 from ..providers.base import VOICE_ROLES
+from ..requestid import valid_request_id
 from ..services import services
 
 bp = Blueprint(
@@ -99,6 +103,8 @@ def _prefill() -> dict[str, str]:
         "voice": voice if voice in VOICE_ROLES else "narrator",
         "genre": next((name for name in GENRES if name.lower() == genre), ""),
         "run": "1" if args.get("run") == "1" else "0",
+        # a shared result (``/?result=<request id>``): opened by id, never made again
+        "result": args.get("result", "") if valid_request_id(args.get("result", "")) else "",
     }
 
 
@@ -123,6 +129,9 @@ def page() -> Response:
                 thresholds=thresholds,
                 max_chars=settings.max_input_chars,
                 max_speech_chars=settings.max_long_text_chars,  # speech reads whole stories
+                job_ttl_s=settings.job_ttl_s,
+                deadline_s=settings.request_deadline_s,
+                results_script=url_for("studio.static", filename="studio-results.js"),
                 provider=settings.provider_name,
                 script=url_for("studio.static", filename="studio.js"),
                 stylesheet=url_for("studio.static", filename="studio.css"),

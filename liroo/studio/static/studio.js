@@ -1,6 +1,6 @@
-// The studio page: start a generation, follow its progress, lay out what is finished.
-// Plain JavaScript, no build step, nothing from elsewhere. Every text from the server
-// or the user goes into the page as text (textContent), never as HTML.
+// The studio page: start a generation, follow its progress, keep and reopen what was made.
+// Plain JavaScript, no build step, nothing from elsewhere (results are laid out by
+// studio-results.js). Every text from the server or the user goes into the page as text.
 "use strict";
 
 (function () {
@@ -8,53 +8,30 @@
   const HEALTH_MS = 5000;       // the memory gauge
   const POLL_FAILURES = 5;      // consecutive failed polls before giving up on a request
   const SHARE_MAX = 3500;       // longer links are refused by servers (414)
-  const KEY_STORE = "liroo-api-key";
+  const KEY_STORE = "liroo-api-key";          // sessionStorage: this tab only
+  const HISTORY_STORE = "liroo-history";      // localStorage: ids, kinds and titles, no content
+  const HISTORY_MAX = 20;
+  const LABELS = {comic: "Comic", story: "Story", lecture: "Lecture", study: "Study page", speech: "Speech"};
 
+  const R = window.LirooResults;
+  const el = R.el;
   const $ = (id) => document.getElementById(id);
   const form = $("studio-form");
   const run = $("run");
   const result = $("result");
   const keyField = $("api-key");
+  const textBox = $("text");
+  const JOB_TTL_S = Number(form.dataset.jobTtl) || 3600;
+  const DEADLINE_S = Number(form.dataset.deadline) || 600;
 
-  let current = null;     // {mode, route, body, id}
-  let generation = 0;     // bumps on every start: late answers of an older run are ignored
+  let current = null;     // {mode, route, body, id, text}
+  let generation = 0;     // bumps on every start or open: late answers of an older run are ignored
   let countdownTimer = null;
-
-  // --- small helpers -------------------------------------------------------------------
-  function el(tag, props, ...children) {
-    const node = document.createElement(tag);
-    for (const [name, value] of Object.entries(props || {})) {
-      if (value === undefined || value === null || value === false) continue;
-      if (name === "text") node.textContent = value;
-      else if (name === "className") node.className = value;
-      else if (name.startsWith("data-")) node.setAttribute(name, value);
-      else node[name] = value;
-    }
-    for (const child of children.flat()) {
-      if (child !== null && child !== undefined) node.append(child);
-    }
-    return node;
-  }
 
   function newRequestId() {
     // crypto.randomUUID needs a secure context; getRandomValues works on plain http too.
     const bytes = crypto.getRandomValues(new Uint8Array(16));
     return "studio-" + Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
-  }
-
-  function paragraphs(text) {
-    return String(text || "").split(/\n\s*\n/).map((p) => p.trim()).filter(Boolean).map((p) => el("p", {text: p}));
-  }
-
-  function picture(url, alt, className) {
-    if (!url) return el("div", {className: "no-picture", text: "No picture: it could not be drawn."});
-    return el("img", {src: url, alt: alt || "", className: className || "", loading: "eager", decoding: "async"});
-  }
-
-  function player(url, label) {
-    return el("div", {className: "player"},
-      el("span", {className: "player-label", text: label}),
-      el("audio", {src: url, controls: true, preload: "metadata"}));
   }
 
   function values() {
@@ -90,35 +67,118 @@
     return h;
   }
 
-  // --- the form --------------------------------------------------------------------------
+  // --- the form: fields per mode, the character counter, the link ---------------------------
+  const segmenter = window.Intl && Intl.Segmenter ? new Intl.Segmenter(undefined, {granularity: "grapheme"}) : null;
+
+  function characters(text) {
+    // Counted as people (and the app) count them: grapheme clusters, not UTF-16 units.
+    if (!segmenter) return Array.from(text).length;
+    let count = 0;
+    for (const _ of segmenter.segment(text)) count += 1;   // eslint-disable-line no-unused-vars
+    return count;
+  }
+
+  function limit() {
+    return Number(values().mode === "speech" ? textBox.dataset.maxSpeech : textBox.dataset.max);
+  }
+
+  function updateCounter() {
+    const count = characters(textBox.value.trim());
+    const max = limit();
+    const counter = $("counter");
+    const over = count - max;
+    counter.textContent = over > 0
+      ? `${count.toLocaleString("en")} / ${max.toLocaleString("en")} characters: ${over.toLocaleString("en")} too many, shorten the text.`
+      : `${count.toLocaleString("en")} / ${max.toLocaleString("en")} characters`;
+    counter.classList.toggle("over", over > 0);
+    return over <= 0;
+  }
+
   function showFieldsForMode() {
     const mode = values().mode;
     for (const field of form.querySelectorAll("[data-modes]")) {
       field.hidden = !field.dataset.modes.split(" ").includes(mode);
     }
-    // /generate_tts takes a whole story (LIROO_MAX_LONG_TEXT_CHARS); the rest LIROO_MAX_INPUT_CHARS.
-    const text = $("text");
-    text.maxLength = Number(mode === "speech" ? text.dataset.maxSpeech : text.dataset.max);
+    updateCounter();
   }
 
   function updateShareLink() {
+    const link = $("share-link");
+    const note = $("share-note");
+    if (current && current.id && run.dataset.state === "done") {
+      link.href = "/?" + new URLSearchParams({result: current.id, mode: current.mode}).toString();
+      link.textContent = "Link to this result";
+      link.title = "Opens this result (kept for a while), without making it again";
+      link.hidden = false;
+      note.hidden = true;
+      return;
+    }
     const v = values();
     const query = new URLSearchParams({mode: v.mode, level: v.level, style: v.style});
     if (v.mode === "speech") query.set("voice", v.voice);
     if (v.mode === "story" && v.genre) query.set("genre", v.genre);
     query.set("text", v.text);
-    query.set("run", "1");
-    const link = $("share-link");
     const href = "/?" + query.toString();
-    link.hidden = !v.text || href.length > SHARE_MAX;
     link.href = href;
+    link.textContent = "Link to this text";
+    link.title = "A link that fills in this form (it does not start it)";
+    link.hidden = !v.text || href.length > SHARE_MAX;
+    note.hidden = !v.text || href.length <= SHARE_MAX;
   }
 
-  // --- states ------------------------------------------------------------------------------
+  // --- history: the browser keeps ids, the server keeps results for LIROO_JOB_TTL_S ------------
+  function loadHistory() {
+    try {
+      const list = JSON.parse(localStorage.getItem(HISTORY_STORE) || "[]");
+      return Array.isArray(list) ? list.filter((e) => e && typeof e.id === "string") : [];
+    } catch (err) {
+      return [];
+    }
+  }
+
+  function saveHistory(list) {
+    try { localStorage.setItem(HISTORY_STORE, JSON.stringify(list.slice(0, HISTORY_MAX))); } catch (err) { /* full or off */ }
+    renderHistory();
+  }
+
+  function remember(id, changes) {
+    const list = loadHistory();
+    const index = list.findIndex((e) => e.id === id);
+    const entry = Object.assign(index >= 0 ? list[index] : {id, at: Date.now()}, changes);
+    if (index >= 0) list.splice(index, 1);
+    list.unshift(entry);
+    saveHistory(list);
+  }
+
+  function firstWords(text) {
+    const words = String(text || "").trim().split(/\s+/).slice(0, 8).join(" ");
+    return words.length > 60 ? words.slice(0, 57) + "..." : words + (text.trim().split(/\s+/).length > 8 ? "..." : "");
+  }
+
+  function renderHistory() {
+    const list = loadHistory();
+    const items = list.map((entry) => {
+      const when = new Date(entry.at).toLocaleTimeString([], {hour: "2-digit", minute: "2-digit"});
+      const expired = entry.state === "expired" || Date.now() - entry.at > (JOB_TTL_S + DEADLINE_S) * 1000;
+      const button = el("button", {type: "button", className: "history-entry", "data-id": entry.id},
+        el("span", {className: "history-title", text: entry.title || "Untitled"}),
+        el("span", {className: "history-meta",
+                    text: `${LABELS[entry.mode] || ""} · ${when}` + (entry.state === "running" ? " · running" : "") +
+                          (entry.state === "cancelled" ? " · cancelled" : "") + (expired ? " · expired" : "")}));
+      button.addEventListener("click", () => openResult(entry.id, entry.mode));
+      return el("li", {}, button);
+    });
+    $("history").hidden = !items.length;
+    $("history-list").replaceChildren(...items);
+  }
+
+  // --- states --------------------------------------------------------------------------------
   function setState(state) {
     run.dataset.state = state;
     $("generate").disabled = state === "running";
+    $("cancel").hidden = state !== "running";
     $("placeholder").hidden = true;
+    updateShareLink();
   }
 
   function showProgress(view) {
@@ -136,15 +196,27 @@
     $("countdown").hidden = true;
   }
 
-  function showError(status, body, retryAfter) {
-    setState("failed");
-    const sentence = body && typeof body.error === "string" ? body.error
-      : status ? `The server answered ${status} without an explanation.` : "The server could not be reached.";
-    $("error-text").textContent = sentence + (body && body.code ? ` (${body.code})` : "");
+  function showMessage(state, sentence, retryLabel) {
+    setState(state);
+    $("progress").hidden = true;   // no "Sending 0%" or "Done 100%" beside a message
+    $("error").dataset.kind = state;
+    $("error-text").textContent = sentence;
     $("error").hidden = false;
     const retry = $("retry");
+    retry.hidden = !retryLabel;
+    retry.disabled = false;
+    retry.textContent = retryLabel || "";
     clearInterval(countdownTimer);
-    if (status === 401 && keyField) keyField.focus();
+    $("countdown").hidden = true;
+  }
+
+  function showError(status, body, retryAfter) {
+    if (body && body.code === "cancelled") return showCancelled();
+    const sentence = body && typeof body.error === "string" ? body.error
+      : status ? `The server answered ${status} without an explanation.` : "The server could not be reached.";
+    showMessage("failed", sentence + (body && body.code ? ` (${body.code})` : ""), current && current.body ? "Try again" : null);
+    if (current && current.id) remember(current.id, {state: "failed"});
+    const retry = $("retry");
     let left = Number(retryAfter) || 0;
     const countdown = $("countdown");
     if (left > 0) {
@@ -164,31 +236,58 @@
       };
       tick();
       countdownTimer = setInterval(tick, 1000);
-    } else {
-      countdown.hidden = true;
-      retry.disabled = false;
-      retry.textContent = "Try again";
     }
+    if (status === 401 && keyField) keyField.focus();
+    else if (!retry.hidden && !retry.disabled) retry.focus({preventScroll: true});
   }
 
-  // --- a generation --------------------------------------------------------------------------
+  function showCancelled() {
+    showMessage("cancelled", "The generation was cancelled: nothing more will be made for it.", current && current.body ? "Make it again" : null);
+    if (current && current.id) remember(current.id, {state: "cancelled"});
+    $("generate").focus({preventScroll: true});
+  }
+
+  function showExpired(id) {
+    const minutes = Math.round(JOB_TTL_S / 60);
+    showMessage("expired", `This result has expired: the server keeps results for ${minutes} minutes. Make it again from its text.`, null);
+    remember(id, {state: "expired"});
+  }
+
+  // On a phone the run sits below the form: scroll it up so that what changed is seen.
+  function bringIntoView(node, whole) {
+    const box = node.getBoundingClientRect();
+    const below = whole ? box.bottom > window.innerHeight : box.top > window.innerHeight / 2;
+    if (box.top < 0 || below) node.scrollIntoView({block: "start"});
+  }
+
+  // --- a generation ------------------------------------------------------------------------------
   async function start(again) {
-    if (!again) {
-      const v = values();
+    const v = values();
+    if (!again || !current || !current.body) {
       if (!v.text) {
-        showError(0, {error: "Write or paste a text first."});
-        $("text").focus();
+        showMessage("failed", "Write or paste a text first.", null);
+        textBox.focus();
         return;
       }
-      current = {mode: v.mode, route: routeFor(v.mode), body: bodyFor(v), id: newRequestId()};
-      result.replaceChildren();
+      if (!updateCounter()) {
+        showMessage("failed", `The text is too long for this: shorten it to ${limit().toLocaleString("en")} characters.`, null);
+        textBox.focus();
+        return;
+      }
+      current = {mode: v.mode, route: routeFor(v.mode), body: bodyFor(v), id: newRequestId(), text: v.text};
+      remember(current.id, {mode: v.mode, title: firstWords(v.text), state: "running", at: Date.now()});
+    } else if (!v.text) {
+      textBox.value = current.text;   // a retry keeps its text in the box
+      updateCounter();
     }
-    if (!current) return;
+    result.replaceChildren();
     const mine = ++generation;
     clearError();
     setState("running");
     $("request-id").textContent = "Request " + current.id;
     showProgress({progress_percentage: 0, step: "Sending", details: ""});
+    bringIntoView($("progress"), true);
+    $("cancel").focus({preventScroll: true});
     let response;
     try {
       response = await fetch(current.route, {method: "POST", headers: headers(current.id, true),
@@ -216,10 +315,12 @@
       if (mine !== generation) return;
       if (status === 200 && view) {
         failures = 0;
-        showProgress(view);
-        if (view.partial) renderPartial(current.mode, view.partial);
         if (view.status !== "running") return collect(mine);
-      } else if (status === 401 || status === 403 || status === 404 || ++failures >= POLL_FAILURES) {
+        showProgress(view);
+        if (view.partial && current.mode) R.renderPartial(result, current.mode, view.partial);
+      } else if (status === 404) {
+        return showExpired(current.id);
+      } else if (status === 401 || status === 403 || ++failures >= POLL_FAILURES) {
         return showError(status, view, 0);
       }
       await new Promise((resolve) => setTimeout(resolve, POLL_MS));
@@ -236,185 +337,58 @@
       return;
     }
     if (mine !== generation) return;
-    if (!response.ok || !view.result) return showError(response.status, view, 0);
+    if (response.status === 404) return showExpired(current.id);
+    if (!response.ok) return showError(response.status, view, 0);
+    if (view.status === "running") return follow(mine);
+    if (!view.result) return showError(response.status, view, 0);
     if (view.result_status === 200) return finish(view.result);
     showError(view.result_status, view.result, view.result.retry_after_s);
   }
 
   function finish(body) {
-    showProgress({progress_percentage: 100, step: "Done", details: ""});
-    renderResult(current.mode, body);
+    clearError();
+    $("progress").hidden = true;
+    const mode = R.render(result, body);
+    current.mode = mode;
+    remember(current.id, {mode, title: R.titleOf(body) || undefined, state: "done"});
     setState("done");
+    const title = result.querySelector(".result-title");
+    if (title) title.focus({preventScroll: true});
+    bringIntoView(result);
   }
 
-  // --- laying out results ----------------------------------------------------------------------
-  function heading(title, subtitle) {
-    return el("header", {className: "result-head"}, el("h2", {text: title}), subtitle ? el("p", {text: subtitle}) : null);
-  }
-
-  function dialogueList(dialogue) {
-    const entries = Object.entries(dialogue || {});
-    if (!entries.length) return null;
-    return el("ul", {className: "dialogue"},
-      entries.map(([speaker, line]) => el("li", {}, el("b", {text: speaker}), el("span", {text: line}))));
-  }
-
-  function panelFigure(panel) {
-    return el("figure", {className: "panel", "data-panel-id": String(panel.panel_id)},
-      el("span", {className: "panel-number", text: String(panel.panel_id)}),
-      picture(panel.image_url, panel.scene),
-      el("figcaption", {}, dialogueList(panel.dialogue), panel.scene ? el("p", {className: "scene", text: panel.scene}) : null));
-  }
-
-  function insertOrdered(container, node, order, selector) {
-    const later = Array.from(container.querySelectorAll(selector)).find((n) => Number(n.dataset.order) > order);
-    node.dataset.order = String(order);
-    container.insertBefore(node, later || null);
-  }
-
-  function partialSection(key, title) {
-    let section = result.querySelector(`[data-partial="${key}"]`);
-    if (!section) {
-      if (!result.querySelector("[data-partial]")) result.replaceChildren();
-      section = el("section", {className: "partial", "data-partial": key}, el("h3", {text: title}),
-                   el("div", {className: key === "panels" ? "comic-grid" : "partial-items"}));
-      result.append(section);
+  async function cancel() {
+    if (!current || run.dataset.state !== "running") return;
+    const button = $("cancel");
+    button.disabled = true;
+    $("step").textContent = "Cancelling";
+    try {
+      const response = await fetch("/jobs/" + encodeURIComponent(current.id),
+                                   {method: "DELETE", headers: headers(current.id, false)});
+      if (!response.ok && response.status !== 409) {
+        const body = await response.json().catch(() => null);
+        $("details").textContent = body && body.error ? "Could not cancel: " + body.error : "Could not cancel.";
+      }
+    } catch (err) {
+      $("details").textContent = "Could not cancel: the server could not be reached.";
+    } finally {
+      button.disabled = false;
     }
-    return section.lastChild;
+    // the progress polls see it end
   }
 
-  function renderPartial(mode, partial) {
-    if (mode === "comic" && partial.panels) {
-      const grid = partialSection("panels", "Panels drawn so far");
-      for (const panel of partial.panels) {
-        if (grid.querySelector(`[data-panel-id="${panel.panel_id}"]`)) continue;
-        insertOrdered(grid, panelFigure(panel), panel.panel_id, ".panel");
-      }
-    }
-    if (mode === "story") {
-      const items = partialSection("pictures", "Pictures drawn so far");
-      for (const cover of partial.cover || []) {
-        if (items.querySelector('[data-key="cover"]')) continue;
-        insertOrdered(items, el("figure", {"data-key": "cover"}, picture(cover.imageUrl, "Cover"),
-                                el("figcaption", {text: "Cover: " + cover.title})), 0, "figure");
-      }
-      for (const chapter of partial.chapters || []) {
-        if (items.querySelector(`[data-key="chapter-${chapter.order}"]`)) continue;
-        insertOrdered(items, el("figure", {"data-key": "chapter-" + chapter.order}, picture(chapter.imageUrl, chapter.title),
-                                el("figcaption", {text: `Chapter ${chapter.order}: ${chapter.title}`})), chapter.order, "figure");
-      }
-    }
-    if (mode === "lecture") {
-      const items = partialSection("lecture", "Ready so far");
-      for (const pic of partial.pictures || []) {
-        const key = "picture-" + pic.section;
-        if (items.querySelector(`[data-key="${key}"]`)) continue;
-        insertOrdered(items, el("figure", {"data-key": key}, picture(pic.image_url, pic.title),
-                                el("figcaption", {text: pic.title})), pic.section + 1, "[data-key]");
-      }
-      for (const clip of partial.audio_files || []) {
-        const key = `audio-${clip.type}-${clip.section === undefined ? "" : clip.section}`;
-        if (items.querySelector(`[data-key="${key}"]`)) continue;
-        const node = player(clip.url, clip.text.length > 60 ? clip.text.slice(0, 57) + "..." : clip.text);
-        node.dataset.key = key;
-        insertOrdered(items, node, clip.section === undefined ? 0 : clip.section + 1.5, "[data-key]");
-      }
-    }
-  }
-
-  function renderComic(body) {
-    const comic = body.comic;
-    const grid = el("div", {className: "comic-grid"}, comic.panel_layout.map(panelFigure));
-    const cast = Object.entries(comic.character_style_guide || {});
-    result.replaceChildren(...[
-      heading(comic.comic_title, comic.theme), grid,
-      cast.length ? el("details", {className: "cast"}, el("summary", {text: "Characters"}),
-                       el("dl", {}, cast.map(([name, look]) => [el("dt", {text: name}), el("dd", {text: look})]))) : null].filter(Boolean));
-  }
-
-  function renderStory(body) {
-    const story = body.story;
-    const chapters = (story.chapters || []).slice().sort((a, b) => a.order - b.order).map((chapter) =>
-      el("section", {className: "chapter"},
-        el("h3", {text: `Chapter ${chapter.order}: ${chapter.title}`}),
-        chapter.imageUrl ? picture(chapter.imageUrl, chapter.title, "chapter-picture") : null,
-        paragraphs(chapter.content)));
-    result.replaceChildren(...[
-      heading(story.title, [story.genre, story.imageStyle, story.level].filter(Boolean).join(" · ")),
-      story.coverImageUrl ? picture(story.coverImageUrl, "Cover of " + story.title, "cover") : null,
-      el("p", {className: "overview", text: story.content}), ...chapters].filter(Boolean));
-  }
-
-  function renderLecture(body) {
-    const lecture = body.lecture;
-    const audio = body.audio_files || [];
-    const clip = (type, text) => audio.find((a) => a.type === type && a.text === text);
-    const title = audio.find((a) => a.type === "title");
-    const sections = lecture.sections.map((section, index) => {
-      const heard = clip("section_title", section.title);
-      const script = clip("section_script", section.script);
-      return el("section", {className: "lecture-section"},
-        el("h3", {text: `${index + 1}. ${section.title}`}),
-        section.image_url ? picture(section.image_url, section.title, "section-picture") : null,
-        el("div", {className: "players"},
-          heard ? player(heard.url, "Section title") : null,
-          script ? player(script.url, "Narration") : el("p", {className: "note", text: "No narration for this section."})),
-        paragraphs(section.script));
-    });
-    result.replaceChildren(...[heading(lecture.title), title ? player(title.url, "Title") : null, ...sections].filter(Boolean));
-  }
-
-  function question(block) {
-    const name = "q-" + block.id;
-    const feedback = el("p", {className: "feedback", hidden: true});
-    const options = block.options.map((option) =>
-      el("label", {className: "option"}, el("input", {type: "radio", name: name, value: option.id}), el("span", {text: option.text})));
-    const check = el("button", {type: "submit", text: "Check"});
-    const quiz = el("form", {className: "question"}, el("p", {className: "question-text", text: block.content}), options, check, feedback);
-    quiz.addEventListener("submit", (event) => {
-      event.preventDefault();
-      const chosen = quiz.querySelector(`input[name="${name}"]:checked`);
-      if (!chosen) {
-        feedback.hidden = false;
-        feedback.className = "feedback";
-        feedback.textContent = "Pick an answer first.";
-        return;
-      }
-      const right = chosen.value === block.correctAnswerID;
-      const answer = block.options.find((o) => o.id === block.correctAnswerID);
-      feedback.hidden = false;
-      feedback.className = "feedback " + (right ? "right" : "wrong");
-      feedback.replaceChildren(
-        el("strong", {text: right ? "Right! " : `Not quite: the answer is "${answer ? answer.text : "?"}". `}),
-        el("span", {className: "explanation", text: block.explanation || ""}));
-      for (const input of quiz.querySelectorAll("input")) input.disabled = true;
-      check.disabled = true;
-    });
-    return quiz;
-  }
-
-  function renderStudy(body) {
-    const blocks = body.blocks || [];
-    const nodes = blocks.map((block) => {
-      switch (block.type) {
-        case "heading": return el("h3", {text: block.content});
-        case "paragraph": return el("p", {text: block.content});
-        case "image": return el("figure", {}, picture(block.url, block.alt, "study-picture"), block.content ? el("figcaption", {text: block.content}) : null);
-        case "quizHeading": return el("h3", {className: "quiz-heading", text: block.content});
-        case "multipleChoiceQuestion": return question(block);
-        default: return el("p", {className: "note", text: block.content});
-      }
-    });
-    result.replaceChildren(el("div", {className: "study"}, nodes));
-  }
-
-  function renderSpeech(body) {
-    result.replaceChildren(heading("Speech", `${body.voice} voice · ${Number(body.duration_s || 0).toFixed(1)} s · ${body.text_length} characters`),
-                           player(body.audio_url, "Listen"));
-  }
-
-  function renderResult(mode, body) {
-    ({comic: renderComic, story: renderStory, lecture: renderLecture, study: renderStudy, speech: renderSpeech})[mode](body);
+  // Open a result by id (history, a shared link, a reload mid-generation): follow it if it still
+  // runs, show it if it is finished, say so if it expired.
+  function openResult(id, mode) {
+    const entry = loadHistory().find((e) => e.id === id) || {};
+    current = {id, mode: mode || entry.mode || null, body: null};
+    const mine = ++generation;
+    clearError();
+    result.replaceChildren();
+    setState("running");
+    $("request-id").textContent = "Request " + id;
+    showProgress({progress_percentage: 0, step: "Opening", details: ""});
+    collect(mine);
   }
 
   // --- the memory gauge ----------------------------------------------------------------------
@@ -447,13 +421,30 @@
   form.addEventListener("input", () => { showFieldsForMode(); updateShareLink(); });
   form.addEventListener("change", () => { showFieldsForMode(); updateShareLink(); });
   $("retry").addEventListener("click", () => start(true));   // the same id: a replay or a fresh try, never paid twice
+  $("cancel").addEventListener("click", cancel);
   if (keyField) {
     keyField.value = sessionStorage.getItem(KEY_STORE) || "";
     keyField.addEventListener("input", () => sessionStorage.setItem(KEY_STORE, keyField.value.trim()));
   }
   showFieldsForMode();
   updateShareLink();
+  renderHistory();
   refreshHealth();
   setInterval(refreshHealth, HEALTH_MS);
-  if (form.dataset.run === "1" && values().text) start(false);
+
+  const opened = form.dataset.result;
+  const newest = loadHistory()[0];
+  if (opened) {
+    openResult(opened, form.dataset.mode);
+  } else if (form.dataset.run === "1" && values().text) {
+    if (keyField) {
+      // A link never spends a key without a click.
+      $("run-note").hidden = false;
+      $("generate").focus();
+    } else {
+      start(false);
+    }
+  } else if (newest && newest.state === "running" && Date.now() - newest.at < DEADLINE_S * 1000) {
+    openResult(newest.id, newest.mode);   // a reload mid-generation picks it up again
+  }
 })();
