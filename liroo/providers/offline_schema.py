@@ -29,24 +29,16 @@ import uuid
 from dataclasses import dataclass, replace
 from typing import Any
 
-from .offline_text import FALLBACK_WORDS, Quiz, Source, content_words, mentions, source_text, title
+from .offline_text import mentions
+from .offline_write import Quiz, Writer
 
 DEFAULT_LIST_LENGTH = 6  # items in a list of objects when the schema sets no maximum
 MAX_DEPTH = 8  # deeper than this, lists get their minimum length and optional fields null
+FALLBACK_WORDS = ("river", "mountain", "library", "lantern", "garden", "journey")
 
 _NAME_HINTS = {"name", "speaker", "character", "key", "author", "person", "who"}
-_TITLE_HINTS = {
-    "title",
-    "heading",
-    "headline",
-    "theme",
-    "topic",
-    "label",
-    "front",
-    "term",
-    "subject",
-    "caption",
-}
+_TITLE_HINTS = {"title", "heading", "headline", "label", "front", "term"}
+_SUMMARY_HINTS = {"theme", "topic", "subject", "overview", "summary", "moral", "lesson"}
 _LONG_TEXT_HINTS = {
     "content",
     "script",
@@ -56,14 +48,20 @@ _LONG_TEXT_HINTS = {
     "paragraph",
     "story",
     "narration",
+    "scene",
+    "caption",
+    "back",
+    "definition",
 }
+_LINE_HINTS = {"line", "says", "speech", "bubble", "words", "utterance", "message"}
+_OPTION_TEXT_HINTS = {"text", "label", "content", "value", "option", "answer", "title", "choice"}
 _WORD_LIST_HINTS = {"tags", "keywords", "topics", "terms", "words", "vocabulary", "themes"}
 
 
 def fill_schema(schema: dict[str, Any], text: str) -> Any:
     """A value satisfying ``schema``, written from ``text`` (a prompt, or the source text
     itself)."""
-    filler = _Filler(schema, source_text(text))
+    filler = _Filler(schema, text)
     return filler.value(schema, "", _Context(_Window(filler.sentences)))
 
 
@@ -98,13 +96,12 @@ class _Context:
 
 
 class _Filler:
-    def __init__(self, root: dict[str, Any], text: str) -> None:
+    def __init__(self, root: dict[str, Any], prompt: str) -> None:
         self.defs = {**root.get("definitions", {}), **root.get("$defs", {})}
-        source = Source.of(text)
-        self.sentences, self.names = source.sentences, source.names
-        self.vocabulary, self.keywords = source.vocabulary, source.keywords
+        self.writer = Writer(prompt)
+        source = self.writer.source
+        self.sentences, self.keywords = source.sentences, source.nouns or source.vocabulary
         self.quizzes = 0
-        self.names_used = 0
         self.padding = 0
 
     # --- schema plumbing -------------------------------------------------
@@ -169,9 +166,8 @@ class _Filler:
         inner = replace(ctx, parent=_singular(name) or ctx.parent, depth=ctx.depth + 1)
         if ctx.quiz is None:  # a new quiz, if this object is one: its right option is not known yet
             inner = replace(inner, quiz=self._quiz_for(properties, ctx), correct_id=None)
-        quiz = inner.quiz
         result: dict[str, Any] = {}
-        if quiz is not None:
+        if inner.quiz is not None:
             # A quiz's options are written before its other fields, whatever the order: a "correct"
             # field names the right option's id, which exists only once the options do.
             for key in order:
@@ -208,14 +204,13 @@ class _Filler:
         if _type_of(options) != "array" or not (_is_text(option) or _type_of(option) == "object"):
             return None
         n = _clamp(4, options.get("minItems"), options.get("maxItems"))
-        return Quiz(ctx.window.take(), self.vocabulary, n, self.quizzes)
+        return Quiz(self.writer, ctx.window.take(), n, self.quizzes)
 
     def array(self, node: dict[str, Any], name: str, ctx: _Context) -> list[Any]:
         items = node.get("items") or {}
         lo, hi = node.get("minItems"), node.get("maxItems")
         item_node = self.non_null(self.resolve(items))
-        singular = _singular(name)
-        words = _words(name)
+        singular, words = _singular(name), _words(name)
         if ctx.depth >= MAX_DEPTH:
             return [
                 self.value(items, singular, replace(ctx, index=i)) for i in range(_int(lo) or 0)
@@ -225,39 +220,54 @@ class _Filler:
                 self.value(p, singular, replace(ctx, index=i))
                 for i, p in enumerate(node["prefixItems"])
             ]
-        if (
-            ctx.quiz is not None
-            and _is_options(words)
-            and (_is_text(item_node) or _type_of(item_node) == "object")
-        ):
+        free = _type_of(item_node) == "object" or _is_text(item_node)
+        if ctx.quiz is not None and _is_options(words) and free:
             return self._options(items, item_node, singular, ctx, lo, hi)
         if _type_of(item_node) == "object":
-            properties = item_node.get("properties") or {}
-            if any(set(_words(k)) & _NAME_HINTS for k in properties):
-                return self._people(items, singular, ctx, lo, hi)
-            n = _clamp(len(ctx.window.items), lo, hi, default_max=DEFAULT_LIST_LENGTH)
-            return [
-                self.value(items, singular, replace(ctx, window=part, index=i, quiz=None))
-                for i, part in enumerate(ctx.window.split(n))
-            ]
-        if (
-            set(words) & _WORD_LIST_HINTS
-            and _type_of(item_node) in (None, "string")
-            and not item_node.get("enum")
-            and "const" not in item_node
-        ):
-            n = _clamp(min(len(self.keywords), 5), lo, hi)
-            pool = self.keywords or list(FALLBACK_WORDS)
-            return [
-                self._fit(
-                    pool[i % len(pool)] if i < len(pool) else f"{pool[i % len(pool)]} {i + 1}",
-                    item_node,
-                    ctx,
-                )
-                for i in range(n)
-            ]
-        n = _clamp(4 if _is_options(words) else min(len(ctx.window.items), 3), lo, hi)
-        values = [self.value(items, singular, replace(ctx, index=i)) for i in range(n)]
+            return self._objects(items, item_node, singular, ctx, lo, hi)
+        if set(words) & _WORD_LIST_HINTS and _is_text(item_node):
+            return self._word_list(item_node, ctx, lo, hi)
+        return self._plain(node, items, singular, words, ctx)
+
+    def _objects(
+        self, items: Any, item_node: dict[str, Any], singular: str, ctx: _Context, lo: Any, hi: Any
+    ) -> list[Any]:
+        """A list of objects: people (a cast, who says what), or the text shared among them in
+        order (panels, chapters, sections)."""
+        keys = [set(_words(k)) for k in item_node.get("properties") or {}]
+        if any(k & _NAME_HINTS for k in keys):
+            if any(k & _LINE_HINTS for k in keys):
+                return self._dialogue(items, item_node, singular, ctx, lo, hi)
+            return self._people(items, singular, ctx, lo, hi)
+        n = _clamp(len(ctx.window.items), lo, hi, default_max=DEFAULT_LIST_LENGTH)
+        return [
+            self.value(items, singular, replace(ctx, window=part, index=i, quiz=None))
+            for i, part in enumerate(ctx.window.split(n))
+        ]
+
+    def _word_list(self, item_node: dict[str, Any], ctx: _Context, lo: Any, hi: Any) -> list[str]:
+        n = _clamp(min(len(self.keywords), 5), lo, hi)
+        pool = self.keywords or list(FALLBACK_WORDS)
+        return [
+            self._fit(
+                pool[i % len(pool)] if i < len(pool) else f"{pool[i % len(pool)]} {i + 1}",
+                item_node,
+                ctx,
+            )
+            for i in range(n)
+        ]
+
+    def _plain(
+        self, node: dict[str, Any], items: Any, singular: str, words: list[str], ctx: _Context
+    ) -> list[Any]:
+        """Strings, numbers...: strings share the window's sentences (paragraphs, points)."""
+        want = 4 if _is_options(words) else min(len(ctx.window.items), 3)
+        n = _clamp(want, node.get("minItems"), node.get("maxItems"))
+        parts = ctx.window.split(n) if ctx.window.items else [ctx.window] * n
+        values = [
+            self.value(items, singular, replace(ctx, index=i, window=part))
+            for i, part in enumerate(parts)
+        ]
         if node.get("uniqueItems"):
             values = [
                 f"{v} ({i + 1})" if isinstance(v, str) and v in values[:i] else v
@@ -266,24 +276,51 @@ class _Filler:
         return values
 
     def _people(self, items: Any, singular: str, ctx: _Context, lo: Any, hi: Any) -> list[Any]:
-        """One item per person named in the window (a cast, who says what in a panel)."""
-        named = [n for n in self.names if any(mentions(s, n) for s in ctx.window.items)]
-        if not named:
-            named = [self.names[self.names_used % len(self.names)]]
-            self.names_used += 1
+        """One item per person of the piece who belongs in the window (a cast)."""
+        people = self.writer.source.people
+        cast = self.writer.cast()
+        named = [
+            p for p in cast if p not in people or any(mentions(s, p) for s in ctx.window.items)
+        ]
+        named = named or cast
         n = _clamp(len(named), lo, hi, default_max=DEFAULT_LIST_LENGTH)
         result = []
         for i in range(n):
             person = named[i % len(named)]
             about = [s for s in ctx.window.items if mentions(s, person)] or ctx.window.items
+            window = _Window(about)
             result.append(
                 self.value(
-                    items,
-                    singular,
-                    replace(ctx, window=_Window(about), index=i, person=person, quiz=None),
+                    items, singular, replace(ctx, window=window, index=i, person=person, quiz=None)
                 )
             )
         return result
+
+    def _dialogue(
+        self, items: Any, item_node: dict[str, Any], singular: str, ctx: _Context, lo: Any, hi: Any
+    ) -> list[Any]:
+        """Who says what in a panel: a question and its answer, never the caption again."""
+        lines = self.writer.exchange(ctx.window.items, ctx.index)
+        n = _clamp(len(lines), lo, hi)
+        properties = self._properties(item_node)
+        speaker_key = _key_for(properties, _NAME_HINTS)
+        line_key = _key_for(properties, _LINE_HINTS)
+        result = []
+        for i in range(n):
+            speaker, line = lines[i % len(lines)]
+            entry = self.value(items, singular, replace(ctx, index=i, person=speaker, quiz=None))
+            if speaker_key:
+                entry[speaker_key] = self._fit(speaker, properties[speaker_key], ctx)
+            if line_key:
+                entry[line_key] = self._fit(line, properties[line_key], ctx)
+            result.append(entry)
+        return result
+
+    def _properties(self, item_node: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        return {
+            k: self.non_null(self.resolve(v))
+            for k, v in (item_node.get("properties") or {}).items()
+        }
 
     def _options(
         self, items: Any, item_node: dict[str, Any], singular: str, ctx: _Context, lo: Any, hi: Any
@@ -293,20 +330,8 @@ class _Filler:
         texts = [quiz.options[i % len(quiz.options)] for i in range(n)]
         if _type_of(item_node) != "object":
             return [self._fit(text, item_node, ctx) for text in texts]
-        properties = {
-            k: self.non_null(self.resolve(v))
-            for k, v in (item_node.get("properties") or {}).items()
-        }
-        text_key = next(
-            (
-                k
-                for k, v in properties.items()
-                if _is_text(v)
-                and set(_words(k))
-                & {"text", "label", "content", "value", "option", "answer", "title", "choice"}
-            ),
-            None,
-        )
+        properties = self._properties(item_node)
+        text_key = _key_for(properties, _OPTION_TEXT_HINTS)
         flag_key = next(
             (
                 k
@@ -329,42 +354,62 @@ class _Filler:
         fmt = node.get("format")
         if fmt in ("date-time", "date", "time", "uuid", "email", "uri"):
             return _formatted(fmt, [ctx.parent, *words], ctx.index)
-        hints = set(words)
-        last = words[-1] if words else ""
-        quiz = ctx.quiz
-        if quiz is not None:
-            if "correct" in hints or last == "answer":
-                if last == "id" and ctx.correct_id is not None:
-                    return self._fit(str(ctx.correct_id), node, ctx)
-                return self._fit(quiz.answer, node, ctx)
-            if "question" in hints:
-                return self._fit(quiz.question, node, ctx)
-            if hints & {"explanation", "rationale", "reason", "feedback", "hint"}:
-                return self._fit(f"The text says: {quiz.sentence}", node, ctx)
-        if last == "id":
-            stem = words[-2] if len(words) > 1 else ctx.parent
-            return self._fit(f"{stem}-{ctx.index + 1}", node, ctx)
-        if _is_link(words):
-            return self._fit(f"offline:{ctx.parent}/{ctx.index + 1}", node, ctx)
-        if "prompt" in hints or ("image" in hints and hints & {"description", "idea"}):
-            return self._fit(f"An illustration of this moment: {ctx.window.take()}", node, ctx)
+        text = self._quiz_text(words, ctx) if ctx.quiz is not None else None
+        if text is None:
+            text = self._field_text(words, ctx)
+        return self._fit(text, node, ctx)
+
+    def _quiz_text(self, words: list[str], ctx: _Context) -> str | None:
+        hints, last, quiz = set(words), (words[-1] if words else ""), ctx.quiz
+        if "correct" in hints or last == "answer":
+            if last == "id" and ctx.correct_id is not None:
+                return str(ctx.correct_id)
+            return quiz.answer
         if "question" in hints:
-            topic = (content_words(ctx.window.take()) or ["the story"])[0]
-            return self._fit(f"What does the text tell us about {topic}?", node, ctx)
-        if hints & _TITLE_HINTS:
-            return self._fit(title(ctx.window.take()), node, ctx)
+            return quiz.question
+        if hints & {"explanation", "rationale", "reason", "feedback", "hint"}:
+            return f"The text says: {quiz.sentence}"
+        return None
+
+    def _field_text(self, words: list[str], ctx: _Context) -> str:
+        """What a field of this name holds, written from the item's window."""
+        hints, last, writer, window = (
+            set(words),
+            (words[-1] if words else ""),
+            self.writer,
+            ctx.window,
+        )
+        if last == "id":
+            return f"{words[-2] if len(words) > 1 else ctx.parent}-{ctx.index + 1}"
+        if _is_link(words):
+            return f"offline:{ctx.parent}/{ctx.index + 1}"
+        if "prompt" in hints or (hints & {"description", "idea"} and _is_picture(hints, ctx)):
+            return writer.picture(window.items)
+        if "alt" in hints:
+            return writer.alt(window.items)
+        if "question" in hints:
+            return f"What does the text tell us about {writer.heading_free(window.items)}?"
         if hints & _NAME_HINTS:
-            person = ctx.person or self.names[ctx.index % len(self.names)]
-            return self._fit(person, node, ctx)
-        if hints & _LONG_TEXT_HINTS:
-            return self._fit(
-                " ".join(ctx.window.take() for _ in range(min(3, len(ctx.window.items)))), node, ctx
-            )
-        return self._fit(ctx.window.take(), node, ctx)
+            return ctx.person or writer.cast()[ctx.index % len(writer.cast())]
+        if ctx.person and hints & {"description", "look", "appearance"}:
+            return writer.look(ctx.person)
+        if ctx.person and hints & {"personality", "traits", "character"}:
+            return writer.personality(ctx.person)
+        if hints & _TITLE_HINTS:
+            if ctx.depth <= 1:
+                return writer.document_title(quiz="quiz" in hints)
+            return writer.heading(window.items)
+        if hints & _SUMMARY_HINTS and ctx.depth <= 1:
+            return writer.summary(ctx.parent)
+        if "script" in hints and writer.ask.mode == "lecture":
+            return writer.lecture_script(window.items, ctx.index)
+        if hints & _LONG_TEXT_HINTS or ctx.person is None:
+            return writer.passage(window.items, explained=ctx.depth > 1)
+        return writer.passage([window.take()])
 
     def _fit(self, text: str, node: dict[str, Any], ctx: _Context) -> str:
         """``text`` within minLength/maxLength: longer with the text's next sentences, shorter at a
-        word."""
+        sentence's end (else a word's)."""
         lo, hi = _int(node.get("minLength")), _int(node.get("maxLength"))
         for _ in range(1000):
             if lo is None or len(text) >= lo:
@@ -375,9 +420,7 @@ class _Filler:
                 self.padding += 1
             text = f"{text} {more}"
         if hi is not None and len(text) > hi:
-            cut = text[:hi]
-            shorter = cut.rsplit(" ", 1)[0].rstrip(",;:") if " " in cut.strip() else cut
-            text = shorter if shorter and (lo is None or len(shorter) >= lo) else cut
+            text = _shorten(text, hi, lo)
         return text
 
     def number(
@@ -503,3 +546,22 @@ def _formatted(fmt: str, words: list[str], index: int) -> str:
     if fmt == "email":
         return "reader@example.com"
     return f"https://example.com/{'-'.join(words) or 'item'}/{index + 1}"
+
+
+def _key_for(properties: dict[str, dict[str, Any]], hints: set[str]) -> str | None:
+    """The first free-text field whose name carries one of ``hints``."""
+    return next((k for k, v in properties.items() if _is_text(v) and set(_words(k)) & hints), None)
+
+
+def _is_picture(hints: set[str], ctx: Any) -> bool:
+    return "image" in hints or ctx.parent in ("picture", "image", "illustration", "figure")
+
+
+def _shorten(text: str, hi: int, lo: int | None) -> str:
+    """``text`` cut to ``hi`` characters: at the last sentence end that fits, else at a word."""
+    cut = text[:hi]
+    ends = [m.end() for m in re.finditer(r"[.!?](?=\s|$)", cut)]
+    if ends and (lo is None or ends[-1] >= lo):
+        return cut[: ends[-1]]
+    shorter = cut.rsplit(" ", 1)[0].rstrip(",;:") if " " in cut.strip() else cut
+    return shorter if shorter and (lo is None or len(shorter) >= lo) else cut

@@ -1,0 +1,383 @@
+"""What the offline provider writes from a text: titles, captions, speech, pictures, quizzes.
+
+``Writer`` holds one prompt's reading (offline_text: the source, the mode, the
+level, the genre) and writes the pieces a schema asks for, as a teacher would
+want them: titles that are whole noun phrases, sentences that stay whole with
+their numbers, one sentence once, speakers who are people (a teacher and a
+student, or the people the text names), bubbles that ask and answer rather
+than repeat the caption, quiz distractors of the answer's kind, and a reading
+level that changes length and words. offline_schema.py decides which piece a
+field gets.
+"""
+
+from __future__ import annotations
+
+import re
+
+from .offline_art import setting_words
+from .offline_text import (
+    HEROES,
+    NUMBER,
+    WORD,
+    Ask,
+    Source,
+    drop_appositives,
+    mentions,
+    numbers,
+    source_text,
+    split_subject,
+    stable_index,
+    title_case,
+)
+
+ROLES = ("Teacher", "Student")
+_ROLE_LOOKS = {
+    "Teacher": "A kind teacher with short grey hair, round glasses and a green cardigan.",
+    "Student": "A curious student of about twelve with a yellow jumper and a blue backpack.",
+    "Narrator": "The storyteller's voice, not drawn.",
+}
+_PLAIN = {  # beginner words: the same meaning, more familiar
+    "executed": "put to death",
+    "murdered": "killed",
+    "seized": "took",
+    "founded": "started",
+    "captures": "catches",
+    "releases": "gives off",
+    "structures": "parts",
+    "pigment": "colour",
+    "approximately": "about",
+    "numerous": "many",
+    "centuries": "hundreds of years",
+    "evaporates": "turns into vapour",
+}
+_GENRE_TITLES = {
+    "adventure": "{topic}: An Adventure",
+    "fantasy": "{topic}: A Fantasy Tale",
+    "mystery": "{topic}: A Mystery",
+    "science fiction": "{topic}: A Science Fiction Story",
+    "historical": "{topic}: A Historical Tale",
+    "educational": "{topic}: A Story to Learn From",
+}
+_GENRE_TRAITS = {
+    "adventure": "Brave, quick and always ready to explore.",
+    "fantasy": "Dreamy, kind and open to wonders.",
+    "mystery": "Curious, patient and sharp-eyed for clues.",
+    "science fiction": "Inventive, bold and full of questions about the future.",
+    "historical": "Thoughtful, brave and eager to understand the past.",
+}
+_LECTURE_OPENERS = (
+    "Welcome! Today we learn about {topic}.",
+    "Let us go on.",
+    "Here is the next part.",
+    "Now listen closely.",
+    "Finally, one more idea.",
+)
+_FIRST_PERSON = {"his": "my", "her": "my", "him": "me", "himself": "myself", "herself": "myself"}
+
+
+class Writer:
+    def __init__(self, prompt: str) -> None:
+        self.ask = Ask.of(prompt)
+        self.source = Source.of(source_text(prompt))
+        self.topic = self.source.topic
+        self.headings: set[str] = set()
+        self.setting = setting_words(" ".join(self.source.sentences))
+
+    # --- who -------------------------------------------------------------------------
+    def cast(self) -> list[str]:
+        """The people of the piece: the hero of a story, the text's people, a teacher and a
+        student."""
+        people = self.source.people[:4]
+        if self.ask.mode == "story":
+            return [self.hero(), *[p for p in people if p != self.hero()]][:4]
+        if self.ask.mode in ("comic", "text"):
+            return [*ROLES, *people][:6] if self.ask.mode == "comic" else people or list(ROLES)
+        return people or list(ROLES)
+
+    def hero(self) -> str:
+        if self.ask.hero:
+            return self.ask.hero
+        if self.source.people:
+            return self.source.people[0]
+        return HEROES[stable_index(self.topic, len(HEROES))]
+
+    def look(self, person: str) -> str:
+        if person in _ROLE_LOOKS:
+            return _ROLE_LOOKS[person]
+        about = next((s for s in self.source.sentences if mentions(s, person)), None)
+        if about is None:
+            return f"{person}, a young explorer with a red scarf and a green coat."
+        return f"{person}, dressed as in the text's time and place, the same in every picture."
+
+    def personality(self, person: str) -> str:
+        return _GENRE_TRAITS.get((self.ask.genre or "").lower(), "Curious, kind and brave.")
+
+    # --- sentences -----------------------------------------------------------------
+    def adapt(self, sentence: str) -> str:
+        """The sentence at the reader's level: a beginner's is shorter, in plainer words."""
+        if self.ask.level != "beginner":
+            return sentence
+        lead, subject, rest = split_subject(sentence)
+        if subject and lead and not any(ch.isdigit() for ch in lead):
+            sentence = subject[:1].upper() + subject[1:] + " " + rest
+        sentence = drop_appositives(sentence)
+        sentence = re.sub(
+            r"(?<![,\s]by)(?<!in)(?<!of) (?:who|which) [^,.;]+(?=[.!?]$)", "", sentence
+        )
+        # a closing clause without a number: "..., and the cycle begins again."
+        sentence = re.sub(r",\s+(?:and|but|inside|while|so)\s[^,\d]+(?=[.!?]$)", "", sentence)
+        for hard, plain in _PLAIN.items():
+            sentence = re.sub(rf"\b{hard}\b", plain, sentence)
+        return sentence
+
+    def passage(self, sentences: list[str], explained: bool = False) -> str:
+        """The sentences at the reader's level; ``explained`` parts add, for a confident reader,
+        the subject's terms they use."""
+        text = " ".join(self.adapt(s) for s in sentences)
+        if explained and self.ask.level == "intermediate":
+            terms = [n for n in self.source.nouns if re.search(rf"\b{n}\b", text, re.I)][:3]
+            if len(terms) > 1:
+                listed = ", ".join(terms[:-1]) + " and " + terms[-1]
+                text += (
+                    f" The subject's own terms in this part are {listed}, worth knowing exactly."
+                )
+        return text
+
+    def document_title(self, quiz: bool = False) -> str:
+        topic = title_case(self.topic)
+        if quiz:
+            return f"Quiz: {topic}"
+        if self.ask.mode == "story":
+            genre = (self.ask.genre or "").lower()
+            return _GENRE_TITLES.get(genre, "{topic}: A Story").format(topic=topic)
+        return topic
+
+    def heading(self, sentences: list[str]) -> str:
+        """A title for one part: its subject, date or key noun, as a phrase used once per
+        piece."""
+        candidates = []
+        for sentence in sentences:
+            _, subject, _ = split_subject(sentence)
+            if subject and subject.split()[0].lower() not in ("it", "they", "he", "she"):
+                candidates.append(title_case(re.sub(r"^(?:the|a|an) ", "", subject, flags=re.I)))
+            candidates += [n for n in self.source.names if mentions(sentence, n)]
+            dates = re.findall(r"\b(?:\d{1,2} )?(?:[A-Z][a-z]+ )?\d{3,4}(?: BC| AD)?\b", sentence)
+            candidates += dates
+            candidates += [
+                n.capitalize() for n in self.source.nouns if re.search(rf"\b{n}\b", sentence, re.I)
+            ]
+        for candidate in candidates + [f"More About {title_case(self.topic)}"]:
+            if candidate.lower() not in self.headings and candidate.lower() != self.topic.lower():
+                self.headings.add(candidate.lower())
+                return candidate
+        return f"Part {len(self.headings) + 1}"
+
+    def summary(self, what: str) -> str:
+        """A theme or overview: one whole sentence about the whole piece."""
+        topic = (
+            self.topic[:1].lower() + self.topic[1:]
+            if self.topic.split()[0]
+            in (
+                "The",
+                "A",
+                "An",
+            )
+            else self.topic
+        )
+        genre = (self.ask.genre or "").lower()
+        if self.ask.mode == "story" and genre:
+            article = "An" if genre[0] in "aeiou" else "A"
+            return (
+                f"{article} {genre} story in which {self.hero()} discovers {topic}, "
+                "told in the order of the text."
+            )
+        if self.ask.mode == "story":
+            return (
+                f"A story in which {self.hero()} discovers {topic}, told in the order of the text."
+            )
+        return (
+            f"A {self.ask.mode if self.ask.mode != 'text' else what} about {topic}, step by step."
+        )
+
+    def lecture_script(self, sentences: list[str], index: int) -> str:
+        opener = _LECTURE_OPENERS[min(index, len(_LECTURE_OPENERS) - 1)]
+        return f"{opener.format(topic=self.summary_topic())} {self.passage(sentences)}"
+
+    def summary_topic(self) -> str:
+        first = self.topic.split()[0]
+        return (
+            self.topic[:1].lower() + self.topic[1:] if first in ("The", "A", "An") else self.topic
+        )
+
+    # --- speech bubbles ----------------------------------------------------------------
+    def exchange(self, sentences: list[str], index: int) -> list[tuple[str, str]]:
+        """A question and its answer about the panel's sentence: the student asks, the teacher
+        (or the person the sentence is about, in their own words) answers."""
+        sentence = self.adapt(sentences[0]) if sentences else self.topic + "."
+        asker, teller = (
+            ("Student", "Teacher") if self.ask.mode != "story" else ("Narrator", self.hero())
+        )
+        cast = self.cast()
+        lead, subject, rest = split_subject(sentence)
+        person = next((p for p in cast if subject and (subject == p or subject.endswith(p))), None)
+        if person:
+            return [(asker, f"What did {person} do?"), (person, "I " + _first_person(rest))]
+        date = _date_phrase(sentence)
+        if date:
+            told = _without(sentence, date)
+            return [
+                (asker, f"What happened {date[0]} {date[1]}?"),
+                (teller, f"That was when {told[:1].lower() + told[1:]}"),
+            ]
+        if subject and subject.split()[0].lower() not in ("it", "they", "he", "she", "this"):
+            return [(asker, _question(subject, rest)), (teller, _pronoun(subject) + " " + rest)]
+        number = next(iter(numbers(sentence)), None)
+        key = number or next(
+            (n for n in self.source.nouns if re.search(rf"\b{n}\b", sentence, re.I)), None
+        )
+        if key is None:
+            return [
+                (asker, "What is this part about?"),
+                (teller, f"It is about {self.summary_topic()}."),
+            ]
+        return [
+            (asker, "Which word should I remember here?"),
+            (teller, f"Remember {'the number' if number else 'the word'} “{key}”."),
+        ]
+
+    # --- pictures ------------------------------------------------------------------------
+    def picture(self, sentences: list[str]) -> str:
+        moment = self.passage(sentences[:1]) if sentences else self.topic
+        return f"{moment} The scene shows {self.setting}."
+
+    def alt(self, sentences: list[str]) -> str:
+        key = self.heading_free(sentences)
+        return f"A picture of {key}, with {self.setting}."
+
+    def heading_free(self, sentences: list[str]) -> str:
+        """The part's key noun without claiming it as a heading."""
+        text = " ".join(sentences)
+        return next(
+            (n for n in self.source.nouns if re.search(rf"\b{n}\b", text, re.I)),
+            self.summary_topic(),
+        )
+
+
+def _first_person(rest: str) -> str:
+    """``led the Reign of Terror until his fall`` -> ``led the Reign of Terror until my fall``."""
+    words = rest.split(" ")
+    head = {"is": "am", "has": "have", "does": "do"}.get(words[0], words[0])
+    tail = [_FIRST_PERSON.get(w, w) for w in words[1:]]
+    return " ".join([head, *tail])
+
+
+def _date_phrase(sentence: str) -> tuple[str, str] | None:
+    """("in", "1799") or ("on", "14 July 1789") for the first date of a sentence."""
+    match = re.search(
+        r"\b(in|on|by|until|from)\s+((?:\d{1,2}\s+)?(?:[A-Z][a-z]+\s+)?\d{3,4}(?:\s+(?:BC|AD))?)\b",
+        sentence,
+        re.I,
+    )
+    if match is None:
+        match = re.match(
+            r"()((?:\d{1,2}\s+)?(?:[A-Z][a-z]+\s+)?\d{3,4}(?:\s+(?:BC|AD))?)\b", sentence
+        )
+    if match is None:
+        return None
+    word = match.group(1).lower() or "in"
+    return (
+        "on" if re.match(r"\d{1,2}\s", match.group(2)) else word if word in ("in", "on") else "in"
+    ), match.group(2)
+
+
+def _without(sentence: str, date: tuple[str, str]) -> str:
+    """The sentence without its date: what happened then."""
+    pattern = rf"(?:\b(?:in|on|by|until|from)\s+)?{re.escape(date[1])},?\s*"
+    told = re.sub(pattern, "", sentence, count=1, flags=re.I).strip()
+    told = re.sub(r"\s+([.,!?])", r"\1", told)
+    return told[:1].upper() + told[1:] if told else sentence
+
+
+def _pronoun(subject: str) -> str:
+    last = subject.split()[-1].lower()
+    plural = last.endswith("s") and not last.endswith(("ss", "is", "us"))
+    return "They" if plural else "It"
+
+
+def _question(subject: str, rest: str) -> str:
+    noun = subject[:1].lower() + subject[1:] if not _is_proper(subject) else subject
+    verb = rest.split(" ", 1)[0].lower()
+    if verb in ("is", "are", "was", "were"):
+        return f"What {verb} {noun}?"
+    if verb.endswith("ed") or verb in ("began", "grew", "spread", "became", "took", "made", "gave"):
+        return f"What did {noun} do?"
+    return f"What {'do' if _pronoun(subject) == 'They' else 'does'} {noun} do?"
+
+
+def _is_proper(subject: str) -> bool:
+    words = WORD.findall(subject)
+    return bool(words) and all(w[0].isupper() for w in words if w.lower() not in ("the", "of"))
+
+
+class Quiz:
+    """A fill-in-the-blank question from one sentence; the wrong options are of the answer's kind:
+    numbers for a number, names for a name, nouns of the text for a noun."""
+
+    def __init__(self, writer: Writer, sentence: str, n_options: int, number: int) -> None:
+        source = writer.source
+        self.sentence = sentence
+        in_sentence = {w.lower() for w in WORD.findall(sentence)}
+        n = max(1, n_options)
+        answer, wrong = None, []
+        for candidate, pool in _candidates(source, sentence):
+            wrong = _distinct([w for w in pool if w.lower() not in in_sentence], candidate, n - 1)
+            if len(wrong) >= n - 1:
+                answer = candidate
+                break
+        if answer is None:  # a tiny text: numbers can always be made up
+            answer = (numbers(sentence) or [str(len(WORD.findall(sentence)))])[0]
+            if answer not in sentence:
+                sentence = f"{sentence} ({answer} words)"
+            wrong = _near_numbers(answer, n - 1)
+        self.answer = answer
+        self.question = "Fill in the blank: " + re.sub(
+            rf"\b{re.escape(answer)}\b", "_____", sentence, count=1
+        )
+        if answer[:1].isupper() and not _is_proper(answer):
+            wrong = [w[:1].upper() + w[1:] for w in wrong]  # the capital must not give it away
+        self.correct_index = stable_index(f"{number}:{sentence}", n)
+        self.options = (wrong[: self.correct_index] + [answer] + wrong[self.correct_index :])[:n]
+
+
+def _candidates(source: Source, sentence: str) -> list[tuple[str, list[str]]]:
+    found = []
+    for value in numbers(sentence):
+        found.append((value, [v for v in source.numbers if v != value] + _near_numbers(value, 6)))
+    for group in (source.people, source.places):
+        for name in group:
+            if mentions(sentence, name):
+                found.append((name, [n for n in group if n != name]))
+    for noun in source.nouns:
+        match = re.search(rf"\b{noun}\b", sentence, re.I)
+        if match:
+            found.append((match.group(), [n for n in source.nouns if n != noun]))
+    return found
+
+
+def _near_numbers(value: str, k: int) -> list[str]:
+    digits = int(re.sub(r"\D", "", value) or 0)
+    steps = (10, -10, 25, -25, 50, 100) if digits >= 100 else (1, 2, -1, 3, 5, 10)
+    return [str(digits + s) for s in steps if digits + s > 0][:k]
+
+
+def _distinct(pool: list[str], answer: str, k: int) -> list[str]:
+    chosen: list[str] = []
+    for word in pool:
+        if word.lower() != answer.lower() and word.lower() not in {w.lower() for w in chosen}:
+            chosen.append(word)
+        if len(chosen) >= k:
+            break
+    return chosen
+
+
+__all__ = ["NUMBER", "Quiz", "Writer"]
