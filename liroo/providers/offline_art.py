@@ -24,19 +24,19 @@ from .offline_paint import Painter
 
 LONG_SIDE = 1024
 
-# element -> the starts of words that show it
+# element -> the words that show it (with -s, -es, -ed, -ing, -y); a stem ending in * any start
 _ELEMENTS = {
-    "water": "water sea ocean lake river rain evaporat vapour droplet wave ship boat harbo island "
+    "water": "water sea ocean lake river rain evaporat* vapour droplet wave ship boat harbo* island "
     "beach shore rubicon mediterranean flood",
-    "plants": "plant leaf leaves tree forest flower garden grass chlorophyll chloroplast "
-    "photosynthes root seed wood field jungle park glucose",
+    "plants": "plant leaf leaves tree forest flower garden grass chlorophyll chloroplast* "
+    "photosynthes* root seed wood field jungle park glucose",
     "sky": "sky sun sunlight light air cloud oxygen bird wind weather atmospher star moon",
     "mountains": "mountain volcano hill rock cliff magma lava peak crust erupt",
     "city": "city town street crowd king queen emperor empire palace castle prison bastille "
     "paris rome senate revolution republic building village school army senator capital",
     "farm": "farm fence gate yard hen barn cow sheep",
     "snow": "snow winter ice frozen cold glacier",
-    "rain": "rain storm",
+    "rain": "rain rainfall shower",
 }
 _PHRASES = {
     "water": "water",
@@ -76,11 +76,24 @@ class Scene:
     seed: int  # the layout
 
 
+_SUFFIXES = ("", "s", "es", "ed", "ing", "y", "ies")
+
+
+def _shows(word: str, stems: str) -> bool:
+    for stem in stems.split():
+        if stem.endswith("*"):
+            if word.startswith(stem[:-1]):
+                return True
+        elif word.startswith(stem) and word[len(stem) :] in _SUFFIXES:
+            return True
+    return False
+
+
 def _elements(words: list[str]) -> list[str]:
     found = []
     for word in words:
-        for element, starts in _ELEMENTS.items():
-            if element not in found and any(word.startswith(s) for s in starts.split()):
+        for element, stems in _ELEMENTS.items():
+            if element not in found and _shows(word, stems):
                 found.append(element)
     return found
 
@@ -92,10 +105,7 @@ def _words(text: str) -> list[str]:
 def setting_words(text: str) -> str:
     """The elements a whole text is about, most named first, as a phrase for picture prompts."""
     words = _words(text)
-    counts = {
-        e: sum(any(w.startswith(s) for s in starts.split()) for w in words)
-        for e, starts in _ELEMENTS.items()
-    }
+    counts = {e: sum(_shows(w, stems) for w in words) for e, stems in _ELEMENTS.items()}
     top = [e for e in sorted(counts, key=lambda e: -counts[e]) if counts[e]][:3] or [
         "plants",
         "sky",

@@ -164,6 +164,9 @@ class _Filler:
         order = [key for key in node.get("propertyOrdering") or [] if key in properties]
         order += [key for key in properties if key not in order]
         inner = replace(ctx, parent=_singular(name) or ctx.parent, depth=ctx.depth + 1)
+        if ctx.person is None and any(set(_words(k)) & _NAME_HINTS for k in properties):
+            cast = self.writer.cast()  # an object with a name is a person of the piece
+            inner = replace(inner, person=cast[ctx.index % len(cast)])
         if ctx.quiz is None:  # a new quiz, if this object is one: its right option is not known yet
             inner = replace(inner, quiz=self._quiz_for(properties, ctx), correct_id=None)
         result: dict[str, Any] = {}

@@ -32,9 +32,9 @@ from .offline_text import (
 
 ROLES = ("Teacher", "Student")
 _ROLE_LOOKS = {
-    "Teacher": "A kind teacher with short grey hair, round glasses and a green cardigan.",
-    "Student": "A curious student of about twelve with a yellow jumper and a blue backpack.",
-    "Narrator": "The storyteller's voice, not drawn.",
+    "Teacher": "A kind teacher with short grey hair, round glasses and a green cardigan",
+    "Student": "A curious student of about twelve with a yellow jumper and a blue backpack",
+    "Narrator": "The storyteller's voice, not drawn",
 }
 _PLAIN = {  # beginner words: the same meaning, more familiar
     "executed": "put to death",
@@ -72,6 +72,11 @@ _LECTURE_OPENERS = (
     "Now listen closely.",
     "Finally, one more idea.",
 )
+_KEY_WORD_LINES = (
+    ("Which word should I remember here?", "Remember the {kind} “{key}”."),
+    ("What is the key idea in this part?", "Look for the {kind} “{key}”: it is the key."),
+    ("Is there something to learn by heart?", "Yes: learn the {kind} “{key}”."),
+)
 _FIRST_PERSON = {"his": "my", "her": "my", "him": "me", "himself": "myself", "herself": "myself"}
 
 
@@ -82,6 +87,10 @@ class Writer:
         self.topic = self.source.topic
         self.headings: set[str] = set()
         self.setting = setting_words(" ".join(self.source.sentences))
+        # names capitalised inside sentences, not only at their start ("Paris", not "Photosynthesis")
+        self.mid_capitals = {
+            w for s in self.source.sentences for w in WORD.findall(s)[1:] if w[:1].isupper()
+        }
 
     # --- who -------------------------------------------------------------------------
     def cast(self) -> list[str]:
@@ -97,8 +106,10 @@ class Writer:
     def hero(self) -> str:
         if self.ask.hero:
             return self.ask.hero
-        if self.source.people:
-            return self.source.people[0]
+        for person in self.source.people:  # a protagonist: the text comes back to them
+            last = person.split()[-1]
+            if sum(mentions(s, last) for s in self.source.sentences) >= 2:
+                return person
         return HEROES[stable_index(self.topic, len(HEROES))]
 
     def look(self, person: str) -> str:
@@ -106,8 +117,8 @@ class Writer:
             return _ROLE_LOOKS[person]
         about = next((s for s in self.source.sentences if mentions(s, person)), None)
         if about is None:
-            return f"{person}, a young explorer with a red scarf and a green coat."
-        return f"{person}, dressed as in the text's time and place, the same in every picture."
+            return f"{person}, a young explorer with a red scarf and a green coat"
+        return f"{person}, dressed as in the text's time and place, the same in every picture"
 
     def personality(self, person: str) -> str:
         return _GENRE_TRAITS.get((self.ask.genre or "").lower(), "Curious, kind and brave.")
@@ -174,26 +185,13 @@ class Writer:
 
     def summary(self, what: str) -> str:
         """A theme or overview: one whole sentence about the whole piece."""
-        topic = (
-            self.topic[:1].lower() + self.topic[1:]
-            if self.topic.split()[0]
-            in (
-                "The",
-                "A",
-                "An",
-            )
-            else self.topic
-        )
-        genre = (self.ask.genre or "").lower()
-        if self.ask.mode == "story" and genre:
-            article = "An" if genre[0] in "aeiou" else "A"
-            return (
-                f"{article} {genre} story in which {self.hero()} discovers {topic}, "
-                "told in the order of the text."
-            )
+        topic, genre = self.summary_topic(), (self.ask.genre or "").lower()
         if self.ask.mode == "story":
+            kind = f"{'An' if genre[:1] in 'aeiou' else 'A'} {genre} story" if genre else "A story"
+            if mentions(topic, self.hero()):
+                return f"{kind} about {topic}, told in the order of the text."
             return (
-                f"A story in which {self.hero()} discovers {topic}, told in the order of the text."
+                f"{kind} in which {self.hero()} discovers {topic}, told in the order of the text."
             )
         return (
             f"A {self.ask.mode if self.ask.mode != 'text' else what} about {topic}, step by step."
@@ -202,6 +200,11 @@ class Writer:
     def lecture_script(self, sentences: list[str], index: int) -> str:
         opener = _LECTURE_OPENERS[min(index, len(_LECTURE_OPENERS) - 1)]
         return f"{opener.format(topic=self.summary_topic())} {self.passage(sentences)}"
+
+    def inline(self, sentence: str) -> str:
+        """``sentence`` to follow other words: its first letter small unless it starts a name."""
+        first = sentence.split(" ", 1)[0]
+        return sentence if first in self.mid_capitals else sentence[:1].lower() + sentence[1:]
 
     def summary_topic(self) -> str:
         first = self.topic.split()[0]
@@ -219,7 +222,7 @@ class Writer:
         )
         cast = self.cast()
         lead, subject, rest = split_subject(sentence)
-        person = next((p for p in cast if subject and (subject == p or subject.endswith(p))), None)
+        person = next((p for p in cast if subject and _same_person(subject, p)), None)
         if person:
             return [(asker, f"What did {person} do?"), (person, "I " + _first_person(rest))]
         date = _date_phrase(sentence)
@@ -227,10 +230,12 @@ class Writer:
             told = _without(sentence, date)
             return [
                 (asker, f"What happened {date[0]} {date[1]}?"),
-                (teller, f"That was when {told[:1].lower() + told[1:]}"),
+                (teller, f"That was when {self.inline(told)}"),
             ]
         if subject and subject.split()[0].lower() not in ("it", "they", "he", "she", "this"):
-            return [(asker, _question(subject, rest)), (teller, _pronoun(subject) + " " + rest)]
+            proper = any(w in self.mid_capitals for w in WORD.findall(subject))
+            question = _question(subject, rest, proper)
+            return [(asker, question), (teller, _pronoun(subject) + " " + rest)]
         number = next(iter(numbers(sentence)), None)
         key = number or next(
             (n for n in self.source.nouns if re.search(rf"\b{n}\b", sentence, re.I)), None
@@ -240,10 +245,8 @@ class Writer:
                 (asker, "What is this part about?"),
                 (teller, f"It is about {self.summary_topic()}."),
             ]
-        return [
-            (asker, "Which word should I remember here?"),
-            (teller, f"Remember {'the number' if number else 'the word'} “{key}”."),
-        ]
+        ask, tell = _KEY_WORD_LINES[index % len(_KEY_WORD_LINES)]
+        return [(asker, ask), (teller, tell.format(kind="number" if number else "word", key=key))]
 
     # --- pictures ------------------------------------------------------------------------
     def picture(self, sentences: list[str]) -> str:
@@ -252,7 +255,7 @@ class Writer:
 
     def alt(self, sentences: list[str]) -> str:
         key = self.heading_free(sentences)
-        return f"A picture of {key}, with {self.setting}."
+        return f"A picture of {self.setting}, for the part about {key}."
 
     def heading_free(self, sentences: list[str]) -> str:
         """The part's key noun without claiming it as a heading."""
@@ -261,6 +264,11 @@ class Writer:
             (n for n in self.source.nouns if re.search(rf"\b{n}\b", text, re.I)),
             self.summary_topic(),
         )
+
+
+def _same_person(subject: str, person: str) -> bool:
+    """ "The old dog Biscuit" is Biscuit; "Caesar" is Julius Caesar."""
+    return subject == person or subject.endswith(" " + person) or person.endswith(" " + subject)
 
 
 def _first_person(rest: str) -> str:
@@ -274,19 +282,23 @@ def _first_person(rest: str) -> str:
 def _date_phrase(sentence: str) -> tuple[str, str] | None:
     """("in", "1799") or ("on", "14 July 1789") for the first date of a sentence."""
     match = re.search(
-        r"\b(in|on|by|until|from)\s+((?:\d{1,2}\s+)?(?:[A-Z][a-z]+\s+)?\d{3,4}(?:\s+(?:BC|AD))?)\b",
+        r"\b(in|on|by|until|from)\s+((?:\d{1,2}\s+)?(?:[A-Z][a-z]+\s+)?(?:\d{1,4}\s+(?:BC|AD)|\d{3,4}))\b",
         sentence,
         re.I,
     )
     if match is None:
         match = re.match(
-            r"()((?:\d{1,2}\s+)?(?:[A-Z][a-z]+\s+)?\d{3,4}(?:\s+(?:BC|AD))?)\b", sentence
+            r"()((?:\d{1,2}\s+)?(?:[A-Z][a-z]+\s+)?(?:\d{1,4}\s+(?:BC|AD)|\d{3,4}))\b", sentence
         )
     if match is None:
         return None
     word = match.group(1).lower() or "in"
     return (
-        "on" if re.match(r"\d{1,2}\s", match.group(2)) else word if word in ("in", "on") else "in"
+        "on"
+        if re.match(r"\d{1,2}\s+[A-Z][a-z]+\s+\d", match.group(2))
+        else word
+        if word in ("in", "on")
+        else "in"
     ), match.group(2)
 
 
@@ -295,6 +307,9 @@ def _without(sentence: str, date: tuple[str, str]) -> str:
     pattern = rf"(?:\b(?:in|on|by|until|from)\s+)?{re.escape(date[1])},?\s*"
     told = re.sub(pattern, "", sentence, count=1, flags=re.I).strip()
     told = re.sub(r"\s+([.,!?])", r"\1", told)
+    lead, subject, rest = split_subject(told)
+    if lead and subject:  # "According to legend, Rome was founded" -> "Rome was founded"
+        told = f"{subject} {rest}"
     return told[:1].upper() + told[1:] if told else sentence
 
 
@@ -304,8 +319,9 @@ def _pronoun(subject: str) -> str:
     return "They" if plural else "It"
 
 
-def _question(subject: str, rest: str) -> str:
-    noun = subject[:1].lower() + subject[1:] if not _is_proper(subject) else subject
+def _question(subject: str, rest: str, proper: bool) -> str:
+    noun = subject if proper else subject[:1].lower() + subject[1:]
+    noun = re.sub(r"^(The|A|An) ", lambda m: m.group(1).lower() + " ", noun)
     verb = rest.split(" ", 1)[0].lower()
     if verb in ("is", "are", "was", "were"):
         return f"What {verb} {noun}?"
@@ -329,7 +345,7 @@ class Quiz:
         in_sentence = {w.lower() for w in WORD.findall(sentence)}
         n = max(1, n_options)
         answer, wrong = None, []
-        for candidate, pool in _candidates(source, sentence):
+        for candidate, pool in _candidates(source, sentence, number):
             wrong = _distinct([w for w in pool if w.lower() not in in_sentence], candidate, n - 1)
             if len(wrong) >= n - 1:
                 answer = candidate
@@ -349,10 +365,11 @@ class Quiz:
         self.options = (wrong[: self.correct_index] + [answer] + wrong[self.correct_index :])[:n]
 
 
-def _candidates(source: Source, sentence: str) -> list[tuple[str, list[str]]]:
+def _candidates(source: Source, sentence: str, number: int) -> list[tuple[str, list[str]]]:
     found = []
-    for value in numbers(sentence):
-        found.append((value, [v for v in source.numbers if v != value] + _near_numbers(value, 6)))
+    for value in sorted(numbers(sentence), key=len, reverse=True):  # a year before a day
+        alike = [v for v in source.numbers if v != value and len(v) == len(value)]
+        found.append((value, alike + _near_numbers(value, 6)))
     for group in (source.people, source.places):
         for name in group:
             if mentions(sentence, name):
@@ -360,7 +377,9 @@ def _candidates(source: Source, sentence: str) -> list[tuple[str, list[str]]]:
     for noun in source.nouns:
         match = re.search(rf"\b{noun}\b", sentence, re.I)
         if match:
-            found.append((match.group(), [n for n in source.nouns if n != noun]))
+            others = [n for n in source.nouns if n != noun]
+            turn = (number * 3) % max(1, len(others))  # not the same distractors every time
+            found.append((match.group(), others[turn:] + others[:turn]))
     return found
 
 
