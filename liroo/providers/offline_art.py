@@ -26,7 +26,8 @@ LONG_SIDE = 1024
 
 # element -> the words that show it (with -s, -es, -ed, -ing, -y); a stem ending in * any start
 _ELEMENTS = {
-    "water": "water sea ocean lake river rain evaporat* vapour droplet wave ship boat harbo* island "
+    "water": "water sea ocean lake river rain evaporat* vapour droplet wave ship boat harbo* "
+    "island "
     "beach shore rubicon mediterranean flood",
     "plants": "plant leaf leaves tree forest flower garden grass chlorophyll chloroplast* "
     "photosynthes* root seed wood field jungle park glucose",

@@ -87,7 +87,7 @@ class Writer:
         self.topic = self.source.topic
         self.headings: set[str] = set()
         self.setting = setting_words(" ".join(self.source.sentences))
-        # names capitalised inside sentences, not only at their start ("Paris", not "Photosynthesis")
+        # names capitalised inside sentences, not only first ("Paris", not "Photosynthesis")
         self.mid_capitals = {
             w for s in self.source.sentences for w in WORD.findall(s)[1:] if w[:1].isupper()
         }
