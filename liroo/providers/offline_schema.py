@@ -24,11 +24,25 @@ fill-in-the-blank questions) is offline_text.py; this module walks the schema.
 
 from __future__ import annotations
 
-import re
-import uuid
 from dataclasses import dataclass, replace
 from typing import Any
 
+from .offline_nodes import (
+    as_int,
+    bound,
+    clamp,
+    formatted,
+    is_link,
+    is_options,
+    is_text,
+    key_for,
+    option_id_key,
+    shorten,
+    singular_of,
+    snake_to_camel,
+    type_of,
+    words_of,
+)
 from .offline_text import mentions
 from .offline_write import Quiz, Writer
 
@@ -107,13 +121,13 @@ class _Filler:
     # --- schema plumbing -------------------------------------------------
     def resolve(self, schema: Any) -> dict[str, Any]:
         """The schema with $ref followed, allOf merged and keywords in camelCase."""
-        node = {_snake_to_camel(k): v for k, v in (schema or {}).items()}
+        node = {snake_to_camel(k): v for k, v in (schema or {}).items()}
         for _ in range(32):  # nested $ref chains
             ref = node.pop("$ref", None)
             if ref is None:
                 break
             target = self.defs.get(ref.rsplit("/", 1)[-1], {})
-            node = {**{_snake_to_camel(k): v for k, v in target.items()}, **node}
+            node = {**{snake_to_camel(k): v for k, v in target.items()}, **node}
         for part in node.pop("allOf", None) or []:
             for key, value in self.resolve(part).items():
                 node.setdefault(key, value)
@@ -126,26 +140,26 @@ class _Filler:
             return node
         for arm in arms:
             resolved = self.resolve(arm)
-            if _type_of(resolved) != "null":
+            if type_of(resolved) != "null":
                 return self.non_null(resolved)
         return {"type": "null"}
 
     # --- values ----------------------------------------------------------
     def value(self, schema: Any, name: str, ctx: _Context) -> Any:
         node = self.resolve(schema)
-        words = _words(name)
+        words = words_of(name)
         arms = node.get("anyOf") or node.get("oneOf")
         nullable = bool(node.get("nullable")) or bool(
-            arms and any(_type_of(self.resolve(a)) == "null" for a in arms)
+            arms and any(type_of(self.resolve(a)) == "null" for a in arms)
         )
-        if nullable and (_is_link(words) or ctx.depth >= MAX_DEPTH):
+        if nullable and (is_link(words) or ctx.depth >= MAX_DEPTH):
             return None  # no links offline: the API fills them once media exists
         node = self.non_null(node)
         if "const" in node:
             return node["const"]
         if node.get("enum"):
             return node["enum"][ctx.index % len(node["enum"])]
-        kind = _type_of(node)
+        kind = type_of(node)
         if kind == "object":
             return self.object(node, name, ctx)
         if kind == "array":
@@ -163,8 +177,8 @@ class _Filler:
         properties: dict[str, Any] = node.get("properties") or {}
         order = [key for key in node.get("propertyOrdering") or [] if key in properties]
         order += [key for key in properties if key not in order]
-        inner = replace(ctx, parent=_singular(name) or ctx.parent, depth=ctx.depth + 1)
-        if ctx.person is None and any(set(_words(k)) & _NAME_HINTS for k in properties):
+        inner = replace(ctx, parent=singular_of(name) or ctx.parent, depth=ctx.depth + 1)
+        if ctx.person is None and any(set(words_of(k)) & _NAME_HINTS for k in properties):
             cast = self.writer.cast()  # an object with a name is a person of the piece
             inner = replace(inner, person=cast[ctx.index % len(cast)])
         if ctx.quiz is None:  # a new quiz, if this object is one: its right option is not known yet
@@ -174,7 +188,7 @@ class _Filler:
             # A quiz's options are written before its other fields, whatever the order: a "correct"
             # field names the right option's id, which exists only once the options do.
             for key in order:
-                if _is_options(_words(key)):
+                if is_options(words_of(key)):
                     result[key] = self.value(properties[key], key, inner)
                     correct_id = self._correct_id(properties[key], result[key], inner)
                     if correct_id is not None:
@@ -190,7 +204,7 @@ class _Filler:
         node = self.non_null(self.resolve(schema))
         if ctx.depth >= MAX_DEPTH or node.get("prefixItems") or "const" in node or node.get("enum"):
             return None  # array() did not write these as the quiz's options
-        id_key = _id_key(self.non_null(self.resolve(node.get("items") or {})))
+        id_key = option_id_key(self.non_null(self.resolve(node.get("items") or {})))
         index = ctx.quiz.correct_index
         if id_key is None or not isinstance(options, list) or index >= len(options):
             return None
@@ -198,37 +212,37 @@ class _Filler:
         return option.get(id_key) if isinstance(option, dict) else None
 
     def _quiz_for(self, properties: dict[str, Any], ctx: _Context) -> Quiz | None:
-        options_key = next((k for k in properties if _is_options(_words(k))), None)
-        if options_key is None or not any("question" in _words(k) for k in properties):
+        options_key = next((k for k in properties if is_options(words_of(k))), None)
+        if options_key is None or not any("question" in words_of(k) for k in properties):
             return None
         self.quizzes += 1
         options = self.non_null(self.resolve(properties[options_key]))
         option = self.non_null(self.resolve(options.get("items")))
-        if _type_of(options) != "array" or not (_is_text(option) or _type_of(option) == "object"):
+        if type_of(options) != "array" or not (is_text(option) or type_of(option) == "object"):
             return None
-        n = _clamp(4, options.get("minItems"), options.get("maxItems"))
+        n = clamp(4, options.get("minItems"), options.get("maxItems"))
         return Quiz(self.writer, ctx.window.take(), n, self.quizzes)
 
     def array(self, node: dict[str, Any], name: str, ctx: _Context) -> list[Any]:
         items = node.get("items") or {}
         lo, hi = node.get("minItems"), node.get("maxItems")
         item_node = self.non_null(self.resolve(items))
-        singular, words = _singular(name), _words(name)
+        singular, words = singular_of(name), words_of(name)
         if ctx.depth >= MAX_DEPTH:
             return [
-                self.value(items, singular, replace(ctx, index=i)) for i in range(_int(lo) or 0)
+                self.value(items, singular, replace(ctx, index=i)) for i in range(as_int(lo) or 0)
             ]
         if node.get("prefixItems"):
             return [
                 self.value(p, singular, replace(ctx, index=i))
                 for i, p in enumerate(node["prefixItems"])
             ]
-        free = _type_of(item_node) == "object" or _is_text(item_node)
-        if ctx.quiz is not None and _is_options(words) and free:
+        free = type_of(item_node) == "object" or is_text(item_node)
+        if ctx.quiz is not None and is_options(words) and free:
             return self._options(items, item_node, singular, ctx, lo, hi)
-        if _type_of(item_node) == "object":
+        if type_of(item_node) == "object":
             return self._objects(items, item_node, singular, ctx, lo, hi)
-        if set(words) & _WORD_LIST_HINTS and _is_text(item_node):
+        if set(words) & _WORD_LIST_HINTS and is_text(item_node):
             return self._word_list(item_node, ctx, lo, hi)
         return self._plain(node, items, singular, words, ctx)
 
@@ -237,19 +251,19 @@ class _Filler:
     ) -> list[Any]:
         """A list of objects: people (a cast, who says what), or the text shared among them in
         order (panels, chapters, sections)."""
-        keys = [set(_words(k)) for k in item_node.get("properties") or {}]
+        keys = [set(words_of(k)) for k in item_node.get("properties") or {}]
         if any(k & _NAME_HINTS for k in keys):
             if any(k & _LINE_HINTS for k in keys):
                 return self._dialogue(items, item_node, singular, ctx, lo, hi)
             return self._people(items, singular, ctx, lo, hi)
-        n = _clamp(len(ctx.window.items), lo, hi, default_max=DEFAULT_LIST_LENGTH)
+        n = clamp(len(ctx.window.items), lo, hi, default_max=DEFAULT_LIST_LENGTH)
         return [
             self.value(items, singular, replace(ctx, window=part, index=i, quiz=None))
             for i, part in enumerate(ctx.window.split(n))
         ]
 
     def _word_list(self, item_node: dict[str, Any], ctx: _Context, lo: Any, hi: Any) -> list[str]:
-        n = _clamp(min(len(self.keywords), 5), lo, hi)
+        n = clamp(min(len(self.keywords), 5), lo, hi)
         pool = self.keywords or list(FALLBACK_WORDS)
         return [
             self._fit(
@@ -264,8 +278,8 @@ class _Filler:
         self, node: dict[str, Any], items: Any, singular: str, words: list[str], ctx: _Context
     ) -> list[Any]:
         """Strings, numbers...: strings share the window's sentences (paragraphs, points)."""
-        want = 4 if _is_options(words) else min(len(ctx.window.items), 3)
-        n = _clamp(want, node.get("minItems"), node.get("maxItems"))
+        want = 4 if is_options(words) else min(len(ctx.window.items), 3)
+        n = clamp(want, node.get("minItems"), node.get("maxItems"))
         parts = ctx.window.split(n) if ctx.window.items else [ctx.window] * n
         values = [
             self.value(items, singular, replace(ctx, index=i, window=part))
@@ -286,7 +300,7 @@ class _Filler:
             p for p in cast if p not in people or any(mentions(s, p) for s in ctx.window.items)
         ]
         named = named or cast
-        n = _clamp(len(named), lo, hi, default_max=DEFAULT_LIST_LENGTH)
+        n = clamp(len(named), lo, hi, default_max=DEFAULT_LIST_LENGTH)
         result = []
         for i in range(n):
             person = named[i % len(named)]
@@ -304,10 +318,10 @@ class _Filler:
     ) -> list[Any]:
         """Who says what in a panel: a question and its answer, never the caption again."""
         lines = self.writer.exchange(ctx.window.items, ctx.index)
-        n = _clamp(len(lines), lo, hi)
+        n = clamp(len(lines), lo, hi)
         properties = self._properties(item_node)
-        speaker_key = _key_for(properties, _NAME_HINTS)
-        line_key = _key_for(properties, _LINE_HINTS)
+        speaker_key = key_for(properties, _NAME_HINTS)
+        line_key = key_for(properties, _LINE_HINTS)
         result = []
         for i in range(n):
             speaker, line = lines[i % len(lines)]
@@ -329,17 +343,17 @@ class _Filler:
         self, items: Any, item_node: dict[str, Any], singular: str, ctx: _Context, lo: Any, hi: Any
     ) -> list[Any]:
         quiz = ctx.quiz
-        n = _clamp(len(quiz.options), lo, hi)
+        n = clamp(len(quiz.options), lo, hi)
         texts = [quiz.options[i % len(quiz.options)] for i in range(n)]
-        if _type_of(item_node) != "object":
+        if type_of(item_node) != "object":
             return [self._fit(text, item_node, ctx) for text in texts]
         properties = self._properties(item_node)
-        text_key = _key_for(properties, _OPTION_TEXT_HINTS)
+        text_key = key_for(properties, _OPTION_TEXT_HINTS)
         flag_key = next(
             (
                 k
                 for k, v in properties.items()
-                if _type_of(v) == "boolean" and "correct" in _words(k)
+                if type_of(v) == "boolean" and "correct" in words_of(k)
             ),
             None,
         )
@@ -356,7 +370,7 @@ class _Filler:
     def string(self, node: dict[str, Any], words: list[str], ctx: _Context) -> str:
         fmt = node.get("format")
         if fmt in ("date-time", "date", "time", "uuid", "email", "uri"):
-            return _formatted(fmt, [ctx.parent, *words], ctx.index)
+            return formatted(fmt, [ctx.parent, *words], ctx.index)
         text = self._quiz_text(words, ctx) if ctx.quiz is not None else None
         if text is None:
             text = self._field_text(words, ctx)
@@ -376,28 +390,33 @@ class _Filler:
 
     def _field_text(self, words: list[str], ctx: _Context) -> str:
         """What a field of this name holds, written from the item's window."""
-        hints, last, writer, window = (
-            set(words),
-            (words[-1] if words else ""),
-            self.writer,
-            ctx.window,
-        )
+        hints, last, window = set(words), (words[-1] if words else ""), ctx.window
         if last == "id":
             return f"{words[-2] if len(words) > 1 else ctx.parent}-{ctx.index + 1}"
-        if _is_link(words):
+        if is_link(words):
             return f"offline:{ctx.parent}/{ctx.index + 1}"
         if "prompt" in hints or (hints & {"description", "idea"} and _is_picture(hints, ctx)):
-            return writer.picture(window.items)
+            return self.writer.picture(window.items)
         if "alt" in hints:
-            return writer.alt(window.items)
+            return self.writer.alt(window.items)
         if "question" in hints:
-            return f"What does the text tell us about {writer.heading_free(window.items)}?"
+            return f"What does the text tell us about {self.writer.heading_free(window.items)}?"
+        return self._person_text(hints, ctx) or self._prose_text(hints, ctx)
+
+    def _person_text(self, hints: set[str], ctx: _Context) -> str | None:
+        """A person's name, look or character; None for a field that is not about a person."""
+        writer = self.writer
         if hints & _NAME_HINTS:
             return ctx.person or writer.cast()[ctx.index % len(writer.cast())]
         if ctx.person and hints & {"description", "look", "appearance"}:
             return writer.look(ctx.person)
         if ctx.person and hints & {"personality", "traits", "character"}:
             return writer.personality(ctx.person)
+        return None
+
+    def _prose_text(self, hints: set[str], ctx: _Context) -> str:
+        """Titles, summaries and passages: the window's sentences at the reader's level."""
+        writer, window = self.writer, ctx.window
         if hints & _TITLE_HINTS:
             if ctx.depth <= 1:
                 return writer.document_title(quiz="quiz" in hints)
@@ -413,7 +432,7 @@ class _Filler:
     def _fit(self, text: str, node: dict[str, Any], ctx: _Context) -> str:
         """``text`` within minLength/maxLength: longer with the text's next sentences, shorter at a
         sentence's end (else a word's)."""
-        lo, hi = _int(node.get("minLength")), _int(node.get("maxLength"))
+        lo, hi = as_int(node.get("minLength")), as_int(node.get("maxLength"))
         for _ in range(1000):
             if lo is None or len(text) >= lo:
                 break
@@ -423,7 +442,7 @@ class _Filler:
                 self.padding += 1
             text = f"{text} {more}"
         if hi is not None and len(text) > hi:
-            text = _shorten(text, hi, lo)
+            text = shorten(text, hi, lo)
         return text
 
     def number(
@@ -434,8 +453,8 @@ class _Filler:
         if ctx.quiz is not None and ("correct" in words or words[-1:] == ["answer"]):
             value = ctx.quiz.correct_index
         step = 1 if integer else 0.5
-        lo = _bound(node, "minimum", "exclusiveMinimum", +step)
-        hi = _bound(node, "maximum", "exclusiveMaximum", -step)
+        lo = bound(node, "minimum", "exclusiveMinimum", +step)
+        hi = bound(node, "maximum", "exclusiveMaximum", -step)
         if lo is not None:
             value = max(value, lo)
         if hi is not None:
@@ -454,117 +473,5 @@ class _Filler:
         return rounded + 1 if lo is not None and rounded < lo else rounded
 
 
-def _type_of(node: dict[str, Any]) -> str | None:
-    kind = node.get("type")
-    if isinstance(kind, list):
-        kind = next((k for k in kind if str(k).lower() != "null"), None)
-    if kind:
-        return str(kind).lower()
-    if "properties" in node:
-        return "object"
-    if "items" in node or "prefixItems" in node:
-        return "array"
-    return None
-
-
-def _bound(node: dict[str, Any], inclusive: str, exclusive: str, step: float) -> float | None:
-    value = node.get(inclusive)
-    bound = None if value is None else float(value)
-    strict = node.get(exclusive)
-    if isinstance(strict, bool):  # JSON Schema draft 4 / OpenAPI 3.0: a flag on the inclusive bound
-        return bound + step if strict and bound is not None else bound
-    if strict is not None:
-        moved = float(strict) + step
-        bound = moved if bound is None else (max(bound, moved) if step > 0 else min(bound, moved))
-    return bound
-
-
-def _words(name: str) -> list[str]:
-    """``correctAnswerID`` -> ["correct", "answer", "id"]."""
-    spaced = re.sub(r"([a-z0-9])([A-Z])", r"\1 \2", name)
-    spaced = re.sub(r"([A-Z]+)([A-Z][a-z])", r"\1 \2", spaced).replace("_", " ").replace("-", " ")
-    return [w.lower() for w in spaced.split()]
-
-
-def _singular(name: str) -> str:
-    words = _words(name)
-    if not words:
-        return ""
-    last = words[-1]
-    if last.endswith("ies"):
-        last = last[:-3] + "y"
-    elif last.endswith("s") and not last.endswith("ss"):
-        last = last[:-1]
-    return last
-
-
-def _snake_to_camel(key: str) -> str:
-    head, *rest = key.split("_")
-    return head + "".join(part[:1].upper() + part[1:] for part in rest) if rest and head else key
-
-
-def _is_text(node: dict[str, Any]) -> bool:
-    """A free string: no enum or const to keep to."""
-    return (
-        _type_of(node) == "string"
-        and not node.get("enum")
-        and "const" not in node
-        and not node.get("format")
-    )
-
-
-def _id_key(option: dict[str, Any]) -> str | None:
-    """The field of an option object that identifies it (``id``, ``option_id``...)."""
-    return next((k for k in option.get("properties") or {} if _words(k)[-1:] == ["id"]), None)
-
-
-def _is_options(words: list[str]) -> bool:
-    return bool(set(words) & {"options", "choices", "answers", "alternatives"})
-
-
-def _is_link(words: list[str]) -> bool:
-    return bool(set(words) & {"url", "uri", "link", "href"})
-
-
-def _int(value: Any) -> int | None:
-    return None if value is None else int(value)  # Gemini's schema may spell int64 as a string
-
-
-def _clamp(want: int, lo: Any, hi: Any, default_max: int | None = None) -> int:
-    low = _int(lo) or 0
-    high = _int(hi) if hi is not None else default_max
-    n = max(want, low, 1 if (high is None or high > 0) else 0)
-    return min(n, high) if high is not None else n
-
-
-def _formatted(fmt: str, words: list[str], index: int) -> str:
-    if fmt == "date-time":
-        return "2024-01-01T00:00:00Z"
-    if fmt == "date":
-        return "2024-01-01"
-    if fmt == "time":
-        return "12:00:00"
-    if fmt == "uuid":
-        return str(uuid.uuid5(uuid.NAMESPACE_URL, f"liroo-offline:{'-'.join(words)}:{index}"))
-    if fmt == "email":
-        return "reader@example.com"
-    return f"https://example.com/{'-'.join(words) or 'item'}/{index + 1}"
-
-
-def _key_for(properties: dict[str, dict[str, Any]], hints: set[str]) -> str | None:
-    """The first free-text field whose name carries one of ``hints``."""
-    return next((k for k, v in properties.items() if _is_text(v) and set(_words(k)) & hints), None)
-
-
 def _is_picture(hints: set[str], ctx: Any) -> bool:
     return "image" in hints or ctx.parent in ("picture", "image", "illustration", "figure")
-
-
-def _shorten(text: str, hi: int, lo: int | None) -> str:
-    """``text`` cut to ``hi`` characters: at the last sentence end that fits, else at a word."""
-    cut = text[:hi]
-    ends = [m.end() for m in re.finditer(r"[.!?](?=\s|$)", cut)]
-    if ends and (lo is None or ends[-1] >= lo):
-        return cut[: ends[-1]]
-    shorter = cut.rsplit(" ", 1)[0].rstrip(",;:") if " " in cut.strip() else cut
-    return shorter if shorter and (lo is None or len(shorter) >= lo) else cut

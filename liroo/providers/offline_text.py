@@ -229,26 +229,28 @@ def proper_names(all_sentences: list[str]) -> tuple[list[str], list[str]]:
             name = " ".join(run)
             if name.lower() in lower:
                 continue
-            before = tokens[start - 1].lower() if start else ""
-            after = tokens[start + len(run)].lower() if start + len(run) < len(tokens) else ""
             if name not in order:
                 order.append(name)
-            if (
-                before in ("the", "a", "an")
-                or before in _LOCATIVE
-                or run[-1].lower() in _PLACE_WORDS
-            ):
-                votes[name] -= 10
-            elif (
-                run[0].lower() in _TITLES or before in ("named", "called") or after in PERSON_VERBS
-            ):
-                votes[name] += 2
-            elif follow in ("He", "She") or (len(run) > 1 and all(w[0].isupper() for w in run)):
-                votes[name] += 1
+            votes[name] += _person_vote(tokens, start, run, follow)
     people = _merge([n for n in order if votes[n] > 0])
     taken = {w for p in people for w in p.split()}
     places = [n for n in order if votes[n] <= 0 and not set(n.split()) <= taken]
     return people, places
+
+
+def _person_vote(tokens: list[str], start: int, run: list[str], follow: str) -> int:
+    """How much one mention of the name ``run`` (at ``start`` in ``tokens``) says it is a person:
+    positive for a person, very negative for a place or a thing."""
+    before = tokens[start - 1].lower() if start else ""
+    end = start + len(run)
+    after = tokens[end].lower() if end < len(tokens) else ""
+    if before in ("the", "a", "an") or before in _LOCATIVE or run[-1].lower() in _PLACE_WORDS:
+        return -10
+    if run[0].lower() in _TITLES or before in ("named", "called") or after in PERSON_VERBS:
+        return 2
+    if follow in ("He", "She") or len(run) > 1:
+        return 1
+    return 0
 
 
 def _merge(names: list[str]) -> list[str]:
@@ -262,33 +264,38 @@ def _merge(names: list[str]) -> list[str]:
 
 def common_nouns(all_sentences: list[str], proper: set[str]) -> list[str]:
     """Words that head a noun phrase: after a determiner or preposition (maybe one describing word
-    between), before punctuation, a small word or the sentence's end."""
+    between), before punctuation, a small word (not an article: "heats the water") or the end."""
     counts: Counter[str] = Counter()
     for sentence in all_sentences:
         tokens = _tokens(sentence)
         lowered = [t.lower() for t in tokens]
         for i, word in enumerate(lowered):
-            if (
-                len(word) < 3
-                or word in _STOPWORDS
-                or word in _NOT_NOUNS
-                or word in proper
-                or word in _MONTHS
-                or NUMBER.match(word)
-                or word.endswith(("ly", "ing", "ed"))
-                or word in PERSON_VERBS
-                or word in _AUXILIARIES
-            ):
-                continue
-            opens = (i > 0 and lowered[i - 1] in _DETERMINERS) or (
-                i > 1 and lowered[i - 2] in _DETERMINERS and _describes(lowered[i - 1])
-            )
-            after = lowered[i + 1] if i + 1 < len(tokens) else ""
-            closes = not after or (after in _STOPWORDS and after not in _ARTICLES)
-            closes = closes or _ends_clause(sentence, tokens, i)
-            if opens and closes:
+            if _may_be_noun(word, proper) and _heads_phrase(sentence, tokens, lowered, i):
                 counts[word] += 1
     return sorted(counts, key=lambda w: (-counts[w], list(counts).index(w)))
+
+
+def _may_be_noun(word: str, proper: set[str]) -> bool:
+    return not (
+        len(word) < 3
+        or word in _STOPWORDS
+        or word in _NOT_NOUNS
+        or word in proper
+        or word in _MONTHS
+        or NUMBER.match(word)
+        or word.endswith(("ly", "ing", "ed"))
+        or word in PERSON_VERBS
+        or word in _AUXILIARIES
+    )
+
+
+def _heads_phrase(sentence: str, tokens: list[str], lowered: list[str], i: int) -> bool:
+    opens = (i > 0 and lowered[i - 1] in _DETERMINERS) or (
+        i > 1 and lowered[i - 2] in _DETERMINERS and _describes(lowered[i - 1])
+    )
+    after = lowered[i + 1] if i + 1 < len(tokens) else ""
+    closes = not after or (after in _STOPWORDS and after not in _ARTICLES)
+    return opens and (closes or _ends_clause(sentence, tokens, i))
 
 
 def _describes(word: str) -> bool:
