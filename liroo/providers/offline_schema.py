@@ -11,15 +11,19 @@ SDK sends (upper-case types, ``nullable``, snake_case keywords).
 
 Property names are hints that make the result read well: a list of objects
 shares the text's sentences among its items in order (panels, chapters,
-sections); a list of objects with a ``name``/``speaker``/``key`` field gets
-one item per person named in its sentences; ``title``-like fields get a few
-words, ``image_prompt`` a picture description, ``tags``/``keywords`` words of
-the text; an object with a ``question`` and ``options`` becomes a
-fill-in-the-blank question whose ``correct...`` field points at the right
-option. Deterministic: the same text and schema always give the same answer.
+sections), each item's text fields written from its own share; a list of
+objects with a ``name``/``speaker`` field is the cast (a teacher and a student,
+or the people the text names), and with a ``line`` field too, a panel's
+question and answer; ``title``-like fields get a whole noun phrase,
+``theme``/``overview`` one sentence about the whole, ``image_prompt`` the
+moment and its setting, ``tags``/``keywords`` nouns of the text; an object
+with a ``question`` and ``options`` becomes a fill-in-the-blank question whose
+``correct...`` field points at the right option. Deterministic: the same text
+and schema always give the same answer.
 
-What is read from the text (its source part, sentences, names, words, the
-fill-in-the-blank questions) is offline_text.py; this module walks the schema.
+What is written (offline_write.py), what is read from the text
+(offline_text.py) and how schema nodes are read (offline_nodes.py) live
+beside; this module walks the schema and decides which piece a field gets.
 """
 
 from __future__ import annotations
@@ -426,7 +430,8 @@ class _Filler:
         if "script" in hints and writer.ask.mode == "lecture":
             return writer.lecture_script(window.items, ctx.index)
         if hints & _LONG_TEXT_HINTS or ctx.person is None:
-            return writer.passage(window.items, explained=ctx.depth > 1)
+            explained = ctx.depth > 1 and bool(hints & {"paragraph", "content", "body"})
+            return writer.passage(window.items, explained=explained)
         return writer.passage([window.take()])
 
     def _fit(self, text: str, node: dict[str, Any], ctx: _Context) -> str:

@@ -149,9 +149,7 @@ class Writer:
             terms = [n for n in self.source.nouns if re.search(rf"\b{n}\b", text, re.I)][:3]
             if len(terms) > 1:
                 listed = ", ".join(terms[:-1]) + " and " + terms[-1]
-                text += (
-                    f" The subject's own terms in this part are {listed}, worth knowing exactly."
-                )
+                text += f" Key terms to know here: {listed}."
         return text
 
     def document_title(self, quiz: bool = False) -> str:
