@@ -260,7 +260,11 @@ class _Filler:
             if any(k & _LINE_HINTS for k in keys):
                 return self._dialogue(items, item_node, singular, ctx, lo, hi)
             return self._people(items, singular, ctx, lo, hi)
-        n = clamp(len(ctx.window.items), lo, hi, default_max=DEFAULT_LIST_LENGTH)
+        # the prompt's "exactly N panels" sizes the piece's main list, as many as the text allows
+        want = len(ctx.window.items)
+        if ctx.depth <= 1 and self.writer.ask.count:
+            want = min(want, self.writer.ask.count)
+        n = clamp(want, lo, hi, default_max=max(DEFAULT_LIST_LENGTH, want))
         return [
             self.value(items, singular, replace(ctx, window=part, index=i, quiz=None))
             for i, part in enumerate(ctx.window.split(n))
@@ -429,6 +433,8 @@ class _Filler:
             return writer.summary(ctx.parent)
         if "script" in hints and writer.ask.mode == "lecture":
             return writer.lecture_script(window.items, ctx.index)
+        if hints & {"scene", "caption"}:  # a panel's caption: one or two sentences
+            return writer.passage(window.items[:2])
         if hints & _LONG_TEXT_HINTS or ctx.person is None:
             explained = ctx.depth > 1 and bool(hints & {"paragraph", "content", "body"})
             return writer.passage(window.items, explained=explained)

@@ -114,6 +114,7 @@ class Ask:
     level: str = "moderate"
     genre: str | None = None
     hero: str | None = None
+    count: int | None = None  # how many panels, chapters or sections the prompt asks for
 
     @classmethod
     def of(cls, prompt: str) -> "Ask":
@@ -122,6 +123,7 @@ class Ask:
         level = re.search(r"reading level:\s*(\w+)", prompt, re.I)
         genre = re.search(r"^genre:\s*([^.\n]+)", prompt, re.I | re.M)
         hero = re.search(r"main character is named ([^:\n]+?):", prompt, re.I)
+        count = re.search(r"\bexactly (\d+) (?:panels|chapters|sections)\b", prompt, re.I)
         level_name = level.group(1).lower() if level else "moderate"
         genre_name = genre.group(1).strip() if genre else None
         return cls(
@@ -129,6 +131,7 @@ class Ask:
             level=level_name if level_name in LEVELS else "moderate",
             genre=None if not genre_name or genre_name.lower().startswith("any ") else genre_name,
             hero=hero.group(1).strip() if hero else None,
+            count=int(count.group(1)) if count else None,
         )
 
 
