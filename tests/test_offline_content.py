@@ -197,6 +197,17 @@ def test_a_comic_reads_well(name):
         assert all(picture.time == "day" for picture in pictures), pictures
 
 
+def test_a_long_text_gets_the_parts_the_prompt_asks_for():
+    text = " ".join(entry[0] for entry in TEXTS.values())
+    comic = comic_script(text)
+    assert len(comic.panels) == panel_count(text, 8)
+    for panel in comic.panels:  # a caption, not a page
+        assert len(re.findall(r"[.!?](?:\s|$)", panel.scene)) <= 2, panel.scene
+    lecture = script(lecture_prompt(text, "moderate", section_count(text)), LectureScript)
+    assert len(lecture.sections) == section_count(text)
+    assert_numbers_kept(text, " ".join(section.script for section in lecture.sections))
+
+
 def test_a_comic_through_the_app_has_different_pictures(tmp_path):
     client = create_app(Settings(provider="offline", media_dir=str(tmp_path))).test_client()
     response = client.post(
