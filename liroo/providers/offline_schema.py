@@ -431,6 +431,8 @@ class _Filler:
             return writer.heading(window.items)
         if hints & _SUMMARY_HINTS and ctx.depth <= 1:
             return writer.summary(ctx.parent)
+        if "content" in hints and writer.ask.mode == "story" and ctx.depth > 1:
+            return writer.chapter(window.items, ctx.index)
         if "script" in hints and writer.ask.mode == "lecture":
             return writer.lecture_script(window.items, ctx.index)
         if hints & {"scene", "caption"}:  # a panel's caption: one or two sentences

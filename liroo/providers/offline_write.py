@@ -65,6 +65,44 @@ _GENRE_TRAITS = {
     "science fiction": "Inventive, bold and full of questions about the future.",
     "historical": "Thoughtful, brave and eager to understand the past.",
 }
+# A chapter's first line in the genre's tone, with the hero in it; the text's facts follow.
+_CHAPTER_OPENERS = {
+    "adventure": (
+        "{hero} set out, ready for whatever the day would bring.",
+        "{hero} pressed on along the path.",
+        "There was no turning back now for {hero}.",
+        "A new challenge was waiting for {hero}.",
+        "{hero} could see the journey's end at last.",
+    ),
+    "mystery": (
+        "Something did not add up, and {hero} meant to find out why.",
+        "{hero} found the next clue.",
+        "{hero} looked again at what the clues said.",
+        "The pieces began to fit together for {hero}.",
+        "At last {hero} saw the answer.",
+    ),
+    "fantasy": (
+        "Magic stirred in the air as {hero} opened the old book.",
+        "The enchanted pages showed {hero} more.",
+        "A glowing light led {hero} onwards.",
+        "{hero} felt the spell grow stronger.",
+        "The magic faded, and {hero} remembered everything.",
+    ),
+    "science fiction": (
+        "{hero}'s time machine hummed and lit up.",
+        "The screens showed {hero} another moment.",
+        "{hero} set the controls for the next jump.",
+        "The machine shook as {hero} travelled on.",
+        "{hero} came home with the records safe.",
+    ),
+    "historical": (
+        "{hero} was there to see it happen.",
+        "Time went on, and {hero} watched.",
+        "{hero} heard the news from the town square.",
+        "{hero} would never forget those days.",
+        "Years later, {hero} told the story.",
+    ),
+}
 _LECTURE_OPENERS = (
     "Welcome! Today we learn about {topic}.",
     "Let us go on.",
@@ -195,6 +233,14 @@ class Writer:
             f"A {self.ask.mode if self.ask.mode != 'text' else what} about {topic}, step by step."
         )
 
+    def chapter(self, sentences: list[str], index: int) -> str:
+        """A story chapter: a line in the genre's tone with the hero, then the text's part."""
+        openers = _CHAPTER_OPENERS.get((self.ask.genre or "").lower())
+        told = self.passage(sentences)
+        if not openers:
+            return told
+        return f"{openers[min(index, len(openers) - 1)].format(hero=self.hero())} {told}"
+
     def lecture_script(self, sentences: list[str], index: int) -> str:
         opener = _LECTURE_OPENERS[min(index, len(_LECTURE_OPENERS) - 1)]
         return f"{opener.format(topic=self.summary_topic())} {self.passage(sentences)}"
@@ -205,10 +251,11 @@ class Writer:
         return sentence if first in self.mid_capitals else sentence[:1].lower() + sentence[1:]
 
     def summary_topic(self) -> str:
+        """The topic inside a sentence: "the French Revolution", "photosynthesis", "Rome"."""
         first = self.topic.split()[0]
-        return (
-            self.topic[:1].lower() + self.topic[1:] if first in ("The", "A", "An") else self.topic
-        )
+        if first in ("The", "A", "An") or first not in self.mid_capitals:
+            return self.topic[:1].lower() + self.topic[1:]
+        return self.topic
 
     # --- speech bubbles ----------------------------------------------------------------
     def exchange(self, sentences: list[str], index: int) -> list[tuple[str, str]]:
