@@ -1,8 +1,10 @@
 """The offline provider: deterministic, network-free, and honest about it.
 
 The default when no Gemini key is set, so a new user sees a real result: text
-built from the input itself (``offline_text`` reads it, ``offline_schema``
-fills the answer's schema), pictures drawn with Pillow (``offline_art``), and
+built from the input itself (``offline_text`` reads it, ``offline_write``
+writes titles, captions, dialogue and quizzes, ``offline_schema`` fills the
+answer's schema with them), pictures of the text's scene drawn with Pillow in
+the asked style (``offline_art`` reads the scene, ``offline_paint`` draws), and
 playable speech (espeak-ng when installed, otherwise a clearly synthetic tone
 sequence whose length follows the text). Every result says ``provider="offline"``.
 """
