@@ -8,6 +8,7 @@ from flask import Flask
 
 from . import api, errors, limiter, logs, media, metrics, monitoring, requestid, security, studio
 from .api import comics, content, openapi, progress
+from .api.replay import ReplayLayer
 from .api.runner import Runner
 from .governor import Governor, GovernorConfig, MemoryGovernorMiddleware, Unreserved
 from .jobs import make_job_store
@@ -56,7 +57,11 @@ def create_app(settings: Settings | None = None) -> Flask:
         reserver=governor if settings.governor_enabled else Unreserved(),
         provider=make_provider(settings),
         storage=make_storage(settings),
-        runner=Runner(make_job_store(settings), max_async=settings.threads),
+        runner=Runner(
+            make_job_store(settings),
+            max_async=settings.threads,
+            joins_per_request=settings.joins_per_request,
+        ),
         keyring=KeyRing.from_settings(settings),
         limiter=make_limiter(settings),
     )
@@ -76,8 +81,9 @@ def create_app(settings: Settings | None = None) -> Flask:
         app.register_blueprint(media.bp)  # GCS serves its own URLs
 
     if settings.governor_enabled:
+        without_door = app.wsgi_app
         app.wsgi_app = MemoryGovernorMiddleware(
-            app.wsgi_app,
+            without_door,
             governor,
             # The studio page and its files too: a few kB, and at the hard limit they are how an
             # operator sees why work is refused (its gauge reads /health).
@@ -88,6 +94,9 @@ def create_app(settings: Settings | None = None) -> Flask:
             request_id=requestid.request_id_from_environ,
             extra_fields=api.shed_fields,
         )
+        # Outside the door: a retry whose answer is stored, or that joins its running first
+        # attempt, costs no memory and is never refused for memory (liroo/api/replay.py).
+        app.wsgi_app = ReplayLayer(app, without_door, app.wsgi_app, settings.max_body_bytes)
     log.info(
         "liroo ready: governor %s, limit %.0f MB (%s)",
         "on" if settings.governor_enabled else "off",

@@ -104,8 +104,9 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ),
     ("GET", "/ready"): Operation(
         "Startup probe",
-        "503 (code redis_unavailable) while a configured Redis cannot be reached; one PING each "
-        "time, so for Cloud Run's probe, not for clients (they call /health).",
+        "503 (code redis_unavailable) while a configured Redis cannot be reached or refuses "
+        "writes; a PING and a small write each time, so for Cloud Run's probe, not for clients "
+        "(they call /health).",
         tag="service",
         response=r.ReadyResponse,
         errors=(500, 503),
