@@ -110,8 +110,11 @@ class FallbackJobStore(JobStore):
         store, claim = self.local, None
         if self.local.get(request_id) is None:
             try:
+                # Not a write that ends an outage: a full Redis (noeviction) runs the claim's Lua
+                # script, writes and all, and refuses only the plain writes after it.
                 claim = self._redis(
-                    lambda redis: redis.claim(request_id, endpoint, fingerprint, owner, replay_s)
+                    lambda redis: redis.claim(request_id, endpoint, fingerprint, owner, replay_s),
+                    write=False,
                 )
                 store = self.redis
             except _RedisDown:
@@ -172,6 +175,8 @@ class FallbackJobStore(JobStore):
         store.update(request_id, changes, finished)
 
     def _move_to_local(self, request_id: str, held: _Held) -> LocalJobStore:
+        if held.store is self.local:
+            return self.local  # moved already, when the outage was seen
         if self.local.get(request_id) is None:
             self.local.claim(request_id, held.endpoint, held.fingerprint, held.owner)
             if held.written:
