@@ -4,7 +4,7 @@ The governor's door (liroo/governor/middleware.py) decides before the body is
 read, so it cannot know that a POST is a retry of a request already answered:
 an instance short of memory would refuse the app's retry with a 503 while its
 answer sits in the store. This layer sits outside the door. For a POST to a
-route with a memory cost it reads the body (at most LIROO_MAX_BODY_BYTES, by
+route of the app (each is a generation) it reads the body (at most LIROO_MAX_BODY_BYTES, by
 its Content-Length) and lets the app look once, without the door
 (``REPLAY_PROBE`` in the environ): the app derives the id exactly as for a
 real claim (api/runner.py), then replays a finished answer, or joins the
@@ -35,7 +35,7 @@ class ReplayLayer:
         self.max_body_bytes = max_body_bytes
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
-        if environ.get("REQUEST_METHOD") != "POST" or not self._costed_route(environ):
+        if environ.get("REQUEST_METHOD") != "POST" or not self._routed(environ):
             return self.door(environ, start_response)
         try:
             length = int(environ.get("CONTENT_LENGTH") or 0)
@@ -53,14 +53,14 @@ class ReplayLayer:
         environ["wsgi.input"] = _Rewound(body, error)
         return self.door(environ, start_response)
 
-    def _costed_route(self, environ: dict) -> bool:
-        """Whether the route the app would pick declares a memory cost (api.declares_cost)."""
+    def _routed(self, environ: dict) -> bool:
+        """Whether the app has a POST route there: every one is a generation
+        (security.is_generation_request), and the door may shed any of them."""
         try:
-            endpoint, _ = self._flask.url_map.bind_to_environ(environ).match(method="POST")
-        except HTTPException:  # not found, wrong method, a redirect: not a generation
+            self._flask.url_map.bind_to_environ(environ).match(method="POST")
+        except HTTPException:  # not found, wrong method, a redirect: the app's to answer
             return False
-        view = self._flask.view_functions.get(endpoint)
-        return getattr(view, "memory_cost", None) is not None
+        return True
 
 
 def _read(stream, length: int) -> tuple[bytes, BaseException | None]:
