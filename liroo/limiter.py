@@ -22,7 +22,7 @@ from limits import parse_many
 
 from . import ratelimits
 from .errors import error_response
-from .requestid import REPLAY_PROBE
+from .requestid import REPLAY_LOOKED
 from .security import caller, is_generation_request
 from .services import services
 from .settings import Settings, SettingsError
@@ -58,10 +58,9 @@ def make_limiter(settings: Settings) -> Limiter | None:
             ApplicationLimit(
                 settings.rate_limit,
                 scope=RATE_LIMIT_SCOPE,
-                # A replay layer's look (requestid.REPLAY_PROBE) spends nothing: a replay is free,
-                # and a request it does not answer is counted once, when it goes on.
+                # A request the replay layer looked at was counted by the look (api/replay.py).
                 exempt_when=lambda: (
-                    not is_generation_request() or bool(request.environ.get(REPLAY_PROBE))
+                    not is_generation_request() or bool(request.environ.get(REPLAY_LOOKED))
                 ),
             )
         ],

@@ -36,9 +36,11 @@ log = logging.getLogger("liroo")
 REQUEST_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{8,128}")
 REQUEST_ID_SCHEMA = f"^{REQUEST_ID_PATTERN.pattern}$"  # the same rule in JSON Schema
 HEADER = "X-Request-ID"
-# Set in a request's environ by the replay layer (liroo/api/replay.py) while it looks for a stored
-# answer before the memory door: nothing is claimed, and the look spends no rate-limit budget.
+# Set in a request's environ by the replay layer (liroo/api/replay.py): REPLAY_PROBE while the app
+# looks for a stored answer before the memory door (nothing is claimed), REPLAY_LOOKED on the pass
+# through the door that follows a look (the look spent its rate-limit budget: not spent twice).
 REPLAY_PROBE = "liroo.replay_probe"
+REPLAY_LOOKED = "liroo.replay_looked"
 
 
 def valid_request_id(value: object) -> bool:

@@ -12,7 +12,9 @@ running request (capped per request; a join holds no memory, so the door has
 nothing to guard). Anything else (nothing stored, a failure to run afresh, a
 conflict) leaves the look as runner.NotStored, and the request goes on through
 the door with its body rewound. Errors of the look itself (a bad body, a
-missing key) are answered as the app answers them.
+missing key, the rate limit) are answered as the app answers them. The look
+spends the request's rate-limit budget (a replay counts, as before); the pass
+through the door after it does not spend it again.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from typing import Callable, Iterable
 from flask import Flask
 from werkzeug.exceptions import HTTPException
 
-from ..requestid import REPLAY_PROBE
+from ..requestid import REPLAY_LOOKED, REPLAY_PROBE
 from .runner import NotStored
 
 
@@ -50,6 +52,7 @@ class ReplayLayer:
                 return self.app(look, start_response)
             except NotStored:
                 pass
+            environ[REPLAY_LOOKED] = True
         environ["wsgi.input"] = _Rewound(body, error)
         return self.door(environ, start_response)
 
