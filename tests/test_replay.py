@@ -114,3 +114,84 @@ def test_sixty_joins_of_a_slow_comic_leave_the_server_answering(start_server, fa
         assert contract.decode_error(response.json())["code"] == "busy"
         assert int(response.headers["Retry-After"]) >= 1
     assert "Traceback" not in server.log()
+
+
+# --- the layer itself, without sockets
+# -----------------------------------------------------------------
+
+
+def layer_around(max_body_bytes: int = 1024):
+    """A ReplayLayer over a one-route app whose look never finds anything; records what each
+    side was given."""
+    from flask import Flask
+
+    from liroo.api.replay import ReplayLayer
+    from liroo.api.runner import NotStored
+    from liroo.requestid import REPLAY_LOOKED
+
+    flask_app = Flask(__name__)
+    flask_app.add_url_rule("/generate_comic", "comic", lambda: "", methods=["POST"])
+    seen = {"looked": [], "door": []}
+
+    def look(environ, start_response):
+        seen["looked"].append(environ["wsgi.input"].read())
+        raise NotStored()
+
+    def door(environ, start_response):
+        parts = []
+        try:  # as werkzeug reads: until an empty read
+            while part := environ["wsgi.input"].read(65536):
+                parts.append(part)
+            body = b"".join(parts)
+        except OSError as exc:
+            body = (b"".join(parts), exc)
+        seen["door"].append((body, environ.get(REPLAY_LOOKED, False)))
+        return [b""]
+
+    return ReplayLayer(flask_app, look, door, max_body_bytes), seen
+
+
+def environ_for(path: str, body: bytes = b"", method: str = "POST") -> dict:
+    from werkzeug.test import EnvironBuilder
+
+    return EnvironBuilder(
+        path=path, method=method, data=body, content_type="application/json"
+    ).get_environ()
+
+
+def test_a_request_the_look_does_not_answer_reaches_the_door_with_its_body():
+    layer, seen = layer_around()
+    layer(environ_for("/generate_comic", b'{"text": "x"}'), lambda *args: None)
+    assert seen["looked"] == [b'{"text": "x"}']
+    assert seen["door"] == [(b'{"text": "x"}', True)]  # its rate-limit budget spent by the look
+
+
+def test_only_bodies_the_app_may_read_are_looked_at():
+    layer, seen = layer_around(max_body_bytes=8)
+    for environ in (
+        environ_for("/generate_comic", b'{"text": "too long"}'),  # over the body limit
+        environ_for("/generate_comic", method="GET"),
+        environ_for("/nowhere", b"{}"),
+    ):
+        layer(environ, lambda *args: None)
+    assert seen["looked"] == [] and len(seen["door"]) == 3
+
+
+def test_a_body_that_failed_to_arrive_fails_the_same_way_behind_the_door():
+    class Broken:
+        def __init__(self):
+            self.sent = False
+
+        def read(self, size=-1):
+            if self.sent:
+                raise OSError("the client went away")
+            self.sent = True
+            return b'{"te'
+
+    layer, seen = layer_around()
+    environ = environ_for("/generate_comic", b'{"text": "x"}')
+    environ["wsgi.input"] = Broken()
+    layer(environ, lambda *args: None)
+    assert seen["looked"] == []
+    read, error = seen["door"][0][0]  # as far as it came, then the same error
+    assert read == b'{"te' and str(error) == "the client went away"
