@@ -21,6 +21,7 @@ from . import (
     studio,
 )
 from .api import cancel, comics, content, openapi, progress
+from .api.replay import ReplayLayer
 from .api.runner import Runner
 from .governor import Governor, GovernorConfig, MemoryGovernorMiddleware, Unreserved
 from .jobs import make_job_store
@@ -72,7 +73,11 @@ def create_app(settings: Settings | None = None) -> Flask:
         reserver=governor if settings.governor_enabled else Unreserved(),
         provider=make_provider(settings),
         storage=make_storage(settings),
-        runner=Runner(make_job_store(settings), max_async=settings.threads),
+        runner=Runner(
+            make_job_store(settings),
+            max_async=settings.threads,
+            joins_per_request=settings.joins_per_request,
+        ),
         keyring=KeyRing.from_settings(settings),
         limiter=make_limiter(settings),
     )
@@ -93,8 +98,9 @@ def create_app(settings: Settings | None = None) -> Flask:
         app.register_blueprint(media.bp)  # local files, or redirects to signed Cloud Storage URLs
 
     if settings.governor_enabled:
+        without_door = app.wsgi_app
         app.wsgi_app = MemoryGovernorMiddleware(
-            app.wsgi_app,
+            without_door,
             governor,
             # Monitoring, progress and the studio (a few kB, and at the hard limit how an operator
             # sees why work is refused): liroo/routes.py says which.
@@ -107,6 +113,9 @@ def create_app(settings: Settings | None = None) -> Flask:
             route_of=routes.RouteLookup(app.url_map),
             caller=_door_caller(app.extensions["liroo"].keyring, settings.trusted_proxies),
         )
+        # Outside the door: a retry whose answer is stored, or that joins its running first
+        # attempt, costs no memory and is never refused for memory (liroo/api/replay.py).
+        app.wsgi_app = ReplayLayer(app, without_door, app.wsgi_app, settings.max_body_bytes)
     log.info(
         "liroo ready: governor %s, limit %.0f MB (%s)",
         "on" if settings.governor_enabled else "off",

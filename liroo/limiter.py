@@ -22,6 +22,7 @@ from limits import parse_many
 
 from . import ratelimits
 from .errors import error_response
+from .requestid import REPLAY_LOOKED
 from .security import caller, is_generation_request
 from .services import services
 from .settings import Settings, SettingsError
@@ -57,7 +58,10 @@ def make_limiter(settings: Settings) -> Limiter | None:
             ApplicationLimit(
                 settings.rate_limit,
                 scope=RATE_LIMIT_SCOPE,
-                exempt_when=lambda: not is_generation_request(),
+                # A request the replay layer looked at was counted by the look (api/replay.py).
+                exempt_when=lambda: (
+                    not is_generation_request() or bool(request.environ.get(REPLAY_LOOKED))
+                ),
             )
         ],
         # moving-window: exact counts, no double burst at a window edge.

@@ -60,25 +60,30 @@ def health():
     return jsonify(body)
 
 
+_SAYS = {"unreachable": "cannot be reached", "refuses writes": "refuses writes"}
+
+
 @routes.READY.view(bp)
 def ready():
-    """Cloud Run's startup probe: 503 while a configured Redis cannot be reached, so that an
-    instance
-    that would keep its jobs, budgets and limits to itself never takes traffic. (/health stays
-    cheap and never asks Redis: the app calls it before every generation.)"""
+    """Cloud Run's startup probe: 503 while a configured Redis cannot be reached or refuses writes
+    (a read-only replica, a full Redis), so that an instance that would keep its jobs, budgets and
+    limits to itself never takes traffic. One PING and one small write, each waiting at most
+    LIROO_REDIS_READ_TIMEOUT_S. (/health stays cheap and never asks Redis: the app calls it before
+    every generation.)"""
     store = services().runner.store
-    redis_reachable = getattr(store, "redis_reachable", None)
-    if redis_reachable is None:
+    redis_status = getattr(store, "redis_status", None)
+    if redis_status is None:
         return jsonify({"status": "ready", "redis": "not configured", "timestamp": utc_timestamp()})
-    if redis_reachable():
+    status = redis_status()
+    if status == "ok":
         return jsonify({"status": "ready", "redis": "ok", "timestamp": utc_timestamp()})
     response = jsonify(
         {
             "status": "unready",
-            "redis": "unreachable",
+            "redis": status,
             **error_body(
                 "redis_unavailable",
-                "Redis (REDIS_URL) cannot be reached; this instance is not ready.",
+                f"Redis (REDIS_URL) {_SAYS[status]}; this instance is not ready.",
             ),
             "timestamp": utc_timestamp(),
         }

@@ -410,6 +410,25 @@ class Settings:
         "shared by this instance's workers only.",
         _opt_str,
     )
+    redis_read_timeout_s: float = _setting(
+        "LIROO_REDIS_READ_TIMEOUT_S",
+        0.5,
+        "Longest wait for a Redis read (progress, /jobs, /ready's probe): a slower Redis counts as "
+        "down for reads, like an outage, so no thread waits on it.",
+    )
+    id_secret: str | None = _setting(
+        "LIROO_ID_SECRET",
+        None,
+        "Secret keying the ids derived for requests without one (HMAC), the same on every "
+        "instance; unset: one made once in Redis (REDIS_URL), else one per instance.",
+        _opt_str,
+    )
+    joins_per_request: int = _setting(
+        "LIROO_JOINS_PER_REQUEST",
+        2,
+        "Retries of one running request a worker lets wait for it at once (each holds a thread); "
+        "more get 503 with Retry-After.",
+    )
 
     # --- security ------------------------------------------------------------
     api_keys: str | None = _setting(

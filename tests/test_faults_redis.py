@@ -15,17 +15,28 @@ nothing listens stands for a Redis that is gone from the start).
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
 import subprocess
+import threading
+import time
 import uuid
 
 import pytest
 import redis
 import requests
 
-from liroo.jobs import FAILED, RUNNING, SUCCEEDED, FallbackJobStore, LocalJobStore, RedisJobStore
+from liroo.jobs import (
+    FAILED,
+    RUNNING,
+    SUCCEEDED,
+    FallbackJobStore,
+    JobStoreUnavailable,
+    LocalJobStore,
+    RedisJobStore,
+)
 from tests import contract
-from tests.servers import free_port, wait_for
+from tests.servers import free_port, slow_pictures_env, wait_for
 from tests.test_comic_api import APP_COMIC
 from tests.test_content_api import APP_PROCESS
 
@@ -144,6 +155,7 @@ def test_the_store_degrades_moves_running_jobs_and_recovers(redis_process, tmp_p
     after = rid("after")
     assert store.claim(after, "/generate_tts", "fp").outcome == "new"
     assert shared.exists(f"liroo:job:{after}")  # new jobs are shared again
+    store.progress(after, "Reading", 1, 2)  # its first plain write: the outage is over
     assert store.get(during).status == FAILED  # jobs of the outage stay answerable here
     assert store.get(before).status == SUCCEEDED
     assert any(RECOVERY in r.getMessage() for r in caplog.records)
@@ -163,8 +175,34 @@ def test_while_down_redis_is_tried_at_most_every_retry_interval(tmp_path):
         retry_s=3600,
     )
     for _ in range(5):
-        assert store.get(rid("unknown")) is None
+        with pytest.raises(JobStoreUnavailable):  # not "unknown": it may be running elsewhere
+            store.get(rid("unknown"))
     assert len(calls) == 1 and not store.redis_available
+
+
+def test_while_redis_cannot_be_asked_a_job_is_never_unknown(redis_process, tmp_path):
+    def instance(name):
+        return FallbackJobStore(
+            RedisJobStore(redis_process.url, ttl_s=60, running_ttl_s=120),
+            LocalJobStore(str(tmp_path / f"{name}.sqlite3"), ttl_s=60, running_ttl_s=120),
+            retry_s=3600,
+        )
+
+    here, elsewhere = instance("here"), instance("elsewhere")
+    mine, theirs = rid("mine"), rid("theirs")
+    assert here.claim(mine, "/generate_comic", "fp").outcome == "new"
+    here.progress(mine, "Drawing panel 2 of 3", 3, 5, partial={"panels": [{"n": 1}]})
+    assert elsewhere.claim(theirs, "/generate_comic", "fp").outcome == "new"
+
+    redis_process.kill()
+    # The first read that finds Redis gone moves this process's running jobs here, as they were.
+    job = here.get(mine)
+    assert (job.status, job.step, job.step_number) == (RUNNING, "Drawing panel 2 of 3", 3)
+    assert job.partial_items() == {"panels": [{"n": 1}]}
+    for unknown_here in (theirs, rid("unknown")):
+        with pytest.raises(JobStoreUnavailable) as refused:
+            here.get(unknown_here)
+        assert refused.value.code == 503 and refused.value.retry_after >= 1
 
 
 # --- real servers
@@ -206,8 +244,10 @@ def test_redis_killed_mid_run_degrades_then_recovers(start_server, redis_process
     assert response.status_code == 200, response.text
     assert contract.decode_comic(response.json())["success"] is True
     assert contract.decode_progress(progress(server, during).json())["status"] == "succeeded"
-    # held by Redis, which is gone: the degradation
-    assert progress(server, before).status_code == 404
+    # held by Redis, which is gone: the degradation, a 503 to retry (never "unknown")
+    gone = progress(server, before)
+    assert gone.status_code == 503 and int(gone.headers["Retry-After"]) >= 1, gone.text
+    assert contract.decode_error(gone.json())["code"] == "job_store_unavailable"
     assert OUTAGE in server.log()
 
     redis_process.start()
@@ -256,8 +296,7 @@ def test_the_rate_limit_falls_back_to_the_instances_count_without_redis(start_se
 
 
 class GarbageServer:
-    """A TCP server on a loopback port that answers every connection with bytes that are not RESP.
-    """
+    """A TCP server on a loopback port answering every connection with bytes that are not RESP."""
 
     def __init__(self) -> None:
         import socketserver
@@ -344,6 +383,10 @@ def test_a_redis_that_answers_wrongly_falls_back_like_an_outage(start_server, ma
         )
         for _ in range(4):
             assert flashcards(server, rid("more")).status_code == 200
+        # Not ready while Redis cannot be used for jobs: a read-only replica answers PING.
+        ready = requests.get(server.url("/ready"), timeout=10)
+        assert ready.status_code == 503, ready.text
+        assert ready.json()["redis"] in ("refuses writes", "unreachable")
         log = server.log()
         assert OUTAGE in log
         outages = log.count(OUTAGE)
@@ -352,3 +395,89 @@ def test_a_redis_that_answers_wrongly_falls_back_like_an_outage(start_server, ma
     finally:
         for process in processes:
             process.kill()
+
+
+# --- Redis lost or slow while a comic runs
+# --------------------------------------------------------------
+
+
+def test_redis_killed_mid_comic_its_progress_is_never_unknown(start_server, redis_process):
+    """Every poll of the running comic answers 200 (from this instance's store once the job has
+    moved there) or 503 with Retry-After: never 404 unknown_request, the app's "it failed"."""
+    server = start_server({"REDIS_URL": redis_process.url, **slow_pictures_env(1.0)})
+    comic_id = rid("killed-mid-comic")
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        running = pool.submit(post, server, "/generate_comic", APP_COMIC, comic_id)
+        wait_for(
+            lambda: progress(server, comic_id).json().get("status") == "running",
+            timeout=60,
+            what="the comic to run",
+        )
+        redis_process.kill()
+        polls = []
+        while not running.done():
+            view = progress(server, comic_id)
+            polls.append(view)
+            time.sleep(0.3)  # the polling interval under test, not a synchronisation
+        answer = running.result()
+    assert answer.status_code == 200, answer.text
+    statuses = [view.status_code for view in polls]
+    assert statuses and set(statuses) <= {200, 503}, statuses
+    for view in polls:
+        if view.status_code == 503:
+            assert int(view.headers["Retry-After"]) >= 1
+            assert contract.decode_error(view.json())["code"] == "job_store_unavailable"
+        else:
+            assert contract.decode_progress(view.json())["status"] in ("running", "succeeded")
+    assert 200 in statuses  # the job answers from this instance while it runs
+    done = progress(server, comic_id)
+    assert done.status_code == 200 and done.json()["status"] == "succeeded"
+    assert "Traceback" not in server.log()
+
+
+@pytest.fixture
+def debuggable_redis():
+    process = RedisProcess(None, "--enable-debug-command", "local").start()
+    yield process
+    process.kill()
+
+
+def test_a_slow_redis_holds_no_thread(start_server, debuggable_redis):
+    """DEBUG SLEEP: Redis answers nothing for 8 s. Reads give up after LIROO_REDIS_READ_TIMEOUT_S
+    (0.5 s) and count as an outage: 40 polls at once, /jobs and /ready answer (503) within the
+    clients' 3 s timeout, and /health answers, all while Redis still sleeps."""
+    server = start_server({"REDIS_URL": debuggable_redis.url})
+    stored = rid("stored")
+    assert flashcards(server, stored).status_code == 200  # its job lives in Redis only
+
+    asleep = redis.Redis(
+        host="127.0.0.1", port=debuggable_redis.port
+    )  # no timeout: it waits it out
+    sleeper = threading.Thread(
+        target=asleep.execute_command, args=("DEBUG", "SLEEP", 8), daemon=True
+    )
+    sleeper.start()
+    quick = redis.Redis(host="127.0.0.1", port=debuggable_redis.port, socket_timeout=0.2)
+    wait_for(lambda: not _answers(quick), timeout=5, what="Redis to sleep")
+
+    def get(path):
+        return requests.get(server.url(path), timeout=3)
+
+    paths = [f"/progress/{stored}"] * 40 + [f"/jobs/{stored}", "/ready", "/health"]
+    with concurrent.futures.ThreadPoolExecutor(len(paths)) as pool:
+        answers = list(pool.map(get, paths))
+    assert sleeper.is_alive(), "every answer came while Redis was still asleep"
+    for n, path in enumerate(paths):
+        expected = 200 if path == "/health" else 503
+        assert answers[n].status_code == expected, (path, answers[n].text)
+        if expected == 503:
+            assert int(answers[n].headers["Retry-After"]) >= 1
+    sleeper.join(15)
+    assert "Traceback" not in server.log()
+
+
+def _answers(client) -> bool:
+    try:
+        return bool(client.ping())
+    except redis.exceptions.RedisError:
+        return False

@@ -199,3 +199,103 @@ def test_the_claim_rule(either_store, monkeypatch, stored, status, touched, repl
         store.claim(rid, "/generate_comic", fingerprint, owner=owner, replay_s=window).outcome
         == outcome
     )
+
+
+# --- joins: woken by the end, capped per request
+# ------------------------------------------------------------
+
+
+@pytest.fixture
+def no_second_look(monkeypatch):
+    """A join looks at its job again only when woken: a missed wake would hang the test."""
+    monkeypatch.setattr(jobs.joins, "LOOK_S", 60.0)
+
+
+class CountingStore:
+    """The store a join uses, counting its looks (reads of the job)."""
+
+    def __init__(self, store):
+        self.store = store
+        self.looks = 0
+
+    def get(self, request_id):
+        self.looks += 1
+        return self.store.get(request_id)
+
+    def wait_for_end(self, request_id, timeout_s, still_running):
+        return self.store.wait_for_end(request_id, timeout_s, still_running)
+
+
+def test_a_join_is_woken_by_the_jobs_end_not_by_polling(store, no_second_look):
+    rid = new_id()
+    store.claim(rid, "/generate_comic", "fp")
+    # The end comes from this process (local) or from another instance sharing Redis.
+    if isinstance(store, RedisJobStore):
+        finisher = RedisJobStore(REDIS_URL, ttl_s=60, running_ttl_s=120)
+    else:
+        finisher = store
+    counting = CountingStore(store)
+    joins = jobs.Joins(counting, per_request=1)
+    seen = {}
+    join = threading.Thread(
+        target=lambda: seen.update(job=joins.wait(rid, time.monotonic() + 30)), daemon=True
+    )
+    join.start()
+    from tests.servers import wait_for
+
+    wait_for(lambda: counting.looks >= 2, timeout=10, what="the join to be waiting")
+    with pytest.raises(jobs.JoinsFull):  # one join per request here: the next is refused at once
+        joins.wait(rid, time.monotonic() + 30)
+    finisher.finish(rid, SUCCEEDED, 200, {"ok": True})
+    join.join(15)
+    assert not join.is_alive(), "the join was not woken by the end"
+    assert seen["job"].status == SUCCEEDED and seen["job"].result() == (200, {"ok": True})
+    assert counting.looks == 3  # a look, the check once waiting, the look after the wake
+
+
+def test_a_join_gives_up_at_its_deadline_with_the_job_still_running(store):
+    rid = new_id()
+    store.claim(rid, "/generate_comic", "fp")
+    job = jobs.Joins(store, per_request=1).wait(rid, time.monotonic() + 0.3)
+    assert job.status == RUNNING
+
+
+# --- derived ids: keyed with the server's secret
+# ------------------------------------------------------------
+
+
+def derive(app, seed="fp:device-token:addr:198.51.100.7"):
+    from liroo.requestid import generation_request_id
+
+    with app.test_request_context("/generate_comic", method="POST"):
+        return generation_request_id(None, lambda: seed)[0]
+
+
+def test_derived_ids_cannot_be_computed_without_the_servers_secret():
+    import hashlib
+    import hmac
+
+    from liroo import create_app
+    from liroo.requestid import DerivedIdKey
+    from liroo.settings import Settings
+
+    seed = "fp:device-token:addr:198.51.100.7"
+    configured = [create_app(Settings.from_env({}, id_secret="shared")) for _ in range(2)]
+    ids = {derive(app, seed) for app in configured}
+    assert ids == {"auto-" + hmac.new(b"shared", seed.encode(), hashlib.sha256).hexdigest()[:40]}
+    # the public recipe (the body's fingerprint and the address) no longer gives the id
+    assert "auto-" + hashlib.sha256(seed.encode()).hexdigest()[:40] not in ids
+    # without a configured secret or Redis: each instance its own, so nobody outside computes it
+    assert DerivedIdKey(None).secret() != DerivedIdKey(None).secret()
+
+
+def test_instances_sharing_redis_share_one_secret():
+    import redis
+
+    from liroo.requestid import DerivedIdKey
+
+    client = redis.Redis.from_url(REDIS_URL)
+    client.delete(DerivedIdKey.REDIS_KEY)
+    first, second = DerivedIdKey(None, client), DerivedIdKey(None, redis.Redis.from_url(REDIS_URL))
+    assert first.secret() == second.secret() == client.get(DerivedIdKey.REDIS_KEY)
+    assert DerivedIdKey("configured", client).secret() == b"configured"

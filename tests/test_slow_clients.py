@@ -200,13 +200,14 @@ def test_bodies_past_the_workers_budget_wait_and_are_then_served():
     """40 bodies of 48 kB stall at 40 kB: more than the bytes a worker holds for requests still
     arriving (8 threads x 64 kB). The largest wait unread; /health still answers; once the
     clients send the rest, every one is served."""
-    body = b'{"prompt": "' + b"a" * (48_000 - 14) + b'"}'
+    # Forty different pictures: forty copies of one would be one request and its retries (joins).
+    bodies = [b'{"prompt": "%02d' % n + b"a" * (48_000 - 16) + b'"}' for n in range(40)]
     with GunicornServer(
         {**PATIENT, "LIROO_MAX_BODY_BYTES": str(64 * 1024), "LIROO_MAX_INPUT_CHARS": "50000"}
     ) as server:
         socks = []
         try:
-            for _ in range(40):
+            for body in bodies:
                 sock = connect(server.port, timeout=60)
                 sock.sendall(
                     b"POST /generate_image HTTP/1.1\r\nHost: 127.0.0.1\r\n"
@@ -221,7 +222,7 @@ def test_bodies_past_the_workers_budget_wait_and_are_then_served():
                 what="a worker to reach its budget",
             )
             assert requests.get(server.url("/health"), timeout=5).status_code == 200
-            for sock in socks:
+            for sock, body in zip(socks, bodies, strict=True):
                 sock.sendall(body[40_000:])
             for sock in socks:
                 status, answer = parse(read_all(sock))

@@ -312,7 +312,7 @@ def test_the_speech_routes_declare_their_cost_at_the_door(tmp_path):
         {}, media_dir=str(tmp_path), image_reserve_mb=40, speech_reserve_mb=30
     )
     app = create_app(settings)
-    costs = app.wsgi_app.route_costs_mb
+    costs = app.wsgi_app.door.route_costs_mb  # the door, inside the replay layer
     assert costs["/generate_tts"] == 30
     assert costs["/generate_lecture"] == 70  # it draws and narrates at the same time
     assert costs["/generate_story"] == costs["/generate_comic"] == 40

@@ -123,8 +123,9 @@ _DESCRIBED = (
     Operation(
         routes.READY,
         "Startup probe",
-        "503 (code redis_unavailable) while a configured Redis cannot be reached; one PING each "
-        "time, so for Cloud Run's probe, not for clients (they call /health).",
+        "503 (code redis_unavailable) while a configured Redis cannot be reached or refuses "
+        "writes; a PING and a small write each time, so for Cloud Run's probe, not for clients "
+        "(they call /health).",
         tag="service",
         response=r.ReadyResponse,
         errors=(500, 503),

@@ -24,9 +24,20 @@ from werkzeug.exceptions import HTTPException
 from ..clock import utc_timestamp
 from ..errors import INTERRUPTED, ApiError, api_error_for, error_body
 from ..generation.context import Context, DeadlineExceeded, Progress
-from ..jobs import FAILED, RUNNING, SUCCEEDED, WAIT_POLL_S, Claim, Heartbeats, worker_tag
+from ..jobs import (
+    FAILED,
+    RUNNING,
+    SUCCEEDED,
+    Claim,
+    Heartbeats,
+    JobStoreUnavailable,
+    Joins,
+    JoinsFull,
+    decide,
+    worker_tag,
+)
 from ..media import render_urls, url_base
-from ..requestid import generation_request_id
+from ..requestid import REPLAY_PROBE, generation_request_id
 from ..security import caller_id
 from ..server import INTERRUPTED_ANSWER, ClientTimeout
 from ..services import services
@@ -132,9 +143,10 @@ class Runner:
     """Runs generations for one process: heartbeats for running jobs, a bounded pool for async
     ones."""
 
-    def __init__(self, store, max_async: int) -> None:
+    def __init__(self, store, max_async: int, joins_per_request: int = 2) -> None:
         self.store = store
         self.heartbeats = Heartbeats(store)  # also the set of this process's accepted jobs
+        self.joins = Joins(store, joins_per_request)  # retries waiting for a running request
         self._max_async = max_async
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
@@ -289,7 +301,8 @@ def run_generation(payload: BaseModel, work: Callable[[Context], dict]) -> Respo
     url_base()  # a Host no media URL can be made from is refused before any work
     deadline = time.monotonic() + svc.settings.request_deadline_s
     replay_s = svc.settings.derived_replay_s if derived else None
-    claim = _claim(runner.store, request_id, endpoint, fp, caller_id(), deadline, replay_s)
+    probe = bool(request.environ.get(REPLAY_PROBE))  # the replay layer's look, before the door
+    claim = _claim(runner, request_id, endpoint, fp, caller_id(), deadline, replay_s, probe)
     if claim.outcome == "finished":
         status, body = claim.job.result()
         return _respond(status, body, replay=True)
@@ -340,23 +353,40 @@ def run_generation(payload: BaseModel, work: Callable[[Context], dict]) -> Respo
     return _respond(status, body)
 
 
+class NotStored(BaseException):
+    """A replay layer's look (liroo/api/replay.py) found nothing to replay or join: the request
+    goes on through the memory door.
+
+    A BaseException so that it leaves Flask as it is, past every error handler
+    and after-request hook (the request is answered once, by the pass that
+    follows), as KeyboardInterrupt would.
+    """
+
+
 def _claim(
-    store,
+    runner: Runner,
     request_id: str,
     endpoint: str,
     fp: str,
     owner: str | None,
     deadline: float,
     replay_s: float | None = None,
+    probe: bool = False,
 ) -> Claim:
     """A claim that is ours to run ("new") or a finished result to replay.
 
-    A retry of a request still at work waits for it; if that attempt fails or
-    its owner dies meanwhile, the retry claims the id again, with every rule
-    of a first claim (a different body or caller is still a conflict).
+    A retry of a request still at work joins it (runner.joins: woken by its
+    end, capped per request; a 503 past the cap) until ``deadline``; if that
+    attempt fails or its owner dies meanwhile, the retry claims the id again,
+    with every rule of a first claim (a different body or caller is still a
+    conflict). A ``probe`` claims nothing: it replays or joins, else raises
+    NotStored.
     """
+    store = runner.store
     while True:
-        claim = store.claim(request_id, endpoint, fp, owner, replay_s)
+        claim = _look(store, request_id, fp, owner, replay_s) if probe else None
+        if claim is None:
+            claim = store.claim(request_id, endpoint, fp, owner, replay_s)
         if claim.outcome == "conflict":
             raise ApiError(
                 422,
@@ -365,15 +395,37 @@ def _claim(
             )
         if claim.outcome in ("new", "finished"):
             return claim
-        while True:  # "running": poll the shared store (other instances' jobs send no local signal)
-            job = store.get(request_id)
-            if job is not None and job.status == SUCCEEDED:
-                return Claim("finished", job)
-            if job is None or job.status == FAILED or job.stale:
-                break
-            if time.monotonic() > deadline:
-                raise DeadlineExceeded()
-            time.sleep(WAIT_POLL_S)
+        try:
+            job = runner.joins.wait(request_id, deadline)
+        except JoinsFull:
+            retry = services().settings.retry_after_s
+            raise ApiError(
+                503,
+                "busy",
+                "This request is still running and others are waiting for it; please retry "
+                f"in {retry} seconds.",
+                headers={"Retry-After": str(retry)},
+                retry_after_s=retry,
+            ) from None
+        except JobStoreUnavailable:
+            continue  # claimed again: in this instance's store while Redis is down
+        if job is not None and job.status == SUCCEEDED:
+            return Claim("finished", job)
+        if job is not None and job.status == RUNNING and not job.stale:
+            raise DeadlineExceeded()
+
+
+def _look(store, request_id: str, fp: str, owner: str | None, replay_s: float | None) -> Claim:
+    """A probe's claim without claiming (the rule of jobs.model.decide on the stored job):
+    "finished" or "running", else NotStored."""
+    try:
+        job = store.get(request_id)
+    except JobStoreUnavailable:
+        raise NotStored() from None
+    outcome = decide(job, fp, owner, replay_s)
+    if outcome not in ("finished", "running"):
+        raise NotStored()
+    return Claim(outcome, job)
 
 
 def job_view(job: Any, with_result: bool) -> dict:

@@ -16,6 +16,9 @@ table in ``model.decide``'s docstring, run against both by tests/test_jobs.py):
   ``FallbackJobStore`` (fallback.py), so that losing Redis degrades progress to
   this instance instead of failing generation.
 
+A retry of a running request waits for it (joins.py): woken by its end, never
+polling, at most LIROO_JOINS_PER_REQUEST per request in a worker.
+
 A running job carries a heartbeat refreshed by its owner (heartbeats.py);
 when the owner dies (the heartbeat goes stale), a retry takes the job over
 instead of waiting for ever. A running job also records the worker running it (``worker_tag``): when
@@ -34,6 +37,7 @@ from __future__ import annotations
 
 from .fallback import FallbackJobStore
 from .heartbeats import Heartbeats
+from .joins import Joins, JoinsFull
 from .model import (
     FAILED,
     HEARTBEAT_S,
@@ -41,10 +45,10 @@ from .model import (
     RUNNING,
     STALE_AFTER_S,
     SUCCEEDED,
-    WAIT_POLL_S,
     Claim,
     Job,
     JobStore,
+    JobStoreUnavailable,
     decide,
     worker_tag,
 )
@@ -58,12 +62,14 @@ __all__ = [
     "RUNNING",
     "STALE_AFTER_S",
     "SUCCEEDED",
-    "WAIT_POLL_S",
     "Claim",
     "FallbackJobStore",
     "Heartbeats",
     "Job",
     "JobStore",
+    "JobStoreUnavailable",
+    "Joins",
+    "JoinsFull",
     "LocalJobStore",
     "RedisJobStore",
     "decide",
@@ -76,7 +82,8 @@ def make_job_store(settings) -> JobStore:
     running_ttl = settings.request_deadline_s + settings.job_ttl_s
     local = LocalJobStore.in_temp_dir(settings.job_ttl_s, running_ttl)
     if settings.redis_url:
-        return FallbackJobStore(
-            RedisJobStore(settings.redis_url, settings.job_ttl_s, running_ttl), local
+        redis_store = RedisJobStore(
+            settings.redis_url, settings.job_ttl_s, running_ttl, settings.redis_read_timeout_s
         )
+        return FallbackJobStore(redis_store, local)
     return local

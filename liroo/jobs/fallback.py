@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, TypeVar
 
 from ..outage import RETRY_S, RedisOutage
-from .model import JobStore
+from .model import JobStore, JobStoreUnavailable
 from .redis import RedisJobStore
 from .sqlite import LocalJobStore
 
@@ -24,6 +24,7 @@ class _Held:
     endpoint: str
     fingerprint: str
     owner: str | None
+    written: dict = field(default_factory=dict)  # its progress so far, to move with it
 
 
 class FallbackJobStore(JobStore):
@@ -75,25 +76,45 @@ class FallbackJobStore(JobStore):
         try:
             result = call(self.redis)
         except self._unavailable as exc:
-            self._outage.failed(type(exc).__name__, _first_line(exc))
+            self._redis_failed(exc)
             raise _RedisDown() from None
         self._outage.answered(wrote=write)
         return result
 
-    def redis_reachable(self) -> bool:
-        """Ask Redis now (a PING), whatever the outage marker says: the startup probe's question."""
+    def _redis_failed(self, exc: Exception) -> None:
+        """An outage: mark it, and move this process's running jobs to the local store now, so
+        that their progress answers from here before their next update."""
+        self._outage.failed(type(exc).__name__, _first_line(exc))
+        for request_id, held in list(self._held.items()):
+            if held.store is self.redis:
+                try:
+                    self._move_to_local(request_id, held)
+                except Exception:  # the local store is a file: its next update tries again
+                    log.warning("could not move job %s to the local store", request_id)
+
+    def redis_status(self) -> str:
+        """Ask Redis now, whatever the outage marker says (the startup probe's question): "ok",
+        "unreachable", or "refuses writes" (a read-only replica, a full Redis)."""
         try:
-            return bool(self.redis.ping())
+            self.redis.ping()
         except self._unavailable:
-            return False
+            return "unreachable"
+        try:
+            self.redis.accepts_writes()
+        except self._unavailable:
+            return "refuses writes"
+        return "ok"
 
     # --- the JobStore interface ------------------------------------------------------
     def claim(self, request_id, endpoint, fingerprint, owner=None, replay_s=None):
         store, claim = self.local, None
         if self.local.get(request_id) is None:
             try:
+                # Not a write that ends an outage: a full Redis (noeviction) runs the claim's Lua
+                # script, writes and all, and refuses only the plain writes after it.
                 claim = self._redis(
-                    lambda redis: redis.claim(request_id, endpoint, fingerprint, owner, replay_s)
+                    lambda redis: redis.claim(request_id, endpoint, fingerprint, owner, replay_s),
+                    write=False,
                 )
                 store = self.redis
             except _RedisDown:
@@ -110,8 +131,20 @@ class FallbackJobStore(JobStore):
             try:
                 job = self._redis(lambda redis: redis.get(request_id), write=False)
             except _RedisDown:
-                pass
+                # A job of this process has just moved here; any other may be in Redis.
+                job = self.local.get(request_id)
+                if job is None:
+                    raise JobStoreUnavailable() from None
         return job
+
+    def wait_for_end(self, request_id, timeout_s, still_running) -> None:
+        if self.redis_available and self.local.get(request_id) is None:
+            try:
+                self.redis.wait_for_end(request_id, timeout_s, still_running)
+                return
+            except self._unavailable as exc:
+                self._redis_failed(exc)
+        super().wait_for_end(request_id, timeout_s, still_running)
 
     def running_on(self, worker: str) -> list[str]:
         found = self.local.running_on(worker)
@@ -129,6 +162,8 @@ class FallbackJobStore(JobStore):
             store = held.store
         else:  # not claimed by this process (a hand-back after a restart...): wherever it is found
             store = self.local if self.local.get(request_id) is not None else self.redis
+        if held is not None and not finished:
+            held.written.update(changes)
         if store is self.redis:
             try:
                 self._redis(lambda redis: redis.update(request_id, changes, finished))
@@ -140,8 +175,12 @@ class FallbackJobStore(JobStore):
         store.update(request_id, changes, finished)
 
     def _move_to_local(self, request_id: str, held: _Held) -> LocalJobStore:
+        if held.store is self.local:
+            return self.local  # moved already, when the outage was seen
         if self.local.get(request_id) is None:
             self.local.claim(request_id, held.endpoint, held.fingerprint, held.owner)
+            if held.written:
+                self.local.update(request_id, held.written)
         held.store = self.local
         log.info("job %s continues in this instance's store while Redis is down", request_id)
         return self.local

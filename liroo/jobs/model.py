@@ -8,12 +8,15 @@ import time
 import uuid
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import Callable, Iterable
+
+from werkzeug.exceptions import ServiceUnavailable
+
+from .endings import ENDINGS
 
 RUNNING, SUCCEEDED, FAILED = "running", "succeeded", "failed"
 HEARTBEAT_S = 5.0  # how often an owner refreshes its running jobs
 STALE_AFTER_S = 30.0  # a running job not refreshed for this long is abandoned
-WAIT_POLL_S = 0.2  # how often a waiting retry looks at the job again
 
 # Names this instance among others sharing Redis (process ids repeat across containers).
 # Made at import, in gunicorn's master before it forks, so all its workers share it.
@@ -71,6 +74,16 @@ class Job:
         return self.result_status, json.loads(self.result_body)
 
 
+class JobStoreUnavailable(ServiceUnavailable):
+    """The store that may hold a job cannot be asked now: "unknown" cannot be told, so a 503 with
+    Retry-After rather than a 404 (a werkzeug 503, so that any caller answers it as one)."""
+
+    RETRY_AFTER_S = 2  # a running job moves to the local store within a heartbeat (5 s)
+
+    def __init__(self) -> None:
+        super().__init__(retry_after=self.RETRY_AFTER_S)
+
+
 @dataclass(frozen=True)
 class Claim:
     outcome: str  # "new" (run it), "running" (wait), "finished" (replay), "conflict"
@@ -96,7 +109,8 @@ class JobStore(ABC):
         """Claim an id by the rule in ``decide``, atomically for everyone sharing the store."""
 
     @abstractmethod
-    def get(self, request_id: str) -> Job | None: ...
+    def get(self, request_id: str) -> Job | None:
+        """The job, or None when there is none; JobStoreUnavailable when that cannot be told."""
 
     @abstractmethod
     def running_on(self, worker: str) -> list[str]:
@@ -150,6 +164,20 @@ class JobStore(ABC):
             step="Done" if status == SUCCEEDED else "Failed",
         )
         self.update(request_id, changes, finished=True)
+        ENDINGS.ended(request_id)
+
+    def wait_for_end(
+        self, request_id: str, timeout_s: float, still_running: Callable[[], bool]
+    ) -> None:
+        """Return when the job may have ended, or after ``timeout_s``; ``still_running`` is asked
+        once the wait is set up, so an end just before it is not missed.
+
+        Here: woken by an end in this process only (a job of another process is
+        seen at the waiter's next look); RedisJobStore is woken by any instance.
+        """
+        with ENDINGS.waiting(request_id) as ended:
+            if still_running():
+                ended.wait(timeout_s)
 
 
 def partial_change(partial: dict | None) -> dict:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import asdict
+from typing import Callable
 
 from .model import RUNNING, STALE_AFTER_S, Claim, Job, JobStore, worker_tag
 
@@ -56,6 +57,8 @@ class RedisJobStore(JobStore):
     retries."""
 
     PREFIX = "liroo:job:"
+    ENDED_PREFIX = "liroo:job-ended:"  # a pub/sub channel per job: its end wakes waiting retries
+    READY_KEY = "liroo:ready-probe"  # written by /ready: Redis must accept writes, not only reads
     WORKER_PREFIX = "liroo:worker:"  # a set per worker_tag(): the keys of the jobs it claimed
     _NUMBERS = {
         "step_number": int,
@@ -67,11 +70,22 @@ class RedisJobStore(JobStore):
         "cancel_requested_at": float,
     }
 
-    def __init__(self, url: str, ttl_s: int, running_ttl_s: float) -> None:
+    def __init__(
+        self, url: str, ttl_s: int, running_ttl_s: float, read_timeout_s: float = 0.5
+    ) -> None:
         import redis  # only needed when REDIS_URL is set
 
         self._redis = redis.Redis.from_url(
             url, socket_timeout=5, socket_connect_timeout=3, health_check_interval=30
+        )
+        # Reads (progress polls, /jobs, /ready's probe) wait at most read_timeout_s: a Redis
+        # that is slow to answer is, for a poll, a Redis that is down (FallbackJobStore), so
+        # that polls never pile up on worker threads behind it.
+        self._reads = redis.Redis.from_url(
+            url,
+            socket_timeout=read_timeout_s,
+            socket_connect_timeout=read_timeout_s,
+            health_check_interval=30,
         )
         # What "Redis cannot be used" looks like: not only unreachable (connection errors, timeouts)
         # but answering wrongly too: a read-only replica, maxmemory with noeviction, a port that
@@ -85,7 +99,12 @@ class RedisJobStore(JobStore):
         return self.PREFIX + request_id
 
     def ping(self) -> bool:
-        return self._redis.ping()
+        return self._reads.ping()
+
+    def accepts_writes(self) -> bool:
+        """A real write, with the short timeout: a read-only replica or a full Redis answers
+        PING but refuses every job."""
+        return bool(self._reads.set(self.READY_KEY, repr(time.time()), ex=60))
 
     @staticmethod
     def _to_hash(values: dict) -> dict[str, str]:
@@ -124,11 +143,11 @@ class RedisJobStore(JobStore):
         return Claim(outcome, job if outcome == "new" else (self.get(request_id) or job))
 
     def get(self, request_id):
-        return self._from_hash(self._redis.hgetall(self._key(request_id)))
+        return self._from_hash(self._reads.hgetall(self._key(request_id)))
 
     def running_on(self, worker: str) -> list[str]:
         found = []
-        for key in self._redis.smembers(self.WORKER_PREFIX + worker):
+        for key in self._reads.smembers(self.WORKER_PREFIX + worker):
             request_id = key.decode()[len(self.PREFIX) :]
             job = self.get(request_id)
             if job is not None and job.status == RUNNING and job.worker == worker:
@@ -142,6 +161,24 @@ class RedisJobStore(JobStore):
         with self._redis.pipeline() as pipe:
             pipe.hset(key, mapping=self._to_hash({**changes, "updated_at": now, "heartbeat": now}))
             pipe.expire(key, self.ttl_s if finished else self.running_ttl_s)
+            if finished:
+                pipe.publish(self.ENDED_PREFIX + request_id, changes.get("status", ""))
             pipe.execute()
         if worker:  # no longer running: out of its worker's set (what running_on reads)
             self._redis.srem(self.WORKER_PREFIX + worker.decode(), key)
+
+    def wait_for_end(
+        self, request_id: str, timeout_s: float, still_running: Callable[[], bool]
+    ) -> None:
+        """Woken by the job's end on any instance (its update publishes on ENDED_PREFIX + id)."""
+        pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+        try:
+            pubsub.subscribe(self.ENDED_PREFIX + request_id)
+            if not still_running():
+                return
+            deadline = time.monotonic() + timeout_s
+            while (left := deadline - time.monotonic()) > 0:
+                if pubsub.get_message(timeout=left) is not None:
+                    return
+        finally:
+            pubsub.close()

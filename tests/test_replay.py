@@ -1,0 +1,197 @@
+"""Retries cost nothing: a stored answer is replayed past a shut memory door, on any instance, and
+retries of a running request join it without holding the worker's threads.
+
+Real parts: gunicorn on loopback, the real Redis at 127.0.0.1:6379 (db 14, this file's own,
+flushed before and after each test that uses it), the loopback Gemini holding pictures for the
+joins.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import uuid
+
+import pytest
+import redis
+import requests
+
+from tests import contract
+from tests.fake_gemini import gemini_env
+from tests.servers import wait_for
+from tests.test_comic_api import APP_COMIC
+from tests.test_content_api import APP_PROCESS
+
+REDIS_URL = "redis://127.0.0.1:6379/14"
+
+
+@pytest.fixture
+def redis_db():
+    db = redis.Redis.from_url(REDIS_URL)
+    db.flushdb()
+    yield db
+    db.flushdb()
+
+
+def a_comic() -> dict:
+    return {**APP_COMIC, "text": f"{APP_COMIC['text']} Story {uuid.uuid4().hex}."}
+
+
+def post(server, body: dict, path: str = "/generate_comic", **headers) -> requests.Response:
+    return requests.post(server.url(path), json=body, headers=headers, timeout=120)
+
+
+def test_a_stored_answer_is_replayed_past_a_shut_memory_door_on_another_instance(
+    start_server, redis_db
+):
+    """The answer was made on one instance; the app's retry lands on another that is over its
+    memory limit (MEMORY_LIMIT_MB=1: the door refuses all new work)."""
+    calm = start_server({"REDIS_URL": REDIS_URL})
+    pressed = start_server({"REDIS_URL": REDIS_URL, "MEMORY_LIMIT_MB": "1"})
+    body = a_comic()
+    first = post(calm, body)  # no id, as the app sends it
+    assert first.status_code == 200, first.text
+    chosen = "chosen-" + uuid.uuid4().hex
+    flashcards = {**APP_PROCESS, "output_format": "flashcards"}
+    assert post(calm, flashcards, "/process", **{"X-Request-ID": chosen}).status_code == 200
+
+    refused = post(pressed, a_comic())
+    assert refused.status_code == 503 and refused.json()["code"] == "memory_pressure"
+
+    again = post(pressed, body)
+    assert again.status_code == 200, again.text
+    assert again.headers.get("X-Idempotent-Replay") == "true"
+    # one derived id on both instances: the secret they share through Redis
+    assert again.json()["request_id"] == first.json()["request_id"]
+    contract.decode_comic(again.json())
+    # the same comic; its media URLs carry the asking request's own host
+    assert again.text.replace(pressed.base_url, calm.base_url) == first.text
+    kept = post(pressed, flashcards, "/process", **{"X-Request-ID": chosen})
+    assert kept.status_code == 200 and kept.headers.get("X-Idempotent-Replay") == "true"
+    # a different body under a taken id is still the app's conflict, not a replay
+    conflict = post(pressed, a_comic(), **{"X-Request-ID": chosen})
+    assert conflict.status_code in (422, 503), conflict.text
+    assert "Traceback" not in calm.log() + pressed.log()
+
+
+JOINS = 60
+JOIN_CAP = 2  # LIROO_JOINS_PER_REQUEST's default, per worker; the test servers have 2
+
+
+def test_sixty_joins_of_a_slow_comic_leave_the_server_answering(start_server, fake_gemini):
+    server = start_server(gemini_env(fake_gemini))
+    fake_gemini.hold("image")  # the comic runs until the test releases its pictures
+    body = a_comic()
+    with concurrent.futures.ThreadPoolExecutor(JOINS + 1) as pool:
+        first = pool.submit(post, server, body)
+        wait_for(lambda: fake_gemini.requests("image"), timeout=60, what="the comic's pictures")
+        joins = [pool.submit(post, server, body) for _ in range(JOINS)]  # the app's retries
+        most = JOINS - 2 * JOIN_CAP
+        wait_for(
+            lambda: sum(j.done() for j in joins) >= most,
+            timeout=60,
+            what="the joins past the cap to be answered",
+        )
+        # While the others wait for the comic: cheap routes and new work answer at once.
+        for path in ("/health", "/openapi.json", "/health"):
+            assert requests.get(server.url(path), timeout=3).status_code == 200
+        fresh = requests.post(
+            server.url("/process"), json={**APP_PROCESS, "output_format": "flashcards"}, timeout=5
+        )
+        assert fresh.status_code == 200, fresh.text
+        assert not first.done()
+        fake_gemini.release("image")
+        answer = first.result()
+        results = [j.result() for j in joins]
+    assert answer.status_code == 200, answer.text
+    joined = [r for r in results if r.status_code == 200]
+    refused = [r for r in results if r.status_code != 200]
+    assert 1 <= len(joined) <= 2 * JOIN_CAP, [r.status_code for r in results]
+    for response in joined:
+        assert response.headers.get("X-Idempotent-Replay") == "true"
+        assert response.json()["comic"] == answer.json()["comic"]
+    for response in refused:
+        assert response.status_code == 503, response.text
+        assert contract.decode_error(response.json())["code"] == "busy"
+        assert int(response.headers["Retry-After"]) >= 1
+    assert "Traceback" not in server.log()
+
+
+# --- the layer itself, without sockets
+# -----------------------------------------------------------------
+
+
+def layer_around(max_body_bytes: int = 1024):
+    """A ReplayLayer over a one-route app whose look never finds anything; records what each
+    side was given."""
+    from flask import Flask
+
+    from liroo.api.replay import ReplayLayer
+    from liroo.api.runner import NotStored
+    from liroo.requestid import REPLAY_LOOKED
+
+    flask_app = Flask(__name__)
+    flask_app.add_url_rule("/generate_comic", "comic", lambda: "", methods=["POST"])
+    seen = {"looked": [], "door": []}
+
+    def look(environ, start_response):
+        seen["looked"].append(environ["wsgi.input"].read())
+        raise NotStored()
+
+    def door(environ, start_response):
+        parts = []
+        try:  # as werkzeug reads: until an empty read
+            while part := environ["wsgi.input"].read(65536):
+                parts.append(part)
+            body = b"".join(parts)
+        except OSError as exc:
+            body = (b"".join(parts), exc)
+        seen["door"].append((body, environ.get(REPLAY_LOOKED, False)))
+        return [b""]
+
+    return ReplayLayer(flask_app, look, door, max_body_bytes), seen
+
+
+def environ_for(path: str, body: bytes = b"", method: str = "POST") -> dict:
+    from werkzeug.test import EnvironBuilder
+
+    return EnvironBuilder(
+        path=path, method=method, data=body, content_type="application/json"
+    ).get_environ()
+
+
+def test_a_request_the_look_does_not_answer_reaches_the_door_with_its_body():
+    layer, seen = layer_around()
+    layer(environ_for("/generate_comic", b'{"text": "x"}'), lambda *args: None)
+    assert seen["looked"] == [b'{"text": "x"}']
+    assert seen["door"] == [(b'{"text": "x"}', True)]  # its rate-limit budget spent by the look
+
+
+def test_only_bodies_the_app_may_read_are_looked_at():
+    layer, seen = layer_around(max_body_bytes=8)
+    for environ in (
+        environ_for("/generate_comic", b'{"text": "too long"}'),  # over the body limit
+        environ_for("/generate_comic", method="GET"),
+        environ_for("/nowhere", b"{}"),
+    ):
+        layer(environ, lambda *args: None)
+    assert seen["looked"] == [] and len(seen["door"]) == 3
+
+
+def test_a_body_that_failed_to_arrive_fails_the_same_way_behind_the_door():
+    class Broken:
+        def __init__(self):
+            self.sent = False
+
+        def read(self, size=-1):
+            if self.sent:
+                raise OSError("the client went away")
+            self.sent = True
+            return b'{"te'
+
+    layer, seen = layer_around()
+    environ = environ_for("/generate_comic", b'{"text": "x"}')
+    environ["wsgi.input"] = Broken()
+    layer(environ, lambda *args: None)
+    assert seen["looked"] == []
+    read, error = seen["door"][0][0]  # as far as it came, then the same error
+    assert read == b'{"te' and str(error) == "the client went away"
