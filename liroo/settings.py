@@ -123,6 +123,21 @@ class Settings:
         1800.0,
         "Longest a generation request may run before it fails with a timeout.",
     )
+    # MERGE: the same two settings as branch deadline's (deadline-interface.md): keep one copy.
+    deadline_enabled: bool = _setting(
+        "LIROO_DEADLINE",
+        True,
+        "on: every request answers by its deadline (a 503 with Retry-After if its work is not "
+        "done; the work goes on for the retry to join); off: a request is answered when its work "
+        "ends (LIROO_REQUEST_DEADLINE_S).",
+        _bool,
+    )
+    deadline_s: float = _setting(
+        "LIROO_DEADLINE_S",
+        55.0,
+        "A generation request's deadline: its answer (the result, or a 503 with Retry-After) is "
+        "sent within it. The app gives up after 60 s of silence.",
+    )
 
     # --- memory governor -----------------------------------------------------
     governor_enabled: bool = _setting(
