@@ -299,8 +299,12 @@ def make_images(
 
 def _make_in_lane(ctx: Context, job: ImageJob, lanes: Lanes) -> str:
     """make_image in one of the request's lanes; a picture that gives way narrows them and waits
-    for a sibling to end, then tries again (its waits all within the deadline)."""
-    until = ctx.work_by()
+    for a sibling to end, then tries again.
+
+    Waiting for a lane is waiting for its own request's pictures, each bounded by its own
+    waits, so only the work's deadline bounds it (not LIROO_RESERVATION_WAIT_S).
+    """
+    until = ctx.work_deadline
     while True:
         with lanes.lane(ctx, until):
             try:
