@@ -13,8 +13,8 @@ wire), so a few pictures at once fill a worker's memory.
 Sides, one after the other on the same machine:
 - ours: the defaults (a 55 s deadline per request, LIROO_DEADLINE_S);
 - today: LIROO_DEADLINE=off (a request is answered when its work ends);
-- K=1: the governor off, one thread per worker and one panel at a time (hand-tuned
-  concurrency).
+- K=1: today's behaviour with the governor off, one thread per worker and one panel at a
+  time (hand-tuned concurrency).
 
 Per side: user requests served, late answers (an attempt answered after the
 client's 60 s timeout, timeouts included: the user saw nothing for a minute),
@@ -61,7 +61,15 @@ class Side:
 SIDES = (
     Side("ours", {}),
     Side("today", {"LIROO_DEADLINE": "off"}),
-    Side("K=1", {"LIROO_GOVERNOR": "off", "LIROO_THREADS": "1", "LIROO_PANEL_CONCURRENCY": "1"}),
+    Side(
+        "K=1",
+        {
+            "LIROO_GOVERNOR": "off",
+            "LIROO_DEADLINE": "off",
+            "LIROO_THREADS": "1",
+            "LIROO_PANEL_CONCURRENCY": "1",
+        },
+    ),
 )
 
 

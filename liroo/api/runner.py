@@ -393,12 +393,14 @@ TIMEOUT_HEADER = "X-Request-Timeout-Ms"
 def _answer_deadline(settings, now: float) -> float | None:
     """When the answer must be sent (time.monotonic()), or None (LIROO_DEADLINE=off).
 
-    The memory door sets it for every request (``environ["liroo.deadline"]``).
+    The memory door sets it at the request's arrival (``environ["liroo.deadline"]``); without
+    the door (LIROO_GOVERNOR=off) it is LIROO_DEADLINE_S from now, shortened by the client's
+    X-Request-Timeout-Ms.
     """
+    # MERGE: DEADLINE_ENVIRON is branch deadline's liroo.governor.DEADLINE_KEY; with its door
+    # this fallback only serves LIROO_GOVERNOR=off (the door answers 400 to a malformed header).
     deadline = request.environ.get(DEADLINE_ENVIRON)
     if deadline is None and settings.deadline_enabled:
-        # MERGE: branch deadline's door always sets the environ key when the deadline is on
-        # (and answers 400 to a malformed header): drop this stand-in then.
         deadline = now + settings.deadline_s
         raw = request.headers.get(TIMEOUT_HEADER, "")
         if raw.isdigit() and int(raw) > 0:
@@ -410,6 +412,8 @@ def _still_working(request_id: str, error_extra: dict, ctx: Context | None) -> R
     """503 for a request still at work at its deadline: retry with the same body, and the retry
     joins the work (or gets its result). Retry-After is the time its rest is expected to take."""
     expected = expected_rest_s(ctx) if ctx is not None else None
+    # MERGE: with branch deadline, the fallback is services().governor.retry_after_s() (the
+    # measured drain rate).
     retry_after = services().settings.retry_after_s if expected is None else expected
     log.info("request %s answers 503 at its deadline and keeps working", request_id)
     body = generation_error_body(
