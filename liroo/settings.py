@@ -140,9 +140,10 @@ class Settings:
     deadline_enabled: bool = _setting(
         "LIROO_DEADLINE",
         True,
-        "on: every request carries a deadline (below) that bounds its waits, and a 503's "
-        "Retry-After follows the measured drain rate; off: fixed waits and LIROO_RETRY_AFTER_S "
-        "(the benchmarks' baseline).",
+        "on: every request carries a deadline (below) that bounds its waits and its answer: a "
+        "503 with Retry-After (from the measured drain rate) if its work is not done, the work "
+        "going on for the retry to join; off: fixed waits, LIROO_RETRY_AFTER_S, and an answer "
+        "when the work ends (the benchmarks' baseline).",
     )
     deadline_s: float = _setting(
         "LIROO_DEADLINE_S",

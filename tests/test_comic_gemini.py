@@ -9,7 +9,7 @@ import redis
 import requests
 
 from tests import contract
-from tests.fake_gemini import gemini_env
+from tests.fake_gemini import FakeGemini, gemini_env
 from tests.servers import wait_for
 from tests.test_comic_api import APP_COMIC
 
@@ -70,9 +70,10 @@ def script_with(panels):
     }
 
 
-@pytest.mark.parametrize("cap, in_flight", [(None, 8), ("3", 3)])
+@pytest.mark.parametrize("cap, in_flight", [(None, 7), ("3", 3)])
 def test_panel_cap_and_concurrency_from_memory(start_server, fake_gemini, cap, in_flight):
-    """With memory to spare (and no pacing) every panel is drawn at once; LIROO_PANEL_CONCURRENCY
+    """With memory to spare (and no pacing) every panel is drawn at once, once a fresh worker has
+    seen one picture (its cost sizes the reservations: images.Lanes); LIROO_PANEL_CONCURRENCY
     caps it when set."""
     fake_gemini.set_latency(0.3, operation="image")
     fake_gemini.answer(script_with(12))  # the model proposes more than the cap
@@ -237,3 +238,25 @@ def test_two_servers_share_jobs_through_redis(start_server, fake_gemini, redis_d
     )
     assert other.base_url + "/media/" in replay.text
     assert len(fake_gemini.requests()) == calls
+
+
+def test_a_comic_under_pressure_is_served_holding_its_own_pictures(start_server):
+    """3072x3072 pictures (27 MB each decoded) under a 220 MB limit: the comic's own pictures in
+    hand are what leaves no room for the next, so its panels go fewer at a time, down to one,
+    and every panel is drawn. (On main each panel waited LIROO_RESERVATION_WAIT_S for memory its
+    own request held, and the comic was refused with 503 memory_pressure.)"""
+    with FakeGemini(image_size=(3072, 3072), image_noise=True) as fake:
+        fake.answer(script_with(5))
+        env = gemini_env(
+            fake,
+            MEMORY_LIMIT_MB=220,
+            WEB_CONCURRENCY=1,
+            LIROO_GEMINI_TIMEOUT_S=60,  # 36 MB answers on a loaded machine
+            LIROO_WORKER_RECYCLE_MB=100000,
+        )
+        server = start_server(env)
+        response = post(server, {**APP_COMIC, "text": LONG_TEXT})
+        assert response.status_code == 200, response.text
+        panels = contract.decode_comic(response.json())["comic"]["panel_layout"]
+        assert len(panels) == 5 and all(p.get("image_url") for p in panels)
+        assert len(fake.requests("image")) == 5  # each drawn once: none refused and redrawn

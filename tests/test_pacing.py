@@ -211,3 +211,44 @@ def test_a_gemini_429_holds_the_models_budget_for_other_callers(fake_gemini):
     assert paced.acquire(provider.text_model) >= 3.0
     assert paced.acquire(provider.image_model) == 0  # other models are not held back
     provider.close()
+
+
+class Bound:
+    """A request's bounds for waits (pacing.WaitBound) in the fake clock's time."""
+
+    def __init__(self, answer_by: float, work_by: float) -> None:
+        self._answer_by, self._work_by = answer_by, work_by
+        self.told_late = 0
+
+    def answer_by(self) -> float:
+        return self._answer_by
+
+    def work_by(self) -> float:
+        return self._work_by
+
+    def late(self) -> None:
+        self.told_late += 1
+
+
+def test_a_wait_stays_within_the_requests_deadline():
+    """A slot later than the request's answer tells it it is late (it answers, and the work
+    waits on); one later than its work may wait is refused without taking the slot."""
+    from liroo.providers.pacing import bounded_by
+
+    clock = FakeClock()
+    paced = pacer(6, 1, clock)  # one call per 10 s, no wait bound of its own
+    model = "bounded-" + uuid.uuid4().hex
+    paced.acquire(model)
+    in_time = Bound(answer_by=clock.now + 30, work_by=clock.now + 60)
+    with bounded_by(in_time):
+        assert paced.acquire(model) == pytest.approx(10.0)
+    assert in_time.told_late == 0
+    late = Bound(answer_by=clock.now + 5, work_by=clock.now + 60)
+    with bounded_by(late):
+        assert paced.acquire(model) == pytest.approx(10.0)
+    assert late.told_late == 1
+    too_far = Bound(answer_by=clock.now + 5, work_by=clock.now + 5)
+    with bounded_by(too_far), pytest.raises(RateLimited):
+        paced.acquire(model)
+    assert too_far.told_late == 0
+    assert paced.acquire(model) == pytest.approx(10.0)  # outside the block: no bound, slot unused

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -23,7 +24,9 @@ from werkzeug.exceptions import HTTPException
 
 from ..clock import utc_timestamp
 from ..errors import INTERRUPTED, ApiError, api_error_for, error_body
-from ..generation.context import Context, DeadlineExceeded, Progress
+from ..generation.context import Context, DeadlineExceeded, Progress, expected_rest_s
+from ..generation.timing import ROUTE_TIMES
+from ..governor import DEADLINE_KEY
 from ..jobs import (
     FAILED,
     RUNNING,
@@ -37,6 +40,7 @@ from ..jobs import (
     worker_tag,
 )
 from ..media import render_urls, url_base
+from ..providers.pacing import bounded_by
 from ..requestid import REPLAY_PROBE, generation_request_id
 from ..security import caller_id
 from ..server import INTERRUPTED_ANSWER, ClientTimeout
@@ -228,10 +232,13 @@ class Runner:
         """Run the generation's work and record its outcome; returns (status, body)."""
         request_id = generation.request_id
         self.accept(request_id)
+        started = time.monotonic()
         try:
             try:
                 body = generation.work(generation.ctx)
                 status, state, code = 200, SUCCEEDED, None
+                ctx = generation.ctx
+                ROUTE_TIMES.record(ctx.route, time.monotonic() - started, ctx.progress.total_steps)
             except Exception as exc:  # every failure becomes a recorded error body
                 status, body = failure_answer(exc, request_id, generation.error_extra)
                 state, code = FAILED, body["code"]
@@ -246,6 +253,33 @@ class Runner:
         finally:
             self.heartbeats.discard(request_id)
             self._idle.set()
+
+    def run_until(self, generation: Generation, answer_by: float) -> tuple[int, dict] | None:
+        """Run the generation on a thread of its own, waiting for it until ``answer_by`` (sooner
+        if a wait of its own cannot end in time: Context.late): (status, body), or None while it
+        is still at work.
+
+        Unanswered, the work goes on: it records its outcome for the client's retry to join,
+        and beats as a running job of this process, so a retiring worker waits for it
+        (wait_idle) and hands it back if it cannot.
+        """
+        ctx = generation.ctx
+        outcome: list[tuple[int, dict]] = []
+        app = current_app._get_current_object()
+        self.accept(generation.request_id)  # beating from now on, like execute
+
+        def run() -> None:
+            try:
+                # The app's context, as in a request: recording a failure reads g and the services.
+                with app.app_context(), bounded_by(ctx):
+                    g.request_id = generation.request_id
+                    outcome.append(self.execute(generation))
+            finally:
+                ctx.answer_now.set()
+
+        threading.Thread(target=run, name="liroo-work", daemon=True).start()
+        ctx.answer_now.wait(max(answer_by - time.monotonic(), 0.0))
+        return outcome[0] if outcome else None
 
 
 def generation_error_body(code: str, message: str, request_id: str, **extra) -> dict:
@@ -299,10 +333,15 @@ def run_generation(payload: BaseModel, work: Callable[[Context], dict]) -> Respo
     request_id, derived = _request_id(payload, fp)
     svc.reserver.adopt_pledge(request_id)  # the door's pledge is this request's: its steps take it
     url_base()  # a Host no media URL can be made from is refused before any work
-    deadline = time.monotonic() + svc.settings.request_deadline_s
+    started = time.monotonic()
+    work_deadline = started + svc.settings.request_deadline_s
+    deadline = min(_answer_deadline(svc.settings, started) or work_deadline, work_deadline)
     replay_s = svc.settings.derived_replay_s if derived else None
     probe = bool(request.environ.get(REPLAY_PROBE))  # the replay layer's look, before the door
-    claim = _claim(runner, request_id, endpoint, fp, caller_id(), deadline, replay_s, probe)
+    try:
+        claim = _claim(runner, request_id, endpoint, fp, caller_id(), deadline, replay_s, probe)
+    except DeadlineExceeded:  # a retry joined the running request and its deadline came first
+        return _still_working(request_id, answer_fields(), None)
     if claim.outcome == "finished":
         status, body = claim.job.result()
         return _respond(status, body, replay=True)
@@ -316,6 +355,8 @@ def run_generation(payload: BaseModel, work: Callable[[Context], dict]) -> Respo
         request_id=request_id,
         public_base=svc.settings.base_url,
         deadline=deadline,
+        work_deadline=work_deadline,
+        route=endpoint,
     )
     error_extra = answer_fields()  # the route's own fields, on its recorded failures too
     generation = Generation(request_id, work, ctx, error_extra)
@@ -323,6 +364,7 @@ def run_generation(payload: BaseModel, work: Callable[[Context], dict]) -> Respo
     # With async off (Cloud Run's default: its CPU is throttled once a response is sent), the
     # preference is ignored, as RFC 7240 allows: the request is answered the synchronous way.
     if svc.settings.async_enabled and "respond-async" in request.headers.get("Prefer", "").lower():
+        ctx.deadline = work_deadline  # no one waits for its answer: its work decides
         if not runner.submit(generation):
             body = generation_error_body(
                 "busy",
@@ -349,8 +391,51 @@ def run_generation(payload: BaseModel, work: Callable[[Context], dict]) -> Respo
     # Made and sent by the worker (liroo/server.py) if it stops before this request is answered:
     # built then, not for every request, and stamped with the time it is sent.
     request.environ[INTERRUPTED_ANSWER] = lambda: interrupted_body(request_id, **error_extra)
-    status, body = runner.execute(generation)
-    return _respond(status, body)
+    if deadline >= work_deadline:  # no deadline of its own (LIROO_DEADLINE=off): run it here
+        status, body = runner.execute(generation)
+        return _respond(status, body)
+    outcome = runner.run_until(generation, deadline)
+    if outcome is None:
+        return _still_working(request_id, error_extra, ctx)
+    return _respond(*outcome)
+
+
+# The client's own deadline (Envoy's x-envoy-expected-rq-timeout-ms convention: relative ms).
+TIMEOUT_HEADER = "X-Request-Timeout-Ms"
+
+
+def _answer_deadline(settings, now: float) -> float | None:
+    """When the answer must be sent (time.monotonic()), or None (LIROO_DEADLINE=off).
+
+    The memory door sets it at the request's arrival (``environ[DEADLINE_KEY]``); without the
+    door (LIROO_GOVERNOR=off, or the replay layer's look, which runs before it) it is
+    LIROO_DEADLINE_S from now, shortened by the client's X-Request-Timeout-Ms (the door answers
+    400 to a malformed one).
+    """
+    deadline = request.environ.get(DEADLINE_KEY)
+    if deadline is None and settings.deadline_enabled:
+        deadline = now + settings.deadline_s
+        raw = request.headers.get(TIMEOUT_HEADER, "")
+        if raw.isdigit() and int(raw) > 0:
+            deadline = min(deadline, now + int(raw) / 1000)
+    return deadline
+
+
+def _still_working(request_id: str, error_extra: dict, ctx: Context | None) -> Response:
+    """503 for a request still at work at its deadline: retry with the same body, and the retry
+    joins the work (or gets its result). Retry-After is the time its rest is expected to take."""
+    expected = expected_rest_s(ctx) if ctx is not None else None
+    # Without a measure of this request's rest, the door's measured drain rate.
+    retry_after = services().governor.retry_after_s() if expected is None else expected
+    log.info("request %s answers 503 at its deadline and keeps working", request_id)
+    body = generation_error_body(
+        "still_working",
+        "This is taking longer than usual; retry the same request to get the result.",
+        request_id,
+        retry_after_s=max(1, math.ceil(retry_after)),
+        **error_extra,
+    )
+    return _respond(503, body)
 
 
 class NotStored(BaseException):

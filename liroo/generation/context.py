@@ -6,11 +6,15 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass
-from typing import Any, Callable, ContextManager
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Callable, ContextManager, Iterator, TypeVar
 
-from ..governor import MemoryReserver, Reservation
+from ..governor import MemoryPressure, MemoryReserver, Reservation
 from ..settings import Settings
+from .timing import ROUTE_TIMES
+
+T = TypeVar("T")
 
 log = logging.getLogger("liroo.generation")
 
@@ -81,7 +85,7 @@ class Progress:
 
 
 class DeadlineExceeded(Exception):
-    """The request ran past LIROO_REQUEST_DEADLINE_S."""
+    """The work ran past LIROO_REQUEST_DEADLINE_S."""
 
 
 CANCELLED_CODE = "cancelled"
@@ -93,6 +97,15 @@ class Cancelled(Exception):
 
 @dataclass
 class Context:
+    """What one generation runs with.
+
+    Two times bound it: ``deadline``, by which its answer must be sent (the
+    request's deadline: a 503 with Retry-After if the work is not done, see
+    runner.run_generation), and ``work_deadline``, by which the work itself
+    must stop (LIROO_REQUEST_DEADLINE_S): past its answer a request keeps
+    working, so that the client's retry joins it and gets the result.
+    """
+
     settings: Settings
     provider: Any  # liroo.providers.base.Provider
     storage: Any  # liroo.storage.Storage
@@ -101,14 +114,24 @@ class Context:
     request_id: str
     # BASE_URL, or None: local media URLs stay paths, made absolute per answer
     public_base: str | None
-    deadline: float  # time.monotonic() by which the request must end
+    deadline: float  # time.monotonic() by which the answer must be sent
+    # time.monotonic() by which the work must stop (None: the deadline)
+    work_deadline: float | None = None
+    route: str = ""  # the route whose recent runs say how long the rest takes (see timing.py)
+    # Set when the answer cannot wait any longer: the work ended, or a wait cannot end in time.
+    answer_now: threading.Event = field(default_factory=threading.Event)
     cancelled: bool = False  # a step found its caller's cancel (check_deadline)
 
+    def __post_init__(self) -> None:
+        if self.work_deadline is None or self.work_deadline < self.deadline:
+            self.work_deadline = self.deadline
+
     def remaining_s(self) -> float:
-        return self.deadline - time.monotonic()
+        """Seconds until the work must stop."""
+        return self.work_deadline - time.monotonic()
 
     def check_deadline(self) -> None:
-        """Before each model call: the request ends here past its deadline or once cancelled."""
+        """Before each model call: the work ends here past its deadline or once cancelled."""
         if self.remaining_s() <= 0:
             raise DeadlineExceeded()
         if self.cancelled or self.progress.cancel_requested():
@@ -122,20 +145,71 @@ class Context:
             raise Cancelled()
 
     def reservation_wait_s(self) -> float:
-        """How long a heavy step may wait for memory: LIROO_RESERVATION_WAIT_S, within the deadline.
-
-        Never past the request's deadline, never negative.
-        """
+        """How long a heavy step may wait for memory: LIROO_RESERVATION_WAIT_S, within the work's
+        deadline, never negative."""
         return max(min(self.settings.reservation_wait_s, self.remaining_s()), 0.0)
 
-    def reserve(self, mb: float, under_way: bool = False) -> ContextManager[Reservation]:
-        """Memory for one heavy step of this request (a picture, a speech chunk, an encode).
+    # --- waits within the deadline (pacing.WaitBound) ------------------------------
+    def answer_by(self) -> float:
+        """The latest time a wait may end for the answer to be in time: the deadline minus what
+        the rest of the work is expected to take (learned from recent runs of the route)."""
+        return self.deadline - (expected_rest_s(self) or 0.0)
+
+    def work_by(self) -> float:
+        """The latest time a wait may end at all: LIROO_RESERVATION_WAIT_S from now, within the
+        work's deadline."""
+        return time.monotonic() + self.reservation_wait_s()
+
+    def late(self) -> None:
+        """A wait cannot end in time for the answer: the request answers now (503 with
+        Retry-After) and the work goes on, for the client's retry to join."""
+        if not self.answer_now.is_set():
+            log.info("request %s will be late: it answers now and keeps working", self.request_id)
+            self.answer_now.set()
+
+    def wait_within(self, attempt: Callable[[float], T]) -> T:
+        """``attempt(wait_s)``, a wait that raises MemoryPressure when ``wait_s`` runs out: first
+        up to ``answer_by``; if that runs out, the request is told it is late and the wait goes
+        on up to ``work_by``."""
+        work_by = self.work_by()
+        in_time = self.answer_by() - time.monotonic()
+        if self.answer_now.is_set() or in_time >= work_by - time.monotonic():
+            return attempt(max(work_by - time.monotonic(), 0.0))
+        if in_time > 0:
+            try:
+                return attempt(in_time)
+            except MemoryPressure:
+                pass
+        self.late()
+        return attempt(max(work_by - time.monotonic(), 0.0))
+
+    @contextmanager
+    def reserve(self, mb: float, under_way: bool = False) -> Iterator[Reservation]:
+        """Memory for one heavy step of this request (a picture, a speech chunk, an encode),
+        waiting within the deadline (``wait_within``).
 
         The request id is the fairness group, so while memory is short this request's
         steps take turns with other requests' rather than queueing behind them. A step
         ``under_way`` finishes work that already holds memory (encoding samples, handing a
         file over): it goes first, since finishing it frees that memory.
         """
-        return self.reserver.reserve(
-            mb, wait_s=self.reservation_wait_s(), group=self.request_id, under_way=under_way
-        )
+        with ExitStack() as stack:
+            yield self.wait_within(
+                lambda wait_s: stack.enter_context(self.reserve_once(mb, wait_s, under_way))
+            )
+
+    def reserve_once(
+        self, mb: float, wait_s: float, under_way: bool = False
+    ) -> ContextManager[Reservation]:
+        """One reservation waiting up to ``wait_s`` (the one call to the governor's reserve)."""
+        return self.reserver.reserve(mb, wait_s=wait_s, group=self.request_id, under_way=under_way)
+
+    def grow(self, reservation: Reservation, mb: float) -> None:
+        """Grow a reservation to ``mb``, waiting within the deadline (``wait_within``)."""
+        self.wait_within(lambda wait_s: reservation.grow_to(mb, wait_s=wait_s))
+
+
+def expected_rest_s(ctx: Context) -> float | None:
+    """Seconds the rest of ``ctx``'s work is expected to take, or None before any run of its
+    route was measured."""
+    return ROUTE_TIMES.expected_s(ctx.route, ctx.progress.total_steps - ctx.progress.step_number)

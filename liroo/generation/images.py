@@ -5,18 +5,29 @@ Each picture reserves memory from the governor before it calls the model (for
 the response it will hold), grows the reservation to the decode estimate read
 from the image header before decoding, and releases it once the result is
 stored. When memory is short a picture waits for room (other pictures
-finishing) rather than failing, up to LIROO_RESERVATION_WAIT_S; waiting
-pictures of different requests take turns (the governor's reservation groups),
-so one comic's panels cannot keep another comic's out.
+finishing) rather than failing, up to LIROO_RESERVATION_WAIT_S within the
+request's deadline (context.Context.wait_within); waiting pictures of
+different requests take turns (the governor's reservation groups), so one
+comic's panels cannot keep another comic's out.
+
+A request never waits for memory it holds itself: while some of its pictures
+are at work (answers in hand, decodes), a picture that finds no room does not
+wait in the governor for what its siblings hold; the request goes on with one
+picture fewer at a time (``Lanes``, down to one), and the picture waits for a
+sibling to be stored and released. Under pressure a comic is slower, not
+refused.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterator
 
+from ..governor import MemoryPressure, Reservation
 from ..imaging import (
     ImageRejected,
     estimate_decode_mb,
@@ -25,6 +36,7 @@ from ..imaging import (
     process_for_storage,
 )
 from ..providers.base import BadOutput
+from ..providers.pacing import bounded_by
 from ..storage import IMMUTABLE_CACHE, cached_url, image_cache_key, image_cache_object, media_key
 from .context import Context, Finished
 from .costs import RecentCosts
@@ -56,8 +68,77 @@ class ImageCosts(RecentCosts):
     def reserve_mb(self, floor_mb: float, units: float = 1.0) -> float:
         return max(self._per_unit) * units if self._per_unit else floor_mb * units
 
+    def known(self) -> bool:
+        """Has this process seen a picture yet (are reservations sized by one)?"""
+        return bool(self._per_unit)
+
 
 IMAGE_COSTS = ImageCosts()
+
+# How long a picture whose siblings are at work waits in the governor before it gives way to them:
+# long enough for another request's step to end, short against a request's deadline.
+GIVE_WAY_S = 0.5
+
+
+class GiveWay(Exception):
+    """No room for a picture while pictures of its own request hold memory: it waits for one of
+    them to end instead (``Lanes``)."""
+
+
+class Lanes:
+    """How many of one request's pictures are at work at once.
+
+    All of them (or LIROO_PANEL_CONCURRENCY); but one alone until the process
+    has seen a picture, because until then reservations are the floor
+    (LIROO_IMAGE_RESERVE_MB), not what a picture really holds, and several
+    pictures in hand that each wait for room to decode wait for one another.
+    Each time a picture finds no room while its siblings are at work, one
+    fewer (down to one), so that the memory the request holds comes free as
+    its pictures are stored rather than being waited for.
+    """
+
+    def __init__(self, most: int) -> None:
+        self.most = max(most, 1)
+        self.width = self.most if IMAGE_COSTS.known() else 1
+        self.narrowed = False
+        self.busy = 0
+        self._changed = threading.Condition()
+
+    def learned(self) -> None:
+        """A picture's cost is known now: all lanes open, unless memory narrowed them."""
+        with self._changed:
+            if not self.narrowed and self.width < self.most:
+                self.width = self.most
+                self._changed.notify_all()
+
+    def siblings(self) -> int:
+        """Other pictures of the request at work now (beside the caller's)."""
+        return self.busy - 1
+
+    @contextmanager
+    def lane(self, ctx: Context, until: float) -> Iterator[None]:
+        """A place among the pictures at work, waiting for one until ``until`` (time.monotonic()),
+        and telling the request it is late past its ``answer_by``. Past ``until`` it goes ahead
+        anyway: its reservation then decides."""
+        with self._changed:
+            while self.busy >= self.width and (now := time.monotonic()) < until:
+                answer_by = ctx.answer_by()
+                if now >= answer_by:
+                    ctx.late()
+                self._changed.wait(min(until, answer_by if answer_by > now else until) - now)
+            self.busy += 1
+        try:
+            yield
+        finally:
+            with self._changed:
+                self.busy -= 1
+                self._changed.notify_all()
+
+    def narrow(self) -> None:
+        """One picture fewer at once than are at work now (never below one)."""
+        with self._changed:
+            self.narrowed = True
+            self.width = max(1, min(self.width, self.busy - 1))
 
 
 @dataclass(frozen=True)
@@ -80,8 +161,12 @@ class ImageOutcome:
         return failure_code(self.error, "image_failed")
 
 
-def make_image(ctx: Context, job: ImageJob) -> str:
-    """One picture's URL; raises ProviderError, MemoryPressure, StorageError or DeadlineExceeded."""
+def make_image(ctx: Context, job: ImageJob, lanes: Lanes | None = None) -> str:
+    """One picture's URL; raises ProviderError, MemoryPressure, StorageError or DeadlineExceeded.
+
+    ``lanes``: the request's pictures at work (make_images); a picture raises GiveWay rather than
+    wait for memory its siblings hold.
+    """
     settings, provider, storage = ctx.settings, ctx.provider, ctx.storage
     extension = output_extension(settings.image_format)
     key = None
@@ -98,18 +183,16 @@ def make_image(ctx: Context, job: ImageJob) -> str:
         if url:
             return url
     ctx.check_deadline()
-    with ctx.reserve(IMAGE_COSTS.reserve_mb(settings.image_reserve_mb)) as reservation:
+    with _reserve(ctx, lanes, IMAGE_COSTS.reserve_mb(settings.image_reserve_mb)) as reservation:
         result = provider.generate_image(job.prompt, job.aspect_ratio)
         response_mb = len(result.data) / (1024 * 1024)
         try:
             info = inspect_image(result.data, settings.max_image_pixels)
             decode_mb = estimate_decode_mb(info, settings.max_image_side)
             IMAGE_COSTS.record(response_mb)
-            # Hold only the bytes while waiting for the decode's room (no hold-and-wait), then grow.
-            reservation.shrink_to(response_mb)
-            # The answer is in hand: the reading counts it from now on, not the ledger.
-            reservation.hold(response_mb)
-            reservation.grow_to(response_mb + decode_mb, wait_s=ctx.reservation_wait_s())
+            _room_to_decode(ctx, lanes, reservation, response_mb, decode_mb)
+            if lanes is not None:
+                lanes.learned()  # after its own room: the others' would come first
             processed = process_for_storage(result.data, settings)
         except ImageRejected as exc:
             raise BadOutput(f"model image rejected: {exc.code}") from None
@@ -121,6 +204,55 @@ def make_image(ctx: Context, job: ImageJob) -> str:
             IMMUTABLE_CACHE,
             public_base=ctx.public_base,
         )
+
+
+@contextmanager
+def _reserve(ctx: Context, lanes: Lanes | None, mb: float) -> Iterator[Reservation]:
+    """The picture's first reservation: within the deadline when it is the request's only picture
+    at work; else briefly, then GiveWay (the room may be what its siblings hold)."""
+    if lanes is None or lanes.siblings() <= 0:
+        with ctx.reserve(mb) as reservation:
+            yield reservation
+        return
+    with ExitStack() as stack:
+        try:
+            reservation = stack.enter_context(
+                ctx.reserve_once(mb, min(GIVE_WAY_S, ctx.reservation_wait_s()))
+            )
+        except MemoryPressure:
+            raise GiveWay() from None
+        yield reservation
+
+
+def _room_to_decode(
+    ctx: Context,
+    lanes: Lanes | None,
+    reservation: Reservation,
+    response_mb: float,
+    decode_mb: float,
+) -> None:
+    """Room for the decode beside the answer in hand.
+
+    A reservation sized by recent pictures usually covers both already: it
+    keeps that much and waits for nothing. Else it holds only the bytes while
+    it waits to grow (no hold-and-wait); while siblings are at work, the
+    request narrows first, so that no new picture takes the room their ends
+    free.
+    """
+    needed = response_mb + decode_mb
+    if reservation.mb >= needed:
+        reservation.shrink_to(needed)
+        reservation.hold(response_mb)  # the answer is in hand: the reading counts it from now on
+        return
+    reservation.shrink_to(response_mb)
+    reservation.hold(response_mb)
+    if lanes is not None and lanes.siblings() > 0:
+        try:
+            reservation.grow_to(needed, wait_s=0.0)
+            return
+        except MemoryPressure:
+            lanes.narrow()
+    ctx.grow(reservation, needed)
 
 
 def make_images(
@@ -143,7 +275,8 @@ def make_images(
         nonlocal done
         job = jobs[index]
         try:
-            outcome = ImageOutcome(url=make_image(ctx, job))
+            with bounded_by(ctx):
+                outcome = ImageOutcome(url=_make_in_lane(ctx, job, lanes))
         except Exception as exc:  # one picture's failure, whatever it is, must not sink the others
             note_failure(job.label, ctx.request_id, exc)
             outcome = ImageOutcome(error=exc)
@@ -159,10 +292,28 @@ def make_images(
     if not jobs:
         return []
     workers = panel_workers(ctx.settings.panel_concurrency, total)
+    lanes = Lanes(workers)
     with ThreadPoolExecutor(workers, thread_name_prefix="liroo-image") as pool:
         outcomes = list(pool.map(run, range(total)))
     ctx.stop_if_cancelled()
     return outcomes
+
+
+def _make_in_lane(ctx: Context, job: ImageJob, lanes: Lanes) -> str:
+    """make_image in one of the request's lanes; a picture that gives way narrows them and waits
+    for a sibling to end, then tries again.
+
+    Waiting for a lane is waiting for its own request's pictures, each bounded by its own
+    waits, so only the work's deadline bounds it (not LIROO_RESERVATION_WAIT_S).
+    """
+    until = ctx.work_deadline
+    while True:
+        with lanes.lane(ctx, until):
+            try:
+                # Past its bound it no longer gives way: it waits for room like a lone picture.
+                return make_image(ctx, job, lanes if time.monotonic() < until else None)
+            except GiveWay:
+                lanes.narrow()
 
 
 def panel_workers(cap: int, tasks: int) -> int:

@@ -175,7 +175,7 @@ class MemoryGovernorMiddleware:
         governor = self.governor
         retry = governor.retry_after_s()
         request_id = self.request_id(environ)
-        used = governor.shed(environ[ROUTE_ENVIRON_KEY], cost_mb, request_id, waited_s)
+        used = governor.shed(environ.get("PATH_INFO", ""), cost_mb, request_id, waited_s)
         _drain(environ)
         payload = {
             "error": f"The service is short of memory right now; please retry in {retry} seconds.",

@@ -28,6 +28,12 @@ instance count of an autoscaled service is unknown at that moment; Gemini's
 429s, which cool each instance's budget, bound the excess). The outage is
 logged once per worker, like the job store's, and Redis is tried again at most
 every few seconds.
+
+A call made for a request waits within that request's deadline: generation sets
+the request's ``WaitBound`` for the thread making the call (``bounded_by``), the
+wait never goes past its ``work_by`` (RateLimited instead), and a slot further
+away than ``answer_by`` tells the request it will be late (it answers 503 and
+keeps working).
 """
 
 from __future__ import annotations
@@ -37,13 +43,42 @@ import logging
 import math
 import struct
 import time
-from typing import Callable, Protocol
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Callable, Iterator, Protocol
 
 from ..governor.shared import SharedTable
 from ..outage import RETRY_S, RedisOutage
 from .base import RateLimited
 
 log = logging.getLogger("liroo.providers.pacing")
+
+
+class WaitBound(Protocol):
+    """A request's bounds for a wait, in time.monotonic() (generation.context.Context)."""
+
+    def answer_by(self) -> float:
+        """The latest a wait may end for the request's answer to be in time."""
+
+    def work_by(self) -> float:
+        """The latest a wait may end at all."""
+
+    def late(self) -> None:
+        """The wait ends after ``answer_by``: the request answers now and keeps working."""
+
+
+# The bound of the request the current thread works for (None: only max_wait_s bounds a wait).
+_WAIT_BOUND: ContextVar[WaitBound | None] = ContextVar("liroo_wait_bound", default=None)
+
+
+@contextmanager
+def bounded_by(bound: WaitBound) -> Iterator[None]:
+    """Pacing waits in this thread (until the block ends) stay within ``bound``."""
+    token = _WAIT_BOUND.set(bound)
+    try:
+        yield
+    finally:
+        _WAIT_BOUND.reset(token)
 
 
 def gcra(tat: float, now: float, interval: float, tolerance: float) -> tuple[float, float]:
@@ -231,19 +266,23 @@ class Pacer:
 
     def acquire(self, model: str) -> float:
         """Wait for the model's next slot; return the seconds waited (RateLimited if that would
-        exceed max_wait_s)."""
+        exceed max_wait_s or the request's bound, see ``bounded_by``)."""
         if not self.enabled:
             return 0.0
+        bound = _WAIT_BOUND.get()
+        max_wait = self.max_wait_s
+        if bound is not None:
+            max_wait = max(min(max_wait, bound.work_by() - self._monotonic()), 0.0)
         wait = self._on_shared(
-            lambda state: state.take(
-                model, self._wall(), self.interval, self.tolerance, self.max_wait_s
-            )
+            lambda state: state.take(model, self._wall(), self.interval, self.tolerance, max_wait)
         )
         if wait is None:
             wait = self.local.take(
-                model, self._monotonic(), self.interval, self.tolerance, self.max_wait_s
+                model, self._monotonic(), self.interval, self.tolerance, max_wait
             )
         if wait > 0:
+            if bound is not None and self._monotonic() + wait > bound.answer_by():
+                bound.late()
             self._sleep(wait)
         return wait
 
