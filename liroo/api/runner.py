@@ -483,7 +483,7 @@ def _claim(
         try:
             job = runner.joins.wait(request_id, deadline)
         except JoinsFull:
-            retry = services().settings.retry_after_s
+            retry = services().governor.retry_after_s()  # the measured drain rate
             raise ApiError(
                 503,
                 "busy",
