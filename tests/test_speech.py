@@ -29,6 +29,7 @@ from liroo.generation.speech import (
     speak,
 )
 from liroo.governor import Governor, GovernorConfig
+from liroo.metrics import heavy_requests_fit
 from liroo.providers.base import BadOutput, SpeechResult
 from liroo.providers.offline import MS_PER_CHAR, OfflineProvider
 from liroo.providers.wav import pcm_to_wav
@@ -348,7 +349,8 @@ def test_every_speech_reservation_takes_turns_as_its_request(tmp_path):
 
 
 def test_narration_stored_in_cloud_storage_is_served_as_mp3(tmp_path, monkeypatch):
-    """speak() with the real google-cloud-storage client against gcp-storage-emulator on loopback."""
+    """speak() with the real google-cloud-storage client against gcp-storage-emulator on
+    loopback."""
     from gcp_storage_emulator.server import create_server
 
     from liroo.storage.gcs import GcsStorage
@@ -572,3 +574,36 @@ def test_concurrent_long_narrations_are_reserved_and_queue_for_memory_not_pile_u
     assert watched["waiting"] >= 1 or refused >= 1, watched
     memory = requests.get(server.url("/memory"), timeout=10).json()["governor"]
     assert memory["outstanding_reservations_mb"] == 0  # every reservation given back
+
+
+# --- how many more heavy requests fit (/metrics)
+# -------------------------------------------------------------------------
+
+
+def test_heavy_requests_fit_in_what_is_neither_used_nor_promised():
+    assert heavy_requests_fit(3072, 500, 72, 50) == 50  # (3072 - 500 - 72) / 50
+    assert heavy_requests_fit(3072, 500, 72, 5000) == 0
+    assert heavy_requests_fit(300, 350, 0, 20) == 0  # over the limit: none, never negative
+    assert heavy_requests_fit(300, 100, 0, 0) == 0  # no figure yet: none promised
+
+
+def gauges(server) -> dict[str, float]:
+    text = requests.get(server.url("/metrics"), timeout=10).text
+    return {
+        name: float(value)
+        for name, value in re.findall(r'^(liroo_[a-z_]+(?:\{level="limit"\})?) (\S+)$', text, re.M)
+    }
+
+
+def test_metrics_say_how_many_more_heavy_requests_fit_after_a_narration_teaches_its_peak(server):
+    post(server, "/generate_tts", {"text": narration(3_000, "gauge"), "voice": "narrator"})
+    figures = gauges(server)
+    peak = figures["liroo_heavy_request_peak_bytes"]
+    assert peak >= 48 * MB  # at least a picture's floor (LIROO_IMAGE_RESERVE_MB)
+    free = (
+        figures['liroo_memory_threshold_bytes{level="limit"}']
+        - figures["liroo_memory_used_bytes"]
+        - figures["liroo_memory_reserved_bytes"]
+    )
+    assert figures["liroo_heavy_requests_fit"] == max(free // peak, 0)
+    assert figures["liroo_heavy_requests_fit"] >= 1  # an idle test server has room
