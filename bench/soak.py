@@ -1,6 +1,6 @@
 """Soak: thousands of mixed requests through the real server; does a worker's memory keep growing?
 
-Two real gunicorn servers run the same load one after the other: ours
+Two real gunicorn servers run the same load, in turns: ours
 (``wsgi:app``, the memory governor on) and the operations guide's style
 (``bench.guide_style:app``: no heap freeze, ``gc.collect()`` after every
 response, LIROO_GOVERNOR=off). Both use the offline provider (real pictures
@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import contextlib
 import os
 import sys
 import time
@@ -193,26 +194,44 @@ def load(server: GunicornServer, indexes: range, concurrency: int, run: Run) -> 
         list(pool.map(one, indexes))
 
 
-def soak(name: str, env: dict, app: str, total: int, warmup: int, concurrency: int) -> Run:
-    run = Run(name)
+def soak(sides: dict[str, tuple[dict, str]], total: int, warmup: int, concurrency: int) -> dict:
+    """Every side's server started at once and loaded in turns, a fifth of the requests at a time,
+    so that each side meets the machine's other load as the others do (this machine is shared:
+    one side after the other, a busier minute made one side's CPU per request 20% higher)."""
     base = {"LIROO_MAX_REQUESTS": "0", "LIROO_IMAGE_CACHE": "off", "LIROO_LOG_LEVEL": "WARNING"}
-    with GunicornServer({**base, **env}, command=gunicorn_command(app)) as server:
-        started = time.monotonic()
-        load(server, range(warmup), concurrency, run)
-        pids = server.worker_pids()
-        run.warm_rss = {pid: rss_mb(pid) for pid in pids}
-        warm_cpu, warm_requests = sum(cpu_s(pid) for pid in pids), run.requests
-        run.samples.append((run.requests, max(run.warm_rss.values())))
+    runs = {name: Run(name) for name in sides}
+    with contextlib.ExitStack() as stack:
+        servers = {}
+        for name, (env, app) in sides.items():
+            server = GunicornServer({**base, **env}, command=gunicorn_command(app))
+            stack.callback(server.__exit__, None, None, None)
+            servers[name] = server.start(timeout=180)  # a loaded machine starts gunicorn slowly
+        pids, warm_cpu, warm_requests = {}, {}, {}
+        for name, server in servers.items():
+            run = runs[name]
+            started = time.monotonic()
+            load(server, range(warmup), concurrency, run)
+            run.seconds += time.monotonic() - started
+            pids[name] = server.worker_pids()
+            run.warm_rss = {pid: rss_mb(pid) for pid in pids[name]}
+            warm_cpu[name] = sum(cpu_s(pid) for pid in pids[name])
+            warm_requests[name] = run.requests
+            run.samples.append((run.requests, max(run.warm_rss.values())))
         step = max(1, (total - warmup) // 5)
-        for start in range(warmup, total, step):
-            load(server, range(start, min(start + step, total)), concurrency, run)
-            run.samples.append((run.requests, max(rss_mb(pid) for pid in server.worker_pids())))
-        run.end_rss = {pid: rss_mb(pid) for pid in server.worker_pids()}
-        run.cpu_s = sum(cpu_s(pid) for pid in pids) - warm_cpu
-        run.measured_requests = run.requests - warm_requests
-        run.replaced_workers = set(server.worker_pids()) != set(pids)
-        run.seconds = time.monotonic() - started
-    return run
+        for first in range(warmup, total, step):
+            for name, server in servers.items():
+                run = runs[name]
+                started = time.monotonic()
+                load(server, range(first, min(first + step, total)), concurrency, run)
+                run.seconds += time.monotonic() - started
+                run.samples.append((run.requests, max(rss_mb(p) for p in server.worker_pids())))
+        for name, server in servers.items():
+            run = runs[name]
+            run.end_rss = {pid: rss_mb(pid) for pid in server.worker_pids()}
+            run.cpu_s = sum(cpu_s(pid) for pid in pids[name]) - warm_cpu[name]
+            run.measured_requests = run.requests - warm_requests[name]
+            run.replaced_workers = set(server.worker_pids()) != set(pids[name])
+    return runs
 
 
 def report(run: Run) -> str:
@@ -250,19 +269,19 @@ def main() -> None:
         help="NAME:KEY=VALUE,... ours again with these environment settings (repeatable)",
     )
     args = parser.parse_args()
-    runs = {}
     sides = {
         "ours": ({}, "wsgi:app"),
-        "guide": ({"LIROO_GOVERNOR": "off"}, "bench.guide_style:app"),
+        # the guide's style runs on the libraries' allocator defaults (Pillow keeps no free block)
+        "guide": ({"LIROO_GOVERNOR": "off", "PILLOW_BLOCKS_MAX": "0"}, "bench.guide_style:app"),
     }
     for candidate in args.candidate:
         name, _, settings = candidate.partition(":")
         sides[name] = (dict(pair.split("=", 1) for pair in settings.split(",")), "wsgi:app")
-    for name, (env, app) in sides.items():
-        if args.only and name != args.only:
-            continue
-        runs[name] = soak(name, env, app, args.requests, args.warmup, args.concurrency)
-        print(report(runs[name]), flush=True)
+    if args.only:
+        sides = {args.only: sides[args.only]}
+    runs = soak(sides, args.requests, args.warmup, args.concurrency)
+    for run in runs.values():
+        print(report(run), flush=True)
     ours, guide = runs.get("ours"), runs.get("guide")
     total = sum(r.requests for r in runs.values())
     failures = sum(len(r.failures) for r in runs.values())

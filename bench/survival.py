@@ -162,7 +162,7 @@ def run(
     outcome = Outcome(governed)
     server = GunicornServer(env, preexec_fn=join_group)
     try:
-        server.start()
+        server.start(timeout=180)  # a loaded machine starts gunicorn slowly
         memory = requests.get(server.url("/memory"), timeout=10).json()
         outcome.learned_limit_mb, outcome.source = memory["memory_limit_mb"], memory["source"]
         start = time.monotonic()

@@ -3,11 +3,16 @@
 Every chunk of every clip of a request goes through one pool, all at once:
 each chunk's memory reservation and the provider's pacing decide how many
 really run (LIROO_PANEL_CONCURRENCY caps the pool when set). Every heavy step
-reserves its memory from the governor before it allocates: each model call
-(sized by what recent chunks cost a character, ``SPEECH_COSTS``), each chunk's
-encoding (what it adds to the file) and the file's hand-over to storage. Chunks
-are fed to the encoder (``liroo.audio``: MP3 by default, LIROO_AUDIO_FORMAT) in
-order as they arrive, so a long narration is never held as one joined buffer.
+reserves its memory from the governor before it allocates, sized by what the
+step was measured to hold at its peak (bench/speech_peaks.py): each model call
+(by what recent chunks cost a character, ``SPEECH_COSTS``), each chunk's
+encoding (what it adds to the file and LAME's buffers) and the file's hand-over
+to storage. A chunk's call never waits at the governor for memory its own
+request holds: while the request has calls under way and memory is short, it
+waits for them instead (``_OwnCalls``), so a request short of memory reads fewer
+chunks at a time, down to one, rather than being refused. Chunks are fed to the encoder
+(``liroo.audio``: MP3 by default, LIROO_AUDIO_FORMAT) in order as they arrive,
+so a long narration is never held as one joined buffer.
 """
 
 from __future__ import annotations
@@ -150,9 +155,8 @@ class _ClipWriter:
     format's bytes per second), and storing reserves the file's hand-over copy.
     """
 
-    def __init__(self, ctx: Context, total: int, own: "_OwnCalls") -> None:
+    def __init__(self, ctx: Context, total: int) -> None:
         self._ctx = ctx
-        self._own = own
         self.total = total
         self._lock = threading.Lock()
         # woken when the encoder moves on or the clip fails
@@ -242,9 +246,7 @@ class _ClipWriter:
             settings.audio_format, rate, channels, settings.audio_bitrate_kbps
         )
         # Under way: encoding turns the chunk's samples into a tenth of their size.
-        mb = frames / rate * per_s / MB + ENCODE_SLACK_MB
-        self._own.wait_for_room(mb)
-        with self._ctx.reserve(mb, under_way=True):
+        with self._ctx.reserve(frames / rate * per_s / MB + ENCODE_SLACK_MB, under_way=True):
             self._encoder.feed(pcm)
         self._frames += frames
 
@@ -256,9 +258,7 @@ class _ClipWriter:
         fmt = self._ctx.settings.audio_format
         # finish() hands the output over as one bytes object (a second copy while the first is
         # dropped), and an upload may buffer it again.
-        mb = 2 * encoder.encoded_bytes / MB + FINISH_SLACK_MB
-        self._own.wait_for_room(mb)
-        with self._ctx.reserve(mb, under_way=True):
+        with self._ctx.reserve(2 * encoder.encoded_bytes / MB + FINISH_SLACK_MB, under_way=True):
             data = encoder.finish()
             del encoder
             url = self._ctx.storage.put(
@@ -289,7 +289,9 @@ class _OwnCalls:
     out) rather than queueing at the governor, where it would be refused after
     LIROO_RESERVATION_WAIT_S although its own request held the room: the
     request goes on with fewer chunks at a time, down to one, and only a chunk
-    with none of its own under way waits for other requests' memory.
+    with none of its own under way waits for other requests' memory. Encoding
+    and the hand-over do not wait here: they finish work under way and go
+    first at the governor.
     """
 
     # While it waits for its own calls, a chunk also looks again this often: memory other
@@ -384,7 +386,7 @@ def speak(
         return []
     chunked = [split_for_speech(job.text) or [job.text] for job in jobs]
     own = _OwnCalls(ctx)
-    writers = [_ClipWriter(ctx, len(chunks), own) for chunks in chunked]
+    writers = [_ClipWriter(ctx, len(chunks)) for chunks in chunked]
     models: list[str | None] = [None] * len(jobs)
     clips: list[Clip | None] = [None] * len(jobs)
     lock = threading.Lock()
