@@ -591,3 +591,29 @@ def test_run_limited_limit_is_enforced_by_the_kernel():
     assert result.returncode == 137
     assert "survived" not in result.stdout
     assert "OOM killer ended" in result.stderr
+
+
+def test_the_served_configuration_sets_pillows_allocator_before_pillow_is_imported(tmp_path):
+    """gunicorn.conf.py, which production and `make run` both load, keeps freed Pillow blocks for
+    reuse (chosen by bench/soak.py's cpu_ratio and rss_ratio); an operator's own value wins."""
+    code = (
+        "import runpy; runpy.run_path('gunicorn.conf.py'); "
+        "from PIL import Image; print(Image.core.get_blocks_max())"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PILLOW_", "LIROO_"))}
+    env["PROMETHEUS_MULTIPROC_DIR"] = str(tmp_path)
+
+    def blocks_max(**extra: str) -> str:
+        result = subprocess.run(
+            [sys.executable, "-c", code],
+            cwd=ROOT,
+            env={**env, **extra},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 0, result.stderr
+        return result.stdout.split()[-1]
+
+    assert blocks_max() == "8"
+    assert blocks_max(PILLOW_BLOCKS_MAX="0") == "0"
