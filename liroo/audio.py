@@ -27,7 +27,7 @@ MP3_QUALITY = 5
 SAMPLE_WIDTH = 2  # bytes per sample: both encoders take 16-bit PCM
 # LAME is fed this much PCM per call. Fed a whole 3.6 MB chunk at once, lameenc
 # allocates its output and work buffers for all of it: +14 MB at the peak. In
-# 256 KB slices the peak is ~1.5 MB, the output is byte for byte the same and
+# 256 KB slices the peak is ~1.7 MB, the output is byte for byte the same and
 # the CPU too (bench/speech_peaks.py). lameenc takes bytes only (no memoryview),
 # so each slice is a copy of its 256 KB.
 FEED_SLICE_BYTES = 256 * 1024
