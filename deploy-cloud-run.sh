@@ -32,7 +32,19 @@ single_instance_state=false
 async_mode=false
 memory="4Gi"
 cpu="2"
-concurrency="40"
+concurrency=""  # derived from --memory below unless given
+# Cloud Run scales on concurrency, never on memory, so memory decides the concurrency:
+#   concurrency = floor((memory x 0.75 - baseline) / request peak), at least 1
+# 0.75: the governor's hard limit is 75% of the container's limit (liroo/governor/policy.py).
+# baseline: an idle instance (master + 2 workers, PSS), measured by bench/request_peaks.py (115 MB
+# on 2026-12-03). request peak: what the governor's door holds for one heavy request, the most
+# that any route costs there (a lecture: LIROO_IMAGE_RESERVE_MB 48 + LIROO_SPEECH_RESERVE_MB 24),
+# which is more than one request was measured to add alone (31 MB, a comic): a concurrency the
+# door could not admit at once would only turn Cloud Run's routing into 503s.
+# Workers x threads covers the result: LIROO_THREADS = ceil(concurrency / 2 workers).
+baseline_mb=115
+request_peak_mb=72
+workers=2
 max_instances="5"
 min_instances="0"
 timeout="3600"
@@ -63,21 +75,50 @@ Usage: $0 [options]
                         (--no-cpu-throttling: instance-based billing); default: answered synchronously
   --memory SIZE         memory per instance (default: $memory)
   --cpu N               vCPUs per instance (default: $cpu)
-  --concurrency N       requests per instance; workers x threads must cover it (default: $concurrency)
+  --concurrency N       requests per instance (default: derived from --memory, see below)
+  --baseline-mb MB      an idle instance's memory, for the derived concurrency (default: $baseline_mb)
+  --request-peak-mb MB  one heavy request's peak, for the derived concurrency (default: $request_peak_mb)
   --max-instances N     (default: $max_instances)
   --min-instances N     (default: $min_instances)
   --timeout SECONDS     request timeout, long enough for a comic (default: $timeout)
   --dry-run             print the commands, run none of them
   -h, --help            this text
+
+The derived concurrency: floor((--memory x 0.75 - baseline) / request peak), at least 1
+(4Gi: $(derived_concurrency 4Gi)); LIROO_THREADS is set so that $workers workers x threads cover it.
 EOF
 }
 
 die() { echo "deploy-cloud-run: $*" >&2; exit 1; }
 
+# Cloud Run's memory size (512Mi, 4Gi, 2G...) in MiB.
+memory_mib() {
+  local size=$1
+  [[ "$size" =~ ^([0-9]+)(Mi|Gi|M|G)$ ]] || die "--memory needs a size like 512Mi or 4Gi, got: $size"
+  local n=${BASH_REMATCH[1]}
+  case "${BASH_REMATCH[2]}" in
+    Gi) echo $(( n * 1024 )) ;;
+    Mi) echo "$n" ;;
+    G) echo $(( n * 1000000000 / 1048576 )) ;;
+    M) echo $(( n * 1000000 / 1048576 )) ;;
+  esac
+}
+
+# How many requests an instance of this memory takes (the formula above); Cloud Run's most is 1000.
+derived_concurrency() {
+  local mib
+  mib=$(memory_mib "$1") || exit 1
+  local fit=$(( (mib * 75 / 100 - baseline_mb) / request_peak_mb ))
+  (( fit < 1 )) && fit=1
+  (( fit > 1000 )) && fit=1000
+  echo "$fit"
+}
+
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --project|--region|--service|--repository|--tag|--image|--bucket|--base-url|--genai-secret|\
-    --memory|--cpu|--concurrency|--max-instances|--min-instances|--timeout|--redis-secret|--network|--subnet)
+    --memory|--cpu|--concurrency|--max-instances|--min-instances|--timeout|--redis-secret|--network|--subnet|\
+    --baseline-mb|--request-peak-mb)
       [[ $# -ge 2 ]] || die "$1 needs a value"
       name="${1#--}"; name="${name//-/_}"
       printf -v "$name" '%s' "$2"
@@ -109,6 +150,13 @@ run() {
 }
 
 # --- checks ------------------------------------------------------------------
+[[ "$baseline_mb" =~ ^[0-9]+$ && "$request_peak_mb" =~ ^[1-9][0-9]*$ ]] \
+  || die "--baseline-mb and --request-peak-mb need whole numbers of MB (the peak above 0)"
+memory_mib "$memory" >/dev/null
+concurrency="${concurrency:-$(derived_concurrency "$memory")}"
+[[ "$concurrency" =~ ^[1-9][0-9]*$ ]] || die "--concurrency needs a number, got: $concurrency"
+threads=$(( (concurrency + workers - 1) / workers ))
+echo "# concurrency: $concurrency for --memory $memory ($workers workers x $threads threads)"
 [[ "$max_instances" =~ ^[0-9]+$ ]] || die "--max-instances needs a number, got: $max_instances"
 if ! $redis && (( max_instances > 1 )) && ! $single_instance_state; then
   die "refusing --no-redis with --max-instances $max_instances: without Redis each instance keeps its own jobs, progress, rate limits and Gemini budget, so the app's polls and retries that land on another instance get 404s or pay for the work again (use Redis, --max-instances 1, or --single-instance-state to accept this)."
@@ -179,7 +227,7 @@ run gcloud run deploy "$service" \
   --allow-unauthenticated \
   "${network_flags[@]}" \
   --startup-probe=httpGet.path=/ready,periodSeconds=5,timeoutSeconds=3,failureThreshold=24 \
-  --set-env-vars="GCS_BUCKET_NAME=$bucket,BASE_URL=$base_url,LIROO_TRUSTED_PROXIES=1,GOOGLE_CLOUD_PROJECT=$project,LIROO_ASYNC=$async_env" \
+  --set-env-vars="GCS_BUCKET_NAME=$bucket,BASE_URL=$base_url,LIROO_TRUSTED_PROXIES=1,GOOGLE_CLOUD_PROJECT=$project,LIROO_ASYNC=$async_env,LIROO_THREADS=$threads" \
   --set-secrets="$secrets" \
   --quiet
 

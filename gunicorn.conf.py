@@ -19,6 +19,14 @@ if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         prefix="liroo-metrics-"
     )
 
+# Allocator settings, for production and `make run` alike (README: "Allocator settings"),
+# before anything imports Pillow, which reads its own at import. The governor pins glibc's mmap
+# threshold (LIROO_MMAP_THRESHOLD_KB, 128 KB) so a freed image leaves the process at once; every
+# Pillow block is then a fresh mmap, zeroed on first touch. Pillow keeping up to 8 freed blocks
+# for reuse gives most of that CPU back for ~20 MB a worker (bench/soak.py, cpu_ratio and
+# rss_ratio against the guide's style, candidates side by side).
+os.environ.setdefault("PILLOW_BLOCKS_MAX", "8")
+
 from liroo.settings import Settings  # noqa: E402  (after the metrics folder is set)
 
 settings = Settings.from_env()

@@ -18,7 +18,9 @@ burst really kills an ungoverned server.
 
 One line of figures per scenario, and for the last line the pictures' and the speech's:
 ``oom_kills=… dropped=… served_ratio=… ungoverned_oom_kills=… speech_oom_kills=…
-speech_served_ratio=… speech_ungoverned_oom_kills=…``.
+speech_served_ratio=… speech_ungoverned_oom_kills=… speech_time_ratio=…``.
+speech_time_ratio is the governed burst's time over the ungoverned one's (goal <= 1.1 where the
+ungoverned side survives: the governor must not make a burst it would survive slower).
 """
 
 from __future__ import annotations
@@ -160,7 +162,7 @@ def run(
     outcome = Outcome(governed)
     server = GunicornServer(env, preexec_fn=join_group)
     try:
-        server.start()
+        server.start(timeout=180)  # a loaded machine starts gunicorn slowly
         memory = requests.get(server.url("/memory"), timeout=10).json()
         outcome.learned_limit_mb, outcome.source = memory["memory_limit_mb"], memory["source"]
         start = time.monotonic()
@@ -220,7 +222,8 @@ def main() -> None:
             f"speech_served_ratio={speech.served / max(speech.total, 1):.2f} "
             f"speech_refusals_without_retry_after={speech.refusals_without_retry_after} "
             f"speech_ungoverned_oom_kills={speech_ungoverned.oom_kills} "
-            f"speech_ungoverned_dropped={speech_ungoverned.dropped}"
+            f"speech_ungoverned_dropped={speech_ungoverned.dropped} "
+            f"speech_time_ratio={speech.seconds / max(speech_ungoverned.seconds, 1e-9):.2f}"
         )
     print(" ".join(figures))
 

@@ -129,6 +129,43 @@ class _ContainerMemoryCollector:
             "Requests waiting at the door for memory, all workers",
             value=g.queue_length(),
         )
+        per_request_mb = heavy_request_mb()
+        yield GaugeMetricFamily(
+            "liroo_heavy_request_peak_bytes",
+            "What one heavy request is expected to hold at its peak (learned by this worker)",
+            value=per_request_mb * MB,
+        )
+        yield GaugeMetricFamily(
+            "liroo_heavy_requests_fit",
+            "How many more heavy requests fit under the hard limit now (scale out at 0)",
+            value=heavy_requests_fit(
+                g.thresholds.limit_mb, used / MB, g.reserved_bytes() / MB, per_request_mb
+            ),
+        )
+
+
+def heavy_requests_fit(
+    limit_mb: float, used_mb: float, outstanding_mb: float, per_request_mb: float
+) -> int:
+    """Heavy requests that fit in what is left under the hard limit: the memory neither in use
+    nor promised, over one request's peak (0 when full or over)."""
+    if per_request_mb <= 0:
+        return 0
+    return max(int((limit_mb - used_mb - outstanding_mb) // per_request_mb), 0)
+
+
+def heavy_request_mb() -> float:
+    """One heavy request's peak as this worker has learned it: the larger of a picture's
+    reservation and a narration's (its chunks in flight at once), floors from the settings
+    until a step has been measured. Imported here: generation imports this module."""
+    from .generation.images import IMAGE_COSTS
+    from .generation.speech import CHUNKS_AHEAD, MAX_CHUNK_CHARS, SPEECH_COSTS
+    from .services import services
+
+    settings = services().settings
+    picture = IMAGE_COSTS.reserve_mb(settings.image_reserve_mb)
+    chunk = SPEECH_COSTS.reserve_mb(settings.speech_reserve_mb, MAX_CHUNK_CHARS)
+    return max(picture, CHUNKS_AHEAD * chunk)
 
 
 def render(governor: Governor) -> bytes:

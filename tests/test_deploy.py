@@ -26,10 +26,27 @@ import yaml
 from tests.servers import ROOT, GunicornServer, wait_for
 
 IMAGE = "${_REGION}-docker.pkg.dev/$PROJECT_ID/${_REPOSITORY}/liroo-backend:$COMMIT_SHA"
+
+
+def script_figure(name: str) -> int:
+    """A figure the deploy script derives --concurrency from (baseline_mb, request_peak_mb)."""
+    text = (ROOT / "deploy-cloud-run.sh").read_text()
+    return int(re.search(rf"^{name}=(\d+)$", text, re.M).group(1))
+
+
+def concurrency_for(memory_mib: int) -> int:
+    """docs/operations.md's formula: the hard limit (75%) less an idle instance, over one heavy
+    request's peak."""
+    fit = (memory_mib * 75 // 100 - script_figure("baseline_mb")) // script_figure(
+        "request_peak_mb"
+    )
+    return min(max(fit, 1), 1000)
+
+
 GUIDE_FLAGS = {
     "--memory": "4Gi",
     "--cpu": "2",
-    "--concurrency": "40",
+    "--concurrency": str(concurrency_for(4096)),
     "--max-instances": "5",
     "--min-instances": "0",
     "--timeout": "3600",
@@ -234,6 +251,7 @@ def test_cloudbuild_builds_pushes_and_deploys_with_the_guide_settings():
         "LIROO_TRUSTED_PROXIES": "1",
         "GOOGLE_CLOUD_PROJECT": "$PROJECT_ID",
         "LIROO_ASYNC": "off",
+        "LIROO_THREADS": str(-(-concurrency_for(4096) // 2)),  # 2 workers x threads cover it
     }
     secrets = deploy["--set-secrets"].split(",")
     assert "GENAI_API_KEY=${_GENAI_SECRET}:latest" in secrets
@@ -367,6 +385,38 @@ def test_script_options_reach_the_deploy_command_as_cloudbuild_substitutions_do(
     assert sorted(printed_commands(result.stdout)[1][1:]) == sorted(
         resolve(deploy_args(cloudbuild()), values)
     )
+
+
+# --- memory decides the concurrency -----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "memory, mib", [("2Gi", 2048), ("4Gi", 4096), ("8Gi", 8192), ("512Mi", 512)]
+)
+def test_concurrency_is_derived_from_the_instances_memory_and_threads_cover_it(memory, mib):
+    deploy = deploy_flags("--memory", memory)
+    concurrency = int(deploy["--concurrency"])
+    assert concurrency == concurrency_for(mib)
+    env = dict(pair.split("=", 1) for pair in deploy["--set-env-vars"].split(","))
+    assert 2 * int(env["LIROO_THREADS"]) >= concurrency  # every request has a thread
+
+
+def test_more_memory_takes_more_requests_and_the_figures_can_be_given():
+    by_memory = [int(deploy_flags("--memory", m)["--concurrency"]) for m in ("2Gi", "4Gi", "8Gi")]
+    assert by_memory == sorted(set(by_memory)), by_memory  # strictly more with more memory
+    # A re-measured instance (bench/request_peaks.py): 4 GiB of 3072 MB, 72 idle, 100 a request.
+    given = deploy_flags("--memory", "4Gi", "--baseline-mb", "72", "--request-peak-mb", "100")
+    assert given["--concurrency"] == "30"
+    assert deploy_flags("--concurrency", "12")["--concurrency"] == "12"  # an explicit figure wins
+
+
+@pytest.mark.parametrize(
+    "args", [("--memory", "4GB"), ("--request-peak-mb", "0"), ("--concurrency", "many")]
+)
+def test_sizes_and_figures_that_are_not_numbers_are_refused(args):
+    result = run_script("--dry-run", "--project", "demo-proj", *args)
+    assert result.returncode != 0 and "deploy-cloud-run:" in result.stderr
+    assert "gcloud run deploy" not in result.stdout
 
 
 # --- many instances: Redis, the startup probe, async work ------------------------------------
@@ -541,3 +591,29 @@ def test_run_limited_limit_is_enforced_by_the_kernel():
     assert result.returncode == 137
     assert "survived" not in result.stdout
     assert "OOM killer ended" in result.stderr
+
+
+def test_the_served_configuration_sets_pillows_allocator_before_pillow_is_imported(tmp_path):
+    """gunicorn.conf.py, which production and `make run` both load, keeps freed Pillow blocks for
+    reuse (chosen by bench/soak.py's cpu_ratio and rss_ratio); an operator's own value wins."""
+    code = (
+        "import runpy; runpy.run_path('gunicorn.conf.py'); "
+        "from PIL import Image; print(Image.core.get_blocks_max())"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PILLOW_", "LIROO_"))}
+    env["PROMETHEUS_MULTIPROC_DIR"] = str(tmp_path)
+
+    def blocks_max(**extra: str) -> str:
+        result = subprocess.run(
+            [sys.executable, "-c", code],
+            cwd=ROOT,
+            env={**env, **extra},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 0, result.stderr
+        return result.stdout.split()[-1]
+
+    assert blocks_max() == "8"
+    assert blocks_max(PILLOW_BLOCKS_MAX="0") == "0"

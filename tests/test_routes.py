@@ -64,7 +64,7 @@ def test_the_door_names_the_rule_flask_will_route_to(app, path, method, rule):
 
 
 def test_the_door_looks_costs_up_by_the_matched_route(app):
-    door = app.wsgi_app
+    door = app.wsgi_app.door  # behind the replay layer (liroo/api/replay.py)
     assert door.route_costs_mb["/generate_comic"] == Settings().image_reserve_mb
     environ = {"PATH_INFO": "//generate_lecture", "REQUEST_METHOD": "POST"}
     environ[ROUTE_ENVIRON_KEY] = door.route_of(environ)
@@ -85,19 +85,35 @@ def starved():
         yield server
 
 
-# The bodies are empty on purpose: the app would answer 400 missing_field, so a 503 shows that the
-# door refused the request before the app read it (the route's own reservation would refuse it
-# too, but only after parsing it).
+def shed_total(server) -> float:
+    """liroo_memory_shed_total: requests the door refused (a step's own refusal is not counted)."""
+    text = requests.get(server.url("/metrics"), timeout=10).text
+    return sum(
+        float(line.split()[-1])
+        for line in text.splitlines()
+        if line.startswith("liroo_memory_shed_total")
+    )
+
+
+# Valid bodies: the replay layer reads each first (nothing is stored under it), then the door must
+# refuse it before any work: the door's own count grows by one each time.
 @pytest.mark.parametrize(
-    "path",
-    ["/generate_image", "//generate_image", "///generate_comic", "//generate_lecture"],
+    "path, body",
+    [
+        ("/generate_image", {"prompt": "A kite over a hill"}),
+        ("//generate_image", {"prompt": "A kite over a hill"}),
+        ("///generate_comic", {"text": "Kites fly when wind pushes on them."}),
+        ("//generate_lecture", {"text": "Kites fly when wind pushes on them."}),
+    ],
 )
-def test_a_doubled_slash_is_costed_at_the_door_like_the_plain_path(starved, path):
-    response = requests.post(starved.url(path), json={}, timeout=30)
+def test_a_doubled_slash_is_costed_at_the_door_like_the_plain_path(starved, path, body):
+    before = shed_total(starved)
+    response = requests.post(starved.url(path), json=body, timeout=30)
     assert response.status_code == 503, response.text
     shed = contract.decode_error(response.json())
     assert shed["code"] == "memory_pressure" and response.headers["Retry-After"]
     assert ("lecture_id" in shed) == path.endswith("lecture")  # the route's own fields too
+    assert shed_total(starved) == before + 1
 
 
 def test_a_starved_door_still_serves_what_it_exempts_and_what_costs_nothing(starved):

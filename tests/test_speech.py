@@ -17,10 +17,19 @@ import pytest
 import requests
 
 from liroo import create_app
-from liroo.audio import Mp3Encoder, WavEncoder, make_encoder
+from liroo.audio import Mp3Encoder, WavEncoder, encoded_bytes_per_s, make_encoder
 from liroo.generation.context import Context, Progress
-from liroo.generation.speech import CHUNKS_AHEAD, SPEECH_COSTS, SpeechJob, speak
+from liroo.generation.speech import (
+    CHUNKS_AHEAD,
+    ENCODE_SLACK_MB,
+    HOLD_FACTOR,
+    MB,
+    SPEECH_COSTS,
+    SpeechJob,
+    speak,
+)
 from liroo.governor import Governor, GovernorConfig
+from liroo.metrics import heavy_requests_fit
 from liroo.providers.base import BadOutput, SpeechResult
 from liroo.providers.offline import MS_PER_CHAR, OfflineProvider
 from liroo.providers.wav import pcm_to_wav
@@ -83,6 +92,33 @@ def test_wav_fed_in_pieces_holds_every_frame_in_order():
     with wave.open(io.BytesIO(encoder.finish())) as wav:
         assert (wav.getframerate(), wav.getnchannels(), wav.getsampwidth()) == (24_000, 1, 2)
         assert wav.readframes(wav.getnframes()) == first + second
+
+
+def rss_peak_mb(step) -> float:
+    """The most RSS ``step()`` added at any moment: the kernel's high-water mark (VmHWM), reset
+    first through /proc/self/clear_refs."""
+
+    def status_kb(field):
+        with open("/proc/self/status") as fh:
+            return next(int(line.split()[1]) for line in fh if line.startswith(field + ":"))
+
+    before = status_kb("VmRSS")
+    with open("/proc/self/clear_refs", "w") as fh:
+        fh.write("5")
+    step()
+    return (status_kb("VmHWM") - before) / 1024
+
+
+def test_encoding_a_chunk_stays_within_what_its_step_reserves():
+    """A 1,500-character chunk's samples (~75 s, 3.6 MB) fed to LAME: fed whole, lameenc took
+    +14 MB for a step that reserved 0.6 MB; in slices it stays within the reservation."""
+    pcm = tone(75)
+    encoder = Mp3Encoder(24_000, 1, 40)
+    encoder.feed(tone(1))  # LAME's own tables, made once per encoder
+    # The first long feed: lameenc keeps the buffers it grew for the encoder's life.
+    peak = rss_peak_mb(lambda: encoder.feed(pcm))
+    reserved = 75 * encoded_bytes_per_s("mp3", 24_000, 1, 40) / MB + ENCODE_SLACK_MB
+    assert peak <= reserved, (peak, reserved)
 
 
 # --- speak(): in order, reserved, released
@@ -180,7 +216,7 @@ def test_a_clips_chunks_are_made_at_most_a_few_ahead_of_its_encoder(tmp_path):
     provider = LookAheadSpeech()
     governor = Governor(GovernorConfig(limit_mb=100_000))
     ctx = make_ctx(tmp_path, provider, governor, audio_format="wav", panel_concurrency=0)
-    clip, = speak(ctx, [SpeechJob(chunky_text(12), "narrator")])
+    (clip,) = speak(ctx, [SpeechJob(chunky_text(12), "narrator")])
     assert clip.error is None and clip.duration_s == pytest.approx(12.0)
     assert len(provider.ahead) == 12
     assert max(provider.ahead) < CHUNKS_AHEAD
@@ -250,6 +286,37 @@ def test_a_clips_chunks_take_their_memory_in_order(tmp_path):
     assert len(reserved) == 1  # chunk 0 asked and was refused; chunks 1 and 2 never asked
 
 
+class SlowSpeech(UnevenSpeech):
+    """Chunks that take the model half a second each, as Gemini's take seconds: longer than the
+    test lets a chunk wait for memory."""
+
+    def generate_speech(self, text, voice):
+        time.sleep(0.5)  # the model's latency, not synchronisation
+        return super().generate_speech(text, voice)
+
+
+def test_a_request_short_of_memory_reads_its_chunks_one_at_a_time_rather_than_wait_on_itself(
+    tmp_path,
+):
+    """Room for one chunk's call: the next chunk does not queue at the governor for the memory
+    its own request's call holds (refused after the wait: memory_pressure); it waits for that
+    call to end and the narration is read one chunk at a time."""
+    used_mb = Governor(GovernorConfig(limit_mb=100_000)).used_mb()
+    # Each chunk reserves ~190 MB (the floor), the limit leaves room for one, not two.
+    governor = Governor(GovernorConfig(limit_mb=used_mb + 300))
+    ctx = make_ctx(
+        tmp_path,
+        SlowSpeech(),
+        governor,
+        speech_reserve_mb=200,
+        reservation_wait_s=0.2,
+        panel_concurrency=0,
+    )
+    (clip,) = speak(ctx, [SpeechJob(chunky_text(3), "narrator")])
+    assert clip.error is None and clip.duration_s == pytest.approx(3.0)
+    assert governor.refused_reservations == 0 and governor.outstanding_mb() == 0
+
+
 def test_chunk_reservations_learn_from_recent_chunks(tmp_path):
     governor = Governor(GovernorConfig(limit_mb=100_000))
     ctx = make_ctx(tmp_path, OfflineProvider(), governor, speech_reserve_mb=0.001)
@@ -261,7 +328,7 @@ def test_chunk_reservations_learn_from_recent_chunks(tmp_path):
     first, later = reserved[0][0], reserved[3][0]
     # The first chunk had only the (tiny) floor; the next one reserves what the first really held.
     assert first == pytest.approx(1.0)  # MIN_RESERVE_MB
-    assert later > 4 * 1400 * 0.0015  # HOLD_FACTOR x at least ~1.5 kB of PCM a character
+    assert later > HOLD_FACTOR * 1400 * 0.0015 / 1.024**2  # at least ~1.5 kB of PCM a character
     # A title's few words (mostly silence and header per character) teach nothing.
     speak(ctx, [SpeechJob("Roots", "narrator")])
     speak(ctx, [SpeechJob(narration(1400), "narrator")])
@@ -283,8 +350,8 @@ def test_every_speech_reservation_takes_turns_as_its_request(tmp_path):
 
 
 def test_narration_stored_in_cloud_storage_is_served_as_mp3(tmp_path, monkeypatch):
-    """speak() with the real google-cloud-storage client against gcp-storage-emulator on loopback.
-    """
+    """speak() with the real google-cloud-storage client against gcp-storage-emulator on
+    loopback."""
     from gcp_storage_emulator.server import create_server
 
     from liroo.storage.gcs import GcsStorage
@@ -517,3 +584,36 @@ def test_concurrent_long_narrations_are_reserved_and_queue_for_memory_not_pile_u
         interval=0.2,
         what="every reservation given back",
     )
+
+
+# --- how many more heavy requests fit (/metrics)
+# -------------------------------------------------------------------------
+
+
+def test_heavy_requests_fit_in_what_is_neither_used_nor_promised():
+    assert heavy_requests_fit(3072, 500, 72, 50) == 50  # (3072 - 500 - 72) / 50
+    assert heavy_requests_fit(3072, 500, 72, 5000) == 0
+    assert heavy_requests_fit(300, 350, 0, 20) == 0  # over the limit: none, never negative
+    assert heavy_requests_fit(300, 100, 0, 0) == 0  # no figure yet: none promised
+
+
+def gauges(server) -> dict[str, float]:
+    text = requests.get(server.url("/metrics"), timeout=10).text
+    return {
+        name: float(value)
+        for name, value in re.findall(r'^(liroo_[a-z_]+(?:\{level="limit"\})?) (\S+)$', text, re.M)
+    }
+
+
+def test_metrics_say_how_many_more_heavy_requests_fit_after_a_narration_teaches_its_peak(server):
+    post(server, "/generate_tts", {"text": narration(3_000, "gauge"), "voice": "narrator"})
+    figures = gauges(server)
+    peak = figures["liroo_heavy_request_peak_bytes"]
+    assert peak >= 48 * MB  # at least a picture's floor (LIROO_IMAGE_RESERVE_MB)
+    free = (
+        figures['liroo_memory_threshold_bytes{level="limit"}']
+        - figures["liroo_memory_used_bytes"]
+        - figures["liroo_memory_reserved_bytes"]
+    )
+    assert figures["liroo_heavy_requests_fit"] == max(free // peak, 0)
+    assert figures["liroo_heavy_requests_fit"] >= 1  # an idle test server has room

@@ -39,6 +39,9 @@ class ReplayLayer:
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
         if environ.get("REQUEST_METHOD") != "POST" or not self._routed(environ):
             return self.door(environ, start_response)
+        # The deadline runs from arrival, the look included; a malformed one is the door's 400.
+        if not self.door.stamp_deadline(environ):
+            return self.door(environ, start_response)
         try:
             length = int(environ.get("CONTENT_LENGTH") or 0)
         except ValueError:

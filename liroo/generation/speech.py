@@ -3,11 +3,16 @@
 Every chunk of every clip of a request goes through one pool, all at once:
 each chunk's memory reservation and the provider's pacing decide how many
 really run (LIROO_PANEL_CONCURRENCY caps the pool when set). Every heavy step
-reserves its memory from the governor before it allocates: each model call
-(sized by what recent chunks cost a character, ``SPEECH_COSTS``), each chunk's
-encoding (what it adds to the file) and the file's hand-over to storage. Chunks
-are fed to the encoder (``liroo.audio``: MP3 by default, LIROO_AUDIO_FORMAT) in
-order as they arrive, so a long narration is never held as one joined buffer.
+reserves its memory from the governor before it allocates, sized by what the
+step was measured to hold at its peak (bench/speech_peaks.py): each model call
+(by what recent chunks cost a character, ``SPEECH_COSTS``), each chunk's
+encoding (what it adds to the file and LAME's buffers) and the file's hand-over
+to storage. A chunk's call never waits at the governor for memory its own
+request holds: while the request has calls under way and memory is short, it
+waits for them instead (``_OwnCalls``), so a request short of memory reads fewer
+chunks at a time, down to one, rather than being refused. Chunks are fed to the encoder
+(``liroo.audio``: MP3 by default, LIROO_AUDIO_FORMAT) in order as they arrive,
+so a long narration is never held as one joined buffer.
 """
 
 from __future__ import annotations
@@ -45,8 +50,11 @@ MB = 1024 * 1024
 # clip are made concurrently, so a long text also reads faster.
 MAX_CHUNK_CHARS = 1500
 # While a chunk's answer arrives the SDK holds the HTTP body (base64), its text, the
-# decoded bytes and then the samples read out of the WAV: about four times the audio.
-HOLD_FACTOR = 4
+# decoded bytes and the WAV made of them; read_pcm then copies the samples out. Measured
+# (bench/speech_peaks.py, real SDK, a 1,474-character chunk = 3.37 MB of WAV): the call
+# and read_pcm together peak at +18.1 MB of RSS, 5.35x the WAV (read_pcm alone: 1.0x,
+# after the call's buffers are gone). The reservation is that peak, rounded up.
+HOLD_FACTOR = 5.4
 MIN_RESERVE_MB = 1.0  # a title's few words still hold buffers
 # Chunks of one clip that may be made ahead of the one its encoder needs next. The
 # encoder takes chunks in order, so a chunk made far ahead holds its samples until
@@ -55,7 +63,14 @@ MIN_RESERVE_MB = 1.0  # a title's few words still hold buffers
 # Three keeps a clip's calls overlapping (as the old fixed pool of three did) and
 # its waiting samples to two chunks (~10 MB).
 CHUNKS_AHEAD = 3
-ENCODER_SLACK_MB = 0.25  # LAME's own buffers, and a frame or two of lag
+# Encoding a chunk (liroo.audio feeds LAME 256 KB at a time) peaks at 2.1-2.5 MB of RSS for a
+# 3.37 MB chunk, 0.35 MB of it the output that stays (bench/speech_peaks.py; whole, 14.8 MB):
+# the output is reserved by the format's bytes per second, LAME's working buffers and the
+# slice being encoded by this.
+ENCODE_SLACK_MB = 2.0
+# finish() copies the output once (measured 1.00x the MP3) and an upload may buffer it again;
+# LAME's flush adds a frame or two.
+FINISH_SLACK_MB = 0.25
 # What recent chunks cost per character read aloud (24 kHz speech is ~3.2 kB of PCM a character).
 SPEECH_COSTS = RecentCosts()
 
@@ -231,7 +246,7 @@ class _ClipWriter:
             settings.audio_format, rate, channels, settings.audio_bitrate_kbps
         )
         # Under way: encoding turns the chunk's samples into a tenth of their size.
-        with self._ctx.reserve(frames / rate * per_s / MB + ENCODER_SLACK_MB, under_way=True):
+        with self._ctx.reserve(frames / rate * per_s / MB + ENCODE_SLACK_MB, under_way=True):
             self._encoder.feed(pcm)
         self._frames += frames
 
@@ -243,7 +258,7 @@ class _ClipWriter:
         fmt = self._ctx.settings.audio_format
         # finish() hands the output over as one bytes object (a second copy while the first is
         # dropped), and an upload may buffer it again.
-        with self._ctx.reserve(2 * encoder.encoded_bytes / MB + ENCODER_SLACK_MB, under_way=True):
+        with self._ctx.reserve(2 * encoder.encoded_bytes / MB + FINISH_SLACK_MB, under_way=True):
             data = encoder.finish()
             del encoder
             url = self._ctx.storage.put(
@@ -265,8 +280,55 @@ class _ClipWriter:
                 self._encoder = None
 
 
+class _OwnCalls:
+    """The model calls one request has under way, so that its next chunk never waits for memory
+    the request itself holds.
+
+    While memory is short, a chunk whose request already has calls under way
+    waits for one of them to end (their reservations are part of what keeps it
+    out) rather than queueing at the governor, where it would be refused after
+    LIROO_RESERVATION_WAIT_S although its own request held the room: the
+    request goes on with fewer chunks at a time, down to one, and only a chunk
+    with none of its own under way waits for other requests' memory. Encoding
+    and the hand-over do not wait here: they finish work under way and go
+    first at the governor.
+    """
+
+    # While it waits for its own calls, a chunk also looks again this often: memory other
+    # requests free lets it start before its own calls end.
+    RECHECK_S = 0.25
+
+    def __init__(self, ctx: Context) -> None:
+        self._ctx = ctx
+        # The governor's "would this fit now?"; Unreserved (governor off) always has room.
+        self._admits = getattr(ctx.reserver, "admits", lambda mb: True)
+        self._ended = threading.Condition()
+        self.under_way = 0
+
+    def wait_for_room(self, mb: float) -> None:
+        """Return once ``mb`` fits or none of this request's calls is under way; raises
+        DeadlineExceeded."""
+        with self._ended:
+            while self.under_way and not self._admits(mb):
+                self._ended.wait(min(self.RECHECK_S, max(self._ctx.remaining_s(), 0.01)))
+                self._ctx.check_deadline()
+
+    def started(self) -> None:
+        with self._ended:
+            self.under_way += 1
+
+    def ended(self) -> None:
+        with self._ended:
+            self.under_way -= 1
+            self._ended.notify_all()
+
+
 def _speak_chunk(
-    ctx: Context, text: str, voice: str, reserved: Callable[[], None] = lambda: None
+    ctx: Context,
+    text: str,
+    voice: str,
+    own: _OwnCalls,
+    reserved: Callable[[], None] = lambda: None,
 ) -> tuple[bytes, tuple[int, int, int], str]:
     """One chunk read aloud: its PCM, (rate, channels, width) and the model.
 
@@ -278,18 +340,28 @@ def _speak_chunk(
     """
     ctx.check_deadline()
     floor_mb = max(MIN_RESERVE_MB, ctx.settings.speech_reserve_mb * len(text) / MAX_CHUNK_CHARS)
-    with ctx.reserve(SPEECH_COSTS.reserve_mb(floor_mb, len(text))):
+    mb = SPEECH_COSTS.reserve_mb(floor_mb, len(text))
+    own.wait_for_room(mb)
+    with ctx.reserve(mb):
         reserved()
-        result = ctx.provider.generate_speech(text, voice)
-        # Only chunks long enough to measure: a title's silence and header would make every
-        # later chunk reserve as if each character cost what a title's does.
-        if len(text) >= MAX_CHUNK_CHARS // 4:
-            SPEECH_COSTS.record_mb(HOLD_FACTOR * len(result.data) / MB, len(text))
+        own.started()
         try:
-            pcm, shape = read_pcm(result.data)
-        except (wave.Error, EOFError) as exc:
-            raise BadOutput(f"speech is not a PCM WAV ({exc})") from None
-        return pcm, shape, result.model
+            return _read_aloud(ctx, text, voice)
+        finally:
+            own.ended()
+
+
+def _read_aloud(ctx: Context, text: str, voice: str) -> tuple[bytes, tuple[int, int, int], str]:
+    result = ctx.provider.generate_speech(text, voice)
+    # Only chunks long enough to measure: a title's silence and header would make every
+    # later chunk reserve as if each character cost what a title's does.
+    if len(text) >= MAX_CHUNK_CHARS // 4:
+        SPEECH_COSTS.record_mb(HOLD_FACTOR * len(result.data) / MB, len(text))
+    try:
+        pcm, shape = read_pcm(result.data)
+    except (wave.Error, EOFError) as exc:
+        raise BadOutput(f"speech is not a PCM WAV ({exc})") from None
+    return pcm, shape, result.model
 
 
 def _recording_step(done: int, total: int) -> str:
@@ -313,6 +385,7 @@ def speak(
     if not jobs:
         return []
     chunked = [split_for_speech(job.text) or [job.text] for job in jobs]
+    own = _OwnCalls(ctx)
     writers = [_ClipWriter(ctx, len(chunks)) for chunks in chunked]
     models: list[str | None] = [None] * len(jobs)
     clips: list[Clip | None] = [None] * len(jobs)
@@ -347,7 +420,7 @@ def speak(
             if not writer.wait_turn(part):  # another chunk of this clip failed: skip the rest
                 return
             pcm, shape, model = _speak_chunk(
-                ctx, chunked[index][part], jobs[index].voice, lambda: writer.has_memory(part)
+                ctx, chunked[index][part], jobs[index].voice, own, lambda: writer.has_memory(part)
             )
             models[index] = model
             complete = writer.add(part, pcm, shape)

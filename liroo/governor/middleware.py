@@ -98,13 +98,9 @@ class MemoryGovernorMiddleware:
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
         governor = self.governor
-        deadline = None
-        if self._deadline_s is not None:
-            try:
-                deadline = self._deadline(environ)
-            except ValueError:
-                return self._bad_timeout(environ, start_response)
-            environ[DEADLINE_KEY] = deadline
+        if not self.stamp_deadline(environ):
+            return self._bad_timeout(environ, start_response)
+        deadline = environ.get(DEADLINE_KEY)
         route_of = self.route_of
         path = environ[ROUTE_ENVIRON_KEY] = (
             route_of(environ) if route_of is not None else environ.get("PATH_INFO", "")
@@ -134,6 +130,17 @@ class MemoryGovernorMiddleware:
         door looks a route up."""
         path = environ[ROUTE_ENVIRON_KEY]
         return path, self.route_costs_mb.get(path, 0.0)
+
+    def stamp_deadline(self, environ: dict) -> bool:
+        """Give the request its deadline (``environ[DEADLINE_KEY]``) unless a layer before the door
+        already did; False when its X-Request-Timeout-Ms is malformed (the door answers 400)."""
+        if self._deadline_s is None or DEADLINE_KEY in environ:
+            return True
+        try:
+            environ[DEADLINE_KEY] = self._deadline(environ)
+        except ValueError:
+            return False
+        return True
 
     def _deadline(self, environ: dict) -> float:
         method = environ.get("REQUEST_METHOD", "GET")
