@@ -24,6 +24,7 @@ from liroo.generation.story import StoryScript, chapter_count, story_brief, stor
 from liroo.generation.study import Learner, StudyPage, study_page_prompt
 from liroo.providers.offline import OfflineProvider
 from liroo.providers.offline_art import illustrate, scene_of
+from liroo.providers.offline_text import split_subject
 from liroo.settings import Settings
 
 PHOTOSYNTHESIS = (
@@ -341,3 +342,18 @@ def test_a_lecture_follows_the_text(name):
     order = source_order(text, scripts)
     assert sorted(order) == order
     assert len({scene_of(s.image_prompt) for s in lecture.sections}) == len(scripts)
+
+
+@pytest.mark.parametrize(
+    "sentence, subject",
+    [
+        ("Volcanoes form where magma rises through cracks in the Earth's crust.", "Volcanoes"),
+        ("Plants make food from sunlight, water and air.", "Plants"),
+        ("The bees carry pollen when they visit flowers.", "The bees"),
+        ("Photosynthesis is the process by which plants make food.", "Photosynthesis"),
+        ("The French Revolution began in 1789.", "The French Revolution"),
+    ],
+)
+def test_a_sentences_subject_stops_at_its_verb(sentence, subject):
+    """Titles and questions are made from it: "Volcanoes Form Where Magma" was a cut clause."""
+    assert split_subject(sentence)[1] == subject

@@ -322,6 +322,9 @@ def split_subject(sentence: str) -> tuple[str, str, str]:
         lead, body = opener.group(1), sentence[opener.end() :]
     body = drop_appositives(body)
     words = list(WORD.finditer(body))
+    plural = _plural_subject_verb(words)
+    if plural is not None:
+        return lead, body[:plural].strip(), body[plural:]
     for i, match in enumerate(words[1:8], 1):
         word = match.group().lower()
         verb = (
@@ -349,6 +352,25 @@ def split_subject(sentence: str) -> tuple[str, str, str]:
     return "", "", sentence
 
 
+def _plural_subject_verb(words: list[re.Match]) -> int | None:
+    """Where the verb starts in "Volcanoes form where...", "The plants make food...": a plural
+    noun (after an article at most) and then a bare present-tense verb, which the verb test below
+    cannot tell from a noun. None when the sentence does not start so."""
+    head = 1 if words and words[0].group().lower() in _ARTICLES else 0
+    if len(words) < head + 2:
+        return None
+    noun, verb = words[head].group(), words[head + 1].group()
+    is_plural = noun.endswith("s") and not noun.lower().endswith(("ss", "us", "is", "ics"))
+    is_bare_verb = (
+        verb.isalpha()
+        and verb.islower()
+        and verb not in _STOPWORDS
+        and verb not in _DETERMINERS
+        and not verb.endswith(("s", "ed", "ing", "ly"))
+    )
+    return words[head + 1].start() if is_plural and is_bare_verb else None
+
+
 def _is_opener(words: list[str]) -> bool:
     """A leading phrase such as "In 1799", "According to legend" or "Using the energy of light"."""
     first = words[0].lower() if words else ""
@@ -373,7 +395,9 @@ def topic_of(all_sentences: list[str], nouns: list[str]) -> str:
     nouns."""
     _, subject, _ = split_subject(all_sentences[0])
     words = _tokens(subject)
-    if 1 <= len(words) <= 6 and words[0].lower() not in _PRONOUNS:
+    relative = {"that", "which", "who", "whom", "whose", "where", "when"}
+    whole = not any(word.lower() in relative for word in words)  # not "The water that"
+    if 1 <= len(words) <= 6 and words[0].lower() not in _PRONOUNS and whole:
         return subject[:1].upper() + subject[1:]
     if nouns:
         return " and ".join(n.capitalize() for n in nouns[:2])
