@@ -115,6 +115,7 @@ class JsonErrorWorker(ThreadWorker):
         self.in_app: dict = {}  # TConn -> environ, requests in the app with no answer begun
         self.in_app_lock = threading.Lock()
         self.serving = threading.local()  # the connection of this thread's request
+        self.parked: dict = {}  # TConn -> environ_on_return, requests parked in the loop
         super().init_process()
 
     def load_wsgi(self) -> None:
@@ -125,6 +126,9 @@ class JsonErrorWorker(ThreadWorker):
             conn = self.serving.conn
             if not self.tls:
                 environ["wsgi.file_wrapper"] = outgoing.LoopFileWrapper
+                environ[outgoing.PARK_KEY] = partial(self.method_queue.defer, self._wake, conn)
+                environ.update(getattr(conn, "environ_on_return", None) or {})
+                conn.environ_on_return = None
             with self.in_app_lock:
                 self.in_app[conn] = environ
             try:
@@ -142,6 +146,10 @@ class JsonErrorWorker(ThreadWorker):
         super().run()  # returns when the stop's grace is over
         with self.in_app_lock:
             cut_short, self.in_app = self.in_app, {}
+        for conn in list(self.parked):  # parked joins: the app retries them
+            sock = conn.sock
+            _send_quietly(sock, self._retry_page(error_body(*http_error_code(503))))
+            self.closing.close(sock)
         for conn, environ in cut_short.items():
             make_body = environ.get(INTERRUPTED_ANSWER)
             body = make_body() if make_body else error_body(*INTERRUPTED)
@@ -262,6 +270,7 @@ class JsonErrorWorker(ThreadWorker):
                 self.client_timeout_s, arrival.clock.started + self.request_timeout_s
             )
         conn.parser.unreader.unread(arrival.framing.buf)  # BytesIO.write takes it as it is
+        conn.request_bytes = arrival.framing.buf  # kept to handle it afresh if it is parked
         conn.continue_sent = arrival.continue_sent
         conn.body_refused = arrival.framing.body_refused
         conn.data_ready = True  # gthread's own wait for a first byte is not needed
@@ -289,6 +298,11 @@ class JsonErrorWorker(ThreadWorker):
     def finish_request(self, conn, fs) -> None:
         """gthread's end of a thread's request, once the loop has sent what the client left
         unread."""
+        environ_on_return = getattr(conn, "parked_with", None)
+        if environ_on_return is not None:
+            self._park(conn, environ_on_return)
+            return
+        conn.request_bytes = None
         out = getattr(conn, "outgoing", None)
         if out is None:
             super().finish_request(conn, fs)
@@ -304,6 +318,25 @@ class JsonErrorWorker(ThreadWorker):
             return
         self.sending[conn] = (out, fs)
         self.poller.register(conn.sock, selectors.EVENT_WRITE, partial(self._send_more, conn))
+
+    # --- parked requests (outgoing.Parked): in the loop, no thread ---------------------------
+
+    def _park(self, conn, environ_on_return: dict) -> None:
+        conn.parked_with = None
+        self.parked[conn] = environ_on_return
+        if getattr(conn, "woken", False):  # its wake came before its thread was done
+            self._wake(conn)
+
+    def _wake(self, conn) -> None:
+        """In the loop: a parked request is handled afresh by a thread, from its buffered bytes."""
+        environ_on_return = self.parked.pop(conn, None)
+        if environ_on_return is None:
+            conn.woken = True  # its thread has not handed it to the loop yet (_park)
+            return
+        conn.woken = False
+        conn.environ_on_return = environ_on_return
+        conn.parser = None  # a fresh parser reads the request again
+        self._hand_over(_LoopArrival(conn, Arrival(self.limits, conn.request_bytes)))
 
     def _send_more(self, conn, _sock=None) -> None:
         out, fs = self.sending[conn]
@@ -417,6 +450,9 @@ class JsonErrorWorker(ThreadWorker):
         conn.sock = outgoing.serving.answer = answer
         try:
             return super().handle_request(req, conn)
+        except outgoing.Parked as parked:
+            conn.parked_with = parked.environ_on_return  # the loop holds it (_park)
+            return True
         finally:
             conn.sock = client_sock
             outgoing.serving.answer = None
