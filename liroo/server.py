@@ -146,10 +146,6 @@ class JsonErrorWorker(ThreadWorker):
         super().run()  # returns when the stop's grace is over
         with self.in_app_lock:
             cut_short, self.in_app = self.in_app, {}
-        for conn in list(self.parked):  # parked joins: the app retries them
-            sock = conn.sock
-            _send_quietly(sock, self._retry_page(error_body(*http_error_code(503))))
-            self.closing.close(sock)
         for conn, environ in cut_short.items():
             make_body = environ.get(INTERRUPTED_ANSWER)
             body = make_body() if make_body else error_body(*INTERRUPTED)
@@ -324,6 +320,9 @@ class JsonErrorWorker(ThreadWorker):
     def _park(self, conn, environ_on_return: dict) -> None:
         conn.parked_with = None
         self.parked[conn] = environ_on_return
+        if not self.alive:
+            self._let_parked_go()
+            return
         if getattr(conn, "woken", False):  # its wake came before its thread was done
             self._wake(conn)
 
@@ -337,6 +336,16 @@ class JsonErrorWorker(ThreadWorker):
         conn.environ_on_return = environ_on_return
         conn.parser = None  # a fresh parser reads the request again
         self._hand_over(_LoopArrival(conn, Arrival(self.limits, conn.request_bytes)))
+
+    def _let_parked_go(self) -> None:
+        """A stopping worker answers its parked requests 503 with Retry-After at once: the app's
+        retry joins the work from another worker (its job goes on, or is handed back)."""
+        page = self._retry_page(error_body(*http_error_code(503)))
+        for conn in list(self.parked):
+            del self.parked[conn]
+            _send_quietly(conn.sock, page)
+            self.nr_conns -= 1
+            self.closing.close(conn.sock)
 
     def _send_more(self, conn, _sock=None) -> None:
         out, fs = self.sending[conn]
@@ -366,6 +375,8 @@ class JsonErrorWorker(ThreadWorker):
         now = time.monotonic()
         if not self.alive:
             self._answer_unclaimed(now)
+            if self.parked:
+                self._let_parked_go()
         if now < self.next_sweep or not (self.arrivals or self.closing.lingering or self.sending):
             return
         self.next_sweep = now + _SWEEP_INTERVAL_S

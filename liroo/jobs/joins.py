@@ -125,15 +125,14 @@ class Parking:
         listener = _redis_of(self.store)
         next_look = time.monotonic() + LOOK_S
         while True:
+            self._changed.clear()  # before the snapshot: a park after it cuts the wait short
             with self._lock:
                 deadlines = [d for joins in self._parked.values() for d, _ in joins]
-            now = time.monotonic()
-            timeout = min([LOOK_S, *(d - now for d in deadlines)])
             if not deadlines:
-                self._changed.clear()
                 self._changed.wait()  # nothing parked: nothing to watch
                 continue
-            self._changed.clear()
+            now = time.monotonic()
+            timeout = min([LOOK_S, *(d - now for d in deadlines)])
             if timeout > 0:
                 self._listen(listener, timeout)
             now = time.monotonic()
