@@ -9,6 +9,7 @@ joins.
 from __future__ import annotations
 
 import concurrent.futures
+import json
 import uuid
 
 import pytest
@@ -113,6 +114,45 @@ def test_sixty_joins_of_a_slow_comic_leave_the_server_answering(start_server, fa
         assert response.headers.get("X-Idempotent-Replay") == "true"
         assert response.json()["comic"] == answer.json()["comic"]
     assert "Traceback" not in server.log()
+
+
+def test_joins_on_another_instance_are_woken_through_redis_without_a_door(
+    start_server, fake_gemini, redis_db
+):
+    """The comic runs on one instance; its retries land on another (no memory door there:
+    LIROO_GOVERNOR=off), which parks them with its 2 threads free, and Redis's message of the
+    end wakes them."""
+    env = gemini_env(fake_gemini, REDIS_URL=REDIS_URL)
+    running = start_server(env)
+    other = start_server(
+        {**env, "LIROO_GOVERNOR": "off", "WEB_CONCURRENCY": "1", "LIROO_THREADS": "2"}
+    )
+    fake_gemini.hold("image")
+    body = a_comic()
+    with concurrent.futures.ThreadPoolExecutor(11) as pool:
+        first = pool.submit(post, running, body)
+        wait_for(lambda: fake_gemini.requests("image"), timeout=60, what="the comic's pictures")
+        joins = [pool.submit(post, other, body) for _ in range(10)]
+        wait_for(
+            lambda: (
+                other.log().count("parked in the worker's loop") >= 10
+                or any(j.done() for j in joins)
+            ),
+            timeout=60,
+            what="every join to be parked",
+        )
+        assert requests.get(other.url("/health"), timeout=5).status_code == 200
+        assert not any(j.done() for j in joins), [j.result().text for j in joins if j.done()][:2]
+        fake_gemini.release("image")
+        answer = first.result()
+        results = [j.result() for j in joins]
+    assert answer.status_code == 200, answer.text
+    assert [r.status_code for r in results] == [200] * 10
+    for response in results:  # the same comic; its media URLs carry the asking instance's host
+        assert response.headers.get("X-Idempotent-Replay") == "true"
+        same = json.loads(response.text.replace(other.base_url, running.base_url))
+        assert same["comic"] == answer.json()["comic"]
+    assert "Traceback" not in running.log() + other.log()
 
 
 # --- the layer itself, without sockets

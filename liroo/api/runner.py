@@ -339,7 +339,9 @@ def run_generation(payload: BaseModel, work: Callable[[Context], dict]) -> Respo
     deadline = min(_answer_deadline(svc.settings, started) or work_deadline, work_deadline)
     replay_s = svc.settings.derived_replay_s if derived else None
     probe = bool(request.environ.get(REPLAY_PROBE))  # the replay layer's look, before the door
-    park = request.environ.get(PARK_KEY) if probe else None
+    # Parked outside the memory door only (the look, or no door at all): a request inside it
+    # holds the door's pledge and its place in line, which a parked join must not keep.
+    park = request.environ.get(PARK_KEY) if probe or not svc.settings.governor_enabled else None
     try:
         claim = _claim(
             runner, request_id, endpoint, fp, caller_id(), deadline, replay_s, probe, park
