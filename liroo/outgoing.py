@@ -26,6 +26,7 @@ import socket
 import threading
 import time
 from collections import deque
+from typing import Callable
 
 # The answer of the request a thread is serving (a SendSocket), for LoopFileWrapper.
 serving = threading.local()
@@ -236,6 +237,37 @@ class Parked(BaseException):
     def __init__(self, environ_on_return: dict) -> None:
         super().__init__("parked")
         self.environ_on_return = environ_on_return
+
+
+class ParkedRequests:
+    """The connections of parked requests in one worker's loop, each handed back to ``resume``
+    (conn, environ_on_return) once woken. Loop only: a wake that comes before the parking
+    thread is done is kept, and the park then resumes at once."""
+
+    def __init__(self, resume: Callable) -> None:
+        self.resume = resume
+        self.waiting: dict = {}  # conn -> environ_on_return
+        self._woken: set = set()  # woken before they were parked
+
+    def park(self, conn, environ_on_return: dict) -> None:
+        if conn in self._woken:
+            self._woken.discard(conn)
+            self.resume(conn, environ_on_return)
+        else:
+            self.waiting[conn] = environ_on_return
+
+    def wake(self, conn) -> None:
+        environ_on_return = self.waiting.pop(conn, None)
+        if environ_on_return is None:
+            self._woken.add(conn)
+        else:
+            self.resume(conn, environ_on_return)
+
+    def let_go(self) -> list:
+        """Every parked connection, no longer parked (a stopping worker answers them)."""
+        conns = list(self.waiting)
+        self.waiting.clear()
+        return conns
 
 
 class Closing:

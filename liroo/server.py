@@ -28,6 +28,10 @@ server's: it counts for neither timeout.
 (liroo/outgoing.py): the thread moves on, and the connection is closed once
 the client has taken nothing for ``LIROO_CLIENT_SEND_TIMEOUT_S``.
 
+**Parked requests** (outgoing.Parked: a retry joining its running first
+attempt) wait in the loop with their buffered bytes, holding no thread, until
+``environ[outgoing.PARK_KEY]()`` has a thread handle them afresh.
+
 **JSON errors.** gunicorn's own error pages are JSON (liroo/thread_io.py).
 gunicorn.conf.py names this class as worker_class.
 
@@ -115,7 +119,7 @@ class JsonErrorWorker(ThreadWorker):
         self.in_app: dict = {}  # TConn -> environ, requests in the app with no answer begun
         self.in_app_lock = threading.Lock()
         self.serving = threading.local()  # the connection of this thread's request
-        self.parked: dict = {}  # TConn -> environ_on_return, requests parked in the loop
+        self.parked = outgoing.ParkedRequests(self._resume)
         super().init_process()
 
     def load_wsgi(self) -> None:
@@ -126,7 +130,8 @@ class JsonErrorWorker(ThreadWorker):
             conn = self.serving.conn
             if not self.tls:
                 environ["wsgi.file_wrapper"] = outgoing.LoopFileWrapper
-                environ[outgoing.PARK_KEY] = partial(self.method_queue.defer, self._wake, conn)
+                wake = partial(self.method_queue.defer, self.parked.wake, conn)  # from any thread
+                environ[outgoing.PARK_KEY] = wake
                 environ.update(getattr(conn, "environ_on_return", None) or {})
                 conn.environ_on_return = None
             with self.in_app_lock:
@@ -296,7 +301,10 @@ class JsonErrorWorker(ThreadWorker):
         unread."""
         environ_on_return = getattr(conn, "parked_with", None)
         if environ_on_return is not None:
-            self._park(conn, environ_on_return)
+            conn.parked_with = None
+            self.parked.park(conn, environ_on_return)
+            if not self.alive:
+                self._let_parked_go()
             return
         conn.request_bytes = None
         out = getattr(conn, "outgoing", None)
@@ -317,22 +325,8 @@ class JsonErrorWorker(ThreadWorker):
 
     # --- parked requests (outgoing.Parked): in the loop, no thread ---------------------------
 
-    def _park(self, conn, environ_on_return: dict) -> None:
-        conn.parked_with = None
-        self.parked[conn] = environ_on_return
-        if not self.alive:
-            self._let_parked_go()
-            return
-        if getattr(conn, "woken", False):  # its wake came before its thread was done
-            self._wake(conn)
-
-    def _wake(self, conn) -> None:
-        """In the loop: a parked request is handled afresh by a thread, from its buffered bytes."""
-        environ_on_return = self.parked.pop(conn, None)
-        if environ_on_return is None:
-            conn.woken = True  # its thread has not handed it to the loop yet (_park)
-            return
-        conn.woken = False
+    def _resume(self, conn, environ_on_return: dict) -> None:
+        """A parked request woken: a thread handles it afresh, from its buffered bytes."""
         conn.environ_on_return = environ_on_return
         conn.parser = None  # a fresh parser reads the request again
         self._hand_over(_LoopArrival(conn, Arrival(self.limits, conn.request_bytes)))
@@ -341,8 +335,7 @@ class JsonErrorWorker(ThreadWorker):
         """A stopping worker answers its parked requests 503 with Retry-After at once: the app's
         retry joins the work from another worker (its job goes on, or is handed back)."""
         page = self._retry_page(error_body(*http_error_code(503)))
-        for conn in list(self.parked):
-            del self.parked[conn]
+        for conn in self.parked.let_go():
             _send_quietly(conn.sock, page)
             self.nr_conns -= 1
             self.closing.close(conn.sock)
@@ -375,7 +368,7 @@ class JsonErrorWorker(ThreadWorker):
         now = time.monotonic()
         if not self.alive:
             self._answer_unclaimed(now)
-            if self.parked:
+            if self.parked.waiting:
                 self._let_parked_go()
         if now < self.next_sweep or not (self.arrivals or self.closing.lingering or self.sending):
             return

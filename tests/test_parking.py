@@ -107,3 +107,23 @@ def test_a_parked_join_is_woken_by_an_end_on_another_instance_through_redis(monk
         what="the end published on another instance",
     )
     assert wakes.calls == {"join": 1}
+
+
+# --- the worker's side: ParkedRequests (liroo/outgoing.py), without sockets
+# -----------------------------------------------------------------
+
+
+def test_a_parked_request_is_resumed_once_whether_its_wake_comes_before_or_after_its_park():
+    from liroo.outgoing import ParkedRequests
+
+    resumed = []
+    parked = ParkedRequests(lambda conn, environ: resumed.append((conn, environ)))
+    parked.park("early", {"n": 1})
+    assert resumed == [] and parked.waiting == {"early": {"n": 1}}
+    parked.wake("early")
+    parked.wake("late")  # its thread has not handed it to the loop yet
+    assert resumed == [("early", {"n": 1})]
+    parked.park("late", {"n": 2})
+    assert resumed == [("early", {"n": 1}), ("late", {"n": 2})] and parked.waiting == {}
+    parked.park("stopping", {})
+    assert parked.let_go() == ["stopping"] and parked.waiting == {}
