@@ -130,8 +130,7 @@ class JsonErrorWorker(ThreadWorker):
             conn = self.serving.conn
             if not self.tls:
                 environ["wsgi.file_wrapper"] = outgoing.LoopFileWrapper
-                wake = partial(self.method_queue.defer, self.parked.wake, conn)  # from any thread
-                environ[outgoing.PARK_KEY] = wake
+                environ[outgoing.PARK_KEY] = partial(self._wake_parked, conn)
                 environ.update(getattr(conn, "environ_on_return", None) or {})
                 conn.environ_on_return = None
             with self.in_app_lock:
@@ -324,6 +323,12 @@ class JsonErrorWorker(ThreadWorker):
         self.poller.register(conn.sock, selectors.EVENT_WRITE, partial(self._send_more, conn))
 
     # --- parked requests (outgoing.Parked): in the loop, no thread ---------------------------
+
+    def _wake_parked(self, conn) -> None:
+        """From any thread. Not once stopping: the stop answers parked requests itself, and the
+        loop's pipe closes."""
+        if self.alive:
+            self.method_queue.defer(self.parked.wake, conn)
 
     def _resume(self, conn, environ_on_return: dict) -> None:
         """A parked request woken: a thread handles it afresh, from its buffered bytes."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
+import signal
 import uuid
 
 import pytest
@@ -18,7 +19,7 @@ import requests
 
 from tests import contract
 from tests.fake_gemini import gemini_env
-from tests.servers import wait_for
+from tests.servers import GunicornServer, wait_for
 from tests.test_comic_api import APP_COMIC
 from tests.test_content_api import APP_PROCESS
 
@@ -153,6 +154,43 @@ def test_joins_on_another_instance_are_woken_through_redis_without_a_door(
         same = json.loads(response.text.replace(other.base_url, running.base_url))
         assert same["comic"] == answer.json()["comic"]
     assert "Traceback" not in running.log() + other.log()
+
+
+def test_a_stopping_worker_answers_its_parked_joins_at_once(fake_gemini):
+    """SIGTERM while joins are parked: each gets a JSON 503 with Retry-After (its retry joins the
+    work elsewhere), and the workers stop without waiting for them."""
+    server = GunicornServer(
+        gemini_env(fake_gemini, LIROO_GRACEFUL_TIMEOUT_S=3, WEB_CONCURRENCY=1)
+    ).start()
+    fake_gemini.hold("image")
+    body = a_comic()
+    try:
+        with concurrent.futures.ThreadPoolExecutor(6) as pool:
+            first = pool.submit(post, server, body)
+            wait_for(lambda: fake_gemini.requests("image"), timeout=60, what="the comic's pictures")
+            joins = [pool.submit(post, server, body) for _ in range(5)]
+            wait_for(
+                lambda: (
+                    server.log().count("parked in the worker's loop") >= 5
+                    or any(j.done() for j in joins)
+                ),
+                timeout=60,
+                what="every join to be parked",
+            )
+            assert not any(j.done() for j in joins)
+            server.proc.send_signal(signal.SIGTERM)
+            results = [j.result() for j in joins]
+            first.result()
+            fake_gemini.release("image")
+        for response in results:
+            assert response.status_code == 503, response.text
+            assert contract.decode_error(response.json())["code"] == "unavailable"
+            assert int(response.headers["Retry-After"]) >= 1
+        assert server.proc.wait(30) == 0
+        assert "Traceback" not in server.log()
+    finally:
+        fake_gemini.release("image")
+        server.__exit__(None, None, None)
 
 
 # --- the layer itself, without sockets
