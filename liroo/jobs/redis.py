@@ -198,6 +198,9 @@ class RedisJobStore(JobStore):
                 if message is not None:
                     on_end(message["channel"].decode()[len(self.ENDED_PREFIX) :])
         except Exception:
-            self._ends.close()  # subscribed afresh on the next call
-            self._ends = None
+            ends, self._ends = self._ends, None  # subscribed afresh on the next call
+            try:
+                ends.close()
+            except Exception:
+                pass
             raise
