@@ -26,9 +26,13 @@ import socket
 import threading
 import time
 from collections import deque
+from typing import Callable
 
 # The answer of the request a thread is serving (a SendSocket), for LoopFileWrapper.
 serving = threading.local()
+# The environ key of a request the worker can park: ``environ[PARK_KEY]()`` hands its connection
+# back to a thread (any thread may call it, once, without blocking). Absent: no parking here.
+PARK_KEY = "liroo.park"
 
 _LINGER_S = 2.0
 _LINGER_BYTES = 64 * 1024
@@ -219,6 +223,51 @@ class SendSocket:
 
     def __getattr__(self, name):
         return getattr(self.sock, name)
+
+
+class Parked(BaseException):
+    """Raised by the app instead of answering: its request waits in the worker's loop, holding no
+    thread, until ``environ[PARK_KEY]()`` is called; then the same request is handled afresh, its
+    environ updated with ``environ_on_return``.
+
+    A BaseException, so that it leaves the app past every error handler (nothing is answered
+    yet), as runner.NotStored does.
+    """
+
+    def __init__(self, environ_on_return: dict) -> None:
+        super().__init__("parked")
+        self.environ_on_return = environ_on_return
+
+
+class ParkedRequests:
+    """The connections of parked requests in one worker's loop, each handed back to ``resume``
+    (conn, environ_on_return) once woken. Loop only: a wake that comes before the parking
+    thread is done is kept, and the park then resumes at once."""
+
+    def __init__(self, resume: Callable) -> None:
+        self.resume = resume
+        self.waiting: dict = {}  # conn -> environ_on_return
+        self._woken: set = set()  # woken before they were parked
+
+    def park(self, conn, environ_on_return: dict) -> None:
+        if conn in self._woken:
+            self._woken.discard(conn)
+            self.resume(conn, environ_on_return)
+        else:
+            self.waiting[conn] = environ_on_return
+
+    def wake(self, conn) -> None:
+        environ_on_return = self.waiting.pop(conn, None)
+        if environ_on_return is None:
+            self._woken.add(conn)
+        else:
+            self.resume(conn, environ_on_return)
+
+    def let_go(self) -> list:
+        """Every parked connection, no longer parked (a stopping worker answers them)."""
+        conns = list(self.waiting)
+        self.waiting.clear()
+        return conns
 
 
 class Closing:

@@ -28,6 +28,10 @@ server's: it counts for neither timeout.
 (liroo/outgoing.py): the thread moves on, and the connection is closed once
 the client has taken nothing for ``LIROO_CLIENT_SEND_TIMEOUT_S``.
 
+**Parked requests** (outgoing.Parked: a retry joining its running first
+attempt) wait in the loop with their buffered bytes, holding no thread, until
+``environ[outgoing.PARK_KEY]()`` has a thread handle them afresh.
+
 **JSON errors.** gunicorn's own error pages are JSON (liroo/thread_io.py).
 gunicorn.conf.py names this class as worker_class.
 
@@ -115,6 +119,7 @@ class JsonErrorWorker(ThreadWorker):
         self.in_app: dict = {}  # TConn -> environ, requests in the app with no answer begun
         self.in_app_lock = threading.Lock()
         self.serving = threading.local()  # the connection of this thread's request
+        self.parked = outgoing.ParkedRequests(self._resume)
         super().init_process()
 
     def load_wsgi(self) -> None:
@@ -125,6 +130,9 @@ class JsonErrorWorker(ThreadWorker):
             conn = self.serving.conn
             if not self.tls:
                 environ["wsgi.file_wrapper"] = outgoing.LoopFileWrapper
+                environ[outgoing.PARK_KEY] = partial(self._wake_parked, conn)
+                environ.update(getattr(conn, "environ_on_return", None) or {})
+                conn.environ_on_return = None
             with self.in_app_lock:
                 self.in_app[conn] = environ
             try:
@@ -262,6 +270,7 @@ class JsonErrorWorker(ThreadWorker):
                 self.client_timeout_s, arrival.clock.started + self.request_timeout_s
             )
         conn.parser.unreader.unread(arrival.framing.buf)  # BytesIO.write takes it as it is
+        conn.request_bytes = arrival.framing.buf  # kept to handle it afresh if it is parked
         conn.continue_sent = arrival.continue_sent
         conn.body_refused = arrival.framing.body_refused
         conn.data_ready = True  # gthread's own wait for a first byte is not needed
@@ -289,6 +298,14 @@ class JsonErrorWorker(ThreadWorker):
     def finish_request(self, conn, fs) -> None:
         """gthread's end of a thread's request, once the loop has sent what the client left
         unread."""
+        environ_on_return = getattr(conn, "parked_with", None)
+        if environ_on_return is not None:
+            conn.parked_with = None
+            self.parked.park(conn, environ_on_return)
+            if not self.alive:
+                self._let_parked_go()
+            return
+        conn.request_bytes = None
         out = getattr(conn, "outgoing", None)
         if out is None:
             super().finish_request(conn, fs)
@@ -304,6 +321,29 @@ class JsonErrorWorker(ThreadWorker):
             return
         self.sending[conn] = (out, fs)
         self.poller.register(conn.sock, selectors.EVENT_WRITE, partial(self._send_more, conn))
+
+    # --- parked requests (outgoing.Parked): in the loop, no thread ---------------------------
+
+    def _wake_parked(self, conn) -> None:
+        """From any thread. Not once stopping: the stop answers parked requests itself, and the
+        loop's pipe closes."""
+        if self.alive:
+            self.method_queue.defer(self.parked.wake, conn)
+
+    def _resume(self, conn, environ_on_return: dict) -> None:
+        """A parked request woken: a thread handles it afresh, from its buffered bytes."""
+        conn.environ_on_return = environ_on_return
+        conn.parser = None  # a fresh parser reads the request again
+        self._hand_over(_LoopArrival(conn, Arrival(self.limits, conn.request_bytes)))
+
+    def _let_parked_go(self) -> None:
+        """A stopping worker answers its parked requests 503 with Retry-After at once: the app's
+        retry joins the work from another worker (its job goes on, or is handed back)."""
+        page = self._retry_page(error_body(*http_error_code(503)))
+        for conn in self.parked.let_go():
+            _send_quietly(conn.sock, page)
+            self.nr_conns -= 1
+            self.closing.close(conn.sock)
 
     def _send_more(self, conn, _sock=None) -> None:
         out, fs = self.sending[conn]
@@ -333,6 +373,8 @@ class JsonErrorWorker(ThreadWorker):
         now = time.monotonic()
         if not self.alive:
             self._answer_unclaimed(now)
+            if self.parked.waiting:
+                self._let_parked_go()
         if now < self.next_sweep or not (self.arrivals or self.closing.lingering or self.sending):
             return
         self.next_sweep = now + _SWEEP_INTERVAL_S
@@ -417,6 +459,9 @@ class JsonErrorWorker(ThreadWorker):
         conn.sock = outgoing.serving.answer = answer
         try:
             return super().handle_request(req, conn)
+        except outgoing.Parked as parked:
+            conn.parked_with = parked.environ_on_return  # the loop holds it (_park)
+            return True
         finally:
             conn.sock = client_sock
             outgoing.serving.answer = None

@@ -8,10 +8,11 @@ route of the app (each is a generation) it reads the body (at most LIROO_MAX_BOD
 its Content-Length) and lets the app look once, without the door
 (``REPLAY_PROBE`` in the environ): the app derives the id exactly as for a
 real claim (api/runner.py), then replays a finished answer, or joins the
-running request (capped per request; a join holds no memory, so the door has
-nothing to guard). Anything else (nothing stored, a failure to run afresh, a
-conflict) leaves the look as runner.NotStored, and the request goes on through
-the door with its body rewound. Errors of the look itself (a bad body, a
+running request (parked in the worker's loop, holding no thread: see
+runner._claim; a join holds no memory, so the door has nothing to guard).
+Anything else (nothing stored, a failure to run afresh, a conflict) leaves
+the look as runner.NotStored, and the request goes on through the door with
+its body rewound. Errors of the look itself (a bad body, a
 missing key, the rate limit) are answered as the app answers them. The look
 spends the request's rate-limit budget (a replay counts, as before); the pass
 through the door after it does not spend it again.

@@ -40,8 +40,9 @@ from ..jobs import (
     worker_tag,
 )
 from ..media import render_urls, url_base
+from ..outgoing import PARK_KEY, Parked
 from ..providers.pacing import bounded_by
-from ..requestid import REPLAY_PROBE, generation_request_id
+from ..requestid import REPLAY_LOOKED, REPLAY_PROBE, generation_request_id
 from ..security import caller_id
 from ..server import INTERRUPTED_ANSWER, ClientTimeout
 from ..services import services
@@ -338,8 +339,13 @@ def run_generation(payload: BaseModel, work: Callable[[Context], dict]) -> Respo
     deadline = min(_answer_deadline(svc.settings, started) or work_deadline, work_deadline)
     replay_s = svc.settings.derived_replay_s if derived else None
     probe = bool(request.environ.get(REPLAY_PROBE))  # the replay layer's look, before the door
+    # Parked outside the memory door only (the look, or no door at all): a request inside it
+    # holds the door's pledge and its place in line, which a parked join must not keep.
+    park = request.environ.get(PARK_KEY) if probe or not svc.settings.governor_enabled else None
     try:
-        claim = _claim(runner, request_id, endpoint, fp, caller_id(), deadline, replay_s, probe)
+        claim = _claim(
+            runner, request_id, endpoint, fp, caller_id(), deadline, replay_s, probe, park
+        )
     except DeadlineExceeded:  # a retry joined the running request and its deadline came first
         return _still_working(request_id, answer_fields(), None)
     if claim.outcome == "finished":
@@ -402,6 +408,8 @@ def run_generation(payload: BaseModel, work: Callable[[Context], dict]) -> Respo
 
 # The client's own deadline (Envoy's x-envoy-expected-rq-timeout-ms convention: relative ms).
 TIMEOUT_HEADER = "X-Request-Timeout-Ms"
+# The deadline of a parked join (time.monotonic()), kept when the request is handled afresh.
+JOIN_DEADLINE = "liroo.join_deadline"
 
 
 def _answer_deadline(settings, now: float) -> float | None:
@@ -418,6 +426,9 @@ def _answer_deadline(settings, now: float) -> float | None:
         raw = request.headers.get(TIMEOUT_HEADER, "")
         if raw.isdigit() and int(raw) > 0:
             deadline = min(deadline, now + int(raw) / 1000)
+    joined = request.environ.get(JOIN_DEADLINE)  # a parked join's, from its arrival
+    if joined is not None:
+        deadline = joined if deadline is None else min(deadline, joined)
     return deadline
 
 
@@ -457,11 +468,15 @@ def _claim(
     deadline: float,
     replay_s: float | None = None,
     probe: bool = False,
+    park: Callable[[], None] | None = None,
 ) -> Claim:
     """A claim that is ours to run ("new") or a finished result to replay.
 
-    A retry of a request still at work joins it (runner.joins: woken by its
-    end, capped per request; a 503 past the cap) until ``deadline``; if that
+    A retry of a request still at work joins it until ``deadline``: parked in
+    the worker's loop when ``park`` is given (outgoing.Parked: no thread waits;
+    the request is handled afresh when the job ends, its owner dies or the
+    deadline comes), else waiting in this thread (runner.joins: woken by its
+    end, capped per request; a 503 past the cap); if that
     attempt fails or its owner dies meanwhile, the retry claims the id again,
     with every rule of a first claim (a different body or caller is still a
     conflict). A ``probe`` claims nothing: it replays or joins, else raises
@@ -480,6 +495,11 @@ def _claim(
             )
         if claim.outcome in ("new", "finished"):
             return claim
+        if park is not None and deadline > time.monotonic():
+            runner.joins.parking.park(request_id, deadline, park)
+            log.info("a retry of %s joins it, parked in the worker's loop", request_id)
+            # handled afresh by the same deadline, its rate-limit budget spent already
+            raise Parked({JOIN_DEADLINE: deadline, REPLAY_LOOKED: True})
         try:
             job = runner.joins.wait(request_id, deadline)
         except JoinsFull:

@@ -16,8 +16,9 @@ table in ``model.decide``'s docstring, run against both by tests/test_jobs.py):
   ``FallbackJobStore`` (fallback.py), so that losing Redis degrades progress to
   this instance instead of failing generation.
 
-A retry of a running request waits for it (joins.py): woken by its end, never
-polling, at most LIROO_JOINS_PER_REQUEST per request in a worker.
+A retry of a running request waits for it (joins.py): parked in the worker's
+loop (no thread) or, where it cannot be, in its thread, at most
+LIROO_JOINS_PER_REQUEST per request in a worker; woken by its end, never polling.
 
 A running job carries a heartbeat refreshed by its owner (heartbeats.py);
 when the owner dies (the heartbeat goes stale), a retry takes the job over

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Callable, Iterator
 
 
 class Endings:
@@ -18,6 +18,11 @@ class Endings:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._waiting: dict[str, tuple[threading.Event, int]] = {}
+        self._listeners: list[Callable[[str], None]] = []  # parked joins (jobs/joins.Parking)
+
+    def listen(self, on_end: Callable[[str], None]) -> None:
+        """Call ``on_end(request_id)`` at every end in this process (it must not block)."""
+        self._listeners.append(on_end)
 
     @contextmanager
     def waiting(self, request_id: str) -> Iterator[threading.Event]:
@@ -41,6 +46,8 @@ class Endings:
             entry = self._waiting.get(request_id)
         if entry is not None:
             entry[0].set()
+        for on_end in self._listeners:
+            on_end(request_id)
 
 
 ENDINGS = Endings()  # per process: a forked worker starts with nobody waiting

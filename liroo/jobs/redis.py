@@ -94,6 +94,7 @@ class RedisJobStore(JobStore):
         self.ttl_s = ttl_s
         self.running_ttl_s = int(running_ttl_s)
         self._claim = self._redis.register_script(CLAIM_LUA)
+        self._ends = None  # every job's end, for parked joins (listen_for_ends)
 
     def _key(self, request_id: str) -> str:
         return self.PREFIX + request_id
@@ -182,3 +183,24 @@ class RedisJobStore(JobStore):
                     return
         finally:
             pubsub.close()
+
+    def listen_for_ends(self, on_end: Callable[[str], None], timeout_s: float) -> None:
+        """Call ``on_end(request_id)`` for each job that ends, on any instance, for up to
+        ``timeout_s``: one pattern subscription per process serves every parked join."""
+        if self._ends is None:
+            ends = self._redis.pubsub(ignore_subscribe_messages=True)
+            ends.psubscribe(self.ENDED_PREFIX + "*")
+            self._ends = ends
+        deadline = time.monotonic() + timeout_s
+        try:
+            while (left := deadline - time.monotonic()) > 0:
+                message = self._ends.get_message(timeout=left)
+                if message is not None:
+                    on_end(message["channel"].decode()[len(self.ENDED_PREFIX) :])
+        except Exception:
+            ends, self._ends = self._ends, None  # subscribed afresh on the next call
+            try:
+                ends.close()
+            except Exception:
+                pass
+            raise
