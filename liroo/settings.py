@@ -427,8 +427,9 @@ class Settings:
     joins_per_request: int = _setting(
         "LIROO_JOINS_PER_REQUEST",
         2,
-        "Retries of one running request a worker lets wait for it at once (each holds a thread); "
-        "more get 503 with Retry-After.",
+        "Where a join cannot be parked in the worker's loop (TLS in gunicorn, a test client): "
+        "retries of one running request a worker lets wait for it at once (each holds a thread); "
+        "more get 503 with Retry-After. Parked joins hold no thread and have no cap.",
     )
 
     # --- security ------------------------------------------------------------
