@@ -256,6 +256,13 @@ def test_a_comic_under_pressure_is_served_holding_its_own_pictures(start_server)
         )
         server = start_server(env)
         response = post(server, {**APP_COMIC, "text": LONG_TEXT})
+        # On a slow machine the comic may outlive its 55 s deadline: it answers 503 still_working
+        # and goes on, and the app's retry of the same body joins it, as the app would.
+        for _ in range(3):
+            if response.status_code != 503:
+                break
+            assert response.json()["code"] == "still_working", response.text
+            response = post(server, {**APP_COMIC, "text": LONG_TEXT})
         assert response.status_code == 200, response.text
         panels = contract.decode_comic(response.json())["comic"]["panel_layout"]
         assert len(panels) == 5 and all(p.get("image_url") for p in panels)
