@@ -593,9 +593,10 @@ def test_run_limited_limit_is_enforced_by_the_kernel():
     assert "OOM killer ended" in result.stderr
 
 
-def test_the_served_configuration_sets_pillows_allocator_before_pillow_is_imported(tmp_path):
-    """gunicorn.conf.py, which production and `make run` both load, keeps freed Pillow blocks for
-    reuse (chosen by bench/soak.py's cpu_ratio and rss_ratio); an operator's own value wins."""
+def test_the_served_configuration_keeps_no_freed_pillow_blocks(tmp_path):
+    """gunicorn.conf.py, which production and `make run` both load, leaves Pillow's block cache
+    off: blocks it kept would be memory the governor reads as used and no reservation owns (a
+    request then waits for room only that cache holds); an operator's own value still wins."""
     code = (
         "import runpy; runpy.run_path('gunicorn.conf.py'); "
         "from PIL import Image; print(Image.core.get_blocks_max())"
@@ -615,5 +616,5 @@ def test_the_served_configuration_sets_pillows_allocator_before_pillow_is_import
         assert result.returncode == 0, result.stderr
         return result.stdout.split()[-1]
 
-    assert blocks_max() == "8"
-    assert blocks_max(PILLOW_BLOCKS_MAX="0") == "0"
+    assert blocks_max() == "0"
+    assert blocks_max(PILLOW_BLOCKS_MAX="4") == "4"
