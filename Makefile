@@ -50,6 +50,10 @@ bench: dev-venv
 	$(BIN)/python bench/soak.py
 	$(BIN)/python bench/capacity.py
 	$(BIN)/python bench/capacity.py --cloud-run
+	$(BIN)/python bench/deadline.py
+	$(BIN)/python bench/speech_peaks.py
+	$(BIN)/python bench/request_peaks.py
+	$(BIN)/python bench/offline_content.py
 
 # docs/studio.png and docs/studio-phone.png: the studio with a finished comic, at 1280 px and on
 # a 390 px phone, made in headless Chromium by the browser tests' own code (tests/studio_browser.py)

@@ -22,6 +22,7 @@ from flask import Response, current_app, g, jsonify, request
 from pydantic import BaseModel, ValidationError
 from werkzeug.exceptions import HTTPException
 
+from .. import routes
 from ..clock import utc_timestamp
 from ..errors import INTERRUPTED, ApiError, api_error_for, error_body
 from ..generation.context import Context, DeadlineExceeded, Progress, expected_rest_s
@@ -380,17 +381,18 @@ def run_generation(payload: BaseModel, work: Callable[[Context], dict]) -> Respo
             )
             runner.store.finish(request_id, FAILED, 503, body, error_code="busy")
             return _respond(503, {**body, "retry_after_s": svc.settings.retry_after_s})
+        location = routes.JOB.path.replace("<request_id>", request_id)
         response = jsonify(
             {
                 "request_id": request_id,
                 "status": "running",
-                "location": f"/jobs/{request_id}",
-                "progress": f"/progress/{request_id}",
+                "location": location,
+                "progress": routes.PROGRESS.path.replace("<request_id>", request_id),
                 **error_extra,
             }
         )
         response.status_code = 202
-        response.headers["Location"] = f"/jobs/{request_id}"
+        response.headers["Location"] = location
         response.headers["Preference-Applied"] = "respond-async"
         return response
 
