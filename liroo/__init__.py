@@ -8,7 +8,6 @@ from typing import Callable
 from flask import Flask
 
 from . import (
-    api,
     errors,
     limiter,
     logs,
@@ -108,7 +107,7 @@ def create_app(settings: Settings | None = None) -> Flask:
             exempt_prefixes=(),
             route_costs_mb=routes.door_costs_mb(settings),
             request_id=requestid.request_id_from_environ,
-            extra_fields=api.shed_fields,
+            render_error=errors.door_error,  # its answers in the app's shape
             # Looked up by the rule the request matches, as Flask routes it: "//generate_image" too.
             route_of=routes.RouteLookup(app.url_map),
             caller=_door_caller(app.extensions["liroo"].keyring, settings.trusted_proxies),

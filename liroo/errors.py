@@ -3,99 +3,36 @@
 No HTML pages, no exception text, no stack traces: the exception goes to the
 log with the request id, the client gets a sentence and a code.
 
-One place for each part of an error answer:
-
 - ``api_error_for``: the one table from an exception to (status, code,
-  sentence, headers), for Flask's handlers and for a generation's recorded
-  failure (liroo/api/runner.py) alike;
-- ``error_body``: the one builder of an error body, used by Flask's answers,
-  the recorded generation failures and the worker's own pages (liroo/server.py).
-  The governor's 503 (liroo/governor/middleware.py) builds its own, since the
-  governor imports nothing from the app; tests/test_errors.py checks the two agree;
-- the fields a route's answers must always carry (``lecture_id``) come from
-  liroo/api's ``answer_fields``, added here and by the runner, nowhere else.
+  sentence, headers), for Flask's handlers, a generation's recorded failure
+  (liroo/api/runner.py) and the stable code of one failed picture or clip
+  (``code_for``: liroo/generation/failures.py) alike;
+- the answer's shape and rendering are liroo/error_answer.py's; the fields a
+  route's answers must always carry (``lecture_id``) are liroo/routes.py's;
+- ``door_error``: the governor's own answers (its ``render_error``) in the same shape.
+
+Below generation, providers and storage (tests/test_layers.py): it knows their failures by
+the modules that declare them (generation/context.py, providers/base.py, storage/base.py).
 """
 
 from __future__ import annotations
 
 import logging
+from typing import Callable, NamedTuple
 
-from flask import Flask, Response, g, jsonify
+from flask import Flask, Response, g
 from werkzeug.exceptions import HTTPException
 
-from .api import answer_fields
+from . import routes
+from .error_answer import ApiError, ErrorAnswer, http_error_code
 from .generation.context import CANCELLED_CODE, Cancelled, DeadlineExceeded
 from .governor import MemoryPressure
 from .providers.base import ProviderError, RateLimited
 from .services import services
-from .storage import STORAGE_ERRNOS, STORAGE_HEALTH, StorageError
+from .storage.base import StorageError
+from .storage.health import STORAGE_ERRNOS, STORAGE_HEALTH
 
 log = logging.getLogger("liroo.errors")
-
-# Stable codes for the HTTP errors Flask and Werkzeug raise themselves.
-_HTTP_CODES = {
-    400: ("bad_request", "The request could not be understood."),
-    401: ("unauthorized", "Authentication is required."),
-    403: ("forbidden", "You are not allowed to do this."),
-    404: ("not_found", "There is nothing at this address."),
-    405: ("method_not_allowed", "This address does not accept that method."),
-    408: ("request_timeout", "The request took too long to arrive."),
-    411: ("length_required", "The request needs a Content-Length."),
-    413: ("payload_too_large", "The request body is too large."),
-    414: ("uri_too_long", "The request address is too long."),
-    415: ("unsupported_media_type", "Send the body as JSON (Content-Type: application/json)."),
-    416: ("range_not_satisfiable", "The requested byte range is not available in this file."),
-    417: ("expectation_failed", "The request's Expect header cannot be met."),
-    429: ("rate_limited", "Too many requests; slow down and retry later."),
-    431: ("headers_too_large", "The request headers are too large."),
-    500: ("internal_error", "Something went wrong on our side; please try again."),
-    501: ("not_implemented", "This is not supported."),
-    503: ("unavailable", "The service is unavailable right now; please retry shortly."),
-}
-
-
-def http_error_code(status: int) -> tuple[str, str]:
-    """The stable code and sentence for an HTTP error status."""
-    return _HTTP_CODES.get(status, ("http_error", "The request could not be served."))
-
-
-class ApiError(Exception):
-    """An error the client should see: HTTP status, stable code, a sentence, optional extra
-    fields."""
-
-    def __init__(
-        self, status: int, code: str, message: str, *, headers: dict | None = None, **extra
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.headers = headers or {}
-        self.extra = extra
-
-
-# The answer for work a stopping worker gives back (the runner records it, the worker sends it).
-INTERRUPTED = ("interrupted", "The server restarted while working on this; please retry.")
-
-
-def error_body(code: str, message: str, fields: dict | None = None) -> dict:
-    """Every error body of the service: the sentence, the stable code, then ``fields`` (request_id,
-    ...)."""
-    return {"error": message, "code": code, **(fields or {})}
-
-
-def error_response(
-    status: int, code: str, message: str, headers: dict | None = None, **extra
-) -> Response:
-    fields = {}
-    request_id = getattr(g, "request_id", None)
-    if request_id:
-        fields["request_id"] = request_id
-    response = jsonify(error_body(code, message, {**fields, **answer_fields(), **extra}))
-    response.status_code = status
-    for name, value in (headers or {}).items():
-        response.headers[name] = value
-    return response
 
 
 def memory_pressure_error(exc: MemoryPressure) -> ApiError:
@@ -149,36 +86,58 @@ def storage_error(exc: StorageError | OSError, request_id: str) -> ApiError:
     )
 
 
-def _is_storage_failure(exc: Exception) -> bool:
+def _is_storage_failure(exc: BaseException) -> bool:
     return isinstance(exc, StorageError) or (
         isinstance(exc, OSError) and exc.errno in STORAGE_ERRNOS
     )
 
 
-# The one table from an exception to what the client sees: (matches, ApiError maker), first match
-# wins.
-_EXCEPTION_TABLE: tuple = (
-    (lambda exc: isinstance(exc, ApiError), lambda exc, request_id: exc),
-    (
-        lambda exc: isinstance(exc, MemoryPressure),
+def _kind(kind: type) -> Callable[[BaseException], bool]:
+    return lambda exc: isinstance(exc, kind)
+
+
+class _Row(NamedTuple):
+    matches: Callable[[BaseException], bool]
+    code: Callable[[BaseException], str]  # the stable code alone: no log, no side effect
+    make: Callable[[BaseException, str], ApiError]  # (exc, request_id) -> what the client sees
+
+
+def _fixed(status: int, code: str, sentence: str) -> tuple:
+    return lambda exc: code, lambda exc, request_id: ApiError(status, code, sentence)
+
+
+# The one table from an exception to what the client sees; first match wins.
+_EXCEPTION_TABLE: tuple[_Row, ...] = (
+    _Row(_kind(ApiError), lambda exc: exc.code, lambda exc, request_id: exc),
+    _Row(
+        _kind(MemoryPressure),
+        lambda exc: "memory_pressure",
         lambda exc, request_id: memory_pressure_error(exc),
     ),
-    (lambda exc: isinstance(exc, ProviderError), lambda exc, request_id: provider_error(exc)),
-    (_is_storage_failure, storage_error),
-    (
-        lambda exc: isinstance(exc, DeadlineExceeded),
-        lambda exc, request_id: ApiError(
-            504, "deadline_exceeded", "This took longer than allowed; please try again."
-        ),
+    _Row(_kind(ProviderError), lambda exc: exc.code, lambda exc, request_id: provider_error(exc)),
+    _Row(_is_storage_failure, lambda exc: "storage_unavailable", storage_error),
+    _Row(
+        _kind(DeadlineExceeded),
+        *_fixed(504, "deadline_exceeded", "This took longer than allowed; please try again."),
     ),
-    (
-        lambda exc: isinstance(exc, Cancelled),
-        lambda exc, request_id: ApiError(
-            409, CANCELLED_CODE, "This generation was cancelled by its caller."
-        ),
+    _Row(
+        _kind(Cancelled),
+        *_fixed(409, CANCELLED_CODE, "This generation was cancelled by its caller."),
     ),
-    (lambda exc: isinstance(exc, HTTPException), lambda exc, request_id: http_error(exc)),
+    _Row(
+        _kind(HTTPException),
+        lambda exc: http_error_code(exc.code or 500)[0],
+        lambda exc, request_id: http_error(exc),
+    ),
 )
+
+
+def code_for(exc: BaseException) -> str | None:
+    """The stable code the table gives ``exc``; None for a failure it does not know."""
+    for row in _EXCEPTION_TABLE:
+        if row.matches(exc):
+            return row.code(exc)
+    return None
 
 
 def api_error_for(
@@ -191,16 +150,30 @@ def api_error_for(
     """
     if request_id is None:
         request_id = getattr(g, "request_id", "-")
-    for matches, make in _EXCEPTION_TABLE:
-        if matches(exc):
-            return make(exc, request_id)
+    for row in _EXCEPTION_TABLE:
+        if row.matches(exc):
+            return row.make(exc, request_id)
     log.error("%s (request %s)", unexpected, request_id, exc_info=exc)
-    code, message = _HTTP_CODES[500]
-    return ApiError(500, code, message)
+    return ApiError(500, *http_error_code(500))
+
+
+def request_answer(error: ApiError) -> Response:
+    """``error`` as the answer of the request being served: with its id and the every-answer
+    fields of its route."""
+    request_id = getattr(g, "request_id", None)
+    fields = {"request_id": request_id} if request_id else {}
+    return error.answer(**fields, **routes.answer_fields()).flask_response()
+
+
+def door_error(environ: dict, status: int, code: str, sentence: str, fields: dict) -> bytes:
+    """The body of the governor's own answers (its ``render_error``): the app's shape, led by what
+    the app's decoders need on every error of the route (routes.door_fields)."""
+    return ErrorAnswer(
+        status, code, sentence, fields, lead=routes.door_fields(environ)
+    ).json_bytes()
 
 
 def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(Exception)
     def _any_error(exc: Exception):
-        error = api_error_for(exc)
-        return error_response(error.status, error.code, error.message, error.headers, **error.extra)
+        return request_answer(api_error_for(exc))

@@ -21,7 +21,8 @@ from flask_limiter import ApplicationLimit, Limiter, RateLimitExceeded
 from limits import parse_many
 
 from . import ratelimits
-from .errors import error_response
+from .error_answer import ApiError
+from .errors import request_answer
 from .requestid import REPLAY_LOOKED
 from .security import caller, is_generation_request
 from .services import services
@@ -88,12 +89,14 @@ def _rate_limited(exc: RateLimitExceeded):
             retry_after = max(1, math.ceil(current.reset_at - time.time()))
         except Exception:  # the window could not be read: the store is down; 1 s is a safe hint
             log.warning("rate-limit window unreadable", exc_info=True)
-    return error_response(
-        429,
-        "rate_limited",
-        f"Too many requests; please retry in {retry_after} seconds.",
-        {"Retry-After": str(retry_after)},
-        retry_after_s=retry_after,
+    return request_answer(
+        ApiError(
+            429,
+            "rate_limited",
+            f"Too many requests; please retry in {retry_after} seconds.",
+            headers={"Retry-After": str(retry_after)},
+            retry_after_s=retry_after,
+        )
     )
 
 

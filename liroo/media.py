@@ -26,7 +26,7 @@ import re
 from flask import Blueprint, redirect, request, send_file
 
 from . import routes
-from .errors import ApiError
+from .error_answer import ApiError
 from .services import services
 from .storage import LocalStorage, content_type_for
 from .storage.base import MEDIA_PATH, is_valid_key

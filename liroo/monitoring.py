@@ -10,7 +10,7 @@ from flask import Blueprint, Response, jsonify
 
 from . import metrics, routes
 from .clock import utc_timestamp
-from .errors import error_body
+from .error_answer import ErrorAnswer
 from .governor import Level
 from .governor.probe import MB
 from .services import services
@@ -77,20 +77,14 @@ def ready():
     status = redis_status()
     if status == "ok":
         return jsonify({"status": "ready", "redis": "ok", "timestamp": utc_timestamp()})
-    response = jsonify(
-        {
-            "status": "unready",
-            "redis": status,
-            **error_body(
-                "redis_unavailable",
-                f"Redis (REDIS_URL) {_SAYS[status]}; this instance is not ready.",
-            ),
-            "timestamp": utc_timestamp(),
-        }
-    )
-    response.status_code = 503
-    response.headers["Retry-After"] = "1"
-    return response
+    return ErrorAnswer(
+        503,
+        "redis_unavailable",
+        f"Redis (REDIS_URL) {_SAYS[status]}; this instance is not ready.",
+        {"timestamp": utc_timestamp()},
+        {"Retry-After": "1"},
+        lead={"status": "unready", "redis": status},
+    ).flask_response()
 
 
 @routes.MEMORY.view(bp)

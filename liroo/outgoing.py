@@ -30,9 +30,6 @@ from typing import Callable
 
 # The answer of the request a thread is serving (a SendSocket), for LoopFileWrapper.
 serving = threading.local()
-# The environ key of a request the worker can park: ``environ[PARK_KEY]()`` hands its connection
-# back to a thread (any thread may call it, once, without blocking). Absent: no parking here.
-PARK_KEY = "liroo.park"
 
 _LINGER_S = 2.0
 _LINGER_BYTES = 64 * 1024
@@ -225,24 +222,10 @@ class SendSocket:
         return getattr(self.sock, name)
 
 
-class Parked(BaseException):
-    """Raised by the app instead of answering: its request waits in the worker's loop, holding no
-    thread, until ``environ[PARK_KEY]()`` is called; then the same request is handled afresh, its
-    environ updated with ``environ_on_return``.
-
-    A BaseException, so that it leaves the app past every error handler (nothing is answered
-    yet), as runner.NotStored does.
-    """
-
-    def __init__(self, environ_on_return: dict) -> None:
-        super().__init__("parked")
-        self.environ_on_return = environ_on_return
-
-
 class ParkedRequests:
-    """The connections of parked requests in one worker's loop, each handed back to ``resume``
-    (conn, environ_on_return) once woken. Loop only: a wake that comes before the parking
-    thread is done is kept, and the park then resumes at once."""
+    """The connections of parked requests (worker_contract.Parked) in one worker's loop, each
+    handed back to ``resume`` (conn, environ_on_return) once woken. Loop only: a wake that comes
+    before the parking thread is done is kept, and the park then resumes at once."""
 
     def __init__(self, resume: Callable) -> None:
         self.resume = resume

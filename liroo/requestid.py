@@ -28,7 +28,7 @@ from typing import Callable
 
 from flask import Flask, current_app, g, request
 
-from .errors import ApiError
+from .error_answer import ApiError
 from .outage import RETRY_S
 
 log = logging.getLogger("liroo")

@@ -1,7 +1,8 @@
 """Every route's facts, declared once: its path and method, request model, cost at the governor's
 door, exemption from the door, the fields on every answer, and who may call it.
 
-Read by the blueprints (``Route.view`` registers the view at the declared path), the door
+Read by the blueprints (``Route.view`` registers the view at the declared path), every error
+answer (``answer_fields``, and ``door_fields`` for the governor's), the door
 (``RouteLookup`` names the rule a request matches, the way Flask will route it, so that
 ``//generate_image`` is costed like ``/generate_image``), security (admin routes), OpenAPI (request
 models) and the studio (its modes). A route missing from ``ROUTES`` fails
@@ -15,11 +16,14 @@ import uuid
 from dataclasses import dataclass
 from typing import Callable
 
+from flask import g, request
 from pydantic import BaseModel
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import Map
 
 from .api import models
+from .clock import utc_timestamp
+from .governor.middleware import ROUTE_ENVIRON_KEY
 from .settings import Settings
 
 CostMb = Callable[[Settings], float]
@@ -139,6 +143,33 @@ def door_exempt_paths() -> list[str]:
 
 def door_costs_mb(settings: Settings) -> dict[str, float]:
     return {route.path: float(route.cost_mb(settings)) for route in ROUTES if route.cost_mb}
+
+
+def answer_fields() -> dict:
+    """The every-answer fields of the request being served (of its matched route), the same on
+    each of its answers: every error body (errors.py), a generation's recorded failures and its
+    202 (api/runner.py)."""
+    rule = request.url_rule
+    route = BY_RULE.get((request.method, rule.rule)) if rule is not None else None
+    if route is None or not route.answer_fields:
+        return {}
+    if "liroo_answer_fields" not in g:
+        g.liroo_answer_fields = route.fields()
+    return g.liroo_answer_fields
+
+
+def door_fields(environ: dict) -> dict:
+    """What the app's decoders require on every error body of a generation route, for the
+    governor's own answers (given before Flask sees the request): ComicResponse needs
+    ``success`` and ``timestamp``, and the route's own fields, of the route the door matched
+    (``//generate_lecture`` is the lecture route too)."""
+    path = environ.get(ROUTE_ENVIRON_KEY, environ.get("PATH_INFO", ""))
+    route = BY_RULE.get((environ.get("REQUEST_METHOD", "GET"), path))
+    return {
+        "success": False,
+        "timestamp": utc_timestamp(),
+        **(route.fields() if route is not None else {}),
+    }
 
 
 class RouteLookup:

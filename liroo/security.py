@@ -39,7 +39,7 @@ from flask import Flask, g, request
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from . import routes
-from .errors import ApiError
+from .error_answer import ApiError
 from .requestid import valid_request_id
 from .services import services
 from .settings import Settings, SettingsError

@@ -28,17 +28,17 @@ server's: it counts for neither timeout.
 (liroo/outgoing.py): the thread moves on, and the connection is closed once
 the client has taken nothing for ``LIROO_CLIENT_SEND_TIMEOUT_S``.
 
-**Parked requests** (outgoing.Parked: a retry joining its running first
+**Parked requests** (worker_contract.Parked: a retry joining its running first
 attempt) wait in the loop with their buffered bytes, holding no thread, until
-``environ[outgoing.PARK_KEY]()`` has a thread handle them afresh.
+``environ[worker_contract.PARK_KEY]()`` has a thread handle them afresh.
 
 **JSON errors.** gunicorn's own error pages are JSON (liroo/thread_io.py).
 gunicorn.conf.py names this class as worker_class.
 
 **Stopping.** A request still in the app when a stopping worker's grace ends
 (SIGTERM, recycling) would have its connection cut. Its client is answered
-first, 503 ``interrupted`` with ``Retry-After`` (the body made by what the app left in
-``environ[INTERRUPTED_ANSWER]``, the generation's own error shape), as long as
+first, 503 ``interrupted`` with ``Retry-After`` (worker_contract.interrupted_answer, of the
+fields the app left in ``environ[INTERRUPTED_KEY]``: the generation's own error shape), as long as
 the app has not begun its answer; the job itself is handed back by
 liroo/gunicorn_hooks.py's ``worker_exit``. A connection that no live worker
 takes while this one stops (the whole server is stopping) is answered at once,
@@ -60,12 +60,13 @@ from gunicorn.http.errors import InvalidRequestLine, UnsupportedTransferCoding
 from gunicorn.workers.gthread import STOP_KEEPALIVE_LINGER, TConn, ThreadWorker
 
 from . import outgoing
-from .errors import INTERRUPTED, error_body, http_error_code
+from .error_answer import ErrorAnswer
 from .framing import CONTINUE, Arrival, ArrivalBudget, ArrivalClock, Limits
 from .gunicorn_hooks import app_settings
-from .thread_io import ClientTimeout, DeadlineParser, JsonErrorPage, json_error_page
+from .thread_io import DeadlineParser, JsonErrorPage
+from .worker_contract import INTERRUPTED_KEY, PARK_KEY, ClientTimeout, Parked, interrupted_answer
 
-__all__ = ["INTERRUPTED_ANSWER", "ClientTimeout", "JsonErrorWorker", "json_error_page"]
+__all__ = ["JsonErrorWorker"]
 
 # One recv() of a request still arriving; the kernel keeps the rest.
 _RECV_BYTES = 64 * 1024
@@ -83,8 +84,6 @@ _SWEEP_INTERVAL_S = 0.25
 _STOP_LOOK_S = 0.1
 _UNCLAIMED_S = 0.5
 _QUERY = re.compile(r"\?[^\s'\"]*")
-# The environ key where the app leaves the answer for a request cut short by a stop.
-INTERRUPTED_ANSWER = "liroo.interrupted_answer"
 
 
 class JsonErrorWorker(ThreadWorker):
@@ -130,7 +129,7 @@ class JsonErrorWorker(ThreadWorker):
             conn = self.serving.conn
             if not self.tls:
                 environ["wsgi.file_wrapper"] = outgoing.LoopFileWrapper
-                environ[outgoing.PARK_KEY] = partial(self._wake_parked, conn)
+                environ[PARK_KEY] = partial(self._wake_parked, conn)
                 environ.update(getattr(conn, "environ_on_return", None) or {})
                 conn.environ_on_return = None
             with self.in_app_lock:
@@ -151,26 +150,27 @@ class JsonErrorWorker(ThreadWorker):
         with self.in_app_lock:
             cut_short, self.in_app = self.in_app, {}
         for conn, environ in cut_short.items():
-            make_body = environ.get(INTERRUPTED_ANSWER)
-            body = make_body() if make_body else error_body(*INTERRUPTED)
+            answer = interrupted_answer(environ.get(INTERRUPTED_KEY))
+            request_id = answer.fields.get("request_id")
             self.log.info(
                 "Stopping with a request in the app: answered 503 interrupted (%s)",
-                body.get("request_id", "-"),
+                request_id or "-",
             )
-            headers = ""
-            if body.get("request_id"):  # a checked id (8-128 of [A-Za-z0-9_-]) or one the app made
-                headers = f"X-Request-ID: {body['request_id']}\r\n"
             sock = getattr(conn.sock, "sock", conn.sock)  # the client socket under a SendSocket
             try:
-                sock.send(self._retry_page(body, headers), socket.MSG_DONTWAIT)
+                sock.send(self._retry_page(answer, request_id), socket.MSG_DONTWAIT)
                 sock.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
 
-    def _retry_page(self, body: dict, headers: str = "") -> bytes:
-        body = {**body, "retry_after_s": self.retry_after_s}
-        headers = f"Retry-After: {self.retry_after_s}\r\n{headers}"
-        return json_error_page(503, "Service Unavailable", body, headers)
+    def _retry_page(self, answer: ErrorAnswer, request_id: str | None = None) -> bytes:
+        """503 with Retry-After, as a whole page; X-Request-ID when the answer has a request's id
+        (a checked one, 8-128 of [A-Za-z0-9_-], or one the app made)."""
+        answer = answer.with_fields(retry_after_s=self.retry_after_s)
+        answer = answer.with_headers(**{"Retry-After": str(self.retry_after_s)})
+        if request_id:
+            answer = answer.with_headers(**{"X-Request-ID": request_id})
+        return answer.http_page()
 
     def wait_for_and_dispatch_events(self, timeout) -> None:
         if not self.alive:  # look at the listeners often while stopping (see murder_pending)
@@ -322,7 +322,7 @@ class JsonErrorWorker(ThreadWorker):
         self.sending[conn] = (out, fs)
         self.poller.register(conn.sock, selectors.EVENT_WRITE, partial(self._send_more, conn))
 
-    # --- parked requests (outgoing.Parked): in the loop, no thread ---------------------------
+    # --- parked requests (worker_contract.Parked): in the loop, no thread --------------------
 
     def _wake_parked(self, conn) -> None:
         """From any thread. Not once stopping: the stop answers parked requests itself, and the
@@ -339,7 +339,7 @@ class JsonErrorWorker(ThreadWorker):
     def _let_parked_go(self) -> None:
         """A stopping worker answers its parked requests 503 with Retry-After at once: the app's
         retry joins the work from another worker (its job goes on, or is handed back)."""
-        page = self._retry_page(error_body(*http_error_code(503)))
+        page = self._retry_page(ErrorAnswer.for_status(503))
         for conn in self.parked.let_go():
             _send_quietly(conn.sock, page)
             self.nr_conns -= 1
@@ -402,7 +402,7 @@ class JsonErrorWorker(ThreadWorker):
                     _ip(arrival.conn.client),
                     len(arrival.framing.buf),
                 )
-                self._close(arrival, json_error_page(408, "Request Timeout"))
+                self._close(arrival, ErrorAnswer.for_status(408).http_page())
 
     def _answer_unclaimed(self, now: float) -> None:
         """While stopping: connections that no live worker accepts (the whole server stops) are
@@ -418,7 +418,7 @@ class JsonErrorWorker(ThreadWorker):
             self.unclaimed_since = now
         if now - self.unclaimed_since < _UNCLAIMED_S:
             return
-        page = self._retry_page(error_body(*http_error_code(503)))
+        page = self._retry_page(ErrorAnswer.for_status(503))
         for listener in waiting:
             for _ in range(64):  # a bounded batch a turn: the loop has other work
                 try:
@@ -459,7 +459,7 @@ class JsonErrorWorker(ThreadWorker):
         conn.sock = outgoing.serving.answer = answer
         try:
             return super().handle_request(req, conn)
-        except outgoing.Parked as parked:
+        except Parked as parked:
             conn.parked_with = parked.environ_on_return  # the loop holds it (_park)
             return True
         finally:
@@ -472,7 +472,7 @@ class JsonErrorWorker(ThreadWorker):
         if isinstance(exc, ClientTimeout):
             self.log.info("Request from ip=%s not received in time: closed with 408", _ip(addr))
             try:
-                client.sendall(json_error_page(408, "Request Timeout"))
+                client.sendall(ErrorAnswer.for_status(408).http_page())
             except OSError:
                 pass
             return

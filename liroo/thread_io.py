@@ -13,36 +13,14 @@ is refused with 501 (gunicorn would pass a compressed body on as it came).
 
 from __future__ import annotations
 
-import json
 import socket
 import time
-from http import HTTPStatus
 
-from gunicorn.http.errors import ParseException
 from gunicorn.http.parser import RequestParser
 from gunicorn.http.unreader import SocketUnreader
 
-from .errors import error_body, http_error_code
-
-
-class ClientTimeout(ParseException):
-    """The client stopped sending its request, or took too long over it: answered with 408."""
-
-    def __str__(self) -> str:
-        return "request not received in time"
-
-
-def json_error_page(status: int, reason: str, body: dict | None = None, headers: str = "") -> bytes:
-    """A whole HTTP/1.1 error response with the service's JSON error body; the connection closes
-    after it."""
-    if body is None:
-        body = error_body(*http_error_code(status))
-    data = json.dumps(body).encode()
-    head = (
-        f"HTTP/1.1 {status} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {len(data)}\r\nX-Content-Type-Options: nosniff\r\n{headers}\r\n"
-    )
-    return head.encode("latin-1") + data
+from .error_answer import ErrorAnswer
+from .worker_contract import ClientTimeout
 
 
 class DeadlineSocket:
@@ -109,8 +87,9 @@ class JsonErrorPage:
         try:
             status_line = data.split(b"\r\n", 1)[0].decode("latin-1")  # "HTTP/1.1 400 Bad Request"
             _, status, _ = status_line.split(" ", 2)
-            # The standard reason: gunicorn's 501 for a transfer coding says "Bad Request".
-            page = json_error_page(int(status), HTTPStatus(int(status)).phrase)
+            # The standard reason (http_page's): gunicorn's 501 for a transfer coding says "Bad
+            # Request". An unknown status is a ValueError too.
+            page = ErrorAnswer.for_status(int(status)).http_page()
         except ValueError:  # not the one-piece page this was written for: send gunicorn's as it is
             self._sock.sendall(data)
             return

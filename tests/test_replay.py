@@ -203,7 +203,7 @@ def layer_around(max_body_bytes: int = 1024):
     from flask import Flask
 
     from liroo.api.replay import ReplayLayer
-    from liroo.api.runner import NotStored
+    from liroo.api.claims import NotStored
     from liroo.requestid import REPLAY_LOOKED
 
     flask_app = Flask(__name__)

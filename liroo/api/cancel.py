@@ -15,7 +15,7 @@ from __future__ import annotations
 from flask import Blueprint, jsonify
 
 from .. import routes
-from ..errors import ApiError
+from ..error_answer import ApiError
 from ..generation.context import CANCELLED_CODE
 from ..jobs import RUNNING
 from ..security import caller

@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Blueprint
 
 from .. import routes
-from ..errors import ApiError
+from ..error_answer import ApiError
 from ..generation.lecture import generate_lecture
 from ..generation.options import level_key
 from ..generation.speech import generate_tts
@@ -19,7 +19,6 @@ from ..generation.study import (
     generate_slides,
     generate_study_page,
 )
-from . import answer_fields
 from .models import ProcessRequest, has_words
 from .runner import parse_body, run_generation
 
@@ -113,8 +112,8 @@ def process():
 
 @routes.LECTURE.view(bp)
 def lecture():
-    # The id every answer of this request carries, errors and the 202 included (api.answer_fields).
-    lecture_id = answer_fields()["lecture_id"]
+    # The id every answer of this request carries, errors and the 202 included.
+    lecture_id = routes.answer_fields()["lecture_id"]
     body = parse_body(routes.LECTURE.request)
     return run_generation(
         body,

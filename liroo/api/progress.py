@@ -9,7 +9,7 @@ from __future__ import annotations
 from flask import Blueprint, jsonify
 
 from .. import routes
-from ..errors import ApiError
+from ..error_answer import ApiError
 from ..jobs import JobStoreUnavailable
 from ..requestid import valid_request_id
 from ..services import services

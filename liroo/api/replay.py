@@ -9,9 +9,9 @@ its Content-Length) and lets the app look once, without the door
 (``REPLAY_PROBE`` in the environ): the app derives the id exactly as for a
 real claim (api/runner.py), then replays a finished answer, or joins the
 running request (parked in the worker's loop, holding no thread: see
-runner._claim; a join holds no memory, so the door has nothing to guard).
+claims.claim_id; a join holds no memory, so the door has nothing to guard).
 Anything else (nothing stored, a failure to run afresh, a conflict) leaves
-the look as runner.NotStored, and the request goes on through the door with
+the look as claims.NotStored, and the request goes on through the door with
 its body rewound. Errors of the look itself (a bad body, a
 missing key, the rate limit) are answered as the app answers them. The look
 spends the request's rate-limit budget (a replay counts, as before); the pass
@@ -27,7 +27,7 @@ from flask import Flask
 from werkzeug.exceptions import HTTPException
 
 from ..requestid import REPLAY_LOOKED, REPLAY_PROBE
-from .runner import NotStored
+from .claims import NotStored
 
 
 class ReplayLayer:

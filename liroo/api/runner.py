@@ -8,7 +8,6 @@ everywhere.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -24,31 +23,20 @@ from werkzeug.exceptions import HTTPException
 
 from .. import routes
 from ..clock import utc_timestamp
-from ..errors import INTERRUPTED, ApiError, api_error_for, error_body
+from ..error_answer import ApiError, generation_answer
+from ..errors import api_error_for
 from ..generation.context import Context, DeadlineExceeded, Progress, expected_rest_s
 from ..generation.timing import ROUTE_TIMES
 from ..governor import DEADLINE_KEY
-from ..jobs import (
-    FAILED,
-    RUNNING,
-    SUCCEEDED,
-    Claim,
-    Heartbeats,
-    JobStoreUnavailable,
-    Joins,
-    JoinsFull,
-    decide,
-    worker_tag,
-)
+from ..jobs import FAILED, RUNNING, SUCCEEDED, Heartbeats, Joins, worker_tag
 from ..media import render_urls, url_base
-from ..outgoing import PARK_KEY, Parked
 from ..providers.pacing import bounded_by
-from ..requestid import REPLAY_LOOKED, REPLAY_PROBE, generation_request_id
+from ..requestid import REPLAY_PROBE
 from ..security import caller_id
-from ..server import INTERRUPTED_ANSWER, ClientTimeout
 from ..services import services
-from . import answer_fields
+from ..worker_contract import INTERRUPTED_KEY, PARK_KEY, ClientTimeout, interrupted_answer
 from .body_size import refuse_cut_body
+from .claims import JOIN_DEADLINE, claim_id, fingerprint, request_id_of
 
 log = logging.getLogger("liroo.api")
 M = TypeVar("M", bound=BaseModel)
@@ -112,26 +100,6 @@ def validation_error(exc: ValidationError) -> ApiError:
     return ApiError(
         422, "invalid_field", f"The field '{field}' is not valid: {first['msg']}.", field=field
     )
-
-
-def fingerprint(endpoint: str, payload: BaseModel) -> str:
-    body = payload.model_dump(mode="json", exclude={"request_id", "user_token"})
-    canonical = json.dumps([endpoint, body], sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()
-
-
-def _request_id(payload: BaseModel, fp: str) -> tuple[str, bool]:
-    """The generation's id (see requestid.generation_request_id); a derived one is keyed by the
-    body,
-    the device's token and the caller (its key, else its address after LIROO_TRUSTED_PROXIES)."""
-
-    def seed() -> str:
-        token = getattr(payload, "user_token", None) or ""
-        # One caller's retry never finds another's job: with keys off the caller is its address.
-        who = caller_id() or "addr:" + (request.remote_addr or "")
-        return f"{fp}:{token}:{who}"
-
-    return generation_request_id(getattr(payload, "request_id", None), seed)
 
 
 @dataclass(frozen=True)
@@ -206,7 +174,7 @@ class Runner:
         in the grace period is given back rather than silently dropped.
         """
         for request_id in self.heartbeats.running() if request_ids is None else request_ids:
-            body = interrupted_body(request_id)
+            body = interrupted_answer({"request_id": request_id}).body()
             try:
                 self.store.finish(request_id, FAILED, 503, body, error_code="interrupted")
             except Exception:
@@ -284,31 +252,17 @@ class Runner:
         return outcome[0] if outcome else None
 
 
-def generation_error_body(code: str, message: str, request_id: str, **extra) -> dict:
-    """A generation's error body: the service's error body with the fields ComicResponse needs."""
-    return {
-        "success": False,
-        **error_body(
-            code, message, {**extra, "request_id": request_id, "timestamp": utc_timestamp()}
-        ),
-    }
-
-
 def failure_answer(exc: Exception, request_id: str, error_extra: dict) -> tuple[int, dict]:
     """The (status, body) recorded for a generation that raised ``exc`` (errors.api_error_for's
-    table)."""
-    api_error = api_error_for(exc, request_id, unexpected="generation failed")
-    body = generation_error_body(
-        api_error.code, api_error.message, request_id, **api_error.extra, **error_extra
+    table): its Retry-After also in the body, which is what is stored and replayed."""
+    error = api_error_for(exc, request_id, unexpected="generation failed")
+    answer = generation_answer(
+        error.status, error.code, error.message, request_id, **error.extra, **error_extra
     )
-    if api_error.headers.get("Retry-After"):
-        body.setdefault("retry_after_s", int(api_error.headers["Retry-After"]))
-    return api_error.status, body
-
-
-def interrupted_body(request_id: str, **extra) -> dict:
-    """The answer for work a stopping worker gives back (recorded, and sent to a waiting client)."""
-    return generation_error_body(*INTERRUPTED, request_id, **extra)
+    body = answer.body()
+    if error.headers.get("Retry-After"):
+        body.setdefault("retry_after_s", int(error.headers["Retry-After"]))
+    return error.status, body
 
 
 def _respond(status: int, body: dict, replay: bool = False) -> Response:
@@ -332,7 +286,7 @@ def run_generation(payload: BaseModel, work: Callable[[Context], dict]) -> Respo
     runner = svc.runner
     endpoint = request.url_rule.rule
     fp = fingerprint(endpoint, payload)
-    request_id, derived = _request_id(payload, fp)
+    request_id, derived = request_id_of(payload, fp)
     svc.reserver.adopt_pledge(request_id)  # the door's pledge is this request's: its steps take it
     url_base()  # a Host no media URL can be made from is refused before any work
     started = time.monotonic()
@@ -344,11 +298,11 @@ def run_generation(payload: BaseModel, work: Callable[[Context], dict]) -> Respo
     # holds the door's pledge and its place in line, which a parked join must not keep.
     park = request.environ.get(PARK_KEY) if probe or not svc.settings.governor_enabled else None
     try:
-        claim = _claim(
+        claim = claim_id(
             runner, request_id, endpoint, fp, caller_id(), deadline, replay_s, probe, park
         )
     except DeadlineExceeded:  # a retry joined the running request and its deadline came first
-        return _still_working(request_id, answer_fields(), None)
+        return _still_working(request_id, routes.answer_fields(), None)
     if claim.outcome == "finished":
         status, body = claim.job.result()
         return _respond(status, body, replay=True)
@@ -365,40 +319,18 @@ def run_generation(payload: BaseModel, work: Callable[[Context], dict]) -> Respo
         work_deadline=work_deadline,
         route=endpoint,
     )
-    error_extra = answer_fields()  # the route's own fields, on its recorded failures too
+    error_extra = routes.answer_fields()  # the route's own fields, on its recorded failures too
     generation = Generation(request_id, work, ctx, error_extra)
 
     # With async off (Cloud Run's default: its CPU is throttled once a response is sent), the
     # preference is ignored, as RFC 7240 allows: the request is answered the synchronous way.
     if svc.settings.async_enabled and "respond-async" in request.headers.get("Prefer", "").lower():
         ctx.deadline = work_deadline  # no one waits for its answer: its work decides
-        if not runner.submit(generation):
-            body = generation_error_body(
-                "busy",
-                "Too much work is queued here; please retry shortly.",
-                request_id,
-                **error_extra,
-            )
-            runner.store.finish(request_id, FAILED, 503, body, error_code="busy")
-            return _respond(503, {**body, "retry_after_s": svc.settings.retry_after_s})
-        location = routes.JOB.path.replace("<request_id>", request_id)
-        response = jsonify(
-            {
-                "request_id": request_id,
-                "status": "running",
-                "location": location,
-                "progress": routes.PROGRESS.path.replace("<request_id>", request_id),
-                **error_extra,
-            }
-        )
-        response.status_code = 202
-        response.headers["Location"] = location
-        response.headers["Preference-Applied"] = "respond-async"
-        return response
+        return _run_async(runner, generation, svc.settings.retry_after_s)
 
-    # Made and sent by the worker (liroo/server.py) if it stops before this request is answered:
-    # built then, not for every request, and stamped with the time it is sent.
-    request.environ[INTERRUPTED_ANSWER] = lambda: interrupted_body(request_id, **error_extra)
+    # The fields of the answer the worker (liroo/server.py) renders and sends if it stops before
+    # this request is answered (worker_contract.interrupted_answer, stamped when it is sent).
+    request.environ[INTERRUPTED_KEY] = {"request_id": request_id, **error_extra}
     if deadline >= work_deadline:  # no deadline of its own (LIROO_DEADLINE=off): run it here
         status, body = runner.execute(generation)
         return _respond(status, body)
@@ -408,10 +340,38 @@ def run_generation(payload: BaseModel, work: Callable[[Context], dict]) -> Respo
     return _respond(*outcome)
 
 
+def _run_async(runner: Runner, generation: Generation, retry_after_s: int) -> Response:
+    """202 Accepted with where to follow the job, or 503 ``busy`` when this worker's queue is
+    full."""
+    request_id, error_extra = generation.request_id, generation.error_extra
+    if not runner.submit(generation):
+        answer = generation_answer(
+            503,
+            "busy",
+            "Too much work is queued here; please retry shortly.",
+            request_id,
+            **error_extra,
+        )
+        runner.store.finish(request_id, FAILED, 503, answer.body(), error_code="busy")
+        return _respond(503, answer.with_fields(retry_after_s=retry_after_s).body())
+    location = routes.JOB.path.replace("<request_id>", request_id)
+    response = jsonify(
+        {
+            "request_id": request_id,
+            "status": "running",
+            "location": location,
+            "progress": routes.PROGRESS.path.replace("<request_id>", request_id),
+            **error_extra,
+        }
+    )
+    response.status_code = 202
+    response.headers["Location"] = location
+    response.headers["Preference-Applied"] = "respond-async"
+    return response
+
+
 # The client's own deadline (Envoy's x-envoy-expected-rq-timeout-ms convention: relative ms).
 TIMEOUT_HEADER = "X-Request-Timeout-Ms"
-# The deadline of a parked join (time.monotonic()), kept when the request is handled afresh.
-JOIN_DEADLINE = "liroo.join_deadline"
 
 
 def _answer_deadline(settings, now: float) -> float | None:
@@ -441,98 +401,15 @@ def _still_working(request_id: str, error_extra: dict, ctx: Context | None) -> R
     # Without a measure of this request's rest, the door's measured drain rate.
     retry_after = services().governor.retry_after_s() if expected is None else expected
     log.info("request %s answers 503 at its deadline and keeps working", request_id)
-    body = generation_error_body(
+    answer = generation_answer(
+        503,
         "still_working",
         "This is taking longer than usual; retry the same request to get the result.",
         request_id,
         retry_after_s=max(1, math.ceil(retry_after)),
         **error_extra,
     )
-    return _respond(503, body)
-
-
-class NotStored(BaseException):
-    """A replay layer's look (liroo/api/replay.py) found nothing to replay or join: the request
-    goes on through the memory door.
-
-    A BaseException so that it leaves Flask as it is, past every error handler
-    and after-request hook (the request is answered once, by the pass that
-    follows), as KeyboardInterrupt would.
-    """
-
-
-def _claim(
-    runner: Runner,
-    request_id: str,
-    endpoint: str,
-    fp: str,
-    owner: str | None,
-    deadline: float,
-    replay_s: float | None = None,
-    probe: bool = False,
-    park: Callable[[], None] | None = None,
-) -> Claim:
-    """A claim that is ours to run ("new") or a finished result to replay.
-
-    A retry of a request still at work joins it until ``deadline``: parked in
-    the worker's loop when ``park`` is given (outgoing.Parked: no thread waits;
-    the request is handled afresh when the job ends, its owner dies or the
-    deadline comes), else waiting in this thread (runner.joins: woken by its
-    end, capped per request; a 503 past the cap); if that
-    attempt fails or its owner dies meanwhile, the retry claims the id again,
-    with every rule of a first claim (a different body or caller is still a
-    conflict). A ``probe`` claims nothing: it replays or joins, else raises
-    NotStored.
-    """
-    store = runner.store
-    while True:
-        claim = _look(store, request_id, fp, owner, replay_s) if probe else None
-        if claim is None:
-            claim = store.claim(request_id, endpoint, fp, owner, replay_s)
-        if claim.outcome == "conflict":
-            raise ApiError(
-                422,
-                "idempotency_conflict",
-                "This request id was already used for a different request; use a new id.",
-            )
-        if claim.outcome in ("new", "finished"):
-            return claim
-        if park is not None and deadline > time.monotonic():
-            runner.joins.parking.park(request_id, deadline, park)
-            log.info("a retry of %s joins it, parked in the worker's loop", request_id)
-            # handled afresh by the same deadline, its rate-limit budget spent already
-            raise Parked({JOIN_DEADLINE: deadline, REPLAY_LOOKED: True})
-        try:
-            job = runner.joins.wait(request_id, deadline)
-        except JoinsFull:
-            retry = services().governor.retry_after_s()  # the measured drain rate
-            raise ApiError(
-                503,
-                "busy",
-                "This request is still running and others are waiting for it; please retry "
-                f"in {retry} seconds.",
-                headers={"Retry-After": str(retry)},
-                retry_after_s=retry,
-            ) from None
-        except JobStoreUnavailable:
-            continue  # claimed again: in this instance's store while Redis is down
-        if job is not None and job.status == SUCCEEDED:
-            return Claim("finished", job)
-        if job is not None and job.status == RUNNING and not job.stale:
-            raise DeadlineExceeded()
-
-
-def _look(store, request_id: str, fp: str, owner: str | None, replay_s: float | None) -> Claim:
-    """A probe's claim without claiming (the rule of jobs.model.decide on the stored job):
-    "finished" or "running", else NotStored."""
-    try:
-        job = store.get(request_id)
-    except JobStoreUnavailable:
-        raise NotStored() from None
-    outcome = decide(job, fp, owner, replay_s)
-    if outcome not in ("finished", "running"):
-        raise NotStored()
-    return Claim(outcome, job)
+    return _respond(503, answer.body())
 
 
 def job_view(job: Any, with_result: bool) -> dict:

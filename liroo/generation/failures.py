@@ -9,30 +9,25 @@ from __future__ import annotations
 import logging
 from collections import Counter
 
+from ..errors import code_for
 from ..governor import MemoryPressure
 from ..providers.base import BadOutput
 from ..storage import StorageError
-from .context import DeadlineExceeded
 
 log = logging.getLogger("liroo.generation")
 
-_CODES = {
-    MemoryPressure: "memory_pressure",
-    DeadlineExceeded: "deadline_exceeded",
-    StorageError: "storage_unavailable",
-}
-
 
 def failure_code(error: Exception | None, default: str) -> str | None:
-    """The stable code of an item's failure (``default`` for an unexpected one)."""
+    """The stable code of an item's failure (errors.py's table; ``default`` for an unexpected
+    one)."""
     if error is None:
         return None
-    return getattr(error, "code", None) or _CODES.get(type(error), default)
+    return code_for(error) or default
 
 
 def note_failure(label: str, request_id: str, error: Exception) -> None:
     """Log one item's failure: expected ones as a line, anything else with its traceback."""
-    code = getattr(error, "code", None) or _CODES.get(type(error))
+    code = code_for(error)
     if code:
         log.warning("%s failed for request %s: %s", label, request_id, code)
     else:

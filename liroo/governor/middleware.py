@@ -21,8 +21,17 @@ _DRAIN_LIMIT = 1024 * 1024
 
 
 # Where the middleware leaves the route it looked costs up by (``route_of``), for the app's
-# ``extra_fields`` and logs.
+# ``render_error`` and logs.
 ROUTE_ENVIRON_KEY = "governor.route"
+
+# The body of the door's own answers: render_error(environ, status, code, sentence, fields).
+RenderError = Callable[[dict, int, str, str, dict], bytes]
+
+
+def plain_json_error(environ: dict, status: int, code: str, sentence: str, fields: dict) -> bytes:
+    """The door's answers without an app's renderer: ``{"error", "code", ...fields}`` in JSON."""
+    return json.dumps({"error": sentence, "code": code, **fields}).encode()
+
 
 # Paths never shed nor queued: health and monitoring, so operators can always
 # see why the service is refusing work. Prefixes cover paths with an id in them.
@@ -62,6 +71,10 @@ class MemoryGovernorMiddleware:
     ``environ[ROUTE_ENVIRON_KEY]``. Exempt paths are never shed nor queued,
     and neither are paths under an exempt prefix (cheap reads keyed by an id,
     such as progress).
+
+    Its own answers (503 shed, 400 for a malformed X-Request-Timeout-Ms) are
+    JSON bodies made by ``render_error`` (an app passes its own, to answer in
+    its shape; plain_json_error by default).
     """
 
     def __init__(
@@ -72,7 +85,7 @@ class MemoryGovernorMiddleware:
         exempt_prefixes: Iterable[str] = EXEMPT_PREFIXES,
         route_costs_mb: Mapping[str, float] | None = None,
         request_id: Callable[[dict], str] | None = None,
-        extra_fields: Callable[[dict], dict] | None = None,
+        render_error: RenderError = plain_json_error,
         route_of: Callable[[dict], str] | None = None,
         caller: Callable[[dict], str] | None = None,
     ) -> None:
@@ -84,7 +97,7 @@ class MemoryGovernorMiddleware:
         for route in self.route_costs_mb:
             governor.register_route(route)
         self.request_id = request_id or (lambda environ: uuid.uuid4().hex)
-        self.extra_fields = extra_fields  # fields the app's clients expect on every error body
+        self.render_error = render_error
         self.route_of = route_of
         # Who is asking (an API key's id, else the client's address), for a caller's share of
         # the door's line; unknown: the peer's address.
@@ -184,33 +197,38 @@ class MemoryGovernorMiddleware:
         request_id = self.request_id(environ)
         used = governor.shed(environ.get("PATH_INFO", ""), cost_mb, request_id, waited_s)
         _drain(environ)
-        payload = {
-            "error": f"The service is short of memory right now; please retry in {retry} seconds.",
-            "code": "memory_pressure",
+        fields = {
             "memory_usage_mb": round(used, 2),
             "memory_limit_mb": round(governor.thresholds.limit_mb, 2),
             "retry_after_s": retry,
             "request_id": request_id,
         }
+        body = self.render_error(
+            environ,
+            503,
+            "memory_pressure",
+            f"The service is short of memory right now; please retry in {retry} seconds.",
+            fields,
+        )
         headers = [("Retry-After", str(retry))]
-        return self._answer(environ, start_response, "503 Service Unavailable", payload, headers)
+        return self._answer(start_response, "503 Service Unavailable", body, request_id, headers)
 
     def _bad_timeout(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
         _drain(environ)
-        payload = {
-            "error": "X-Request-Timeout-Ms must be a positive whole number of milliseconds.",
-            "code": "bad_request_timeout",
-            "request_id": self.request_id(environ),
-        }
-        return self._answer(environ, start_response, "400 Bad Request", payload, [])
+        request_id = self.request_id(environ)
+        body = self.render_error(
+            environ,
+            400,
+            "bad_request_timeout",
+            "X-Request-Timeout-Ms must be a positive whole number of milliseconds.",
+            {"request_id": request_id},
+        )
+        return self._answer(start_response, "400 Bad Request", body, request_id, [])
 
     def _answer(
-        self, environ: dict, start_response: Callable, status: str, payload: dict, headers: list
+        self, start_response: Callable, status: str, body: bytes, request_id: str, headers: list
     ) -> Iterable[bytes]:
         """A JSON answer the middleware gives itself, on a connection it closes."""
-        if self.extra_fields is not None:
-            payload = {**self.extra_fields(environ), **payload}
-        body = json.dumps(payload).encode()
         # gunicorn drops hop-by-hop headers an app sets, so ask the server
         # itself to close: its start_response is bound to a response object
         # with force_close(). Closing sends the client's retry to a fresh
@@ -225,7 +243,7 @@ class MemoryGovernorMiddleware:
                 ("Content-Length", str(len(body))),
                 *headers,
                 ("Connection", "close"),
-                ("X-Request-ID", payload["request_id"]),
+                ("X-Request-ID", request_id),
                 ("X-Content-Type-Options", "nosniff"),
             ],
         )
