@@ -5,7 +5,7 @@ time passed in. ``Arrival`` finds where a request's head ends, how its body is
 framed (RFC 9112 section 6) and when all of it is here; ``ArrivalBudget`` shares
 the bytes that large requests still arriving may hold among the peers sending
 them; ``ArrivalClock`` says when a request has taken too long, leaving out the
-time the server itself kept it waiting.
+time the server itself kept it waiting; ``LoopArrival`` is the loop's record of one.
 
 Hand-written: gunicorn's parser pulls from a blocking source and cannot be
 resumed when bytes run out, and h11 (a resumable parser) would be a second
@@ -290,3 +290,18 @@ class ArrivalBudget:
         self._by_key[key] = (peer, size)
         self._by_peer[peer] = self._by_peer.get(peer, 0) + more
         self.held += more
+
+
+class LoopArrival:
+    """A request on its way in, as the worker's loop tracks it: its connection (any object),
+    framing and clock, from ``now``."""
+
+    __slots__ = ("conn", "framing", "clock", "watched", "continue_sent", "peer")
+
+    def __init__(self, conn, framing: Arrival, now: float) -> None:
+        self.conn = conn
+        self.framing = framing
+        self.clock = ArrivalClock(now)
+        self.watched = False  # registered with the worker's selector
+        self.continue_sent = False
+        self.peer: str | None = None  # the client's address, once asked for the budget

@@ -352,3 +352,16 @@ def _wait_writable(sock, timeout_s: float) -> None:
     poller = select.poll()
     poller.register(sock.fileno(), select.POLLOUT)
     poller.poll(timeout_s * 1000)
+
+
+def send_quietly(sock, data: bytes) -> bool:
+    """One non-blocking send of a small answer, best effort."""
+    try:
+        sock.send(data, socket.MSG_DONTWAIT)
+        return True
+    except OSError:
+        return False
+
+
+def peer_ip(addr) -> str:
+    return addr[0] if isinstance(addr, tuple) and addr else "-"

@@ -61,8 +61,9 @@ from gunicorn.workers.gthread import STOP_KEEPALIVE_LINGER, TConn, ThreadWorker
 
 from . import outgoing
 from .error_answer import ErrorAnswer
-from .framing import CONTINUE, Arrival, ArrivalBudget, ArrivalClock, Limits
+from .framing import CONTINUE, Arrival, ArrivalBudget, Limits, LoopArrival
 from .gunicorn_hooks import app_settings
+from .outgoing import peer_ip, send_quietly
 from .thread_io import DeadlineParser, JsonErrorPage
 from .worker_contract import INTERRUPTED_KEY, PARK_KEY, ClientTimeout, Parked, interrupted_answer
 
@@ -198,7 +199,7 @@ class JsonErrorWorker(ThreadWorker):
             super().enqueue_req(conn)
             return
         leftover = conn.parser.unreader.take_buffered() if conn.parser is not None else b""
-        arrival = _LoopArrival(conn, Arrival(self.limits, leftover))
+        arrival = LoopArrival(conn, Arrival(self.limits, leftover), time.monotonic())
         self.arrivals[conn] = arrival
         if conn.sock.gettimeout() != 0.0:  # no syscall when it is non-blocking already
             conn.sock.setblocking(False)
@@ -217,7 +218,7 @@ class JsonErrorWorker(ThreadWorker):
             may_hold = max(framing.size_bound(_RECV_BYTES), len(framing.buf) + 1)
             if arrival.peer is None:  # who is sending: the share of the budget is per client
                 forwarded = framing.forwarded_for(self.trusted_proxies)
-                arrival.peer = forwarded or _ip(arrival.conn.client)
+                arrival.peer = forwarded or peer_ip(arrival.conn.client)
             if not self.budget.ask(arrival, arrival.peer, may_hold):
                 self._pause(arrival)
                 return
@@ -237,7 +238,7 @@ class JsonErrorWorker(ThreadWorker):
                 self._hand_over(arrival)
                 return
         if framing.wants_continue and not arrival.continue_sent:
-            arrival.continue_sent = _send_quietly(arrival.conn.sock, CONTINUE)
+            arrival.continue_sent = send_quietly(arrival.conn.sock, CONTINUE)
         self._watch(arrival, True)
 
     def _pause(self, arrival) -> None:
@@ -281,7 +282,8 @@ class JsonErrorWorker(ThreadWorker):
         self._forget(arrival)
         conn = arrival.conn
         if answer:
-            _send_quietly(conn.sock, answer)  # small enough for the socket's buffer; best effort
+            # small enough for the socket's buffer; best effort
+            send_quietly(conn.sock, answer)
         self.nr_conns -= 1
         conn.close()
 
@@ -334,14 +336,15 @@ class JsonErrorWorker(ThreadWorker):
         """A parked request woken: a thread handles it afresh, from its buffered bytes."""
         conn.environ_on_return = environ_on_return
         conn.parser = None  # a fresh parser reads the request again
-        self._hand_over(_LoopArrival(conn, Arrival(self.limits, conn.request_bytes)))
+        arrival = Arrival(self.limits, conn.request_bytes)
+        self._hand_over(LoopArrival(conn, arrival, time.monotonic()))
 
     def _let_parked_go(self) -> None:
         """A stopping worker answers its parked requests 503 with Retry-After at once: the app's
         retry joins the work from another worker (its job goes on, or is handed back)."""
         page = self._retry_page(ErrorAnswer.for_status(503))
         for conn in self.parked.let_go():
-            _send_quietly(conn.sock, page)
+            send_quietly(conn.sock, page)
             self.nr_conns -= 1
             self.closing.close(conn.sock)
 
@@ -383,7 +386,7 @@ class JsonErrorWorker(ThreadWorker):
             if now - out.last_progress > self.send_timeout_s:
                 self.log.info(
                     "Answer to ip=%s not read in time (%d bytes waiting in the loop): closed",
-                    _ip(conn.client),
+                    peer_ip(conn.client),
                     out.held,
                 )
                 self._drop_answer(conn, out)
@@ -399,7 +402,7 @@ class JsonErrorWorker(ThreadWorker):
             elif arrival.clock.expired(now, self.client_timeout_s, self.request_timeout_s):
                 self.log.info(
                     "Request from ip=%s not received in time (%d bytes came): closed with 408",
-                    _ip(arrival.conn.client),
+                    peer_ip(arrival.conn.client),
                     len(arrival.framing.buf),
                 )
                 self._close(arrival, ErrorAnswer.for_status(408).http_page())
@@ -425,8 +428,8 @@ class JsonErrorWorker(ThreadWorker):
                     sock, addr = listener.accept()
                 except OSError:
                     break
-                self.log.info("Stopping: a new connection from ip=%s answered 503", _ip(addr))
-                _send_quietly(sock, page)
+                self.log.info("Stopping: a new connection from ip=%s answered 503", peer_ip(addr))
+                send_quietly(sock, page)
                 self.closing.close(sock)
 
     # --- in the thread ---------------------------------------------------------------------------
@@ -470,7 +473,7 @@ class JsonErrorWorker(ThreadWorker):
 
     def handle_error(self, req, client, addr, exc):
         if isinstance(exc, ClientTimeout):
-            self.log.info("Request from ip=%s not received in time: closed with 408", _ip(addr))
+            self.log.info("Request from ip=%s not received in time: closed with 408", peer_ip(addr))
             try:
                 client.sendall(ErrorAnswer.for_status(408).http_page())
             except OSError:
@@ -494,30 +497,3 @@ class _Conn(TConn):
             self.worker.closing.close(self.sock)  # called in the loop (finish_request)
         else:
             super().close()
-
-
-class _LoopArrival:
-    """A request on its way in, as the loop tracks it: its connection, framing and clock."""
-
-    __slots__ = ("conn", "framing", "clock", "watched", "continue_sent", "peer")
-
-    def __init__(self, conn, framing: Arrival) -> None:
-        self.conn = conn
-        self.framing = framing
-        self.clock = ArrivalClock(time.monotonic())
-        self.watched = False  # registered with the worker's selector
-        self.continue_sent = False
-        self.peer: str | None = None  # the client's address, once asked for the budget
-
-
-def _send_quietly(sock, data: bytes) -> bool:
-    """One non-blocking send of a small answer, best effort."""
-    try:
-        sock.send(data, socket.MSG_DONTWAIT)
-        return True
-    except OSError:
-        return False
-
-
-def _ip(addr) -> str:
-    return addr[0] if isinstance(addr, tuple) and addr else "-"
