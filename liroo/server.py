@@ -111,7 +111,7 @@ class JsonErrorWorker(ThreadWorker):
             + 4
         )
         self.limits = Limits(line=line_limit, head=head_limit, max_body=settings.max_body_bytes)
-        self.arrivals: dict = {}  # TConn -> _LoopArrival, requests still arriving
+        self.arrivals: dict = {}  # TConn -> framing.LoopArrival, requests still arriving
         self.next_sweep = 0.0
         self.sending: dict = {}  # TConn -> (Outgoing, the thread's future): sent as clients read
         self.unclaimed_since: float | None = None  # while stopping: listeners left readable since

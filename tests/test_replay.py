@@ -202,8 +202,8 @@ def layer_around(max_body_bytes: int = 1024):
     side was given."""
     from flask import Flask
 
-    from liroo.api.replay import ReplayLayer
     from liroo.api.claims import NotStored
+    from liroo.api.replay import ReplayLayer
     from liroo.requestid import REPLAY_LOOKED
 
     flask_app = Flask(__name__)
