@@ -11,7 +11,6 @@ its turn; nothing waits past the end its caller gave it.
 
 from __future__ import annotations
 
-import math
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -214,16 +213,18 @@ class MemoryPolicy:
         under_way: bool = False,
         deadline: float | None = None,
     ) -> Iterator[Reservation]:
-        """Hold ``mb`` of the hard limit for a heavy step; wait up to ``wait_s``, and never past
-        ``deadline`` (a ``time.monotonic()`` instant), for room.
+        """Hold ``mb`` of the hard limit for a heavy step, waiting up to ``wait_s`` and never past
+        ``deadline`` (a ``time.monotonic()`` instant; neither given: no wait) for room; raises
+        MemoryPressure when the room does not come in time. The one signature of reserving:
+        ``Governor.reserve`` is this method, ``MemoryReserver`` names it for callers.
 
-        ``group`` (a request id) takes its request's pledge first, and turns
-        fairly with other groups while memory is short; a step ``under_way``
-        (finishing work that holds memory) does not wait for a turn. Raises
-        MemoryPressure when the room does not come in time.
+        ``group`` (a request id) takes its request's door pledge first, and
+        turns fairly with other groups while memory is short. ``under_way``: the
+        step finishes work that already holds memory and frees it (an encode, a
+        hand-over): it goes before new steps rather than waiting its turn.
         """
         nbytes = int(mb * MB)
-        self.acquire(nbytes, wait_s, group, growing=under_way, deadline=deadline)
+        self.acquire(nbytes, rule.step_end(time.monotonic(), wait_s, deadline), group, under_way)
         reservation = Reservation(self, nbytes, group)
         self.turns.holds(group, +1)
         try:
@@ -232,23 +233,12 @@ class MemoryPolicy:
             reservation.release()
             self.turns.holds(group, -1)
 
-    def acquire(
-        self,
-        nbytes: int,
-        wait_s: float | None = None,
-        group: str | None = None,
-        growing: bool = False,
-        deadline: float | None = None,
-    ) -> None:
+    def acquire(self, nbytes: int, end: float, group: str | None, growing: bool = False) -> None:
         """Count ``nbytes`` more in the ledger for ``group``'s request (from its pledge first),
-        waiting until the end ``wait_s`` and ``deadline`` give (neither: no wait) for room and its
-        turn, holding nothing meanwhile; raises MemoryPressure. For Reservation."""
+        waiting until ``end`` (``rule.step_end``) for room and its turn, holding nothing meanwhile;
+        raises MemoryPressure. For Reservation."""
         if self._take(nbytes, group, pledged_only=True):
             return  # the door promised it already: no turn to wait for
-        now = time.monotonic()
-        end = now + (wait_s if wait_s is not None else (0.0 if deadline is None else math.inf))
-        if deadline is not None:
-            end = min(end, deadline)
         self._acquire_room(nbytes, end, group, growing)
 
     def _take(self, nbytes: int, group: str | None, pledged_only: bool = False) -> bool:
