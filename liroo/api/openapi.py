@@ -87,6 +87,13 @@ def generation(route: Route, summary: str, description: str = "", **fields: Any)
     )
 
 
+def job_read(route: Route, summary: str, description: str, response: type[BaseModel]) -> Operation:
+    """A read of one generation's state by its id (its caller's, or with the admin token)."""
+    return Operation(
+        route, summary, description, tag="jobs", response=response, errors=(400, 403, 404, 500)
+    )
+
+
 APP_STORY_PROMPT = (
     "[Level: moderate]\nPlease convert the following text into an engaging fantasy story.\nImage "
     "Style to consider for tone and visuals: Studio Ghibli.\nOriginal Text:\nThe main character of "
@@ -151,21 +158,17 @@ _DESCRIBED = (
         tag="service",
         content={"application/json": {"schema": {"type": "object"}}},
     ),
-    Operation(
+    job_read(
         routes.PROGRESS,
         "Progress of a generation",
         "Answerable while it runs and for LIROO_JOB_TTL_S after it ends.",
-        tag="jobs",
-        response=r.ProgressResponse,
-        errors=(400, 403, 404, 500),
+        r.ProgressResponse,
     ),
-    Operation(
+    job_read(
         routes.JOB,
         "Progress and result of a generation",
         "With `Prefer: respond-async`, fetch the result here.",
-        tag="jobs",
-        response=r.JobResponse,
-        errors=(400, 403, 404, 500),
+        r.JobResponse,
     ),
     Operation(
         routes.CANCEL,
