@@ -16,7 +16,7 @@ from .cleanup import Cleaner, CleanupResult, pin_mmap_threshold
 from .events import EventKind, Events, GovernorEvent, Listener
 from .ledger import ReservationLedger
 from .pledges import Reservation
-from .policy import DoorDecision, MemoryPolicy
+from .policy import DoorDecision, DoorTerms, MemoryPolicy
 from .probe import MB, MemoryProbe
 from .rule import Level, Thresholds
 from .timings import ALL_ROUTES, ServiceTimes
@@ -92,6 +92,11 @@ class Governor:
             ReservationLedger(),
             cleaner=self.cleaner,
             events=self.events,
+        )
+        self.door_terms = DoorTerms(
+            self.config.admission_wait_s,
+            self.config.admission_queue,
+            rule.caller_slots(self.config.admission_queue, self.config.admission_caller_share),
         )
         # Memory for a heavy step, or MemoryPressure: the policy's own method, its signature
         # written once (MemoryPolicy.reserve).
@@ -218,16 +223,13 @@ class Governor:
         says it would not be let in by then. ``caller`` (a key or an address) may hold only its
         share of the line's places.
         """
-        config = self.config
         decision = self.policy.admit(
             cost_mb,
-            config.admission_wait_s,
-            config.admission_queue,
+            self.door_terms,
             deadline,
             self.timings.expected_s(route) if deadline is not None and route else None,
             expected_wait=self.expected_wait_s if deadline is not None else None,
             caller=caller_tag(caller),
-            caller_bound=rule.caller_slots(config.admission_queue, config.admission_caller_share),
         )
         self._count_door(decision, cost_mb)
         return decision

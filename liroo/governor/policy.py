@@ -27,6 +27,7 @@ from .turns import AdmissionQueue, FairTurns
 
 __all__ = [
     "DoorDecision",
+    "DoorTerms",
     "Level",
     "MemoryPolicy",
     "MemoryPressure",
@@ -66,6 +67,17 @@ class DoorDecision:
     # Why it was refused: "no_wait" (no time to wait), "over_limit" (the reading alone),
     # "late" (its place in line would not come in time), "queue_full", "caller_share", "waited".
     refusal: str | None = None
+
+
+@dataclass(frozen=True)
+class DoorTerms:
+    """The door's fixed terms: the longest wait in its line (0: refuse at once), the most
+    requests waiting there (all workers together), and how many of them one caller may hold
+    (None: no share)."""
+
+    wait_s: float
+    queue_max: int
+    caller_bound: int | None = None
 
 
 class MemoryPolicy:
@@ -131,24 +143,23 @@ class MemoryPolicy:
     def admit(
         self,
         cost_mb: float,
-        wait_s: float,
-        queue_max: int,
+        terms: DoorTerms,
         deadline: float | None = None,
         service_s: float | None = None,
         expected_wait: Callable[[int], float | None] | None = None,
         caller: int = 0,
-        caller_bound: int | None = None,
     ) -> DoorDecision:
         """Admit a request costing ``cost_mb`` now, or after waiting its turn in the door's FIFO
-        for up to ``wait_s``, and only while its expected service time (``service_s``) still fits
-        before its ``deadline`` (a ``time.monotonic()`` instant): rule.wait_end.
+        for up to ``terms.wait_s``, and only while its expected service time (``service_s``) still
+        fits before its ``deadline`` (a ``time.monotonic()`` instant): rule.wait_end.
 
         Admitted, it gets a pledge of ``cost_mb`` (release it when the request
         ends). Refused at once when there is no time to wait, the reading alone
         is at the hard limit, ``expected_wait(place)`` says its turn would come
-        after that end, or the line (``queue_max`` waiters in every worker;
-        ``caller_bound`` of them ``caller``'s) is full; else when the end passes.
+        after that end, or the line (``terms.queue_max`` waiters in every worker;
+        ``terms.caller_bound`` of them ``caller``'s) is full; else when the end passes.
         """
+        wait_s, queue_max = terms.wait_s, terms.queue_max
         nbytes = int(cost_mb * MB)
         if self.door.length() == 0 and (pledge := self._try_pledge(nbytes)):
             return DoorDecision(True, pledge=pledge)
@@ -167,7 +178,7 @@ class MemoryPolicy:
         expected = expected_wait(self.door.length()) if expected_wait is not None else None
         if expected is not None and now + expected > wait_end:
             return DoorDecision(False, refusal="late")
-        ticket, full = self.door.enter(queue_max, caller, caller_bound)
+        ticket, full = self.door.enter(queue_max, caller, terms.caller_bound)
         if ticket is None:
             return DoorDecision(False, queue_full=True, refusal=full)
         return self._wait_at_door(ticket, nbytes, now, wait_end)
