@@ -49,6 +49,7 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.common import fake_gemini_env  # noqa: E402
 from bench.survival import limited_group, run_limited  # noqa: E402  (one cgroup set-up for every bench)
 from tests.fake_gemini import FakeGemini, _prompt_png  # noqa: E402
 from tests.servers import GunicornServer, wait_for  # noqa: E402
@@ -281,18 +282,16 @@ def worker_rss_mb(server: GunicornServer) -> list[float]:
 
 
 def server_env(config: Config, fake: FakeGemini, extra: dict[str, str]) -> dict[str, str]:
-    env = {
-        "GENAI_API_KEY": "capacity",
-        "LIROO_GEMINI_BASE_URL": fake.url,
-        "LIROO_IMAGE_CACHE": "off",
-        "LIROO_LOG_LEVEL": "WARNING",
-        "LIROO_GOVERNOR": "on" if config.governed else "off",
-        "WEB_CONCURRENCY": str(config.workers),
-        "LIROO_THREADS": str(config.threads),
-        "LIROO_PANEL_CONCURRENCY": str(config.panel_concurrency),
+    env = fake_gemini_env(
+        "capacity",
+        fake.url,
+        LIROO_GOVERNOR="on" if config.governed else "off",
+        WEB_CONCURRENCY=str(config.workers),
+        LIROO_THREADS=str(config.threads),
+        LIROO_PANEL_CONCURRENCY=str(config.panel_concurrency),
         # Long enough that the app's own timeouts, not the server's, end a slow request.
-        "LIROO_WORKER_TIMEOUT_S": "600",
-    }
+        LIROO_WORKER_TIMEOUT_S="600",
+    )
     env.update(extra)
     return env
 

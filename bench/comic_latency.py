@@ -23,7 +23,7 @@ import requests
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench.common import gunicorn_command  # noqa: E402
+from bench.common import fake_gemini_env, gunicorn_command  # noqa: E402
 from liroo.settings import Settings  # noqa: E402
 from tests.fake_gemini import FakeGemini  # noqa: E402
 from tests.servers import GunicornServer  # noqa: E402
@@ -95,12 +95,7 @@ def measure(name: str, server: GunicornServer, fake: FakeGemini, path: str) -> t
 
 def main() -> None:
     with FakeGemini() as fake:
-        env = {
-            "GENAI_API_KEY": "bench",
-            "LIROO_GEMINI_BASE_URL": fake.url,
-            "LIROO_IMAGE_CACHE": "off",
-            "LIROO_LOG_LEVEL": "WARNING",
-        }
+        env = fake_gemini_env("bench", fake.url)
         ours = GunicornServer(env)
         guide = GunicornServer(env, command=gunicorn_command("bench.guide_comic:app"))
         for server in (ours, guide):  # the service's own defaults, not the test harness's

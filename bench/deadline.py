@@ -40,6 +40,7 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.common import fake_gemini_env  # noqa: E402
 from tests.fake_gemini import FakeGemini  # noqa: E402
 from tests.servers import GunicornServer, wait_for  # noqa: E402
 
@@ -137,19 +138,15 @@ def user_request(server: GunicornServer, kind: str, stop_retrying: threading.Eve
 def run(
     side: Side, fake: FakeGemini, clients: int, duration_s: float, seed: int, extra: dict
 ) -> Result:
-    env = {
-        "GENAI_API_KEY": "deadline",
-        "LIROO_GEMINI_BASE_URL": fake.url,
-        "LIROO_GEMINI_RPM": "0",
-        "LIROO_GEMINI_TIMEOUT_S": "60",
-        "LIROO_IMAGE_CACHE": "off",
-        "LIROO_LOG_LEVEL": "WARNING",
-        "MEMORY_LIMIT_MB": "220",
-        "LIROO_WORKER_RECYCLE_MB": "100000",  # memory is the governor's to keep, not recycling's
-        "LIROO_WORKER_TIMEOUT_S": "600",
-        **extra,
-        **side.env,
-    }
+    env = fake_gemini_env(
+        "deadline",
+        fake.url,
+        LIROO_GEMINI_RPM="0",
+        LIROO_GEMINI_TIMEOUT_S="60",
+        MEMORY_LIMIT_MB="220",
+        LIROO_WORKER_RECYCLE_MB="100000",  # memory is the governor's to keep, not recycling's
+        LIROO_WORKER_TIMEOUT_S="600",
+    ) | extra | side.env
     result = Result(side.name)
     lock = threading.Lock()
     stop_starting, stop_retrying = threading.Event(), threading.Event()

@@ -22,6 +22,7 @@ import requests
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from bench.common import fake_gemini_env  # noqa: E402
 from tests.fake_gemini import FakeGemini  # noqa: E402
 from tests.servers import GunicornServer  # noqa: E402
 
@@ -84,13 +85,7 @@ def peak_of(server: GunicornServer, pids: list[int], path: str, body: dict, tag:
 
 def main() -> None:
     with FakeGemini() as fake:
-        env = {
-            "GENAI_API_KEY": "peaks",
-            "LIROO_GEMINI_BASE_URL": fake.url,
-            "LIROO_GEMINI_RPM": "0",
-            "LIROO_IMAGE_CACHE": "off",
-            "LIROO_LOG_LEVEL": "WARNING",
-        }
+        env = fake_gemini_env("peaks", fake.url, LIROO_GEMINI_RPM="0")
         with GunicornServer(env) as server:
             pids = [server.proc.pid, *server.worker_pids()]
             for name, (path, body) in KINDS.items():  # warm-up: every route once

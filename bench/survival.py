@@ -41,6 +41,7 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.common import fake_gemini_env  # noqa: E402
 from tests.fake_gemini import FakeGemini  # noqa: E402
 from tests.servers import GunicornServer  # noqa: E402
 
@@ -149,16 +150,14 @@ def run(
     governed: bool, fake: FakeGemini, limit_bytes: int, requests_n: int, request=IMAGE_REQUEST
 ) -> Outcome:
     plan, join_group = limited_group(limit_bytes)
-    env = {
-        "GENAI_API_KEY": "survival",
-        "LIROO_GEMINI_BASE_URL": fake.url,
-        "LIROO_GEMINI_RPM": "0",
-        "LIROO_GEMINI_RETRY_ATTEMPTS": "1",
-        "LIROO_IMAGE_CACHE": "off",
-        "LIROO_LOG_LEVEL": "WARNING",
-        "LIROO_GOVERNOR": "on" if governed else "off",
-        "LIROO_RESERVATION_WAIT_S": "120",
-    }
+    env = fake_gemini_env(
+        "survival",
+        fake.url,
+        LIROO_GEMINI_RPM="0",
+        LIROO_GEMINI_RETRY_ATTEMPTS="1",
+        LIROO_GOVERNOR="on" if governed else "off",
+        LIROO_RESERVATION_WAIT_S="120",
+    )
     outcome = Outcome(governed)
     server = GunicornServer(env, preexec_fn=join_group)
     try:

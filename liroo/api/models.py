@@ -168,10 +168,16 @@ class AppRequest(TextModel):
     request_id: RequestId = None
 
 
-class ComicRequest(AppRequest):
+# A text made into pictures at a level and in a style: a comic, a lecture. (Comments, not
+# docstrings: a model's docstring would become its schema's description.)
+class IllustratedRequest(AppRequest):
     text: InputText
     level: LevelName = "moderate"
     image_style: StyleName = "comic_book"
+
+
+class ComicRequest(IllustratedRequest):
+    pass
 
 
 class ImageRequest(AppRequest):
@@ -301,9 +307,7 @@ class ProcessRequest(AppRequest):
         )
 
 
-class LectureRequest(AppRequest):
-    text: InputText
-    level: LevelName = "moderate"
+class LectureRequest(IllustratedRequest):
     image_style: StyleName = "watercolor"
 
 

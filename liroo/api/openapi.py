@@ -71,19 +71,23 @@ class Operation:
     def request(self) -> type[BaseModel] | None:
         return self.route.request
 
-    @property
-    def admin(self) -> bool:
-        return self.route.admin
-
-    @property
-    def keyed(self) -> bool:
-        return self.route.keyed
-
 
 def generation(route: Route, summary: str, description: str = "", **fields: Any) -> Operation:
     """A generation route: request id, async mode, API key, and every generation error."""
     return Operation(
         route, summary, description, errors=GENERATION_ERRORS, generation=True, **fields
+    )
+
+
+def service(route: Route, summary: str, description: str = "", **fields: Any) -> Operation:
+    """A route about the service itself (its pages, health, memory, metrics, this document)."""
+    return Operation(route, summary, description, tag="service", **fields)
+
+
+def job_read(route: Route, summary: str, description: str, response: type[BaseModel]) -> Operation:
+    """A read of one generation's state by its id (its caller's, or with the admin token)."""
+    return Operation(
+        route, summary, description, tag="jobs", response=response, errors=(400, 403, 404, 500)
     )
 
 
@@ -93,79 +97,79 @@ APP_STORY_PROMPT = (
     "this story is Mira.\n\nVolcanoes form where magma rises through cracks in the Earth's crust."
 )
 
+
+def illustrated_example(text: str, image_style: str) -> dict[str, Any]:
+    """A comic's or a lecture's request as the app sends it, for a beginner."""
+    return {
+        "text": text,
+        "level": "beginner",
+        "image_style": image_style,
+        "user_token": "device-token",
+    }
+
+
 # What each route of liroo/routes.py does, for readers of the document.
 _DESCRIBED = (
-    Operation(
+    service(
         routes.STUDIO,
         "The studio page, or what this service is",
         "A browser (preferring text/html) gets the studio: a page to make and look at comics, "
         "stories, lectures, study pages and speech. Other clients get the JSON of /service.",
-        tag="service",
         response=r.IndexResponse,
         html=True,
     ),
-    Operation(routes.SERVICE, "What this service is", tag="service", response=r.IndexResponse),
-    Operation(
+    service(routes.SERVICE, "What this service is", response=r.IndexResponse),
+    service(
         routes.STUDIO_FILES,
         "The studio page's script, stylesheet and icon",
-        tag="service",
         content={"text/javascript": {}, "text/css": {}, "image/svg+xml": {}},
         errors=(404,),
     ),
-    Operation(
+    service(
         routes.HEALTH,
         "Cheap health check",
         "No model call and no network: memory readings of this worker's governor.",
-        tag="service",
         response=r.HealthResponse,
         errors=(500,),
     ),
-    Operation(
+    service(
         routes.READY,
         "Startup probe",
         "503 (code redis_unavailable) while a configured Redis cannot be reached or refuses "
         "writes; a PING and a small write each time, so for Cloud Run's probe, not for clients "
         "(they call /health).",
-        tag="service",
         response=r.ReadyResponse,
         errors=(500, 503),
     ),
-    Operation(
+    service(
         routes.MEMORY,
         "Memory details",
         "Container (cgroup) and process readings, thresholds, governor counters.",
-        tag="service",
         response=r.MemoryResponse,
         errors=(401, 403, 500),
     ),
-    Operation(
+    service(
         routes.METRICS,
         "Prometheus metrics",
-        tag="service",
         content={"text/plain": {"schema": {"type": "string"}}},
         errors=(401, 403, 500),
     ),
-    Operation(
+    service(
         routes.OPENAPI,
         "This document",
-        tag="service",
         content={"application/json": {"schema": {"type": "object"}}},
     ),
-    Operation(
+    job_read(
         routes.PROGRESS,
         "Progress of a generation",
         "Answerable while it runs and for LIROO_JOB_TTL_S after it ends.",
-        tag="jobs",
-        response=r.ProgressResponse,
-        errors=(400, 403, 404, 500),
+        r.ProgressResponse,
     ),
-    Operation(
+    job_read(
         routes.JOB,
         "Progress and result of a generation",
         "With `Prefer: respond-async`, fetch the result here.",
-        tag="jobs",
-        response=r.JobResponse,
-        errors=(400, 403, 404, 500),
+        r.JobResponse,
     ),
     Operation(
         routes.CANCEL,
@@ -192,12 +196,7 @@ _DESCRIBED = (
         "An educational comic",
         "A script, then 3 to LIROO_MAX_PANELS panels, drawn as many at once as memory allows.",
         response=r.ComicResponse,
-        example={
-            "text": "Plants make food from sunlight, water and air.",
-            "level": "beginner",
-            "image_style": "Comic Book",
-            "user_token": "device-token",
-        },
+        example=illustrated_example("Plants make food from sunlight, water and air.", "Comic Book"),
     ),
     generation(
         routes.IMAGE,
@@ -251,12 +250,9 @@ _DESCRIBED = (
         "script. `lecture_id` is in every answer, errors included.",
         response=r.LectureResponse,
         error_model=r.LectureErrorResponse,
-        example={
-            "text": "Volcanoes form where magma rises through cracks in the crust.",
-            "level": "beginner",
-            "image_style": "Watercolor",
-            "user_token": "device-token",
-        },
+        example=illustrated_example(
+            "Volcanoes form where magma rises through cracks in the crust.", "Watercolor"
+        ),
     ),
     generation(
         routes.SPEECH,
@@ -402,9 +398,9 @@ def _operation(op: Operation, ref) -> dict[str, Any]:
             "content": _json(ref(r.AsyncAccepted)),
         }
         entry["security"] = [{}, {"bearer": []}, {"apiKey": []}]
-    if op.keyed:
+    if op.route.keyed:
         entry["security"] = [{}, {"bearer": []}, {"apiKey": []}]
-    if op.admin:
+    if op.route.admin:
         entry["security"] = [{}, {"bearer": []}]
     if op.request is not None:
         body: dict[str, Any] = {"schema": ref(op.request, "validation")}

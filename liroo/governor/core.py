@@ -7,15 +7,16 @@ import os
 import threading
 import time
 import weakref
+from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import ContextManager, Protocol
+from typing import Callable, ContextManager, Protocol
 
 from . import rule
 from .cleanup import Cleaner, CleanupResult, pin_mmap_threshold
 from .events import EventKind, Events, GovernorEvent, Listener
 from .ledger import ReservationLedger
 from .pledges import Reservation
-from .policy import DoorDecision, MemoryPolicy
+from .policy import DoorDecision, DoorTerms, MemoryPolicy
 from .probe import MB, MemoryProbe
 from .rule import Level, Thresholds
 from .timings import ALL_ROUTES, ServiceTimes
@@ -52,14 +53,8 @@ class GovernorConfig:
 class MemoryReserver(Protocol):
     """What generation needs from the governor: memory for a heavy step, or MemoryPressure."""
 
-    def reserve(
-        self,
-        mb: float,
-        wait_s: float | None = None,
-        group: str | None = None,
-        under_way: bool = False,
-        deadline: float | None = None,
-    ) -> ContextManager[Reservation]: ...
+    # Called as MemoryPolicy.reserve, the one place its signature and meaning are written.
+    reserve: Callable[..., ContextManager[Reservation]]
 
     def adopt_pledge(self, group: str) -> None: ...
 
@@ -98,6 +93,14 @@ class Governor:
             cleaner=self.cleaner,
             events=self.events,
         )
+        self.door_terms = DoorTerms(
+            self.config.admission_wait_s,
+            self.config.admission_queue,
+            rule.caller_slots(self.config.admission_queue, self.config.admission_caller_share),
+        )
+        # Memory for a heavy step, or MemoryPressure: the policy's own method, its signature
+        # written once (MemoryPolicy.reserve).
+        self.reserve = self.policy.reserve
         self._warning_bytes = self.thresholds.warning_mb * MB
         self.limit_bytes = self.thresholds.limit_mb * MB
         # The probe's own bound method, so the middleware's one reading per request costs no extra
@@ -186,24 +189,7 @@ class Governor:
         self.events.emit(EventKind.RSS, rss_mb=round(rss_mb, 1))
         return rss_mb
 
-    # --- the small interface for heavy work -----------------------------------
-    def reserve(
-        self,
-        mb: float,
-        wait_s: float | None = None,
-        group: str | None = None,
-        under_way: bool = False,
-        deadline: float | None = None,
-    ) -> ContextManager[Reservation]:
-        """Hold ``mb`` for a heavy step, waiting up to ``wait_s`` and never past ``deadline`` (a
-        ``time.monotonic()`` instant; neither given: no wait); raises MemoryPressure.
-
-        ``group`` (a request id) takes its request's door pledge first and shares turns fairly
-        with other requests while memory is short. ``under_way``: the step finishes work that
-        already holds memory and frees it (an encode, a hand-over): it goes before new steps
-        rather than waiting its turn behind them."""
-        return self.policy.reserve(mb, wait_s, group, under_way, deadline)
-
+    # --- the small interface for heavy work (and reserve, set in __init__) -----
     def adopt_pledge(self, group: str) -> None:
         """Make the door's pledge of the request this thread serves ``group``'s (its id), so its
         steps in other threads take it (see pledges.py)."""
@@ -237,16 +223,13 @@ class Governor:
         says it would not be let in by then. ``caller`` (a key or an address) may hold only its
         share of the line's places.
         """
-        config = self.config
         decision = self.policy.admit(
             cost_mb,
-            config.admission_wait_s,
-            config.admission_queue,
+            self.door_terms,
             deadline,
             self.timings.expected_s(route) if deadline is not None and route else None,
             expected_wait=self.expected_wait_s if deadline is not None else None,
             caller=caller_tag(caller),
-            caller_bound=rule.caller_slots(config.admission_queue, config.admission_caller_share),
         )
         self._count_door(decision, cost_mb)
         return decision
@@ -399,16 +382,8 @@ def _rounded(value: float | None) -> float | None:
 class Unreserved:
     """A reserver that always says yes: used when the governor is switched off."""
 
-    def reserve(
-        self,
-        mb: float,
-        wait_s: float | None = None,
-        group: str | None = None,
-        under_way: bool = False,
-        deadline: float | None = None,
-    ) -> ContextManager[Reservation]:
-        from contextlib import nullcontext
-
+    def reserve(self, mb: float, *_: object, **__: object) -> ContextManager[Reservation]:
+        """Room at once, whatever the wait asked (MemoryPolicy.reserve's arguments)."""
         return nullcontext(_NullReservation())
 
     def adopt_pledge(self, group: str) -> None:

@@ -11,7 +11,7 @@ import os
 import struct
 from typing import Callable
 
-from .shared import SharedTable
+from .shared import SharedTable, own_or_free_slot
 
 
 class ReservationLedger:
@@ -55,14 +55,7 @@ class ReservationLedger:
         pid = os.getpid()
         if self._local_slot and self._local_slot[0] == pid:
             return self._local_slot[1]
-        free = None
-        for i in range(self._slots):
-            spid, _, _ = self._SLOT.unpack_from(self._map, i * self._SLOT.size)
-            if spid == pid:
-                free = i
-                break
-            if free is None and (spid == 0 or not alive(spid)):
-                free = i
+        free = own_or_free_slot(pid, enumerate(self._table[0::3]))  # each slot's pid
         if free is None:
             raise RuntimeError("reservation ledger is full")
         self._SLOT.pack_into(self._map, free * self._SLOT.size, pid, 0, self.NO_RANK)
@@ -92,13 +85,3 @@ class ReservationLedger:
                 spid, _, _ = self._SLOT.unpack_from(self._map, i * self._SLOT.size)
                 if spid == pid:
                     self._SLOT.pack_into(self._map, i * self._SLOT.size, 0, 0, self.NO_RANK)
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

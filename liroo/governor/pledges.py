@@ -23,8 +23,10 @@ from __future__ import annotations
 
 import contextvars
 import threading
+import time
 from typing import TYPE_CHECKING, Callable
 
+from . import rule
 from .probe import MB
 
 if TYPE_CHECKING:
@@ -68,7 +70,8 @@ class Reservation:
         ``deadline``, a ``time.monotonic()`` instant) for room; raises MemoryPressure."""
         extra = int(mb * MB) - self.nbytes
         if extra > 0:
-            self._policy.acquire(extra, wait_s, self.group, growing=True, deadline=deadline)
+            end = rule.step_end(time.monotonic(), wait_s, deadline)
+            self._policy.acquire(extra, end, self.group, growing=True)
             self.nbytes += extra
 
     def shrink_to(self, mb: float) -> None:

@@ -11,7 +11,6 @@ its turn; nothing waits past the end its caller gave it.
 
 from __future__ import annotations
 
-import math
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from .turns import AdmissionQueue, FairTurns
 
 __all__ = [
     "DoorDecision",
+    "DoorTerms",
     "Level",
     "MemoryPolicy",
     "MemoryPressure",
@@ -67,6 +67,17 @@ class DoorDecision:
     # Why it was refused: "no_wait" (no time to wait), "over_limit" (the reading alone),
     # "late" (its place in line would not come in time), "queue_full", "caller_share", "waited".
     refusal: str | None = None
+
+
+@dataclass(frozen=True)
+class DoorTerms:
+    """The door's fixed terms: the longest wait in its line (0: refuse at once), the most
+    requests waiting there (all workers together), and how many of them one caller may hold
+    (None: no share)."""
+
+    wait_s: float
+    queue_max: int
+    caller_bound: int | None = None
 
 
 class MemoryPolicy:
@@ -132,24 +143,23 @@ class MemoryPolicy:
     def admit(
         self,
         cost_mb: float,
-        wait_s: float,
-        queue_max: int,
+        terms: DoorTerms,
         deadline: float | None = None,
         service_s: float | None = None,
         expected_wait: Callable[[int], float | None] | None = None,
         caller: int = 0,
-        caller_bound: int | None = None,
     ) -> DoorDecision:
         """Admit a request costing ``cost_mb`` now, or after waiting its turn in the door's FIFO
-        for up to ``wait_s``, and only while its expected service time (``service_s``) still fits
-        before its ``deadline`` (a ``time.monotonic()`` instant): rule.wait_end.
+        for up to ``terms.wait_s``, and only while its expected service time (``service_s``) still
+        fits before its ``deadline`` (a ``time.monotonic()`` instant): rule.wait_end.
 
         Admitted, it gets a pledge of ``cost_mb`` (release it when the request
         ends). Refused at once when there is no time to wait, the reading alone
         is at the hard limit, ``expected_wait(place)`` says its turn would come
-        after that end, or the line (``queue_max`` waiters in every worker;
-        ``caller_bound`` of them ``caller``'s) is full; else when the end passes.
+        after that end, or the line (``terms.queue_max`` waiters in every worker;
+        ``terms.caller_bound`` of them ``caller``'s) is full; else when the end passes.
         """
+        wait_s, queue_max = terms.wait_s, terms.queue_max
         nbytes = int(cost_mb * MB)
         if self.door.length() == 0 and (pledge := self._try_pledge(nbytes)):
             return DoorDecision(True, pledge=pledge)
@@ -168,7 +178,7 @@ class MemoryPolicy:
         expected = expected_wait(self.door.length()) if expected_wait is not None else None
         if expected is not None and now + expected > wait_end:
             return DoorDecision(False, refusal="late")
-        ticket, full = self.door.enter(queue_max, caller, caller_bound)
+        ticket, full = self.door.enter(queue_max, caller, terms.caller_bound)
         if ticket is None:
             return DoorDecision(False, queue_full=True, refusal=full)
         return self._wait_at_door(ticket, nbytes, now, wait_end)
@@ -214,16 +224,18 @@ class MemoryPolicy:
         under_way: bool = False,
         deadline: float | None = None,
     ) -> Iterator[Reservation]:
-        """Hold ``mb`` of the hard limit for a heavy step; wait up to ``wait_s``, and never past
-        ``deadline`` (a ``time.monotonic()`` instant), for room.
+        """Hold ``mb`` of the hard limit for a heavy step, waiting up to ``wait_s`` and never past
+        ``deadline`` (a ``time.monotonic()`` instant; neither given: no wait) for room; raises
+        MemoryPressure when the room does not come in time. The one signature of reserving:
+        ``Governor.reserve`` is this method, ``MemoryReserver`` names it for callers.
 
-        ``group`` (a request id) takes its request's pledge first, and turns
-        fairly with other groups while memory is short; a step ``under_way``
-        (finishing work that holds memory) does not wait for a turn. Raises
-        MemoryPressure when the room does not come in time.
+        ``group`` (a request id) takes its request's door pledge first, and
+        turns fairly with other groups while memory is short. ``under_way``: the
+        step finishes work that already holds memory and frees it (an encode, a
+        hand-over): it goes before new steps rather than waiting its turn.
         """
         nbytes = int(mb * MB)
-        self.acquire(nbytes, wait_s, group, growing=under_way, deadline=deadline)
+        self.acquire(nbytes, rule.step_end(time.monotonic(), wait_s, deadline), group, under_way)
         reservation = Reservation(self, nbytes, group)
         self.turns.holds(group, +1)
         try:
@@ -232,23 +244,12 @@ class MemoryPolicy:
             reservation.release()
             self.turns.holds(group, -1)
 
-    def acquire(
-        self,
-        nbytes: int,
-        wait_s: float | None = None,
-        group: str | None = None,
-        growing: bool = False,
-        deadline: float | None = None,
-    ) -> None:
+    def acquire(self, nbytes: int, end: float, group: str | None, growing: bool = False) -> None:
         """Count ``nbytes`` more in the ledger for ``group``'s request (from its pledge first),
-        waiting until the end ``wait_s`` and ``deadline`` give (neither: no wait) for room and its
-        turn, holding nothing meanwhile; raises MemoryPressure. For Reservation."""
+        waiting until ``end`` (``rule.step_end``) for room and its turn, holding nothing meanwhile;
+        raises MemoryPressure. For Reservation."""
         if self._take(nbytes, group, pledged_only=True):
             return  # the door promised it already: no turn to wait for
-        now = time.monotonic()
-        end = now + (wait_s if wait_s is not None else (0.0 if deadline is None else math.inf))
-        if deadline is not None:
-            end = min(end, deadline)
         self._acquire_room(nbytes, end, group, growing)
 
     def _take(self, nbytes: int, group: str | None, pledged_only: bool = False) -> bool:

@@ -117,6 +117,13 @@ def wait_end(now: float, wait_s: float, deadline: float | None, service_s: float
     return end
 
 
+def step_end(now: float, wait_s: float | None, deadline: float | None) -> float:
+    """When a heavy step's wait for room must end: after ``wait_s``, never past ``deadline``
+    (neither given: now, no wait; only a deadline: the deadline)."""
+    end = now + (wait_s if wait_s is not None else (0.0 if deadline is None else math.inf))
+    return end if deadline is None else min(end, deadline)
+
+
 def ewma(average: float, count: int, sample: float) -> float:
     """The service-time average after ``sample`` (the first sample is the average)."""
     if count <= 0:

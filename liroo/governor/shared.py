@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import fcntl
 import mmap
+import os
 import tempfile
 import threading
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Iterable, Iterator
 
 
 class SharedTable:
@@ -37,3 +38,25 @@ class SharedTable:
                 yield
             finally:
                 fcntl.lockf(self._lockfile, fcntl.LOCK_UN)
+
+
+def own_or_free_slot(pid: int, owners: Iterable[tuple[int, int]]) -> int | None:
+    """Of a table's (slot, owner pid) pairs: the slot ``pid`` owns, else the first one no live
+    process owns (owner 0, or dead), else None (the table is full)."""
+    free = None
+    for slot, owner in owners:
+        if owner == pid:
+            return slot
+        if free is None and (owner == 0 or not alive(owner)):
+            free = slot
+    return free
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

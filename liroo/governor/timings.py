@@ -14,8 +14,7 @@ import os
 import threading
 
 from . import rule
-from .ledger import alive
-from .shared import SharedTable
+from .shared import SharedTable, own_or_free_slot
 
 ALL_ROUTES = "*"
 
@@ -81,14 +80,8 @@ class ServiceTimes:
         pid = os.getpid()
         if self._local and self._local[0] == pid:
             return self._local[1]
-        free = None
-        for slot in range(2 * self._routes, 2 * (self._routes + self._processes), 2):
-            owner = int(self._table[slot])
-            if owner == pid:
-                free = slot
-                break
-            if free is None and (owner == 0 or not alive(owner)):
-                free = slot
+        slots = range(2 * self._routes, 2 * (self._routes + self._processes), 2)
+        free = own_or_free_slot(pid, ((slot, int(self._table[slot])) for slot in slots))
         if free is None:
             raise RuntimeError("service-time table is full")
         if int(self._table[free]) != pid:

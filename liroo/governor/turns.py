@@ -19,8 +19,8 @@ import hashlib
 import os
 import threading
 
-from .ledger import ReservationLedger, alive
-from .shared import SharedTable
+from .ledger import ReservationLedger
+from .shared import SharedTable, alive
 
 LINE_FULL = "queue_full"
 CALLER_SHARE_FULL = "caller_share"
