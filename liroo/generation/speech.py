@@ -389,13 +389,13 @@ class _Narration:
         """A chunk read aloud: before its clip can end, so its step comes before the clip's."""
         if self.chunk_step is None:
             return
-        with self._lock:
-            self._chunks_done += 1
-            number = self._chunks_done
         total = sum(len(chunks) for chunks in self.chunked)
-        self.ctx.progress.advance(
-            self.chunk_step(number, total), f"{self.jobs[index].label}: part {part + 1}"
-        )
+        with self._lock:  # held while it advances, so that the parts are counted in order
+            self._chunks_done += 1
+            self.ctx.progress.advance(
+                self.chunk_step(self._chunks_done, total),
+                f"{self.jobs[index].label}: part {part + 1}",
+            )
 
     def _finish(self, index: int, clip: Clip) -> None:
         with self._lock:
