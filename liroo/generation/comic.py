@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import BaseModel, Field
 
 from .context import Context
-from .images import ImageJob
+from .images import ImageJob, ImageOutcome
 from .options import LEVEL_GUIDANCE, NO_TEXT_IN_PICTURE, style_name, style_phrase
 from .pipeline import ScriptSteps, draw_at_least_half, script_written, write_script
 from .results import Comic, ComicPanel, ComicResult, PartialPanel
@@ -85,11 +85,7 @@ def generate_comic(ctx: Context, text: str, level: str, style: str) -> ComicResu
     panels = script.panels[: ctx.settings.max_panels]
     script_written(ctx, COMIC_STEPS, script.comic_title, len(panels))
     jobs = [
-        ImageJob(
-            prompt=panel_image_prompt(script, panel, style),
-            cache_parts=(style, level),
-            label=f"panel {i}",
-        )
+        ImageJob(panel_image_prompt(script, panel, style), (style, level), label=f"panel {i}")
         for i, panel in enumerate(panels, 1)
     ]
 
@@ -103,7 +99,15 @@ def generate_comic(ctx: Context, text: str, level: str, style: str) -> ComicResu
         )
 
     outcomes, drawn = draw_at_least_half(ctx, jobs, drawn_panel, name="panel")
-    comic = Comic(
+    comic = _comic(script, panels, outcomes)
+    ctx.progress.advance("Comic ready", f"{drawn} of {len(panels)} panels drawn")
+    return ComicResult(success=True, comic=comic, provider=ctx.provider.name)
+
+
+def _comic(
+    script: ComicScript, panels: list[ComicPanelScript], outcomes: list[ImageOutcome]
+) -> Comic:
+    return Comic(
         comic_title=script.comic_title,
         theme=script.theme,
         character_style_guide={c.name: c.description for c in script.characters},
@@ -119,5 +123,3 @@ def generate_comic(ctx: Context, text: str, level: str, style: str) -> ComicResu
             for number, (panel, outcome) in enumerate(zip(panels, outcomes, strict=True), 1)
         ],
     )
-    ctx.progress.advance("Comic ready", f"{drawn} of {len(panels)} panels drawn")
-    return ComicResult(success=True, comic=comic, provider=ctx.provider.name)

@@ -130,23 +130,7 @@ def generate_lecture(
         ctx, sections, clips, picture_jobs(sections, level, style)
     )
     made = at_least_half(recorded)
-    extension = audio_extension(ctx.settings.audio_format)
-    audio_files = [
-        AudioFile(
-            type=clip.kind,
-            text=clip.job.text,
-            url=record.url,
-            filename=clip.filename(lecture_id, extension),
-            section=clip.section,
-        )
-        for clip, record in zip(clips, recorded, strict=True)
-        if record.url
-    ]
-    audio_errors = [
-        AudioError(type=clip.kind, section=clip.section, code=record.error_code)
-        for clip, record in zip(clips, recorded, strict=True)
-        if not record.url
-    ]
+    audio_files, audio_errors = _audio(lecture_id, clips, recorded, ctx.settings.audio_format)
     ctx.progress.advance(
         "Lecture ready",
         f"{made} of {len(recorded)} narration clips, "
@@ -182,6 +166,31 @@ def _illustrate_and_narrate(
         drawing = side.submit(draw, ctx, pictures, picture_made)
         recorded = speak(ctx, [clip.job for clip in clips], finished=clip_made)
         return drawing.result(), recorded
+
+
+def _audio(
+    lecture_id: str, clips: list[Narration], recorded: list[Clip], audio_format: str
+) -> tuple[list[AudioFile], list[AudioError]]:
+    """The clips recorded, as the answer's audio files, and the codes of those that were not."""
+    extension = audio_extension(audio_format)
+    pairs = list(zip(clips, recorded, strict=True))
+    audio_files = [
+        AudioFile(
+            type=clip.kind,
+            text=clip.job.text,
+            url=record.url,
+            filename=clip.filename(lecture_id, extension),
+            section=clip.section,
+        )
+        for clip, record in pairs
+        if record.url
+    ]
+    audio_errors = [
+        AudioError(type=clip.kind, section=clip.section, code=record.error_code)
+        for clip, record in pairs
+        if not record.url
+    ]
+    return audio_files, audio_errors
 
 
 def _lecture(
