@@ -90,18 +90,9 @@ def narration(title: str, sections: list[LectureSectionScript]) -> list[Narratio
     # The app indexes ``sections[section - 1]``: sections are numbered from 1.
     clips = [Narration("title", None, SpeechJob(title, "narrator", "title"))]
     for number, section in enumerate(sections, 1):
-        clips += [
-            Narration(
-                "section_title",
-                number,
-                SpeechJob(section.title, "narrator", f"section {number} title"),
-            ),
-            Narration(
-                "section_script",
-                number,
-                SpeechJob(section.script, "narrator", f"section {number} script"),
-            ),
-        ]
+        for kind, text in (("section_title", section.title), ("section_script", section.script)):
+            label = f"section {number} {kind.removeprefix('section_')}"
+            clips.append(Narration(kind, number, SpeechJob(text, "narrator", label)))
     return clips
 
 
