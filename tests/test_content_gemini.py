@@ -5,14 +5,18 @@ pointing at tests/fake_gemini.py, which records every request: the tests
 assert what reached the model (genre, main character, style, level, the
 student's interests) and that every answer decodes with the app's rules.
 """
+
 import itertools
+import uuid
 
 import pytest
+import requests
 
 from liroo.generation.speech import MAX_CHUNK_CHARS, split_for_speech
 from tests import contract
 from tests.audio_probe import FFPROBE, audio_seconds, probe
 from tests.fake_gemini import PCM_RATE, SPEECH_S_PER_CHAR, gemini_env
+from tests.servers import ended_job, wait_for
 from tests.test_content_api import (
     APP_DIALOGUE,
     APP_LECTURE,
@@ -216,6 +220,44 @@ def test_long_tts_is_read_in_chunks_and_joined(server, fake):
     assert voices == {"Puck"}  # the character voice, for every chunk
     seconds = audio_seconds(fetch(body["audio_url"], "audio/mpeg"), "audio/mpeg")
     assert seconds == pytest.approx(sum(len(c) * SPEECH_S_PER_CHAR for c in chunks), rel=0.02)
+
+
+def test_tts_progress_moves_after_each_recorded_part(server, fake):
+    """/generate_tts advances a step per part read aloud: with the model holding every part but
+    the first, /progress shows that one part recorded while the request still runs."""
+    text = " ".join(
+        f"Sentence {i} explains how hot rock rises and cools into new land." for i in range(80)
+    )
+    parts = len(split_for_speech(text))
+    assert parts >= 3
+    fake.hold("speech", let_through=1)  # one part read, the others wait for the test
+    rid = "parts-" + uuid.uuid4().hex
+    accepted = post(
+        server,
+        "/generate_tts",
+        {**APP_TTS, "text": text},
+        **{"X-Request-ID": rid, "Prefer": "respond-async"},
+    )
+    assert accepted.status_code == 202, accepted.text
+
+    def a_part_recorded():
+        view = requests.get(server.url(f"/progress/{rid}"), timeout=10).json()
+        assert view["status"] == "running", view  # held: it cannot end yet
+        return view if view["step"].startswith("Recorded part") else None
+
+    live = contract.decode_progress(wait_for(a_part_recorded, timeout=60, what="a recorded part"))
+    assert (live["step"], live["step_number"], live["total_steps"]) == (
+        f"Recorded part 1 of {parts}",
+        1,
+        parts + 2,
+    )
+    assert 0 < live["progress_percentage"] < 100
+    fake.release("speech")
+    done = ended_job(server, rid, timeout=120)
+    assert done["status"] == "succeeded" and done["result_status"] == 200, done
+    contract.decode_tts(done["result"])
+    assert done["step_number"] == done["total_steps"] == parts + 2
+    assert len(fake.requests("speech")) == parts
 
 
 def test_tts_failure_is_an_error_not_silence(server, fake):

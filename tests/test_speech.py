@@ -26,7 +26,9 @@ from liroo.generation.speech import (
     MB,
     SPEECH_COSTS,
     SpeechJob,
+    generate_tts,
     speak,
+    split_for_speech,
 )
 from liroo.governor import Governor, GovernorConfig
 from liroo.metrics import heavy_requests_fit
@@ -183,6 +185,39 @@ def test_chunks_arriving_out_of_order_are_encoded_in_order_and_every_reservation
         frames = wav.readframes(wav.getnframes())
     seconds = [frames[i * 48_000 : (i + 1) * 48_000] for i in range(6)]
     assert seconds == [i.to_bytes(2, "little") * 24_000 for i in range(6)]
+    assert governor.outstanding_mb() == 0
+
+
+class RecordedSteps:
+    """A job store stand-in that keeps every step written: (step, step_number, total_steps)."""
+
+    def __init__(self) -> None:
+        self.steps: list[tuple[str, int, int]] = []
+
+    def progress(self, request_id, step, step_number, total_steps, details, partial=None):
+        self.steps.append((step, step_number, total_steps))
+
+    def cancel_requested(self, request_id):
+        return False
+
+
+def test_tts_progress_counts_each_recorded_part_in_order(tmp_path):
+    """Parts arrive out of order (the later ones first); progress counts them as they come, each
+    before the file's own step."""
+    governor = Governor(GovernorConfig(limit_mb=100_000))
+    ctx = make_ctx(tmp_path, UnevenSpeech(), governor, audio_format="wav")
+    store = RecordedSteps()
+    ctx.progress = Progress(store, "speech-test")
+    text = chunky_text(4)
+    assert len(split_for_speech(text)) == 4
+    result = generate_tts(ctx, text, "narrator")
+    assert result.duration_s == pytest.approx(4.0)
+    assert store.steps == [
+        ("Reading aloud", 0, 6),
+        *[(f"Recorded part {k} of 4", k, 6) for k in range(1, 5)],
+        ("Speech recorded", 5, 6),
+        ("Speech ready", 6, 6),
+    ]
     assert governor.outstanding_mb() == 0
 
 
@@ -576,10 +611,12 @@ def test_concurrent_long_narrations_are_reserved_and_queue_for_memory_not_pile_u
     assert watched["waiting"] >= 1 or refused >= 1, watched
     # every reservation given back, once narrations answered at their deadline have ended too
     wait_for(
-        lambda: requests.get(server.url("/memory"), timeout=10).json()["governor"][
-            "outstanding_reservations_mb"
-        ]
-        == 0,
+        lambda: (
+            requests.get(server.url("/memory"), timeout=10).json()["governor"][
+                "outstanding_reservations_mb"
+            ]
+            == 0
+        ),
         120,
         interval=0.2,
         what="every reservation given back",

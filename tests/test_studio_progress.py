@@ -3,7 +3,9 @@
 The job stores keep a running job's finished items (SQLite, and the real Redis on db 15); a real
 gunicorn on the offline provider, whose pictures are slowed on purpose (LIROO_OFFLINE_IMAGE_DELAY_S,
 one at a time), shows a comic's panels, a story's pictures and a lecture's clips in /progress and
-/jobs before the end, while the fields the app decodes stay as they were (tests/contract.py).
+/jobs before the end, while the fields the app decodes stay as they were (tests/contract.py); on
+the loopback Gemini, whose pictures are held mid-way, what a running job shows matches the
+`PartialResults` schema of /openapi.json.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import uuid
 
 import pytest
 import requests
+import schemathesis
 
 from liroo import create_app
 from liroo.api.runner import job_view
@@ -191,6 +194,69 @@ def test_a_lecture_numbers_its_pictures_in_progress_from_1_like_its_clips(slow_p
         section = sections[picture["section"] - 1]  # as audio_files' section is read
         assert picture["section"] >= 1
         assert (picture["title"], picture["image_url"]) == (section["title"], section["image_url"])
+
+
+@pytest.fixture(scope="module")
+def held_server(module_fake_gemini):
+    """A real gunicorn on the loopback Gemini, whose pictures a test can hold mid-way."""
+    with GunicornServer(gemini_env(module_fake_gemini)) as server:
+        yield server
+
+
+def undocumented_keys(document: dict, partial: dict) -> set[str]:
+    """Kinds and item keys of ``partial`` that the document's PartialResults does not name."""
+    schemas = document["components"]["schemas"]
+    kinds = schemas["PartialResults"]["properties"]
+    extra = set(partial) - set(kinds)
+    for kind, items in partial.items():
+        if kind in kinds:
+            item_schema = schemas[kinds[kind]["items"]["$ref"].rsplit("/", 1)[1]]
+            extra |= {f"{kind}.{key}" for item in items for key in item}
+            extra -= {f"{kind}.{key}" for key in item_schema["properties"]}
+    return extra
+
+
+def partial_progress(server, rid: str, kinds: list[set[str]]) -> requests.Response:
+    """The first /progress answer of the running ``rid`` that shows every kind of one of
+    ``kinds``."""
+
+    def look():
+        response = requests.get(server.url(f"/progress/{rid}"), timeout=10)
+        view = response.json()
+        assert view["status"] == "running", view  # held: it cannot end yet
+        made = set(view.get("partial", {}))
+        return response if any(wanted <= made for wanted in kinds) else None
+
+    return wait_for(look, timeout=60, what=f"partial results of {rid}")
+
+
+def test_live_partial_results_match_the_documented_schema(held_server, module_fake_gemini):
+    """What /progress and /jobs show of a running comic, lecture and story satisfies
+    /openapi.json, with no kind or key it does not document."""
+    fake = module_fake_gemini
+    fake.reset()
+    document = requests.get(held_server.url("/openapi.json"), timeout=10).json()
+    progress = document["components"]["schemas"]["ProgressResponse"]["properties"]["partial"]
+    assert progress["$ref"] == "#/components/schemas/PartialResults"
+    served = schemathesis.openapi.from_dict(document)
+    shown: set[str] = set()
+    for path, body, kinds in (
+        ("/generate_comic", {"text": TEXT, "level": "beginner"}, [{"panels"}]),
+        ("/generate_lecture", {"text": TEXT, "level": "beginner"}, [{"pictures", "audio_files"}]),
+        ("/generate_story", {"text": TEXT, "level": "beginner"}, [{"cover"}, {"chapters"}]),
+    ):
+        fake.hold("image", let_through=1)  # one picture made, the others wait for the test
+        rid = start_async(held_server, path, body)
+        live = partial_progress(held_server, rid, kinds)
+        served["/progress/{request_id}"]["GET"].validate_response(live)
+        job = requests.get(held_server.url(f"/jobs/{rid}"), timeout=10)
+        served["/jobs/{request_id}"]["GET"].validate_response(job)
+        for view in (live.json(), job.json()):
+            assert view["status"] == "running" and not undocumented_keys(document, view["partial"])
+        shown |= set(live.json()["partial"])
+        fake.release("image")
+        finished(held_server, rid)
+    assert {"panels", "pictures", "audio_files"} <= shown and shown & {"cover", "chapters"}
 
 
 def listening_addresses(port: int) -> set[str]:

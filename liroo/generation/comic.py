@@ -5,10 +5,10 @@ from __future__ import annotations
 from pydantic import BaseModel, Field
 
 from .context import Context
-from .failures import dominant_error
-from .images import ImageJob, make_images
+from .images import ImageJob, ImageOutcome
 from .options import LEVEL_GUIDANCE, NO_TEXT_IN_PICTURE, style_name, style_phrase
-from .results import Comic, ComicPanel, ComicResult
+from .pipeline import ScriptSteps, draw_at_least_half, script_written, write_script
+from .results import Comic, ComicPanel, ComicResult, PartialPanel
 from .script_fields import picture_brief
 
 MIN_PANELS = 3
@@ -76,46 +76,38 @@ def _dialogue_dict(lines: list[DialogueLine]) -> dict[str, str]:
     return dialogue
 
 
-def generate_comic(ctx: Context, text: str, level: str, style: str) -> ComicResult:
-    settings = ctx.settings
-    wanted = panel_count(text, settings.max_panels)
-    ctx.progress.plan(wanted + 2, "Writing the comic script", f"{wanted} panels planned")
-    script = ctx.provider.generate_structured(
-        script_prompt(text, level, style, wanted), ComicScript
-    )
-    panels = script.panels[: settings.max_panels]
-    ctx.progress.plan(
-        len(panels) + 2, "Script written", f"{script.comic_title}: {len(panels)} panels"
-    )
-    ctx.progress.advance("Script written", script.comic_title)
+COMIC_STEPS = ScriptSteps(ComicScript, "Writing the comic script", "Script written", items="panels")
 
+
+def generate_comic(ctx: Context, text: str, level: str, style: str) -> ComicResult:
+    wanted = panel_count(text, ctx.settings.max_panels)
+    script = write_script(ctx, COMIC_STEPS, script_prompt(text, level, style, wanted), wanted)
+    panels = script.panels[: ctx.settings.max_panels]
+    script_written(ctx, COMIC_STEPS, script.comic_title, len(panels))
     jobs = [
-        ImageJob(
-            prompt=panel_image_prompt(script, panel, style),
-            cache_parts=(style, level),
-            label=f"panel {i}",
-        )
+        ImageJob(panel_image_prompt(script, panel, style), (style, level), label=f"panel {i}")
         for i, panel in enumerate(panels, 1)
     ]
-    outcomes = make_images(
-        ctx,
-        jobs,
-        step=lambda i, n: f"Drawing panel {i} of {n}",
-        finished=lambda index, url: (
-            "panels",
-            {
-                "panel_id": index + 1,
-                "image_url": url,
-                "scene": panels[index].scene,
-                "dialogue": _dialogue_dict(panels[index].dialogue),
-            },
-        ),
-    )
-    drawn = sum(1 for o in outcomes if o.url)
-    if drawn * 2 < len(panels):
-        raise dominant_error([o.error for o in outcomes if o.error is not None])
 
-    comic = Comic(
+    def drawn_panel(index: int, url: str) -> PartialPanel:
+        panel = panels[index]
+        return PartialPanel(
+            panel_id=index + 1,
+            image_url=url,
+            scene=panel.scene,
+            dialogue=_dialogue_dict(panel.dialogue),
+        )
+
+    outcomes, drawn = draw_at_least_half(ctx, jobs, drawn_panel, name="panel")
+    comic = _comic(script, panels, outcomes)
+    ctx.progress.advance("Comic ready", f"{drawn} of {len(panels)} panels drawn")
+    return ComicResult(success=True, comic=comic, provider=ctx.provider.name)
+
+
+def _comic(
+    script: ComicScript, panels: list[ComicPanelScript], outcomes: list[ImageOutcome]
+) -> Comic:
+    return Comic(
         comic_title=script.comic_title,
         theme=script.theme,
         character_style_guide={c.name: c.description for c in script.characters},
@@ -131,5 +123,3 @@ def generate_comic(ctx: Context, text: str, level: str, style: str) -> ComicResu
             for number, (panel, outcome) in enumerate(zip(panels, outcomes, strict=True), 1)
         ],
     )
-    ctx.progress.advance("Comic ready", f"{drawn} of {len(panels)} panels drawn")
-    return ComicResult(success=True, comic=comic, provider=ctx.provider.name)

@@ -12,6 +12,7 @@ from typing import Any, Callable, ContextManager, Iterator, TypeVar
 
 from ..governor import MemoryPressure, MemoryReserver, Reservation
 from ..settings import Settings
+from .results import PartialItem
 from .timing import ROUTE_TIMES
 
 T = TypeVar("T")
@@ -20,8 +21,8 @@ log = logging.getLogger("liroo.generation")
 
 
 # Describes an item a step finished, for progress to show early: (index of the item, its URL) ->
-# (kind, item).
-Finished = Callable[[int, str], tuple[str, dict]]
+# the item (results.PartialItem: its kind and fields).
+Finished = Callable[[int, str], PartialItem]
 
 
 class Progress:

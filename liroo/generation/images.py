@@ -285,7 +285,7 @@ def make_images(
             ctx.progress.advance(
                 step(done, total),
                 f"{job.label}: {'ready' if outcome.url else outcome.error_code}",
-                finished=finished(index, outcome.url) if finished and outcome.url else None,
+                finished=finished(index, outcome.url).shown() if finished and outcome.url else None,
             )
         return outcome
 

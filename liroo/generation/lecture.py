@@ -10,17 +10,27 @@ half of its clips could be made; the pictures are illustrations, left out
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 from pydantic import BaseModel, Field
 
 from ..audio import audio_extension
 from .context import Context
-from .failures import dominant_error
-from .images import ImageJob, make_images
+from .images import ImageJob, ImageOutcome
 from .options import LEVEL_GUIDANCE, NO_TEXT_IN_PICTURE, style_name, style_phrase
-from .results import AudioError, AudioFile, Lecture, LectureResult, LectureSection
+from .pipeline import ScriptSteps, at_least_half, draw, script_written, write_script
+from .results import (
+    AudioError,
+    AudioFile,
+    ClipKind,
+    Lecture,
+    LectureResult,
+    LectureSection,
+    PartialClip,
+    PartialPicture,
+)
 from .script_fields import items, picture_brief
-from .speech import SpeechJob, speak
+from .speech import Clip, SpeechJob, speak
 
 MIN_SECTIONS, MAX_SECTIONS = 3, 5
 
@@ -55,89 +65,130 @@ def lecture_prompt(text: str, level: str, sections: int) -> str:
     )
 
 
-def generate_lecture(
-    ctx: Context, lecture_id: str, text: str, level: str, style: str
-) -> LectureResult:
-    wanted = section_count(text)
-    clips_planned = 1 + 2 * wanted
-    ctx.progress.plan(
-        wanted + clips_planned + 2, "Writing the lecture", f"{wanted} sections planned"
-    )
-    script = ctx.provider.generate_structured(lecture_prompt(text, level, wanted), LectureScript)
-    sections = script.sections[:MAX_SECTIONS]
-    speech = [SpeechJob(script.title, "narrator", "title")]
-    kinds: list[tuple[str, int | None]] = [("title", None)]
-    for index, section in enumerate(sections):
-        speech += [
-            SpeechJob(section.title, "narrator", f"section {index + 1} title"),
-            SpeechJob(section.script, "narrator", f"section {index + 1} script"),
-        ]
-        # The app indexes ``sections[section - 1]``: sections are numbered from 1.
-        kinds += [("section_title", index + 1), ("section_script", index + 1)]
-    ctx.progress.plan(
-        len(sections) + len(speech) + 2,
-        "Lecture written",
-        f"{script.title}: {len(sections)} sections",
-    )
-    ctx.progress.advance("Lecture written", script.title)
+# a step for the script, each section's picture and two clips, the title's clip and the answer
+LECTURE_STEPS = ScriptSteps(
+    LectureScript, "Writing the lecture", "Lecture written", items="sections", per_item=3, others=3
+)
 
-    pictures = [
+
+@dataclass(frozen=True)
+class Narration:
+    """One clip to record: what it reads aloud (its kind, and its section counted from 1; None for
+    the title)."""
+
+    kind: ClipKind
+    section: int | None
+    job: SpeechJob
+
+    def filename(self, lecture_id: str, extension: str) -> str:
+        number = "" if self.section is None else f"-{self.section}"
+        return f"{lecture_id}-{self.kind.replace('_', '-')}{number}.{extension}"
+
+
+def narration(title: str, sections: list[LectureSectionScript]) -> list[Narration]:
+    """The title, then each section's title and script."""
+    # The app indexes ``sections[section - 1]``: sections are numbered from 1.
+    clips = [Narration("title", None, SpeechJob(title, "narrator", "title"))]
+    for number, section in enumerate(sections, 1):
+        for kind, text in (("section_title", section.title), ("section_script", section.script)):
+            label = f"section {number} {kind.removeprefix('section_')}"
+            clips.append(Narration(kind, number, SpeechJob(text, "narrator", label)))
+    return clips
+
+
+def picture_jobs(sections: list[LectureSectionScript], level: str, style: str) -> list[ImageJob]:
+    return [
         ImageJob(
             prompt=f"{section.image_prompt}\nStyle: {style_name(style)}: {style_phrase(style)}. "
             f"Suitable for a {level} reader. {NO_TEXT_IN_PICTURE}",
             cache_parts=(style, level),
             aspect_ratio="16:9",
-            label=f"section {index + 1} picture",
+            label=f"section {number} picture",
         )
-        for index, section in enumerate(sections)
+        for number, section in enumerate(sections, 1)
     ]
 
-    # Pictures and narration use different models (and pacing buckets): make them at the same time.
-    # What is finished is shown while the rest is made: each section's picture, each clip (as in
-    # audio_files).
-    def picture_made(index: int, url: str) -> tuple[str, dict]:
-        # numbered from 1, as the section of each clip in audio_files
-        return "pictures", {"section": index + 1, "title": sections[index].title, "image_url": url}
 
-    def clip_made(index: int, url: str) -> tuple[str, dict]:
-        kind, section = kinds[index]
-        return "audio_files", {
-            "type": kind,
-            "text": speech[index].text,
-            "url": url,
-            **({} if section is None else {"section": section}),
-        }
+def generate_lecture(
+    ctx: Context, lecture_id: str, text: str, level: str, style: str
+) -> LectureResult:
+    wanted = section_count(text)
+    script = write_script(ctx, LECTURE_STEPS, lecture_prompt(text, level, wanted), wanted)
+    sections = script.sections[:MAX_SECTIONS]
+    clips = narration(script.title, sections)
+    script_written(ctx, LECTURE_STEPS, script.title, len(sections))
+    outcomes, recorded = _illustrate_and_narrate(
+        ctx, sections, clips, picture_jobs(sections, level, style)
+    )
+    made = at_least_half(recorded)
+    audio_files, audio_errors = _audio(lecture_id, clips, recorded, ctx.settings.audio_format)
+    ctx.progress.advance(
+        "Lecture ready",
+        f"{made} of {len(recorded)} narration clips, "
+        f"{sum(1 for o in outcomes if o.url)} of {len(outcomes)} pictures",
+    )
+    return LectureResult(
+        lecture_id=lecture_id,
+        lecture=_lecture(script.title, sections, outcomes),
+        audio_files=audio_files,
+        audio_errors=audio_errors or None,
+        provider=ctx.provider.name,
+    )
+
+
+def _illustrate_and_narrate(
+    ctx: Context,
+    sections: list[LectureSectionScript],
+    clips: list[Narration],
+    pictures: list[ImageJob],
+) -> tuple[list[ImageOutcome], list[Clip]]:
+    """The pictures and the clips, made at the same time: they use different models (and pacing
+    buckets). Each one made is shown in /progress while the rest is made."""
+
+    def picture_made(index: int, url: str) -> PartialPicture:
+        # numbered from 1, as the section of each clip in audio_files
+        return PartialPicture(section=index + 1, title=sections[index].title, image_url=url)
+
+    def clip_made(index: int, url: str) -> PartialClip:
+        clip = clips[index]
+        return PartialClip(type=clip.kind, text=clip.job.text, url=url, section=clip.section)
 
     with ThreadPoolExecutor(1, thread_name_prefix="liroo-lecture") as side:
-        drawing = side.submit(
-            make_images,
-            ctx,
-            pictures,
-            lambda done, total: f"Drawing picture {done} of {total}",
-            picture_made,
-        )
-        clips = speak(ctx, speech, finished=clip_made)
-        outcomes = drawing.result()
-    made = sum(1 for clip in clips if clip.url)
-    if made * 2 < len(clips):
-        raise dominant_error([c.error for c in clips if c.error is not None])
+        drawing = side.submit(draw, ctx, pictures, picture_made)
+        recorded = speak(ctx, [clip.job for clip in clips], finished=clip_made)
+        return drawing.result(), recorded
 
-    audio_files, audio_errors = [], []
-    extension = audio_extension(ctx.settings.audio_format)
-    for (kind, number), job, clip in zip(kinds, speech, clips, strict=True):
-        if clip.url:
-            name = (
-                f"{lecture_id}-{kind.replace('_', '-')}"
-                + ("" if number is None else f"-{number}")
-                + f".{extension}"
-            )
-            audio_files.append(
-                AudioFile(type=kind, text=job.text, url=clip.url, filename=name, section=number)
-            )
-        else:
-            audio_errors.append(AudioError(type=kind, section=number, code=clip.error_code))
-    lecture = Lecture(
-        title=script.title,
+
+def _audio(
+    lecture_id: str, clips: list[Narration], recorded: list[Clip], audio_format: str
+) -> tuple[list[AudioFile], list[AudioError]]:
+    """The clips recorded, as the answer's audio files, and the codes of those that were not."""
+    extension = audio_extension(audio_format)
+    pairs = list(zip(clips, recorded, strict=True))
+    audio_files = [
+        AudioFile(
+            type=clip.kind,
+            text=clip.job.text,
+            url=record.url,
+            filename=clip.filename(lecture_id, extension),
+            section=clip.section,
+        )
+        for clip, record in pairs
+        if record.url
+    ]
+    audio_errors = [
+        AudioError(type=clip.kind, section=clip.section, code=record.error_code)
+        for clip, record in pairs
+        if not record.url
+    ]
+    return audio_files, audio_errors
+
+
+def _lecture(
+    title: str, sections: list[LectureSectionScript], outcomes: list[ImageOutcome]
+) -> Lecture:
+    return Lecture(
+        title=title,
         sections=[
             LectureSection(
                 title=section.title,
@@ -148,16 +199,4 @@ def generate_lecture(
             )
             for section, outcome in zip(sections, outcomes, strict=True)
         ],
-    )
-    ctx.progress.advance(
-        "Lecture ready",
-        f"{made} of {len(clips)} narration clips, "
-        f"{sum(1 for o in outcomes if o.url)} of {len(outcomes)} pictures",
-    )
-    return LectureResult(
-        lecture_id=lecture_id,
-        lecture=lecture,
-        audio_files=audio_files,
-        audio_errors=audio_errors or None,
-        provider=ctx.provider.name,
     )

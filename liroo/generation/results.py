@@ -23,71 +23,14 @@ of its own, the script's is named after the answer's with ``Script``:
 
 from __future__ import annotations
 
-import uuid
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, ClassVar, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
+
+from .response_model import ResponseBody, ResponseModel, new_id, omitted
 
 # The reading level a story was written for (not the governor's memory Level).
 ReadingLevel = Literal["beginner", "moderate", "intermediate"]
-
-
-def _absent_rather_than_null(schema: dict[str, Any]) -> None:
-    """JSON Schema of an ``omitted()`` field: its type without the null arm (null is never sent)."""
-    arms = [arm for arm in schema.pop("anyOf", []) if arm.get("type") != "null"]
-    schema.pop("default", None)
-    if len(arms) == 1:
-        schema.update(arms[0])
-    elif arms:
-        schema["anyOf"] = arms
-
-
-def omitted(description: str | None = None) -> Any:
-    """A field that is absent from the JSON when None."""
-    return Field(
-        default=None,
-        exclude_if=lambda value: value is None,
-        description=description,
-        json_schema_extra=_absent_rather_than_null,
-    )
-
-
-def new_id() -> str:
-    return str(uuid.uuid4())
-
-
-def _always_sent_unless_omitted(schema: dict[str, Any], model: type[BaseModel]) -> None:
-    """Fields with defaults (ids, types) are always sent, so required; ``omitted()`` ones are
-    not."""
-    never_null = {name for name, info in model.model_fields.items() if info.exclude_if is not None}
-    names = {
-        info.serialization_alias or info.alias or name: name
-        for name, info in model.model_fields.items()
-    }
-    required = [key for key in schema.get("required", []) if names.get(key, key) not in never_null]
-    if required:
-        schema["required"] = required
-    else:
-        schema.pop("required", None)
-
-
-class ResponseModel(BaseModel):
-    """Base of every model of a response: a whole body or a part nested in one."""
-
-    # Validating a real response (tests) must accept the extra keys the app ignores.
-    model_config = ConfigDict(
-        extra="ignore",
-        json_schema_serialization_defaults_required=True,
-        json_schema_extra=_always_sent_unless_omitted,
-    )
-
-
-class ResponseBody(ResponseModel):
-    """A whole response body."""
-
-    def body(self) -> dict[str, Any]:
-        """The JSON object to send."""
-        return self.model_dump(mode="json")
 
 
 class RunnerStamp(ResponseModel):
@@ -179,6 +122,78 @@ class MemoryResponse(ResponseBody):
     governor: dict[str, Any]
 
 
+# --- what a running generation shows before its answer (/progress `partial`)
+# ------------------------------------------
+
+
+class PartialItem(ResponseModel):
+    """An item a running generation has finished: the list of ``PartialResults`` it joins is
+    ``KIND``."""
+
+    KIND: ClassVar[str]
+
+    def shown(self) -> tuple[str, dict[str, Any]]:
+        """(kind, item) as ``Progress.advance`` keeps it."""
+        return self.KIND, self.model_dump(mode="json")
+
+
+class PartialPanel(PartialItem):
+    KIND = "panels"
+
+    panel_id: int = Field(ge=1)
+    image_url: str
+    scene: str
+    dialogue: dict[str, str]
+
+
+class PartialCover(PartialItem):
+    KIND = "cover"
+
+    title: str
+    imageUrl: str  # noqa: N815
+
+
+class PartialChapter(PartialItem):
+    KIND = "chapters"
+
+    order: int = Field(ge=1)
+    title: str
+    imageUrl: str  # noqa: N815
+
+
+class PartialPicture(PartialItem):
+    KIND = "pictures"
+
+    section: int = Field(ge=1, description="The section's number, counted from 1.")
+    title: str
+    image_url: str
+
+
+# What a lecture's narration clip reads: its title, a section's title or a section's script.
+ClipKind = Literal["title", "section_title", "section_script"]
+
+
+class PartialClip(PartialItem):
+    KIND = "audio_files"
+
+    type: ClipKind
+    text: str
+    url: str
+    section: int | None = omitted("The section's number, counted from 1; absent for the title.")
+
+
+class PartialResults(ResponseModel):
+    """What a running generation has already finished, by kind, each list in the order made."""
+
+    panels: list[PartialPanel] | None = omitted("A comic's drawn panels.")
+    cover: list[PartialCover] | None = omitted("A story's cover picture.")
+    chapters: list[PartialChapter] | None = omitted("A story's drawn chapter pictures.")
+    pictures: list[PartialPicture] | None = omitted("A lecture's section pictures.")
+    audio_files: list[PartialClip] | None = omitted(
+        "A lecture's recorded clips (as in its answer, without filename)."
+    )
+
+
 class ProgressResponse(ResponseBody):
     success: bool
     status: Literal["running", "succeeded", "failed"]
@@ -192,11 +207,8 @@ class ProgressResponse(ResponseBody):
     timestamp: str
     error_code: str | None = omitted("On failed jobs.")
     error: str | None = omitted("On failed jobs.")
-    partial: dict[str, list[dict[str, Any]]] | None = omitted(
-        "While it runs, what is already finished, by kind: comics `panels` ({panel_id, image_url, "
-        "scene, dialogue}); stories `cover` and `chapters` ({order, title, imageUrl}); lectures "
-        "`pictures` ({section, title, image_url}, sections numbered from 1) and `audio_files` "
-        "(as in the finished answer)."
+    partial: PartialResults | None = omitted(
+        "While it runs, what is already finished (absent until something is)."
     )
 
 
@@ -416,7 +428,7 @@ class Lecture(ResponseModel):
 
 
 class AudioFile(ResponseModel):
-    type: Literal["title", "section_title", "section_script"]
+    type: ClipKind
     text: str
     url: str
     filename: str
@@ -427,7 +439,7 @@ class AudioFile(ResponseModel):
 
 
 class AudioError(ResponseModel):
-    type: Literal["title", "section_title", "section_script"]
+    type: ClipKind
     section: int | None = omitted()
     code: str
 

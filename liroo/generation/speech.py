@@ -18,7 +18,6 @@ so a long narration is never held as one joined buffer.
 from __future__ import annotations
 
 import logging
-import re
 import threading
 import wave
 from concurrent.futures import ThreadPoolExecutor
@@ -41,14 +40,11 @@ from .costs import RecentCosts
 from .failures import failure_code, note_failure
 from .images import panel_workers
 from .results import TtsResult
+from .speech_text import MAX_CHUNK_CHARS, split_for_speech
 
 log = logging.getLogger("liroo.generation")
 
 MB = 1024 * 1024
-# Characters per model call: about a minute and a half of speech. Well inside what a
-# TTS model reads in one go, and a chunk that fails is cheap to redo; chunks of one
-# clip are made concurrently, so a long text also reads faster.
-MAX_CHUNK_CHARS = 1500
 # While a chunk's answer arrives the SDK holds the HTTP body (base64), its text, the
 # decoded bytes and the WAV made of them; read_pcm then copies the samples out. Measured
 # (bench/speech_peaks.py, real SDK, a 1,474-character chunk = 3.37 MB of WAV): the call
@@ -74,10 +70,6 @@ FINISH_SLACK_MB = 0.25
 # What recent chunks cost per character read aloud (24 kHz speech is ~3.2 kB of PCM a character).
 SPEECH_COSTS = RecentCosts()
 
-# The end of a sentence (or clause) and its closing quotes or brackets, before a space; or a blank
-# line.
-_PAUSE = re.compile(r"[.!?…;:][\"'”’)\]]*(?=\s)|\n\s*\n")
-
 
 @dataclass(frozen=True)
 class SpeechJob:
@@ -96,52 +88,6 @@ class Clip:
     @property
     def error_code(self) -> str | None:
         return failure_code(self.error, "speech_failed")
-
-
-def split_for_speech(text: str, limit: int = MAX_CHUNK_CHARS) -> list[str]:
-    """``text`` in chunks of at most ``limit`` characters, cut at sentence ends where possible.
-
-    A regular expression rather than a sentence tokenizer (nltk, spaCy): the cut
-    only has to fall at a natural pause, and a wrong guess costs a slightly odd
-    pause, not a wrong answer.
-    """
-    chunks: list[str] = []
-    current = ""
-    for sentence in _sentences(text):
-        sentence = " ".join(sentence.split())
-        if not sentence:
-            continue
-        for piece in _fit(sentence, limit):
-            if current and len(current) + 1 + len(piece) > limit:
-                chunks.append(current)
-                current = piece
-            else:
-                current = f"{current} {piece}" if current else piece
-    if current:
-        chunks.append(current)
-    return chunks
-
-
-def _sentences(text: str):
-    start = 0
-    for pause in _PAUSE.finditer(text):
-        yield text[start : pause.end()]
-        start = pause.end()
-    yield text[start:]
-
-
-def _fit(sentence: str, limit: int) -> list[str]:
-    """A sentence longer than ``limit`` cut at spaces (a single longer word is cut anywhere)."""
-    pieces = []
-    while len(sentence) > limit:
-        cut = sentence.rfind(" ", 0, limit + 1)
-        if cut <= 0:
-            cut = limit
-        pieces.append(sentence[:cut].strip())
-        sentence = sentence[cut:].strip()
-    if sentence:
-        pieces.append(sentence)
-    return pieces
 
 
 class _ClipWriter:
@@ -368,90 +314,148 @@ def _recording_step(done: int, total: int) -> str:
     return f"Recording narration {done} of {total}"
 
 
+# Names the step of a chunk read aloud: (chunks recorded so far, chunks of the whole request).
+ChunkStep = Callable[[int, int], str]
+
+
+class _Narration:
+    """The clips of one ``speak`` call while they are made: each chunk's turn, each clip's end.
+
+    Progress advances once per clip (with ``finished(index, url)``, the clip as a
+    partial result) and, with ``chunk_step``, once per chunk read aloud as well.
+    """
+
+    def __init__(
+        self,
+        ctx: Context,
+        jobs: list[SpeechJob],
+        step: Callable[[int, int], str],
+        finished: Finished | None,
+        chunk_step: ChunkStep | None,
+    ) -> None:
+        self.ctx, self.jobs, self.step = ctx, jobs, step
+        self.finished, self.chunk_step = finished, chunk_step
+        self.chunked = [split_for_speech(job.text) or [job.text] for job in jobs]
+        self.own = _OwnCalls(ctx)
+        self.writers = [_ClipWriter(ctx, len(chunks)) for chunks in self.chunked]
+        self.models: list[str | None] = [None] * len(jobs)
+        self.clips: list[Clip | None] = [None] * len(jobs)
+        self._lock = threading.Lock()
+        self._clips_done = 0
+        self._chunks_done = 0
+
+    def tasks(self) -> list[tuple[int, int]]:
+        """(clip, chunk) pairs: every clip's first chunks first, then their next ones.
+
+        A thread is never given a chunk that waits on one no thread has taken, so a
+        clip needs no more threads than the chunks it may have in flight
+        (CHUNKS_AHEAD), not one per chunk (34 for 50,000 characters).
+        """
+        longest = max(len(chunks) for chunks in self.chunked)
+        return [
+            (i, p)
+            for p in range(longest)
+            for i, chunks in enumerate(self.chunked)
+            if p < len(chunks)
+        ]
+
+    def workers(self) -> int:
+        in_flight = sum(min(len(chunks), CHUNKS_AHEAD) for chunks in self.chunked)
+        return panel_workers(self.ctx.settings.panel_concurrency, in_flight)
+
+    def run(self, index: int, part: int) -> None:
+        writer = self.writers[index]
+        try:
+            if not writer.wait_turn(part):  # another chunk of this clip failed: skip the rest
+                return
+            pcm, shape, model = _speak_chunk(
+                self.ctx,
+                self.chunked[index][part],
+                self.jobs[index].voice,
+                self.own,
+                lambda: writer.has_memory(part),
+            )
+            self.models[index] = model
+            self._recorded(index, part)
+            complete = writer.add(part, pcm, shape)
+            del pcm
+            if complete:
+                url, duration = writer.store()
+                self._finish(index, Clip(url=url, model=self.models[index], duration_s=duration))
+        except Exception as exc:  # one chunk's failure, whatever it is, fails its clip only
+            self._fail(index, exc)
+
+    def _recorded(self, index: int, part: int) -> None:
+        """A chunk read aloud: before its clip can end, so its step comes before the clip's."""
+        if self.chunk_step is None:
+            return
+        total = sum(len(chunks) for chunks in self.chunked)
+        with self._lock:  # held while it advances, so that the parts are counted in order
+            self._chunks_done += 1
+            self.ctx.progress.advance(
+                self.chunk_step(self._chunks_done, total),
+                f"{self.jobs[index].label}: part {part + 1}",
+            )
+
+    def _finish(self, index: int, clip: Clip) -> None:
+        with self._lock:
+            self.clips[index] = clip
+            self._clips_done += 1
+            number = self._clips_done
+        shown = self.finished(index, clip.url).shown() if self.finished and clip.url else None
+        self.ctx.progress.advance(
+            self.step(number, len(self.jobs)),
+            f"{self.jobs[index].label}: {'ready' if clip.url else clip.error_code}",
+            finished=shown,
+        )
+
+    def _fail(self, index: int, exc: Exception) -> None:
+        note_failure(self.jobs[index].label, self.ctx.request_id, exc)
+        with self._lock:
+            first_failure = self.clips[index] is None
+            if first_failure:
+                self.clips[index] = Clip(error=exc)
+        self.writers[index].fail()
+        if first_failure:
+            self._finish(index, self.clips[index])
+
+
 def speak(
     ctx: Context,
     jobs: list[SpeechJob],
     step: Callable[[int, int], str] = _recording_step,
     finished: Finished | None = None,
+    chunk_step: ChunkStep | None = None,
 ) -> list[Clip]:
     """Every job read aloud and stored as one file (LIROO_AUDIO_FORMAT); one failure does not stop
     the others.
 
     Chunks of all jobs share one pool; a clip's chunks are encoded in order as
     they arrive, the clip is stored by the thread that encodes its last chunk,
-    and progress advances once per clip (with ``finished(index, url)``, the
-    clip as a partial result).
+    and progress advances once per clip (``step``; with ``finished(index, url)``,
+    the clip as a partial result) and, with ``chunk_step``, once per chunk.
     """
     if not jobs:
         return []
-    chunked = [split_for_speech(job.text) or [job.text] for job in jobs]
-    own = _OwnCalls(ctx)
-    writers = [_ClipWriter(ctx, len(chunks)) for chunks in chunked]
-    models: list[str | None] = [None] * len(jobs)
-    clips: list[Clip | None] = [None] * len(jobs)
-    lock = threading.Lock()
-    done = 0
-
-    def finish(index: int, clip: Clip) -> None:
-        nonlocal done
-        with lock:
-            clips[index] = clip
-            done += 1
-            number = done
-        ctx.progress.advance(
-            step(number, len(jobs)),
-            f"{jobs[index].label}: {'ready' if clip.url else clip.error_code}",
-            finished=finished(index, clip.url) if finished and clip.url else None,
-        )
-
-    def fail(index: int, exc: Exception) -> None:
-        note_failure(jobs[index].label, ctx.request_id, exc)
-        with lock:
-            first_failure = clips[index] is None
-            if first_failure:
-                clips[index] = Clip(error=exc)
-        writers[index].fail()
-        if first_failure:
-            finish(index, clips[index])
-
-    def run(index: int, part: int) -> None:
-        writer = writers[index]
-        try:
-            if not writer.wait_turn(part):  # another chunk of this clip failed: skip the rest
-                return
-            pcm, shape, model = _speak_chunk(
-                ctx, chunked[index][part], jobs[index].voice, own, lambda: writer.has_memory(part)
-            )
-            models[index] = model
-            complete = writer.add(part, pcm, shape)
-            del pcm
-            if complete:
-                url, duration = writer.store()
-                finish(index, Clip(url=url, model=models[index], duration_s=duration))
-        except Exception as exc:  # one chunk's failure, whatever it is, fails its clip only
-            fail(index, exc)
-
-    # Every clip's first chunks first, then their next ones: a thread is never given a chunk
-    # that waits on one no thread has taken, so a clip needs no more threads than the chunks
-    # it may have in flight (CHUNKS_AHEAD), not one per chunk (34 for 50,000 characters).
-    longest = max(len(chunks) for chunks in chunked)
-    tasks = [(i, p) for p in range(longest) for i, chunks in enumerate(chunked) if p < len(chunks)]
-    in_flight = sum(min(len(chunks), CHUNKS_AHEAD) for chunks in chunked)
-    workers = panel_workers(ctx.settings.panel_concurrency, in_flight)
-    with ThreadPoolExecutor(workers, thread_name_prefix="liroo-speech") as pool:
-        list(pool.map(lambda task: run(*task), tasks))
+    narration = _Narration(ctx, jobs, step, finished, chunk_step)
+    with ThreadPoolExecutor(narration.workers(), thread_name_prefix="liroo-speech") as pool:
+        list(pool.map(lambda task: narration.run(*task), narration.tasks()))
     ctx.stop_if_cancelled()
-    return [clip or Clip(error=BadOutput("no speech")) for clip in clips]
+    return [clip or Clip(error=BadOutput("no speech")) for clip in narration.clips]
 
 
 def generate_tts(ctx: Context, text: str, voice: str) -> TtsResult:
     """/generate_tts: ``text`` read by ``voice``, as one stored file (MP3 by default)."""
     chunks = len(split_for_speech(text))
+    # a step for each part read aloud, then the file stored, then the answer
     ctx.progress.plan(
-        2, "Reading aloud", f"{len(text)} characters in {chunks} part{'s' * (chunks != 1)}"
+        chunks + 2, "Reading aloud", f"{len(text)} characters in {chunks} part{'s' * (chunks != 1)}"
     )
     clip = speak(
-        ctx, [SpeechJob(text, voice, "speech")], step=lambda done, total: "Speech recorded"
+        ctx,
+        [SpeechJob(text, voice, "speech")],
+        step=lambda done, total: "Speech recorded",
+        chunk_step=lambda done, total: f"Recorded part {done} of {total}",
     )[0]
     if clip.error is not None:
         raise clip.error

@@ -16,8 +16,7 @@ from dataclasses import dataclass
 from pydantic import BaseModel, Field
 
 from .context import Context
-from .failures import dominant_error
-from .images import ImageJob, make_images
+from .images import ImageJob, ImageOutcome
 from .options import (
     LEVEL_GUIDANCE,
     NO_TEXT_IN_PICTURE,
@@ -26,7 +25,8 @@ from .options import (
     style_name,
     style_phrase,
 )
-from .results import Chapter, MainCharacter, Story, StoryResult
+from .pipeline import ScriptSteps, draw_at_least_half, script_written, write_script
+from .results import Chapter, MainCharacter, PartialChapter, PartialCover, Story, StoryResult
 from .script_fields import items, picture_brief
 
 MIN_CHAPTERS, MAX_CHAPTERS = 2, 5
@@ -230,61 +230,79 @@ def picture_prompt(
     )
 
 
+# a step for the script, the cover, each chapter's picture and the answer
+STORY_STEPS = ScriptSteps(
+    StoryScript, "Writing the story", "Story written", items="chapters", others=3
+)
+
+
+@dataclass(frozen=True)
+class Cast:
+    """Who the pictures show: the hero (named as the student asked) and up to three others."""
+
+    hero: StoryCharacter
+    others: list[StoryCharacter]
+
+    @classmethod
+    def of(cls, script: StoryScript, brief: StoryBrief) -> Cast:
+        hero = script.main_character
+        # the student named the hero: that name, whatever the model called them
+        if brief.main_character:
+            hero = hero.model_copy(update={"name": brief.main_character})
+        others = [
+            c
+            for c in script.supporting_characters[:3]
+            if c.name.strip().lower() != hero.name.lower()
+        ]
+        return cls(hero, others)
+
+
+def picture_jobs(
+    script: StoryScript, chapters: list[ChapterScript], cast: Cast, brief: StoryBrief
+) -> list[ImageJob]:
+    """The cover's picture, then each chapter's."""
+    scenes = [f"Cover picture of the story '{script.title}': {script.cover_image_prompt}"]
+    scenes += [chapter.image_prompt for chapter in chapters]
+    labels = ["cover"] + [f"chapter {number}" for number in range(1, len(chapters) + 1)]
+    return [
+        ImageJob(
+            prompt=picture_prompt(scene, cast.hero, cast.others, brief.style),
+            cache_parts=(brief.style, brief.level),
+            aspect_ratio="4:3",
+            label=label,
+        )
+        for scene, label in zip(scenes, labels, strict=True)
+    ]
+
+
 def generate_story(ctx: Context, brief: StoryBrief) -> StoryResult:
     wanted = chapter_count(brief.text)
-    ctx.progress.plan(wanted + 3, "Writing the story", f"{wanted} chapters planned")
-    script = ctx.provider.generate_structured(story_prompt(brief, wanted), StoryScript)
+    script = write_script(ctx, STORY_STEPS, story_prompt(brief, wanted), wanted)
     chapters = script.chapters[:MAX_CHAPTERS]
-    hero = script.main_character
-    # the student named the hero: that name, whatever the model called them
-    if brief.main_character:
-        hero = hero.model_copy(update={"name": brief.main_character})
-    others = [
-        c for c in script.supporting_characters[:3] if c.name.strip().lower() != hero.name.lower()
-    ]
-    ctx.progress.plan(
-        len(chapters) + 3, "Story written", f"{script.title}: {len(chapters)} chapters"
-    )
-    ctx.progress.advance("Story written", script.title)
+    cast = Cast.of(script, brief)
+    script_written(ctx, STORY_STEPS, script.title, len(chapters))
 
-    jobs = [
-        ImageJob(
-            prompt=picture_prompt(
-                f"Cover picture of the story '{script.title}': {script.cover_image_prompt}",
-                hero,
-                others,
-                brief.style,
-            ),
-            cache_parts=(brief.style, brief.level),
-            aspect_ratio="4:3",
-            label="cover",
-        )
-    ]
-    jobs += [
-        ImageJob(
-            prompt=picture_prompt(chapter.image_prompt, hero, others, brief.style),
-            cache_parts=(brief.style, brief.level),
-            aspect_ratio="4:3",
-            label=f"chapter {number}",
-        )
-        for number, chapter in enumerate(chapters, 1)
-    ]
-
-    def finished(index: int, url: str) -> tuple[str, dict]:
+    def drawn(index: int, url: str) -> PartialCover | PartialChapter:
         if index == 0:
-            return "cover", {"title": script.title, "imageUrl": url}
-        return "chapters", {"order": index, "title": chapters[index - 1].title, "imageUrl": url}
+            return PartialCover(title=script.title, imageUrl=url)
+        return PartialChapter(order=index, title=chapters[index - 1].title, imageUrl=url)
 
-    outcomes = make_images(
-        ctx, jobs, step=lambda done, total: f"Drawing picture {done} of {total}", finished=finished
-    )
-    drawn = sum(1 for o in outcomes if o.url)
     # the comic's rule: a picture book with most pictures missing is a failure
-    if drawn * 2 < len(jobs):
-        raise dominant_error([o.error for o in outcomes if o.error is not None])
+    outcomes, made = draw_at_least_half(ctx, picture_jobs(script, chapters, cast, brief), drawn)
+    story = _story(script, chapters, cast, brief, outcomes)
+    ctx.progress.advance("Story ready", f"{made} of {len(outcomes)} pictures drawn")
+    return StoryResult(story=story, provider=ctx.provider.name)
 
+
+def _story(
+    script: StoryScript,
+    chapters: list[ChapterScript],
+    cast: Cast,
+    brief: StoryBrief,
+    outcomes: list[ImageOutcome],
+) -> Story:
     cover, pictures = outcomes[0], outcomes[1:]
-    story = Story(
+    return Story(
         title=script.title,
         content=script.overview,
         level=brief.level,
@@ -302,9 +320,7 @@ def generate_story(ctx: Context, brief: StoryBrief) -> StoryResult:
         genre=brief.genre,
         mainCharacters=[
             MainCharacter(name=c.name, description=c.description, personality=c.personality)
-            for c in [hero, *others]
+            for c in [cast.hero, *cast.others]
         ],
         coverImageUrl=cover.url,
     )
-    ctx.progress.advance("Story ready", f"{drawn} of {len(jobs)} pictures drawn")
-    return StoryResult(story=story, provider=ctx.provider.name)

@@ -10,8 +10,9 @@ from pydantic import BaseModel, Field
 
 from ..providers.base import BadOutput
 from .context import Context
-from .images import ImageJob, make_images
+from .images import ImageJob, ImageOutcome
 from .options import LEVEL_GUIDANCE, NO_TEXT_IN_PICTURE, style_name, style_phrase
+from .pipeline import ScriptSteps, draw, script_written, write_script
 from .results import (
     AnswerOption,
     BlocksResult,
@@ -124,17 +125,19 @@ def _question_block(question: StudyQuestion) -> QuestionBlock | None:
     )
 
 
+# a step for the page, each picture and the answer
+STUDY_STEPS = ScriptSteps(StudyPage, "Writing the study page", "Study page written")
+
+
 def generate_study_page(
     ctx: Context, text: str, learner: Learner, style: str | None
 ) -> BlocksResult:
-    ctx.progress.plan(2 + MAX_IMAGES, "Writing the study page")
-    page = ctx.provider.generate_structured(study_page_prompt(text, learner), StudyPage)
+    page = write_script(ctx, STUDY_STEPS, study_page_prompt(text, learner), MAX_IMAGES)
     questions = [block for block in map(_question_block, page.questions[:MAX_QUESTIONS]) if block]
     if len(questions) < MIN_QUESTIONS:
         raise BadOutput(f"only {len(questions)} usable quiz questions")
     pictures = page.pictures[:MAX_IMAGES]
-    ctx.progress.plan(2 + len(pictures), "Study page written", page.title)
-    ctx.progress.advance("Study page written", page.title)
+    script_written(ctx, STUDY_STEPS, page.title, len(pictures))
 
     look = f"{style_name(style)}: {style_phrase(style)}" if style else PLAIN_PICTURE_STYLE
     jobs = [
@@ -147,9 +150,22 @@ def generate_study_page(
         )
         for i, picture in enumerate(pictures, 1)
     ]
-    outcomes = make_images(ctx, jobs, step=lambda done, total: f"Drawing picture {done} of {total}")
+    outcomes = draw(ctx, jobs)  # the page keeps whatever pictures were drawn
+    blocks = _page_blocks(page, pictures, outcomes) + [QuizHeadingBlock(content=page.quiz_title)]
+    errors = [o.error_code for o in outcomes if not o.url]
+    ctx.progress.advance(
+        "Study page ready", f"{len(outcomes) - len(errors)} of {len(outcomes)} pictures drawn"
+    )
+    return BlocksResult(
+        blocks=blocks + questions, provider=ctx.provider.name, image_errors=errors or None
+    )
 
-    # The first picture follows the first section, the second the last one (before the quiz).
+
+def _page_blocks(
+    page: StudyPage, pictures: list[StudyPicture], outcomes: list[ImageOutcome]
+) -> list:
+    """The title, then each section's heading and paragraphs; the first picture follows the
+    first section, the second the last one (before the quiz)."""
     after_section: dict[int, list[ImageBlock]] = {}
     for index, (picture, outcome) in enumerate(zip(pictures, outcomes, strict=True)):
         # a picture that failed is left out: an image block without a url breaks the app
@@ -167,13 +183,7 @@ def generate_study_page(
             if paragraph.strip()
         )
         blocks.extend(after_section.get(number, []))
-    blocks.append(QuizHeadingBlock(content=page.quiz_title))
-    blocks.extend(questions)
-    errors = [o.error_code for o in outcomes if not o.url]
-    ctx.progress.advance(
-        "Study page ready", f"{len(outcomes) - len(errors)} of {len(outcomes)} pictures drawn"
-    )
-    return BlocksResult(blocks=blocks, provider=ctx.provider.name, image_errors=errors or None)
+    return blocks
 
 
 # --- the other modes: one call, one answer
