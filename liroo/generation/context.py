@@ -8,12 +8,14 @@ import threading
 import time
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable, ContextManager, Iterator, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, ContextManager, Iterator, TypeVar
 
 from ..governor import MemoryPressure, MemoryReserver, Reservation
 from ..settings import Settings
-from .results import PartialItem
 from .timing import ROUTE_TIMES
+
+if TYPE_CHECKING:  # a name for annotations: results is the room above (the answers' models)
+    from .results import PartialItem
 
 T = TypeVar("T")
 
@@ -22,7 +24,7 @@ log = logging.getLogger("liroo.generation")
 
 # Describes an item a step finished, for progress to show early: (index of the item, its URL) ->
 # the item (results.PartialItem: its kind and fields).
-Finished = Callable[[int, str], PartialItem]
+Finished = Callable[[int, str], "PartialItem"]
 
 
 class Progress:
