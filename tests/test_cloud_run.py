@@ -15,8 +15,8 @@ import requests
 
 from liroo.settings import Settings
 from tests import contract
+from tests.helpers.bodies import APP_COMIC
 from tests.servers import free_port
-from tests.test_comic_api import APP_COMIC
 
 REDIS_URL = "redis://127.0.0.1:6379/12"
 

@@ -13,7 +13,7 @@ from liroo.generation.speech import MAX_CHUNK_CHARS, split_for_speech
 from tests import contract
 from tests.audio_probe import FFPROBE, audio_seconds, probe
 from tests.fake_gemini import PCM_RATE, SPEECH_S_PER_CHAR, gemini_env
-from tests.test_content_api import (
+from tests.helpers.bodies import (
     APP_DIALOGUE,
     APP_LECTURE,
     APP_PROCESS,
@@ -21,9 +21,8 @@ from tests.test_content_api import (
     APP_TTS,
     STUDENT_TEXT,
     app_story_prompt,
-    fetch,
-    post,
 )
+from tests.helpers.http import fetch, new_request_id, post
 
 SPEECH_LATENCY_S = 0.8
 TTS_MODEL = "gemini-2.5-flash-preview-tts"
@@ -49,7 +48,7 @@ def fresh(fake):
 
 
 def test_the_apps_story_prompt_reaches_the_model(server, fake):
-    response = post(server, "/generate_story", APP_STORY)
+    response = post(server, "/generate_story", APP_STORY, request_id=new_request_id())
     assert response.status_code == 200, response.text
     story = contract.decode_story(response.json())["story"]
     assert response.json()["provider"] == "gemini"
@@ -74,7 +73,7 @@ def test_direct_story_fields_reach_the_model(server, fake):
         "image_style": "Pixel Art",
         "level": "beginner",
     }
-    response = post(server, "/generate_story", body)
+    response = post(server, "/generate_story", body, request_id=new_request_id())
     assert response.status_code == 200, response.text
     contract.decode_story(response.json())
     (text_call,) = fake.requests("text")
@@ -91,7 +90,7 @@ def test_direct_story_fields_reach_the_model(server, fake):
 
 def test_a_failed_chapter_picture_is_null_not_a_placeholder(server, fake):
     fake.fail("http", status=400, operation="image")  # 400 is not retried: one picture fails
-    response = post(server, "/generate_story", APP_STORY)
+    response = post(server, "/generate_story", APP_STORY, request_id=new_request_id())
     assert response.status_code == 200, response.text
     story = contract.decode_story(response.json())["story"]
     missing = [c for c in story["chapters"] if c["imageUrl"] is None] + (
@@ -104,13 +103,13 @@ def test_a_failed_chapter_picture_is_null_not_a_placeholder(server, fake):
 
 def test_a_story_with_most_pictures_failed_is_an_error(server, fake):
     fake.fail("http", status=400, times=20, operation="image")
-    response = post(server, "/generate_story", APP_STORY)
+    response = post(server, "/generate_story", APP_STORY, request_id=new_request_id())
     assert response.status_code == 502, response.text
     assert contract.decode_error(response.json())["code"] == "provider_unavailable"
 
 
 def test_the_study_page_and_what_shapes_it(server, fake):
-    response = post(server, "/process", APP_PROCESS)
+    response = post(server, "/process", APP_PROCESS, request_id=new_request_id())
     assert response.status_code == 200, response.text
     blocks = contract.decode_blocks(response.json())["blocks"]
     assert sum(b["type"] == "multipleChoiceQuestion" for b in blocks) >= 3
@@ -122,7 +121,7 @@ def test_the_study_page_and_what_shapes_it(server, fake):
 
 def test_failed_study_pictures_are_left_out(server, fake):
     fake.fail("http", status=400, times=5, operation="image")
-    response = post(server, "/process", APP_PROCESS)
+    response = post(server, "/process", APP_PROCESS, request_id=new_request_id())
     assert response.status_code == 200, response.text
     body = contract.decode_blocks(response.json())
     assert not [b for b in body["blocks"] if b["type"] == "image"]
@@ -150,7 +149,7 @@ def test_failed_study_pictures_are_left_out(server, fake):
     ],
 )
 def test_the_other_process_modes(server, fake, extra, decode, expected_in_prompt):
-    response = post(server, "/process", {**APP_PROCESS, **extra})
+    response = post(server, "/process", {**APP_PROCESS, **extra}, request_id=new_request_id())
     assert response.status_code == 200, response.text
     decode(response.json())
     (text_call,) = fake.requests("text")
@@ -161,7 +160,7 @@ def test_the_other_process_modes(server, fake, extra, decode, expected_in_prompt
 
 def test_lecture_narration_is_made_concurrently(server, fake):
     fake.set_latency(SPEECH_LATENCY_S, operation="speech")
-    response = post(server, "/generate_lecture", APP_LECTURE)
+    response = post(server, "/generate_lecture", APP_LECTURE, request_id=new_request_id())
     assert response.status_code == 200, response.text
     body = contract.decode_lecture(response.json())
     speech = fake.requests("speech")
@@ -185,7 +184,7 @@ def test_lecture_narration_is_made_concurrently(server, fake):
 
 def test_a_failed_lecture_still_names_its_lecture_id(server, fake):
     fake.fail("http", status=400, operation="text")
-    response = post(server, "/generate_lecture", APP_LECTURE)
+    response = post(server, "/generate_lecture", APP_LECTURE, request_id=new_request_id())
     assert response.status_code == 502, response.text
     body = contract.decode_lecture(contract.decode_error(response.json()))
     assert (
@@ -198,7 +197,8 @@ def test_long_tts_is_read_in_chunks_and_joined(server, fake):
         f"Sentence {i} explains how hot rock rises and cools into new land." for i in range(80)
     )
     chunks = split_for_speech(text)
-    response = post(server, "/generate_tts", {**APP_TTS, "text": text, "voice": "character"})
+    body = {**APP_TTS, "text": text, "voice": "character"}
+    response = post(server, "/generate_tts", body, request_id=new_request_id())
     assert response.status_code == 200, response.text
     body = contract.decode_tts(response.json())
     assert (
@@ -220,7 +220,7 @@ def test_long_tts_is_read_in_chunks_and_joined(server, fake):
 
 def test_tts_failure_is_an_error_not_silence(server, fake):
     fake.fail("http", status=400, operation="speech")
-    response = post(server, "/generate_tts", APP_TTS)
+    response = post(server, "/generate_tts", APP_TTS, request_id=new_request_id())
     assert response.status_code == 502, response.text
     assert contract.decode_error(response.json())["code"] == "provider_unavailable"
     assert "audio_url" not in response.json()

@@ -12,14 +12,13 @@ import json
 import pytest
 from flask import g
 
-from liroo import api, create_app
+from liroo import api
 from liroo.api.runner import failure_answer
 from liroo.errors import ApiError
 from liroo.generation.context import DeadlineExceeded
 from liroo.governor import Governor, GovernorConfig, MemoryGovernorMiddleware, MemoryPressure
 from liroo.governor.probe import MemoryProbe
 from liroo.providers.base import ProviderError, RateLimited
-from liroo.settings import Settings
 from liroo.storage import StorageError
 from tests.cgroupfake import FakeCgroupV2
 
@@ -27,8 +26,8 @@ REQUEST_ID = "errors-test-0001"
 
 
 @pytest.fixture(scope="module")
-def app(tmp_path_factory):
-    return create_app(Settings.from_env({}, media_dir=str(tmp_path_factory.mktemp("media"))))
+def app(offline_app):
+    return offline_app
 
 
 def flask_answer(app, exc: Exception, path: str = "/generate_lecture") -> tuple[int, dict, dict]:

@@ -4,12 +4,10 @@ governor's door finds a route's cost by the rule the request matches, however it
 
 from __future__ import annotations
 
-import logging
-
 import pytest
 import requests
 
-from liroo import create_app, routes
+from liroo import routes
 from liroo.governor.middleware import ROUTE_ENVIRON_KEY
 from liroo.settings import Settings
 from tests import contract
@@ -17,13 +15,8 @@ from tests.servers import GunicornServer
 
 
 @pytest.fixture(scope="module")
-def app(tmp_path_factory):
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    app = create_app(Settings(media_dir=str(tmp_path_factory.mktemp("media"))))
-    root.handlers[:] = handlers
-    root.setLevel(level)
-    return app
+def app(offline_app):
+    return offline_app
 
 
 def test_every_route_of_the_app_is_declared_once_with_its_method(app):
