@@ -13,15 +13,8 @@ from liroo.generation.speech import MAX_CHUNK_CHARS, split_for_speech
 from tests import contract
 from tests.audio_probe import FFPROBE, audio_seconds, probe
 from tests.fake_gemini import PCM_RATE, SPEECH_S_PER_CHAR, gemini_env
-from tests.helpers.bodies import (
-    APP_DIALOGUE,
-    APP_LECTURE,
-    APP_PROCESS,
-    APP_STORY,
-    APP_TTS,
-    STUDENT_TEXT,
-    app_story_prompt,
-)
+from tests.helpers import bodies
+from tests.helpers.bodies import APP_LECTURE, APP_PROCESS, APP_STORY, APP_TTS, STUDENT_TEXT
 from tests.helpers.http import fetch, new_request_id, post
 
 SPEECH_LATENCY_S = 0.8
@@ -67,7 +60,7 @@ def test_the_apps_story_prompt_reaches_the_model(server, fake):
 
 def test_direct_story_fields_reach_the_model(server, fake):
     body = {
-        "text": app_story_prompt(genre="fantasy", style="Studio Ghibli", hero="Mira"),
+        "text": bodies.app_story_prompt(genre="fantasy", style="Studio Ghibli", hero="Mira"),
         "genre": "mystery",
         "main_character": "Captain Reyes",
         "image_style": "Pixel Art",
@@ -132,7 +125,7 @@ def test_failed_study_pictures_are_left_out(server, fake):
     "extra, decode, expected_in_prompt",
     [
         (
-            APP_DIALOGUE,
+            bodies.APP_DIALOGUE,
             contract.decode_dialogue,
             ["Why does Iceland have volcanoes?", "plate boundary", "What is lava?", "Hot rock."],
         ),

@@ -5,6 +5,7 @@ import re
 import requests
 
 from tests import contract
+from tests.helpers.workers import workers_seen
 from tests.servers import SteadyLoad, wait_for
 
 
@@ -109,13 +110,7 @@ def test_rss_recycling_fails_no_request(start_server):
             "LIROO_RECYCLE_MIN_AGE_S": "1",
         }
     )
-    seen = set(server.worker_pids())
-    first = len(seen)
-
-    def recycled_three_times():
-        seen.update(server.worker_pids())
-        return len(seen) >= first + 3
-
+    recycled_three_times = workers_seen(server, beyond_now=3)
     with SteadyLoad(server) as load:
         wait_for(recycled_three_times, timeout=90, interval=0.1, what="three worker recycles")
     assert "retiring worker" in server.log()

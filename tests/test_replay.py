@@ -41,6 +41,24 @@ def a_comic() -> dict:
     return {**APP_COMIC, "text": f"{APP_COMIC['text']} Story {uuid.uuid4().hex}."}
 
 
+def parked_joins(pool, fake_gemini, body, first_server, join_server, count):
+    """The comic of ``body`` started on ``first_server`` (its pictures held by the test), then
+    ``count`` joins of it sent to ``join_server`` and each parked in that worker's loop; a join
+    refused or answered before the comic is made fails the wait."""
+    first = pool.submit(post, first_server, COMIC, body)
+    wait_for(lambda: fake_gemini.requests("image"), timeout=60, what="the comic's pictures")
+    joins = [pool.submit(post, join_server, COMIC, body) for _ in range(count)]
+    wait_for(
+        lambda: (
+            join_server.log().count("parked in the worker's loop") >= count
+            or any(j.done() for j in joins)
+        ),
+        timeout=60,
+        what="every join to be parked",
+    )
+    return first, joins
+
+
 def test_a_stored_answer_is_replayed_past_a_shut_memory_door_on_another_instance(
     start_server, redis_db
 ):
@@ -85,17 +103,8 @@ def test_sixty_joins_of_a_slow_comic_leave_the_server_answering(start_server, fa
     fake_gemini.hold("image")  # the comic runs until the test releases its pictures
     body = a_comic()
     with concurrent.futures.ThreadPoolExecutor(JOINS + 1) as pool:
-        first = pool.submit(post, server, COMIC, body)
-        wait_for(lambda: fake_gemini.requests("image"), timeout=60, what="the comic's pictures")
-        joins = [pool.submit(post, server, COMIC, body) for _ in range(JOINS)]  # the app's retries
-        wait_for(
-            lambda: (
-                server.log().count("parked in the worker's loop") >= JOINS
-                or any(j.done() for j in joins)
-            ),  # refused or answered before the comic: a failure
-            timeout=60,
-            what="every join to be parked",
-        )
+        # the app's retries, each parked while the comic is made
+        first, joins = parked_joins(pool, fake_gemini, body, server, server, JOINS)
         # While they wait for the comic: cheap routes and new work answer at once.
         for path in ("/health", "/openapi.json", "/health"):
             assert requests.get(server.url(path), timeout=5).status_code == 200
@@ -130,17 +139,7 @@ def test_joins_on_another_instance_are_woken_through_redis_without_a_door(
     fake_gemini.hold("image")
     body = a_comic()
     with concurrent.futures.ThreadPoolExecutor(11) as pool:
-        first = pool.submit(post, running, COMIC, body)
-        wait_for(lambda: fake_gemini.requests("image"), timeout=60, what="the comic's pictures")
-        joins = [pool.submit(post, other, COMIC, body) for _ in range(10)]
-        wait_for(
-            lambda: (
-                other.log().count("parked in the worker's loop") >= 10
-                or any(j.done() for j in joins)
-            ),
-            timeout=60,
-            what="every join to be parked",
-        )
+        first, joins = parked_joins(pool, fake_gemini, body, running, other, 10)
         assert requests.get(other.url("/health"), timeout=5).status_code == 200
         assert not any(j.done() for j in joins), [j.result().text for j in joins if j.done()][:2]
         fake_gemini.release("image")
@@ -165,17 +164,7 @@ def test_a_stopping_worker_answers_its_parked_joins_at_once(fake_gemini):
     body = a_comic()
     try:
         with concurrent.futures.ThreadPoolExecutor(6) as pool:
-            first = pool.submit(post, server, COMIC, body)
-            wait_for(lambda: fake_gemini.requests("image"), timeout=60, what="the comic's pictures")
-            joins = [pool.submit(post, server, COMIC, body) for _ in range(5)]
-            wait_for(
-                lambda: (
-                    server.log().count("parked in the worker's loop") >= 5
-                    or any(j.done() for j in joins)
-                ),
-                timeout=60,
-                what="every join to be parked",
-            )
+            first, joins = parked_joins(pool, fake_gemini, body, server, server, 5)
             assert not any(j.done() for j in joins)
             server.proc.send_signal(signal.SIGTERM)
             results = [j.result() for j in joins]

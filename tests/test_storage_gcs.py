@@ -30,15 +30,9 @@ from google.cloud.storage.retry import DEFAULT_RETRY
 from google.oauth2 import service_account
 
 from liroo.settings import Settings, SettingsError
-from liroo.storage import (
-    IMMUTABLE_CACHE,
-    StorageError,
-    cached_url,
-    image_cache_key,
-    image_cache_object,
-    make_storage,
-    media_key,
-)
+from liroo.storage import make_storage
+from liroo.storage.base import IMMUTABLE_CACHE, StorageError, media_key
+from liroo.storage.cache import cached_url, image_cache_key, image_cache_object
 from liroo.storage.gcs import GcsStorage
 from tests.helpers.gcs_proxy import FaultProxy
 from tests.servers import free_port

@@ -37,20 +37,14 @@ class FaultProxy:
             target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
         ).start()
 
-    def fail(
-        self,
-        method: str,
-        path_pattern: str,
-        status: int = 503,
-        times: int = 1,
-        after_forwarding: bool = False,
-    ) -> None:
-        """Answer the next ``times`` matching requests with ``status``; with ``after_forwarding``
-        the request reaches the emulator first and only its response is lost."""
+    def fail(self, method: str, pattern: str, *, status=503, times=1, after_forwarding=False):
+        """Answer the next ``times`` requests whose path matches ``pattern`` with ``status``; with
+        ``after_forwarding`` the request reaches the emulator first and only its response is
+        lost."""
         self._faults.append(
             {
                 "method": method,
-                "pattern": re.compile(path_pattern),
+                "pattern": re.compile(pattern),
                 "status": status,
                 "left": times,
                 "after": after_forwarding,

@@ -1,5 +1,6 @@
 """HTTP calls to a real server (tests/servers.py) the way the app makes them."""
 
+import threading
 import uuid
 
 import requests
@@ -25,3 +26,24 @@ def fetch(url: str, content_type: str) -> bytes:
     response = requests.get(url, timeout=30)
     assert response.status_code == 200 and response.headers["Content-Type"] == content_type, url
     return response.content
+
+
+def post_in_thread(url: str, body: dict, headers: dict | None = None):
+    """POST ``body`` (with a fresh request id) from a thread of its own; returns the started
+    thread and a dict that gets its ``response``, or the ``error`` that kept it from one."""
+    result: dict = {}
+
+    def run():
+        try:
+            result["response"] = requests.post(
+                url,
+                json=body,
+                headers={"X-Request-ID": new_request_id(), **(headers or {})},
+                timeout=120,
+            )
+        except requests.RequestException as exc:  # recorded so the test fails with the reason
+            result["error"] = exc
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, result
