@@ -86,9 +86,12 @@ def test_a_stored_answer_is_replayed_past_a_shut_memory_door_on_another_instance
     assert again.text.replace(pressed.base_url, calm.base_url) == first.text
     kept = post(pressed, "/process", flashcards, chosen)
     assert kept.status_code == 200 and kept.headers.get("X-Idempotent-Replay") == "true"
-    # a different body under a taken id is still the app's conflict, not a replay
+    # a different body under a taken id is not a replay: it goes on to the shut door
     conflict = post(pressed, COMIC, a_comic(), chosen)
-    assert conflict.status_code in (422, 503), conflict.text
+    assert conflict.status_code == 503 and conflict.json()["code"] == "memory_pressure", (
+        conflict.text
+    )
+    assert conflict.headers.get("X-Idempotent-Replay") is None
     assert "Traceback" not in calm.log() + pressed.log()
 
 
