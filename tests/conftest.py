@@ -53,6 +53,6 @@ def offline_server():
 def offline_app(tmp_path_factory):
     """One app built in process on the embedded defaults for a whole module; its tests only
     read it."""
-    from tests.helpers.wsgi import offline_app
+    from tests.helpers.wsgi import build_app
 
-    return offline_app(tmp_path_factory.mktemp("media"))
+    return build_app(tmp_path_factory.mktemp("media"))

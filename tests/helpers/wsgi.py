@@ -7,7 +7,7 @@ from liroo import create_app
 from liroo.settings import Settings
 
 
-def offline_app(media_dir, **settings):
+def build_app(media_dir, **settings):
     """create_app() on the embedded defaults (offline provider, local storage), media under
     ``media_dir``. The root logger is put back as it was: create_app sets it up for a worker, and
     pytest's capture must keep its own handlers."""
