@@ -222,8 +222,8 @@ def raw_post(server, path: str, body: bytes, host_line: bytes) -> tuple[int, dic
     return int(head.split()[1]), json.loads(payload)
 
 
-def test_a_replay_carries_the_asking_requests_host_not_the_first_ones(start_server):
-    server = start_server()  # BASE_URL unset: URLs come from the request's host
+def test_a_replay_carries_the_asking_requests_host_not_the_first_ones(offline_server):
+    server = offline_server  # BASE_URL unset: URLs come from the request's host
     request_id = new_request_id("host")
     body = {"prompt": "a red kite over a hill"}
     first = requests.post(
@@ -255,8 +255,8 @@ def test_a_replay_carries_the_asking_requests_host_not_the_first_ones(start_serv
     [b"Host: \r\n", b"Host: bad host!\r\n", b"Host: /media\r\n"],
     ids=["empty", "spaces", "a path"],
 )
-def test_a_host_no_url_can_be_made_from_is_refused(start_server, host_line):
-    server = start_server()
+def test_a_host_no_url_can_be_made_from_is_refused(offline_server, host_line):
+    server = offline_server  # one for the three: each is refused and changes nothing
     status, body = raw_post(server, "/generate_image", b'{"prompt": "a lighthouse"}', host_line)
     assert status == 400, body
     assert contract.decode_error(body)["code"] == "invalid_host"
