@@ -1,7 +1,7 @@
 """Google Cloud Storage: the real google-cloud-storage client against gcp-storage-emulator on
 loopback.
 
-Between the client and the emulator sits a small loopback proxy (FaultProxy)
+Between the client and the emulator sits a small loopback proxy (FaultProxy, tests/helpers)
 that records every request and can answer with an error, so transient
 failures and their retries are real HTTP exchanges. It also enforces
 ``ifGenerationMatch=0`` (create-only), which real GCS honours and the emulator
