@@ -143,7 +143,7 @@ def test_progress_is_live_and_a_retry_never_reaches_the_model(start_server, fake
     server = start_server(gemini_env(fake_gemini))
     rid = "live-" + uuid.uuid4().hex
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
-        first = pool.submit(post, server, APP_COMIC, rid)
+        first = pool.submit(post, server, "/generate_comic", APP_COMIC, rid)
 
         def running_with_a_panel():
             body = requests.get(server.url(f"/progress/{rid}"), timeout=5).json()
@@ -155,7 +155,7 @@ def test_progress_is_live_and_a_retry_never_reaches_the_model(start_server, fake
         )
         assert live["status"] == "running" and live["step_number"] >= 2
         assert 0 < live["progress_percentage"] < 100 and "panel" in live["step"].lower()
-        retry_while_running = pool.submit(post, server, APP_COMIC, rid)
+        retry_while_running = pool.submit(post, server, "/generate_comic", APP_COMIC, rid)
         fake_gemini.release("image")
         a, b = first.result(), retry_while_running.result()
     assert a.status_code == b.status_code == 200
@@ -183,7 +183,7 @@ def test_two_servers_share_jobs_through_redis(start_server, fake_gemini, redis_d
     worker, other = start_server(env), start_server(env)
     rid = "shared-" + uuid.uuid4().hex
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        doing = pool.submit(post, worker, APP_COMIC, rid)
+        doing = pool.submit(post, worker, "/generate_comic", APP_COMIC, rid)
 
         def running_elsewhere():
             response = requests.get(other.url(f"/progress/{rid}"), timeout=5)
