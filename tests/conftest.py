@@ -44,3 +44,15 @@ def offline_server():
     module."""
     with GunicornServer() as server:
         yield server
+
+
+# --- shared by several modules (tests/helpers) ------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def offline_app(tmp_path_factory):
+    """One app built in process on the embedded defaults for a whole module; its tests only
+    read it."""
+    from tests.helpers.wsgi import build_app
+
+    return build_app(tmp_path_factory.mktemp("media"))

@@ -22,8 +22,8 @@ from liroo.governor import (
 )
 from liroo.governor.probe import MB
 from tests.cgroupfake import FakeCgroupV2
+from tests.helpers.wsgi import call, hello_app
 from tests.servers import wait_for
-from tests.test_governor import call, hello_app
 
 
 @pytest.fixture

@@ -6,40 +6,16 @@ requests line up at the door behind one that runs.
 """
 
 import math
-import threading
-import uuid
 
 import pytest
 import requests
 
-from tests.fake_gemini import gemini_env
+from tests.helpers.door import admission, one_picture_at_a_time
+from tests.helpers.http import post_in_thread
 from tests.servers import GunicornServer, wait_for
 
 DEADLINE_S = 20
 LATENCY_S = 3.0
-
-
-def post_in_thread(url: str, body: dict, headers: dict | None = None):
-    result: dict = {}
-
-    def run():
-        try:
-            result["response"] = requests.post(
-                url,
-                json=body,
-                headers={"X-Request-ID": f"t-{uuid.uuid4().hex}", **(headers or {})},
-                timeout=120,
-            )
-        except requests.RequestException as exc:  # recorded so the test fails with the reason
-            result["error"] = exc
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    return thread, result
-
-
-def admission(server) -> dict:
-    return requests.get(server.url("/memory"), timeout=10).json()["governor"]["admission"]
 
 
 def joins_the_line_or_is_answered(server, body: dict, headers: dict | None = None):
@@ -58,12 +34,9 @@ def joins_the_line_or_is_answered(server, body: dict, headers: dict | None = Non
 
 @pytest.fixture(scope="module")
 def server(module_fake_gemini):
-    env = gemini_env(
+    env = one_picture_at_a_time(
         module_fake_gemini,
-        MEMORY_LIMIT_MB=1000,
-        LIROO_IMAGE_RESERVE_MB=600,
-        LIROO_ADMISSION_WAIT_S=60,
-        LIROO_ADMISSION_QUEUE=12,
+        queue=12,
         LIROO_DEADLINE_S=DEADLINE_S,
         LIROO_GEMINI_TIMEOUT_S=60,
     )
@@ -139,12 +112,9 @@ def test_one_caller_cannot_take_every_place_in_the_line(start_server, fake_gemin
     """Without a rate limit, one API key fills only its share of the door's line (here 2 of 4);
     another caller still gets a place."""
     server = start_server(
-        gemini_env(
+        one_picture_at_a_time(
             fake_gemini,
-            MEMORY_LIMIT_MB=1000,
-            LIROO_IMAGE_RESERVE_MB=600,
-            LIROO_ADMISSION_WAIT_S=60,
-            LIROO_ADMISSION_QUEUE=4,
+            queue=4,
             LIROO_ADMISSION_CALLER_SHARE=0.5,
             LIROO_API_KEYS="key-one,key-two",
             LIROO_GEMINI_TIMEOUT_S=60,

@@ -6,12 +6,11 @@ and LIROO_IMAGE_RESERVE_MB is set so that only one or two pictures fit at
 once; the loopback Gemini answers pictures slowly, so requests overlap.
 """
 
-import threading
-import uuid
-
 import requests
 
 from tests.fake_gemini import FakeGemini, gemini_env
+from tests.helpers.door import admission, one_picture_at_a_time
+from tests.helpers.http import post_in_thread
 from tests.servers import wait_for
 
 TEXT = "Water carries sand and stones downhill and slowly cuts a deeper valley. " * 10
@@ -33,41 +32,11 @@ def script(name: str) -> dict:
     }
 
 
-def post_in_thread(url: str, body: dict) -> tuple[threading.Thread, dict]:
-    result: dict = {}
-
-    def run():
-        try:
-            result["response"] = requests.post(
-                url, json=body, headers={"X-Request-ID": f"t-{uuid.uuid4().hex}"}, timeout=120
-            )
-        except requests.RequestException as exc:  # recorded so the test fails with the reason
-            result["error"] = exc
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    return thread, result
-
-
-def queue_length(server) -> int:
-    return requests.get(server.url("/memory"), timeout=10).json()["governor"]["admission"][
-        "queue_length"
-    ]
-
-
 def test_door_waits_then_serves_sheds_when_the_line_is_full_and_never_holds_monitoring(
     start_server, fake_gemini
 ):
     fake_gemini.set_latency(2.0, operation="image")
-    server = start_server(
-        gemini_env(
-            fake_gemini,
-            MEMORY_LIMIT_MB=1000,
-            LIROO_IMAGE_RESERVE_MB=600,
-            LIROO_ADMISSION_WAIT_S=60,
-            LIROO_ADMISSION_QUEUE=1,
-        )
-    )
+    server = start_server(one_picture_at_a_time(fake_gemini, queue=1))
     first, first_result = post_in_thread(server.url("/generate_image"), {"prompt": "a red kite"})
     wait_for(
         lambda: len(fake_gemini.requests("image")) == 1,
@@ -76,7 +45,9 @@ def test_door_waits_then_serves_sheds_when_the_line_is_full_and_never_holds_moni
     )
     second, second_result = post_in_thread(server.url("/generate_image"), {"prompt": "a blue boat"})
     wait_for(
-        lambda: queue_length(server) == 1, timeout=30, what="the second request to wait at the door"
+        lambda: admission(server)["queue_length"] == 1,
+        timeout=30,
+        what="the second request to wait at the door",
     )
 
     # The line (of one) is full: a third is refused at once, as the app expects.

@@ -29,7 +29,6 @@ from typing import Iterator
 import pytest
 import requests
 
-from liroo import create_app
 from liroo.api.openapi import OPERATIONS
 from liroo.settings import Settings
 from tests import contract
@@ -367,8 +366,8 @@ def all_cases(app) -> list[tuple[str, Case]]:
 
 
 @pytest.fixture(scope="module")
-def app(tmp_path_factory):
-    return create_app(Settings.from_env({}, media_dir=str(tmp_path_factory.mktemp("media"))))
+def app(offline_app):
+    return offline_app
 
 
 @pytest.fixture(scope="module")

@@ -15,8 +15,8 @@ import requests
 
 from liroo.settings import Settings
 from tests import contract
+from tests.helpers.bodies import APP_COMIC
 from tests.servers import free_port
-from tests.test_comic_api import APP_COMIC
 
 REDIS_URL = "redis://127.0.0.1:6379/12"
 
@@ -58,8 +58,8 @@ def test_with_async_on_respond_async_answers_202(start_server):
     assert response.status_code == 202 and response.headers["Preference-Applied"] == "respond-async"
 
 
-def test_ready_says_whether_the_configured_redis_answers(start_server):
-    alone = start_server()
+def test_ready_says_whether_the_configured_redis_answers(start_server, offline_server):
+    alone = offline_server  # the embedded defaults: no Redis
     assert requests.get(alone.url("/ready"), timeout=10).json()["redis"] == "not configured"
     shared = start_server({"REDIS_URL": REDIS_URL})
     ready = requests.get(shared.url("/ready"), timeout=10)

@@ -7,25 +7,14 @@ import pytest
 import requests
 
 from tests import contract
+from tests.helpers.bodies import APP_COMIC
+from tests.helpers.http import post
 from tests.servers import ended_job, sent_twice
-
-APP_COMIC = {
-    "text": "Photosynthesis is how plants make their food. Leaves take in sunlight. "
-    "Roots drink water. Air gives carbon dioxide. Chlorophyll makes leaves green. "
-    "Oxygen goes back into the air.",
-    "level": "beginner",
-    "image_style": "Comic Book",
-    "user_token": "device-token-abc",
-}
 
 
 @pytest.fixture(scope="module")
 def server(offline_server):
     return offline_server
-
-
-def post(server, path, body, **headers):
-    return requests.post(server.url(path), json=body, headers=headers, timeout=60)
 
 
 def test_the_apps_comic_request_decodes(server):

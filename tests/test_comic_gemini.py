@@ -10,25 +10,14 @@ import requests
 
 from tests import contract
 from tests.fake_gemini import FakeGemini, gemini_env
+from tests.helpers.bodies import APP_COMIC, LONG_TEXT, script_with
+from tests.helpers.http import post
 from tests.servers import wait_for
-from tests.test_comic_api import APP_COMIC
-
-LONG_TEXT = " ".join(
-    f"Sentence number {i} explains one more step of how rivers carve valleys over time."
-    for i in range(40)
-)  # long enough for the 8-panel cap
-
-
-def post(server, body, rid=None, **kw):
-    headers = {"X-Request-ID": rid} if rid else {}
-    return requests.post(
-        server.url("/generate_comic"), json=body, headers=headers, timeout=120, **kw
-    )
 
 
 def test_the_apps_request_through_gemini(start_server, fake_gemini):
     server = start_server(gemini_env(fake_gemini))
-    response = post(server, APP_COMIC)
+    response = post(server, "/generate_comic", APP_COMIC)
     assert response.status_code == 200, response.text
     body = contract.decode_comic(response.json())
     assert body["success"] and body["provider"] == "gemini"
@@ -51,25 +40,6 @@ def test_the_apps_request_through_gemini(start_server, fake_gemini):
         assert "Characters (keep their look consistent)" in call.prompt
 
 
-def script_with(panels):
-    return {
-        "comic_title": "Rivers",
-        "theme": "Water shapes land.",
-        "characters": [{"name": "Ria", "description": "a girl in a yellow raincoat"}],
-        "panels": [
-            {
-                "scene": f"Scene {i}",
-                "image_prompt": f"Ria at the river, moment {i}",
-                "dialogue": [
-                    {"speaker": "Ria", "line": f"Look {i}!"},
-                    {"speaker": "Ria", "line": "Wow."},
-                ],
-            }
-            for i in range(1, panels + 1)
-        ],
-    }
-
-
 @pytest.mark.parametrize("cap, in_flight", [(None, 7), ("3", 3)])
 def test_panel_cap_and_concurrency_from_memory(start_server, fake_gemini, cap, in_flight):
     """With memory to spare (and no pacing) every panel is drawn at once, once a fresh worker has
@@ -79,7 +49,7 @@ def test_panel_cap_and_concurrency_from_memory(start_server, fake_gemini, cap, i
     fake_gemini.answer(script_with(12))  # the model proposes more than the cap
     extra = {"LIROO_PANEL_CONCURRENCY": cap} if cap else {}
     server = start_server(gemini_env(fake_gemini, **extra))
-    response = post(server, {**APP_COMIC, "text": LONG_TEXT})
+    response = post(server, "/generate_comic", {**APP_COMIC, "text": LONG_TEXT})
     assert response.status_code == 200, response.text
     assert len(response.json()["comic"]["panel_layout"]) == 8
     assert len(fake_gemini.requests("image")) == 8
@@ -94,7 +64,7 @@ def test_panel_cap_and_concurrency_from_memory(start_server, fake_gemini, cap, i
 def test_a_script_with_too_few_panels_is_bad_output(start_server, fake_gemini):
     fake_gemini.answer(script_with(2))
     server = start_server(gemini_env(fake_gemini))
-    response = post(server, APP_COMIC)
+    response = post(server, "/generate_comic", APP_COMIC)
     assert response.status_code == 502
     assert contract.decode_error(response.json())["code"] == "provider_bad_output"
     assert fake_gemini.requests("image") == []
@@ -112,7 +82,7 @@ def test_panels_wait_for_memory_instead_of_failing(start_server, fake_gemini):
     server = start_server(
         gemini_env(fake_gemini, MEMORY_LIMIT_MB=3000, LIROO_IMAGE_RESERVE_MB=1800)
     )
-    response = post(server, APP_COMIC)
+    response = post(server, "/generate_comic", APP_COMIC)
     assert response.status_code == 200, response.text
     panels = response.json()["comic"]["panel_layout"]
     assert all(p.get("image_url") for p in panels)
@@ -129,7 +99,7 @@ def test_no_room_at_all_is_a_503_after_the_deadline(start_server, fake_gemini):
             LIROO_RESERVATION_WAIT_S=0.3,
         )
     )
-    response = post(server, APP_COMIC)
+    response = post(server, "/generate_comic", APP_COMIC)
     assert response.status_code == 503
     assert response.headers["Retry-After"]
     body = contract.decode_comic(contract.decode_error(response.json()))
@@ -140,7 +110,7 @@ def test_no_room_at_all_is_a_503_after_the_deadline(start_server, fake_gemini):
 def test_a_failed_panel_is_reported_not_faked(start_server, fake_gemini):
     server = start_server(gemini_env(fake_gemini))
     fake_gemini.fail("http", times=2, status=400, operation="image")  # 400s are not retried
-    response = post(server, {**APP_COMIC, "text": LONG_TEXT})
+    response = post(server, "/generate_comic", {**APP_COMIC, "text": LONG_TEXT})
     assert response.status_code == 200, response.text
     panels = contract.decode_comic(response.json())["comic"]["panel_layout"]
     missing = [p for p in panels if "image_url" not in p]
@@ -152,7 +122,7 @@ def test_too_many_failed_panels_fail_the_comic(start_server, fake_gemini):
     server = start_server(gemini_env(fake_gemini))
     fake_gemini.fail("http", times=20, status=400, operation="image")
     rid = "fail-" + uuid.uuid4().hex
-    response = post(server, APP_COMIC, rid)
+    response = post(server, "/generate_comic", APP_COMIC, rid)
     assert response.status_code == 502
     body = contract.decode_error(response.json())
     assert (
@@ -173,7 +143,7 @@ def test_progress_is_live_and_a_retry_never_reaches_the_model(start_server, fake
     server = start_server(gemini_env(fake_gemini))
     rid = "live-" + uuid.uuid4().hex
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
-        first = pool.submit(post, server, APP_COMIC, rid)
+        first = pool.submit(post, server, "/generate_comic", APP_COMIC, rid)
 
         def running_with_a_panel():
             body = requests.get(server.url(f"/progress/{rid}"), timeout=5).json()
@@ -185,13 +155,13 @@ def test_progress_is_live_and_a_retry_never_reaches_the_model(start_server, fake
         )
         assert live["status"] == "running" and live["step_number"] >= 2
         assert 0 < live["progress_percentage"] < 100 and "panel" in live["step"].lower()
-        retry_while_running = pool.submit(post, server, APP_COMIC, rid)
+        retry_while_running = pool.submit(post, server, "/generate_comic", APP_COMIC, rid)
         fake_gemini.release("image")
         a, b = first.result(), retry_while_running.result()
     assert a.status_code == b.status_code == 200
     assert a.json()["comic"] == b.json()["comic"]
     calls = len(fake_gemini.requests())
-    late_retry = post(server, APP_COMIC, rid)
+    late_retry = post(server, "/generate_comic", APP_COMIC, rid)
     assert late_retry.json()["comic"] == a.json()["comic"]
     assert len(fake_gemini.requests()) == calls  # answered from the stored result
     assert len(fake_gemini.requests("text")) == 1
@@ -213,7 +183,7 @@ def test_two_servers_share_jobs_through_redis(start_server, fake_gemini, redis_d
     worker, other = start_server(env), start_server(env)
     rid = "shared-" + uuid.uuid4().hex
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        doing = pool.submit(post, worker, APP_COMIC, rid)
+        doing = pool.submit(post, worker, "/generate_comic", APP_COMIC, rid)
 
         def running_elsewhere():
             response = requests.get(other.url(f"/progress/{rid}"), timeout=5)
@@ -230,7 +200,7 @@ def test_two_servers_share_jobs_through_redis(start_server, fake_gemini, redis_d
         result = doing.result()
     assert result.status_code == 200
     calls = len(fake_gemini.requests())
-    replay = post(other, APP_COMIC, rid)  # the retry lands on the other instance
+    replay = post(other, "/generate_comic", APP_COMIC, rid)  # the retry lands on the other instance
     assert replay.status_code == 200 and replay.headers.get("X-Idempotent-Replay") == "true"
     # The same comic; its local media URLs are made absolute with the asking request's own host.
     assert replay.text.replace(other.base_url, worker.base_url) == result.text.replace(
@@ -255,14 +225,14 @@ def test_a_comic_under_pressure_is_served_holding_its_own_pictures(start_server)
             LIROO_WORKER_RECYCLE_MB=100000,
         )
         server = start_server(env)
-        response = post(server, {**APP_COMIC, "text": LONG_TEXT})
+        response = post(server, "/generate_comic", {**APP_COMIC, "text": LONG_TEXT})
         # On a slow machine the comic may outlive its 55 s deadline: it answers 503 still_working
         # and goes on, and the app's retry of the same body joins it, as the app would.
         for _ in range(3):
             if response.status_code != 503:
                 break
             assert response.json()["code"] == "still_working", response.text
-            response = post(server, {**APP_COMIC, "text": LONG_TEXT})
+            response = post(server, "/generate_comic", {**APP_COMIC, "text": LONG_TEXT})
         assert response.status_code == 200, response.text
         panels = contract.decode_comic(response.json())["comic"]["panel_layout"]
         assert len(panels) == 5 and all(p.get("image_url") for p in panels)

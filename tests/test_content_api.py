@@ -2,6 +2,7 @@
 offline provider, plus the pure parts (the app's story prompt, speech chunking, prompts) tested
 directly."""
 
+import shutil
 import uuid
 
 import pytest
@@ -14,66 +15,17 @@ from liroo.generation.study import Conversation, Learner, dialogue_prompt, study
 from liroo.providers.offline import MS_PER_CHAR
 from tests import contract
 from tests.audio_probe import audio_seconds
-from tests.servers import ended_job, sent_twice
-
-STUDENT_TEXT = (
-    "Volcanoes form where magma rises through cracks in the Earth's crust. Lava cools into new "
-    "rock. "
-    "Some volcanoes stay quiet for centuries before they erupt again. Scientists watch them with "
-    "seismometers and satellites. Iceland has many active volcanoes because it sits on a plate "
-    "boundary."
+from tests.helpers.bodies import (
+    APP_DIALOGUE,
+    APP_LECTURE,
+    APP_PROCESS,
+    APP_STORY,
+    APP_TTS,
+    STUDENT_TEXT,
+    app_story_prompt,
 )
-
-# The dialogue fields the app adds to /process when a student asks about a passage.
-APP_DIALOGUE = {
-    "dialogue_mode": True,
-    "selected_text_snippet": "plate boundary",
-    "original_block_content": STUDENT_TEXT,
-    "user_question": "Why does Iceland have volcanoes?",
-    "conversation_history": [
-        {"sender": "user", "text": "What is lava?"},
-        {"sender": "ai", "text": "Hot rock."},
-    ],
-}
-
-
-def app_story_prompt(
-    text=STUDENT_TEXT, genre="fantasy", style="Studio Ghibli", level="moderate", hero="Mira"
-):
-    """The prompt exactly as the app builds it (../shared/client-contract.md)."""
-    named = f"The main character of this story is {hero}.\n\n" if hero else ""
-    return (
-        f"[Level: {level}]\nPlease convert the following text into an engaging {genre} story.\n"
-        f"Image Style to consider for tone and visuals: {style}.\nOriginal Text:\n{named}{text}"
-    )
-
-
-APP_STORY = {
-    "text": app_story_prompt(),
-    "level": "moderate",
-    "image_style": "Studio Ghibli",
-    "user_token": "device-token-abc",
-    "genre": "fantasy",
-}
-APP_PROCESS = {
-    "input_text": STUDENT_TEXT,
-    "level": "moderate",
-    "summarization_tier": "Detailed Explanation",
-    "profile": {"studentLevel": "moderate", "topicsOfInterest": ["space", "football"]},
-    "user_token": "device-token-abc",
-}
-APP_LECTURE = {
-    "text": STUDENT_TEXT,
-    "level": "beginner",
-    "image_style": "Watercolor",
-    "user_token": "device-token-abc",
-}
-APP_TTS = {
-    "text": "Volcanoes form where magma rises.",
-    "voice": "narrator",
-    "model": "gemini-2.5-flash-preview-tts",
-}
-
+from tests.helpers.http import fetch, new_request_id, post
+from tests.servers import ended_job, sent_twice
 
 # --- the app's story prompt
 # ---------------------------------------------------------------------------
@@ -228,21 +180,8 @@ def server(offline_server):
     return offline_server
 
 
-def post(server, path, body, **headers):
-    """A fresh generation each call: a new id, so the same body is not answered from an earlier
-    test."""
-    headers.setdefault("X-Request-ID", "t-" + uuid.uuid4().hex)
-    return requests.post(server.url(path), json=body, headers=headers, timeout=120)
-
-
-def fetch(url, content_type):
-    response = requests.get(url, timeout=30)
-    assert response.status_code == 200 and response.headers["Content-Type"] == content_type, url
-    return response.content
-
-
 def test_the_apps_story_request_decodes(server):
-    response = post(server, "/generate_story", APP_STORY)
+    response = post(server, "/generate_story", APP_STORY, request_id=new_request_id())
     assert response.status_code == 200, response.text
     body = contract.decode_story(response.json())
     story = body["story"]
@@ -271,6 +210,7 @@ def test_a_plain_story_request_with_direct_fields(server):
             "image_style": "pixel_art",
             "level": "Intermediate",
         },
+        request_id=new_request_id(),
     )
     assert response.status_code == 200, response.text
     story = contract.decode_story(response.json())["story"]
@@ -294,13 +234,13 @@ def test_a_plain_story_request_with_direct_fields(server):
     ],
 )
 def test_bad_story_requests(server, body, status, code):
-    response = post(server, "/generate_story", body)
+    response = post(server, "/generate_story", body, request_id=new_request_id())
     assert response.status_code == status, response.text
     assert contract.decode_error(response.json())["code"] == code
 
 
 def test_the_apps_study_page_decodes(server):
-    response = post(server, "/process", APP_PROCESS)
+    response = post(server, "/process", APP_PROCESS, request_id=new_request_id())
     assert response.status_code == 200, response.text
     blocks = contract.decode_blocks(response.json())["blocks"]
     kinds = [block["type"] for block in blocks]
@@ -341,7 +281,7 @@ def test_the_other_process_modes_decode(server, extra, decode, key):
     body = {**APP_PROCESS, **extra}
     if extra.get("dialogue_mode") or extra.get("explain_again_mode"):
         body.pop("input_text")
-    response = post(server, "/process", body)
+    response = post(server, "/process", body, request_id=new_request_id())
     assert response.status_code == 200, response.text
     answer = decode(response.json())
     assert answer[key] and "blocks" not in answer
@@ -374,14 +314,14 @@ def test_the_other_process_modes_decode(server, extra, decode, key):
     ],
 )
 def test_bad_process_requests(server, body, status, code):
-    response = post(server, "/process", body)
+    response = post(server, "/process", body, request_id=new_request_id())
     assert response.status_code == status, response.text
     error = contract.decode_error(response.json())
     assert error["code"] == code
 
 
 def test_the_apps_lecture_request_decodes_and_its_narration_plays(server):
-    response = post(server, "/generate_lecture", APP_LECTURE)
+    response = post(server, "/generate_lecture", APP_LECTURE, request_id=new_request_id())
     assert response.status_code == 200, response.text
     body = contract.decode_lecture(response.json())
     sections = body["lecture"]["sections"]
@@ -444,7 +384,9 @@ def test_a_lecture_retried_with_its_id_is_replayed_not_regenerated(server):
 
 
 def test_async_story(server):
-    response = post(server, "/generate_story", APP_STORY, Prefer="respond-async")
+    response = post(
+        server, "/generate_story", APP_STORY, Prefer="respond-async", request_id=new_request_id()
+    )
     assert response.status_code == 202
     rid = response.json()["request_id"]
     job = ended_job(server, rid, timeout=120)
@@ -457,11 +399,12 @@ def test_long_speech_is_joined_into_one_file(server):
         f"Part {i} of a long reading about volcanoes and the rocks they make." for i in range(60)
     )
     assert len(split_for_speech(text)) >= 3
-    response = post(server, "/generate_tts", {**APP_TTS, "text": text})
+    response = post(server, "/generate_tts", {**APP_TTS, "text": text}, request_id=new_request_id())
     assert response.status_code == 200, response.text
     body = contract.decode_tts(response.json())
     assert body["voice"] == "narrator" and body["text_length"] == len(text)
-    assert body["model"] in ("offline-espeak-ng", "offline-tones") and body["provider"] == "offline"
+    voice = "offline-espeak-ng" if shutil.which("espeak-ng") else "offline-tones"
+    assert body["model"] == voice and body["provider"] == "offline"
     seconds = audio_seconds(fetch(body["audio_url"], "audio/mpeg"), "audio/mpeg")
     assert seconds == pytest.approx(body["duration_s"], rel=0.02)
     # The file holds every chunk, not just the first (a chunk is at most ~1,500 characters).
@@ -470,7 +413,9 @@ def test_long_speech_is_joined_into_one_file(server):
 
 @pytest.mark.parametrize("voice", ["narrator", "Character"])
 def test_the_apps_tts_request_and_the_character_voice(server, voice):
-    response = post(server, "/generate_tts", {**APP_TTS, "voice": voice})
+    response = post(
+        server, "/generate_tts", {**APP_TTS, "voice": voice}, request_id=new_request_id()
+    )
     assert response.status_code == 200, response.text
     assert contract.decode_tts(response.json())["voice"] == voice.lower()
 
@@ -486,6 +431,6 @@ def test_the_apps_tts_request_and_the_character_voice(server, voice):
     ],
 )
 def test_bad_tts_requests(server, body, status, code):
-    response = post(server, "/generate_tts", body)
+    response = post(server, "/generate_tts", body, request_id=new_request_id())
     assert response.status_code == status, response.text
     assert contract.decode_error(response.json())["code"] == code

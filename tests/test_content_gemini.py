@@ -16,18 +16,10 @@ from liroo.generation.speech import MAX_CHUNK_CHARS, split_for_speech
 from tests import contract
 from tests.audio_probe import FFPROBE, audio_seconds, probe
 from tests.fake_gemini import PCM_RATE, SPEECH_S_PER_CHAR, gemini_env
+from tests.helpers import bodies
+from tests.helpers.bodies import APP_LECTURE, APP_PROCESS, APP_STORY, APP_TTS, STUDENT_TEXT
+from tests.helpers.http import fetch, new_request_id, post
 from tests.servers import ended_job, wait_for
-from tests.test_content_api import (
-    APP_DIALOGUE,
-    APP_LECTURE,
-    APP_PROCESS,
-    APP_STORY,
-    APP_TTS,
-    STUDENT_TEXT,
-    app_story_prompt,
-    fetch,
-    post,
-)
 
 SPEECH_LATENCY_S = 0.8
 TTS_MODEL = "gemini-2.5-flash-preview-tts"
@@ -53,7 +45,7 @@ def fresh(fake):
 
 
 def test_the_apps_story_prompt_reaches_the_model(server, fake):
-    response = post(server, "/generate_story", APP_STORY)
+    response = post(server, "/generate_story", APP_STORY, request_id=new_request_id())
     assert response.status_code == 200, response.text
     story = contract.decode_story(response.json())["story"]
     assert response.json()["provider"] == "gemini"
@@ -72,13 +64,13 @@ def test_the_apps_story_prompt_reaches_the_model(server, fake):
 
 def test_direct_story_fields_reach_the_model(server, fake):
     body = {
-        "text": app_story_prompt(genre="fantasy", style="Studio Ghibli", hero="Mira"),
+        "text": bodies.app_story_prompt(genre="fantasy", style="Studio Ghibli", hero="Mira"),
         "genre": "mystery",
         "main_character": "Captain Reyes",
         "image_style": "Pixel Art",
         "level": "beginner",
     }
-    response = post(server, "/generate_story", body)
+    response = post(server, "/generate_story", body, request_id=new_request_id())
     assert response.status_code == 200, response.text
     contract.decode_story(response.json())
     (text_call,) = fake.requests("text")
@@ -95,7 +87,7 @@ def test_direct_story_fields_reach_the_model(server, fake):
 
 def test_a_failed_chapter_picture_is_null_not_a_placeholder(server, fake):
     fake.fail("http", status=400, operation="image")  # 400 is not retried: one picture fails
-    response = post(server, "/generate_story", APP_STORY)
+    response = post(server, "/generate_story", APP_STORY, request_id=new_request_id())
     assert response.status_code == 200, response.text
     story = contract.decode_story(response.json())["story"]
     missing = [c for c in story["chapters"] if c["imageUrl"] is None] + (
@@ -108,13 +100,13 @@ def test_a_failed_chapter_picture_is_null_not_a_placeholder(server, fake):
 
 def test_a_story_with_most_pictures_failed_is_an_error(server, fake):
     fake.fail("http", status=400, times=20, operation="image")
-    response = post(server, "/generate_story", APP_STORY)
+    response = post(server, "/generate_story", APP_STORY, request_id=new_request_id())
     assert response.status_code == 502, response.text
     assert contract.decode_error(response.json())["code"] == "provider_unavailable"
 
 
 def test_the_study_page_and_what_shapes_it(server, fake):
-    response = post(server, "/process", APP_PROCESS)
+    response = post(server, "/process", APP_PROCESS, request_id=new_request_id())
     assert response.status_code == 200, response.text
     blocks = contract.decode_blocks(response.json())["blocks"]
     assert sum(b["type"] == "multipleChoiceQuestion" for b in blocks) >= 3
@@ -126,7 +118,7 @@ def test_the_study_page_and_what_shapes_it(server, fake):
 
 def test_failed_study_pictures_are_left_out(server, fake):
     fake.fail("http", status=400, times=5, operation="image")
-    response = post(server, "/process", APP_PROCESS)
+    response = post(server, "/process", APP_PROCESS, request_id=new_request_id())
     assert response.status_code == 200, response.text
     body = contract.decode_blocks(response.json())
     assert not [b for b in body["blocks"] if b["type"] == "image"]
@@ -137,7 +129,7 @@ def test_failed_study_pictures_are_left_out(server, fake):
     "extra, decode, expected_in_prompt",
     [
         (
-            APP_DIALOGUE,
+            bodies.APP_DIALOGUE,
             contract.decode_dialogue,
             ["Why does Iceland have volcanoes?", "plate boundary", "What is lava?", "Hot rock."],
         ),
@@ -154,7 +146,7 @@ def test_failed_study_pictures_are_left_out(server, fake):
     ],
 )
 def test_the_other_process_modes(server, fake, extra, decode, expected_in_prompt):
-    response = post(server, "/process", {**APP_PROCESS, **extra})
+    response = post(server, "/process", {**APP_PROCESS, **extra}, request_id=new_request_id())
     assert response.status_code == 200, response.text
     decode(response.json())
     (text_call,) = fake.requests("text")
@@ -165,7 +157,7 @@ def test_the_other_process_modes(server, fake, extra, decode, expected_in_prompt
 
 def test_lecture_narration_is_made_concurrently(server, fake):
     fake.set_latency(SPEECH_LATENCY_S, operation="speech")
-    response = post(server, "/generate_lecture", APP_LECTURE)
+    response = post(server, "/generate_lecture", APP_LECTURE, request_id=new_request_id())
     assert response.status_code == 200, response.text
     body = contract.decode_lecture(response.json())
     speech = fake.requests("speech")
@@ -189,7 +181,7 @@ def test_lecture_narration_is_made_concurrently(server, fake):
 
 def test_a_failed_lecture_still_names_its_lecture_id(server, fake):
     fake.fail("http", status=400, operation="text")
-    response = post(server, "/generate_lecture", APP_LECTURE)
+    response = post(server, "/generate_lecture", APP_LECTURE, request_id=new_request_id())
     assert response.status_code == 502, response.text
     body = contract.decode_lecture(contract.decode_error(response.json()))
     assert (
@@ -202,7 +194,8 @@ def test_long_tts_is_read_in_chunks_and_joined(server, fake):
         f"Sentence {i} explains how hot rock rises and cools into new land." for i in range(80)
     )
     chunks = split_for_speech(text)
-    response = post(server, "/generate_tts", {**APP_TTS, "text": text, "voice": "character"})
+    body = {**APP_TTS, "text": text, "voice": "character"}
+    response = post(server, "/generate_tts", body, request_id=new_request_id())
     assert response.status_code == 200, response.text
     body = contract.decode_tts(response.json())
     assert (
@@ -262,7 +255,7 @@ def test_tts_progress_moves_after_each_recorded_part(server, fake):
 
 def test_tts_failure_is_an_error_not_silence(server, fake):
     fake.fail("http", status=400, operation="speech")
-    response = post(server, "/generate_tts", APP_TTS)
+    response = post(server, "/generate_tts", APP_TTS, request_id=new_request_id())
     assert response.status_code == 502, response.text
     assert contract.decode_error(response.json())["code"] == "provider_unavailable"
     assert "audio_url" not in response.json()

@@ -14,7 +14,6 @@ import threading
 import time
 
 import pytest
-import requests
 
 from liroo.generation.context import Context, Progress
 from liroo.generation.images import Lanes
@@ -23,16 +22,17 @@ from liroo.governor import MemoryPressure
 from liroo.settings import Settings
 from tests import contract
 from tests.fake_gemini import gemini_env
+from tests.helpers.bodies import APP_COMIC, script_with
+from tests.helpers.http import post
 from tests.servers import wait_for
-from tests.test_comic_api import APP_COMIC
-from tests.test_comic_gemini import script_with
 
 TIMEOUT_HEADER = "X-Request-Timeout-Ms"
 
 
-def post(server, body, deadline_ms=None, timeout=30):
+def post_comic(server, body, deadline_ms=None, timeout=30):
+    """The comic as the app asks for it (no id), with the caller's deadline when given."""
     headers = {TIMEOUT_HEADER: str(deadline_ms)} if deadline_ms else {}
-    return requests.post(server.url("/generate_comic"), json=body, headers=headers, timeout=timeout)
+    return post(server, "/generate_comic", body, timeout=timeout, **headers)
 
 
 def still_working(response) -> dict:
@@ -53,13 +53,13 @@ def test_a_running_comic_answers_at_its_deadline_and_the_retry_gets_its_result(
     fake_gemini.answer(script_with(3))
     fake_gemini.hold("image")
     server = start_server(gemini_env(fake_gemini))
-    first = still_working(post(server, APP_COMIC, deadline_ms=1500))
+    first = still_working(post_comic(server, APP_COMIC, deadline_ms=1500))
     # answered, the work goes on: it reaches the model (and is held there)
     wait_for(lambda: fake_gemini.requests("image"), 30, what="the work to reach the model")
-    joined = still_working(post(server, APP_COMIC, deadline_ms=1000))
+    joined = still_working(post_comic(server, APP_COMIC, deadline_ms=1000))
     assert joined["request_id"] == first["request_id"]
     fake_gemini.release("image")
-    retry = post(server, APP_COMIC, timeout=60)  # the app's retry: same body, no header
+    retry = post_comic(server, APP_COMIC, timeout=60)  # the app's retry: same body, no header
     assert retry.status_code == 200, retry.text
     comic = contract.decode_comic(retry.json())
     assert comic["request_id"] == first["request_id"]
@@ -78,7 +78,7 @@ def test_a_memory_wait_ends_in_time_for_the_answer(start_server, fake_gemini):
             fake_gemini, MEMORY_LIMIT_MB=200, WEB_CONCURRENCY=1, LIROO_RESERVATION_WAIT_S=5
         )
     )
-    still_working(post(server, APP_COMIC, deadline_ms=2000))
+    still_working(post_comic(server, APP_COMIC, deadline_ms=2000))
 
 
 # --- the logic, without sockets ------------------------------------------------------------

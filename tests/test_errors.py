@@ -13,7 +13,7 @@ import json
 import pytest
 from flask import g
 
-from liroo import create_app, routes
+from liroo import routes
 from liroo.api.runner import failure_answer
 from liroo.error_answer import ApiError, ErrorAnswer
 from liroo.errors import code_for, door_error
@@ -22,7 +22,6 @@ from liroo.generation.failures import failure_code
 from liroo.governor import Governor, GovernorConfig, MemoryGovernorMiddleware, MemoryPressure
 from liroo.governor.probe import MemoryProbe
 from liroo.providers.base import ProviderError, RateLimited
-from liroo.settings import Settings
 from liroo.storage import StorageError
 from liroo.worker_contract import interrupted_answer
 from tests.cgroupfake import FakeCgroupV2
@@ -31,8 +30,8 @@ REQUEST_ID = "errors-test-0001"
 
 
 @pytest.fixture(scope="module")
-def app(tmp_path_factory):
-    return create_app(Settings.from_env({}, media_dir=str(tmp_path_factory.mktemp("media"))))
+def app(offline_app):
+    return offline_app
 
 
 def flask_answer(app, exc: Exception, path: str = "/generate_lecture") -> tuple[int, dict, dict]:

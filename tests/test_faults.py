@@ -12,17 +12,14 @@ test_faults_redis.py.
 
 from __future__ import annotations
 
-import uuid
-
 import pytest
 import requests
 
 from tests import contract
 from tests.fake_gemini import gemini_env
+from tests.helpers.bodies import APP_COMIC, APP_TTS, LONG_TEXT, script_with
+from tests.helpers.http import new_request_id, post
 from tests.servers import GunicornServer, wait_for
-from tests.test_comic_api import APP_COMIC
-from tests.test_comic_gemini import LONG_TEXT, script_with
-from tests.test_content_api import APP_TTS
 
 ATTEMPTS = 3
 CLIENT_TIMEOUT_S = 120  # the test's own patience: a request still open after this has hung
@@ -67,11 +64,8 @@ def no_worker_dies(fake, server):
 
 
 def call(server, path, body, request_id=None):
-    request_id = request_id or f"fault-{uuid.uuid4().hex}"
-    response = requests.post(
-        server.url(path), json=body, headers={"X-Request-ID": request_id}, timeout=CLIENT_TIMEOUT_S
-    )
-    return request_id, response
+    request_id = request_id or new_request_id("fault")
+    return request_id, post(server, path, body, request_id, timeout=CLIENT_TIMEOUT_S)
 
 
 def assert_failed(server, request_id, response, status, code):

@@ -16,8 +16,8 @@ import pytest
 import requests
 
 from tests import contract
+from tests.helpers.bodies import APP_COMIC
 from tests.servers import wait_for
-from tests.test_comic_api import APP_COMIC
 
 
 @pytest.fixture

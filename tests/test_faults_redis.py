@@ -20,7 +20,6 @@ import logging
 import subprocess
 import threading
 import time
-import uuid
 
 import pytest
 import redis
@@ -36,9 +35,9 @@ from liroo.jobs import (
     RedisJobStore,
 )
 from tests import contract
+from tests.helpers.bodies import APP_COMIC, APP_PROCESS
+from tests.helpers.http import new_request_id, post
 from tests.servers import free_port, slow_pictures_env, wait_for
-from tests.test_comic_api import APP_COMIC
-from tests.test_content_api import APP_PROCESS
 
 OUTAGE = "Redis cannot be used"
 RECOVERY = "Redis answers again"
@@ -91,16 +90,6 @@ def redis_process():
     process.kill()
 
 
-def rid(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex}"
-
-
-def post(server, path, body, request_id, **headers):
-    return requests.post(
-        server.url(path), json=body, headers={"X-Request-ID": request_id, **headers}, timeout=120
-    )
-
-
 def progress(server, request_id):
     return requests.get(server.url(f"/progress/{request_id}"), timeout=10)
 
@@ -122,7 +111,7 @@ def test_the_store_degrades_moves_running_jobs_and_recovers(redis_process, tmp_p
     shared = redis_process.client()
     caplog.set_level(logging.INFO, logger="liroo.jobs")
 
-    before = rid("before")
+    before = new_request_id("before")
     assert store.claim(before, "/generate_comic", "fp").outcome == "new"
     store.progress(before, "Drawing panel 1 of 3", 1, 5)
     assert shared.exists(f"liroo:job:{before}")  # a normal job lives in Redis
@@ -137,7 +126,7 @@ def test_the_store_degrades_moves_running_jobs_and_recovers(redis_process, tmp_p
     assert store.get(before).result() == (200, {"success": True})
     assert store.claim(before, "/generate_comic", "fp").outcome == "finished"  # a retry is replayed
 
-    during = rid("during")
+    during = new_request_id("during")
     assert store.claim(during, "/generate_image", "fp").outcome == "new"
     assert store.claim(during, "/generate_image", "fp").outcome == "running"
     assert store.claim(during, "/generate_image", "other").outcome == "conflict"
@@ -152,7 +141,7 @@ def test_the_store_degrades_moves_running_jobs_and_recovers(redis_process, tmp_p
 
     redis_process.start()  # the same port, empty (no persistence)
     shared = redis_process.client()
-    after = rid("after")
+    after = new_request_id("after")
     assert store.claim(after, "/generate_tts", "fp").outcome == "new"
     assert shared.exists(f"liroo:job:{after}")  # new jobs are shared again
     store.progress(after, "Reading", 1, 2)  # its first plain write: the outage is over
@@ -176,7 +165,7 @@ def test_while_down_redis_is_tried_at_most_every_retry_interval(tmp_path):
     )
     for _ in range(5):
         with pytest.raises(JobStoreUnavailable):  # not "unknown": it may be running elsewhere
-            store.get(rid("unknown"))
+            store.get(new_request_id("unknown"))
     assert len(calls) == 1 and not store.redis_available
 
 
@@ -189,7 +178,7 @@ def test_while_redis_cannot_be_asked_a_job_is_never_unknown(redis_process, tmp_p
         )
 
     here, elsewhere = instance("here"), instance("elsewhere")
-    mine, theirs = rid("mine"), rid("theirs")
+    mine, theirs = new_request_id("mine"), new_request_id("theirs")
     assert here.claim(mine, "/generate_comic", "fp").outcome == "new"
     here.progress(mine, "Drawing panel 2 of 3", 3, 5, partial={"panels": [{"n": 1}]})
     assert elsewhere.claim(theirs, "/generate_comic", "fp").outcome == "new"
@@ -199,7 +188,7 @@ def test_while_redis_cannot_be_asked_a_job_is_never_unknown(redis_process, tmp_p
     job = here.get(mine)
     assert (job.status, job.step, job.step_number) == (RUNNING, "Drawing panel 2 of 3", 3)
     assert job.partial_items() == {"panels": [{"n": 1}]}
-    for unknown_here in (theirs, rid("unknown")):
+    for unknown_here in (theirs, new_request_id("unknown")):
         with pytest.raises(JobStoreUnavailable) as refused:
             here.get(unknown_here)
         assert refused.value.code == 503 and refused.value.retry_after >= 1
@@ -212,7 +201,7 @@ def test_while_redis_cannot_be_asked_a_job_is_never_unknown(redis_process, tmp_p
 def test_a_server_whose_redis_is_gone_still_serves_and_answers_progress(start_server):
     # nothing listens there
     server = start_server({"REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"})
-    comic_id = rid("noredis")
+    comic_id = new_request_id("noredis")
     response = post(server, "/generate_comic", APP_COMIC, comic_id)
     assert response.status_code == 200, response.text
     body = contract.decode_comic(response.json())
@@ -233,13 +222,13 @@ def test_redis_killed_mid_run_degrades_then_recovers(start_server, redis_process
     server = start_server({"REDIS_URL": redis_process.url, "LIROO_RATE_LIMIT": "1000 per minute"})
     shared = redis_process.client()
 
-    before = rid("before")
+    before = new_request_id("before")
     assert post(server, "/generate_comic", APP_COMIC, before).status_code == 200
     assert shared.exists(f"liroo:job:{before}")
     assert OUTAGE not in server.log()
 
     redis_process.kill()
-    during = rid("during")
+    during = new_request_id("during")
     response = post(server, "/generate_comic", APP_COMIC, during)
     assert response.status_code == 200, response.text
     assert contract.decode_comic(response.json())["success"] is True
@@ -255,7 +244,7 @@ def test_redis_killed_mid_run_degrades_then_recovers(start_server, redis_process
 
     def new_jobs_reach_redis():
         # Every worker that saw the outage logs its end once it is asked again; probes land on both.
-        probe = rid("probe")
+        probe = new_request_id("probe")
         assert flashcards(server, probe).status_code == 200
         return shared.exists(f"liroo:job:{probe}") and RECOVERY in server.log()
 
@@ -282,9 +271,9 @@ def test_the_rate_limit_falls_back_to_the_instances_count_without_redis(start_se
             Connection="close",
         )
 
-    statuses = [fresh(rid("limit")).status_code for _ in range(4)]
+    statuses = [fresh(new_request_id("limit")).status_code for _ in range(4)]
     assert statuses == [200, 200, 429, 429], statuses
-    refused = fresh(rid("limit"))
+    refused = fresh(new_request_id("limit"))
     assert refused.status_code == 429 and int(refused.headers["Retry-After"]) >= 1
     assert contract.decode_error(refused.json())["code"] == "rate_limited"
     assert "the rate limit counts on this instance alone" in server.log()
@@ -358,15 +347,21 @@ def garbage_port():
 
 
 @pytest.mark.parametrize(
-    "make_fault",
-    [read_only_replica, full_redis, garbage_port],
+    "make_fault, ready_says",
+    [
+        (read_only_replica, "refuses writes"),  # it answers PING
+        (full_redis, "refuses writes"),
+        (garbage_port, "unreachable"),  # no PING answered
+    ],
     ids=["read-only replica", "maxmemory noeviction", "not Redis"],
 )
-def test_a_redis_that_answers_wrongly_falls_back_like_an_outage(start_server, make_fault):
+def test_a_redis_that_answers_wrongly_falls_back_like_an_outage(
+    start_server, make_fault, ready_says
+):
     fault, processes = make_fault()
     try:
         server = start_server({"REDIS_URL": fault.url, "LIROO_RATE_LIMIT": "1000 per minute"})
-        comic_id = rid("wrong")
+        comic_id = new_request_id("wrong")
         response = post(server, "/generate_comic", APP_COMIC, comic_id)
         assert response.status_code == 200, response.text
         body = contract.decode_comic(response.json())
@@ -382,11 +377,11 @@ def test_a_redis_that_answers_wrongly_falls_back_like_an_outage(start_server, ma
             and retry.json()["comic"] == body["comic"]
         )
         for _ in range(4):
-            assert flashcards(server, rid("more")).status_code == 200
+            assert flashcards(server, new_request_id("more")).status_code == 200
         # Not ready while Redis cannot be used for jobs: a read-only replica answers PING.
         ready = requests.get(server.url("/ready"), timeout=10)
         assert ready.status_code == 503, ready.text
-        assert ready.json()["redis"] in ("refuses writes", "unreachable")
+        assert ready.json()["redis"] == ready_says
         log = server.log()
         assert OUTAGE in log
         outages = log.count(OUTAGE)
@@ -405,7 +400,7 @@ def test_redis_killed_mid_comic_its_progress_is_never_unknown(start_server, redi
     """Every poll of the running comic answers 200 (from this instance's store once the job has
     moved there) or 503 with Retry-After: never 404 unknown_request, the app's "it failed"."""
     server = start_server({"REDIS_URL": redis_process.url, **slow_pictures_env(1.0)})
-    comic_id = rid("killed-mid-comic")
+    comic_id = new_request_id("killed-mid-comic")
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         running = pool.submit(post, server, "/generate_comic", APP_COMIC, comic_id)
         wait_for(
@@ -447,7 +442,7 @@ def test_a_slow_redis_holds_no_thread(start_server, debuggable_redis):
     (0.5 s) and count as an outage: 40 polls at once, /jobs and /ready answer (503) within the
     clients' 3 s timeout, and /health answers, all while Redis still sleeps."""
     server = start_server({"REDIS_URL": debuggable_redis.url})
-    stored = rid("stored")
+    stored = new_request_id("stored")
     assert flashcards(server, stored).status_code == 200  # its job lives in Redis only
 
     asleep = redis.Redis(

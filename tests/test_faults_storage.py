@@ -27,10 +27,10 @@ import requests
 from PIL import Image
 
 from tests import contract
+from tests.helpers.bodies import APP_COMIC, LONG_TEXT
+from tests.helpers.gcs_proxy import FaultProxy
+from tests.helpers.http import post
 from tests.servers import free_port, wait_for
-from tests.test_comic_api import APP_COMIC
-from tests.test_comic_gemini import LONG_TEXT
-from tests.test_storage_gcs import FaultProxy
 
 BUCKET = "liroo-faults"
 UPLOAD = "/upload/storage/v1/b/"
@@ -140,12 +140,6 @@ def workers(server) -> set[int]:
         lambda: len(server.worker_pids()) == 2 and set(server.worker_pids()),
         timeout=30,
         what="both workers",
-    )
-
-
-def post(server, path, body, request_id):
-    return requests.post(
-        server.url(path), json=body, headers={"X-Request-ID": request_id}, timeout=120
     )
 
 

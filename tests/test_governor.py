@@ -26,6 +26,7 @@ from liroo.governor import (
 )
 from liroo.governor.policy import ReservationLedger
 from tests.cgroupfake import FakeCgroupV2
+from tests.helpers.wsgi import call, hello_app
 from tests.servers import ROOT, wait_for
 
 
@@ -204,32 +205,6 @@ def test_cleanup_gives_memory_back():
 
 
 # --- middleware ---------------------------------------------------------------
-
-
-def hello_app(environ, start_response):
-    start_response("200 OK", [("Content-Type", "text/plain")])
-    return [b"hello"]
-
-
-def call(app, path="/work", method="GET", headers=None):
-    environ = {
-        "PATH_INFO": path,
-        "REQUEST_METHOD": method,
-        "wsgi.input": None,
-        "CONTENT_LENGTH": "",
-    }
-    environ.update(headers or {})
-    captured = {}
-
-    def start_response(status, headers, exc_info=None):
-        captured["status"] = status
-        captured["headers"] = dict(headers)
-
-    body = app(environ, start_response)
-    data = b"".join(body)
-    if hasattr(body, "close"):
-        body.close()
-    return captured["status"], captured["headers"], data
 
 
 def test_middleware_passes_requests_under_the_limit(cgroup):

@@ -5,6 +5,7 @@ import re
 import requests
 
 from tests import contract
+from tests.helpers.workers import workers_seen
 from tests.servers import SteadyLoad, wait_for
 
 
@@ -54,8 +55,8 @@ def test_hard_limit_sheds_governed_paths_but_not_monitoring(start_server):
     assert shed and float(shed[0].split()[1]) >= 1
 
 
-def test_normal_limits_shed_nothing(start_server):
-    server = start_server()
+def test_normal_limits_shed_nothing(offline_server):
+    server = offline_server
     with requests.Session() as session:
         statuses = [session.get(server.url("/"), timeout=10).status_code for _ in range(50)]
     assert statuses == [200] * 50
@@ -82,20 +83,26 @@ def test_normal_limits_shed_nothing(start_server):
     assert memory["worker"]["requests_served"] >= 1
 
 
-def test_metrics_cover_every_worker(start_server):
-    server = start_server()
-    with requests.Session() as session:
-        for _ in range(40):
-            session.get(server.url("/"), timeout=10)
-    text = requests.get(server.url("/metrics"), timeout=10).text
-    counted = sum(
+def root_requests_counted(metrics: str) -> float:
+    """The answered GET / that /metrics counts, every worker together."""
+    return sum(
         float(line.split()[-1])
-        for line in text.splitlines()
+        for line in metrics.splitlines()
         if line.startswith("liroo_http_requests_total{")
         and 'route="/"' in line
         and 'status="200"' in line
     )
-    assert counted == 40  # whichever worker answered the scrape, all requests are counted
+
+
+def test_metrics_cover_every_worker(offline_server):
+    server = offline_server  # shared with the module: count what this test adds
+    before = root_requests_counted(requests.get(server.url("/metrics"), timeout=10).text)
+    with requests.Session() as session:
+        for _ in range(40):
+            session.get(server.url("/"), timeout=10)
+    text = requests.get(server.url("/metrics"), timeout=10).text
+    # whichever worker answered the scrape, all requests are counted
+    assert root_requests_counted(text) - before == 40
     assert "liroo_http_request_duration_seconds_bucket" in text
     assert "liroo_memory_threshold_bytes" in text
 
@@ -109,13 +116,7 @@ def test_rss_recycling_fails_no_request(start_server):
             "LIROO_RECYCLE_MIN_AGE_S": "1",
         }
     )
-    seen = set(server.worker_pids())
-    first = len(seen)
-
-    def recycled_three_times():
-        seen.update(server.worker_pids())
-        return len(seen) >= first + 3
-
+    recycled_three_times = workers_seen(server, beyond_now=3)
     with SteadyLoad(server) as load:
         wait_for(recycled_three_times, timeout=90, interval=0.1, what="three worker recycles")
     assert "retiring worker" in server.log()

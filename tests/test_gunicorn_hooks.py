@@ -4,11 +4,14 @@ liroo/gunicorn_hooks.py's, documented there."""
 import json
 import subprocess
 import sys
+import types
 
 import pytest
 
 from liroo import gunicorn_hooks
-from liroo.governor.workers import RetiringWorkers
+from liroo.governor import Governor, GovernorConfig, MemoryProbe
+from liroo.governor.workers import RetiringWorkers, WorkerRecycler
+from tests.cgroupfake import FakeCgroupV2
 from tests.servers import ROOT
 
 HOOKS = (
@@ -50,12 +53,30 @@ def test_every_hook_comes_from_the_hooks_module():
     assert configured_hooks() == {name: "liroo.gunicorn_hooks" for name in HOOKS}
 
 
-@pytest.mark.parametrize("hook", HOOKS)
-def test_each_hook_says_when_and_where_it_runs(hook):
-    doc = gunicorn_hooks.__doc__
-    start = doc.index(f"\n{hook}(")
-    section = doc[start:].split("\n\n", 1)[0]
-    assert "Master" in section or "Worker" in section, section
+def test_on_exit_removes_the_metrics_folder_it_was_given(tmp_path):
+    metrics_dir = tmp_path / "metrics"
+    (metrics_dir / "inner").mkdir(parents=True)
+    (metrics_dir / "counter_11.db").write_bytes(b"counts")
+    gunicorn_hooks.on_exit_removing(str(metrics_dir))(server=None)
+    assert not metrics_dir.exists() and tmp_path.is_dir()
+    gunicorn_hooks.on_exit_removing(None)(server=None)  # no folder was made: nothing to do
+    assert tmp_path.is_dir()
+
+
+@pytest.mark.parametrize("recycling, count_after", [(False, 3), (True, 2)])
+def test_a_changed_worker_count_goes_back_to_the_setting_only_with_the_recycler(
+    tmp_path, monkeypatch, recycling, count_after
+):
+    """gunicorn raised the count to 3 (a SIGTTIN) with none of its workers retiring: with the
+    recycler (governor on) the master puts it back to the setting (2); without, it is left."""
+    recycler = None
+    if recycling:
+        probe = MemoryProbe(FakeCgroupV2(tmp_path, limit_mb=1000, used_mb=100).root)
+        recycler = WorkerRecycler(Governor(GovernorConfig(), probe=probe), configured_workers=2)
+    monkeypatch.setattr(gunicorn_hooks, "_recycler", recycler)
+    master = types.SimpleNamespace(WORKERS={11: None, 12: None, 13: None}, num_workers=3)
+    gunicorn_hooks.nworkers_changed(master, 3, 2)
+    assert master.num_workers == count_after
 
 
 def test_a_worker_retiring_as_the_previous_one_exits_is_counted_once_each():

@@ -9,12 +9,12 @@ Lua one (RedisJobStore, on Redis db 11) must give the same answers.
 import os
 import threading
 import time
-import uuid
 
 import pytest
 
 from liroo import jobs
 from liroo.jobs import FAILED, RUNNING, SUCCEEDED, Heartbeats, LocalJobStore, RedisJobStore
+from tests.helpers.http import new_request_id
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 
@@ -26,12 +26,8 @@ def store(request, tmp_path):
     return RedisJobStore(REDIS_URL, ttl_s=60, running_ttl_s=120)
 
 
-def new_id():
-    return "t-" + uuid.uuid4().hex
-
-
 def test_first_claim_runs_and_retry_waits(store):
-    rid = new_id()
+    rid = new_request_id()
     first = store.claim(rid, "/generate_comic", "fp1")
     assert first.outcome == "new" and first.job.status == RUNNING
     again = store.claim(rid, "/generate_comic", "fp1")
@@ -40,7 +36,7 @@ def test_first_claim_runs_and_retry_waits(store):
 
 
 def test_progress_and_result_are_kept(store):
-    rid = new_id()
+    rid = new_request_id()
     store.claim(rid, "/generate_comic", "fp")
     store.progress(rid, "Drawing panel 2 of 4", 3, 6, "panel 2")
     job = store.get(rid)
@@ -60,7 +56,7 @@ def test_progress_and_result_are_kept(store):
 
 
 def test_a_failed_job_is_retried_not_replayed(store):
-    rid = new_id()
+    rid = new_request_id()
     store.claim(rid, "/generate_image", "fp")
     store.finish(
         rid,
@@ -75,7 +71,7 @@ def test_a_failed_job_is_retried_not_replayed(store):
 
 
 def test_an_abandoned_job_is_taken_over(store, monkeypatch):
-    rid = new_id()
+    rid = new_request_id()
     store.claim(rid, "/generate_image", "fp")
     assert store.claim(rid, "/generate_image", "fp").outcome == "running"
     # The owner stops beating: pretend the clock moved past the stale line.
@@ -85,11 +81,11 @@ def test_an_abandoned_job_is_taken_over(store, monkeypatch):
 
 
 def test_unknown_id(store):
-    assert store.get(new_id()) is None
+    assert store.get(new_request_id()) is None
 
 
 def test_only_one_of_many_concurrent_claims_wins(store):
-    rid = new_id()
+    rid = new_request_id()
     outcomes = []
     barrier = threading.Barrier(8)
 
@@ -107,7 +103,7 @@ def test_only_one_of_many_concurrent_claims_wins(store):
 
 def test_local_store_is_shared_across_fork(tmp_path):
     store = LocalJobStore(str(tmp_path / "jobs.sqlite3"), ttl_s=60, running_ttl_s=120)
-    rid = new_id()
+    rid = new_request_id()
     store.claim(rid, "/x", "fp")  # opens a connection in the parent before the fork
     pid = os.fork()
     if pid == 0:
@@ -120,7 +116,7 @@ def test_local_store_is_shared_across_fork(tmp_path):
 
 
 def test_heartbeats_keep_a_job_fresh(store):
-    rid = new_id()
+    rid = new_request_id()
     store.claim(rid, "/x", "fp")
     before = store.get(rid).heartbeat
     beats = Heartbeats(store, interval_s=0.05)
@@ -132,7 +128,7 @@ def test_heartbeats_keep_a_job_fresh(store):
 
 
 def test_running_on_finds_a_workers_running_jobs_only(store):
-    mine, done, theirs = new_id(), new_id(), new_id()
+    mine, done, theirs = new_request_id(), new_request_id(), new_request_id()
     for request_id in (mine, done):
         assert store.claim(request_id, "/generate_comic", "fp").outcome == "new"
     store.finish(done, SUCCEEDED, 200, {"ok": True})
@@ -144,7 +140,7 @@ def test_running_on_finds_a_workers_running_jobs_only(store):
 
 
 def test_a_success_is_replayed_only_within_the_replay_window(store, monkeypatch):
-    rid = new_id()
+    rid = new_request_id()
     store.claim(rid, "/generate_comic", "fp", replay_s=10)
     store.finish(rid, SUCCEEDED, 200, {"ok": True})
     assert store.claim(rid, "/generate_comic", "fp", replay_s=10).outcome == "finished"
@@ -183,7 +179,8 @@ def either_store(request, tmp_path):
 
 @pytest.mark.parametrize("stored, status, touched, replay_s, outcome", claim_rule_rows())
 def test_the_claim_rule(either_store, monkeypatch, stored, status, touched, replay_s, outcome):
-    store, rid, window = either_store, new_id(), None if replay_s == "none" else float(replay_s)
+    store, rid = either_store, new_request_id()
+    window = None if replay_s == "none" else float(replay_s)
     if stored != "none":
         assert store.claim(rid, "/generate_comic", "fp", owner="key-a").outcome == "new"
         if status != RUNNING:
@@ -227,7 +224,7 @@ class CountingStore:
 
 
 def test_a_join_is_woken_by_the_jobs_end_not_by_polling(store, no_second_look):
-    rid = new_id()
+    rid = new_request_id()
     store.claim(rid, "/generate_comic", "fp")
     # The end comes from this process (local) or from another instance sharing Redis.
     if isinstance(store, RedisJobStore):
@@ -254,7 +251,7 @@ def test_a_join_is_woken_by_the_jobs_end_not_by_polling(store, no_second_look):
 
 
 def test_a_join_gives_up_at_its_deadline_with_the_job_still_running(store):
-    rid = new_id()
+    rid = new_request_id()
     store.claim(rid, "/generate_comic", "fp")
     job = jobs.Joins(store, per_request=1).wait(rid, time.monotonic() + 0.3)
     assert job.status == RUNNING

@@ -11,7 +11,6 @@ import os
 import signal
 import socket
 import time
-import uuid
 from urllib.parse import urlsplit
 
 import psutil
@@ -21,8 +20,9 @@ import requests
 
 from tests import contract
 from tests.fake_gemini import gemini_env
+from tests.helpers.bodies import APP_PROCESS
+from tests.helpers.http import new_request_id
 from tests.servers import wait_for
-from tests.test_content_api import APP_PROCESS
 
 REDIS_DB = 11
 REDIS_URL = f"redis://127.0.0.1:6379/{REDIS_DB}"
@@ -34,10 +34,6 @@ def redis_db():
     db.flushdb()
     yield db
     db.flushdb()
-
-
-def rid(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex}"
 
 
 def progress(server, request_id):
@@ -75,7 +71,7 @@ def test_a_killed_workers_job_is_handed_back_at_once(start_server, fake_gemini, 
     env = gemini_env(fake_gemini, **({"REDIS_URL": REDIS_URL} if store == "redis" else {}))
     server = start_server(env)
     fake_gemini.set_latency(120, operation="image")
-    request_id = rid("killed")
+    request_id = new_request_id("killed")
     body = {"prompt": f"a slow picture {request_id}"}
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         doomed = pool.submit(
@@ -132,17 +128,17 @@ def test_a_killed_workers_job_is_handed_back_at_once(start_server, fake_gemini, 
 def test_progress_answers_while_generation_is_shed(start_server, redis_db):
     """Two instances share Redis; the second is past its memory limit (MEMORY_LIMIT_MB=1)."""
     calm = start_server({"REDIS_URL": REDIS_URL})
-    request_id = rid("shed")
+    request_id = new_request_id("shed")
     assert flashcards(calm, **{"X-Request-ID": request_id}).status_code == 200
     pressed = start_server({"REDIS_URL": REDIS_URL, "MEMORY_LIMIT_MB": "1"})
 
-    shed = flashcards(pressed, **{"X-Request-ID": rid("shed")})
+    shed = flashcards(pressed, **{"X-Request-ID": new_request_id("shed")})
     assert shed.status_code == 503 and shed.json()["code"] == "memory_pressure"
     for path in (f"/progress/{request_id}", f"/jobs/{request_id}"):
         response = requests.get(pressed.url(path), timeout=10)
         assert response.status_code == 200, (path, response.text)
         assert contract.decode_progress(response.json())["status"] == "succeeded"
-    unknown = requests.get(pressed.url(f"/progress/{rid('unknown')}"), timeout=10)
+    unknown = requests.get(pressed.url(f"/progress/{new_request_id('unknown')}"), timeout=10)
     assert unknown.status_code == 404  # the view's own answer, not the governor's 503
     metrics = requests.get(pressed.url("/metrics"), timeout=10).text
     shed_total = [
@@ -164,7 +160,7 @@ def test_a_derived_id_is_replayed_within_the_window_then_runs_afresh(start_serve
     finished = time.time()
     derived = first.json()["request_id"]
     assert derived.startswith("auto-")
-    explicit = rid("explicit")
+    explicit = new_request_id("explicit")
     assert flashcards(server, **{"X-Request-ID": explicit}).status_code == 200
 
     again = flashcards(server)  # the app's blind retry, seconds later
@@ -226,9 +222,9 @@ def raw_post(server, path: str, body: bytes, host_line: bytes) -> tuple[int, dic
     return int(head.split()[1]), json.loads(payload)
 
 
-def test_a_replay_carries_the_asking_requests_host_not_the_first_ones(start_server):
-    server = start_server()  # BASE_URL unset: URLs come from the request's host
-    request_id = rid("host")
+def test_a_replay_carries_the_asking_requests_host_not_the_first_ones(offline_server):
+    server = offline_server  # BASE_URL unset: URLs come from the request's host
+    request_id = new_request_id("host")
     body = {"prompt": "a red kite over a hill"}
     first = requests.post(
         server.url("/generate_image"),
@@ -259,8 +255,8 @@ def test_a_replay_carries_the_asking_requests_host_not_the_first_ones(start_serv
     [b"Host: \r\n", b"Host: bad host!\r\n", b"Host: /media\r\n"],
     ids=["empty", "spaces", "a path"],
 )
-def test_a_host_no_url_can_be_made_from_is_refused(start_server, host_line):
-    server = start_server()
+def test_a_host_no_url_can_be_made_from_is_refused(offline_server, host_line):
+    server = offline_server  # one for the three: each is refused and changes nothing
     status, body = raw_post(server, "/generate_image", b'{"prompt": "a lighthouse"}', host_line)
     assert status == 400, body
     assert contract.decode_error(body)["code"] == "invalid_host"

@@ -9,6 +9,7 @@ import redis
 import requests
 
 from tests.fake_gemini import gemini_env
+from tests.helpers.workers import workers_seen
 from tests.servers import GunicornServer, SteadyLoad, wait_for
 
 
@@ -72,12 +73,7 @@ def test_a_recycling_storm_fails_nothing_and_leaves_the_configured_worker_count(
             "LIROO_RECYCLE_CHECK_INTERVAL_S": "0.1",
         }
     )
-    seen = set(server.worker_pids())
-
-    def storm():
-        seen.update(server.worker_pids())
-        return len(seen) >= 8
-
+    storm = workers_seen(server, in_all=8)  # the first two and six replacements
     with SteadyLoad(server, path="/health", clients=6) as load:
         wait_for(storm, timeout=120, interval=0.05, what="six request-count recycles")
     assert "retiring worker" in server.log() and "max_requests" in server.log()

@@ -300,8 +300,8 @@ def test_cloud_run_turns_json_on(start_server):
     assert json_lines(server.log())
 
 
-def test_text_logs_locally(start_server):
-    server = start_server()
+def test_text_logs_locally(offline_server):
+    server = offline_server
     requests.get(server.url("/health"), timeout=5, headers={"X-Request-ID": "text-req-0001"})
     line = wait_for(
         lambda: next((ln for ln in server.log().splitlines() if "text-req-0001" in ln), None),

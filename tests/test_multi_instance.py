@@ -28,8 +28,8 @@ import requests
 
 from tests import contract
 from tests.fake_gemini import gemini_env
+from tests.helpers.bodies import APP_COMIC
 from tests.servers import GunicornServer, free_port, wait_for
-from tests.test_comic_api import APP_COMIC
 
 HAPROXY = shutil.which("haproxy") or next(
     (p for p in ("/usr/sbin/haproxy", "/sbin/haproxy") if os.access(p, os.X_OK)), None

@@ -12,7 +12,9 @@ differ panel to panel, and level, genre and style that change what is seen.
 from __future__ import annotations
 
 import io
+import json
 import re
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -61,47 +63,25 @@ ROME = (
     "people around the Mediterranean Sea."
 )
 
-# name -> (text, people in it, places and things named in it, its nouns, what its pictures show)
+# name -> (text, people in it, places and things named in it, its nouns, what its pictures show);
+# all but the text are in offline_content_facts.json, read once here.
+_FACTS = json.loads((Path(__file__).parent / "offline_content_facts.json").read_text())
+
+
+def _reading(name: str, text: str) -> tuple:
+    facts = _FACTS[name]
+    return text, set(facts["people"]), set(facts["named"]), facts["nouns"], facts["pictures"]
+
+
 TEXTS = {
-    "photosynthesis": (
-        PHOTOSYNTHESIS,
-        set(),
-        {"Photosynthesis", "Earth", "Chlorophyll", "Almost", "Using", "Third"},
-        "photosynthesis process plants plant food leaves structures chloroplasts chlorophyll "
-        "pigment energy sunlight carbon dioxide air water soil light glucose oxygen life earth",
-        "plants",
-    ),
-    "french revolution": (
-        FRENCH_REVOLUTION,
-        {"Louis XVI", "Louis", "Maximilien Robespierre", "Robespierre", "Napoleon Bonaparte"},
-        {"France", "Paris", "Europe", "Bastille", "French", "Revolution", "Reign", "Terror"},
-        "revolution crowds prison bastille king reign terror fall power ideas liberty equality "
-        "europe france paris",
-        "city",
-    ),
-    "water cycle": (
-        WATER_CYCLE,
-        set(),
-        {"High", "Rivers", "When"},
-        "water cycle journey planet sun oceans lakes rivers vapour sky air clouds droplets rain "
-        "snow sea",
-        "water",
-    ),
-    "fox": (
-        FOX,
-        {"Rusty", "Mr Hale", "Hale", "Biscuit"},
-        {"Once", "Every", "One"},
-        "fox edge forest night hens fence evening farmer gate yard moon dog farm time",
-        "plants",
-    ),
-    "rome": (
-        ROME,
-        {"Romulus", "Remus", "Julius Caesar", "Caesar", "Augustus"},
-        {"Rome", "Senate", "Rubicon", "Mediterranean", "Sea", "Roman", "According", "BC"},
-        "legend rome city republic senate rubicon river army senators power son emperor empire "
-        "people mediterranean sea",
-        "city",
-    ),
+    name: _reading(name, text)
+    for name, text in [
+        ("photosynthesis", PHOTOSYNTHESIS),
+        ("french revolution", FRENCH_REVOLUTION),
+        ("water cycle", WATER_CYCLE),
+        ("fox", FOX),
+        ("rome", ROME),
+    ]
 }
 ROLES = {"Narrator", "Teacher", "Student", "Reader", "Guide"}
 # Words a cut title or a dropped number leaves at the end of a phrase.

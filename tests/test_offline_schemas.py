@@ -22,7 +22,8 @@ from liroo.providers.gemini import GeminiProvider
 from liroo.providers.offline import OfflineProvider
 from liroo.providers.schema import check_schema
 from tests.fake_gemini import FakeGemini
-from tests.test_providers import PROMPT, STORY, gemini_settings
+from tests.helpers.bodies import PROMPT, STORY
+from tests.helpers.gemini import gemini_settings
 
 HINTED_NAMES = [
     "title",

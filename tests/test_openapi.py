@@ -17,17 +17,16 @@ import requests
 import schemathesis
 from schemathesis.specs.openapi.definitions import OPENAPI_31_VALIDATOR
 
-from liroo import create_app
 from liroo.api.openapi import IGNORED_ENDPOINTS, OPERATIONS, openapi_path
 from liroo.settings import Settings
-from tests.test_content_api import APP_LECTURE, APP_PROCESS, APP_STORY, APP_TTS, STUDENT_TEXT
+from tests.helpers.bodies import APP_LECTURE, APP_PROCESS, APP_STORY, APP_TTS, STUDENT_TEXT
 
 SKIPPED_METHODS = {"HEAD", "OPTIONS"}
 
 
 @pytest.fixture(scope="module")
-def app(tmp_path_factory):
-    return create_app(Settings.from_env({}, media_dir=str(tmp_path_factory.mktemp("media"))))
+def app(offline_app):
+    return offline_app
 
 
 @pytest.fixture(scope="module")

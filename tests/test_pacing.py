@@ -22,8 +22,10 @@ from liroo.providers import RateLimited
 from liroo.providers.gemini import GeminiProvider
 from liroo.providers.pacing import Pacer, RedisState, SharedMemoryState, make_pacer, service_burst
 from liroo.settings import Settings
+from tests.helpers.bodies import PROMPT
+from tests.helpers.gemini import gemini_settings
+from tests.helpers.schemas import Quiz
 from tests.servers import free_port
-from tests.test_providers import PROMPT, Quiz, gemini_settings
 
 REDIS_URL = "redis://127.0.0.1:6379/12"
 

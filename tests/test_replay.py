@@ -19,9 +19,9 @@ import requests
 
 from tests import contract
 from tests.fake_gemini import gemini_env
+from tests.helpers.bodies import APP_COMIC, APP_PROCESS
+from tests.helpers.http import post
 from tests.servers import GunicornServer, wait_for
-from tests.test_comic_api import APP_COMIC
-from tests.test_content_api import APP_PROCESS
 
 REDIS_URL = "redis://127.0.0.1:6379/14"
 
@@ -34,12 +34,29 @@ def redis_db():
     db.flushdb()
 
 
+COMIC = "/generate_comic"
+
+
 def a_comic() -> dict:
     return {**APP_COMIC, "text": f"{APP_COMIC['text']} Story {uuid.uuid4().hex}."}
 
 
-def post(server, body: dict, path: str = "/generate_comic", **headers) -> requests.Response:
-    return requests.post(server.url(path), json=body, headers=headers, timeout=120)
+def parked_joins(pool, fake_gemini, body, first_server, join_server, count):
+    """The comic of ``body`` started on ``first_server`` (its pictures held by the test), then
+    ``count`` joins of it sent to ``join_server`` and each parked in that worker's loop; a join
+    refused or answered before the comic is made fails the wait."""
+    first = pool.submit(post, first_server, COMIC, body)
+    wait_for(lambda: fake_gemini.requests("image"), timeout=60, what="the comic's pictures")
+    joins = [pool.submit(post, join_server, COMIC, body) for _ in range(count)]
+    wait_for(
+        lambda: (
+            join_server.log().count("parked in the worker's loop") >= count
+            or any(j.done() for j in joins)
+        ),
+        timeout=60,
+        what="every join to be parked",
+    )
+    return first, joins
 
 
 def test_a_stored_answer_is_replayed_past_a_shut_memory_door_on_another_instance(
@@ -50,16 +67,16 @@ def test_a_stored_answer_is_replayed_past_a_shut_memory_door_on_another_instance
     calm = start_server({"REDIS_URL": REDIS_URL})
     pressed = start_server({"REDIS_URL": REDIS_URL, "MEMORY_LIMIT_MB": "1"})
     body = a_comic()
-    first = post(calm, body)  # no id, as the app sends it
+    first = post(calm, COMIC, body)  # no id, as the app sends it
     assert first.status_code == 200, first.text
     chosen = "chosen-" + uuid.uuid4().hex
     flashcards = {**APP_PROCESS, "output_format": "flashcards"}
-    assert post(calm, flashcards, "/process", **{"X-Request-ID": chosen}).status_code == 200
+    assert post(calm, "/process", flashcards, chosen).status_code == 200
 
-    refused = post(pressed, a_comic())
+    refused = post(pressed, COMIC, a_comic())
     assert refused.status_code == 503 and refused.json()["code"] == "memory_pressure"
 
-    again = post(pressed, body)
+    again = post(pressed, COMIC, body)
     assert again.status_code == 200, again.text
     assert again.headers.get("X-Idempotent-Replay") == "true"
     # one derived id on both instances: the secret they share through Redis
@@ -67,11 +84,14 @@ def test_a_stored_answer_is_replayed_past_a_shut_memory_door_on_another_instance
     contract.decode_comic(again.json())
     # the same comic; its media URLs carry the asking request's own host
     assert again.text.replace(pressed.base_url, calm.base_url) == first.text
-    kept = post(pressed, flashcards, "/process", **{"X-Request-ID": chosen})
+    kept = post(pressed, "/process", flashcards, chosen)
     assert kept.status_code == 200 and kept.headers.get("X-Idempotent-Replay") == "true"
-    # a different body under a taken id is still the app's conflict, not a replay
-    conflict = post(pressed, a_comic(), **{"X-Request-ID": chosen})
-    assert conflict.status_code in (422, 503), conflict.text
+    # a different body under a taken id is not a replay: it goes on to the shut door
+    conflict = post(pressed, COMIC, a_comic(), chosen)
+    assert conflict.status_code == 503 and conflict.json()["code"] == "memory_pressure", (
+        conflict.text
+    )
+    assert conflict.headers.get("X-Idempotent-Replay") is None
     assert "Traceback" not in calm.log() + pressed.log()
 
 
@@ -86,17 +106,8 @@ def test_sixty_joins_of_a_slow_comic_leave_the_server_answering(start_server, fa
     fake_gemini.hold("image")  # the comic runs until the test releases its pictures
     body = a_comic()
     with concurrent.futures.ThreadPoolExecutor(JOINS + 1) as pool:
-        first = pool.submit(post, server, body)
-        wait_for(lambda: fake_gemini.requests("image"), timeout=60, what="the comic's pictures")
-        joins = [pool.submit(post, server, body) for _ in range(JOINS)]  # the app's retries
-        wait_for(
-            lambda: (
-                server.log().count("parked in the worker's loop") >= JOINS
-                or any(j.done() for j in joins)
-            ),  # refused or answered before the comic: a failure
-            timeout=60,
-            what="every join to be parked",
-        )
+        # the app's retries, each parked while the comic is made
+        first, joins = parked_joins(pool, fake_gemini, body, server, server, JOINS)
         # While they wait for the comic: cheap routes and new work answer at once.
         for path in ("/health", "/openapi.json", "/health"):
             assert requests.get(server.url(path), timeout=5).status_code == 200
@@ -131,17 +142,7 @@ def test_joins_on_another_instance_are_woken_through_redis_without_a_door(
     fake_gemini.hold("image")
     body = a_comic()
     with concurrent.futures.ThreadPoolExecutor(11) as pool:
-        first = pool.submit(post, running, body)
-        wait_for(lambda: fake_gemini.requests("image"), timeout=60, what="the comic's pictures")
-        joins = [pool.submit(post, other, body) for _ in range(10)]
-        wait_for(
-            lambda: (
-                other.log().count("parked in the worker's loop") >= 10
-                or any(j.done() for j in joins)
-            ),
-            timeout=60,
-            what="every join to be parked",
-        )
+        first, joins = parked_joins(pool, fake_gemini, body, running, other, 10)
         assert requests.get(other.url("/health"), timeout=5).status_code == 200
         assert not any(j.done() for j in joins), [j.result().text for j in joins if j.done()][:2]
         fake_gemini.release("image")
@@ -166,17 +167,7 @@ def test_a_stopping_worker_answers_its_parked_joins_at_once(fake_gemini):
     body = a_comic()
     try:
         with concurrent.futures.ThreadPoolExecutor(6) as pool:
-            first = pool.submit(post, server, body)
-            wait_for(lambda: fake_gemini.requests("image"), timeout=60, what="the comic's pictures")
-            joins = [pool.submit(post, server, body) for _ in range(5)]
-            wait_for(
-                lambda: (
-                    server.log().count("parked in the worker's loop") >= 5
-                    or any(j.done() for j in joins)
-                ),
-                timeout=60,
-                what="every join to be parked",
-            )
+            first, joins = parked_joins(pool, fake_gemini, body, server, server, 5)
             assert not any(j.done() for j in joins)
             server.proc.send_signal(signal.SIGTERM)
             results = [j.result() for j in joins]

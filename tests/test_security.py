@@ -12,7 +12,6 @@ import hashlib
 import hmac
 import http.client
 import json
-import logging
 import os
 import socket
 import subprocess
@@ -30,8 +29,9 @@ from liroo.ratelimits import InstanceStorage
 from liroo.security import KeyRing, read_api_keys
 from liroo.settings import Settings, SettingsError
 from tests import contract
+from tests.helpers.bodies import APP_COMIC
+from tests.helpers.http import new_request_id
 from tests.servers import ROOT, GunicornServer, wait_for
-from tests.test_comic_api import APP_COMIC
 
 KEY_A = "key-a-" + uuid.uuid4().hex
 KEY_B = "key-b-" + uuid.uuid4().hex  # served from LIROO_API_KEYS_FILE
@@ -42,10 +42,6 @@ REDIS_URL = "redis://127.0.0.1:6379/9"  # a db of its own; only keys this module
 
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}  # every other method a route takes is generation
 LEAKS = ("Traceback", 'File "', "RuntimeError", "/work/", "site-packages", "secret/path")
-
-
-def rid(prefix: str = "sec") -> str:
-    return f"{prefix}-{uuid.uuid4().hex}"
 
 
 def key_id(key: str) -> str:
@@ -91,15 +87,11 @@ def keys_file(tmp_dir) -> str:
 
 
 @pytest.fixture(scope="module")
-def routes(tmp_path_factory):
+def routes(offline_app):
     """The app's routes as (path, methods), from a create_app() like production's."""
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    app = create_app(Settings(media_dir=str(tmp_path_factory.mktemp("media"))))
-    root.handlers[:] = handlers
-    root.setLevel(level)
     return [
-        (rule.rule, set(rule.methods), list(rule.arguments)) for rule in app.url_map.iter_rules()
+        (rule.rule, set(rule.methods), list(rule.arguments))
+        for rule in offline_app.url_map.iter_rules()
     ]
 
 
@@ -219,7 +211,7 @@ def test_every_generation_route_needs_a_key(secured, generation_routes):
             ({"Authorization": "Bearer "}, True),
         ]
         for headers, presented in attempts:
-            request_id = rid("noauth")
+            request_id = new_request_id("noauth")
             response = requests.request(
                 method,
                 secured.url(path),
@@ -284,7 +276,7 @@ def test_health_needs_no_token(secured):
 
 
 def test_jobs_are_read_only_by_their_caller_or_the_admin(secured):
-    request_id = rid("owned")
+    request_id = new_request_id("owned")
     body = {"prompt": "a red kite over hills"}
     first = requests.post(
         secured.url("/generate_image"),
@@ -328,7 +320,7 @@ def test_both_job_stores_record_the_owner(store_kind, tmp_path):
         if store_kind == "local"
         else RedisJobStore(REDIS_URL, ttl_s=60, running_ttl_s=120)
     )
-    owned, unowned = rid("own"), rid("free")
+    owned, unowned = new_request_id("own"), new_request_id("free")
     try:
         assert store.claim(owned, "/generate_image", "fp", owner="caller-a").outcome == "new"
         assert store.get(owned).owner == "caller-a"
@@ -350,7 +342,7 @@ def test_both_job_stores_record_the_owner(store_kind, tmp_path):
 
 
 def test_without_configuration_the_apps_requests_work_unchanged(open_server):
-    request_id = rid("app")
+    request_id = new_request_id("app")
     response = requests.post(
         open_server.url("/generate_comic"),
         json=APP_COMIC,
@@ -429,7 +421,8 @@ def test_the_rate_limit_is_one_budget_per_key_with_retry_after(start_server, tmp
     # Only generation is limited.
     for _ in range(5):
         assert requests.get(server.url("/health"), timeout=10).status_code == 200
-        assert requests.get(server.url("/progress/" + rid()), timeout=10).status_code == 404
+        unknown = server.url("/progress/" + new_request_id("sec"))
+        assert requests.get(unknown, timeout=10).status_code == 404
 
 
 @pytest.mark.parametrize("trusted", [0, 1])
@@ -512,7 +505,7 @@ def test_the_workers_of_one_instance_share_one_count(start_server):
         return pids
 
     for key in keys:
-        ids = [rid("burst") for _ in range(8)]
+        ids = [new_request_id("burst") for _ in range(8)]
         with concurrent.futures.ThreadPoolExecutor(8) as pool:
             responses = list(pool.map(lambda request_id, key=key: post(key, request_id), ids))
         statuses = sorted(r.status_code for r in responses)
@@ -564,7 +557,7 @@ def test_the_rate_limit_is_shared_through_redis(start_server):
     try:
         statuses = []
         for server in (first, second, first, second, first, second):
-            ids.append(rid("redis"))
+            ids.append(new_request_id("redis"))
             response = requests.post(
                 server.url("/generate_image"),
                 json={"prompt": "a quiet harbour"},
@@ -808,7 +801,7 @@ def test_errors_leak_nothing_and_secrets_never_reach_the_logs(start_server, tmp_
         requests.get(url("/metrics"), headers=bearer(ADMIN), timeout=10),
         requests.get(url("/memory"), headers={"X-API-Key": WRONG}, timeout=10),
         requests.get(
-            url(f"/progress/{rid()}"),
+            url(f"/progress/{new_request_id('sec')}"),
             headers={"X-API-Key": ADMIN, "X-Goog-Api-Key": GENAI},
             timeout=10,
         ),

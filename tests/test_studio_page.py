@@ -7,8 +7,7 @@ from html.parser import HTMLParser
 
 import pytest
 
-from liroo import create_app
-from liroo.settings import Settings
+from tests.helpers.wsgi import build_app
 
 BROWSER_ACCEPT = (
     "text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,*/*;q=0.8"
@@ -21,13 +20,10 @@ SERVICE = {
 }
 
 
-def make_app(tmp_path, **settings):
-    return create_app(Settings.from_env({}, media_dir=str(tmp_path / "media"), **settings))
-
-
-@pytest.fixture
-def client(tmp_path):
-    return make_app(tmp_path).test_client()
+@pytest.fixture(scope="module")
+def client(offline_app):
+    """One app for the module: its tests only read pages and files."""
+    return offline_app.test_client()
 
 
 class Page(HTMLParser):
@@ -157,7 +153,8 @@ def test_a_link_fills_in_the_form_and_asks_to_start(client):
 
 
 def test_with_keys_and_admin_token_the_page_asks_for_a_key_and_shows_no_thresholds(tmp_path):
-    client = make_app(tmp_path, api_keys="k-00000001", admin_token="a-00000001").test_client()
+    app = build_app(tmp_path / "media", api_keys="k-00000001", admin_token="a-00000001")
+    client = app.test_client()
     response = client.get("/", headers={"Accept": BROWSER_ACCEPT})
     assert response.status_code == 200  # the page itself needs no key
     page = Page(response.get_data(as_text=True))
@@ -167,7 +164,7 @@ def test_with_keys_and_admin_token_the_page_asks_for_a_key_and_shows_no_threshol
 
 
 def test_media_elsewhere_is_allowed_for_pictures_and_audio_only(tmp_path):
-    client = make_app(tmp_path, base_url="https://media.example.org/liroo").test_client()
+    client = build_app(tmp_path / "media", base_url="https://media.example.org/liroo").test_client()
     policy = client.get("/", headers={"Accept": BROWSER_ACCEPT}).headers["Content-Security-Policy"]
     assert (
         "img-src 'self' https://media.example.org;" in policy

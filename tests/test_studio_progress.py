@@ -23,8 +23,8 @@ from liroo.jobs import FAILED, SUCCEEDED, FallbackJobStore, LocalJobStore, Redis
 from liroo.settings import Settings
 from tests import contract
 from tests.fake_gemini import gemini_env
+from tests.helpers.dockerfile import image_env
 from tests.servers import GunicornServer, ended_job, slow_pictures_env, wait_for
-from tests.test_deploy import image_env
 
 REDIS_URL = "redis://127.0.0.1:6379/15"  # this module's own db
 TEXT = (
