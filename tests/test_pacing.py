@@ -2,7 +2,7 @@
 memory).
 
 Real parts: forked processes sharing the instance's memory, the Redis at
-127.0.0.1:6379 (db 12, this file's own) standing for two instances' shared
+127.0.0.1:6379 (db 5, this file's own) standing for two instances' shared
 store, a port where nothing listens standing for a Redis that is gone, and the
 real SDK against the loopback Gemini for the 429 hold. Time is a fake clock
 that moves only when a caller sleeps, so nothing waits on the wall.
@@ -25,7 +25,7 @@ from liroo.settings import Settings
 from tests.servers import free_port
 from tests.test_providers import PROMPT, Quiz, gemini_settings
 
-REDIS_URL = "redis://127.0.0.1:6379/12"
+REDIS_URL = "redis://127.0.0.1:6379/5"
 
 
 class FakeClock:
