@@ -2,6 +2,30 @@ import pytest
 
 from tests.servers import GunicornServer
 
+# The files that take longest (measured with --durations=0) start first, so that with the suite
+# spread over processes (make test: pytest-xdist, a file's tests kept in one process, in this
+# order) none of them starts last and runs alone at the end. Others keep pytest's order.
+LONGEST_FIRST = (
+    "test_speech.py",
+    "test_fuzz.py",
+    "test_comic_gemini.py",
+    "test_studio_browser.py",
+    "test_security.py",
+    "test_faults_redis.py",
+    "test_jobs_server.py",
+    "test_multi_instance.py",
+    "test_replay.py",
+    "test_lifecycle.py",
+    "test_faults_storage.py",
+    "test_slow_clients.py",
+    "test_survival.py",
+)
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: place for place, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(LONGEST_FIRST)))
+
 
 @pytest.fixture
 def start_server():

@@ -2,7 +2,7 @@
 runs.
 
 Real gunicorn on loopback with the offline provider; Redis at 127.0.0.1:6379
-(db 12), and a port where nothing listens for a Redis that cannot be reached.
+(db 8, this file's own), and a port where nothing listens for a Redis that cannot be reached.
 Cloud Run itself cannot run here: ``K_SERVICE``, which Cloud Run sets, stands
 for it.
 """
@@ -18,7 +18,7 @@ from tests import contract
 from tests.helpers.bodies import APP_COMIC
 from tests.servers import free_port
 
-REDIS_URL = "redis://127.0.0.1:6379/12"
+REDIS_URL = "redis://127.0.0.1:6379/8"
 
 
 def test_async_is_off_on_cloud_run_unless_enabled():

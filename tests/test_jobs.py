@@ -163,7 +163,7 @@ def claim_rule_rows():
     return [pytest.param(*row[:5], id="-".join(row[:4]).replace(" ", "_")) for row in body]
 
 
-CLAIM_RULE_REDIS_URL = "redis://127.0.0.1:6379/11"
+CLAIM_RULE_REDIS_URL = "redis://127.0.0.1:6379/10"  # its own db: test_jobs_server flushes 11
 
 
 @pytest.fixture(params=["local", "redis"])

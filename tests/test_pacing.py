@@ -2,7 +2,7 @@
 memory).
 
 Real parts: forked processes sharing the instance's memory, the Redis at
-127.0.0.1:6379 (db 12, this file's own) standing for two instances' shared
+127.0.0.1:6379 (db 5, this file's own) standing for two instances' shared
 store, a port where nothing listens standing for a Redis that is gone, and the
 real SDK against the loopback Gemini for the 429 hold. Time is a fake clock
 that moves only when a caller sleeps, so nothing waits on the wall.
@@ -27,7 +27,7 @@ from tests.helpers.gemini import gemini_settings
 from tests.helpers.schemas import Quiz
 from tests.servers import free_port
 
-REDIS_URL = "redis://127.0.0.1:6379/12"
+REDIS_URL = "redis://127.0.0.1:6379/5"
 
 
 class FakeClock:
