@@ -441,13 +441,21 @@ def test_a_50000_character_narration_is_one_mp3_of_the_texts_length(server):
     text = narration(50_000)
     assert len(text) > 49_900
     started = time.monotonic()
-    response = post(
-        server,
-        "/generate_tts",
-        {"text": text, "voice": "narrator", "model": "gemini-2.5-flash-preview-tts"},
-        request_id=new_request_id("s"),
-        timeout=60,  # the app's timeout
-    )
+    request_id = new_request_id("s")
+    # On a busy machine (the suite runs in parallel) the narration may still be at work at its
+    # 55 s deadline: it answers 503 still_working and goes on, and the app's retry of the same
+    # request joins it and gets the result, as here (a few attempts, each within the app's 60 s).
+    for _attempt in range(4):
+        response = post(
+            server,
+            "/generate_tts",
+            {"text": text, "voice": "narrator", "model": "gemini-2.5-flash-preview-tts"},
+            request_id=request_id,
+            timeout=60,  # the app's timeout
+        )
+        if response.status_code != 503 or response.json()["code"] != "still_working":
+            break
+        assert response.headers["Retry-After"]
     assert response.status_code == 200, response.text
     body = contract.decode_tts(response.json())
     assert body["text_length"] == len(text) and body["content_type"] == "audio/mpeg"
@@ -577,7 +585,14 @@ def test_concurrent_long_narrations_are_reserved_and_queue_for_memory_not_pile_u
     reservation is given back."""
     # Threads to spare, so /memory is answered while narrations run.
     server = start_server(
-        {"MEMORY_LIMIT_MB": "800", "LIROO_SPEECH_RESERVE_MB": "300", "LIROO_THREADS": "16"}
+        {
+            "MEMORY_LIMIT_MB": "800",
+            "LIROO_SPEECH_RESERVE_MB": "300",
+            "LIROO_THREADS": "16",
+            # What is tested is memory, not the deadline: on a busy machine ten narrations two at
+            # a time outlast the 55 s default, and each would answer still_working instead.
+            "LIROO_DEADLINE_S": "250",
+        }
     )
     watched = {"outstanding_mb": 0.0, "waiting": 0}
     done = threading.Event()
