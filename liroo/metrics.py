@@ -27,6 +27,7 @@ from prometheus_client.core import GaugeMetricFamily
 
 from .governor import EventKind, Governor, GovernorEvent
 from .governor.probe import MB
+from .governor.rule import how_many_fit
 
 REQUESTS = Counter(
     "liroo_http_requests_total", "HTTP requests answered", ["route", "method", "status"]
@@ -138,20 +139,10 @@ class _ContainerMemoryCollector:
         yield GaugeMetricFamily(
             "liroo_heavy_requests_fit",
             "How many more heavy requests fit under the hard limit now (scale out at 0)",
-            value=heavy_requests_fit(
-                g.thresholds.limit_mb, used / MB, g.reserved_bytes() / MB, per_request_mb
+            value=how_many_fit(
+                used / MB, g.reserved_bytes() / MB, per_request_mb, g.thresholds.limit_mb
             ),
         )
-
-
-def heavy_requests_fit(
-    limit_mb: float, used_mb: float, outstanding_mb: float, per_request_mb: float
-) -> int:
-    """Heavy requests that fit in what is left under the hard limit: the memory neither in use
-    nor promised, over one request's peak (0 when full or over)."""
-    if per_request_mb <= 0:
-        return 0
-    return max(int((limit_mb - used_mb - outstanding_mb) // per_request_mb), 0)
 
 
 def heavy_request_mb() -> float:

@@ -18,6 +18,13 @@ def test_fits_counts_promises_only_for_costed_work():
     assert not rule.fits(used=750, unspent=0, cost=0, limit=750)
 
 
+def test_how_many_heavy_requests_fit_in_what_is_neither_used_nor_promised():
+    assert rule.how_many_fit(used=500, unspent=72, cost=50, limit=3072) == 50  # 2500 / 50
+    assert rule.how_many_fit(used=500, unspent=72, cost=5000, limit=3072) == 0
+    assert rule.how_many_fit(used=350, unspent=0, cost=20, limit=300) == 0  # over: never negative
+    assert rule.how_many_fit(used=100, unspent=0, cost=0, limit=300) == 0  # no figure yet: none
+
+
 def test_the_expected_wait_is_the_place_times_the_drain_interval():
     # Two requests running, 4 s each: one ends every 2 s; third in line (two ahead) waits 6 s.
     assert rule.drain_wait_s(place=2, service_s=4.0, running=2) == 6.0

@@ -30,7 +30,6 @@ from liroo.generation.speech import (
     split_for_speech,
 )
 from liroo.governor import Governor, GovernorConfig
-from liroo.metrics import heavy_requests_fit
 from liroo.providers.base import BadOutput, SpeechResult
 from liroo.providers.offline import MS_PER_CHAR, OfflineProvider
 from liroo.providers.wav import pcm_to_wav
@@ -664,13 +663,6 @@ def test_concurrent_long_narrations_are_reserved_and_queue_for_memory_not_pile_u
 
 # --- how many more heavy requests fit (/metrics)
 # -------------------------------------------------------------------------
-
-
-def test_heavy_requests_fit_in_what_is_neither_used_nor_promised():
-    assert heavy_requests_fit(3072, 500, 72, 50) == 50  # (3072 - 500 - 72) / 50
-    assert heavy_requests_fit(3072, 500, 72, 5000) == 0
-    assert heavy_requests_fit(300, 350, 0, 20) == 0  # over the limit: none, never negative
-    assert heavy_requests_fit(300, 100, 0, 0) == 0  # no figure yet: none promised
 
 
 def gauges(server) -> dict[str, float]:

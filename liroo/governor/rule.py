@@ -95,6 +95,14 @@ def fits(used: float, unspent: float, cost: float, limit: float) -> bool:
     return used + unspent + cost < limit
 
 
+def how_many_fit(used: float, unspent: float, cost: float, limit: float) -> int:
+    """How many more units of work costing ``cost`` fit in what is neither used nor promised
+    under ``limit`` (0 when full or over, or when the cost is not known yet)."""
+    if cost <= 0:
+        return 0
+    return max(int((limit - used - unspent) // cost), 0)
+
+
 def drain_wait_s(place: int, service_s: float, running: int) -> float:
     """Expected wait of a request with ``place`` requests ahead of it in the door's line."""
     return (place + 1) * service_s / max(running, 1)
