@@ -392,6 +392,18 @@ def test_a_reservation_waits_no_longer_than_its_deadline(cgroup):
     assert governor.refused_reservations == 1 and governor.waiting_reservations() == 0
 
 
+def test_a_cost_over_the_hard_limit_is_refused_at_once_not_after_the_wait(cgroup):
+    """No wait can make room for more than the hard limit holds (750 MB here): the door refuses
+    such a request at once, without entering its line, while one that fits later still waits."""
+    governor = make_governor(cgroup, admission_wait_s=30)
+    door = MemoryGovernorMiddleware(hello_app, governor, route_costs_mb={"/huge": 800})
+    status, headers, body = call(door, "/huge", method="POST")
+    assert status.startswith("503") and b"memory_pressure" in body
+    assert dict(headers)["Retry-After"]
+    admission = governor.snapshot()["admission"]
+    assert admission["longest_wait_s"] == 0 and admission["queue_length"] == 0, admission
+
+
 def test_the_door_gives_each_request_its_deadline_and_honours_a_shorter_one(cgroup):
     governor = make_governor(cgroup, admission_wait_s=30, deadline_s=55, read_deadline_s=25)
     seen = {}

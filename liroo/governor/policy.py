@@ -155,9 +155,10 @@ class MemoryPolicy:
 
         Admitted, it gets a pledge of ``cost_mb`` (release it when the request
         ends). Refused at once when there is no time to wait, the reading alone
-        is at the hard limit, ``expected_wait(place)`` says its turn would come
-        after that end, or the line (``terms.queue_max`` waiters in every worker;
-        ``terms.caller_bound`` of them ``caller``'s) is full; else when the end passes.
+        is at the hard limit, the cost alone is over it, ``expected_wait(place)``
+        says its turn would come after that end, or the line (``terms.queue_max``
+        waiters in every worker; ``terms.caller_bound`` of them ``caller``'s) is
+        full; else when the end passes.
         """
         wait_s, queue_max = terms.wait_s, terms.queue_max
         nbytes = int(cost_mb * MB)
@@ -175,6 +176,9 @@ class MemoryPolicy:
         # refuse at once, as for any request, rather than hold the client for nothing.
         if not self.admits(0.0):
             return DoorDecision(False, refusal="over_limit")
+        # A cost the hard limit cannot hold even with nothing else in memory: no wait helps.
+        if not rule.fits(0.0, 0.0, cost_mb, self.thresholds.limit_mb):
+            return DoorDecision(False, refusal="never_fits")
         expected = expected_wait(self.door.length()) if expected_wait is not None else None
         if expected is not None and now + expected > wait_end:
             return DoorDecision(False, refusal="late")
