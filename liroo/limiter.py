@@ -15,18 +15,22 @@ from __future__ import annotations
 import logging
 import math
 import time
+from typing import TYPE_CHECKING
 
 from flask import Flask, request
-from flask_limiter import ApplicationLimit, Limiter, RateLimitExceeded
-from limits import parse_many
 
-from . import ratelimits
 from .error_answer import ApiError
 from .errors import request_answer
 from .requestid import REPLAY_LOOKED
 from .security import caller, is_generation_request
 from .services import services
 from .settings import Settings, SettingsError
+
+if TYPE_CHECKING:
+    from flask_limiter import Limiter, RateLimitExceeded
+
+# Flask-Limiter and limits are imported only when a rate limit is set: they are ~0.3 s of every
+# start (a Cloud Run cold start, each worker's boot) for a feature that is off by default.
 
 log = logging.getLogger("liroo.security")
 
@@ -45,6 +49,11 @@ def make_limiter(settings: Settings) -> Limiter | None:
     set."""
     if not settings.rate_limit:
         return None
+    from flask_limiter import ApplicationLimit, Limiter
+    from limits import parse_many
+
+    from . import ratelimits
+
     try:
         parse_many(settings.rate_limit)
     except ValueError:
@@ -80,7 +89,7 @@ def make_limiter(settings: Settings) -> Limiter | None:
     )
 
 
-def _rate_limited(exc: RateLimitExceeded):
+def _rate_limited(exc: "RateLimitExceeded"):
     limiter: Limiter | None = services().limiter
     retry_after = 1
     current = limiter.current_limit if limiter is not None else None
@@ -105,6 +114,8 @@ def init_app(app: Flask) -> None:
     svc = app.extensions["liroo"]
     settings, limiter = svc.settings, svc.limiter
     if limiter is not None:
+        from flask_limiter import RateLimitExceeded
+
         limiter.init_app(app)
         app.register_error_handler(RateLimitExceeded, _rate_limited)
     log.info(
