@@ -37,11 +37,11 @@ redis:
 # The suite runs in TEST_PROCESSES processes (pytest-xdist): a file's tests stay in one process
 # (--dist loadfile: its module-wide servers start once; files use their own Redis db, free ports
 # and temporary directories), files go out longest first (tests/conftest.py). Many tests wait on
-# servers rather than compute, so 5 processes fit this 2-core machine. TEST_PROCESSES=0 runs
-# them in this process, one after another. The code is compiled once first: with
-# PYTHONDONTWRITEBYTECODE set (as on this machine), each of the ~110 servers the suite starts
-# would compile it again (~0.2 s of CPU each).
-TEST_PROCESSES ?= 5
+# servers rather than compute, so 4 processes fit this 2-core machine (5 and 6 were no faster).
+# TEST_PROCESSES=0 runs them in this process, one after another. The code is compiled once
+# first: with PYTHONDONTWRITEBYTECODE set (as on this machine), each of the ~110 servers the
+# suite starts would compile it again (~0.2 s of CPU each).
+TEST_PROCESSES ?= 4
 test: dev-venv redis
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check liroo/

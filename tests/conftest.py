@@ -7,18 +7,27 @@ from tests.servers import GunicornServer
 # order) none of them starts last and runs alone at the end. Others keep pytest's order.
 LONGEST_FIRST = (
     "test_speech.py",
-    "test_fuzz.py",
     "test_comic_gemini.py",
+    "test_fuzz.py",
     "test_studio_browser.py",
-    "test_security.py",
     "test_faults_redis.py",
-    "test_jobs_server.py",
     "test_multi_instance.py",
-    "test_replay.py",
-    "test_lifecycle.py",
-    "test_faults_storage.py",
-    "test_slow_clients.py",
+    "test_fuzz_negative.py",
+    "test_security.py",
+    "test_studio_progress.py",
     "test_survival.py",
+    "test_jobs_server.py",
+    "test_lifecycle.py",
+    "test_admission_deadline.py",
+    "test_faults_storage.py",
+    "test_replay.py",
+    "test_studio_page.py",
+    "test_admission_server.py",
+    "test_slow_clients.py",
+    "test_cloud_run.py",
+    "test_http_edges.py",
+    "test_deadline_work.py",
+    "test_offline_schemas.py",
 )
 
 
@@ -67,6 +76,14 @@ def offline_server():
     """One real gunicorn on the embedded defaults (offline provider, local storage) for a whole
     module."""
     with GunicornServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def fuzz_server():
+    """A real gunicorn on the embedded defaults for a fuzzing module (tests/helpers/fuzz.py),
+    logging warnings only."""
+    with GunicornServer({"LIROO_LOG_LEVEL": "WARNING"}) as server:
         yield server
 
 
