@@ -94,6 +94,9 @@ def test_two_comics_both_progress_when_memory_fits_two_pictures(start_server):
         fake.answer(script("A"))
         fake.answer(script("B"))
         body = {"text": TEXT, "level": "moderate", "image_style": "Comic Book"}
+        # A's first picture is answered, its next ones wait for the test: B reaches its pictures
+        # while A still has most of its own to draw, however busy the machine is.
+        fake.hold("image", let_through=1)
         comic_a, result_a = post_in_thread(server.url("/generate_comic"), body)
         # A fresh worker draws a comic's first picture alone (its cost sizes the rest's
         # reservations: generation/images.Lanes): B comes while A draws it.
@@ -103,6 +106,12 @@ def test_two_comics_both_progress_when_memory_fits_two_pictures(start_server):
         comic_b, result_b = post_in_thread(
             server.url("/generate_comic"), {**body, "text": TEXT + " Again."}
         )
+        wait_for(
+            lambda: any("Again." in r.prompt for r in fake.requests("text")),
+            timeout=60,
+            what="comic B's script to be asked for",
+        )
+        fake.release("image")
         comic_a.join(120)
         comic_b.join(120)
         for result in (result_a, result_b):
