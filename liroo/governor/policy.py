@@ -160,6 +160,10 @@ class MemoryPolicy:
         waiters in every worker; ``terms.caller_bound`` of them ``caller``'s) is
         full; else when the end passes.
         """
+        # A cost the hard limit cannot hold even with nothing else in memory: no wait and no
+        # cleanup helps, so neither is tried.
+        if not rule.fits(0.0, 0.0, cost_mb, self.thresholds.limit_mb):
+            return DoorDecision(False, refusal="never_fits")
         wait_s, queue_max = terms.wait_s, terms.queue_max
         nbytes = int(cost_mb * MB)
         if self.door.length() == 0 and (pledge := self._try_pledge(nbytes)):
@@ -176,9 +180,6 @@ class MemoryPolicy:
         # refuse at once, as for any request, rather than hold the client for nothing.
         if not self.admits(0.0):
             return DoorDecision(False, refusal="over_limit")
-        # A cost the hard limit cannot hold even with nothing else in memory: no wait helps.
-        if not rule.fits(0.0, 0.0, cost_mb, self.thresholds.limit_mb):
-            return DoorDecision(False, refusal="never_fits")
         expected = expected_wait(self.door.length()) if expected_wait is not None else None
         if expected is not None and now + expected > wait_end:
             return DoorDecision(False, refusal="late")
