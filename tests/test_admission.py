@@ -7,6 +7,7 @@ files that the real probe reads (tests/cgroupfake.py), so a test can put the
 "container" at any level.
 """
 
+import gc
 import os
 import threading
 import time
@@ -20,6 +21,7 @@ from liroo.governor import (
     MemoryPressure,
     MemoryProbe,
 )
+from liroo.governor.cleanup import Cleaner, pin_mmap_threshold
 from liroo.governor.probe import MB
 from tests.cgroupfake import FakeCgroupV2
 from tests.helpers.wsgi import call, hello_app
@@ -55,9 +57,16 @@ def allocate(mb: int) -> bytearray:
 # --- each byte counted once ----------------------------------------------------------
 
 
-def test_memory_a_reservation_holds_is_counted_once_with_real_allocations(tmp_path):
+def test_memory_a_reservation_holds_is_counted_once_with_real_allocations(tmp_path, request):
     probe = rss_probe(tmp_path)
     size = 120
+    # Settle this process first: earlier tests in this pytest process may leave garbage and free
+    # heap that a collection or a trim during the test would give back, hiding the allocation
+    # (it failed once so: "grew 0 MB"). Collections stay off until the readings are taken.
+    pin_mmap_threshold(GovernorConfig().mmap_threshold_kb)  # as the governor below will
+    Cleaner(probe).run(full=True, reason="test")
+    gc.disable()
+    request.addfinalizer(gc.enable)
     base = probe.used_bytes() / MB
     # Room for the reservation and 72 MB more, whatever this process already uses.
     governor = Governor(GovernorConfig(limit_mb=base + size + 72), probe=probe)
