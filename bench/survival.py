@@ -70,6 +70,7 @@ class Outcome:
     oom_kills: int = 0
     seconds: float = 0.0
     learned_limit_mb: float | None = None
+    other_codes: list[str] = field(default_factory=list)  # "status code" of the other answers
     source: str | None = None
 
     @property
@@ -104,6 +105,13 @@ NARRATION = " ".join(
 SPEECH_REQUEST = ("/generate_tts", lambda i: {"text": NARRATION.format(i=i), "voice": "narrator"})
 
 
+def _code(response: requests.Response) -> str:
+    try:
+        return str(response.json().get("code"))
+    except ValueError:
+        return "(not JSON)"
+
+
 def burst(server: GunicornServer, requests_n: int, outcome: Outcome, request=IMAGE_REQUEST) -> None:
     path, body = request
 
@@ -117,6 +125,8 @@ def burst(server: GunicornServer, requests_n: int, outcome: Outcome, request=IMA
                 headers={"X-Request-ID": f"burst-{uuid.uuid4().hex}"},
                 timeout=300,
             )
+            if response.status_code not in (200, 503):
+                outcome.other_codes.append(f"{response.status_code} {_code(response)}")
             return response.status_code, response.headers.get("Retry-After")
         except requests.RequestException:
             return None, None
@@ -178,7 +188,9 @@ def report(outcome: Outcome, scenario: str = "pictures") -> str:
     name = f"{scenario}, " + ("governed  " if outcome.governed else "ungoverned")
     return (
         f"{name}: {outcome.served}/{outcome.total} served, {outcome.refused} refused (503), "
-        f"{outcome.other} other statuses, {outcome.dropped} dropped connections, "
+        f"{outcome.other} other statuses"
+        + (f" ({', '.join(sorted(set(outcome.other_codes)))})" if outcome.other_codes else "")
+        + f", {outcome.dropped} dropped connections, "
         f"{outcome.oom_kills} OOM kills, {outcome.seconds:.1f} s; limit learned "
         f"{outcome.learned_limit_mb} MB "
         f"({outcome.source})"

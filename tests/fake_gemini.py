@@ -133,6 +133,13 @@ def _snake(key: str) -> str:
     return re.sub(r"([A-Z])", lambda m: "_" + m.group(1).lower(), key)
 
 
+class _Server(ThreadingHTTPServer):
+    # The real API takes a burst's connections at once; socketserver's backlog of 5 made a
+    # burst of 120 calls wait seconds for SYN retries or fail to connect.
+    request_queue_size = 256
+    daemon_threads = True
+
+
 class FakeGemini:
     def __init__(
         self,
@@ -160,8 +167,7 @@ class FakeGemini:
         self._in_flight = 0
         self.max_in_flight = 0
         self._stopping = threading.Event()
-        self._server = ThreadingHTTPServer((host, port), _handler_for(self))
-        self._server.daemon_threads = True
+        self._server = _Server((host, port), _handler_for(self))
         self._thread: threading.Thread | None = None
 
     # --- life ------------------------------------------------------------------

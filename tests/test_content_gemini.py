@@ -253,6 +253,38 @@ def test_tts_progress_moves_after_each_recorded_part(server, fake):
     assert len(fake.requests("speech")) == parts
 
 
+def test_chunks_waiting_for_the_model_hold_no_memory(server, fake):
+    """A narration's chunks wait for the model holding nothing: each chunk's memory is reserved
+    when its answer arrives, before the body is read (``providers.base.answer_room``, through the
+    SDK's response hook). With three parts at the model nothing is reserved (it was three
+    chunks' reservations: the model's seconds held the memory of a whole chunk each); the
+    answers then come, are read, and every reservation ends."""
+    text = " ".join(
+        f"Sentence {i} explains how hot rock rises and cools into new land." for i in range(80)
+    )
+    assert len(split_for_speech(text)) >= 3
+    fake.hold("speech")
+    rid = "waits-" + uuid.uuid4().hex
+    accepted = post(
+        server,
+        "/generate_tts",
+        {**APP_TTS, "text": text},
+        **{"X-Request-ID": rid, "Prefer": "respond-async"},
+    )
+    assert accepted.status_code == 202, accepted.text
+    wait_for(lambda: len(fake.requests("speech")) >= 3, timeout=60, what="three parts asked for")
+
+    def governor():
+        return requests.get(server.url("/memory"), timeout=10).json()["governor"]
+
+    # The 202 closed the request's door pledge; the held calls reserved nothing.
+    assert governor()["outstanding_reservations_mb"] == 0
+    fake.release("speech")
+    done = ended_job(server, rid, timeout=120)
+    assert done["status"] == "succeeded" and done["result_status"] == 200, done
+    assert wait_for(lambda: governor()["outstanding_reservations_mb"] == 0, timeout=10)
+
+
 def test_tts_failure_is_an_error_not_silence(server, fake):
     fake.fail("http", status=400, operation="speech")
     response = post(server, "/generate_tts", APP_TTS, request_id=new_request_id())

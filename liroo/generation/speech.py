@@ -4,13 +4,16 @@ Every chunk of every clip of a request goes through one pool, all at once:
 each chunk's memory reservation and the provider's pacing decide how many
 really run (LIROO_PANEL_CONCURRENCY caps the pool when set). Every heavy step
 reserves its memory from the governor before it allocates, sized by what the
-step was measured to hold at its peak (bench/speech_peaks.py): each model call
+step was measured to hold at its peak (bench/speech_peaks.py): each model answer
 (by what recent chunks cost a character, ``SPEECH_COSTS``), each chunk's
 encoding (what it adds to the file and LAME's buffers) and the file's hand-over
-to storage. A chunk's call never waits at the governor for memory its own
-request holds: while the request has calls under way and memory is short, it
-waits for them instead (``_OwnCalls``), so a request short of memory reads fewer
-chunks at a time, down to one, rather than being refused. Chunks are fed to the encoder
+to storage. An answer's memory is taken when the answer arrives, not while the
+model works on it (``providers.base.answer_room``): the model's seconds cost no
+memory, so memory bounds how many answers are read at once, not how many calls
+wait on the model. A chunk never waits at the governor for memory its own
+request holds: while the request holds answers and memory is short, it waits
+for them instead (``_OwnAnswers``), so a request short of memory reads fewer
+answers at a time, down to one, rather than being refused. Chunks are fed to the encoder
 (``liroo.audio``: MP3 by default, LIROO_AUDIO_FORMAT) in order as they arrive,
 so a long narration is never held as one joined buffer.
 """
@@ -21,6 +24,7 @@ import logging
 import threading
 import wave
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Callable
 
@@ -32,7 +36,7 @@ from ..audio import (
     encoded_bytes_per_s,
     make_encoder,
 )
-from ..providers.base import BadOutput
+from ..providers.base import BadOutput, SpeechResult, answer_room, take_answer_room
 from ..providers.wav import read_pcm
 from ..storage import IMMUTABLE_CACHE, media_key
 from .context import Context, Finished
@@ -117,16 +121,24 @@ class _ClipWriter:
         self._frames = 0
 
     def wait_turn(self, part: int) -> bool:
-        """Wait until chunk ``part`` is within CHUNKS_AHEAD of the encoder and the chunks before it
-        have their memory; False once the clip has failed.
+        """Wait until chunk ``part`` is within CHUNKS_AHEAD of the encoder (its call may start);
+        False once the clip has failed. Raises DeadlineExceeded when the request's deadline
+        passes first."""
+        return self._wait(lambda: part < self._next + CHUNKS_AHEAD)
+
+    def wait_memory_turn(self, part: int) -> bool:
+        """Wait until the chunks before ``part`` have their memory (its answer may take its
+        own); False once the clip has failed.
 
         In order, because a chunk made ahead holds its samples until the encoder reaches it:
         were a later chunk to take the room its clip's next chunk waits for, clips would hold
         samples none of them can encode (a 640 MB burst of narrations stalled on it).
-        Raises DeadlineExceeded when the request's deadline passes first.
         """
+        return self._wait(lambda: part <= self._reserved)
+
+    def _wait(self, ready: Callable[[], bool]) -> bool:
         with self._turn:
-            while not self.failed and (part >= self._next + CHUNKS_AHEAD or part > self._reserved):
+            while not self.failed and not ready():
                 if not self._turn.wait(timeout=max(self._ctx.remaining_s(), 0.0) or 0.01):
                     self._ctx.check_deadline()
             return not self.failed
@@ -226,22 +238,22 @@ class _ClipWriter:
                 self._encoder = None
 
 
-class _OwnCalls:
-    """The model calls one request has under way, so that its next chunk never waits for memory
-    the request itself holds.
+class _OwnAnswers:
+    """The model answers one request holds (read, decoded, not yet handed to the encoder), so
+    that its next answer never waits for memory the request itself holds.
 
-    While memory is short, a chunk whose request already has calls under way
-    waits for one of them to end (their reservations are part of what keeps it
+    While memory is short, an answer whose request already holds others waits
+    for one of them to be let go (their reservations are part of what keeps it
     out) rather than queueing at the governor, where it would be refused after
     LIROO_RESERVATION_WAIT_S although its own request held the room: the
-    request goes on with fewer chunks at a time, down to one, and only a chunk
-    with none of its own under way waits for other requests' memory. Encoding
+    request goes on reading fewer answers at a time, down to one, and only an
+    answer with none of its own held waits for other requests' memory. Encoding
     and the hand-over do not wait here: they finish work under way and go
     first at the governor.
     """
 
-    # While it waits for its own calls, a chunk also looks again this often: memory other
-    # requests free lets it start before its own calls end.
+    # While it waits for its own answers, a chunk also looks again this often: memory other
+    # requests free lets it go on before its own answers are let go.
     RECHECK_S = 0.25
 
     def __init__(self, ctx: Context) -> None:
@@ -252,7 +264,7 @@ class _OwnCalls:
         self.under_way = 0
 
     def wait_for_room(self, mb: float) -> None:
-        """Return once ``mb`` fits or none of this request's calls is under way; raises
+        """Return once ``mb`` fits or this request holds no other answer; raises
         DeadlineExceeded."""
         with self._ended:
             while self.under_way and not self._admits(mb):
@@ -269,40 +281,48 @@ class _OwnCalls:
             self._ended.notify_all()
 
 
-def _speak_chunk(
-    ctx: Context,
-    text: str,
-    voice: str,
-    own: _OwnCalls,
-    reserved: Callable[[], None] = lambda: None,
-) -> tuple[bytes, tuple[int, int, int], str]:
-    """One chunk read aloud: its PCM, (rate, channels, width) and the model.
+class _ClipFailed(Exception):
+    """Another chunk of the clip failed while this one waited: its call is given up."""
 
-    The reservation before the call is sized by what recent chunks cost a
-    character (at least LIROO_SPEECH_RESERVE_MB a chunk). It ends with the
-    call: the samples kept until they are encoded are allocated by then, so
-    every reading counts them (holding their reservation too would count them
-    twice and starve the chunks that others are waiting on).
+
+def _speak_chunk(
+    ctx: Context, text: str, voice: str, own: _OwnAnswers, writer: _ClipWriter, part: int
+) -> tuple[bytes, tuple[int, int, int], str]:
+    """Chunk ``part`` of ``writer``'s clip read aloud: its PCM, (rate, channels, width) and the
+    model.
+
+    The reservation is made when the model's answer arrives (``answer_room``), after the
+    clip's earlier chunks have theirs, and sized by what recent chunks cost a character (at
+    least LIROO_SPEECH_RESERVE_MB a chunk). It ends once the samples are read out of the
+    answer: the samples kept until they are encoded are allocated by then, so every reading
+    counts them (holding their reservation too would count them twice and starve the chunks
+    that others are waiting on).
     """
     ctx.check_deadline()
     floor_mb = max(MIN_RESERVE_MB, ctx.settings.speech_reserve_mb * len(text) / MAX_CHUNK_CHARS)
     mb = SPEECH_COSTS.reserve_mb(floor_mb, len(text))
-    own.wait_for_room(mb)
-    with ctx.reserve(mb):
-        reserved()
-        own.started()
-        try:
-            return _read_aloud(ctx, text, voice)
-        finally:
-            own.ended()
+    with ExitStack() as held:
+
+        def take() -> None:
+            if not writer.wait_memory_turn(part):
+                raise _ClipFailed()
+            own.wait_for_room(mb)
+            held.enter_context(ctx.reserve(mb))
+            writer.has_memory(part)
+            own.started()
+            held.callback(own.ended)
+
+        with answer_room(take):
+            result = ctx.provider.generate_speech(text, voice)
+            take_answer_room()  # a provider that did not take it: now, before the answer is read
+        return _read_aloud(result, len(text))
 
 
-def _read_aloud(ctx: Context, text: str, voice: str) -> tuple[bytes, tuple[int, int, int], str]:
-    result = ctx.provider.generate_speech(text, voice)
+def _read_aloud(result: SpeechResult, chars: int) -> tuple[bytes, tuple[int, int, int], str]:
     # Only chunks long enough to measure: a title's silence and header would make every
     # later chunk reserve as if each character cost what a title's does.
-    if len(text) >= MAX_CHUNK_CHARS // 4:
-        SPEECH_COSTS.record_mb(HOLD_FACTOR * len(result.data) / MB, len(text))
+    if chars >= MAX_CHUNK_CHARS // 4:
+        SPEECH_COSTS.record_mb(HOLD_FACTOR * len(result.data) / MB, chars)
     try:
         pcm, shape = read_pcm(result.data)
     except (wave.Error, EOFError) as exc:
@@ -336,7 +356,7 @@ class _Narration:
         self.ctx, self.jobs, self.step = ctx, jobs, step
         self.finished, self.chunk_step = finished, chunk_step
         self.chunked = [split_for_speech(job.text) or [job.text] for job in jobs]
-        self.own = _OwnCalls(ctx)
+        self.own = _OwnAnswers(ctx)
         self.writers = [_ClipWriter(ctx, len(chunks)) for chunks in self.chunked]
         self.models: list[str | None] = [None] * len(jobs)
         self.clips: list[Clip | None] = [None] * len(jobs)
@@ -369,11 +389,7 @@ class _Narration:
             if not writer.wait_turn(part):  # another chunk of this clip failed: skip the rest
                 return
             pcm, shape, model = _speak_chunk(
-                self.ctx,
-                self.chunked[index][part],
-                self.jobs[index].voice,
-                self.own,
-                lambda: writer.has_memory(part),
+                self.ctx, self.chunked[index][part], self.jobs[index].voice, self.own, writer, part
             )
             self.models[index] = model
             self._recorded(index, part)
@@ -382,6 +398,8 @@ class _Narration:
             if complete:
                 url, duration = writer.store()
                 self._finish(index, Clip(url=url, model=self.models[index], duration_s=duration))
+        except _ClipFailed:
+            return  # the clip's failure is already told
         except Exception as exc:  # one chunk's failure, whatever it is, fails its clip only
             self._fail(index, exc)
 

@@ -9,8 +9,9 @@ which the API maps to HTTP statuses.
 from __future__ import annotations
 
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Iterator, Protocol, TypeVar
+from typing import Callable, Iterator, Protocol, TypeVar
 
 from pydantic import BaseModel
 
@@ -64,7 +65,8 @@ class Provider(Protocol):
         """Make one picture for ``prompt``."""
 
     def generate_speech(self, text: str, voice: str) -> SpeechResult:
-        """Read ``text`` aloud with ``voice`` ("narrator" or "character")."""
+        """Read ``text`` aloud with ``voice`` ("narrator" or "character"); calls
+        ``take_answer_room()`` before it holds the answer (see ``answer_room``)."""
 
 
 class ProviderError(Exception):
@@ -123,3 +125,33 @@ def counted_call(operation: str) -> Iterator[None]:
         raise
     finally:
         PROVIDER_CALLS.labels(operation, outcome).inc()
+
+
+# --- room for an answer ---------------------------------------------------------------------
+_ANSWER_ROOM: ContextVar[Callable[[], None] | None] = ContextVar("answer_room", default=None)
+
+
+@contextmanager
+def answer_room(take: Callable[[], None]) -> Iterator[None]:
+    """Within: the provider calls ``take`` (once) just before it starts to hold the model's
+    answer: for Gemini, when a successful answer's headers have come and before its body is read.
+
+    A heavy step reserves the memory its answer needs in ``take`` (which may wait, and may raise
+    to give the call up), so a request waiting for the model holds no reservation: a chunk of
+    speech waits ~1 s for the model and holds its answer for a fraction of that. A provider
+    that never calls ``take`` leaves it to the step (``take_answer_room`` after the call).
+    """
+    token = _ANSWER_ROOM.set(take)
+    try:
+        yield
+    finally:
+        _ANSWER_ROOM.reset(token)
+
+
+def take_answer_room() -> None:
+    """The answer is about to be held: run the step's ``take``, once per ``answer_room`` (a
+    retried call's later answers are covered by the first); nothing outside one."""
+    take = _ANSWER_ROOM.get()
+    if take is not None:
+        _ANSWER_ROOM.set(None)
+        take()

@@ -44,6 +44,7 @@ from .base import (
     T,
     aspect_ratio_parts,
     counted_call,
+    take_answer_room,
 )
 from .pacing import Pacer, make_pacer
 from .schema import check_schema
@@ -123,9 +124,12 @@ class GeminiProvider:
         return genai.Client(api_key=s.genai_api_key, vertexai=False, http_options=options)
 
     def _on_response(self, response: httpx2.Response) -> None:
-        """Every HTTP answer, retries included: a 429 holds that model's budget back for
+        """Every HTTP answer, retries included, before its body is read: a successful one gets
+        its step's memory first (``answer_room``); a 429 holds that model's budget back for
         everyone."""
-        if response.status_code == 429:
+        if response.is_success:
+            take_answer_room()
+        elif response.status_code == 429:
             match = _MODEL_IN_PATH.search(response.request.url.path)
             response.read()
             delay = retry_after_s(response.headers, _json_or_none(response))

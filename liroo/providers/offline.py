@@ -24,7 +24,15 @@ from functools import lru_cache
 
 from pydantic import ValidationError
 
-from .base import VOICE_ROLES, BadOutput, ImageResult, SpeechResult, T, counted_call
+from .base import (
+    VOICE_ROLES,
+    BadOutput,
+    ImageResult,
+    SpeechResult,
+    T,
+    counted_call,
+    take_answer_room,
+)
 from .offline_art import illustrate
 from .offline_schema import fill_schema
 from .schema import check_schema
@@ -76,6 +84,7 @@ class OfflineProvider:
         role = voice if voice in VOICE_ROLES else "narrator"
         with counted_call("speech"):
             log.debug("offline speech (%s): %r", role, text)
+            take_answer_room()  # made here and now: the memory is taken before it is made
             data = _espeak(self.espeak, text, role) if self.espeak else None
             if data is None:
                 data = synthetic_speech(text, role)
