@@ -19,8 +19,9 @@ if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         prefix="liroo-metrics-"
     )
 
-# Allocator settings (README: "Allocator settings"): none beyond the governor's pinned mmap
-# threshold (LIROO_MMAP_THRESHOLD_KB, 128 KB), so a freed image leaves the process at once.
+# Allocator settings (README: "Allocator settings"): none beyond the governor's mmap threshold
+# (LIROO_MMAP_THRESHOLD_KB, 128 KB, at and above the cleanup line, so a freed image leaves the
+# process at once; 32 MB below it, with the heap trimmed when a worker's work is done).
 # PILLOW_BLOCKS_MAX stays at Pillow's 0 on purpose: freed blocks Pillow keeps for reuse are memory
 # the governor reads as used and no reservation owns, so a request can wait for room only that
 # cache holds (a comic of 3072x3072 pictures under 220 MB: 5 s with 0 blocks, never done with 8).

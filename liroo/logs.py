@@ -240,6 +240,8 @@ def log_governor_event(event: GovernorEvent) -> None:
     if event.kind == EventKind.RECYCLE:
         # A planned recycle (max_requests) is routine; one for memory is a warning.
         level = logging.INFO if event.figures.get("reason") == "max_requests" else logging.WARNING
+    elif event.kind == EventKind.CLEANUP and event.figures.get("reason") == "idle":
+        level = logging.DEBUG  # routine: after a worker's last costed request, up to once a second
     else:
         level = _EVENT_LEVELS.get(event.kind, logging.DEBUG)
     if not _governor_log.isEnabledFor(level):

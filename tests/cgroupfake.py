@@ -26,7 +26,11 @@ def write(root, rel, text):
 def fake_proc(root, cgroup, mountinfo, rss_pages=2560):
     write(root, "proc/self/cgroup", cgroup)
     write(root, "proc/self/mountinfo", mountinfo)
-    write(root, "proc/self/statm", f"100000 {rss_pages} 300 1 0 500 0\n")
+    write(root, "proc/self/statm", _statm(rss_pages))
+
+
+def _statm(rss_pages: int) -> str:
+    return f"100000 {rss_pages:<12} 300 1 0 500 0\n"  # fixed width: rewritten in place
 
 
 def group(root, folder, files):
@@ -58,6 +62,11 @@ class FakeCgroupV2:
         self.root = str(root)
         fake_proc(self.root, "0::/\n", V2_MOUNTINFO)
         v2_group(self.root, "", current=int(used_mb * MB), maxv=int(limit_mb * MB), inactive=0)
+
+    def set_rss(self, mb):
+        """This process's resident set as /proc/self/statm shows it (written in place)."""
+        with open(os.path.join(self.root, "proc/self/statm"), "r+") as fh:
+            fh.write(_statm(int(mb * MB) // os.sysconf("SC_PAGE_SIZE")))
 
     def set_used(self, mb):
         # One fixed-width write in place, never an empty file: a probe reading at that

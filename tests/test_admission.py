@@ -21,7 +21,7 @@ from liroo.governor import (
     MemoryPressure,
     MemoryProbe,
 )
-from liroo.governor.cleanup import Cleaner, pin_mmap_threshold
+from liroo.governor.cleanup import Cleaner
 from liroo.governor.probe import MB
 from tests.cgroupfake import FakeCgroupV2
 from tests.helpers.wsgi import call, hello_app
@@ -63,7 +63,6 @@ def test_memory_a_reservation_holds_is_counted_once_with_real_allocations(tmp_pa
     # Settle this process first: earlier tests in this pytest process may leave garbage and free
     # heap that a collection or a trim during the test would give back, hiding the allocation
     # (it failed once so: "grew 0 MB"). Collections stay off until the readings are taken.
-    pin_mmap_threshold(GovernorConfig().mmap_threshold_kb)  # as the governor below will
     Cleaner(probe).run(full=True, reason="test")
     gc.disable()
     request.addfinalizer(gc.enable)

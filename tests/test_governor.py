@@ -264,6 +264,94 @@ def test_middleware_cleanup_is_rate_limited(cgroup):
     assert governor.cleaner.runs == 1
 
 
+FRESH_HEAP_SCRIPT = """
+import ctypes, ctypes.util, json, sys, tempfile
+from liroo.governor import Governor, GovernorConfig, MemoryGovernorMiddleware, MemoryProbe
+from liroo.governor.probe import MB
+from tests.cgroupfake import FakeCgroupV2
+from tests.helpers.wsgi import call, hello_app
+
+class Mallinfo2(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in (
+        "arena", "ordblks", "smblks", "hblks", "hblkhd",
+        "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+try:
+    mallinfo2 = ctypes.CDLL(ctypes.util.find_library("c")).mallinfo2
+except (OSError, AttributeError, TypeError):
+    print(json.dumps(None)); sys.exit()
+mallinfo2.restype = Mallinfo2
+
+def mapped_by(nbytes):
+    before = mallinfo2().hblkhd
+    block = bytearray(nbytes)
+    grown = mallinfo2().hblkhd - before
+    del block
+    return grown
+
+cgroup = FakeCgroupV2(tempfile.mkdtemp(), limit_mb=1000, used_mb=100)
+governor = Governor(GovernorConfig(cleanup_min_interval_s=3600), probe=MemoryProbe(cgroup.root))
+app = MemoryGovernorMiddleware(hello_app, governor)
+seen = []
+for used in (100, 550, 650, 100):
+    cgroup.set_used(used)
+    call(app)
+    seen.append([used, governor.mmap.kb, mapped_by(4 * MB) >= 4 * MB])
+print(json.dumps(seen))
+"""
+
+
+def test_big_buffers_get_their_own_mmap_only_while_memory_is_tight():
+    """Under the cleanup line a 4 MB buffer is served from the heap (reused, no fresh pages to
+    zero); at or above it, from its own mmap, handed back the moment it is freed. In a fresh
+    interpreter: the allocator is the process's, and earlier tests leave free heap chunks that
+    a big buffer may reuse whatever the threshold."""
+    out = subprocess.run(
+        [sys.executable, "-c", FRESH_HEAP_SCRIPT], cwd=ROOT, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    seen = json.loads(out.stdout)
+    if seen is None:
+        pytest.skip("not glibc 2.33 or newer: no mallinfo2 to read the allocator with")
+    # (MB used of a 1000 MB cgroup: warning 500, cleanup 600) -> threshold KB, own mmap
+    assert seen == [[100, 32 * 1024, False], [550, 32 * 1024, False], [650, 128, True],
+                    [100, 32 * 1024, False]]  # fmt: skip
+
+
+def test_a_workers_last_costed_request_gives_the_heap_back(cgroup):
+    """The heap's free pages go back (a trim, no gc) once a worker's costed requests are all
+    done and it grew 8 MB since the latest cleanup: not while one still runs, not after cheap
+    requests, not for a few MB."""
+    governor = make_governor(cgroup, cleanup_min_interval_s=0)
+    events = []
+    governor.subscribe(lambda event: event.kind == "cleanup" and events.append(event.figures))
+    entered, leave = threading.Event(), threading.Event()
+
+    def held_app(environ, start_response):
+        if environ["PATH_INFO"] == "/held":
+            entered.set()
+            leave.wait(10)
+        return hello_app(environ, start_response)
+
+    app = MemoryGovernorMiddleware(held_app, governor, route_costs_mb={"/held": 5, "/heavy": 5})
+    cgroup.set_rss(20)
+    assert call(app, "/heavy")[0] == "200 OK"  # the first: nothing trimmed yet
+    assert [e["reason"] for e in events] == ["idle"]
+    cgroup.set_rss(40)
+    first = threading.Thread(target=call, args=(app, "/held"))
+    first.start()
+    assert entered.wait(10)
+    assert call(app, "/heavy")[0] == "200 OK"  # one costed request still runs
+    assert call(app, "/light")[0] == "200 OK"
+    assert len(events) == 1
+    leave.set()
+    first.join(10)
+    assert [(e["reason"], e["kind"]) for e in events] == [("idle", "trim")] * 2
+    cgroup.set_rss(45)  # 5 MB more since: kept
+    assert call(app, "/heavy")[0] == "200 OK"
+    assert len(events) == 2
+
+
 def test_governor_package_stands_alone(tmp_path):
     """liroo/governor can be lifted out: it imports nothing from Flask or the rest of Liroo."""
     shutil.copytree(ROOT / "liroo" / "governor", tmp_path / "governor")

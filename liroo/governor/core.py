@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Callable, ContextManager, Protocol
 
 from . import rule
-from .cleanup import Cleaner, CleanupResult, pin_mmap_threshold
+from .cleanup import Cleaner, CleanupResult, MmapThreshold
 from .events import EventKind, Events, GovernorEvent, Listener
 from .ledger import ReservationLedger
 from .pledges import Reservation
@@ -36,9 +36,9 @@ class GovernorConfig:
     recycle_strikes: int = 3
     recycle_min_age_s: float = 10.0
     recycle_check_interval_s: float = 5.0
-    mmap_threshold_kb: int = (
-        128  # 0: leave glibc's moving threshold alone (see cleanup.pin_mmap_threshold)
-    )
+    # glibc's mmap threshold while memory is tight (at or above the cleanup line; below it
+    # 32 MB); 0: leave glibc's moving threshold alone (see cleanup.MmapThreshold)
+    mmap_threshold_kb: int = 128
     admission_wait_s: float = (
         15.0  # longest a costed request waits in the door's line (0: refuse at once)
     )
@@ -81,8 +81,11 @@ class Governor:
         )
         self.events = Events()
         self.events.subscribe(self._count_event)
-        self.cleaner = Cleaner(self.probe, self.config.cleanup_min_interval_s, self.events)
-        self.mmap_threshold_pinned = pin_mmap_threshold(self.config.mmap_threshold_kb)
+        self.mmap = MmapThreshold(self.config.mmap_threshold_kb)
+        self.mmap.follow(tight=False)
+        self.cleaner = Cleaner(
+            self.probe, self.config.cleanup_min_interval_s, self.events, self.mmap
+        )
         self.timings = ServiceTimes()
         self.deadlines = self.config.deadline_s is not None
         self.policy = MemoryPolicy(
@@ -102,6 +105,7 @@ class Governor:
         # written once (MemoryPolicy.reserve).
         self.reserve = self.policy.reserve
         self._warning_bytes = self.thresholds.warning_mb * MB
+        self._cleanup_bytes = self.thresholds.cleanup_mb * MB
         self.limit_bytes = self.thresholds.limit_mb * MB
         # The probe's own bound method, so the middleware's one reading per request costs no extra
         # call.
@@ -289,10 +293,14 @@ class Governor:
         self.timings.started(+1)
 
     def service_ended(self, route: str, seconds: float | None) -> None:
-        """A costed request closed; ``seconds`` from admission, when it measured a full service."""
-        self.timings.started(-1)
+        """A costed request closed; ``seconds`` from admission, when it measured a full service.
+        The last of this worker's: the heap's free pages go back (``MmapThreshold``,
+        ``Cleaner.idle_trim``)."""
+        idle = self.timings.started(-1) == 0
         if seconds is not None:
             self.timings.record(route, seconds)
+        if idle and not self.mmap.tight:
+            self.cleaner.idle_trim()
 
     def admits(self, cost_mb: float = 0.0) -> bool:
         """Would work costing ``cost_mb`` stay under the hard limit now? (a fresh reading; reserves
@@ -326,7 +334,9 @@ class Governor:
         whether a fresh one is worth taking: under load it is a few milliseconds
         old, and below the warning line there is nothing to do either way.
         """
-        if self.probe.last_used_bytes < self._warning_bytes or not self.cleaner.due():
+        last = self.probe.last_used_bytes
+        self.mmap.follow(tight=last >= self._cleanup_bytes)
+        if last < self._warning_bytes or not self.cleaner.due():
             return
         used = self.probe.used_bytes() / MB
         if used >= self.thresholds.cleanup_mb:
@@ -371,7 +381,8 @@ class Governor:
             "recycles": self.recycles,
             "recycle_rss_mb": round(self.recycle_mb, 1),
             "malloc_trim": self.cleaner.can_trim,
-            "mmap_threshold_pinned": self.mmap_threshold_pinned,
+            "mmap_threshold_pinned": self.mmap.pinned,
+            "mmap_threshold_kb": self.mmap.kb,
         }
 
 

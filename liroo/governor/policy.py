@@ -301,6 +301,10 @@ class MemoryPolicy:
                 remaining = end - time.monotonic()
                 if remaining <= 0:
                     raise self._refused(nbytes)
+                if self.cleaner is not None and self.cleaner.due():
+                    # What siblings freed may sit in the heap (MmapThreshold): hand it back.
+                    if self.cleaner.run(full=False, reason="room") is not None:
+                        continue
                 # Releases in this process wake us at once; other workers' releases
                 # and memory falling are seen at the next look, 50 ms later at most.
                 self.turns.wait(min(remaining, _RESERVE_POLL_S))

@@ -60,14 +60,16 @@ class ServiceTimes:
         start = 2 * self._routes
         return int(sum(self._table[start + 1 :: 2]))
 
-    def started(self, change: int) -> None:
-        """A costed request of this process was admitted (+1) or closed (-1)."""
+    def started(self, change: int) -> int:
+        """A costed request of this process was admitted (+1) or closed (-1); how many of this
+        process's run now."""
         if self._local is None or self._local[0] != os.getpid():
             with self._shared.locked():
                 self._slot_locked()
         slot = self._local[1]  # type: ignore[index]
         with self._count_lock:  # only this process writes its slot: no lock across processes
-            self._table[slot + 1] = max(self._table[slot + 1] + change, 0)
+            running = self._table[slot + 1] = max(self._table[slot + 1] + change, 0)
+        return int(running)
 
     def forget(self, pid: int) -> None:
         """A dead worker's requests run no more (called by the master when a worker exits)."""
