@@ -22,6 +22,10 @@ from tests.helpers.http import fetch, new_request_id, post
 from tests.servers import ended_job, wait_for
 
 SPEECH_LATENCY_S = 0.8
+# Read aloud in three parts or more.
+LONG_NARRATION = " ".join(
+    f"Sentence {i} explains how hot rock rises and cools into new land." for i in range(80)
+)
 TTS_MODEL = "gemini-2.5-flash-preview-tts"
 
 
@@ -190,9 +194,7 @@ def test_a_failed_lecture_still_names_its_lecture_id(server, fake):
 
 
 def test_long_tts_is_read_in_chunks_and_joined(server, fake):
-    text = " ".join(
-        f"Sentence {i} explains how hot rock rises and cools into new land." for i in range(80)
-    )
+    text = LONG_NARRATION
     chunks = split_for_speech(text)
     body = {**APP_TTS, "text": text, "voice": "character"}
     response = post(server, "/generate_tts", body, request_id=new_request_id())
@@ -215,16 +217,9 @@ def test_long_tts_is_read_in_chunks_and_joined(server, fake):
     assert seconds == pytest.approx(sum(len(c) * SPEECH_S_PER_CHAR for c in chunks), rel=0.02)
 
 
-def test_tts_progress_moves_after_each_recorded_part(server, fake):
-    """/generate_tts advances a step per part read aloud: with the model holding every part but
-    the first, /progress shows that one part recorded while the request still runs."""
-    text = " ".join(
-        f"Sentence {i} explains how hot rock rises and cools into new land." for i in range(80)
-    )
-    parts = len(split_for_speech(text))
-    assert parts >= 3
-    fake.hold("speech", let_through=1)  # one part read, the others wait for the test
-    rid = "parts-" + uuid.uuid4().hex
+def narrate_async(server, text: str) -> str:
+    """POST /generate_tts with ``Prefer: respond-async``; the request id, once it is accepted."""
+    rid = "narration-" + uuid.uuid4().hex
     accepted = post(
         server,
         "/generate_tts",
@@ -232,6 +227,17 @@ def test_tts_progress_moves_after_each_recorded_part(server, fake):
         **{"X-Request-ID": rid, "Prefer": "respond-async"},
     )
     assert accepted.status_code == 202, accepted.text
+    return rid
+
+
+def test_tts_progress_moves_after_each_recorded_part(server, fake):
+    """/generate_tts advances a step per part read aloud: with the model holding every part but
+    the first, /progress shows that one part recorded while the request still runs."""
+    text = LONG_NARRATION
+    parts = len(split_for_speech(text))
+    assert parts >= 3
+    fake.hold("speech", let_through=1)  # one part read, the others wait for the test
+    rid = narrate_async(server, text)
 
     def a_part_recorded():
         view = requests.get(server.url(f"/progress/{rid}"), timeout=10).json()
@@ -259,19 +265,10 @@ def test_chunks_waiting_for_the_model_hold_no_memory(server, fake):
     SDK's response hook). With three parts at the model nothing is reserved (it was three
     chunks' reservations: the model's seconds held the memory of a whole chunk each); the
     answers then come, are read, and every reservation ends."""
-    text = " ".join(
-        f"Sentence {i} explains how hot rock rises and cools into new land." for i in range(80)
-    )
+    text = LONG_NARRATION
     assert len(split_for_speech(text)) >= 3
     fake.hold("speech")
-    rid = "waits-" + uuid.uuid4().hex
-    accepted = post(
-        server,
-        "/generate_tts",
-        {**APP_TTS, "text": text},
-        **{"X-Request-ID": rid, "Prefer": "respond-async"},
-    )
-    assert accepted.status_code == 202, accepted.text
+    rid = narrate_async(server, text)
     wait_for(lambda: len(fake.requests("speech")) >= 3, timeout=60, what="three parts asked for")
 
     def governor():
