@@ -20,7 +20,7 @@ if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
     )
 
 # Allocator settings (README: "Allocator settings"): none beyond the governor's mmap threshold
-# (LIROO_MMAP_THRESHOLD_KB, 128 KB, at and above the cleanup line, so a freed image leaves the
+# (LIROO_MMAP_THRESHOLD_KB, 8 MB, at and above the cleanup line, so a freed image leaves the
 # process at once; 32 MB below it, with the heap trimmed when a worker's work is done).
 # PILLOW_BLOCKS_MAX stays at Pillow's 0 on purpose: freed blocks Pillow keeps for reuse are memory
 # the governor reads as used and no reservation owns, so a request can wait for room only that

@@ -148,11 +148,12 @@ class Settings:
     """A worker younger than this is never recycled for memory."""
     recycle_check_interval_s: float = _setting("LIROO_RECYCLE_CHECK_INTERVAL_S", 5.0)
     """Seconds between two RSS checks of a worker."""
-    mmap_threshold_kb: int = _setting("LIROO_MMAP_THRESHOLD_KB", 128)
-    """While memory is at or above the cleanup line, allocations above this get their own mmap,
-    so freed image buffers leave the process at once; below it the threshold is 32 MB, so buffers
-    are reused from the heap (less CPU), and a worker's free heap is trimmed when its costed
-    requests are done (glibc; 0: glibc's moving threshold, never changed)."""
+    mmap_threshold_kb: int = _setting("LIROO_MMAP_THRESHOLD_KB", 8192)
+    """While memory is at or above the cleanup line, allocations above this (Pillow's 16 MB image
+    blocks, whole decoded pictures) get their own mmap, so they leave the process the moment they
+    are freed; below it the threshold is 32 MB, so buffers are reused from the heap (less CPU),
+    and a worker's free heap is trimmed when its costed requests are done (glibc; 0: glibc's
+    moving threshold, never changed)."""
     reservation_wait_s: float = _setting("LIROO_RESERVATION_WAIT_S", 60.0)
     """How long a heavy step (an image) waits for memory before it fails with 503."""
     admission_wait_s: float = _setting("LIROO_ADMISSION_WAIT_S", 15.0)

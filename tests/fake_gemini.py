@@ -41,7 +41,7 @@ import time
 from array import array
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Callable
 
 from PIL import Image, ImageDraw
 
@@ -94,6 +94,7 @@ class Fault:
 class Hold:
     let_through: int  # requests still answered before the gate holds the rest
     gate: threading.Event = field(default_factory=threading.Event)
+    passes: Callable[["RecordedRequest"], bool] | None = None  # answered whatever let_through says
 
 
 @dataclass
@@ -212,11 +213,17 @@ class FakeGemini:
         with self._lock:
             self._latency[model or operation or "*"] = seconds
 
-    def hold(self, operation: str, let_through: int = 0) -> None:
-        """Answer the next ``let_through`` requests of ``operation``, then keep the others waiting
-        until ``release``: a "while it runs" window that cannot close before the test has looked."""
+    def hold(
+        self,
+        operation: str,
+        let_through: int = 0,
+        passes: Callable[[RecordedRequest], bool] | None = None,
+    ) -> None:
+        """Answer the next ``let_through`` requests of ``operation`` and any that ``passes``
+        accepts, then keep the others waiting until ``release``: a "while it runs" window that
+        cannot close before the test has looked."""
         with self._lock:
-            self._holds[operation] = Hold(let_through)
+            self._holds[operation] = Hold(let_through, passes=passes)
 
     def release(self, operation: str | None = None) -> None:
         """Let held requests of ``operation`` (every operation if None) answer."""
@@ -268,7 +275,9 @@ class FakeGemini:
         with self._lock:
             hold = self._holds.get(request.operation)
             gate = None
-            if hold is not None and hold.let_through > 0:
+            if hold is not None and hold.passes is not None and hold.passes(request):
+                pass
+            elif hold is not None and hold.let_through > 0:
                 hold.let_through -= 1
             elif hold is not None:
                 gate = hold.gate

@@ -38,7 +38,7 @@ class GovernorConfig:
     recycle_check_interval_s: float = 5.0
     # glibc's mmap threshold while memory is tight (at or above the cleanup line; below it
     # 32 MB); 0: leave glibc's moving threshold alone (see cleanup.MmapThreshold)
-    mmap_threshold_kb: int = 128
+    mmap_threshold_kb: int = 8192
     admission_wait_s: float = (
         15.0  # longest a costed request waits in the door's line (0: refuse at once)
     )

@@ -284,7 +284,10 @@ class MemoryPolicy:
         if turn(None) and self._take(nbytes, group):
             return
         if self.cleaner is not None:
-            self.cleaner.run(full=True, reason="room")
+            # A trim, no gc: a step's room is in buffers freed as they go out of scope, and a
+            # full collection stops every thread of the worker (a burst of narrations ran ~30 of
+            # them, tens of ms each). The door still collects before it refuses a request.
+            self.cleaner.run(full=False, reason="room")
             if turn(None) and self._take(nbytes, group):
                 return
         # It waits holding nothing: what is left of its request's pledge goes back, so that room
