@@ -116,7 +116,7 @@ class Settings:
     """on: every request carries a deadline (below) that bounds its waits and its answer: a 503
     with Retry-After (from the measured drain rate) if its work is not done, the work going on
     for the retry to join; off: fixed waits, LIROO_RETRY_AFTER_S, and an answer when the work
-    ends (the benchmarks' baseline)."""
+    ends (with LIROO_ADMISSION_WAIT_S=15: the benchmarks' baseline)."""
     deadline_s: float = _setting("LIROO_DEADLINE_S", 55.0)
     """Generation routes (POST): an answer, or a 503 with Retry-After, is sent within this many
     seconds (the app gives up after 60 s); a client's X-Request-Timeout-Ms can shorten it."""
@@ -156,10 +156,13 @@ class Settings:
     moving threshold, never changed)."""
     reservation_wait_s: float = _setting("LIROO_RESERVATION_WAIT_S", 60.0)
     """How long a heavy step (an image) waits for memory before it fails with 503."""
-    admission_wait_s: float = _setting("LIROO_ADMISSION_WAIT_S", 15.0)
-    """How long a request that makes pictures waits at the door for memory (in one FIFO line for
-    all workers) before it is refused with 503 (0: refuse at once). The app's own back-off after
-    two 503s is 12 s, so a wait up to about that costs a student less than a refusal."""
+    admission_wait_s: float = _setting("LIROO_ADMISSION_WAIT_S", 40.0)
+    """Longest a request that makes pictures or speech waits at the door for memory (in one FIFO
+    line for all workers) before it is refused with 503 (0: refuse at once); with deadlines it also
+    ends by the deadline minus the route's expected service time. A refusal costs a student 4-16 s
+    of back-off and loses a narration (the app does not retry one), so it waits while it can still
+    be answered in time. With LIROO_DEADLINE=off nothing else bounds it: set 15 (the default before
+    deadlines), or a wait and its work can outlast the app's 60 s."""
     admission_queue: int = _setting("LIROO_ADMISSION_QUEUE", 32)
     """Most requests waiting at the door, all workers together; more are refused at once."""
     admission_caller_share: float = _setting("LIROO_ADMISSION_CALLER_SHARE", 0.5)

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 
 import pytest
 
@@ -25,6 +26,7 @@ from liroo.governor import (
     Thresholds,
 )
 from liroo.governor.policy import ReservationLedger
+from liroo.governor.timings import ALL_ROUTES
 from tests.cgroupfake import FakeCgroupV2
 from tests.helpers.wsgi import call, hello_app
 from tests.servers import ROOT, wait_for
@@ -385,3 +387,49 @@ def test_governor_package_stands_alone(tmp_path):
         [sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True
     )
     assert out.stdout.strip() == "ok", out.stderr
+
+
+def test_the_expected_wait_follows_the_line_when_memory_frees_before_requests_end(cgroup):
+    """Service times say a request first in line waits 30 s behind the one long request running;
+    but the line moves when memory frees, often long before a request ends. Requests let in after
+    waiting teach the door the line's own pace, and the sooner figure wins: a newcomer the line
+    takes in time is queued, not refused at once for the running request's length."""
+    governor = make_governor(cgroup, admission_wait_s=30)  # limit 750, used 100
+    governor.service_began()  # one long request runs throughout
+    governor.timings.record(ALL_ROUTES, 30.0)
+    assert governor.expected_wait_s(0) == 30.0
+
+    def wait_in_line_until_memory_frees(deadline_s: float | None):
+        holder = governor.admit(600).pledge  # fills memory
+        decisions = []
+
+        def newcomer():
+            deadline = None if deadline_s is None else time.monotonic() + deadline_s
+            decisions.append(governor.admit(100, deadline=deadline))
+
+        threads = [threading.Thread(target=newcomer) for _ in range(2)]
+        for number, thread in enumerate(threads, 1):
+            thread.start()
+            wait_for(lambda n=number: len(decisions) + governor.queue_length() == n, 10, what="")
+        queued = governor.queue_length()
+        holder.release()  # memory frees while the long request still runs
+        for thread in threads:
+            thread.join(10)
+        for decision in decisions:
+            if decision.pledge:
+                decision.pledge.release()
+        return queued, decisions
+
+    # Before anyone waited, a newcomer with 30 s to wait is refused: 30 s is not sooner.
+    queued, decisions = wait_in_line_until_memory_frees(deadline_s=30)
+    assert queued == 0 and {d.refusal for d in decisions} == {"late"}
+    # Two requests without a deadline wait in line and are let in when the memory frees.
+    queued, decisions = wait_in_line_until_memory_frees(deadline_s=None)
+    assert queued == 2 and all(d.admitted and d.queued for d in decisions)
+    assert sorted(d.ahead for d in decisions) == [0, 1]
+    place_s = governor.timings.line_place_s()
+    assert place_s is not None and place_s < 10.0
+    assert governor.expected_wait_s(2) == pytest.approx(3 * place_s)
+    # Now the same newcomers with 30 s to wait queue, and are let in.
+    queued, decisions = wait_in_line_until_memory_frees(deadline_s=30)
+    assert queued == 2 and all(d.admitted for d in decisions)

@@ -63,6 +63,7 @@ class DoorDecision:
     waited_s: float = 0.0
     queued: bool = False  # it waited in the line (else it was admitted or refused at once)
     queue_full: bool = False  # refused at once: the line, or the caller's share of it, was full
+    ahead: int = 0  # requests ahead of it in the line when it entered
     pledge: Pledge | None = None
     # Why it was refused: "no_wait" (no time to wait), "over_limit" (the reading alone),
     # "late" (its place in line would not come in time), "queue_full", "caller_share", "waited".
@@ -183,18 +184,22 @@ class MemoryPolicy:
         expected = expected_wait(self.door.length()) if expected_wait is not None else None
         if expected is not None and now + expected > wait_end:
             return DoorDecision(False, refusal="late")
+        ahead = self.door.length()
         ticket, full = self.door.enter(queue_max, caller, terms.caller_bound)
         if ticket is None:
             return DoorDecision(False, queue_full=True, refusal=full)
-        return self._wait_at_door(ticket, nbytes, now, wait_end)
+        return self._wait_at_door(ticket, nbytes, now, wait_end, ahead)
 
-    def _wait_at_door(self, ticket: int, nbytes: int, start: float, end: float) -> DoorDecision:
+    def _wait_at_door(
+        self, ticket: int, nbytes: int, start: float, end: float, ahead: int
+    ) -> DoorDecision:
         next_purge = start + 1.0
         self.turns.door(+1)
         try:
             while True:
                 if self.door.is_first(ticket) and (pledge := self._try_pledge(nbytes)):
-                    return DoorDecision(True, time.monotonic() - start, True, pledge=pledge)
+                    waited = time.monotonic() - start
+                    return DoorDecision(True, waited, True, ahead=ahead, pledge=pledge)
                 now = time.monotonic()
                 if now >= end:
                     return DoorDecision(False, now - start, True, refusal="waited")

@@ -3,9 +3,11 @@
 The door plans with these figures: a request waits in line no longer than its
 deadline minus its route's expected service time, is refused at once when its
 place in line times the drain rate says it could not be let in in time, and a
-refusal's ``Retry-After`` is the expected wait (rule.drain_wait_s). Measured
+refusal's ``Retry-After`` is the expected wait. Service times are measured
 when a costed request's response closes (from admission to close), as an EWMA
-per route and one for all routes, like the memory costs generation learns.
+per route and one for all routes, like the memory costs generation learns. The
+drain rate is measured by the line itself: a request let in after waiting W
+with P requests ahead of it saw one place go every W / (P + 1) seconds.
 """
 
 from __future__ import annotations
@@ -17,13 +19,15 @@ from . import rule
 from .shared import SharedTable, own_or_free_slot
 
 ALL_ROUTES = "*"
+DOOR_LINE = " line"  # the slot of the door line's time per place (not a route: paths start "/")
 
 
 class ServiceTimes:
     """EWMAs of service times per route and costed requests running now, in shared memory.
 
     Layout (float64s): ``routes`` slots of (average, count), slot 0 for all
-    routes together, then ``processes`` slots of (pid, running). Routes get
+    routes together, slot 1 the door line's time per place, then ``processes``
+    slots of (pid, running). Routes get
     their slot when first named (``register``), which the middleware does
     before gunicorn forks; reads are lock-free.
     """
@@ -33,7 +37,7 @@ class ServiceTimes:
         self._processes = processes
         self._shared = SharedTable(8 * 2 * (routes + processes), "timings")
         self._table = memoryview(self._shared.buffer).cast("d")
-        self._index: dict[str, int] = {ALL_ROUTES: 0}
+        self._index: dict[str, int] = {ALL_ROUTES: 0, DOOR_LINE: 1}
         self._local: tuple[int, int] | None = None  # (pid, process slot)
         self._count_lock = threading.Lock()
 
@@ -49,8 +53,19 @@ class ServiceTimes:
         return self._table[2 * index]
 
     def record(self, route: str, seconds: float) -> None:
+        self._learn({0, self._index.get(route, 0)}, seconds)
+
+    def record_line_wait(self, waited_s: float, ahead: int) -> None:
+        """A request was let in from the door's line after ``waited_s`` behind ``ahead`` others."""
+        self._learn({1}, waited_s / (ahead + 1))
+
+    def line_place_s(self) -> float | None:
+        """Measured seconds for the door's line to move one place, or None while nobody waited."""
+        return self.expected_s(DOOR_LINE)
+
+    def _learn(self, indexes: set[int], seconds: float) -> None:
         with self._shared.locked():
-            for index in {0, self._index.get(route, 0)}:
+            for index in indexes:
                 average, count = self._table[2 * index], self._table[2 * index + 1]
                 self._table[2 * index] = rule.ewma(average, int(count), seconds)
                 self._table[2 * index + 1] = count + 1
