@@ -19,10 +19,16 @@ def test_fits_counts_promises_only_for_costed_work():
 
 
 def test_how_many_heavy_requests_fit_in_what_is_neither_used_nor_promised():
-    assert rule.how_many_fit(used=500, unspent=72, cost=50, limit=3072) == 50  # 2500 / 50
+    assert rule.how_many_fit(used=500, unspent=72, cost=50, limit=3072) == 49  # 2500 / 50, less
+    assert rule.how_many_fit(used=500, unspent=72, cost=49, limit=3072) == 51  # one reaching it
     assert rule.how_many_fit(used=500, unspent=72, cost=5000, limit=3072) == 0
     assert rule.how_many_fit(used=350, unspent=0, cost=20, limit=300) == 0  # over: never negative
     assert rule.how_many_fit(used=100, unspent=0, cost=0, limit=300) == 0  # no figure yet: none
+    # The count is what the admission rule would let in at once, no more and no fewer.
+    for used, unspent, cost, limit in [(500, 72, 50, 3072), (0, 0, 0.5, 3.0), (10, 5, 7, 100)]:
+        n = rule.how_many_fit(used, unspent, cost, limit)
+        assert rule.fits(used, unspent + (n - 1) * cost, cost, limit)
+        assert not rule.fits(used, unspent + n * cost, cost, limit)
 
 
 def test_the_expected_wait_is_the_place_times_the_drain_interval():

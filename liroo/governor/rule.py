@@ -97,10 +97,13 @@ def fits(used: float, unspent: float, cost: float, limit: float) -> bool:
 
 def how_many_fit(used: float, unspent: float, cost: float, limit: float) -> int:
     """How many more units of work costing ``cost`` fit in what is neither used nor promised
-    under ``limit`` (0 when full or over, or when the cost is not known yet)."""
-    if cost <= 0:
+    under ``limit`` (0 when full or over, or when the cost is not known yet): the most ``n``
+    for which ``fits`` admits ``n`` of them at once, so free room of exactly ``k x cost`` holds
+    ``k - 1`` (the rule wants to stay under the limit, not reach it)."""
+    free = limit - used - unspent
+    if cost <= 0 or free <= 0:
         return 0
-    return max(int((limit - used - unspent) // cost), 0)
+    return math.ceil(free / cost) - 1
 
 
 def drain_wait_s(place: int, service_s: float, running: int) -> float:
