@@ -95,10 +95,13 @@ class Result:
     side: str
     requests: list[UserRequest] = field(default_factory=list)
 
-    def count(self, name: str) -> int:
-        if name == "refused":
-            return sum(len(r.refusals) for r in self.requests)
-        return sum(getattr(r, name) for r in self.requests)
+    @property
+    def late(self) -> int:
+        return sum(r.late for r in self.requests)
+
+    @property
+    def refused(self) -> int:
+        return sum(len(r.refusals) for r in self.requests)
 
     def refusals(self) -> str:
         """When the 503s came, by kind: at once (< 1 s), after waiting, at the deadline (50 s+)."""
@@ -124,7 +127,7 @@ class Result:
     def summary(self) -> str:
         return (
             f"{len(self.requests)} user requests, {self.served} served, "
-            f"{self.count('late')} late answers, {self.count('refused')} 503s, "
+            f"{self.late} late answers, {self.refused} 503s, "
             f"p50 {self.latency(0.5):.1f} s, p95 {self.latency(0.95):.1f} s; "
             f"served: {self.by_kind()}; "
             f"503s at once/after waiting/at the deadline: {self.refusals()}"
@@ -255,12 +258,10 @@ def main() -> None:
             print(f"{name:>6}, {args.rounds} rounds: {result.summary()}")
     ours, today = results.get("ours", Result("ours")), results.get("today", Result("today"))
     figures = " ".join(
-        f"late_answers_{name}={r.count('late')} served_{name}={r.served}"
-        for name, r in results.items()
+        f"late_answers_{name}={r.late} served_{name}={r.served}" for name, r in results.items()
     )
     print(
-        f"{figures} late_answers={ours.count('late')} "
-        f"served_ratio={ours.served / max(today.served, 1):.2f}"
+        f"{figures} late_answers={ours.late} served_ratio={ours.served / max(today.served, 1):.2f}"
     )
 
 

@@ -143,7 +143,6 @@ def test_waiting_reservation_fails_after_its_deadline(cgroup):
             pass
 
 
-
 def test_a_step_waiting_for_room_trims_without_collecting(cgroup):
     """A full gc stops every thread of the worker; a step short of room only trims the heap
     (its room is in buffers freed as they go out of scope), while the door still collects."""
@@ -158,6 +157,7 @@ def test_a_step_waiting_for_room_trims_without_collecting(cgroup):
             pass
     room = [figures["kind"] for figures in cleanups if figures["reason"] == "room"]
     assert room and set(room) == {"trim"}
+
 
 def test_ledger_is_shared_with_forked_children():
     """A reservation made in a forked worker counts against the parent's admission, and vice
@@ -410,7 +410,11 @@ def test_the_expected_wait_follows_the_line_when_memory_frees_before_requests_en
         threads = [threading.Thread(target=newcomer) for _ in range(2)]
         for number, thread in enumerate(threads, 1):
             thread.start()
-            wait_for(lambda n=number: len(decisions) + governor.queue_length() == n, 10, what="")
+            wait_for(
+                lambda n=number: len(decisions) + governor.queue_length() == n,
+                10,
+                what=f"newcomer {number} refused or in line",
+            )
         queued = governor.queue_length()
         holder.release()  # memory frees while the long request still runs
         for thread in threads:

@@ -271,9 +271,9 @@ class Governor:
         the requests running, whichever is sooner; None while nothing is measured.
 
         Service times alone overestimate: the line moves when memory frees, often before a
-        request ends (one that refused every newcomer served 25 of 38 users' requests where
-        waiting served 30 of 30). The line's own figure alone could stick: a newcomer refused
-        for it never waits, so never corrects it; the running requests' figure stays fresh."""
+        request ends (refusing by them served fewer users than not refusing: README, "Answer in
+        time"). The line's own figure alone could stick: a newcomer refused for it never waits,
+        so never corrects it; the running requests' figure stays fresh."""
         waits = []
         if (service_s := self.timings.expected_s(ALL_ROUTES)) is not None:
             waits.append(rule.drain_wait_s(place, service_s, self.timings.running()))

@@ -181,10 +181,10 @@ class MemoryPolicy:
         # refuse at once, as for any request, rather than hold the client for nothing.
         if not self.admits(0.0):
             return DoorDecision(False, refusal="over_limit")
-        expected = expected_wait(self.door.length()) if expected_wait is not None else None
+        ahead = self.door.length()
+        expected = expected_wait(ahead) if expected_wait is not None else None
         if expected is not None and now + expected > wait_end:
             return DoorDecision(False, refusal="late")
-        ahead = self.door.length()
         ticket, full = self.door.enter(queue_max, caller, terms.caller_bound)
         if ticket is None:
             return DoorDecision(False, queue_full=True, refusal=full)
@@ -202,7 +202,7 @@ class MemoryPolicy:
                     return DoorDecision(True, waited, True, ahead=ahead, pledge=pledge)
                 now = time.monotonic()
                 if now >= end:
-                    return DoorDecision(False, now - start, True, refusal="waited")
+                    return DoorDecision(False, now - start, True, ahead=ahead, refusal="waited")
                 if now >= next_purge:
                     self.door.purge_dead()
                     next_purge = now + 1.0

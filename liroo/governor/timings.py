@@ -57,7 +57,7 @@ class ServiceTimes:
 
     def record_line_wait(self, waited_s: float, ahead: int) -> None:
         """A request was let in from the door's line after ``waited_s`` behind ``ahead`` others."""
-        self._learn({1}, waited_s / (ahead + 1))
+        self._learn({self._index[DOOR_LINE]}, waited_s / (ahead + 1))
 
     def line_place_s(self) -> float | None:
         """Measured seconds for the door's line to move one place, or None while nobody waited."""
